@@ -1,0 +1,133 @@
+"""Shared CLI machinery: the context object, output options and error translation.
+
+Library exceptions become ``Error: ...`` and an exit code here and only here:
+InvalidInput exits 2 (a usage problem), every other BotpolyError exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from botpoly_admin.errors import BotpolyError, InvalidInput
+
+if TYPE_CHECKING:
+    from botpoly_admin.tenants import TenantManager
+
+
+@dataclass
+class App:
+    """What every command shares: where the database is and how to talk."""
+
+    db: str | None = None
+    verbose: int = 0
+    fmt: str = "table"
+    _manager: TenantManager | None = field(default=None, repr=False)
+
+    def manager(self, *, create: bool = True) -> TenantManager:
+        """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command)."""
+        if self._manager is None:
+            from botpoly_admin.tenants import TenantManager
+
+            self._manager = TenantManager(self.db, create=create, notify=notice)
+        return self._manager
+
+    def render(self, data: Any, fmt: str | None = None, **kwargs: Any) -> None:
+        """Render through the one renderer."""
+        from botpoly_admin.cli.render import render
+
+        render(data, fmt or self.fmt, **kwargs)
+
+    def say(self, message: str) -> None:
+        """A human message on stdout (kept off stdout under --json/--csv)."""
+        click.echo(message, err=self.fmt != "table")
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def notice(message: str) -> None:
+    """A notice for the operator on stderr (never on stdout, which scripts parse)."""
+    click.echo(f"Notice: {message}", err=True)
+
+
+def output_options(csv: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--json`` (and ``--csv``) to a read command; passes ``fmt`` and records it."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, fmt: str, **kwargs: Any) -> Any:
+            click.get_current_context().find_object(App).fmt = fmt  # type: ignore[union-attr]
+            return func(*args, fmt=fmt, **kwargs)
+
+        if csv:
+            wrapper = click.option("--csv", "fmt", flag_value="csv", help="Output CSV.")(wrapper)
+        wrapper = click.option(
+            "--json", "fmt", flag_value="json", help="Output JSON (for scripts)."
+        )(wrapper)
+        wrapper = click.option(
+            "--table", "fmt", flag_value="table", default=True, hidden=True
+        )(wrapper)
+        return wrapper
+
+    return decorator
+
+
+class BotpolyGroup(click.Group):
+    """A group that turns library errors into one-line errors with the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BotpolyError as exc:
+            _fail(ctx, str(exc), 2 if isinstance(exc, InvalidInput) else exc.exit_code)
+        except sqlite3.OperationalError as exc:
+            _fail(ctx, f"database error: {exc}", 1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+class CommandError(click.ClickException):
+    """A ClickException with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
+    app = ctx.find_object(App)
+    message = " ".join(message.split())  # always one line
+    if app is not None and app.fmt == "json":
+        from botpoly_admin.cli.render import to_json
+
+        click.echo(to_json({"error": message, "exit_code": exit_code}))
+    raise CommandError(message, exit_code)
+
+
+def configure_logging(verbose: int) -> None:
+    """Library logs go to stderr with ``-v`` (INFO) or ``-vv`` (DEBUG); warnings always."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger("botpoly_admin")
+    root.setLevel(level)
+    if not any(getattr(h, "_botpoly_stderr", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._botpoly_stderr = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for h in root.handlers:
+        if getattr(h, "_botpoly_stderr", False):
+            h.setLevel(level)
+
+
+def tenant_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The TENANT argument: a tenant id, a unique id prefix, or an email."""
+    return click.argument("tenant", metavar="TENANT")(func)

@@ -1,0 +1,57 @@
+"""``db`` group: the SQLite store itself."""
+
+from __future__ import annotations
+
+import click
+
+from botpoly_admin.cli.app import App, output_options, pass_app
+
+
+@click.group("db")
+def db_group() -> None:
+    """Inspect and migrate the database.
+
+    \b
+    Example:
+        botpoly-admin db path
+    """
+
+
+@db_group.command("migrate")
+@pass_app
+def migrate(app: App) -> None:
+    """Create the database if needed and apply pending schema migrations.
+
+    \b
+    Example:
+        botpoly-admin --db data/tenants.db db migrate
+    """
+    from botpoly_admin import store
+
+    manager = app.manager()
+    click.echo(f"Database {manager.db_path} is at schema version "
+               f"{store.schema_version(manager.db)} (latest {len(store.MIGRATIONS)})")
+
+
+@db_group.command("path")
+@output_options()
+@pass_app
+def path(app: App, fmt: str) -> None:
+    """Print the database path in use (from --db, BOTPOLY_DB or the default).
+
+    \b
+    Example:
+        botpoly-admin db path
+    """
+    from botpoly_admin.store import resolve_db_path
+
+    resolved = resolve_db_path(app.db)
+    if fmt == "json":
+        app.render({"path": str(resolved), "exists": resolved.exists()}, fmt)
+    else:
+        click.echo(str(resolved))
+
+
+def register(cli: click.Group) -> None:
+    """Attach this module's commands to the root group."""
+    cli.add_command(db_group)

@@ -1,0 +1,117 @@
+"""The one place where command results become text: a rich table, JSON or CSV.
+
+Commands produce plain data (a list of dicts or one dict) and call ``render``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import click
+
+Column = tuple[str, str]  # (key in the row, header shown in a table)
+
+
+def json_default(value: Any) -> Any:
+    """Encode Decimal as a JSON number (int when whole), datetimes as ISO-8601, enums as values."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def to_json(data: Any) -> str:
+    """JSON text for *data* with our encodings."""
+    return json.dumps(data, default=json_default, indent=2, ensure_ascii=False)
+
+
+def cell(value: Any) -> str:
+    """Human text for one table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Decimal):
+        return f"{value:,.2f}" if value == value.quantize(Decimal("0.01")) else f"{value:,.4f}"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, list | tuple):
+        return ", ".join(cell(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items()) if value else "-"
+    return str(value)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=json_default)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def render(
+    data: list[dict[str, Any]] | dict[str, Any],
+    fmt: str = "table",
+    *,
+    columns: Sequence[Column] | None = None,
+    title: str | None = None,
+    empty: str = "(none)",
+) -> None:
+    """Write *data* to stdout as a rich table (default), JSON or CSV."""
+    if fmt == "json":
+        click.echo(to_json(data))
+        return
+    rows = data if isinstance(data, list) else None
+    if fmt == "csv":
+        if rows is None:
+            rows = [data]  # type: ignore[list-item]
+        keys = [k for k, _ in columns] if columns else (list(rows[0]) if rows else [])
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(keys)
+        for row in rows:
+            writer.writerow([_csv_value(row.get(k)) for k in keys])
+        click.echo(out.getvalue(), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output has no terminal width: don't fold columns to 80 characters.
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    if rows is None:
+        table = Table(title=title, show_header=False, box=None, padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        pairs = [(h, data.get(k)) for k, h in columns] if columns else list(data.items())
+        for key, value in pairs:
+            table.add_row(str(key), cell(value))
+        console.print(table)
+        return
+    if not rows:
+        console.print(empty if title is None else f"{title}: {empty}")
+        return
+    cols = list(columns) if columns else [(k, k) for k in rows[0]]
+    table = Table(title=title, header_style="bold")
+    for _, header in cols:
+        table.add_column(header, no_wrap=True)
+    for row in rows:
+        table.add_row(*(cell(row.get(k)) for k, _ in cols))
+    console.print(table)

@@ -1,0 +1,46 @@
+"""The one clock of the application.
+
+``BOTPOLY_NOW`` (ISO-8601, UTC) freezes it for every command: a testing and
+reproduction aid, documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from botpoly_admin.errors import InvalidInput
+
+
+def now() -> datetime:
+    """Return the current time as an aware UTC datetime (``BOTPOLY_NOW`` overrides it)."""
+    fixed = os.environ.get("BOTPOLY_NOW")
+    if fixed:
+        return parse_utc(fixed, what="BOTPOLY_NOW")
+    return datetime.now(UTC)
+
+
+def parse_utc(text: str, what: str = "time") -> datetime:
+    """Parse an ISO-8601 date or datetime; naive values are taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{what} must be an ISO-8601 date or time, got {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    """Format an aware datetime as ISO-8601 UTC with a trailing Z, to the second."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def period_of(value: datetime) -> str:
+    """Return the quota period ('YYYY-MM', UTC month) that *value* falls in."""
+    return value.astimezone(UTC).strftime("%Y-%m")
+
+
+def day_of(value: datetime) -> str:
+    """Return the UTC day ('YYYY-MM-DD') that *value* falls in."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d")

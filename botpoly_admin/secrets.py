@@ -1,0 +1,172 @@
+"""Encryption of tenant credentials: keys, key files, verification and masking.
+
+Keys are Fernet keys. They come from ``BOTPOLY_SECRET_KEYS`` (comma-separated, the
+first is primary) or from a key file next to the database (one key per line, first
+is primary, mode 0600). A MultiFernet decrypts with any key and encrypts with the
+primary, which is what makes rotation possible.
+
+A verification token in the ``meta`` table, encrypted under the keys in use, lets a
+wrong key fail with a clear message before any credential is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from botpoly_admin.errors import Conflict, CredentialsError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+ENV_KEYS = "BOTPOLY_SECRET_KEYS"
+ENV_KEY_FILE = "BOTPOLY_KEY_FILE"
+CHECK_PLAINTEXT = b"botpoly-admin key check v1"
+
+
+def key_file_for(db_path: Path) -> Path:
+    """The key file beside a database: ``BOTPOLY_KEY_FILE``, else ``<db stem>.key``."""
+    env = os.environ.get(ENV_KEY_FILE)
+    return Path(env) if env else db_path.with_suffix(".key")
+
+
+def key_id(key: bytes) -> str:
+    """A short public fingerprint of a key (never the key itself)."""
+    return hashlib.sha256(key.strip()).hexdigest()[:12]
+
+
+def mask(value: str | None) -> str | None:
+    """Mask a secret for display: ``****`` plus the last 4 characters of long values."""
+    if value is None:
+        return None
+    # A short secret's last four characters would be most of it.
+    return "****" + value[-4:] if len(value) >= 12 else "****"
+
+
+def generate_key() -> bytes:
+    """Return a new random Fernet key."""
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key()
+
+
+@dataclass
+class KeyRing:
+    """The keys in use, primary first, and where they came from."""
+
+    keys: list[bytes]
+    source: str  # "env" or "file"
+    path: Path | None = None
+
+    @property
+    def primary_id(self) -> str:
+        """Fingerprint of the primary (encrypting) key."""
+        return key_id(self.keys[0])
+
+    @property
+    def key_ids(self) -> list[str]:
+        """Fingerprints of every key, primary first."""
+        return [key_id(k) for k in self.keys]
+
+    def fernet(self) -> MultiFernet:
+        """A MultiFernet over the keys (primary first)."""
+        from cryptography.fernet import Fernet, MultiFernet
+
+        try:
+            return MultiFernet([Fernet(k) for k in self.keys])
+        except ValueError:
+            where = ENV_KEYS if self.source == "env" else str(self.path)
+            raise CredentialsError(
+                f"malformed secret key in {where} (expected url-safe base64 Fernet keys)"
+            ) from None
+
+    def encrypt(self, plaintext: str) -> str:
+        """Encrypt under the primary key; returns a token as text."""
+        return self.fernet().encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        """Decrypt with any key of the ring, or raise CredentialsError."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self.fernet().decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise CredentialsError(
+                "cannot decrypt a stored secret with the configured keys"
+            ) from None
+
+    def token_key_id(self, token: str) -> str | None:
+        """Fingerprint of the key that decrypts *token* (None if none does)."""
+        from cryptography.fernet import Fernet, InvalidToken
+
+        for key in self.keys:
+            try:
+                Fernet(key).decrypt(token.encode())
+            except InvalidToken:
+                continue
+            return key_id(key)
+        return None
+
+
+def read_key_file(path: Path) -> list[bytes]:
+    """Read keys from *path*, refusing a file readable by group or others (as ssh does)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CredentialsError(f"key file not found: {path}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialsError(
+            f"key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+    keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+    if not keys:
+        raise CredentialsError(f"key file {path} holds no key")
+    return keys
+
+
+def write_key_file(path: Path, keys: list[bytes], *, replace: bool = False) -> None:
+    """Write *keys* (primary first) to *path* with mode 0600, atomically."""
+    if path.exists() and not replace:
+        raise Conflict(f"key file already exists: {path} (use `keys rotate` to replace its key)")
+    if not path.parent.is_dir():
+        raise CredentialsError(f"key file directory does not exist: {path.parent}")
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(b"\n".join(keys) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_keyring(
+    db_path: Path,
+    *,
+    create: bool,
+    notify: Callable[[str], None] | None = None,
+) -> KeyRing | None:
+    """Find the keys for *db_path*: the environment first, then the key file.
+
+    With *create* and no key anywhere, a key file is generated (mode 0600) and
+    *notify* is told where. Without *create*, None means "no key configured".
+    """
+    env = os.environ.get(ENV_KEYS, "").strip()
+    if env:
+        keys = [k.strip().encode() for k in env.split(",") if k.strip()]
+        return KeyRing(keys, "env")
+    path = key_file_for(db_path)
+    if path.exists():
+        return KeyRing(read_key_file(path), "file", path)
+    if not create:
+        return None
+    write_key_file(path, [generate_key()])
+    if notify:
+        notify(f"created a new secret key file {path} (mode 0600): back it up with the database")
+    return KeyRing(read_key_file(path), "file", path)

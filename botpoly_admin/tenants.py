@@ -1,0 +1,792 @@
+"""TenantManager: every rule about tenants, their credentials and their audit trail.
+
+The guide's method names are kept (create_tenant, get_tenant, get_tenant_by_email,
+update_tenant, delete_tenant, list_tenants, get_stats, ...) without its bugs: enums
+serialize to JSON, trial tenants are listed, unknown fields are errors, secrets are
+encrypted. The ledger, quotas and metrics live in ``botpoly_admin.ledger`` and are
+reached through the same manager.
+
+Each thread gets its own SQLite connection (``self.db``); every write is one short
+transaction that also writes the audit row.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from botpoly_admin import clock
+from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound
+from botpoly_admin.models import (
+    CREDENTIAL_NAMES,
+    SETTING_KEYS,
+    TIERS,
+    TenantConfig,
+    TenantStatus,
+    TenantTier,
+    TradingMode,
+    from_micros,
+    parse_mode,
+    parse_status,
+    parse_tier,
+    to_decimal,
+    to_micros,
+)
+from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, load_keyring, mask
+from botpoly_admin.store import DEFAULT_DB_PATH, connect, resolve_db_path, transaction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRIAL_DAYS = 14
+MAX_NAME_LENGTH = 200
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+# Tables whose rows belong to one tenant: reached only through TenantScope.
+TENANT_TABLES = (
+    "credentials",
+    "usage",
+    "daily_usage",
+    "trades",
+    "positions",
+    "equity_snapshots",
+    "bots",
+)
+
+# Fields update_tenant accepts, besides SETTING_KEYS and CREDENTIAL_NAMES.
+EDITABLE_FIELDS = (
+    "name",
+    "email",
+    "tier",
+    "status",
+    "trading_mode",
+    "capital",
+    "max_position_size",
+    "max_daily_trades",
+    "enabled_strategies",
+    "strategy_params",
+    "markets",
+    "rate_limits",
+    "monthly_trades_quota",
+    "trial_ends_at",
+    "settings",
+)
+
+RATE_LIMIT_KEYS = ("api_calls_per_minute",)
+
+TENANT_SELECT = """
+SELECT t.*, COALESCE(u.trades_used, 0) AS period_trades_used
+FROM tenants t
+LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
+"""
+
+
+def os_user() -> str:
+    """The OS user running this process, for the audit log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def effective_quota(row: Mapping[str, Any]) -> int | None:
+    """Monthly trade quota of a tenant row: override, else tier default (None = unlimited)."""
+    if row["quota_unlimited"]:
+        return None
+    if row["monthly_trades_quota"] is not None:
+        return int(row["monthly_trades_quota"])
+    return TIERS[TenantTier(row["tier"])].monthly_trades
+
+
+class TenantScope:
+    """The one access path to tenant-owned rows: every query is filtered by tenant_id."""
+
+    def __init__(self, db: sqlite_utils.Database, tenant_id: str) -> None:
+        if not tenant_id:
+            raise InvalidInput("a tenant id is required")
+        self.db = db
+        self.tenant_id = tenant_id
+
+    def _check(self, table: str) -> None:
+        if table not in TENANT_TABLES:
+            raise InvalidInput(f"{table} is not a tenant-owned table")
+
+    def rows(
+        self,
+        table: str,
+        where: str = "",
+        params: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of *table* belonging to this tenant, with an optional extra filter."""
+        self._check(table)
+        sql = f"SELECT * FROM [{table}] WHERE tenant_id = :tenant_id"
+        if where:
+            sql += f" AND ({where})"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.query(sql, {**(params or {}), "tenant_id": self.tenant_id}))
+
+    def count(self, table: str, where: str = "", params: Mapping[str, Any] | None = None) -> int:
+        """How many of this tenant's rows in *table* match."""
+        self._check(table)
+        sql = f"SELECT count(*) FROM [{table}] WHERE tenant_id = :tenant_id"
+        if where:
+            sql += f" AND ({where})"
+        row = self.db.execute(sql, {**(params or {}), "tenant_id": self.tenant_id}).fetchone()
+        return int(row[0])
+
+
+class TenantManager:
+    """Create, read, update and delete tenants; keep their credentials; audit every change."""
+
+    def __init__(
+        self,
+        db_path: str | Path | None = None,
+        *,
+        create: bool = True,
+        trial_days: int = DEFAULT_TRIAL_DAYS,
+        notify: Callable[[str], None] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self.db_path = resolve_db_path(db_path)
+        if create and self.db_path == DEFAULT_DB_PATH:
+            # The guide's default location: make data/ on first use, as it did.
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
+        self.trial_days = trial_days
+        self.notify = notify or (lambda message: log.warning("%s", message))
+        self.actor = actor or os_user()
+        self._local = threading.local()
+        self._keyring: KeyRing | None = None
+        self.db  # open now so a bad path fails at construction  # noqa: B018
+
+    # --- connections ------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (one per thread, opened on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.db_path, create=self.create)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    def scope(self, tenant_id: str) -> TenantScope:
+        """Tenant-scoped access to tenant-owned tables."""
+        return TenantScope(self.db, tenant_id)
+
+    def audit(
+        self,
+        conn: Any,
+        action: str,
+        tenant_id: str | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write one audit row inside the caller's transaction (never a secret value)."""
+        conn.execute(
+            "INSERT INTO audit_log (ts, actor, action, tenant_id, details) VALUES (?, ?, ?, ?, ?)",
+            (clock.iso(clock.now()), self.actor, action, tenant_id,
+             json.dumps(dict(details or {}), default=str, sort_keys=True)),
+        )
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _rows(self, where: str = "", params: Mapping[str, Any] | None = None,
+              order_by: str = "t.created_at, t.rowid") -> list[dict[str, Any]]:
+        sql = TENANT_SELECT + (f" WHERE {where}" if where else "") + f" ORDER BY {order_by}"
+        args = {"period": clock.period_of(clock.now()), **(params or {})}
+        return list(self.db.query(sql, args))
+
+    def _to_config(
+        self, row: Mapping[str, Any], credentials: dict[str, str | None]
+    ) -> TenantConfig:
+        return TenantConfig(
+            tenant_id=row["tenant_id"],
+            name=row["name"],
+            email=row["email"],
+            tier=TenantTier(row["tier"]),
+            status=TenantStatus(row["status"]),
+            trading_mode=TradingMode(row["trading_mode"]),
+            capital=from_micros(row["capital_micros"]),
+            max_position_size=from_micros(row["max_position_micros"]),
+            max_daily_trades=row["max_daily_trades"],
+            enabled_strategies=json.loads(row["enabled_strategies"]),
+            markets=json.loads(row["markets"]),
+            rate_limits=json.loads(row["rate_limits"]),
+            monthly_trades_quota=effective_quota(row),
+            monthly_trades_quota_override=row["monthly_trades_quota"],
+            monthly_trades_unlimited=bool(row["quota_unlimited"]),
+            monthly_trades_used=row["period_trades_used"],
+            settings=json.loads(row["settings"]),
+            trial_ends_at=row["trial_ends_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            last_active=row["last_active"],
+            credentials=credentials,
+        )
+
+    def _configs(self, rows: list[dict[str, Any]]) -> list[TenantConfig]:
+        masked = self._masked_credentials([r["tenant_id"] for r in rows])
+        empty = dict.fromkeys(CREDENTIAL_NAMES)
+        return [self._to_config(r, {**empty, **masked.get(r["tenant_id"], {})}) for r in rows]
+
+    def get_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant with this id, or None (the guide's contract)."""
+        rows = self._rows("t.tenant_id = :id", {"id": tenant_id})
+        return self._configs(rows)[0] if rows else None
+
+    def get_tenant_by_email(self, email: str) -> TenantConfig | None:
+        """The tenant with this email (any case), or None."""
+        rows = self._rows("t.email = :email", {"email": email.strip()})
+        return self._configs(rows)[0] if rows else None
+
+    def resolve(self, ref: str) -> TenantConfig:
+        """Find a tenant by id, email, or a unique id prefix; raise NotFound otherwise."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise InvalidInput("a tenant id or email is required")
+        tenant = self.get_tenant_by_email(ref) if "@" in ref else self.get_tenant(ref)
+        if tenant is None and "@" not in ref and len(ref) >= 6:
+            rows = self._rows("t.tenant_id LIKE :prefix", {"prefix": ref + "%"})
+            if len(rows) > 1:
+                raise Conflict(f"tenant id prefix {ref!r} is ambiguous ({len(rows)} tenants)")
+            tenant = self._configs(rows)[0] if rows else None
+        if tenant is None:
+            raise NotFound(f"no tenant with id or email {ref!r}")
+        return tenant
+
+    def list_tenants(
+        self,
+        status: TenantStatus | str | None = None,
+        tier: TenantTier | str | None = None,
+    ) -> list[TenantConfig]:
+        """Every tenant (trial ones included), optionally filtered by status and tier."""
+        clauses, params = [], {}
+        if status is not None:
+            clauses.append("t.status = :status")
+            params["status"] = parse_status(status).value
+        if tier is not None:
+            clauses.append("t.tier = :tier")
+            params["tier"] = parse_tier(tier).value
+        return self._configs(self._rows(" AND ".join(clauses), params))
+
+    # --- validation -------------------------------------------------------------------
+
+    @staticmethod
+    def _name(value: Any) -> str:
+        name = str(value or "").strip()
+        if not name:
+            raise InvalidInput("name must not be empty")
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidInput(f"name is longer than {MAX_NAME_LENGTH} characters")
+        return name
+
+    @staticmethod
+    def _email(value: Any) -> str:
+        email = str(value or "").strip()
+        if not EMAIL_RE.match(email) or len(email) > 254:
+            raise InvalidInput(f"malformed email address {email!r}")
+        return email
+
+    @staticmethod
+    def _non_negative_int(value: Any, what: str) -> int:
+        number = to_decimal(value, what)
+        if number != number.to_integral_value():
+            raise InvalidInput(f"{what} must be a whole number, got {value!r}")
+        if number < 0:
+            raise InvalidInput(f"{what} must be >= 0, got {value!r}")
+        return int(number)
+
+    @staticmethod
+    def _capital(value: Any) -> int:
+        if to_decimal(value, "capital") < 0:
+            raise InvalidInput(f"capital must be >= 0, got {value!r}")
+        return to_micros(value, "capital")
+
+    @staticmethod
+    def _position(value: Any) -> int:
+        if to_decimal(value, "max_position_size") <= 0:
+            raise InvalidInput(f"max_position_size must be > 0, got {value!r}")
+        return to_micros(value, "max_position_size")
+
+    @staticmethod
+    def _string_list(value: Any, what: str) -> list[str]:
+        if isinstance(value, str):
+            value = [v for v in value.split(",")]
+        if not isinstance(value, Iterable):
+            raise InvalidInput(f"{what} must be a list")
+        items = [str(v).strip() for v in value if str(v).strip()]
+        return list(dict.fromkeys(items))
+
+    @staticmethod
+    def _strategies(names: list[str], params: Mapping[str, Any] | None) -> dict[str, Any]:
+        from botpoly_admin.trading.strategies import validate_strategy_config
+
+        return validate_strategy_config(names, dict(params or {}))
+
+    @staticmethod
+    def _rate_limits(value: Any) -> dict[str, int]:
+        if not isinstance(value, Mapping):
+            raise InvalidInput("rate_limits must be a mapping")
+        unknown = sorted(set(value) - set(RATE_LIMIT_KEYS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown rate limit {unknown[0]!r} (known: {', '.join(RATE_LIMIT_KEYS)})"
+            )
+        limits = {}
+        for key, raw in value.items():
+            number = TenantManager._non_negative_int(raw, key)
+            if number == 0:
+                raise InvalidInput(f"{key} must be > 0")
+            limits[key] = number
+        return limits
+
+    # --- writing ----------------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        name: str,
+        email: str,
+        tier: TenantTier | str = TenantTier.FREE,
+        *,
+        status: TenantStatus | str | None = None,
+        trading_mode: TradingMode | str = TradingMode.PAPER,
+        capital: Any = Decimal("1000"),
+        max_position_size: Any = Decimal("100"),
+        max_daily_trades: Any = 10,
+        enabled_strategies: Iterable[str] | None = None,
+        strategy_params: Mapping[str, Any] | None = None,
+        markets: Iterable[str] | None = None,
+        monthly_trades_quota: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+        trial_days: int | None = None,
+    ) -> TenantConfig:
+        """Create a tenant (in ``trial`` unless a status is given) and return it."""
+        tier = parse_tier(tier)
+        mode = parse_mode(trading_mode)
+        if tier is TenantTier.FREE and mode is TradingMode.LIVE:
+            raise InvalidInput("free tenants always trade paper; live mode needs a paid tier")
+        status = parse_status(status) if status is not None else TenantStatus.TRIAL
+        now = clock.now()
+        days = self.trial_days if trial_days is None else trial_days
+        if days < 0:
+            raise InvalidInput(f"trial days must be >= 0, got {days}")
+        strategies = self._string_list(enabled_strategies or [], "enabled_strategies")
+        params = self._strategies(strategies, strategy_params) if strategies else {}
+        unknown = sorted(set(settings or {}) - set(SETTING_KEYS))
+        if unknown:
+            raise InvalidInput(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTING_KEYS)})")
+        row = {
+            "tenant_id": str(uuid.uuid4()),
+            "name": self._name(name),
+            "email": self._email(email),
+            "tier": tier.value,
+            "status": status.value,
+            "trading_mode": mode.value,
+            "capital_micros": self._capital(capital),
+            "max_position_micros": self._position(max_position_size),
+            "max_daily_trades": self._non_negative_int(max_daily_trades, "max_daily_trades"),
+            "enabled_strategies": json.dumps(strategies),
+            "strategy_params": json.dumps(params),
+            "markets": json.dumps(self._string_list(markets or [], "markets")),
+            "rate_limits": "{}",
+            "monthly_trades_quota": (
+                None if monthly_trades_quota is None
+                else self._non_negative_int(monthly_trades_quota, "monthly_trades_quota")
+            ),
+            "settings": json.dumps(dict(settings or {})),
+            "trial_ends_at": (
+                clock.iso(now + timedelta(days=days)) if status is TenantStatus.TRIAL else None
+            ),
+            "created_at": clock.iso(now),
+            "updated_at": clock.iso(now),
+        }
+        with transaction(self.db) as conn:
+            if conn.execute(
+                "SELECT 1 FROM tenants WHERE email = ?", (row["email"],)
+            ).fetchone():
+                raise Conflict(f"a tenant with email {row['email']} already exists")
+            columns = ", ".join(row)
+            conn.execute(
+                f"INSERT INTO tenants ({columns}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+            self.audit(conn, "tenant.create", row["tenant_id"],
+                       {"name": row["name"], "email": row["email"], "tier": row["tier"],
+                        "status": row["status"]})
+        return self.resolve(row["tenant_id"])
+
+    def update_tenant(self, tenant_id: str, **updates: Any) -> TenantConfig:
+        """Change fields of a tenant; an unknown field is an error, not a silent no-op.
+
+        Accepts the editable columns, white-label settings by name (``custom_domain``,
+        ``custom_logo``, ...) and credential names (stored encrypted).
+        """
+        tenant = self.resolve(tenant_id)
+        unknown = sorted(
+            set(updates) - set(EDITABLE_FIELDS) - set(SETTING_KEYS) - set(CREDENTIAL_NAMES)
+        )
+        if unknown:
+            raise InvalidInput(
+                f"unknown field {unknown[0]!r} (editable: {', '.join(EDITABLE_FIELDS)}, "
+                f"settings: {', '.join(SETTING_KEYS)})"
+            )
+        if not updates:
+            raise InvalidInput("nothing to update")
+        secrets = {k: updates.pop(k) for k in list(updates) if k in CREDENTIAL_NAMES}
+        columns: dict[str, Any] = {}
+        settings = dict(tenant.settings)
+        tier = parse_tier(updates["tier"]) if "tier" in updates else tenant.tier
+        mode = (parse_mode(updates["trading_mode"]) if "trading_mode" in updates
+                else tenant.trading_mode)
+        for key, value in updates.items():
+            if key == "name":
+                columns["name"] = self._name(value)
+            elif key == "email":
+                columns["email"] = self._email(value)
+            elif key == "tier":
+                columns["tier"] = tier.value
+            elif key == "status":
+                columns["status"] = parse_status(value).value
+            elif key == "trading_mode":
+                columns["trading_mode"] = mode.value
+            elif key == "capital":
+                columns["capital_micros"] = self._capital(value)
+            elif key == "max_position_size":
+                columns["max_position_micros"] = self._position(value)
+            elif key == "max_daily_trades":
+                columns["max_daily_trades"] = self._non_negative_int(value, "max_daily_trades")
+            elif key == "markets":
+                columns["markets"] = json.dumps(self._string_list(value, "markets"))
+            elif key == "rate_limits":
+                columns["rate_limits"] = json.dumps(self._rate_limits(value))
+            elif key == "monthly_trades_quota":
+                columns["monthly_trades_quota"] = (
+                    None if value is None
+                    else self._non_negative_int(value, "monthly_trades_quota")
+                )
+                columns["quota_unlimited"] = 0
+            elif key == "trial_ends_at":
+                columns["trial_ends_at"] = (
+                    None if value is None else clock.iso(
+                        value if isinstance(value, datetime)
+                        else clock.parse_utc(str(value), "trial_ends_at")
+                    )
+                )
+            elif key == "settings":
+                if not isinstance(value, Mapping):
+                    raise InvalidInput("settings must be a mapping")
+                bad = sorted(set(value) - set(SETTING_KEYS))
+                if bad:
+                    raise InvalidInput(
+                        f"unknown setting {bad[0]!r} (known: {', '.join(SETTING_KEYS)})"
+                    )
+                settings.update(value)
+            elif key in SETTING_KEYS:
+                settings[key] = value
+        if "enabled_strategies" in updates or "strategy_params" in updates:
+            names = self._string_list(
+                updates["enabled_strategies"] if "enabled_strategies" in updates
+                else self._stored_strategies(tenant.tenant_id),
+                "enabled_strategies",
+            )
+            params = updates.get("strategy_params", self._stored_params(tenant.tenant_id))
+            columns["enabled_strategies"] = json.dumps(names)
+            columns["strategy_params"] = json.dumps(self._strategies(names, params))
+        settings = {k: v for k, v in settings.items() if v is not None}
+        if settings != tenant.settings:
+            columns["settings"] = json.dumps(settings)
+        if tier is TenantTier.FREE and mode is TradingMode.LIVE:
+            raise InvalidInput("free tenants always trade paper; live mode needs a paid tier")
+        changed = sorted(set(updates) | set(secrets))
+        with transaction(self.db) as conn:
+            if "email" in columns and conn.execute(
+                "SELECT 1 FROM tenants WHERE email = ? AND tenant_id != ?",
+                (columns["email"], tenant.tenant_id),
+            ).fetchone():
+                raise Conflict(f"a tenant with email {columns['email']} already exists")
+            if columns:
+                columns["updated_at"] = clock.iso(clock.now())
+                assignments = ", ".join(f"{c} = :{c}" for c in columns)
+                conn.execute(
+                    f"UPDATE tenants SET {assignments} WHERE tenant_id = :tenant_id",
+                    {**columns, "tenant_id": tenant.tenant_id},
+                )
+            for name, value in secrets.items():
+                self._store_secret(conn, tenant.tenant_id, name, value)
+            audited = {k: v for k, v in updates.items() if k not in CREDENTIAL_NAMES}
+            self.audit(conn, "tenant.update", tenant.tenant_id,
+                       {"fields": changed, "values": audited})
+        return self.resolve(tenant.tenant_id)
+
+    def _stored_strategies(self, tenant_id: str) -> list[str]:
+        row = self.db.execute(
+            "SELECT enabled_strategies FROM tenants WHERE tenant_id = ?", (tenant_id,)
+        ).fetchone()
+        return json.loads(row[0])
+
+    def _stored_params(self, tenant_id: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT strategy_params FROM tenants WHERE tenant_id = ?", (tenant_id,)
+        ).fetchone()
+        return json.loads(row[0])
+
+    def strategy_params(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Validated parameters of each enabled strategy of a tenant."""
+        return self._stored_params(self.resolve(tenant_id).tenant_id)
+
+    def set_status(self, tenant_id: str, status: TenantStatus | str) -> TenantConfig:
+        """Suspend, activate or expire a tenant (audited like any update)."""
+        return self.update_tenant(tenant_id, status=parse_status(status).value)
+
+    def delete_tenant(self, tenant_id: str, *, purge: bool = False) -> None:
+        """Soft-delete (status expired, data kept) or, with *purge*, remove every row."""
+        tenant = self.resolve(tenant_id)
+        with transaction(self.db) as conn:
+            if purge:
+                # Foreign keys cascade to every tenant-owned table.
+                conn.execute("DELETE FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,))
+                self.audit(conn, "tenant.purge", tenant.tenant_id, {"email": tenant.email})
+            else:
+                conn.execute(
+                    "UPDATE tenants SET status = 'expired', updated_at = ? WHERE tenant_id = ?",
+                    (clock.iso(clock.now()), tenant.tenant_id),
+                )
+                conn.execute(
+                    "UPDATE bots SET desired_state = 'stopped' WHERE tenant_id = ?",
+                    (tenant.tenant_id,),
+                )
+                self.audit(conn, "tenant.delete", tenant.tenant_id, {"email": tenant.email})
+
+    # --- credentials ------------------------------------------------------------------
+
+    def keyring(self, *, create: bool = False) -> KeyRing:
+        """The keys for this database, verified against the database's check token."""
+        if self._keyring is not None:
+            return self._keyring
+        check = self.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        ring = load_keyring(self.db_path, create=create and check is None, notify=self.notify)
+        if ring is None:
+            raise CredentialsError(
+                "no secret key configured: set BOTPOLY_SECRET_KEYS or restore the key file "
+                f"({self.db_path.with_suffix('.key')})"
+            )
+        if check is None:
+            with transaction(self.db) as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)",
+                    (ring.fernet().encrypt(CHECK_PLAINTEXT).decode(),),
+                )
+            check = self.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        try:
+            ok = ring.decrypt(check[0]) == CHECK_PLAINTEXT.decode()
+        except CredentialsError:
+            ok = False
+        if not ok:
+            where = "BOTPOLY_SECRET_KEYS" if ring.source == "env" else f"key file {ring.path}"
+            raise CredentialsError(
+                f"the secret key in {where} does not match this database (wrong key?)"
+            )
+        self._keyring = ring
+        return ring
+
+    def _store_secret(self, conn: Any, tenant_id: str, name: str, value: Any) -> None:
+        if name not in CREDENTIAL_NAMES:
+            raise InvalidInput(
+                f"unknown credential {name!r} (choose from {', '.join(CREDENTIAL_NAMES)})"
+            )
+        if value is None:
+            conn.execute("DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
+                         (tenant_id, name))
+            return
+        text = str(value).strip()
+        if not text:
+            raise InvalidInput(f"{name} must not be empty")
+        ring = self.keyring(create=True)
+        conn.execute(
+            "INSERT INTO credentials (tenant_id, name, ciphertext, key_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET "
+            "ciphertext = excluded.ciphertext, key_id = excluded.key_id, "
+            "updated_at = excluded.updated_at",
+            (tenant_id, name, ring.encrypt(text), ring.primary_id, clock.iso(clock.now())),
+        )
+
+    def set_credential(self, tenant_id: str, name: str, value: str) -> None:
+        """Store one credential, encrypted under the primary key (audited without the value)."""
+        tenant = self.resolve(tenant_id)
+        if name not in CREDENTIAL_NAMES:
+            raise InvalidInput(
+                f"unknown credential {name!r} (choose from {', '.join(CREDENTIAL_NAMES)})"
+            )
+        self.keyring(create=True)  # verify the key before the write lock is taken
+        with transaction(self.db) as conn:
+            self._store_secret(conn, tenant.tenant_id, name, value)
+            self.audit(conn, "credentials.set", tenant.tenant_id, {"name": name})
+
+    def clear_credentials(self, tenant_id: str, name: str | None = None) -> int:
+        """Remove one credential (or all of a tenant's); return how many were removed."""
+        tenant = self.resolve(tenant_id)
+        if name is not None and name not in CREDENTIAL_NAMES:
+            raise InvalidInput(
+                f"unknown credential {name!r} (choose from {', '.join(CREDENTIAL_NAMES)})"
+            )
+        with transaction(self.db) as conn:
+            if name is None:
+                cursor = conn.execute("DELETE FROM credentials WHERE tenant_id = ?",
+                                      (tenant.tenant_id,))
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
+                    (tenant.tenant_id, name),
+                )
+            self.audit(conn, "credentials.clear", tenant.tenant_id,
+                       {"name": name or "all", "removed": cursor.rowcount})
+        return cursor.rowcount
+
+    def get_credentials(self, tenant_id: str) -> dict[str, str]:
+        """Decrypted credentials of a tenant. Only the live broker should call this."""
+        tenant = self.resolve(tenant_id)
+        rows = self.scope(tenant.tenant_id).rows("credentials")
+        if not rows:
+            return {}
+        ring = self.keyring()
+        return {r["name"]: ring.decrypt(r["ciphertext"]) for r in rows}
+
+    def _masked_credentials(self, tenant_ids: list[str]) -> dict[str, dict[str, str | None]]:
+        if not tenant_ids:
+            return {}
+        rows = list(self.db.query("SELECT tenant_id, name, ciphertext FROM credentials"))
+        wanted = set(tenant_ids)
+        rows = [r for r in rows if r["tenant_id"] in wanted]
+        if not rows:
+            return {}
+        ring = self.keyring()
+        fernet = ring.fernet()
+        result: dict[str, dict[str, str | None]] = {}
+        for r in rows:
+            try:
+                plain = fernet.decrypt(r["ciphertext"].encode()).decode()
+            except Exception:  # noqa: BLE001 - shown as undecryptable, never raised mid-list
+                result.setdefault(r["tenant_id"], {})[r["name"]] = "****(undecryptable)"
+                continue
+            result.setdefault(r["tenant_id"], {})[r["name"]] = mask(plain)
+        return result
+
+    def keys_status(self) -> dict[str, Any]:
+        """Where the keys come from, their fingerprints and how many secrets each holds."""
+        counts = {
+            r["key_id"]: r["n"]
+            for r in self.db.query("SELECT key_id, count(*) AS n FROM credentials GROUP BY key_id")
+        }
+        check = self.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        ring = load_keyring(self.db_path, create=False)
+        keys = []
+        verified = None
+        if ring is not None:
+            if check is not None:
+                try:
+                    verified = ring.decrypt(check[0]) == CHECK_PLAINTEXT.decode()
+                except CredentialsError:
+                    verified = False
+            for index, kid in enumerate(ring.key_ids):
+                keys.append({"key_id": kid, "primary": index == 0,
+                             "secrets": counts.get(kid, 0)})
+        return {
+            "source": None if ring is None else ring.source,
+            "key_file": None if ring is None or ring.path is None else str(ring.path),
+            "keys": keys,
+            "secrets_total": sum(counts.values()),
+            "secrets_by_key": counts,
+            "verified": verified,
+        }
+
+    def rotate_keys(self) -> dict[str, Any]:
+        """Re-encrypt every secret under a new primary key, in one transaction.
+
+        With a key file, a new key is generated and written first (beside the old
+        ones, so a crash at any point leaves every secret readable), then the old
+        keys are dropped. With ``BOTPOLY_SECRET_KEYS``, secrets are re-encrypted under
+        its first key: put the new key first, rotate, then remove the old ones.
+        """
+        from botpoly_admin.secrets import generate_key, write_key_file
+
+        ring = self.keyring()
+        if ring.source == "file":
+            assert ring.path is not None
+            new_ring = KeyRing([generate_key(), *ring.keys], "file", ring.path)
+            write_key_file(ring.path, new_ring.keys, replace=True)
+        else:
+            new_ring = ring
+        fernet = new_ring.fernet()
+        with transaction(self.db) as conn:
+            rows = conn.execute("SELECT tenant_id, name, ciphertext FROM credentials").fetchall()
+            for tenant_id, name, ciphertext in rows:
+                conn.execute(
+                    "UPDATE credentials SET ciphertext = ?, key_id = ? "
+                    "WHERE tenant_id = ? AND name = ?",
+                    (fernet.rotate(ciphertext.encode()).decode(), new_ring.primary_id,
+                     tenant_id, name),
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_check', ?)",
+                (fernet.encrypt(CHECK_PLAINTEXT).decode(),),
+            )
+            self.audit(conn, "keys.rotate", None,
+                       {"secrets": len(rows), "primary_key_id": new_ring.primary_id})
+        if ring.source == "file":
+            assert new_ring.path is not None
+            write_key_file(new_ring.path, new_ring.keys[:1], replace=True)
+            new_ring = KeyRing(new_ring.keys[:1], "file", new_ring.path)
+        self._keyring = new_ring
+        return {"secrets": len(rows), "primary_key_id": new_ring.primary_id,
+                "source": new_ring.source,
+                "key_file": str(new_ring.path) if new_ring.path else None}
+
+    def generate_key_file(self) -> dict[str, Any]:
+        """Create the key file beside the database (refused if one exists)."""
+        from botpoly_admin.secrets import generate_key, key_file_for, write_key_file
+
+        path = key_file_for(self.db_path)
+        write_key_file(path, [generate_key()])
+        with transaction(self.db) as conn:
+            self.audit(conn, "keys.generate", None, {"key_file": str(path)})
+        return {"key_file": str(path), "key_id": load_keyring(self.db_path, create=False)
+                .primary_id}  # type: ignore[union-attr]
+
+    # --- audit ------------------------------------------------------------------------
+
+    def list_audit(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent audit rows, newest first, optionally for one tenant."""
+        if tenant_id:
+            tid = self.resolve(tenant_id).tenant_id
+            sql, params = "SELECT * FROM audit_log WHERE tenant_id = ?", [tid]
+        else:
+            sql, params = "SELECT * FROM audit_log", []
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(int(limit))
+        rows = [dict(r) for r in self.db.query(sql, params)]
+        for r in rows:
+            r["details"] = json.loads(r["details"])
+        return rows
