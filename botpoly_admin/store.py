@@ -135,7 +135,8 @@ CREATE TABLE usage (
     period TEXT NOT NULL CHECK (period GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]'),
     trades_used INTEGER NOT NULL DEFAULT 0 CHECK (trades_used >= 0),
     trades_reserved INTEGER NOT NULL DEFAULT 0 CHECK (trades_reserved >= 0),
-    trades_forgiven INTEGER NOT NULL DEFAULT 0 CHECK (trades_forgiven >= 0),
+    -- trades_used = counted trades + trades_adjustment (quotas reset --tenant, increment_usage)
+    trades_adjustment INTEGER NOT NULL DEFAULT 0,
     api_calls INTEGER NOT NULL DEFAULT 0 CHECK (api_calls >= 0),
     compute_seconds REAL NOT NULL DEFAULT 0 CHECK (compute_seconds >= 0),
     PRIMARY KEY (tenant_id, period)

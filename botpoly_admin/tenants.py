@@ -33,6 +33,7 @@ from botpoly_admin.models import (
     SETTING_KEYS,
     TIERS,
     TenantConfig,
+    TenantMetrics,
     TenantStatus,
     TenantTier,
     TradingMode,
@@ -790,3 +791,122 @@ class TenantManager:
         for r in rows:
             r["details"] = json.loads(r["details"])
         return rows
+
+    # --- ledger, quotas and metrics (rules in botpoly_admin.ledger) --------------------
+
+    def record_trade(self, tenant_id: str, trade: Any, **kwargs: Any) -> dict[str, Any] | None:
+        """Record a trade with its position, usage and quota in one transaction.
+
+        Takes the guide's dict (market_id, side, amount, price, pnl, status) or a
+        ``ledger.Trade``. Returns the stored row, or None for a repeated client order id.
+        Raises QuotaExceeded (nothing written) when the quota is used up.
+        """
+        from botpoly_admin import ledger
+
+        return ledger.record_trade(self, self.resolve(tenant_id).tenant_id, trade, **kwargs)
+
+    def check_quota(self, tenant_id: str) -> bool:
+        """True when the tenant may record another trade this period (guide's meaning)."""
+        from botpoly_admin import ledger
+
+        tenant = self.get_tenant(tenant_id) or self.get_tenant_by_email(tenant_id)
+        return tenant is not None and ledger.check_quota(self, tenant.tenant_id)
+
+    def increment_usage(self, tenant_id: str, n: int = 1) -> int:
+        """Take quota units without a trade (guide's meaning); returns trades used."""
+        from botpoly_admin import ledger
+
+        return ledger.increment_usage(self, tenant_id, n)
+
+    def reserve_trade(self, tenant_id: str) -> Any:
+        """Hold a quota unit before sending a live order (commit via record_trade)."""
+        from botpoly_admin import ledger
+
+        return ledger.reserve_trade(self, self.resolve(tenant_id).tenant_id)
+
+    def release_reservation(self, reservation: Any) -> None:
+        """Give back a reserved quota unit (the order failed)."""
+        from botpoly_admin import ledger
+
+        ledger.release_reservation(self, reservation)
+
+    def get_tenant_metrics(self, tenant_id: str, period: str | None = None) -> TenantMetrics:
+        """Trades, fill rate, win rate, P&L, Sharpe, drawdown and resource use of a tenant."""
+        from botpoly_admin import ledger, metrics
+        from botpoly_admin.billing import tenant_storage_bytes
+
+        tenant = self.resolve(tenant_id)
+        tid = tenant.tenant_id
+        period = ledger.parse_period(period) if period else clock.period_of(clock.now())
+        scope = self.scope(tid)
+        counts = {
+            r["status"]: r["n"] for r in self.db.query(
+                "SELECT status, count(*) AS n FROM trades WHERE tenant_id = ? AND side != "
+                "'SETTLE' GROUP BY status", (tid,))
+        }
+        total = sum(counts.values())
+        filled = counts.get("filled", 0)
+        attempted = sum(counts.get(s, 0) for s in ("filled", "partial", "failed", "cancelled"))
+        closing = [from_micros(r["realized_pnl_micros"])
+                   for r in scope.rows("trades", "closes_position = 1")]
+        eq = ledger.equity(self, tid)
+        curve = ledger.equity_curve(self, tid)
+        values = [v for _, v in curve]
+        dd = metrics.drawdown_details(values)
+        usage = scope.rows("usage", "period = :p", {"p": period})
+        return TenantMetrics(
+            tenant_id=tid,
+            total_trades=total,
+            successful_trades=filled,
+            failed_trades=counts.get("failed", 0),
+            fill_rate=(100.0 * (filled + counts.get("partial", 0)) / attempted)
+            if attempted else None,
+            round_trips=len(closing),
+            winning_round_trips=sum(1 for p in closing if p > 0),
+            win_rate=metrics.win_rate(closing),
+            realized_pnl=eq["realized_pnl"],
+            unrealized_pnl=eq["unrealized_pnl"],
+            total_pnl=eq["realized_pnl"] + eq["unrealized_pnl"],
+            sharpe_ratio=metrics.sharpe_ratio(values),
+            max_drawdown=dd.fraction,
+            max_drawdown_usd=Decimal(str(round(dd.amount, 6))),
+            max_drawdown_start=curve[dd.peak_index][0] if dd.peak_index is not None else None,
+            max_drawdown_end=curve[dd.trough_index][0] if dd.trough_index is not None else None,
+            api_calls=usage[0]["api_calls"] if usage else 0,
+            compute_time_seconds=round(usage[0]["compute_seconds"], 3) if usage else 0.0,
+            storage_bytes=tenant_storage_bytes(self).get(tid, 0),
+            period=period,
+        )
+
+    def get_stats(self) -> dict[str, Any]:
+        """Tenants by tier and status, bots running, trades this period, MRR."""
+        from botpoly_admin.models import PRICING
+
+        period = clock.period_of(clock.now())
+        by_tier = {t.value: 0 for t in TenantTier}
+        by_status = {s.value: 0 for s in TenantStatus}
+        mrr = 0
+        total = 0
+        for r in self.db.query("SELECT tier, status, count(*) AS n FROM tenants "
+                               "GROUP BY tier, status"):
+            total += r["n"]
+            by_tier[r["tier"]] += r["n"]
+            by_status[r["status"]] += r["n"]
+            if r["status"] == "active":
+                mrr += PRICING[TenantTier(r["tier"])] * r["n"]
+        now = clock.iso(clock.now())
+        running = self.db.execute(
+            "SELECT count(*) FROM bots WHERE state = 'running' AND lease_expires_at > ?", (now,)
+        ).fetchone()[0]
+        trades = self.db.execute(
+            "SELECT COALESCE(sum(trades_used), 0) FROM usage WHERE period = ?", (period,)
+        ).fetchone()[0]
+        return {
+            "total_tenants": total,
+            "by_tier": by_tier,
+            "by_status": by_status,
+            "bots_running": running,
+            "period": period,
+            "trades_this_period": trades,
+            "mrr_usd": mrr,
+        }

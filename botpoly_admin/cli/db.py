@@ -52,6 +52,32 @@ def path(app: App, fmt: str) -> None:
         click.echo(str(resolved))
 
 
+@db_group.command("check")
+@output_options()
+@pass_app
+def check(app: App, fmt: str) -> None:
+    """Verify the ledger invariants (usage = counted trades, positions = fills, cash >= 0,
+    bots only for tenants allowed to trade). Exits 1 if any is broken.
+
+    \b
+    Example:
+        botpoly-admin db check
+    """
+    from botpoly_admin.cli.app import CommandError
+    from botpoly_admin.ledger import check_invariants
+
+    problems = check_invariants(app.manager())
+    if fmt == "json":
+        app.render({"ok": not problems, "problems": problems}, fmt)
+    else:
+        for problem in problems:
+            click.echo(f"PROBLEM: {problem}")
+        if not problems:
+            click.echo("OK: all invariants hold")
+    if problems:
+        raise CommandError(f"{len(problems)} invariant(s) broken")
+
+
 def register(cli: click.Group) -> None:
     """Attach this module's commands to the root group."""
     cli.add_command(db_group)

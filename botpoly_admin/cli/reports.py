@@ -1,0 +1,115 @@
+"""``metrics``, ``stats`` and ``billing``: what the business and each tenant look like."""
+
+from __future__ import annotations
+
+import click
+
+from botpoly_admin.cli.app import App, output_options, pass_app, tenant_argument
+
+BILLING_COLUMNS = [
+    ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("status", "Status"),
+    ("price_usd", "Price"), ("charge_usd", "Charge"), ("trades", "Trades/quota"),
+    ("api_calls", "API calls"), ("storage_bytes", "Storage (bytes)"),
+]
+
+
+@click.command("metrics")
+@tenant_argument
+@click.option("--period", help="Usage period for api_calls/compute (YYYY-MM).")
+@output_options()
+@pass_app
+def metrics(app: App, tenant: str, period: str | None, fmt: str) -> None:
+    """A tenant's trades, fill rate, win rate, P&L, Sharpe ratio and drawdown.
+
+    Formulas are in the README ("Metrics").
+
+    \b
+    Example:
+        botpoly-admin metrics john@example.com --json
+    """
+    result = app.manager().get_tenant_metrics(tenant, period).to_dict()
+    if fmt != "table":
+        app.render(result, fmt)
+        return
+    for key in ("fill_rate", "win_rate"):
+        result[key] = "-" if result[key] is None else f"{result[key]:.1f}%"
+    result["max_drawdown"] = f"{result['max_drawdown'] * 100:.2f}%"
+    result["sharpe_ratio"] = "-" if result["sharpe_ratio"] is None else \
+        f"{result['sharpe_ratio']:.2f}"
+    app.render(result, fmt, title="Metrics")
+
+
+@click.command("stats")
+@output_options()
+@pass_app
+def stats(app: App, fmt: str) -> None:
+    """Tenants by tier and status, bots running, trades this period and MRR.
+
+    \b
+    Example:
+        botpoly-admin stats --json
+    """
+    result = app.manager().get_stats()
+    if fmt != "table":
+        app.render(result, fmt)
+        return
+    view = {
+        "Tenants": result["total_tenants"],
+        "By tier": result["by_tier"],
+        "By status": result["by_status"],
+        "Bots running": result["bots_running"],
+        f"Trades in {result['period']}": result["trades_this_period"],
+        "MRR (USD)": result["mrr_usd"],
+    }
+    app.render(view, fmt, title="botpoly-admin stats")
+
+
+@click.group("billing")
+def billing_group() -> None:
+    """Billing reports per period.
+
+    \b
+    Example:
+        botpoly-admin billing report --period 2026-11 --csv
+    """
+
+
+@billing_group.command("report")
+@click.option("--period", required=True, help="The month to bill, YYYY-MM.")
+@output_options(csv=True)
+@pass_app
+def report(app: App, period: str, fmt: str) -> None:
+    """One line per tenant (tier, price, status, trades, API calls, storage) and totals.
+
+    Rules are in the README ("Billing"): active paid tenants pay their tier's price;
+    trial, free, suspended and expired tenants cost 0.
+
+    \b
+    Example:
+        botpoly-admin billing report --period 2026-11 --csv
+    """
+    from botpoly_admin.billing import billing_report
+
+    result = billing_report(app.manager(), period)
+    if fmt == "json":
+        app.render(result, fmt)
+        return
+    if fmt == "csv":
+        app.render(result["lines"], fmt)
+        return
+    rows = [{**line, "trades": f"{line['trades_used']}/"
+             f"{'unlimited' if line['trades_quota'] is None else line['trades_quota']}"}
+            for line in result["lines"]]
+    app.render(rows, fmt, columns=BILLING_COLUMNS, title=f"Billing {result['period']}",
+               empty="no tenants in this period")
+    totals = result["totals"]
+    click.echo(f"Total: {totals['charge_usd']} USD from {totals['billed_tenants']} of "
+               f"{totals['tenants']} tenant(s); {totals['trades_used']} trades, "
+               f"{totals['api_calls']} API calls")
+
+
+def register(cli: click.Group) -> None:
+    """Attach this module's commands to the root group."""
+    cli.add_command(metrics)
+    cli.add_command(stats)
+    cli.add_command(billing_group)

@@ -1,0 +1,900 @@
+"""The trade ledger, positions, usage and quotas: the money side of a tenant.
+
+Every function takes the TenantManager (for its per-thread connection, tenant
+lookup and audit) and works in one ``BEGIN IMMEDIATE`` transaction. The quota is
+taken in the same transaction that records the trade, by a conditional UPDATE, so
+it cannot be exceeded by any number of threads or processes (DESIGN invariant 2).
+
+Amounts are integer micro-units (6 decimals) in SQLite and ``Decimal`` in Python.
+
+Which trades count against the quota: those whose status is pending (a resting or
+in-flight order), partial or filled. Failed and cancelled orders and settlements
+do not. ``usage.trades_used`` always equals the counted trades of that period plus
+``usage.trades_adjustment`` (moved only by ``reset_tenant_period`` and
+``increment_usage``), which ``check_invariants`` verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+from botpoly_admin import clock
+from botpoly_admin.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from botpoly_admin.models import (
+    MICROS_PER_UNIT,
+    TenantStatus,
+    from_micros,
+    to_decimal,
+    to_micros,
+)
+from botpoly_admin.store import transaction
+
+if TYPE_CHECKING:
+    from botpoly_admin.tenants import TenantManager
+
+COUNTED_STATUSES = ("pending", "partial", "filled")
+TRADE_STATUSES = ("pending", "filled", "partial", "failed", "cancelled", "settled")
+STATUS_ALIASES = {"completed": "filled", "success": "filled", "canceled": "cancelled"}
+SIDES = ("BUY", "SELL")
+PERIOD_FORMAT = "%Y-%m"
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def parse_period(text: str) -> str:
+    """Validate a period 'YYYY-MM' (a UTC month) and return it."""
+    try:
+        parsed = datetime.strptime(text.strip(), PERIOD_FORMAT)
+    except ValueError:
+        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}") from None
+    if len(text.strip()) != 7:
+        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}")
+    return parsed.strftime(PERIOD_FORMAT)
+
+
+def next_period(period: str) -> str:
+    """The month after *period*."""
+    year, month = int(period[:4]), int(period[5:7])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def period_bounds(period: str) -> tuple[str, str]:
+    """ISO timestamps [start, end) of a period."""
+    return f"{period}-01T00:00:00Z", f"{next_period(period)}-01T00:00:00Z"
+
+
+def mul_micros(shares_micros: int, price_micros: int) -> int:
+    """shares × price in micro-units, rounded half-even."""
+    product = Decimal(shares_micros) * Decimal(price_micros) / MICROS_PER_UNIT
+    return int(product.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One trade as the engine records it (the ledger also takes the guide's dict)."""
+
+    side: str  # BUY or SELL
+    shares: Decimal
+    price: Decimal
+    token_id: str | None = None
+    market: str | None = None
+    outcome: str | None = None
+    fee: Decimal = Decimal("0")
+    status: str = "filled"
+    mode: str = "paper"
+    strategy: str | None = None
+    client_order_id: str | None = None
+    exchange_order_id: str | None = None
+    realized_pnl: Decimal | None = None  # given by the guide's form; computed otherwise
+    ts: datetime | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Trade:
+        """Accept the guide's dict (market_id, side, amount, price, pnl, status) or ours."""
+        known = {
+            "side", "shares", "amount", "size", "price", "token_id", "market", "market_id",
+            "outcome", "fee", "status", "mode", "strategy", "client_order_id",
+            "exchange_order_id", "pnl", "realized_pnl", "ts",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"unknown trade field {unknown[0]!r}")
+        shares = data.get("shares", data.get("amount", data.get("size")))
+        if shares is None:
+            raise InvalidInput("a trade needs shares (or the guide's amount)")
+        if data.get("price") is None:
+            raise InvalidInput("a trade needs a price")
+        pnl = data.get("realized_pnl", data.get("pnl"))
+        ts = data.get("ts")
+        return cls(
+            side=str(data.get("side", "")),
+            shares=to_decimal(shares, "shares"),
+            price=to_decimal(data["price"], "price"),
+            token_id=data.get("token_id"),
+            market=data.get("market", data.get("market_id")),
+            outcome=data.get("outcome"),
+            fee=to_decimal(data.get("fee", 0), "fee"),
+            status=str(data.get("status", "filled")),
+            mode=str(data.get("mode", "paper")),
+            strategy=data.get("strategy"),
+            client_order_id=data.get("client_order_id"),
+            exchange_order_id=data.get("exchange_order_id"),
+            realized_pnl=None if pnl is None else to_decimal(pnl, "pnl"),
+            ts=ts if isinstance(ts, datetime) or ts is None else clock.parse_utc(str(ts), "ts"),
+        )
+
+    def validated(self) -> Trade:
+        """Return a normalised copy, or raise InvalidInput for bad values."""
+        side = self.side.strip().upper()
+        if side not in SIDES:
+            raise InvalidInput(f"unknown side {self.side!r} (choose from BUY, SELL)")
+        status = STATUS_ALIASES.get(self.status.strip().lower(), self.status.strip().lower())
+        if status not in TRADE_STATUSES or status == "settled":
+            raise InvalidInput(f"unknown trade status {self.status!r}")
+        if self.shares < 0 or (self.shares == 0 and status in ("filled", "partial")):
+            raise InvalidInput(f"trade size must be positive, got {self.shares}")
+        if not Decimal(0) < self.price < Decimal(1):
+            raise InvalidInput(f"price must be between 0 and 1 (exclusive), got {self.price}")
+        if self.fee < 0:
+            raise InvalidInput(f"fee must be >= 0, got {self.fee}")
+        if self.mode not in ("paper", "live"):
+            raise InvalidInput(f"unknown mode {self.mode!r}")
+        return Trade(**{**asdict(self), "side": side, "status": status})
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A quota unit held for an order in flight (live broker): commit or release it."""
+
+    tenant_id: str
+    period: str
+    day: str
+    reservation_id: str
+
+
+# --- quota helpers ------------------------------------------------------------------------
+
+
+def _tenant_row(conn: Any, tenant_id: str) -> dict[str, Any]:
+    cur = conn.execute("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no tenant with id {tenant_id!r}")
+    return dict(zip([c[0] for c in cur.description], row, strict=True))
+
+
+def _require_trading(row: Mapping[str, Any], now: datetime) -> None:
+    status = row["status"]
+    if status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
+        raise Conflict(f"tenant {row['email']} is {status}: trades cannot be recorded")
+    if status == TenantStatus.TRIAL and row["trial_ends_at"] and \
+            clock.parse_utc(row["trial_ends_at"]) <= now:
+        raise Conflict(f"tenant {row['email']}'s trial ended at {row['trial_ends_at']}")
+
+
+def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
+                *, reserve: bool = False) -> None:
+    """Take one unit of monthly and daily quota with conditional UPDATEs, or raise."""
+    from botpoly_admin.tenants import effective_quota
+
+    tenant_id = row["tenant_id"]
+    quota = effective_quota(row)
+    conn.execute("INSERT OR IGNORE INTO usage (tenant_id, period) VALUES (?, ?)",
+                 (tenant_id, period))
+    column = "trades_reserved" if reserve else "trades_used"
+    cur = conn.execute(
+        f"UPDATE usage SET {column} = {column} + 1 WHERE tenant_id = ? AND period = ? "
+        "AND (? IS NULL OR trades_used + trades_reserved < ?)",
+        (tenant_id, period, quota, quota),
+    )
+    if cur.rowcount == 0:
+        raise QuotaExceeded(
+            f"tenant {row['email']} has used its {quota} trades for {period}"
+        )
+    conn.execute("INSERT OR IGNORE INTO daily_usage (tenant_id, day) VALUES (?, ?)",
+                 (tenant_id, day))
+    cur = conn.execute(
+        "UPDATE daily_usage SET trades_used = trades_used + 1 "
+        "WHERE tenant_id = ? AND day = ? AND trades_used < ?",
+        (tenant_id, day, row["max_daily_trades"]),
+    )
+    if cur.rowcount == 0:
+        raise QuotaExceeded(
+            f"tenant {row['email']} reached its {row['max_daily_trades']} trades for {day} (UTC)"
+        )
+
+
+def _release_quota(conn: Any, tenant_id: str, period: str, day: str, *, reserved: bool) -> None:
+    column = "trades_reserved" if reserved else "trades_used"
+    conn.execute(
+        f"UPDATE usage SET {column} = max({column} - 1, 0) WHERE tenant_id = ? AND period = ?",
+        (tenant_id, period),
+    )
+    conn.execute(
+        "UPDATE daily_usage SET trades_used = max(trades_used - 1, 0) "
+        "WHERE tenant_id = ? AND day = ?",
+        (tenant_id, day),
+    )
+
+
+# --- positions and cash -------------------------------------------------------------------
+
+
+def cash_micros(conn: Any, tenant_id: str, capital_micros: int) -> int:
+    """Free cash: capital + realized P&L − cost of open positions − cash reserved for
+    resting BUY orders."""
+    realized, cost = conn.execute(
+        "SELECT COALESCE(sum(realized_pnl_micros), 0), COALESCE(sum(cost_micros), 0) "
+        "FROM positions WHERE tenant_id = ?",
+        (tenant_id,),
+    ).fetchone()
+    ledger_only = conn.execute(
+        "SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades "
+        "WHERE tenant_id = ? AND token_id IS NULL",
+        (tenant_id,),
+    ).fetchone()[0]
+    reserved = conn.execute(
+        "SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
+        "WHERE tenant_id = ? AND status = 'pending' AND side = 'BUY'",
+        (tenant_id,),
+    ).fetchone()[0]
+    return capital_micros + realized + ledger_only - cost - reserved
+
+
+def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
+                notional: int, ts: str, capital_micros: int) -> tuple[int, bool]:
+    """Move the position by one fill; return (realized P&L, whether it closed/reduced)."""
+    pos = conn.execute(
+        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ?",
+        (tenant_id, trade.token_id),
+    ).fetchone()
+    held, cost = pos if pos else (0, 0)
+    if trade.side == "BUY":
+        if cash_micros(conn, tenant_id, capital_micros) < notional + fee:
+            raise InvalidInput(
+                f"not enough free cash for {from_micros(notional + fee)} USD "
+                f"(have {from_micros(cash_micros(conn, tenant_id, capital_micros))})"
+            )
+        conn.execute(
+            "INSERT INTO positions (tenant_id, token_id, market, outcome, shares_micros, "
+            "cost_micros, state, opened_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?) "
+            "ON CONFLICT (tenant_id, token_id) DO UPDATE SET "
+            "shares_micros = shares_micros + excluded.shares_micros, "
+            "cost_micros = cost_micros + excluded.cost_micros, state = 'open', "
+            "opened_at = CASE WHEN positions.shares_micros = 0 THEN excluded.opened_at "
+            "ELSE positions.opened_at END, "
+            "market = COALESCE(positions.market, excluded.market), "
+            "outcome = COALESCE(positions.outcome, excluded.outcome), "
+            "updated_at = excluded.updated_at",
+            (tenant_id, trade.token_id, trade.market, trade.outcome, shares, notional + fee,
+             ts, ts),
+        )
+        return 0, False
+    if shares > held:
+        raise InvalidInput(
+            f"cannot sell {from_micros(shares)} shares of {trade.token_id}: "
+            f"{from_micros(held)} held"
+        )
+    cost_out = cost if shares == held else (cost * shares) // held
+    realized = notional - fee - cost_out
+    conn.execute(
+        "UPDATE positions SET shares_micros = shares_micros - ?, cost_micros = cost_micros - ?, "
+        "realized_pnl_micros = realized_pnl_micros + ?, "
+        "state = CASE WHEN shares_micros - ? = 0 THEN 'closed' ELSE 'open' END, updated_at = ? "
+        "WHERE tenant_id = ? AND token_id = ?",
+        (shares, cost_out, realized, shares, ts, tenant_id, trade.token_id),
+    )
+    return realized, True
+
+
+# --- recording ----------------------------------------------------------------------------
+
+
+def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[str, Any],
+                 *, reservation: Reservation | None = None) -> dict[str, Any] | None:
+    """Record one trade: ledger row, position, usage and quota in one transaction.
+
+    Returns the stored trade, or None when its client order id was already recorded
+    (idempotent). Raises QuotaExceeded (nothing written) when over the monthly or
+    daily quota; with a *reservation* the quota was taken already and is converted.
+    """
+    if not isinstance(trade, Trade):
+        trade = Trade.from_mapping(trade)
+    trade = trade.validated()
+    now = clock.now()
+    ts = trade.ts or now
+    period, day, ts_text = clock.period_of(ts), clock.day_of(ts), clock.iso(ts)
+    client_order_id = trade.client_order_id or uuid.uuid4().hex
+    shares = to_micros(trade.shares, "shares")
+    price = to_micros(trade.price, "price")
+    fee = to_micros(trade.fee, "fee")
+    notional = mul_micros(shares, price)
+    counted = trade.status in COUNTED_STATUSES
+    with transaction(manager.db) as conn:
+        row = _tenant_row(conn, tenant_id)
+        existing = conn.execute(
+            "SELECT id FROM trades WHERE tenant_id = ? AND client_order_id = ?",
+            (row["tenant_id"], client_order_id),
+        ).fetchone()
+        if existing:
+            if reservation is not None:
+                _release_quota(conn, row["tenant_id"], reservation.period, reservation.day,
+                               reserved=True)
+            return None
+        _require_trading(row, now)
+        if counted:
+            if reservation is not None:
+                conn.execute(
+                    "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0), "
+                    "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
+                    (row["tenant_id"], reservation.period),
+                )
+                period, day = reservation.period, reservation.day
+            else:
+                _take_quota(conn, row, period, day)
+        elif reservation is not None:
+            _release_quota(conn, row["tenant_id"], reservation.period, reservation.day,
+                           reserved=True)
+        realized, closes = 0, False
+        if trade.token_id is None:
+            # The guide's form names no token: it moves no position, its pnl is as given.
+            realized = to_micros(trade.realized_pnl or 0, "pnl")
+            closes = trade.realized_pnl is not None and trade.side == "SELL"
+        elif trade.status in ("filled", "partial"):
+            realized, closes = _apply_fill(conn, row["tenant_id"], trade, shares, price, fee,
+                                           notional, ts_text, row["capital_micros"])
+        elif trade.status == "pending" and trade.side == "BUY" and \
+                cash_micros(conn, row["tenant_id"], row["capital_micros"]) < notional + fee:
+            raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
+        if closes and realized:
+            conn.execute(
+                "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id, day) DO UPDATE SET "
+                "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+                (row["tenant_id"], day, realized),
+            )
+        cur = conn.execute(
+            "INSERT INTO trades (tenant_id, ts, period, day, market, token_id, outcome, side, "
+            "shares_micros, price_micros, notional_micros, fee_micros, realized_pnl_micros, "
+            "closes_position, status, mode, strategy, counted, client_order_id, "
+            f"exchange_order_id) VALUES ({', '.join('?' * 20)})",
+            (row["tenant_id"], ts_text, period, day, trade.market, trade.token_id,
+             trade.outcome, trade.side, shares, price, notional, fee, realized, int(closes),
+             trade.status, trade.mode, trade.strategy, int(counted), client_order_id,
+             trade.exchange_order_id),
+        )
+        conn.execute("UPDATE tenants SET last_active = ? WHERE tenant_id = ?",
+                     (ts_text, row["tenant_id"]))
+        trade_id = cur.lastrowid
+    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": trade_id})[0])
+
+
+def trade_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger row with amounts as Decimal and without storage-only columns."""
+    return {
+        "id": row["id"],
+        "tenant_id": row["tenant_id"],
+        "ts": row["ts"],
+        "market": row["market"],
+        "token_id": row["token_id"],
+        "outcome": row["outcome"],
+        "side": row["side"],
+        "shares": from_micros(row["shares_micros"]),
+        "price": from_micros(row["price_micros"]),
+        "notional": from_micros(row["notional_micros"]),
+        "fee": from_micros(row["fee_micros"]),
+        "realized_pnl": from_micros(row["realized_pnl_micros"]),
+        "status": row["status"],
+        "mode": row["mode"],
+        "strategy": row["strategy"],
+        "client_order_id": row["client_order_id"],
+        "exchange_order_id": row["exchange_order_id"],
+    }
+
+
+def settle_position(manager: TenantManager, tenant_id: str, token_id: str, won: bool,
+                    *, ts: datetime | None = None) -> dict[str, Any] | None:
+    """Settle a resolved market's position: 1 USD per winning share, 0 per losing one.
+
+    Records a ``settled`` ledger row (not counted against the quota) and closes the
+    position. Returns None when there is nothing to settle (idempotent).
+    """
+    when = ts or clock.now()
+    ts_text = clock.iso(when)
+    client_order_id = f"settle-{token_id}"
+    with transaction(manager.db) as conn:
+        pos = conn.execute(
+            "SELECT shares_micros, cost_micros, market, outcome FROM positions "
+            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0",
+            (tenant_id, token_id),
+        ).fetchone()
+        if pos is None:
+            return None
+        shares, cost, market, outcome = pos
+        payout = shares if won else 0
+        realized = payout - cost
+        conn.execute(
+            "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
+            "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, updated_at = ? "
+            "WHERE tenant_id = ? AND token_id = ?",
+            (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id),
+        )
+        n = conn.execute(
+            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+            (tenant_id, client_order_id + "%"),
+        ).fetchone()[0]
+        cur = conn.execute(
+            "INSERT INTO trades (tenant_id, ts, period, day, market, token_id, outcome, side, "
+            "shares_micros, price_micros, notional_micros, fee_micros, realized_pnl_micros, "
+            "closes_position, status, mode, counted, client_order_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'SETTLE', ?, ?, ?, 0, ?, 1, 'settled', 'paper', 0, ?)",
+            (tenant_id, ts_text, clock.period_of(when), clock.day_of(when), market, token_id,
+             outcome, shares, MICROS_PER_UNIT if won else 0, payout, realized,
+             f"{client_order_id}-{n}" if n else client_order_id),
+        )
+        conn.execute(
+            "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant_id, day) DO UPDATE SET "
+            "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+            (tenant_id, clock.day_of(when), realized),
+        )
+        trade_id = cur.lastrowid
+    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": trade_id})[0])
+
+
+def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str, *,
+                    filled_shares: Decimal, avg_price: Decimal | None = None,
+                    fee: Decimal = Decimal("0"), cancel_rest: bool = True) -> dict[str, Any]:
+    """Settle a resting (pending) order: record its fill and/or cancel what is left.
+
+    A pending order that ends with no fill is cancelled and its quota unit given back.
+    """
+    now = clock.now()
+    ts_text = clock.iso(now)
+    with transaction(manager.db) as conn:
+        cur = conn.execute(
+            "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
+            "AND status = 'pending'",
+            (tenant_id, client_order_id),
+        )
+        found = cur.fetchone()
+        if found is None:
+            raise NotFound(f"no pending order {client_order_id!r}")
+        row = dict(zip([c[0] for c in cur.description], found, strict=True))
+        tenant = _tenant_row(conn, tenant_id)
+        filled = to_micros(filled_shares, "filled shares")
+        if filled < 0 or filled > row["shares_micros"]:
+            raise InvalidInput("filled shares must be between 0 and the order size")
+        if filled == 0:
+            if not cancel_rest:
+                return trade_row(row)
+            conn.execute("UPDATE trades SET status = 'cancelled', counted = 0 WHERE id = ?",
+                         (row["id"],))
+            _release_quota(conn, tenant_id, row["period"], row["day"], reserved=False)
+        else:
+            price = to_micros(avg_price if avg_price is not None else
+                              from_micros(row["price_micros"]), "price")
+            fee_m = to_micros(fee, "fee")
+            notional = mul_micros(filled, price)
+            # Release the reservation of the resting order before paying for the fill.
+            conn.execute("UPDATE trades SET status = 'partial' WHERE id = ?", (row["id"],))
+            trade = Trade(side=row["side"], shares=from_micros(filled), price=from_micros(price),
+                          token_id=row["token_id"], market=row["market"], outcome=row["outcome"])
+            realized, closes = _apply_fill(conn, tenant_id, trade, filled, price, fee_m,
+                                           notional, ts_text, tenant["capital_micros"])
+            status = "filled" if filled == row["shares_micros"] else "partial"
+            conn.execute(
+                "UPDATE trades SET status = ?, shares_micros = ?, price_micros = ?, "
+                "notional_micros = ?, fee_micros = ?, realized_pnl_micros = ?, "
+                "closes_position = ? WHERE id = ?",
+                (status, filled, price, notional, fee_m, realized, int(closes), row["id"]),
+            )
+        updated = conn.execute("SELECT id FROM trades WHERE id = ?", (row["id"],)).fetchone()
+    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id",
+                                                   {"id": updated[0]})[0])
+
+
+# --- reservations (live broker) -----------------------------------------------------------
+
+
+def reserve_trade(manager: TenantManager, tenant_id: str) -> Reservation:
+    """Hold one quota unit before a live order is sent; raises QuotaExceeded if none left."""
+    now = clock.now()
+    period, day = clock.period_of(now), clock.day_of(now)
+    with transaction(manager.db) as conn:
+        row = _tenant_row(conn, tenant_id)
+        _require_trading(row, now)
+        _take_quota(conn, row, period, day, reserve=True)
+    return Reservation(row["tenant_id"], period, day, uuid.uuid4().hex)
+
+
+def release_reservation(manager: TenantManager, reservation: Reservation) -> None:
+    """Give back a reserved quota unit (the order failed or was never sent)."""
+    with transaction(manager.db) as conn:
+        _release_quota(conn, reservation.tenant_id, reservation.period, reservation.day,
+                       reserved=True)
+
+
+# --- quota queries and changes ------------------------------------------------------------
+
+
+def quota_status(manager: TenantManager, tenant_id: str | None = None,
+                 period: str | None = None) -> list[dict[str, Any]]:
+    """Period, used, reserved, limit and remaining for every tenant (or one)."""
+    from botpoly_admin.tenants import effective_quota
+
+    period = period or clock.period_of(clock.now())
+    day = clock.day_of(clock.now())
+    sql = (
+        "SELECT t.*, COALESCE(u.trades_used, 0) AS used, COALESCE(u.trades_reserved, 0) "
+        "AS reserved, COALESCE(d.trades_used, 0) AS used_today FROM tenants t "
+        "LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period "
+        "LEFT JOIN daily_usage d ON d.tenant_id = t.tenant_id AND d.day = :day"
+    )
+    params: dict[str, Any] = {"period": period, "day": day}
+    if tenant_id:
+        sql += " WHERE t.tenant_id = :tenant_id"
+        params["tenant_id"] = tenant_id
+    rows = []
+    for r in manager.db.query(sql + " ORDER BY t.created_at, t.rowid", params):
+        limit = effective_quota(r)
+        rows.append({
+            "tenant_id": r["tenant_id"], "name": r["name"], "email": r["email"],
+            "tier": r["tier"], "status": r["status"], "period": period,
+            "used": r["used"], "reserved": r["reserved"], "limit": limit,
+            "remaining": None if limit is None else max(limit - r["used"] - r["reserved"], 0),
+            "source": "unlimited override" if r["quota_unlimited"] else
+                      "override" if r["monthly_trades_quota"] is not None else "tier default",
+            "used_today": r["used_today"], "daily_limit": r["max_daily_trades"],
+        })
+    return rows
+
+
+def check_quota(manager: TenantManager, tenant_id: str) -> bool:
+    """The guide's check: True when the tenant may record another trade this period."""
+    status = quota_status(manager, tenant_id)
+    if not status:
+        return False
+    s = status[0]
+    return s["limit"] is None or s["remaining"] > 0
+
+
+def set_quota(manager: TenantManager, tenant_id: str, *, trades: int | None = None,
+              unlimited: bool = False, tier_default: bool = False) -> dict[str, Any]:
+    """Override a tenant's monthly quota (white label), make it unlimited, or restore
+    the tier default. Exactly one of the three."""
+    chosen = sum([trades is not None, unlimited, tier_default])
+    if chosen != 1:
+        raise InvalidInput("give exactly one of a trade count, unlimited or tier default")
+    if trades is not None and (isinstance(trades, bool) or not isinstance(trades, int)
+                               or trades < 0):
+        raise InvalidInput(f"quota must be a whole number >= 0, got {trades!r}")
+    tenant = manager.resolve(tenant_id)
+    with transaction(manager.db) as conn:
+        conn.execute(
+            "UPDATE tenants SET monthly_trades_quota = ?, quota_unlimited = ?, updated_at = ? "
+            "WHERE tenant_id = ?",
+            (trades, int(unlimited), clock.iso(clock.now()), tenant.tenant_id),
+        )
+        manager.audit(conn, "quota.set", tenant.tenant_id,
+                      {"trades": trades, "unlimited": unlimited, "tier_default": tier_default})
+    return quota_status(manager, tenant.tenant_id)[0]
+
+
+def increment_usage(manager: TenantManager, tenant_id: str, n: int = 1) -> int:
+    """The guide's increment: take *n* quota units without a trade (an adjustment).
+
+    Raises QuotaExceeded when that would pass the quota; returns trades used.
+    """
+    from botpoly_admin.tenants import effective_quota
+
+    period = clock.period_of(clock.now())
+    with transaction(manager.db) as conn:
+        row = _tenant_row(conn, manager.resolve(tenant_id).tenant_id)
+        quota = effective_quota(row)
+        conn.execute("INSERT OR IGNORE INTO usage (tenant_id, period) VALUES (?, ?)",
+                     (row["tenant_id"], period))
+        cur = conn.execute(
+            "UPDATE usage SET trades_used = trades_used + :n, "
+            "trades_adjustment = trades_adjustment + :n "
+            "WHERE tenant_id = :t AND period = :p AND (:q IS NULL OR trades_used + "
+            "trades_reserved + :n <= :q)",
+            {"n": n, "t": row["tenant_id"], "p": period, "q": quota},
+        )
+        if cur.rowcount == 0:
+            raise QuotaExceeded(f"tenant {row['email']} has used its {quota} trades for {period}")
+        used = conn.execute("SELECT trades_used FROM usage WHERE tenant_id = ? AND period = ?",
+                            (row["tenant_id"], period)).fetchone()[0]
+    return int(used)
+
+
+def add_usage(manager: TenantManager, tenant_id: str, *, api_calls: int = 0,
+              compute_seconds: float = 0.0) -> None:
+    """Meter API calls and compute time into the current period's usage."""
+    if api_calls == 0 and compute_seconds == 0:
+        return
+    period = clock.period_of(clock.now())
+    with transaction(manager.db) as conn:
+        conn.execute(
+            "INSERT INTO usage (tenant_id, period, api_calls, compute_seconds) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
+            "api_calls = api_calls + excluded.api_calls, "
+            "compute_seconds = compute_seconds + excluded.compute_seconds",
+            (tenant_id, period, int(api_calls), float(compute_seconds)),
+        )
+
+
+def reset_tenant_period(manager: TenantManager, tenant_id: str) -> dict[str, Any]:
+    """Zero one tenant's current-period trade count on purpose (audited)."""
+    tenant = manager.resolve(tenant_id)
+    period = clock.period_of(clock.now())
+    with transaction(manager.db) as conn:
+        row = conn.execute("SELECT trades_used FROM usage WHERE tenant_id = ? AND period = ?",
+                           (tenant.tenant_id, period)).fetchone()
+        before = row[0] if row else 0
+        conn.execute(
+            "UPDATE usage SET trades_adjustment = trades_adjustment - trades_used, "
+            "trades_used = 0 WHERE tenant_id = ? AND period = ?",
+            (tenant.tenant_id, period),
+        )
+        manager.audit(conn, "quota.reset_tenant", tenant.tenant_id,
+                      {"period": period, "trades_used_before": before})
+    return {"tenant_id": tenant.tenant_id, "email": tenant.email, "period": period,
+            "trades_used_before": before, "trades_used": 0}
+
+
+def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str, Any]:
+    """The monthly cron job: close every finished, unclosed period and expire old trials.
+
+    Usage is keyed by period, so the new month starts at zero by construction;
+    closing records each finished period in ``quota_periods`` (with its totals) so a
+    second run, or a run two months late, does exactly what is missing.
+    """
+    now = clock.now()
+    current = clock.period_of(now)
+    db = manager.db
+    last_closed = db.execute("SELECT max(period) FROM quota_periods").fetchone()[0]
+    if last_closed:
+        start = next_period(last_closed)
+    else:
+        first = db.execute(
+            "SELECT min(p) FROM (SELECT min(substr(created_at, 1, 7)) AS p FROM tenants "
+            "UNION ALL SELECT min(period) FROM usage)"
+        ).fetchone()[0]
+        start = first or current
+    to_close = []
+    period = start
+    while period < current:
+        totals = db.execute(
+            "SELECT count(DISTINCT tenant_id), COALESCE(sum(trades_used), 0), "
+            "COALESCE(sum(api_calls), 0) FROM usage WHERE period = ?",
+            (period,),
+        ).fetchone()
+        to_close.append({"period": period, "tenants_with_usage": totals[0],
+                         "trades": totals[1], "api_calls": totals[2]})
+        period = next_period(period)
+    expiring = [
+        {"tenant_id": r["tenant_id"], "email": r["email"], "trial_ends_at": r["trial_ends_at"]}
+        for r in db.query(
+            "SELECT tenant_id, email, trial_ends_at FROM tenants WHERE status = 'trial' "
+            "AND trial_ends_at IS NOT NULL AND trial_ends_at <= ? ORDER BY trial_ends_at",
+            (clock.iso(now),),
+        )
+    ]
+    result = {"now": clock.iso(now), "current_period": current, "closed": to_close,
+              "expired_trials": expiring, "dry_run": dry_run}
+    if dry_run or (not to_close and not expiring):
+        return result
+    with transaction(db) as conn:
+        for item in to_close:
+            conn.execute(
+                "INSERT OR IGNORE INTO quota_periods (period, closed_at, closed_by, details) "
+                "VALUES (?, ?, ?, ?)",
+                (item["period"], clock.iso(now), manager.actor, json.dumps(item)),
+            )
+        for item in expiring:
+            conn.execute(
+                "UPDATE tenants SET status = 'expired', updated_at = ? "
+                "WHERE tenant_id = ? AND status = 'trial'",
+                (clock.iso(now), item["tenant_id"]),
+            )
+            conn.execute("UPDATE bots SET desired_state = 'stopped' WHERE tenant_id = ?",
+                         (item["tenant_id"],))
+            manager.audit(conn, "tenant.trial_expired", item["tenant_id"],
+                          {"trial_ends_at": item["trial_ends_at"], "status": "expired"})
+        manager.audit(conn, "quota.close_periods", None,
+                      {"closed": [c["period"] for c in to_close],
+                       "expired_trials": len(expiring)})
+    return result
+
+
+# --- reading the ledger -------------------------------------------------------------------
+
+
+def list_trades(manager: TenantManager, tenant_id: str, *, since: datetime | None = None,
+                until: datetime | None = None, status: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    """A tenant's trades, newest first, filtered by time window and status."""
+    if since and until and since > until:
+        raise InvalidInput("--since is after --until")
+    if status is not None:
+        status = STATUS_ALIASES.get(status.lower(), status.lower())
+        if status not in TRADE_STATUSES:
+            raise InvalidInput(f"unknown trade status {status!r} "
+                               f"(choose from {', '.join(TRADE_STATUSES)})")
+    if limit is not None and limit < 0:
+        raise InvalidInput("limit must be >= 0")
+    tenant = manager.resolve(tenant_id)
+    clauses, params = [], {}
+    if since:
+        clauses.append("ts >= :since")
+        params["since"] = clock.iso(since)
+    if until:
+        clauses.append("ts < :until")
+        params["until"] = clock.iso(until)
+    if status:
+        clauses.append("status = :status")
+        params["status"] = status
+    rows = manager.scope(tenant.tenant_id).rows(
+        "trades", " AND ".join(clauses), params, order_by="ts DESC, id DESC", limit=limit
+    )
+    return [trade_row(r) for r in rows]
+
+
+def positions(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
+    """A tenant's positions with shares, cost, average price, mark and unrealized P&L."""
+    out = []
+    for r in manager.scope(tenant_id).rows("positions", order_by="token_id"):
+        shares = from_micros(r["shares_micros"])
+        cost = from_micros(r["cost_micros"])
+        mark = from_micros(r["mark_micros"])
+        value = None if mark is None else (shares * mark).quantize(Decimal("0.000001"))
+        out.append({
+            "token_id": r["token_id"], "market": r["market"], "outcome": r["outcome"],
+            "shares": shares, "cost": cost,
+            "avg_price": (cost / shares).quantize(Decimal("0.000001")) if shares else None,
+            "mark": mark, "value": value,
+            "unrealized_pnl": Decimal(0) if not shares or value is None else value - cost,
+            "realized_pnl": from_micros(r["realized_pnl_micros"]), "state": r["state"],
+            "opened_at": r["opened_at"],
+        })
+    return out
+
+
+def mark_positions(manager: TenantManager, tenant_id: str, marks: Mapping[str, Decimal]) -> None:
+    """Store the latest midpoint of each held token (the mark for unrealized P&L)."""
+    if not marks:
+        return
+    with transaction(manager.db) as conn:
+        for token_id, price in marks.items():
+            conn.execute(
+                "UPDATE positions SET mark_micros = ? WHERE tenant_id = ? AND token_id = ? "
+                "AND state = 'open'",
+                (to_micros(price, "mark"), tenant_id, token_id),
+            )
+
+
+def equity(manager: TenantManager, tenant_id: str) -> dict[str, Decimal]:
+    """Cash, realized and unrealized P&L and equity of a tenant right now."""
+    db = manager.db
+    capital = db.execute("SELECT capital_micros FROM tenants WHERE tenant_id = ?",
+                         (tenant_id,)).fetchone()
+    if capital is None:
+        raise NotFound(f"no tenant with id {tenant_id!r}")
+    cash = cash_micros(db.conn, tenant_id, capital[0])
+    realized = db.execute(
+        "SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades WHERE tenant_id = ?",
+        (tenant_id,),
+    ).fetchone()[0]
+    value, cost = db.execute(
+        "SELECT COALESCE(sum(CASE WHEN mark_micros IS NULL THEN cost_micros ELSE "
+        "shares_micros * mark_micros / 1000000 END), 0), COALESCE(sum(cost_micros), 0) "
+        "FROM positions WHERE tenant_id = ? AND shares_micros > 0",
+        (tenant_id,),
+    ).fetchone()
+    reserved = db.execute(
+        "SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
+        "WHERE tenant_id = ? AND status = 'pending' AND side = 'BUY'",
+        (tenant_id,),
+    ).fetchone()[0]
+    total = cash + reserved + value
+    return {
+        "capital": from_micros(capital[0]), "cash": from_micros(cash),
+        "realized_pnl": from_micros(realized), "unrealized_pnl": from_micros(value - cost),
+        "positions_value": from_micros(value), "equity": from_micros(total),
+    }
+
+
+def snapshot_equity(manager: TenantManager, tenant_id: str) -> dict[str, Decimal]:
+    """Record today's equity (the last snapshot of a UTC day wins)."""
+    now = clock.now()
+    eq = equity(manager, tenant_id)
+    with transaction(manager.db) as conn:
+        conn.execute(
+            "INSERT INTO equity_snapshots (tenant_id, day, ts, equity_micros, cash_micros, "
+            "realized_pnl_micros, unrealized_pnl_micros) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant_id, day) DO UPDATE SET ts = excluded.ts, "
+            "equity_micros = excluded.equity_micros, cash_micros = excluded.cash_micros, "
+            "realized_pnl_micros = excluded.realized_pnl_micros, "
+            "unrealized_pnl_micros = excluded.unrealized_pnl_micros",
+            (tenant_id, clock.day_of(now), clock.iso(now), to_micros(eq["equity"]),
+             to_micros(eq["cash"]), to_micros(eq["realized_pnl"]),
+             to_micros(eq["unrealized_pnl"])),
+        )
+    return eq
+
+
+def equity_curve(manager: TenantManager, tenant_id: str) -> list[tuple[str, Decimal]]:
+    """The daily equity series (day, equity), oldest first."""
+    return [(r["day"], from_micros(r["equity_micros"]))
+            for r in manager.scope(tenant_id).rows("equity_snapshots", order_by="day")]
+
+
+def daily_realized_pnl(manager: TenantManager, tenant_id: str, day: str | None = None) -> Decimal:
+    """Realized P&L of a tenant on one UTC day (for the daily loss limit)."""
+    day = day or clock.day_of(clock.now())
+    rows = manager.scope(tenant_id).rows("daily_usage", "day = :day", {"day": day})
+    return from_micros(rows[0]["realized_pnl_micros"]) if rows else Decimal(0)
+
+
+def trades_today(manager: TenantManager, tenant_id: str) -> int:
+    """Trades counted today (UTC) against max_daily_trades."""
+    rows = manager.scope(tenant_id).rows("daily_usage", "day = :day",
+                                         {"day": clock.day_of(clock.now())})
+    return int(rows[0]["trades_used"]) if rows else 0
+
+
+# --- invariants ---------------------------------------------------------------------------
+
+
+def check_invariants(manager: TenantManager) -> list[str]:
+    """Verify DESIGN invariants 1, 3 and 5 on the whole database; return the problems.
+
+    Invariant 2 (never over quota) is enforced by the conditional UPDATE when a trade
+    is recorded; it is not re-checked here because an operator may lower a quota
+    below what was already used legitimately.
+    """
+    db = manager.db
+    problems: list[str] = []
+    for r in db.query(
+        "SELECT u.tenant_id, u.period, u.trades_used, u.trades_adjustment, "
+        "(SELECT count(*) FROM trades t WHERE t.tenant_id = u.tenant_id "
+        " AND t.period = u.period AND t.counted = 1) AS counted FROM usage u"
+    ):
+        if r["trades_used"] != r["counted"] + r["trades_adjustment"]:
+            problems.append(
+                f"usage of {r['tenant_id']} in {r['period']}: trades_used {r['trades_used']} "
+                f"!= counted trades {r['counted']} + adjustment {r['trades_adjustment']}"
+            )
+    tenants = {r["tenant_id"]: r for r in db.query("SELECT * FROM tenants")}
+    for r in db.query(
+        "SELECT p.tenant_id, p.token_id, p.shares_micros, "
+        "COALESCE((SELECT sum(CASE side WHEN 'BUY' THEN shares_micros "
+        " WHEN 'SELL' THEN -shares_micros ELSE -shares_micros END) FROM trades t "
+        " WHERE t.tenant_id = p.tenant_id AND t.token_id = p.token_id "
+        " AND t.status IN ('filled', 'partial', 'settled')), 0) AS fills FROM positions p"
+    ):
+        if r["shares_micros"] != r["fills"]:
+            problems.append(f"position {r['token_id']} of {r['tenant_id']}: "
+                            f"{r['shares_micros']} shares != sum of fills {r['fills']}")
+    for tenant_id, t in tenants.items():
+        if cash_micros(db.conn, tenant_id, t["capital_micros"]) < 0:
+            problems.append(f"cash of {tenant_id} is below zero")
+    now = clock.iso(clock.now())
+    for r in db.query(
+        "SELECT b.tenant_id, b.state, b.lease_expires_at, t.status, t.trial_ends_at "
+        "FROM bots b JOIN tenants t USING (tenant_id) WHERE b.state = 'running' "
+        "AND b.lease_expires_at > ?", (now,)
+    ):
+        allowed = r["status"] == "active" or (
+            r["status"] == "trial" and (r["trial_ends_at"] is None or r["trial_ends_at"] > now))
+        if not allowed:
+            problems.append(f"bot of {r['tenant_id']} runs while the tenant is {r['status']}")
+    return problems
