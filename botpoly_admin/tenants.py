@@ -410,7 +410,7 @@ class TenantManager:
             "max_position_micros": self._position(max_position_size),
             "max_daily_trades": self._non_negative_int(max_daily_trades, "max_daily_trades"),
             "enabled_strategies": json.dumps(strategies),
-            "strategy_params": json.dumps(params),
+            "strategy_params": json.dumps(params, default=str),
             "markets": json.dumps(self._string_list(markets or [], "markets")),
             "rate_limits": "{}",
             "monthly_trades_quota": (
@@ -513,9 +513,13 @@ class TenantManager:
                 else self._stored_strategies(tenant.tenant_id),
                 "enabled_strategies",
             )
-            params = updates.get("strategy_params", self._stored_params(tenant.tenant_id))
+            if "strategy_params" in updates:
+                params = updates["strategy_params"]
+            else:  # keep stored parameters of strategies that stay enabled
+                params = {k: v for k, v in self._stored_params(tenant.tenant_id).items()
+                          if k in names}
             columns["enabled_strategies"] = json.dumps(names)
-            columns["strategy_params"] = json.dumps(self._strategies(names, params))
+            columns["strategy_params"] = json.dumps(self._strategies(names, params), default=str)
         settings = {k: v for k, v in settings.items() if v is not None}
         if settings != tenant.settings:
             columns["settings"] = json.dumps(settings)

@@ -1,0 +1,285 @@
+"""TenantBot: one tenant's trading cycle (the guide's BotOrchestrator role).
+
+``run_cycle`` = read → strategies → risk → broker → record → equity snapshot:
+
+1. reload the tenant (its settings may have changed from another shell);
+2. take one API call from the tenant's rate limit for the cycle's market snapshot
+   (so a plan's calls/minute is how often its bot may look at the market);
+3. settle positions in markets that resolved, and work resting orders;
+4. build a read-only ``StrategyContext`` and collect every enabled strategy's intents;
+5. pass each intent through the tenant's ``RiskBook``; a refused one is logged with
+   its reason, never raised;
+6. execute approved intents through the broker (paper, or live for a paid tenant
+   in live mode), which records each execution in one ledger transaction;
+7. mark positions at their midpoints, snapshot equity and meter compute time.
+
+``run_cycle`` returns a CycleReport: an exhausted quota or a daily loss halt is a
+state (``paused_quota``, ``paused_risk``), not an exception. An exception out of
+``run_cycle`` is a failed cycle; the orchestrator records it and restarts the bot
+with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botpoly_admin import clock, ledger
+from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
+from botpoly_admin.models import TenantStatus, TenantTier, TradingMode
+from botpoly_admin.trading.brokers import Broker, PaperBroker
+from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
+from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
+from botpoly_admin.trading.strategies import (
+    PositionView,
+    Strategy,
+    StrategyContext,
+    get_strategy,
+    tradable,
+)
+
+if TYPE_CHECKING:
+    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.trading.cache import TenantRateLimiter
+
+log = logging.getLogger(__name__)
+
+REFERENCE_SYMBOL = "BTCUSDT"
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did, for the bots table and the live screen."""
+
+    state: str = "running"  # running | paused_quota | paused_risk | throttled
+    intents: int = 0
+    trades: int = 0
+    refused: list[str] = field(default_factory=list)
+    settled: int = 0
+    duration_ms: float = 0.0
+
+
+class TenantBot:
+    """Runs one tenant's strategies against a (shared) feed, one cycle at a time."""
+
+    def __init__(
+        self,
+        manager: TenantManager,
+        tenant_id: str,
+        feed: MarketData,
+        *,
+        fee_rate: Decimal = Decimal(0),
+        limiter: TenantRateLimiter | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.manager = manager
+        self.tenant_id = manager.resolve(tenant_id).tenant_id
+        self.feed = feed
+        self.fee_rate = fee_rate
+        self.limiter = limiter
+        self._broker = broker
+        self._strategies: list[Strategy] = []
+        self._states: dict[str, dict[str, Any]] = {}
+        self._config_key: str | None = None
+        self.stopped = False
+
+    # --- set-up -------------------------------------------------------------------
+
+    def _load_strategies(self, names: list[str]) -> list[Strategy]:
+        params = self.manager.strategy_params(self.tenant_id)
+        key = json.dumps([names, params], sort_keys=True, default=str)
+        if key != self._config_key:
+            self._strategies = [get_strategy(name)(params.get(name, {})) for name in names]
+            self._config_key = key
+        return self._strategies
+
+    def broker(self, mode: TradingMode, tier: TenantTier) -> Broker:
+        """The broker for the tenant's mode: live only for a paid tenant in live mode."""
+        if self._broker is not None and self._broker.mode == mode.value:
+            return self._broker
+        if mode is TradingMode.LIVE:
+            if tier is TenantTier.FREE:
+                raise CredentialsError("free tenants trade paper only")
+            from botpoly_admin.trading.live import LiveBroker
+
+            self._broker = LiveBroker.for_tenant(self.manager, self.tenant_id)
+        else:
+            self._broker = PaperBroker(self.manager, self.tenant_id, self.fee_rate)
+        return self._broker
+
+    # --- the cycle ----------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        """One full cycle; see the module docstring."""
+        started = time.perf_counter()
+        report = CycleReport()
+        try:
+            self._cycle(report)
+        finally:
+            report.duration_ms = (time.perf_counter() - started) * 1000
+            ledger.add_usage(self.manager, self.tenant_id,
+                             compute_seconds=report.duration_ms / 1000)
+        return report
+
+    def _cycle(self, report: CycleReport) -> None:
+        tenant = self.manager.resolve(self.tenant_id)
+        now = clock.now()
+        if tenant.status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
+            raise NotFound(f"tenant {tenant.email} is {tenant.status}: its bot must not run")
+        if self.limiter is not None and not self.limiter.try_acquire(
+            self.tenant_id, tenant.api_calls_per_minute
+        ):
+            report.state = "throttled"
+            return
+        markets = self._watched(tenant.markets)
+        resolved = {m.market_id: m for m in markets if m.resolved}
+        report.settled = self._settle(resolved)
+        open_markets = [m for m in markets if tradable(m)]
+        books = self._books(open_markets)
+        broker = self.broker(tenant.trading_mode, tenant.tier)
+        resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
+        report.trades += broker.work_resting(books, resolved_tokens)
+
+        positions = self._positions()
+        eq = ledger.equity(self.manager, self.tenant_id)
+        quota = ledger.quota_status(self.manager, self.tenant_id)[0]
+        limit = tenant.settings.get("daily_loss_limit")
+        risk = RiskBook(
+            free_cash=eq["cash"],
+            max_position_notional=tenant.max_position_size,
+            position_notional=self._notional_by_market(positions),
+            shares_held={t: p.shares for t, p in positions.items()},
+            trades_left_today=max(quota["daily_limit"] - quota["used_today"], 0),
+            trades_left_period=quota["remaining"],
+            daily_realized_pnl=ledger.daily_realized_pnl(self.manager, self.tenant_id),
+            daily_loss_limit=Decimal(str(limit)) if limit is not None
+            else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
+            fee_rate=self.fee_rate,
+        )
+        if risk.halted:
+            report.state = "paused_risk"
+        elif quota["remaining"] == 0:
+            report.state = "paused_quota"
+        else:
+            self._trade(report, tenant, open_markets, books, positions, eq["cash"], risk,
+                        broker, now)
+        marks = {t: books[t].midpoint for t in positions if t in books and books[t].midpoint}
+        ledger.mark_positions(self.manager, self.tenant_id, marks)  # type: ignore[arg-type]
+        ledger.snapshot_equity(self.manager, self.tenant_id)
+
+    def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
+               books: dict[str, OrderBook], positions: dict[str, PositionView],
+               cash: Decimal, risk: RiskBook, broker: Broker, now: Any) -> None:
+        strategies = self._load_strategies(tenant.enabled_strategies)
+        if not strategies:
+            return
+        references = self._references(markets)
+        intents = []
+        contexts: dict[str, StrategyContext] = {}
+        for strategy in strategies:
+            ctx = contexts[strategy.name] = StrategyContext(
+                now=now, markets=markets, books=books, reference_prices=references,
+                positions=positions, free_cash=cash,
+                max_position_notional=tenant.max_position_size, fee_rate=self.fee_rate,
+                state=self._states.setdefault(strategy.name, {}),
+            )
+            intents.extend(strategy.on_cycle(ctx))
+        report.intents = len(intents)
+        for intent in intents:
+            reason = risk.check(intent)
+            if reason is not None:
+                report.refused.append(reason)
+                log.info("tenant %s refused %s %s %s: %s", self.tenant_id, intent.strategy,
+                         intent.side, intent.token_id, reason)
+                if risk.halted:
+                    report.state = "paused_risk"
+                continue
+            book = books.get(intent.token_id)
+            if book is None:
+                report.refused.append(f"no book for {intent.token_id}")
+                continue
+            if self.limiter is not None and not self.limiter.try_acquire(
+                self.tenant_id, tenant.api_calls_per_minute
+            ):
+                report.refused.append("API rate limit reached for this minute")
+                report.state = "throttled"
+                break
+            try:
+                result = broker.execute(intent, book)
+            except QuotaExceeded as exc:
+                report.refused.append(str(exc))
+                report.state = "paused_quota"
+                break
+            if result.filled > 0:
+                report.trades += 1
+                for strategy in strategies:
+                    if strategy.name == intent.strategy:
+                        strategy.on_fill(contexts[strategy.name], result)
+
+    # --- reads --------------------------------------------------------------------
+
+    def _watched(self, wanted: list[str]) -> list[Market]:
+        markets = self.feed.markets()
+        if not wanted or wanted == ["auto"]:
+            return markets
+        chosen = set(wanted)
+        held = {p["market"] for p in ledger.positions(self.manager, self.tenant_id)
+                if p["shares"] > 0}
+        return [m for m in markets if m.market_id in chosen or m.market_id in held]
+
+    def _books(self, markets: list[Market]) -> dict[str, OrderBook]:
+        books: dict[str, OrderBook] = {}
+        for market in markets:
+            for outcome in market.outcomes:
+                try:
+                    books[outcome.token_id] = self.feed.book(outcome.token_id)
+                except NotFound:
+                    continue
+        return books
+
+    def _references(self, markets: list[Market]) -> dict[str, ReferencePrice]:
+        if not any(m.kind == "btc_updown" for m in markets):
+            return {}
+        return {REFERENCE_SYMBOL: self.feed.reference_price(REFERENCE_SYMBOL)}
+
+    def _positions(self) -> dict[str, PositionView]:
+        views = {}
+        for p in ledger.positions(self.manager, self.tenant_id):
+            if p["shares"] > 0:
+                views[p["token_id"]] = PositionView(
+                    token_id=p["token_id"], shares=p["shares"],
+                    avg_cost=p["avg_price"] or Decimal(0),
+                    opened_at=clock.parse_utc(p["opened_at"]) if p["opened_at"] else None,
+                )
+        return views
+
+    def _notional_by_market(self, positions: dict[str, PositionView]) -> dict[str, Decimal]:
+        by_market: dict[str, Decimal] = {}
+        for p in ledger.positions(self.manager, self.tenant_id):
+            if p["shares"] > 0 and p["token_id"] in positions:
+                key = p["market"] or p["token_id"]
+                by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
+        return by_market
+
+    def _settle(self, resolved: dict[str, Market]) -> int:
+        """Settle held positions of resolved markets: 1 per winning share, 0 per losing."""
+        if not resolved:
+            return 0
+        settled = 0
+        for p in ledger.positions(self.manager, self.tenant_id):
+            market = resolved.get(p["market"] or "")
+            if market is None or p["shares"] <= 0:
+                continue
+            won = p["token_id"] == market.winner_token_id
+            if ledger.settle_position(self.manager, self.tenant_id, p["token_id"], won):
+                settled += 1
+        return settled
+
+    def stop(self) -> None:
+        """Mark the bot stopped; its state is in the ledger, so nothing else to flush."""
+        self.stopped = True
+

@@ -1,0 +1,365 @@
+"""The strategy interface and the registry of strategies.
+
+A strategy is a class: a name, a version, typed parameters with defaults, and
+one method called every cycle that turns a read-only ``StrategyContext`` into
+order intents. Optional callbacks (``on_start``, ``on_fill``) have do-nothing
+defaults, so a strategy overrides only what it needs.
+
+Every strategy, built-in or third-party, is found through the entry-point
+group ``botpoly_admin.strategies``; the built-ins are declared in this
+package's own ``pyproject.toml`` exactly as a plugin would declare its own, so
+the extension point is exercised on every run. A plugin that fails to load is
+reported (logged, and listed by ``discover_strategies``), never fatal.
+
+Writing a plugin::
+
+    # my_pkg/fade.py
+    from decimal import Decimal
+
+    from botpoly_admin.trading.orders import OrderIntent
+    from botpoly_admin.trading.strategies import Param, Strategy, StrategyContext
+
+    class Fade(Strategy):
+        name = "fade"
+        version = "1.0"
+        description = "Sells what just jumped."
+        parameters = {"threshold": Param(Decimal("0.05"), Decimal, min=0, max=1, help="...")}
+
+        def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
+            ...
+
+    # my_pkg's pyproject.toml
+    [project.entry-points."botpoly_admin.strategies"]
+    fade = "my_pkg.fade:Fade"
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from botpoly_admin.errors import InvalidInput
+from botpoly_admin.models import to_decimal
+from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
+from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
+from botpoly_admin.trading.paper import fee_for
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "botpoly_admin.strategies"
+
+# The version of the contract between the engine and strategies (context fields,
+# callbacks, intent shape). Bumped on an incompatible change; a plugin written
+# for another version is reported instead of being run against a contract it
+# does not know.
+INTERFACE_VERSION = 1
+
+# Polymarket's CLOB takes share sizes with 2 decimals.
+SHARE_STEP = Decimal("0.01")
+
+_PARAM_TYPES = (int, Decimal, bool, str)
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+@dataclass(frozen=True)
+class Param:
+    """One strategy parameter: its default, type, allowed range or choices, and help.
+
+    ``type`` is one of int, Decimal, bool, str (no float: prices and money are
+    Decimal everywhere). ``min``/``max`` are inclusive.
+    """
+
+    default: Any
+    type: type = Decimal
+    min: Decimal | int | None = None
+    max: Decimal | int | None = None
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _PARAM_TYPES:
+            raise TypeError(f"Param type must be one of int, Decimal, bool, str; got {self.type}")
+
+    def coerce(self, value: Any) -> Any:
+        """Return *value* as this parameter's type, or raise ValueError saying why not."""
+        converted = self._convert(value)
+        if self.min is not None and converted < self.min:
+            raise ValueError(f"must be at least {self.min}, got {value!r}")
+        if self.max is not None and converted > self.max:
+            raise ValueError(f"must be at most {self.max}, got {value!r}")
+        if self.choices is not None and converted not in self.choices:
+            raise ValueError(f"must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return converted
+
+    def _convert(self, value: Any) -> Any:
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise ValueError(f"must be true or false, got {value!r}")
+        if self.type is str:
+            if not isinstance(value, str):
+                raise ValueError(f"must be text, got {value!r}")
+            return value
+        # bool is an int subclass: True must not pass for a count or a price.
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, got {value!r}")
+        try:
+            number = to_decimal(value)
+        except InvalidInput:
+            raise ValueError(f"must be a number, got {value!r}") from None
+        if self.type is int:
+            if number != number.to_integral_value():
+                raise ValueError(f"must be a whole number, got {value!r}")
+            return int(number)
+        return number
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """What a strategy sees of one open position."""
+
+    token_id: str
+    shares: Decimal
+    avg_cost: Decimal  # pUSD per share: cost basis / shares
+    opened_at: datetime | None = None
+
+    @property
+    def cost_basis(self) -> Decimal:
+        """Shares × average cost: the notional this position ties up."""
+        return self.shares * self.avg_cost
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """Everything one strategy sees in one cycle of one tenant's bot.
+
+    Read-only, except ``state``: a dict the bot keeps for this strategy of this
+    tenant between cycles (price histories and the like). It belongs to that
+    one strategy instance and is never shared.
+    """
+
+    now: datetime
+    markets: Sequence[Market]
+    books: Mapping[str, OrderBook]  # token_id → book
+    reference_prices: Mapping[str, ReferencePrice]  # symbol → price, e.g. "BTCUSDT"
+    positions: Mapping[str, PositionView]  # token_id → open position
+    free_cash: Decimal
+    max_position_notional: Decimal  # per market
+    fee_rate: Decimal = Decimal(0)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None or self.now.utcoffset() != timedelta(0):
+            raise InvalidInput(f"strategy context time must be aware UTC, got {self.now!r}")
+        # Copies behind read-only views: a strategy cannot change what the bot,
+        # the risk checks or the next strategy see.
+        object.__setattr__(self, "markets", tuple(self.markets))
+        for name in ("books", "reference_prices", "positions"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def position(self, token_id: str) -> PositionView | None:
+        """The open position in *token_id*, or None when flat."""
+        position = self.positions.get(token_id)
+        return position if position is not None and position.shares > 0 else None
+
+    def position_room(self, market: Market) -> Decimal:
+        """Notional still allowed in *market* under max_position_notional (never negative)."""
+        used = sum(
+            (p.cost_basis for o in market.outcomes if (p := self.position(o.token_id)) is not None),
+            Decimal(0),
+        )
+        return max(Decimal(0), self.max_position_notional - used)
+
+
+def tradable(market: Market) -> bool:
+    """True for a market that is open for trading and not resolved."""
+    return market.active and not market.closed and not market.resolved
+
+
+def two_sided_quote(book: OrderBook | None) -> tuple[Decimal, Decimal] | None:
+    """(best bid, best ask) when both sides are quoted, else None.
+
+    Strategies that track price moves use this rather than ``OrderBook.midpoint``:
+    a one-sided book's "midpoint" is just its lone best price (a 0.999 ask with
+    no bids reads as 0.999), which would look like a jump.
+    """
+    if book is None or book.best_bid is None or book.best_ask is None:
+        return None
+    return book.best_bid, book.best_ask
+
+
+def buy_cost(price: Decimal, shares: Decimal, fee_rate: Decimal) -> Decimal:
+    """Cash a taker BUY of *shares* at *price* needs, fee included."""
+    return price * shares + fee_for(price, shares, fee_rate)
+
+
+def affordable_shares(budget: Decimal, price: Decimal, fee_rate: Decimal) -> Decimal:
+    """Most shares (in SHARE_STEP units) a BUY at *price* can take for *budget*, fee included.
+
+    Rounded down, so the cost never exceeds the budget.
+    """
+    if budget <= 0:
+        return Decimal(0)
+    per_share = price + fee_for(price, Decimal(1), fee_rate)
+    shares = (budget / per_share).quantize(SHARE_STEP, rounding=ROUND_DOWN)
+    # fee_for rounds per fill, so the estimate can be a few micro-units short: step down.
+    while shares > 0 and buy_cost(price, shares, fee_rate) > budget:
+        shares -= SHARE_STEP
+    return shares
+
+
+class Strategy(ABC):
+    """Base class of every strategy (freqtrade's IStrategy, in small).
+
+    Subclasses set ``name`` (the entry-point name), ``version`` (the
+    strategy's own version, recorded with its trades), ``description`` and
+    ``parameters``, and implement ``on_cycle``. ``interface_version`` says
+    which engine contract the class was written for.
+    """
+
+    interface_version: ClassVar[int] = INTERFACE_VERSION
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    parameters: ClassVar[Mapping[str, Param]] = {}
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params: dict[str, Any] = self.validate_params(params or {})
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the defaults overlaid with *params*, each converted and checked.
+
+        Raises InvalidInput with one line naming the strategy and the parameter.
+        """
+        if not isinstance(params, Mapping):
+            raise InvalidInput(f"strategy {cls.name!r}: parameters must be a mapping")
+        unknown = sorted(set(params) - set(cls.parameters))
+        if unknown:
+            known = ", ".join(sorted(cls.parameters)) or "none"
+            raise InvalidInput(
+                f"strategy {cls.name!r} has no parameter {unknown[0]!r} (parameters: {known})"
+            )
+        merged: dict[str, Any] = {}
+        for key, param in cls.parameters.items():
+            value = params.get(key, param.default)
+            try:
+                merged[key] = param.coerce(value)
+            except ValueError as exc:
+                raise InvalidInput(f"strategy {cls.name!r}: parameter {key!r} {exc}") from None
+        return merged
+
+    # Optional callbacks: deliberately empty, not abstract (hence the noqa).
+    def on_start(self, ctx: StrategyContext) -> None:  # noqa: B027
+        """Called once before the first cycle (after a restart too). Default: nothing."""
+
+    @abstractmethod
+    def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
+        """Return the orders this strategy wants now (an empty list for none)."""
+
+    def on_fill(self, ctx: StrategyContext, result: ExecutionResult) -> None:  # noqa: B027
+        """Called after each execution of one of its intents, filled or not. Default: nothing."""
+
+
+@dataclass(frozen=True)
+class PluginError:
+    """A strategy entry point that could not be used, and why."""
+
+    name: str
+    target: str  # "module:attribute" as declared
+    error: str
+
+
+@dataclass(frozen=True)
+class StrategyCatalog:
+    """The result of reading the entry-point group: usable strategies and broken ones."""
+
+    strategies: dict[str, type[Strategy]]
+    errors: tuple[PluginError, ...]
+
+
+def discover_strategies() -> StrategyCatalog:
+    """Load every entry point of ``botpoly_admin.strategies``, keeping the failures apart."""
+    found: dict[str, type[Strategy]] = {}
+    errors: list[PluginError] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        try:
+            loaded = ep.load()
+            _check_strategy_class(ep.name, loaded)
+        except Exception as exc:  # a third-party import can raise anything; report it, go on
+            errors.append(PluginError(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+            continue
+        if ep.name in found:
+            errors.append(PluginError(ep.name, ep.value, "name already registered by another"))
+            continue
+        found[ep.name] = loaded
+    return StrategyCatalog(found, tuple(errors))
+
+
+def _check_strategy_class(entry_name: str, obj: object) -> None:
+    if not (inspect.isclass(obj) and issubclass(obj, Strategy)):
+        raise TypeError("not a Strategy subclass")
+    if inspect.isabstract(obj):
+        raise TypeError("does not implement on_cycle")
+    if obj.name != entry_name:
+        raise ValueError(f"class name attribute is {obj.name!r}, entry point is {entry_name!r}")
+    if obj.interface_version != INTERFACE_VERSION:
+        raise ValueError(
+            f"written for strategy interface {obj.interface_version}, "
+            f"this botpoly-admin provides {INTERFACE_VERSION}"
+        )
+    obj.validate_params({})  # defaults that fail their own checks make the plugin unusable
+
+
+def load_strategies() -> dict[str, type[Strategy]]:
+    """Every usable strategy by name; each broken plugin is logged as a warning and skipped."""
+    catalog = discover_strategies()
+    for error in catalog.errors:
+        log.warning("strategy plugin %r (%s) not loaded: %s", error.name, error.target, error.error)
+    return catalog.strategies
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class called *name*; InvalidInput naming the available ones otherwise."""
+    return _lookup(discover_strategies(), name)
+
+
+def _lookup(catalog: StrategyCatalog, name: str) -> type[Strategy]:
+    if name in catalog.strategies:
+        return catalog.strategies[name]
+    for error in catalog.errors:
+        if error.name == name:
+            raise InvalidInput(f"strategy {name!r} failed to load: {error.error}")
+    available = ", ".join(sorted(catalog.strategies)) or "none"
+    raise InvalidInput(f"unknown strategy {name!r} (available: {available})")
+
+
+def validate_strategy_config(
+    names: Iterable[str], params: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Check a tenant's enabled strategies and their parameters; return the effective config.
+
+    Returns ``{name: full validated parameters}`` for each enabled strategy, in
+    the given order, duplicates dropped. Parameters for a strategy that is not
+    enabled are refused rather than silently kept or dropped.
+    """
+    params = params or {}
+    catalog = discover_strategies()
+    enabled = list(dict.fromkeys(name.strip() for name in names))
+    classes = {name: _lookup(catalog, name) for name in enabled}
+    stray = sorted(set(params) - set(enabled))
+    if stray:
+        raise InvalidInput(f"parameters given for strategy {stray[0]!r}, which is not enabled")
+    return {name: cls.validate_params(params.get(name, {})) for name, cls in classes.items()}

@@ -1,0 +1,147 @@
+"""BTC lag: trade "Bitcoin Up or Down" markets whose prices have not caught up with BTC."""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+
+from botpoly_admin.trading.market import Market, Outcome
+from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
+from botpoly_admin.trading.strategies import (
+    Param,
+    Strategy,
+    StrategyContext,
+    affordable_shares,
+    buy_cost,
+    tradable,
+    two_sided_quote,
+)
+
+
+class BtcLag(Strategy):
+    """Buy "Up" after BTC rose (or "Down" after it fell) when the market has not followed.
+
+    For each open market of kind ``btc_updown`` it records, every cycle, the
+    reference price (``symbol``, BTCUSDT by default) together with the "Up"
+    token's midpoint, in ``ctx.state``. Recording them as one sample keeps the
+    two histories aligned even when a market appears mid-run or a cycle
+    misses a book. When BTC moved by at least ``min_move_pct`` percent over
+    the last ``lookback`` cycles while the Up midpoint moved less than
+    ``max_follow`` in the same direction, it buys the outcome BTC points to
+    (Up if it rose, Down if it fell) with an IOC order at that token's best
+    ask, for ``stake`` pUSD capped by free cash and the per-market position
+    limit. It enters a market at most once (not while it holds either
+    outcome) and holds to resolution: these markets last minutes, and
+    settlement pays $1 per winning share.
+
+    Parameters:
+        lookback: cycles between the two samples compared (default 3).
+        min_move_pct: BTC move that counts, in percent (default 0.1).
+        max_follow: Up-midpoint move below which the market "has not followed" (default 0.02).
+        stake: pUSD to spend on an entry, fees included (default 10).
+        symbol: reference price to follow (default BTCUSDT).
+    """
+
+    name = "btc_lag"
+    version = "1.0"
+    description = "Buys Up/Down on BTC up-or-down markets that lag a move of BTC itself."
+    parameters = {
+        "lookback": Param(3, int, min=1, max=1000, help="cycles between compared samples"),
+        "min_move_pct": Param(
+            Decimal("0.1"), Decimal, min=Decimal("0.001"), max=100, help="BTC move, in percent"
+        ),
+        "max_follow": Param(
+            Decimal("0.02"), Decimal, min=0, max=1, help="Up-midpoint move that counts as following"
+        ),
+        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), help="pUSD per entry"),
+        "symbol": Param("BTCUSDT", str, help="reference price symbol"),
+    }
+
+    def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
+        """At most one BUY intent per lagging btc_updown market."""
+        lookback: int = self.params["lookback"]
+        samples: dict[str, deque[tuple[Decimal, Decimal]]] = ctx.state.setdefault("samples", {})
+        reference = ctx.reference_prices.get(self.params["symbol"])
+        live_markets: set[str] = set()
+        intents: list[OrderIntent] = []
+        cash_left = ctx.free_cash
+
+        for market in ctx.markets:
+            if market.kind != "btc_updown" or not tradable(market):
+                continue
+            live_markets.add(market.market_id)
+            sides = {o.label.strip().lower(): o for o in market.outcomes}
+            up, down = sides.get("up"), sides.get("down")
+            quote = two_sided_quote(ctx.books.get(up.token_id)) if up else None
+            if reference is None or up is None or down is None or quote is None:
+                continue
+            history = samples.setdefault(market.market_id, deque(maxlen=lookback + 1))
+            history.append((reference.price, sum(quote) / 2))
+            if len(history) <= lookback:
+                continue
+            target = self._signal(history[-1 - lookback], history[-1], up, down)
+            holding = any(ctx.position(o.token_id) is not None for o in market.outcomes)
+            if target is None or holding:
+                continue
+            budget = min(self.params["stake"], cash_left, ctx.position_room(market))
+            intent = self._buy(ctx, market, target, budget, history[-1 - lookback], history[-1])
+            if intent is not None:
+                cash_left -= buy_cost(intent.limit_price, intent.size, ctx.fee_rate)
+                intents.append(intent)
+
+        # Each market lives minutes: drop the samples of those no longer listed.
+        for market_id in set(samples) - live_markets:
+            del samples[market_id]
+        return intents
+
+    def _signal(
+        self,
+        then: tuple[Decimal, Decimal],
+        now: tuple[Decimal, Decimal],
+        up: Outcome,
+        down: Outcome,
+    ) -> Outcome | None:
+        """The outcome to buy when BTC moved enough and the Up midpoint lagged, else None."""
+        (btc_then, up_then), (btc_now, up_now) = then, now
+        move_pct = (btc_now - btc_then) / btc_then * 100
+        if abs(move_pct) < self.params["min_move_pct"]:
+            return None
+        rose = move_pct > 0
+        # How far the market followed, counted in BTC's direction (negative if it went the
+        # other way, which is the strongest lag of all).
+        followed = up_now - up_then if rose else up_then - up_now
+        if followed >= self.params["max_follow"]:
+            return None
+        return up if rose else down
+
+    def _buy(
+        self,
+        ctx: StrategyContext,
+        market: Market,
+        target: Outcome,
+        budget: Decimal,
+        then: tuple[Decimal, Decimal],
+        now: tuple[Decimal, Decimal],
+    ) -> OrderIntent | None:
+        book = ctx.books.get(target.token_id)
+        ask = book.best_ask if book is not None else None
+        if ask is None:
+            return None
+        shares = affordable_shares(budget, ask, ctx.fee_rate)
+        if shares <= 0:
+            return None
+        move_pct = ((now[0] - then[0]) / then[0] * 100).quantize(Decimal("0.001"))
+        return OrderIntent(
+            token_id=target.token_id,
+            market_id=market.market_id,
+            side=Side.BUY,
+            size=shares,
+            limit_price=ask,
+            strategy=self.name,
+            time_in_force=TimeInForce.IOC,
+            reason=(
+                f"{self.params['symbol']} {then[0]} → {now[0]} ({move_pct:+}%), "
+                f"Up midpoint {then[1]} → {now[1]}"
+            ),
+            outcome=target.label,
+        )

@@ -1,0 +1,148 @@
+"""Complement arbitrage: buy both outcomes of a market for less than the $1 they pay."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+from uuid import uuid4
+
+from botpoly_admin.trading.market import Level, Market
+from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
+from botpoly_admin.trading.paper import fee_for
+from botpoly_admin.trading.strategies import (
+    SHARE_STEP,
+    Param,
+    Strategy,
+    StrategyContext,
+    buy_cost,
+    tradable,
+)
+
+
+class ComplementArb(Strategy):
+    """Buy one share of each outcome when the pair costs less than $1 after fees.
+
+    Exactly one outcome of a binary market pays $1, so holding both pays $1
+    per pair whatever happens. When best ask A + best ask B plus both taker
+    fees is below 1 by more than ``min_edge``, the strategy buys both sides
+    with two IOC orders tagged with the same pair id.
+
+    Sizing: it matches the two ask ladders level by level, best first, and
+    keeps taking pairs while each pair's cost (both prices and both fees)
+    still leaves more than ``min_edge``; the size is that matched depth, capped
+    by free cash and by the room left under the per-market position limit, and
+    at most ``max_pairs``. The limit prices are the deepest level used on each
+    side, so the orders cannot fill worse than the edge computed here.
+
+    Parameters:
+        min_edge: profit per pair required, in pUSD (default 0.01).
+        max_pairs: most pairs bought in one cycle per market (default 1000).
+    """
+
+    name = "complement_arb"
+    version = "1.0"
+    description = "Buys both outcomes when together they cost less than $1 after fees."
+    parameters = {
+        "min_edge": Param(
+            Decimal("0.01"), Decimal, min=0, max=1, help="profit per pair required, in pUSD"
+        ),
+        "max_pairs": Param(
+            Decimal("1000"), Decimal, min=SHARE_STEP, help="most pairs bought per market per cycle"
+        ),
+    }
+
+    def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
+        """Two IOC BUY intents per market whose outcome pair is priced below 1 − min_edge."""
+        intents: list[OrderIntent] = []
+        cash_left = ctx.free_cash
+        for market in ctx.markets:
+            if not tradable(market):
+                continue
+            first, second = market.outcomes
+            book_a, book_b = ctx.books.get(first.token_id), ctx.books.get(second.token_id)
+            if book_a is None or book_b is None:
+                continue
+            budget = min(cash_left, ctx.position_room(market))
+            plan = self._match(book_a.asks, book_b.asks, ctx.fee_rate, budget)
+            if plan is None:
+                continue
+            pairs, price_a, price_b, cost = plan
+            cash_left -= cost
+            intents.extend(self._pair_intents(market, pairs, price_a, price_b, cost))
+        return intents
+
+    def _match(
+        self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...], rate: Decimal, budget: Decimal
+    ) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
+        """Walk both ask ladders; return (pairs, limit A, limit B, cash needed) or None.
+
+        Asks are best-first, so each next pair costs at least as much as the one
+        before: the first pair without the edge ends the walk.
+        """
+        min_edge: Decimal = self.params["min_edge"]
+        wanted: Decimal = self.params["max_pairs"].quantize(SHARE_STEP, rounding=ROUND_DOWN)
+        ladder_a, ladder_b = _ladder(asks_a), _ladder(asks_b)
+        i = j = 0
+        pairs = cost = Decimal(0)
+        price_a = price_b = Decimal(0)
+        while i < len(ladder_a) and j < len(ladder_b) and pairs < wanted:
+            (a, left_a), (b, left_b) = ladder_a[i], ladder_b[j]
+            unit = a + b + fee_for(a, Decimal(1), rate) + fee_for(b, Decimal(1), rate)
+            if 1 - unit <= min_edge:
+                break
+            take = min(left_a, left_b, wanted - pairs, _floor_step((budget - cost) / unit))
+            # fee_for rounds per fill, so the exact cost can exceed the estimate by
+            # a few micro-units: step down until it fits the budget.
+            while take > 0 and cost + _pair_cost(a, b, take, rate) > budget:
+                take -= SHARE_STEP
+            if take <= 0:
+                break  # the budget, not the book, ran out
+            pairs += take
+            cost += _pair_cost(a, b, take, rate)
+            price_a, price_b = a, b
+            ladder_a[i][1] -= take
+            ladder_b[j][1] -= take
+            if ladder_a[i][1] == 0:
+                i += 1
+            if ladder_b[j][1] == 0:
+                j += 1
+        if pairs <= 0:
+            return None
+        return pairs, price_a, price_b, cost
+
+    def _pair_intents(
+        self, market: Market, pairs: Decimal, price_a: Decimal, price_b: Decimal, cost: Decimal
+    ) -> list[OrderIntent]:
+        tag = uuid4().hex[:12]
+        edge = pairs - cost
+        intents = []
+        for outcome, price in zip(market.outcomes, (price_a, price_b), strict=True):
+            intents.append(
+                OrderIntent(
+                    token_id=outcome.token_id,
+                    market_id=market.market_id,
+                    side=Side.BUY,
+                    size=pairs,
+                    limit_price=price,
+                    strategy=self.name,
+                    time_in_force=TimeInForce.IOC,
+                    reason=(
+                        f"pair {tag}: {pairs} pairs at ≤ {price_a} + {price_b}, "
+                        f"expected edge {quantize(edge)} after fees"
+                    ),
+                    outcome=outcome.label,
+                )
+            )
+        return intents
+
+
+def _floor_step(value: Decimal) -> Decimal:
+    return max(Decimal(0), value.quantize(SHARE_STEP, rounding=ROUND_DOWN))
+
+
+def _ladder(asks: tuple[Level, ...]) -> list[list[Decimal]]:
+    """[price, size] pairs with sizes in whole share steps (what an order can take)."""
+    return [[lv.price, size] for lv in asks if (size := _floor_step(lv.size)) > 0]
+
+
+def _pair_cost(a: Decimal, b: Decimal, pairs: Decimal, rate: Decimal) -> Decimal:
+    return buy_cost(a, pairs, rate) + buy_cost(b, pairs, rate)
