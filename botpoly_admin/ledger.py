@@ -817,16 +817,44 @@ def snapshot_equity(manager: TenantManager, tenant_id: str) -> dict[str, Decimal
     now = clock.now()
     eq = equity(manager, tenant_id)
     with transaction(manager.db) as conn:
+        _write_snapshot(conn, tenant_id, eq, now)
+    return eq
+
+
+def _write_snapshot(conn: Any, tenant_id: str, eq: Mapping[str, Decimal], now: datetime) -> None:
+    conn.execute(
+        "INSERT INTO equity_snapshots (tenant_id, day, ts, equity_micros, cash_micros, "
+        "realized_pnl_micros, unrealized_pnl_micros) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant_id, day) DO UPDATE SET ts = excluded.ts, "
+        "equity_micros = excluded.equity_micros, cash_micros = excluded.cash_micros, "
+        "realized_pnl_micros = excluded.realized_pnl_micros, "
+        "unrealized_pnl_micros = excluded.unrealized_pnl_micros",
+        (tenant_id, clock.day_of(now), clock.iso(now), to_micros(eq["equity"]),
+         to_micros(eq["cash"]), to_micros(eq["realized_pnl"]), to_micros(eq["unrealized_pnl"])),
+    )
+
+
+def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, Decimal],
+                 compute_seconds: float) -> dict[str, Decimal]:
+    """End of a bot cycle in one transaction: mark positions, snapshot equity, meter
+    compute time. Returns the equity."""
+    now = clock.now()
+    with transaction(manager.db) as conn:
+        held = conn.execute("SELECT token_id FROM positions WHERE tenant_id = ? AND "
+                            "state = 'open'", (tenant_id,)).fetchall()
+        for (token_id,) in held:
+            if token_id in marks:
+                conn.execute(
+                    "UPDATE positions SET mark_micros = ? WHERE tenant_id = ? AND token_id = ?",
+                    (to_micros(marks[token_id], "mark"), tenant_id, token_id),
+                )
+        eq = equity(manager, tenant_id)
+        _write_snapshot(conn, tenant_id, eq, now)
         conn.execute(
-            "INSERT INTO equity_snapshots (tenant_id, day, ts, equity_micros, cash_micros, "
-            "realized_pnl_micros, unrealized_pnl_micros) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (tenant_id, day) DO UPDATE SET ts = excluded.ts, "
-            "equity_micros = excluded.equity_micros, cash_micros = excluded.cash_micros, "
-            "realized_pnl_micros = excluded.realized_pnl_micros, "
-            "unrealized_pnl_micros = excluded.unrealized_pnl_micros",
-            (tenant_id, clock.day_of(now), clock.iso(now), to_micros(eq["equity"]),
-             to_micros(eq["cash"]), to_micros(eq["realized_pnl"]),
-             to_micros(eq["unrealized_pnl"])),
+            "INSERT INTO usage (tenant_id, period, compute_seconds) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant_id, period) DO UPDATE SET "
+            "compute_seconds = compute_seconds + excluded.compute_seconds",
+            (tenant_id, clock.period_of(now), float(compute_seconds)),
         )
     return eq
 

@@ -248,15 +248,19 @@ class TenantManager:
             credentials=credentials,
         )
 
-    def _configs(self, rows: list[dict[str, Any]]) -> list[TenantConfig]:
-        masked = self._masked_credentials([r["tenant_id"] for r in rows])
+    def _configs(self, rows: list[dict[str, Any]], *, credentials: bool = True
+                 ) -> list[TenantConfig]:
+        masked = self._masked_credentials([r["tenant_id"] for r in rows]) if credentials else {}
         empty = dict.fromkeys(CREDENTIAL_NAMES)
         return [self._to_config(r, {**empty, **masked.get(r["tenant_id"], {})}) for r in rows]
 
-    def get_tenant(self, tenant_id: str) -> TenantConfig | None:
-        """The tenant with this id, or None (the guide's contract)."""
+    def get_tenant(self, tenant_id: str, *, credentials: bool = True) -> TenantConfig | None:
+        """The tenant with this id, or None (the guide's contract).
+
+        ``credentials=False`` skips decrypting the masked credentials (bots, hot paths).
+        """
         rows = self._rows("t.tenant_id = :id", {"id": tenant_id})
-        return self._configs(rows)[0] if rows else None
+        return self._configs(rows, credentials=credentials)[0] if rows else None
 
     def get_tenant_by_email(self, email: str) -> TenantConfig | None:
         """The tenant with this email (any case), or None."""
@@ -682,21 +686,27 @@ class TenantManager:
     def _masked_credentials(self, tenant_ids: list[str]) -> dict[str, dict[str, str | None]]:
         if not tenant_ids:
             return {}
-        rows = list(self.db.query("SELECT tenant_id, name, ciphertext FROM credentials"))
-        wanted = set(tenant_ids)
-        rows = [r for r in rows if r["tenant_id"] in wanted]
+        if len(tenant_ids) <= 500:
+            marks = ", ".join("?" * len(tenant_ids))
+            rows = self.db.execute(
+                f"SELECT tenant_id, name, ciphertext FROM credentials "
+                f"WHERE tenant_id IN ({marks})", tenant_ids,
+            ).fetchall()
+        else:  # a whole listing: one scan beats a huge IN list
+            wanted = set(tenant_ids)
+            rows = [r for r in self.db.execute(
+                "SELECT tenant_id, name, ciphertext FROM credentials").fetchall()
+                if r[0] in wanted]
         if not rows:
             return {}
-        ring = self.keyring()
-        fernet = ring.fernet()
+        fernet = self.keyring().fernet()
         result: dict[str, dict[str, str | None]] = {}
-        for r in rows:
+        for tenant_id, name, ciphertext in rows:
             try:
-                plain = fernet.decrypt(r["ciphertext"].encode()).decode()
+                shown = mask(fernet.decrypt(ciphertext.encode()).decode())
             except Exception:  # noqa: BLE001 - shown as undecryptable, never raised mid-list
-                result.setdefault(r["tenant_id"], {})[r["name"]] = "****(undecryptable)"
-                continue
-            result.setdefault(r["tenant_id"], {})[r["name"]] = mask(plain)
+                shown = "****(undecryptable)"
+            result.setdefault(tenant_id, {})[name] = shown
         return result
 
     def keys_status(self) -> dict[str, Any]:

@@ -117,16 +117,17 @@ class TenantBot:
         """One full cycle; see the module docstring."""
         started = time.perf_counter()
         report = CycleReport()
-        try:
-            self._cycle(report)
-        finally:
-            report.duration_ms = (time.perf_counter() - started) * 1000
-            ledger.add_usage(self.manager, self.tenant_id,
-                             compute_seconds=report.duration_ms / 1000)
+        marks = self._cycle(report)
+        report.duration_ms = (time.perf_counter() - started) * 1000
+        ledger.finish_cycle(self.manager, self.tenant_id, marks=marks,
+                            compute_seconds=report.duration_ms / 1000)
         return report
 
-    def _cycle(self, report: CycleReport) -> None:
-        tenant = self.manager.resolve(self.tenant_id)
+    def _cycle(self, report: CycleReport) -> dict[str, Decimal]:
+        """The cycle up to recording; returns the marks (midpoints) of held tokens."""
+        tenant = self.manager.get_tenant(self.tenant_id, credentials=False)
+        if tenant is None:
+            raise NotFound(f"tenant {self.tenant_id} no longer exists")
         now = clock.now()
         if tenant.status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
             raise NotFound(f"tenant {tenant.email} is {tenant.status}: its bot must not run")
@@ -134,24 +135,36 @@ class TenantBot:
             self.tenant_id, tenant.api_calls_per_minute
         ):
             report.state = "throttled"
-            return
-        markets = self._watched(tenant.markets)
+            return {}
+        held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+        markets = self._watched(tenant.markets, {p["market"] for p in held})
         resolved = {m.market_id: m for m in markets if m.resolved}
-        report.settled = self._settle(resolved)
+        report.settled = self._settle(held, resolved)
+        if report.settled:
+            held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         open_markets = [m for m in markets if tradable(m)]
         books = self._books(open_markets)
         broker = self.broker(tenant.trading_mode, tenant.tier)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
-        report.trades += broker.work_resting(books, resolved_tokens)
-
-        positions = self._positions()
+        filled_resting = broker.work_resting(books, resolved_tokens)
+        report.trades += filled_resting
+        if filled_resting:
+            held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+        positions = {p["token_id"]: PositionView(
+            token_id=p["token_id"], shares=p["shares"], avg_cost=p["avg_price"] or Decimal(0),
+            opened_at=clock.parse_utc(p["opened_at"]) if p["opened_at"] else None,
+        ) for p in held}
+        by_market: dict[str, Decimal] = {}
+        for p in held:
+            key = p["market"] or p["token_id"]
+            by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
         eq = ledger.equity(self.manager, self.tenant_id)
         quota = ledger.quota_status(self.manager, self.tenant_id)[0]
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
             free_cash=eq["cash"],
             max_position_notional=tenant.max_position_size,
-            position_notional=self._notional_by_market(positions),
+            position_notional=by_market,
             shares_held={t: p.shares for t, p in positions.items()},
             trades_left_today=max(quota["daily_limit"] - quota["used_today"], 0),
             trades_left_period=quota["remaining"],
@@ -167,9 +180,13 @@ class TenantBot:
         else:
             self._trade(report, tenant, open_markets, books, positions, eq["cash"], risk,
                         broker, now)
-        marks = {t: books[t].midpoint for t in positions if t in books and books[t].midpoint}
-        ledger.mark_positions(self.manager, self.tenant_id, marks)  # type: ignore[arg-type]
-        ledger.snapshot_equity(self.manager, self.tenant_id)
+        # Held tokens are marked at their midpoint (positions bought this cycle included).
+        marks: dict[str, Decimal] = {}
+        for token_id, book in books.items():
+            mid = book.midpoint
+            if mid is not None:
+                marks[token_id] = mid
+        return marks
 
     def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
                books: dict[str, OrderBook], positions: dict[str, PositionView],
@@ -222,14 +239,13 @@ class TenantBot:
 
     # --- reads --------------------------------------------------------------------
 
-    def _watched(self, wanted: list[str]) -> list[Market]:
+    def _watched(self, wanted: list[str], held_markets: set[str]) -> list[Market]:
+        """The tenant's markets ('auto' or none: all), plus any it still holds."""
         markets = self.feed.markets()
         if not wanted or wanted == ["auto"]:
             return markets
-        chosen = set(wanted)
-        held = {p["market"] for p in ledger.positions(self.manager, self.tenant_id)
-                if p["shares"] > 0}
-        return [m for m in markets if m.market_id in chosen or m.market_id in held]
+        chosen = set(wanted) | held_markets
+        return [m for m in markets if m.market_id in chosen]
 
     def _books(self, markets: list[Market]) -> dict[str, OrderBook]:
         books: dict[str, OrderBook] = {}
@@ -246,33 +262,12 @@ class TenantBot:
             return {}
         return {REFERENCE_SYMBOL: self.feed.reference_price(REFERENCE_SYMBOL)}
 
-    def _positions(self) -> dict[str, PositionView]:
-        views = {}
-        for p in ledger.positions(self.manager, self.tenant_id):
-            if p["shares"] > 0:
-                views[p["token_id"]] = PositionView(
-                    token_id=p["token_id"], shares=p["shares"],
-                    avg_cost=p["avg_price"] or Decimal(0),
-                    opened_at=clock.parse_utc(p["opened_at"]) if p["opened_at"] else None,
-                )
-        return views
-
-    def _notional_by_market(self, positions: dict[str, PositionView]) -> dict[str, Decimal]:
-        by_market: dict[str, Decimal] = {}
-        for p in ledger.positions(self.manager, self.tenant_id):
-            if p["shares"] > 0 and p["token_id"] in positions:
-                key = p["market"] or p["token_id"]
-                by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
-        return by_market
-
-    def _settle(self, resolved: dict[str, Market]) -> int:
+    def _settle(self, held: list[dict[str, Any]], resolved: dict[str, Market]) -> int:
         """Settle held positions of resolved markets: 1 per winning share, 0 per losing."""
-        if not resolved:
-            return 0
         settled = 0
-        for p in ledger.positions(self.manager, self.tenant_id):
+        for p in held:
             market = resolved.get(p["market"] or "")
-            if market is None or p["shares"] <= 0:
+            if market is None:
                 continue
             won = p["token_id"] == market.winner_token_id
             if ledger.settle_position(self.manager, self.tenant_id, p["token_id"], won):
