@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-Column = tuple[str, str]  # (key in the row, header shown in a table)
+Column = tuple[str, str]
+WRAP_AFTER = 40  # a column with a cell longer than this may wrap  # (key in the row, header shown in a table)
 
 
 def json_default(value: Any) -> Any:
@@ -109,9 +110,15 @@ def render(
         console.print(empty if title is None else f"{title}: {empty}")
         return
     cols = list(columns) if columns else [(k, k) for k in rows[0]]
+    cells = [[cell(row.get(k)) for k, _ in cols] for row in rows]
     table = Table(title=title, header_style="bold")
-    for _, header in cols:
-        table.add_column(header, no_wrap=True)
-    for row in rows:
-        table.add_row(*(cell(row.get(k)) for k, _ in cols))
+    for index, (_, header) in enumerate(cols):
+        widest = max(len(r[index]) for r in cells)
+        if widest > WRAP_AFTER:
+            # Long free text wraps; short columns (ids, numbers) are never squeezed.
+            table.add_column(header, overflow="fold", min_width=min(len(header), WRAP_AFTER))
+        else:
+            table.add_column(header, no_wrap=True, min_width=max(len(header), widest))
+    for values in cells:
+        table.add_row(*values)
     console.print(table)
