@@ -11,12 +11,21 @@ from botpoly_admin.cli import cli
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
+pytest_plugins = ["fake_exchange"]
+
+# A closed port: a test that forgets the fake exchange fails fast instead of
+# reaching a real exchange.
+UNREACHABLE = "http://127.0.0.1:9"
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's environment or writes into the work tree."""
     for name in ("BOTPOLY_DB", "BOTPOLY_SECRET_KEYS", "BOTPOLY_KEY_FILE", "BOTPOLY_NOW"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("BOTPOLY_POLYMARKET_CLOB_URL", "BOTPOLY_POLYMARKET_GAMMA_URL",
+                 "BOTPOLY_BINANCE_URL"):
+        monkeypatch.setenv(name, UNREACHABLE)
     monkeypatch.chdir(tmp_path)
 
 
@@ -50,3 +59,31 @@ def run_cli(db_path: Path):
                              catch_exceptions=False)
 
     return invoke
+
+
+def _database_content(path: Path) -> list[str] | None:
+    """Every schema statement and row of the database at *path* (None if there is none)."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db_snapshot(db_path: Path):
+    """A function returning what a command could change: the database content and the
+    files beside it (SQLite's own -wal/-shm files excluded), to compare before and after."""
+
+    def snapshot(path: Path | None = None) -> tuple[list[str] | None, list[str]]:
+        target = path or db_path
+        files = sorted(
+            p.name for p in target.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))
+        ) if target.parent.is_dir() else []
+        return _database_content(target), files
+
+    return snapshot

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import audit, db, keys, quotas, reports, strategies, tenants, trades
+from botpoly_admin.cli import audit, db, keys, markets, quotas, reports, strategies, tenants, trades
 from botpoly_admin.cli.app import App, BotpolyGroup, configure_logging
 
 
@@ -40,7 +40,7 @@ def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
 
 
 # Each group module registers its commands; the order is the order of --help.
-for module in (tenants, quotas, trades, reports, strategies, keys, db, audit):
+for module in (tenants, quotas, trades, reports, strategies, markets, keys, db, audit):
     module.register(cli)
 
 
