@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
@@ -146,7 +146,7 @@ class Trade:
             raise InvalidInput(f"fee must be >= 0, got {self.fee}")
         if self.mode not in ("paper", "live"):
             raise InvalidInput(f"unknown mode {self.mode!r}")
-        return Trade(**{**asdict(self), "side": side, "status": status})
+        return replace(self, side=side, status=status)
 
 
 @dataclass(frozen=True)
@@ -181,42 +181,58 @@ def _require_trading(row: Mapping[str, Any], now: datetime) -> None:
 
 def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
                 *, reserve: bool = False) -> None:
-    """Take one unit of monthly and daily quota with conditional UPDATEs, or raise."""
+    """Take one unit of monthly and daily quota with conditional upserts, or raise.
+
+    The WHERE of each upsert is the quota check, so check and take are one statement
+    inside the caller's write transaction (DESIGN invariant 2).
+    """
     from botpoly_admin.tenants import effective_quota
 
     tenant_id = row["tenant_id"]
     quota = effective_quota(row)
-    conn.execute("INSERT OR IGNORE INTO usage (tenant_id, period) VALUES (?, ?)",
-                 (tenant_id, period))
     column = "trades_reserved" if reserve else "trades_used"
-    cur = conn.execute(
-        f"UPDATE usage SET {column} = {column} + 1 WHERE tenant_id = ? AND period = ? "
-        "AND (? IS NULL OR trades_used + trades_reserved < ?)",
-        (tenant_id, period, quota, quota),
-    )
-    if cur.rowcount == 0:
-        raise QuotaExceeded(
-            f"tenant {row['email']} has used its {quota} trades for {period}"
+    taken = quota is None or quota > 0
+    if taken:
+        cur = conn.execute(
+            f"INSERT INTO usage (tenant_id, period, {column}) VALUES (?, ?, 1) "
+            f"ON CONFLICT (tenant_id, period) DO UPDATE SET {column} = {column} + 1 "
+            "WHERE ? IS NULL OR trades_used + trades_reserved < ?",
+            (tenant_id, period, quota, quota),
         )
-    conn.execute("INSERT OR IGNORE INTO daily_usage (tenant_id, day) VALUES (?, ?)",
-                 (tenant_id, day))
-    cur = conn.execute(
-        "UPDATE daily_usage SET trades_used = trades_used + 1 "
-        "WHERE tenant_id = ? AND day = ? AND trades_used < ?",
-        (tenant_id, day, row["max_daily_trades"]),
-    )
-    if cur.rowcount == 0:
-        raise QuotaExceeded(
-            f"tenant {row['email']} reached its {row['max_daily_trades']} trades for {day} (UTC)"
+        taken = cur.rowcount > 0
+    if not taken:
+        raise QuotaExceeded(f"tenant {row['email']} has used its {quota} trades for {period}")
+    daily = row["max_daily_trades"]
+    taken = daily > 0
+    if taken:
+        cur = conn.execute(
+            "INSERT INTO daily_usage (tenant_id, day, trades_used) VALUES (?, ?, 1) "
+            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = trades_used + 1 "
+            "WHERE trades_used < ?",
+            (tenant_id, day, daily),
         )
+        taken = cur.rowcount > 0
+    if not taken:
+        raise QuotaExceeded(f"tenant {row['email']} reached its {daily} trades for {day} (UTC)")
 
 
 def _release_quota(conn: Any, tenant_id: str, period: str, day: str, *, reserved: bool) -> None:
-    column = "trades_reserved" if reserved else "trades_used"
-    conn.execute(
-        f"UPDATE usage SET {column} = max({column} - 1, 0) WHERE tenant_id = ? AND period = ?",
-        (tenant_id, period),
-    )
+    """Give one unit back. A trade's unit zeroed by ``quotas reset --tenant`` meanwhile
+    is moved out of the adjustment instead, so usage = counted trades + adjustment holds."""
+    if reserved:
+        conn.execute(
+            "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0) "
+            "WHERE tenant_id = ? AND period = ?",
+            (tenant_id, period),
+        )
+    else:
+        # SQLite evaluates every right-hand side with the row's old values.
+        conn.execute(
+            "UPDATE usage SET trades_used = max(trades_used - 1, 0), "
+            "trades_adjustment = trades_adjustment + (trades_used = 0) "
+            "WHERE tenant_id = ? AND period = ?",
+            (tenant_id, period),
+        )
     conn.execute(
         "UPDATE daily_usage SET trades_used = max(trades_used - 1, 0) "
         "WHERE tenant_id = ? AND day = ?",
@@ -224,28 +240,29 @@ def _release_quota(conn: Any, tenant_id: str, period: str, day: str, *, reserved
     )
 
 
+def _claim_reservation(conn: Any, reservation: Reservation) -> bool:
+    """Remove a reservation row; False if it was already committed or released."""
+    cur = conn.execute("DELETE FROM reservations WHERE reservation_id = ? AND tenant_id = ?",
+                       (reservation.reservation_id, reservation.tenant_id))
+    return cur.rowcount > 0
+
+
 # --- positions and cash -------------------------------------------------------------------
 
 
 def cash_micros(conn: Any, tenant_id: str, capital_micros: int) -> int:
     """Free cash: capital + realized P&L − cost of open positions − cash reserved for
-    resting BUY orders."""
-    realized, cost = conn.execute(
-        "SELECT COALESCE(sum(realized_pnl_micros), 0), COALESCE(sum(cost_micros), 0) "
-        "FROM positions WHERE tenant_id = ?",
-        (tenant_id,),
+    resting BUY orders (one statement: it runs before every buy)."""
+    realized, cost, ledger_only, reserved = conn.execute(
+        "SELECT COALESCE(sum(realized_pnl_micros), 0), COALESCE(sum(cost_micros), 0), "
+        "(SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades "
+        " WHERE tenant_id = :t AND token_id IS NULL), "
+        "(SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
+        " WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY') "
+        "FROM positions WHERE tenant_id = :t",
+        {"t": tenant_id},
     ).fetchone()
-    ledger_only = conn.execute(
-        "SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades "
-        "WHERE tenant_id = ? AND token_id IS NULL",
-        (tenant_id,),
-    ).fetchone()[0]
-    reserved = conn.execute(
-        "SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
-        "WHERE tenant_id = ? AND status = 'pending' AND side = 'BUY'",
-        (tenant_id,),
-    ).fetchone()[0]
-    return capital_micros + realized + ledger_only - cost - reserved
+    return int(capital_micros + realized + ledger_only - cost - reserved)
 
 
 def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
@@ -315,65 +332,90 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
     shares = to_micros(trade.shares, "shares")
     price = to_micros(trade.price, "price")
     fee = to_micros(trade.fee, "fee")
+    # Checked again in micro-units: 0.9999999 would round to a price of 1.
+    if not 0 < price < MICROS_PER_UNIT:
+        raise InvalidInput(f"price must be between 0 and 1 (exclusive), got {trade.price}")
+    if shares <= 0 and trade.status in ("filled", "partial", "pending"):
+        raise InvalidInput(f"trade size must be at least 0.000001, got {trade.shares}")
     notional = mul_micros(shares, price)
     counted = trade.status in COUNTED_STATUSES
+    filled = trade.status in ("filled", "partial")
+    realized, closes = 0, False
+    if trade.token_id is None and filled:
+        # The guide's form names no token: it moves no position, and its pnl is taken
+        # as given, but only for a trade that filled.
+        realized = to_micros(trade.realized_pnl or 0, "pnl")
+        closes = trade.realized_pnl is not None and trade.side == "SELL"
+    values = {
+        "tenant_id": tenant_id, "ts": ts_text, "period": period, "day": day,
+        "market": trade.market, "token_id": trade.token_id, "outcome": trade.outcome,
+        "side": trade.side, "shares_micros": shares, "price_micros": price,
+        "notional_micros": notional, "fee_micros": fee, "realized_pnl_micros": realized,
+        "closes_position": int(closes), "status": trade.status, "mode": trade.mode,
+        "strategy": trade.strategy, "counted": int(counted),
+        "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
+    }
+    if reservation is not None:
+        values["period"], values["day"] = reservation.period, reservation.day
     with transaction(manager.db) as conn:
         row = _tenant_row(conn, tenant_id)
-        existing = conn.execute(
-            "SELECT id FROM trades WHERE tenant_id = ? AND client_order_id = ?",
-            (row["tenant_id"], client_order_id),
-        ).fetchone()
-        if existing:
+        _require_trading(row, now)
+        if reservation is not None and not _claim_reservation(conn, reservation):
+            raise Conflict(f"reservation {reservation.reservation_id} was already used")
+        # The UNIQUE (tenant_id, client_order_id) constraint is the idempotency check.
+        cur = conn.execute(
+            f"INSERT INTO trades ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) "
+            "ON CONFLICT (tenant_id, client_order_id) DO NOTHING",
+            tuple(values.values()),
+        )
+        if cur.rowcount == 0:
             if reservation is not None:
-                _release_quota(conn, row["tenant_id"], reservation.period, reservation.day,
+                _release_quota(conn, tenant_id, reservation.period, reservation.day,
                                reserved=True)
             return None
-        _require_trading(row, now)
-        if counted:
-            if reservation is not None:
-                conn.execute(
-                    "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0), "
-                    "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
-                    (row["tenant_id"], reservation.period),
-                )
-                period, day = reservation.period, reservation.day
-            else:
-                _take_quota(conn, row, period, day)
+        trade_id = cur.lastrowid
+        if counted and reservation is not None:
+            conn.execute(
+                "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0), "
+                "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
+                (tenant_id, reservation.period),
+            )
+        elif counted:
+            _take_quota(conn, row, period, day)
         elif reservation is not None:
-            _release_quota(conn, row["tenant_id"], reservation.period, reservation.day,
-                           reserved=True)
-        realized, closes = 0, False
-        if trade.token_id is None:
-            # The guide's form names no token: it moves no position, its pnl is as given.
-            realized = to_micros(trade.realized_pnl or 0, "pnl")
-            closes = trade.realized_pnl is not None and trade.side == "SELL"
-        elif trade.status in ("filled", "partial"):
-            realized, closes = _apply_fill(conn, row["tenant_id"], trade, shares, price, fee,
+            _release_quota(conn, tenant_id, reservation.period, reservation.day, reserved=True)
+        if trade.token_id is not None and filled:
+            realized, closes = _apply_fill(conn, tenant_id, trade, shares, price, fee,
                                            notional, ts_text, row["capital_micros"])
+            if closes:
+                conn.execute(
+                    "UPDATE trades SET realized_pnl_micros = ?, closes_position = 1 "
+                    "WHERE id = ?", (realized, trade_id))
+                values["realized_pnl_micros"], values["closes_position"] = realized, 1
         elif trade.status == "pending" and trade.side == "BUY" and \
-                cash_micros(conn, row["tenant_id"], row["capital_micros"]) < notional + fee:
+                cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
+            # The pending row just inserted already reserves its cash.
             raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
         if closes and realized:
             conn.execute(
                 "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
                 "ON CONFLICT (tenant_id, day) DO UPDATE SET "
                 "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
-                (row["tenant_id"], day, realized),
+                (tenant_id, values["day"], realized),
             )
-        cur = conn.execute(
-            "INSERT INTO trades (tenant_id, ts, period, day, market, token_id, outcome, side, "
-            "shares_micros, price_micros, notional_micros, fee_micros, realized_pnl_micros, "
-            "closes_position, status, mode, strategy, counted, client_order_id, "
-            f"exchange_order_id) VALUES ({', '.join('?' * 20)})",
-            (row["tenant_id"], ts_text, period, day, trade.market, trade.token_id,
-             trade.outcome, trade.side, shares, price, notional, fee, realized, int(closes),
-             trade.status, trade.mode, trade.strategy, int(counted), client_order_id,
-             trade.exchange_order_id),
-        )
-        conn.execute("UPDATE tenants SET last_active = ? WHERE tenant_id = ?",
-                     (ts_text, row["tenant_id"]))
-        trade_id = cur.lastrowid
-    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": trade_id})[0])
+        _touch(manager, conn, tenant_id, now)
+    return trade_row({**values, "id": trade_id})
+
+
+def _touch(manager: TenantManager, conn: Any, tenant_id: str, now: datetime) -> None:
+    """Keep tenants.last_active to the minute: a write per minute, not per trade."""
+    minute = clock.iso(now)[:16]
+    seen = manager.__dict__.setdefault("_last_active_minute", {})
+    if seen.get(tenant_id) == minute:
+        return
+    conn.execute("UPDATE tenants SET last_active = ? WHERE tenant_id = ?",
+                 (clock.iso(now), tenant_id))
+    seen[tenant_id] = minute
 
 
 def trade_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -505,21 +547,38 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
 
 
 def reserve_trade(manager: TenantManager, tenant_id: str) -> Reservation:
-    """Hold one quota unit before a live order is sent; raises QuotaExceeded if none left."""
+    """Hold one quota unit before a live order is sent; raises QuotaExceeded if none left.
+
+    The reservation is a row of its own, so committing or releasing it twice (a retry,
+    a crash between the two) cannot free a unit another order holds.
+    """
     now = clock.now()
     period, day = clock.period_of(now), clock.day_of(now)
+    reservation_id = uuid.uuid4().hex
     with transaction(manager.db) as conn:
         row = _tenant_row(conn, tenant_id)
         _require_trading(row, now)
         _take_quota(conn, row, period, day, reserve=True)
-    return Reservation(row["tenant_id"], period, day, uuid.uuid4().hex)
+        conn.execute(
+            "INSERT INTO reservations (reservation_id, tenant_id, period, day, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (reservation_id, row["tenant_id"], period, day, clock.iso(now)),
+        )
+    return Reservation(row["tenant_id"], period, day, reservation_id)
 
 
-def release_reservation(manager: TenantManager, reservation: Reservation) -> None:
-    """Give back a reserved quota unit (the order failed or was never sent)."""
+def release_reservation(manager: TenantManager, reservation: Reservation) -> bool:
+    """Give back a reserved quota unit (the order failed or was never sent).
+
+    Returns False, changing nothing, when the reservation was already committed or
+    released.
+    """
     with transaction(manager.db) as conn:
+        if not _claim_reservation(conn, reservation):
+            return False
         _release_quota(conn, reservation.tenant_id, reservation.period, reservation.day,
                        reserved=True)
+    return True
 
 
 # --- quota queries and changes ------------------------------------------------------------
@@ -595,6 +654,8 @@ def increment_usage(manager: TenantManager, tenant_id: str, n: int = 1) -> int:
     """
     from botpoly_admin.tenants import effective_quota
 
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidInput(f"usage can only be incremented by a whole number >= 1, got {n!r}")
     period = clock.period_of(clock.now())
     with transaction(manager.db) as conn:
         row = _tenant_row(conn, manager.resolve(tenant_id).tenant_id)

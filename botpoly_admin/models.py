@@ -175,14 +175,27 @@ class TenantConfig:
         return int(self.rate_limits.get("api_calls_per_minute", self.limits.api_calls_per_minute))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of a tenant (see README, ``tenants show --json``)."""
-        data = asdict(self)
-        for key in ("monthly_trades_quota_override", "monthly_trades_unlimited"):
-            data.pop(key)
-        data["tier"] = self.tier.value
-        data["status"] = self.status.value
-        data["trading_mode"] = self.trading_mode.value
-        return data
+        """The JSON shape of a tenant (see README, ``tenants show --json``).
+
+        Amounts stay ``Decimal``; ``botpoly_admin.cli.render.to_json`` writes them as
+        JSON numbers (use ``json.dumps(..., default=str)`` for strings instead).
+        """
+        # Field by field with shallow copies: dataclasses.asdict deep-copies, which
+        # dominates a 10,000-tenant listing.
+        return {
+            "tenant_id": self.tenant_id, "name": self.name, "email": self.email,
+            "tier": self.tier.value, "status": self.status.value,
+            "trading_mode": self.trading_mode.value, "capital": self.capital,
+            "max_position_size": self.max_position_size,
+            "max_daily_trades": self.max_daily_trades,
+            "enabled_strategies": list(self.enabled_strategies), "markets": list(self.markets),
+            "rate_limits": dict(self.rate_limits),
+            "monthly_trades_quota": self.monthly_trades_quota,
+            "monthly_trades_used": self.monthly_trades_used, "settings": dict(self.settings),
+            "trial_ends_at": self.trial_ends_at, "created_at": self.created_at,
+            "updated_at": self.updated_at, "last_active": self.last_active,
+            "credentials": dict(self.credentials),
+        }
 
 
 @dataclass

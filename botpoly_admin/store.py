@@ -68,7 +68,8 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
         raise StoreError(f"{db_path} is not a usable SQLite database ({exc})") from None
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open database {db_path}: {exc}") from None
-    db = sqlite_utils.Database(conn)
+    # No plugin scan: it walks every installed package's entry points (CLI start-up).
+    db = sqlite_utils.Database(conn, execute_plugins=False)
     migrate(db)
     return db
 
@@ -97,7 +98,9 @@ SCHEMA_V1 = """
 CREATE TABLE tenants (
     tenant_id TEXT PRIMARY KEY,
     name TEXT NOT NULL CHECK (length(trim(name)) BETWEEN 1 AND 200),
-    email TEXT NOT NULL COLLATE NOCASE UNIQUE,
+    email TEXT NOT NULL,
+    -- casefold(email): unique in any case, non-ASCII included (NOCASE is ASCII only)
+    email_key TEXT NOT NULL UNIQUE,
     tier TEXT NOT NULL CHECK (tier IN ('free', 'basic', 'pro', 'enterprise')),
     status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'trial', 'expired')),
     trading_mode TEXT NOT NULL DEFAULT 'paper' CHECK (trading_mode IN ('paper', 'live')),
@@ -252,7 +255,19 @@ CREATE TABLE meta (
 
 # Each migration is a DDL script run once, in order, in one transaction; PRAGMA
 # user_version records how many have run. Append new ones; never edit a released one.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_V2 = """
+CREATE TABLE reservations (
+    reservation_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    period TEXT NOT NULL,
+    day TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX idx_trades_pending_buys ON trades(tenant_id) WHERE status = 'pending' AND side = 'BUY';
+CREATE INDEX idx_trades_without_token ON trades(tenant_id) WHERE token_id IS NULL
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -44,13 +44,14 @@ from botpoly_admin.models import (
     to_decimal,
     to_micros,
 )
-from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, load_keyring, mask
+from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, key_file_for, load_keyring, mask
 from botpoly_admin.store import DEFAULT_DB_PATH, connect, resolve_db_path, transaction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRIAL_DAYS = 14
 MAX_NAME_LENGTH = 200
+ID_PREFIX_RE = re.compile(r"[0-9a-f-]{6,36}")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 # Tables whose rows belong to one tenant: reached only through TenantScope.
@@ -62,6 +63,7 @@ TENANT_TABLES = (
     "positions",
     "equity_snapshots",
     "bots",
+    "reservations",
 )
 
 # Fields update_tenant accepts, besides SETTING_KEYS and CREDENTIAL_NAMES.
@@ -264,7 +266,7 @@ class TenantManager:
 
     def get_tenant_by_email(self, email: str) -> TenantConfig | None:
         """The tenant with this email (any case), or None."""
-        rows = self._rows("t.email = :email", {"email": email.strip()})
+        rows = self._rows("t.email_key = :key", {"key": email.strip().casefold()})
         return self._configs(rows)[0] if rows else None
 
     def resolve(self, ref: str) -> TenantConfig:
@@ -273,8 +275,9 @@ class TenantManager:
         if not ref:
             raise InvalidInput("a tenant id or email is required")
         tenant = self.get_tenant_by_email(ref) if "@" in ref else self.get_tenant(ref)
-        if tenant is None and "@" not in ref and len(ref) >= 6:
-            rows = self._rows("t.tenant_id LIKE :prefix", {"prefix": ref + "%"})
+        if tenant is None and ID_PREFIX_RE.fullmatch(ref.lower()):
+            rows = self._rows("substr(t.tenant_id, 1, :n) = :prefix",
+                              {"n": len(ref), "prefix": ref.lower()})
             if len(rows) > 1:
                 raise Conflict(f"tenant id prefix {ref!r} is ambiguous ({len(rows)} tenants)")
             tenant = self._configs(rows)[0] if rows else None
@@ -407,6 +410,7 @@ class TenantManager:
             "tenant_id": str(uuid.uuid4()),
             "name": self._name(name),
             "email": self._email(email),
+            "email_key": self._email(email).casefold(),
             "tier": tier.value,
             "status": status.value,
             "trading_mode": mode.value,
@@ -430,7 +434,7 @@ class TenantManager:
         }
         with transaction(self.db) as conn:
             if conn.execute(
-                "SELECT 1 FROM tenants WHERE email = ?", (row["email"],)
+                "SELECT 1 FROM tenants WHERE email_key = ?", (row["email_key"],)
             ).fetchone():
                 raise Conflict(f"a tenant with email {row['email']} already exists")
             columns = ", ".join(row)
@@ -471,6 +475,7 @@ class TenantManager:
                 columns["name"] = self._name(value)
             elif key == "email":
                 columns["email"] = self._email(value)
+                columns["email_key"] = columns["email"].casefold()
             elif key == "tier":
                 columns["tier"] = tier.value
             elif key == "status":
@@ -532,8 +537,8 @@ class TenantManager:
         changed = sorted(set(updates) | set(secrets))
         with transaction(self.db) as conn:
             if "email" in columns and conn.execute(
-                "SELECT 1 FROM tenants WHERE email = ? AND tenant_id != ?",
-                (columns["email"], tenant.tenant_id),
+                "SELECT 1 FROM tenants WHERE email_key = ? AND tenant_id != ?",
+                (columns["email_key"], tenant.tenant_id),
             ).fetchone():
                 raise Conflict(f"a tenant with email {columns['email']} already exists")
             if columns:
@@ -600,7 +605,7 @@ class TenantManager:
         if ring is None:
             raise CredentialsError(
                 "no secret key configured: set BOTPOLY_SECRET_KEYS or restore the key file "
-                f"({self.db_path.with_suffix('.key')})"
+                f"({key_file_for(self.db_path)})"
             )
         if check is None:
             with transaction(self.db) as conn:
@@ -781,7 +786,7 @@ class TenantManager:
 
     def generate_key_file(self) -> dict[str, Any]:
         """Create the key file beside the database (refused if one exists)."""
-        from botpoly_admin.secrets import generate_key, key_file_for, write_key_file
+        from botpoly_admin.secrets import generate_key, write_key_file
 
         path = key_file_for(self.db_path)
         write_key_file(path, [generate_key()])
@@ -817,7 +822,14 @@ class TenantManager:
         """
         from botpoly_admin import ledger
 
-        return ledger.record_trade(self, self.resolve(tenant_id).tenant_id, trade, **kwargs)
+        return ledger.record_trade(self, self._ledger_id(tenant_id), trade, **kwargs)
+
+    def _ledger_id(self, ref: str) -> str:
+        """A full tenant id goes straight to the ledger, which checks it exists inside
+        its own transaction; an email or id prefix is resolved first."""
+        if len(ref) == 36 and "@" not in ref:
+            return ref
+        return self.resolve(ref).tenant_id
 
     def check_quota(self, tenant_id: str) -> bool:
         """True when the tenant may record another trade this period (guide's meaning)."""
@@ -836,13 +848,13 @@ class TenantManager:
         """Hold a quota unit before sending a live order (commit via record_trade)."""
         from botpoly_admin import ledger
 
-        return ledger.reserve_trade(self, self.resolve(tenant_id).tenant_id)
+        return ledger.reserve_trade(self, self._ledger_id(tenant_id))
 
-    def release_reservation(self, reservation: Any) -> None:
-        """Give back a reserved quota unit (the order failed)."""
+    def release_reservation(self, reservation: Any) -> bool:
+        """Give back a reserved quota unit (the order failed); False if already used."""
         from botpoly_admin import ledger
 
-        ledger.release_reservation(self, reservation)
+        return ledger.release_reservation(self, reservation)
 
     def get_tenant_metrics(self, tenant_id: str, period: str | None = None) -> TenantMetrics:
         """Trades, fill rate, win rate, P&L, Sharpe, drawdown and resource use of a tenant."""

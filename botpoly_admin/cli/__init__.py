@@ -9,7 +9,17 @@ from __future__ import annotations
 import click
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import audit, db, keys, markets, quotas, reports, strategies, tenants, trades
+from botpoly_admin.cli import (
+    audit,
+    db,
+    keys,
+    markets,
+    quotas,
+    reports,
+    strategies,
+    tenants,
+    trades,
+)
 from botpoly_admin.cli.app import App, BotpolyGroup, configure_logging
 
 

@@ -81,7 +81,7 @@ def set_(app: App, tenant: str, trades: str | None, unlimited: bool, tier_defaul
         raise click.UsageError("give exactly one of --trades N, --unlimited or --tier-default")
     count = None
     if trades is not None:
-        if not trades.strip().isdigit():
+        if not (trades.strip().isascii() and trades.strip().isdigit()):
             raise click.UsageError(f"--trades must be a whole number >= 0, got {trades!r}")
         count = int(trades)
     row = ledger.set_quota(app.manager(), tenant, trades=count, unlimited=unlimited,
