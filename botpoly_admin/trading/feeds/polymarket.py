@@ -217,13 +217,13 @@ class PolymarketFeed:
 
     def _call(self, call: Callable[[], T], *, host: str, missing: str) -> T:
         return call_upstream(
-            lambda: _translated(call, host=host, missing=missing),
+            lambda: translate_sdk_errors(call, host=host, missing=missing),
             where=f"Polymarket at {host}",
             tries=self.tries,
         )
 
 
-def _translated(call: Callable[[], T], *, host: str, missing: str) -> T:
+def translate_sdk_errors(call: Callable[[], T], *, host: str, missing: str) -> T:
     """Run one SDK call, turning the SDK's exceptions into ours."""
     from polymarket.errors import (
         PolymarketError,
