@@ -53,7 +53,7 @@ from botpoly_admin.errors import Conflict, CredentialsError, ExchangeError, Inva
 from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier, TradingMode, from_micros
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.feeds import call_upstream
-from botpoly_admin.trading.feeds.polymarket import translate_sdk_errors, polymarket_environment
+from botpoly_admin.trading.feeds.polymarket import polymarket_environment, translate_sdk_errors
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
