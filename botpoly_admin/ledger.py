@@ -896,9 +896,9 @@ def _write_snapshot(conn: Any, tenant_id: str, eq: Mapping[str, Decimal], now: d
 
 
 def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, Decimal],
-                 compute_seconds: float) -> dict[str, Decimal]:
+                 compute_seconds: float, api_calls: int = 0) -> dict[str, Decimal]:
     """End of a bot cycle in one transaction: mark positions, snapshot equity, meter
-    compute time. Returns the equity."""
+    compute time and API calls. Returns the equity."""
     now = clock.now()
     with transaction(manager.db) as conn:
         held = conn.execute("SELECT token_id FROM positions WHERE tenant_id = ? AND "
@@ -912,10 +912,11 @@ def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, 
         eq = equity(manager, tenant_id)
         _write_snapshot(conn, tenant_id, eq, now)
         conn.execute(
-            "INSERT INTO usage (tenant_id, period, compute_seconds) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant_id, period) DO UPDATE SET "
-            "compute_seconds = compute_seconds + excluded.compute_seconds",
-            (tenant_id, clock.period_of(now), float(compute_seconds)),
+            "INSERT INTO usage (tenant_id, period, compute_seconds, api_calls) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
+            "compute_seconds = compute_seconds + excluded.compute_seconds, "
+            "api_calls = api_calls + excluded.api_calls",
+            (tenant_id, clock.period_of(now), float(compute_seconds), int(api_calls)),
         )
     return eq
 

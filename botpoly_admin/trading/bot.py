@@ -56,6 +56,7 @@ class CycleReport:
     """What one cycle did, for the bots table and the live screen."""
 
     state: str = "running"  # running | paused_quota | paused_risk | throttled
+    api_calls: int = 0  # accepted by the tenant's rate limit, metered into usage
     intents: int = 0
     trades: int = 0
     refused: list[str] = field(default_factory=list)
@@ -80,6 +81,12 @@ class TenantBot:
         self.tenant_id = manager.resolve(tenant_id).tenant_id
         self.feed = feed
         self.fee_rate = fee_rate
+        # One limiter per process is shared by every bot (the orchestrator passes it);
+        # a bot run alone gets its own, so the plan's limit holds either way.
+        if limiter is None:
+            from botpoly_admin.trading.cache import TenantRateLimiter
+
+            limiter = TenantRateLimiter()
         self.limiter = limiter
         self._broker = broker
         self._strategies: list[Strategy] = []
@@ -120,7 +127,8 @@ class TenantBot:
         marks = self._cycle(report)
         report.duration_ms = (time.perf_counter() - started) * 1000
         ledger.finish_cycle(self.manager, self.tenant_id, marks=marks,
-                            compute_seconds=report.duration_ms / 1000)
+                            compute_seconds=report.duration_ms / 1000,
+                            api_calls=report.api_calls)
         return report
 
     def _cycle(self, report: CycleReport) -> dict[str, Decimal]:
@@ -131,11 +139,10 @@ class TenantBot:
         now = clock.now()
         if tenant.status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
             raise NotFound(f"tenant {tenant.email} is {tenant.status}: its bot must not run")
-        if self.limiter is not None and not self.limiter.try_acquire(
-            self.tenant_id, tenant.api_calls_per_minute
-        ):
+        if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
             report.state = "throttled"
             return {}
+        report.api_calls += 1
         held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         markets = self._watched(tenant.markets, {p["market"] for p in held})
         resolved = {m.market_id: m for m in markets if m.resolved}
@@ -219,12 +226,11 @@ class TenantBot:
             if book is None:
                 report.refused.append(f"no book for {intent.token_id}")
                 continue
-            if self.limiter is not None and not self.limiter.try_acquire(
-                self.tenant_id, tenant.api_calls_per_minute
-            ):
+            if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
                 report.refused.append("API rate limit reached for this minute")
                 report.state = "throttled"
                 break
+            report.api_calls += 1
             try:
                 result = broker.execute(intent, book)
             except QuotaExceeded as exc:
