@@ -33,7 +33,7 @@ from botpoly_admin.models import (
     to_decimal,
     to_micros,
 )
-from botpoly_admin.store import transaction
+from botpoly_admin.store import select, transaction
 
 if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
@@ -602,7 +602,7 @@ def quota_status(manager: TenantManager, tenant_id: str | None = None,
         sql += " WHERE t.tenant_id = :tenant_id"
         params["tenant_id"] = tenant_id
     rows = []
-    for r in manager.db.query(sql + " ORDER BY t.created_at, t.rowid", params):
+    for r in select(manager.db, sql + " ORDER BY t.created_at, t.rowid", params):
         limit = effective_quota(r)
         rows.append({
             "tenant_id": r["tenant_id"], "name": r["name"], "email": r["email"],

@@ -151,6 +151,7 @@ class TenantConfig:
     max_position_size: Decimal = Decimal("100")
     max_daily_trades: int = 10
     enabled_strategies: list[str] = field(default_factory=list)
+    strategy_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     markets: list[str] = field(default_factory=list)
     rate_limits: dict[str, int] = field(default_factory=dict)
     monthly_trades_quota: int | None = 100
@@ -188,7 +189,9 @@ class TenantConfig:
             "trading_mode": self.trading_mode.value, "capital": self.capital,
             "max_position_size": self.max_position_size,
             "max_daily_trades": self.max_daily_trades,
-            "enabled_strategies": list(self.enabled_strategies), "markets": list(self.markets),
+            "enabled_strategies": list(self.enabled_strategies),
+            "strategy_params": {k: dict(v) for k, v in self.strategy_params.items()},
+            "markets": list(self.markets),
             "rate_limits": dict(self.rate_limits),
             "monthly_trades_quota": self.monthly_trades_quota,
             "monthly_trades_used": self.monthly_trades_used, "settings": dict(self.settings),

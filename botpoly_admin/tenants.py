@@ -45,7 +45,7 @@ from botpoly_admin.models import (
     to_micros,
 )
 from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, key_file_for, load_keyring, mask
-from botpoly_admin.store import DEFAULT_DB_PATH, connect, resolve_db_path, transaction
+from botpoly_admin.store import DEFAULT_DB_PATH, connect, resolve_db_path, select, transaction
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class TenantScope:
             sql += f" ORDER BY {order_by}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return list(self.db.query(sql, {**(params or {}), "tenant_id": self.tenant_id}))
+        return select(self.db, sql, {**(params or {}), "tenant_id": self.tenant_id})
 
     def count(self, table: str, where: str = "", params: Mapping[str, Any] | None = None) -> int:
         """How many of this tenant's rows in *table* match."""
@@ -220,7 +220,7 @@ class TenantManager:
               order_by: str = "t.created_at, t.rowid") -> list[dict[str, Any]]:
         sql = TENANT_SELECT + (f" WHERE {where}" if where else "") + f" ORDER BY {order_by}"
         args = {"period": clock.period_of(clock.now()), **(params or {})}
-        return list(self.db.query(sql, args))
+        return select(self.db, sql, args)
 
     def _to_config(
         self, row: Mapping[str, Any], credentials: dict[str, str | None]
@@ -236,6 +236,7 @@ class TenantManager:
             max_position_size=from_micros(row["max_position_micros"]),
             max_daily_trades=row["max_daily_trades"],
             enabled_strategies=json.loads(row["enabled_strategies"]),
+            strategy_params=json.loads(row["strategy_params"]),
             markets=json.loads(row["markets"]),
             rate_limits=json.loads(row["rate_limits"]),
             monthly_trades_quota=effective_quota(row),
@@ -569,7 +570,7 @@ class TenantManager:
 
     def strategy_params(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         """Validated parameters of each enabled strategy of a tenant."""
-        return self._stored_params(self.resolve(tenant_id).tenant_id)
+        return self.resolve(tenant_id).strategy_params
 
     def set_status(self, tenant_id: str, status: TenantStatus | str) -> TenantConfig:
         """Suspend, activate or expire a tenant (audited like any update)."""

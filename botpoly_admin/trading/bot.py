@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger
 from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
-from botpoly_admin.models import TenantStatus, TenantTier, TradingMode
+from botpoly_admin.models import TenantStatus, TenantTier, TradingMode, from_micros, to_micros
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
@@ -96,8 +96,7 @@ class TenantBot:
 
     # --- set-up -------------------------------------------------------------------
 
-    def _load_strategies(self, names: list[str]) -> list[Strategy]:
-        params = self.manager.strategy_params(self.tenant_id)
+    def _load_strategies(self, names: list[str], params: dict[str, Any]) -> list[Strategy]:
         key = json.dumps([names, params], sort_keys=True, default=str)
         if key != self._config_key:
             self._strategies = [get_strategy(name)(params.get(name, {})) for name in names]
@@ -165,11 +164,12 @@ class TenantBot:
         for p in held:
             key = p["market"] or p["token_id"]
             by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
-        eq = ledger.equity(self.manager, self.tenant_id)
+        cash = from_micros(ledger.cash_micros(self.manager.db.conn, self.tenant_id,
+                                              to_micros(tenant.capital)))
         quota = ledger.quota_status(self.manager, self.tenant_id)[0]
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
-            free_cash=eq["cash"],
+            free_cash=cash,
             max_position_notional=tenant.max_position_size,
             position_notional=by_market,
             shares_held={t: p.shares for t, p in positions.items()},
@@ -185,7 +185,7 @@ class TenantBot:
         elif quota["remaining"] == 0:
             report.state = "paused_quota"
         else:
-            self._trade(report, tenant, open_markets, books, positions, eq["cash"], risk,
+            self._trade(report, tenant, open_markets, books, positions, cash, risk,
                         broker, now)
         # Held tokens are marked at their midpoint (positions bought this cycle included).
         marks: dict[str, Decimal] = {}
@@ -198,7 +198,7 @@ class TenantBot:
     def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
                books: dict[str, OrderBook], positions: dict[str, PositionView],
                cash: Decimal, risk: RiskBook, broker: Broker, now: Any) -> None:
-        strategies = self._load_strategies(tenant.enabled_strategies)
+        strategies = self._load_strategies(tenant.enabled_strategies, tenant.strategy_params)
         if not strategies:
             return
         references = self._references(markets)

@@ -35,6 +35,7 @@ Writing a plugin::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from abc import ABC, abstractmethod
@@ -331,9 +332,20 @@ def load_strategies() -> dict[str, type[Strategy]]:
     return catalog.strategies
 
 
+@functools.lru_cache(maxsize=1)
+def _installed() -> StrategyCatalog:
+    # Reading entry points scans every installed package (milliseconds): once per
+    # process for bots; `strategies list` and validation read them afresh.
+    return discover_strategies()
+
+
 def get_strategy(name: str) -> type[Strategy]:
     """The strategy class called *name*; InvalidInput naming the available ones otherwise."""
-    return _lookup(discover_strategies(), name)
+    catalog = _installed()
+    if name not in catalog.strategies:  # installed since the cache was filled?
+        _installed.cache_clear()
+        catalog = _installed()
+    return _lookup(catalog, name)
 
 
 def _lookup(catalog: StrategyCatalog, name: str) -> type[Strategy]:
