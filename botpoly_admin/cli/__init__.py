@@ -11,6 +11,8 @@ import click
 from botpoly_admin import __version__
 from botpoly_admin.cli import (
     audit,
+    bots,
+    dashboard,
     db,
     keys,
     markets,
@@ -50,7 +52,8 @@ def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
 
 
 # Each group module registers its commands; the order is the order of --help.
-for module in (tenants, quotas, trades, reports, strategies, markets, keys, db, audit):
+for module in (tenants, quotas, trades, bots, dashboard, reports, strategies, markets, keys, db,
+               audit):
     module.register(cli)
 
 

@@ -1,0 +1,427 @@
+"""Bots in the database: what each bot should do, who runs it, and how it is doing.
+
+The database is the only channel between a shell and the orchestrator: ``start-bot``
+typed in one terminal writes ``bots.desired_state``; ``botpoly-admin run`` in another
+reads it on its next tick. This module is that database side: desired state (with the
+rule of who may trade), leases, per-bot progress, status rows and the registry of
+running orchestrators. The threads that act on it live in ``botpoly_admin.orchestrator``.
+
+Leases (DESIGN invariant 5: a bot runs in at most one place)
+    A runner (an orchestrator process, or ``start-bot --foreground``) runs a bot only
+    while it holds the bot's lease: ``owner`` and ``lease_expires_at`` in its row.
+    Taking a lease is one conditional UPDATE (free, already ours, or expired; desired
+    running; tenant allowed to trade) in a ``BEGIN IMMEDIATE`` transaction, so two
+    processes racing for the same bot cannot both win. The owner renews every lease it
+    holds on each tick, in the same transaction that records progress. A runner that
+    dies stops renewing and, once the TTL has passed, another runner takes the bot
+    over. A runner that finds a lease gone (it stalled for longer than the TTL and was
+    taken over) stops that bot without touching the row.
+
+Clocks
+    Leases and heartbeats coordinate processes that are alive *now*, so they use the
+    real wall clock (``wall_now``), never ``BOTPOLY_NOW``: a frozen clock would make
+    every lease either eternal or already expired. Whether a tenant may trade (status,
+    trial end) is business time, ``clock.now()``, like every other rule about tenants.
+    Times are stored as ``clock.iso`` text (UTC, whole seconds), so a lease is taken
+    over strictly after its expiry second has passed, never early.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from botpoly_admin import clock
+from botpoly_admin.errors import Conflict, InvalidInput
+from botpoly_admin.models import TenantConfig, TenantStatus
+from botpoly_admin.store import select, transaction
+
+if TYPE_CHECKING:
+    from botpoly_admin.tenants import TenantManager
+
+DEFAULT_LEASE_TTL_S = 10.0
+# An orchestrator whose heartbeat is older than this is taken for dead.
+ORCHESTRATOR_FRESH_S = 10.0
+# Rows of orchestrators silent for this long are removed when another one registers.
+ORCHESTRATOR_FORGET_S = 24 * 3600.0
+MAX_ERROR_CHARS = 500
+_CHUNK = 500  # ids per IN (...) list
+
+
+class BotState(StrEnum):
+    """What a bot is doing. Only the lease holder writes a held state."""
+
+    RUNNING = "running"
+    PAUSED_QUOTA = "paused_quota"  # monthly quota used up: resumes in the next period
+    PAUSED_RISK = "paused_risk"  # daily loss limit hit: resumes the next UTC day
+    THROTTLED = "throttled"  # the plan's API calls per minute are spent for now
+    ERROR = "error"  # the last attempt failed: restarting with backoff
+    STOPPED = "stopped"  # nobody runs it
+
+
+class DesiredState(StrEnum):
+    """What the operator asked for."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+# A tenant's bot may run only when the tenant is active, or in trial before its end
+# (DESIGN invariant 5). ``:now`` is business time (clock.now()) as clock.iso text.
+ELIGIBLE_SQL = (
+    "(t.status = 'active' OR (t.status = 'trial' AND "
+    "(t.trial_ends_at IS NULL OR t.trial_ends_at > :now)))"
+)
+
+
+def wall_now() -> datetime:
+    """The real UTC time, for leases and heartbeats (``BOTPOLY_NOW`` does not apply)."""
+    return datetime.now(UTC)
+
+
+def _wall_iso(offset_s: float = 0.0) -> str:
+    return clock.iso(wall_now() + timedelta(seconds=offset_s))
+
+
+def new_owner_id() -> str:
+    """A runner's identity: ``host:pid:random``, unique even across pid reuse."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
+    """Why this tenant's bot may not run, or None when it may."""
+    now = now or clock.now()
+    if tenant.status is TenantStatus.ACTIVE:
+        return None
+    if tenant.status is TenantStatus.TRIAL:
+        if tenant.trial_ends_at and clock.parse_utc(tenant.trial_ends_at) <= now:
+            return (f"tenant {tenant.email}'s trial ended at {tenant.trial_ends_at}: its bot "
+                    f"cannot start (activate it: botpoly-admin tenants activate {tenant.email})")
+        return None
+    hint = (f" (activate it first: botpoly-admin tenants activate {tenant.email})"
+            if tenant.status is TenantStatus.SUSPENDED else "")
+    return f"tenant {tenant.email} is {tenant.status.value}: its bot cannot start{hint}"
+
+
+def short_error(exc: BaseException) -> str:
+    """One line naming an exception, bounded in length, for ``bots.last_error``."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
+
+
+# --- desired state ------------------------------------------------------------------------
+
+
+def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: DesiredState,
+                 action: str) -> None:
+    now = _wall_iso()
+    with transaction(manager.db) as conn:
+        for tenant_id in tenant_ids:
+            conn.execute(
+                "INSERT INTO bots (tenant_id, desired_state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET desired_state = excluded.desired_state, "
+                "updated_at = excluded.updated_at",
+                (tenant_id, desired.value, now),
+            )
+            manager.audit(conn, action, tenant_id, {"desired_state": desired.value})
+
+
+def start_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
+    """Ask for a tenant's bot to run (``desired_state = running``); return its status.
+
+    Raises NotFound for an unknown tenant and Conflict, with the reason and what to do,
+    for a suspended or expired tenant or a trial that has ended.
+    """
+    config = manager.resolve(tenant)
+    reason = refusal(config)
+    if reason:
+        raise Conflict(reason)
+    _set_desired(manager, [config.tenant_id], DesiredState.RUNNING, "bot.start")
+    return bot_status(manager, config.tenant_id)
+
+
+def stop_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
+    """Ask for a tenant's bot to stop (``desired_state = stopped``); return its status."""
+    config = manager.resolve(tenant)
+    _set_desired(manager, [config.tenant_id], DesiredState.STOPPED, "bot.stop")
+    return bot_status(manager, config.tenant_id)
+
+
+def start_all(manager: TenantManager) -> list[str]:
+    """Ask for every tenant allowed to trade (active, or trial in its trial) to run.
+
+    Returns the tenant ids set running; suspended, expired and ended trials are skipped.
+    """
+    now = clock.iso(clock.now())
+    rows = select(manager.db, f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
+                              "ORDER BY t.created_at, t.rowid", {"now": now})
+    ids = [r["tenant_id"] for r in rows]
+    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
+    return ids
+
+
+def stop_all(manager: TenantManager, tenant_ids: Collection[str] | None = None) -> list[str]:
+    """Ask every bot that should run (or those of *tenant_ids*) to stop; return their ids."""
+    rows = select(manager.db, "SELECT tenant_id FROM bots WHERE desired_state = 'running' "
+                              "ORDER BY tenant_id")
+    ids = [r["tenant_id"] for r in rows]
+    if tenant_ids is not None:
+        ids = [tid for tid in ids if tid in set(tenant_ids)]
+    _set_desired(manager, ids, DesiredState.STOPPED, "bot.stop")
+    return ids
+
+
+# --- status -------------------------------------------------------------------------------
+
+STATUS_SELECT = """
+SELECT b.*, t.name, t.email, t.tier, t.status AS tenant_status, t.trading_mode
+FROM bots b JOIN tenants t USING (tenant_id)
+"""
+
+HELD_STATES = frozenset(s.value for s in BotState if s is not BotState.STOPPED)
+
+
+def _status_row(row: Mapping[str, Any], now: str) -> dict[str, Any]:
+    held = row["owner"] is not None and (row["lease_expires_at"] or "") >= now
+    state = row["state"]
+    if state in HELD_STATES and not held:
+        state = BotState.STOPPED.value  # its runner died; the lease ran out
+    return {
+        "tenant_id": row["tenant_id"],
+        "name": row["name"],
+        "email": row["email"],
+        "tier": row["tier"],
+        "tenant_status": row["tenant_status"],
+        "desired_state": row["desired_state"],
+        "state": state,
+        "owner": row["owner"] if held else None,
+        "lease_expires_at": row["lease_expires_at"] if held else None,
+        "heartbeat_at": row["heartbeat_at"],
+        "started_at": row["started_at"],
+        "cycles": row["cycles"],
+        "last_cycle_ms": None if row["last_cycle_ms"] is None else round(row["last_cycle_ms"], 2),
+        "restarts": row["restarts"],
+        "last_error": row["last_error"],
+    }
+
+
+def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, Any]]:
+    """One row per bot (every tenant that was ever started), or one tenant's.
+
+    ``state`` is what the bot is doing now: a held state (running, paused_quota,
+    paused_risk, throttled, error) only while a runner holds a live lease on it,
+    ``stopped`` otherwise.
+    """
+    sql, params = STATUS_SELECT, {}
+    if tenant is not None:
+        sql += " WHERE b.tenant_id = :tenant_id"
+        params["tenant_id"] = manager.resolve(tenant).tenant_id
+    sql += " ORDER BY t.created_at, t.rowid"
+    now = _wall_iso()
+    return [_status_row(r, now) for r in select(manager.db, sql, params)]
+
+
+def bot_status(manager: TenantManager, tenant: str) -> dict[str, Any]:
+    """The status row of one tenant's bot (desired stopped, never run, if it has none)."""
+    config = manager.resolve(tenant)
+    rows = status(manager, config.tenant_id)
+    if rows:
+        return rows[0]
+    return {
+        "tenant_id": config.tenant_id, "name": config.name, "email": config.email,
+        "tier": config.tier.value, "tenant_status": config.status.value,
+        "desired_state": DesiredState.STOPPED.value, "state": BotState.STOPPED.value,
+        "owner": None, "lease_expires_at": None, "heartbeat_at": None, "started_at": None,
+        "cycles": 0, "last_cycle_ms": None, "restarts": 0, "last_error": None,
+    }
+
+
+# --- leases (the runner's side) -----------------------------------------------------------
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+def _in_list(ids: Sequence[str]) -> tuple[str, dict[str, str]]:
+    names = {f"id{i}": tid for i, tid in enumerate(ids)}
+    return ", ".join(f":{name}" for name in names), names
+
+
+def runnable(db: sqlite_utils.Database, tenant_ids: Collection[str] | None = None
+             ) -> dict[str, dict[str, Any]]:
+    """Bots that should run now: desired running and tenant allowed to trade.
+
+    Keyed by tenant id, with the tenant's name, email, tier and trading mode.
+    """
+    rows = select(
+        db,
+        "SELECT b.tenant_id, t.name, t.email, t.tier, t.trading_mode FROM bots b "
+        f"JOIN tenants t USING (tenant_id) WHERE b.desired_state = 'running' AND {ELIGIBLE_SQL} "
+        "ORDER BY t.created_at, t.rowid",
+        {"now": clock.iso(clock.now())},
+    )
+    wanted = None if tenant_ids is None else set(tenant_ids)
+    return {r["tenant_id"]: r for r in rows if wanted is None or r["tenant_id"] in wanted}
+
+
+def why_not_runnable(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> dict[str, str]:
+    """For bots that must stop: the reason, in a few words (for logs and the screen)."""
+    reasons: dict[str, str] = {}
+    now = clock.iso(clock.now())
+    for chunk in _chunks(list(tenant_ids)):
+        in_list, params = _in_list(chunk)
+        rows = select(db, "SELECT t.tenant_id, t.status, t.trial_ends_at FROM tenants t "
+                          f"WHERE t.tenant_id IN ({in_list})", params)
+        for r in rows:
+            if r["status"] in ("suspended", "expired"):
+                reasons[r["tenant_id"]] = f"tenant {r['status']}"
+            elif r["status"] == "trial" and r["trial_ends_at"] and r["trial_ends_at"] <= now:
+                reasons[r["tenant_id"]] = "trial ended"
+            else:
+                reasons[r["tenant_id"]] = "stopped by the operator"
+    for tid in tenant_ids:
+        reasons.setdefault(tid, "tenant deleted")
+    return reasons
+
+
+def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
+            ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict[str, dict[str, Any]]:
+    """Take the leases of *tenant_ids* that are free, ours or expired, in one transaction.
+
+    Only bots that should run (desired running, tenant allowed to trade) are taken.
+    Returns the ones taken, with their stored ``cycles`` and ``restarts`` counters.
+    """
+    if not tenant_ids:
+        return {}
+    now = _wall_iso()
+    taken: dict[str, dict[str, Any]] = {}
+    with transaction(db) as conn:
+        for chunk in _chunks(list(tenant_ids)):
+            in_list, params = _in_list(chunk)
+            cursor = conn.execute(
+                "UPDATE bots SET owner = :owner, lease_expires_at = :expires, state = 'running', "
+                "started_at = :wall, heartbeat_at = :wall, updated_at = :wall "
+                f"WHERE tenant_id IN ({in_list}) AND desired_state = 'running' "
+                "AND (owner IS NULL OR owner = :owner OR lease_expires_at IS NULL "
+                "OR lease_expires_at < :wall) "
+                f"AND tenant_id IN (SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL}) "
+                "RETURNING tenant_id, cycles, restarts",
+                {**params, "owner": owner, "expires": _wall_iso(ttl_s), "wall": now,
+                 "now": clock.iso(clock.now())},
+            )
+            for tenant_id, cycles, restarts in cursor.fetchall():
+                taken[tenant_id] = {"cycles": cycles, "restarts": restarts}
+    return taken
+
+
+def lease_holder(db: sqlite_utils.Database, tenant_id: str) -> dict[str, Any] | None:
+    """Who holds a live lease on this bot (owner, lease_expires_at), or None."""
+    row = db.execute(
+        "SELECT owner, lease_expires_at FROM bots WHERE tenant_id = ? AND owner IS NOT NULL "
+        "AND lease_expires_at >= ?", (tenant_id, _wall_iso()),
+    ).fetchone()
+    return None if row is None else {"owner": row[0], "lease_expires_at": row[1]}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One bot's counters as its runner last saw them (written on every tick)."""
+
+    tenant_id: str
+    state: str
+    heartbeat_at: str | None
+    cycles: int
+    last_cycle_ms: float | None
+    restarts: int
+    last_error: str | None
+
+
+def sync(
+    db: sqlite_utils.Database,
+    owner: str,
+    *,
+    ttl_s: float = DEFAULT_LEASE_TTL_S,
+    progress: Sequence[Progress] = (),
+    released: Sequence[Progress] = (),
+    orchestrator: bool = False,
+) -> set[str]:
+    """One tick of a runner's bookkeeping, in one transaction; returns the bots still ours.
+
+    Renews every lease *owner* holds, records *progress*, releases the leases of
+    *released* bots (state ``stopped``, counters kept) and, for a registered
+    *orchestrator*, beats its heartbeat.
+    """
+    now = _wall_iso()
+    with transaction(db) as conn:
+        if orchestrator:
+            conn.execute("UPDATE orchestrators SET heartbeat_at = ? WHERE owner = ?",
+                         (now, owner))
+        conn.execute("UPDATE bots SET lease_expires_at = ? WHERE owner = ?",
+                     (_wall_iso(ttl_s), owner))
+        conn.executemany(
+            "UPDATE bots SET state = ?, heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, "
+            "restarts = ?, last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
+            [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
+              now, p.tenant_id, owner) for p in progress],
+        )
+        conn.executemany(
+            "UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = 'stopped', "
+            "heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, last_error = ?, "
+            "updated_at = ? WHERE tenant_id = ? AND owner = ?",
+            [(p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now,
+              p.tenant_id, owner) for p in released],
+        )
+        held = {r[0] for r in conn.execute("SELECT tenant_id FROM bots WHERE owner = ?",
+                                           (owner,))}
+    return held
+
+
+def release_all(db: sqlite_utils.Database, owner: str) -> int:
+    """Release every lease *owner* holds (state stopped); return how many."""
+    with transaction(db) as conn:
+        cursor = conn.execute(
+            "UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = 'stopped', "
+            "updated_at = ? WHERE owner = ?", (_wall_iso(), owner))
+        conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
+    return cursor.rowcount
+
+
+# --- the orchestrator registry ------------------------------------------------------------
+
+
+def register_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
+    """Record a running orchestrator (and forget ones silent for a day)."""
+    now = _wall_iso()
+    host, pid, _ = owner.rsplit(":", 2)
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
+                     (_wall_iso(-ORCHESTRATOR_FORGET_S),))
+        conn.execute(
+            "INSERT OR REPLACE INTO orchestrators (owner, pid, host, started_at, heartbeat_at) "
+            "VALUES (?, ?, ?, ?, ?)", (owner, int(pid), host, now, now))
+
+
+def unregister_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
+    """Remove a stopping orchestrator's row."""
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
+
+
+def live_orchestrators(db: sqlite_utils.Database, fresh_s: float = ORCHESTRATOR_FRESH_S
+                       ) -> list[dict[str, Any]]:
+    """Orchestrators whose heartbeat is fresher than *fresh_s* seconds, newest first."""
+    if fresh_s <= 0:
+        raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
+    return select(db, "SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
+                      "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC", (_wall_iso(-fresh_s),))
+

@@ -1,0 +1,426 @@
+"""``start-bot``, ``bots`` (start, stop, status) and ``run``, the foreground orchestrator.
+
+``start-bot`` and ``bots start/stop`` only write the desired state; ``run`` (in another
+terminal, or under systemd/tmux/docker) makes it so. ``start-bot --foreground`` runs
+one tenant's bot in this terminal instead, holding its lease like an orchestrator.
+
+While a run is in progress the main thread draws the screen (a rich ``Live`` table
+built from a snapshot each tick, or log lines without a terminal) and handles
+SIGINT/SIGTERM; bot threads never write to the console. Logs go to a rotating file
+next to the database and, with ``-v``, to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from botpoly_admin.cli.app import App, output_options, pass_app, tenant_argument
+from botpoly_admin.orchestrator import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
+
+if TYPE_CHECKING:
+    from botpoly_admin.orchestrator import BotEvent, Orchestrator, RunSummary
+    from botpoly_admin.tenants import TenantManager
+
+LOG_FILE_NAME = "botpoly.log"
+LOG_MAX_BYTES = 5_000_000
+LOG_BACKUPS = 3
+STATUS_LINE_EVERY_S = 10.0
+
+STATUS_COLUMNS = [
+    ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("desired_state", "Desired"),
+    ("state", "State"), ("owner", "Owner"), ("heartbeat_at", "Heartbeat"),
+    ("cycles", "Cycles"), ("last_cycle_ms", "Last ms"), ("restarts", "Restarts"),
+    ("last_error", "Last error"),
+]
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file")
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``run`` and ``start-bot --foreground``."""
+    options = [
+        click.option("--feed", default="simulated", show_default=True, metavar="NAME",
+                     help="Market data: simulated, polymarket, binance or replay:PATH."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the simulated feed (same seed, same markets)."),
+        click.option("--interval", type=POSITIVE, default=DEFAULT_INTERVAL_S,
+                     show_default=True, metavar="SECONDS",
+                     help="Seconds between two cycles of a bot (one feed tick each)."),
+        click.option("--duration", type=POSITIVE, metavar="SECONDS",
+                     help="Stop after this many seconds."),
+        click.option("--cycles", type=click.IntRange(min=1), metavar="N",
+                     help="Stop once every bot has run N cycles."),
+        click.option("--live/--no-live", "live", default=None,
+                     help="A live table (default on a terminal) or log lines."),
+        click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+# --- start-bot and bots ---------------------------------------------------------------------
+
+
+def _orchestrator_notice(app: App, manager: TenantManager, tenant: str) -> bool:
+    """Tell the operator whether an orchestrator will pick the change up; True if one runs."""
+    from botpoly_admin import bots
+
+    live = bots.live_orchestrators(manager.db)
+    if live:
+        app.say(f"Orchestrator {live[0]['owner']} is running: it acts within a tick.")
+        return True
+    app.say("No orchestrator is running, so nothing acts on this yet. Start one with "
+            "`botpoly-admin run` (in tmux, or as a systemd service), or run this bot in "
+            f"this terminal with `botpoly-admin start-bot {tenant} --foreground`.")
+    return False
+
+
+def _say_desired(app: App, row: dict[str, Any]) -> None:
+    verb = "will run" if row["desired_state"] == "running" else "will stop"
+    app.say(f"Bot of {row['name']} ({row['email']}) {verb} "
+            f"(desired_state={row['desired_state']}, now {row['state']}).")
+
+
+@click.command("start-bot")
+@tenant_argument
+@click.option("--foreground", is_flag=True,
+              help="Run the bot here, in this terminal, until stopped (no orchestrator).")
+@run_options
+@output_options()
+@pass_app
+def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, interval: float,
+              duration: float | None, cycles: int | None, live: bool | None,
+              log_file: Path | None, fmt: str) -> None:
+    """Start a tenant's bot: set it to run, for the orchestrator to pick up.
+
+    Refused for a suspended or expired tenant, or a trial that has ended. With
+    --foreground the bot runs in this terminal (holding its lease, so a second
+    one is refused) until Ctrl-C, --cycles or --duration.
+
+    \b
+    Example:
+        botpoly-admin start-bot john@example.com
+        botpoly-admin start-bot john@example.com --foreground --cycles 20
+    """
+    from botpoly_admin import bots
+
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in RUN_OPTION_NAMES
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given and not foreground:
+        raise click.UsageError(f"{', '.join(given)} only apply with --foreground")
+    manager = app.manager(create=False)
+    row = bots.start_bot(manager, tenant)
+    if not foreground:
+        if fmt != "table":
+            running = _orchestrator_notice(app, manager, tenant)
+            app.render({**row, "orchestrator_running": running}, fmt)
+            return
+        _say_desired(app, row)
+        _orchestrator_notice(app, manager, tenant)
+        return
+    from botpoly_admin.orchestrator import Orchestrator
+
+    orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
+                                max_workers=1, tenant_ids=[row["tenant_id"]], foreground=True)
+    summary = _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
+                   log_file=log_file)
+    if fmt != "table":
+        app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
+                   fmt)
+
+
+@click.group("bots")
+def bots_group() -> None:
+    """Start, stop and inspect tenants' bots (the orchestrator runs them).
+
+    \b
+    Example:
+        botpoly-admin bots start john@example.com
+        botpoly-admin bots status --json
+        botpoly-admin bots stop --all
+    """
+
+
+def _targets(manager: TenantManager, tenants: tuple[str, ...], all_: bool) -> list[str]:
+    if all_ and tenants:
+        raise click.UsageError("give tenants or --all, not both")
+    if not all_ and not tenants:
+        raise click.UsageError("give at least one TENANT, or --all")
+    return [manager.resolve(t).tenant_id for t in tenants]
+
+
+@bots_group.command("start")
+@click.argument("tenants", nargs=-1, metavar="[TENANT]...")
+@click.option("--all", "all_", is_flag=True,
+              help="Every tenant allowed to trade (active, or trial in its trial).")
+@output_options()
+@pass_app
+def bots_start(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
+    """Set bots to run (desired_state=running); the orchestrator starts them.
+
+    \b
+    Example:
+        botpoly-admin bots start john@example.com ann@example.com
+        botpoly-admin bots start --all
+    """
+    from botpoly_admin import bots
+
+    manager = app.manager(create=False)
+    targets = _targets(manager, tenants, all_)
+    ids = bots.start_all(manager) if all_ else [
+        bots.start_bot(manager, tid)["tenant_id"] for tid in targets]
+    rows = [bots.bot_status(manager, tid) for tid in ids]
+    if fmt != "table":
+        app.render(rows, fmt)
+        _orchestrator_notice(app, manager, "TENANT")
+        return
+    for row in rows:
+        _say_desired(app, row)
+    if not rows:
+        app.say("No tenant is allowed to trade (active, or trial in its trial).")
+    _orchestrator_notice(app, manager, tenants[0] if len(tenants) == 1 else "TENANT")
+
+
+@bots_group.command("stop")
+@click.argument("tenants", nargs=-1, metavar="[TENANT]...")
+@click.option("--all", "all_", is_flag=True, help="Every bot set to run.")
+@output_options()
+@pass_app
+def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
+    """Set bots to stop (desired_state=stopped); the orchestrator stops them cleanly.
+
+    \b
+    Example:
+        botpoly-admin bots stop john@example.com
+        botpoly-admin bots stop --all
+    """
+    from botpoly_admin import bots
+
+    manager = app.manager(create=False)
+    targets = _targets(manager, tenants, all_)
+    ids = bots.stop_all(manager) if all_ else [
+        bots.stop_bot(manager, tid)["tenant_id"] for tid in targets]
+    rows = [bots.bot_status(manager, tid) for tid in ids]
+    if fmt != "table":
+        app.render(rows, fmt)
+        return
+    for row in rows:
+        _say_desired(app, row)
+    if not rows:
+        app.say("No bot was set to run.")
+
+
+@bots_group.command("status")
+@click.argument("tenant", required=False, metavar="[TENANT]")
+@output_options(csv=True)
+@pass_app
+def bots_status(app: App, tenant: str | None, fmt: str) -> None:
+    """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
+
+    State is running (paused_quota, paused_risk, throttled, error) only while a
+    runner holds the bot's lease; stopped otherwise.
+
+    \b
+    Example:
+        botpoly-admin bots status
+        botpoly-admin bots status john@example.com --json
+    """
+    from botpoly_admin import bots
+
+    rows = bots.status(app.manager(create=False), tenant)
+    app.render(rows, fmt, columns=STATUS_COLUMNS if fmt == "table" else None,
+               title="Bots", empty="no bot has been started yet (botpoly-admin start-bot TENANT)")
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.option("--tenant", "tenants", multiple=True, metavar="TENANT",
+              help="Only these tenants' bots, if set to run (repeatable; default: all).")
+@click.option("--max-workers", type=click.IntRange(min=1), default=DEFAULT_MAX_WORKERS,
+              show_default=True,
+              help="Threads running bot cycles (a due bot waits for a free one). One is "
+                   "fastest for paper bots; raise it for live trading, which waits on the "
+                   "network.")
+@run_options
+@pass_app
+def run(app: App, tenants: tuple[str, ...], max_workers: int, feed: str, seed: int,
+        interval: float, duration: float | None, cycles: int | None, live: bool | None,
+        log_file: Path | None) -> None:
+    """Run every bot set to run, in this process, until Ctrl-C or SIGTERM.
+
+    Each tick it starts bots set to run (taking their lease, so two runs on one
+    database never run a bot twice), stops those stopped, suspended, expired or past
+    their trial, and records heartbeats. Ctrl-C or SIGTERM stops every bot cleanly
+    (desired states are kept, so the next run resumes them); a second Ctrl-C exits
+    at once.
+
+    \b
+    Example:
+        botpoly-admin run
+        botpoly-admin run --no-live --tenant john@example.com --duration 60
+        botpoly-admin run --feed polymarket --max-workers 8
+    """
+    from botpoly_admin.orchestrator import Orchestrator
+
+    manager = app.manager(create=False)
+    ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
+    orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
+                                max_workers=max_workers, tenant_ids=ids)
+    _run(app, orchestrator, duration=duration, cycles=cycles, live=live, log_file=log_file)
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "owner": summary.owner, "elapsed_s": round(summary.elapsed_s, 3),
+        "cycles": summary.cycles, "failures": summary.failures,
+        "bots_started": summary.bots_started, "bots_stuck": list(summary.bots_stuck),
+        "stop_reason": summary.stop_reason,
+    }
+
+
+def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
+         cycles: int | None, live: bool | None, log_file: Path | None) -> RunSummary:
+    """Run *orchestrator* in this (main) thread with the screen, the log file and signals."""
+    if live is None:
+        live = sys.stdout.isatty() and app.fmt == "table"
+    path = log_file or orchestrator.manager.db_path.parent / LOG_FILE_NAME
+    with _logging_to(path, app.verbose), _signals(orchestrator):
+        if live:
+            summary = _run_live(orchestrator, duration, cycles)
+        else:
+            summary = _run_lines(orchestrator, duration, cycles, err=app.fmt != "table")
+    if app.fmt == "table":
+        rate = summary.cycles / summary.elapsed_s if summary.elapsed_s else 0.0
+        app.say(f"Stopped ({summary.stop_reason}): {summary.bots_started} bot(s), "
+                f"{summary.cycles:,} cycles in {summary.elapsed_s:.1f}s ({rate:,.1f}/s), "
+                f"{summary.failures} failed; log in {path}")
+    if summary.bots_stuck:
+        click.echo(f"Warning: {len(summary.bots_stuck)} bot(s) were still in a cycle; their "
+                   "leases expire by themselves", err=True)
+    return summary
+
+
+def _run_live(orchestrator: Orchestrator, duration: float | None,
+              cycles: int | None) -> RunSummary:
+    from rich.console import Console
+    from rich.live import Live
+
+    from botpoly_admin.dashboard import build_live_table
+
+    console = Console()
+    rows = max(console.height - 10, 5)
+    # Live redirects this process's stdout/stderr writes (the signal notice) above the
+    # table; nothing else writes to the console while it runs.
+    with Live(build_live_table(orchestrator.live_snapshot(rows)), console=console,
+              auto_refresh=False) as screen:
+
+        def on_tick(o: Orchestrator) -> None:
+            o.drain_events()  # they are in the log file; the table shows the states
+            screen.update(build_live_table(o.live_snapshot(rows)), refresh=True)
+
+        return orchestrator.run(duration_s=duration, cycles=cycles, on_tick=on_tick)
+
+
+def _event_line(event: BotEvent) -> str:
+    return f"{event.at} {event.kind:<9} {event.name} ({event.tenant_id[:8]}): {event.message}"
+
+
+def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int | None,
+               *, err: bool = False) -> RunSummary:
+    """Log lines on stdout (stderr under --json): events as they happen, and a status
+    line every few seconds."""
+    last_status = time.monotonic()
+
+    def on_tick(o: Orchestrator) -> None:
+        nonlocal last_status
+        for event in o.drain_events():
+            click.echo(_event_line(event), err=err)
+        if time.monotonic() - last_status >= STATUS_LINE_EVERY_S:
+            last_status = time.monotonic()
+            stats = o.stats()
+            lag = "-" if stats["lag_p99_ms"] is None else f"{stats['lag_p99_ms']:.1f}"
+            click.echo(f"status: {stats['bots']} bots, {stats['cycles']:,} cycles "
+                       f"({stats['cycles_per_s']:,.1f}/s), {stats['failures']} failed, "
+                       f"lag p99 {lag} ms, {stats['queued']} queued", err=err)
+
+    return orchestrator.run(duration_s=duration, cycles=cycles, on_tick=on_tick)
+
+
+@contextmanager
+def _logging_to(path: Path, verbose: int) -> Iterator[None]:
+    """Send the library's logs to a rotating file (and to stderr only with -v)."""
+    root = logging.getLogger("botpoly_admin")
+    handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
+                                  encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    stderr_handlers = [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]
+    saved = (root.level, [h.level for h in stderr_handlers])
+    root.addHandler(handler)
+    root.setLevel(min(root.level, handler.level))
+    if not verbose:
+        for h in stderr_handlers:  # bot threads never write to the console
+            h.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(saved[0])
+        for h, level in zip(stderr_handlers, saved[1], strict=True):
+            h.setLevel(level)
+
+
+@contextmanager
+def _signals(orchestrator: Orchestrator) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop cleanly. A second one: release leases, exit at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handle(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            click.echo(f"\n{signal.Signals(signum).name}: stopping every bot cleanly "
+                       "(Ctrl-C again to exit at once)...", err=True)
+            orchestrator.request_stop(f"{signal.Signals(signum).name} received")
+            return
+        released = orchestrator.abort()
+        click.echo(f"Exiting at once ({released} lease(s) released).", err=True)
+        os._exit(130)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def register(cli: click.Group) -> None:
+    """Attach this module's commands to the root group."""
+    cli.add_command(start_bot)
+    cli.add_command(bots_group)
+    cli.add_command(run)

@@ -1,0 +1,58 @@
+"""``dashboard``: the service at a glance, once or refreshed in place (``--watch``)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from botpoly_admin.cli.app import App, output_options, pass_app
+
+
+@click.command("dashboard")
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, metavar="SECONDS", help="Seconds between refreshes (--watch).")
+@output_options()
+@pass_app
+def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
+    """Tenants by tier and status, MRR, running bots, and per active tenant: bot
+    state, quota, trades, win rate, P&L and an equity sparkline.
+
+    \b
+    Example:
+        botpoly-admin dashboard
+        botpoly-admin dashboard --watch --interval 5
+        botpoly-admin dashboard --json
+    """
+    from rich.console import Console
+
+    from botpoly_admin.dashboard import build_dashboard, collect
+
+    if watch and fmt != "table":
+        raise click.UsageError("--watch refreshes a screen; use --json without it")
+    manager = app.manager(create=False)
+    if fmt != "table":
+        app.render(collect(manager).to_dict(), fmt)
+        return
+    # Piped output has no terminal width: don't fold the table to 80 characters.
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    if not watch:
+        console.print(build_dashboard(collect(manager)))
+        return
+    from rich.live import Live
+
+    with Live(build_dashboard(collect(manager)), console=console, auto_refresh=False,
+              screen=False) as screen:
+        try:
+            while True:
+                time.sleep(interval)
+                screen.update(build_dashboard(collect(manager)), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def register(cli: click.Group) -> None:
+    """Attach this module's commands to the root group."""
+    cli.add_command(dashboard)
