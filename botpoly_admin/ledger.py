@@ -977,11 +977,13 @@ def check_invariants(manager: TenantManager) -> list[str]:
     for tenant_id, t in tenants.items():
         if cash_micros(db.conn, tenant_id, t["capital_micros"]) < 0:
             problems.append(f"cash of {tenant_id} is below zero")
+    from botpoly_admin.bots import wall_now
+
     now = clock.iso(clock.now())
     for r in db.query(
         "SELECT b.tenant_id, b.state, b.lease_expires_at, t.status, t.trial_ends_at "
-        "FROM bots b JOIN tenants t USING (tenant_id) WHERE b.state = 'running' "
-        "AND b.lease_expires_at > ?", (now,)
+        "FROM bots b JOIN tenants t USING (tenant_id) WHERE b.owner IS NOT NULL "
+        "AND b.lease_expires_at >= ? AND b.state != 'stopped'", (clock.iso(wall_now()),)
     ):
         allowed = r["status"] == "active" or (
             r["status"] == "trial" and (r["trial_ends_at"] is None or r["trial_ends_at"] > now))

@@ -122,7 +122,7 @@ LAG_SAMPLES = 200_000
 # its share, at most this many spares at once (or max_workers, if more).
 STUCK_AFTER_S = 10.0
 MAX_SPARE_WORKERS = 8
-REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "throttled"})
+REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "throttled", "stopped"})
 
 
 class BotLike(Protocol):

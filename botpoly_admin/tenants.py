@@ -921,9 +921,13 @@ class TenantManager:
             by_status[r["status"]] += r["n"]
             if r["status"] == "active":
                 mrr += PRICING[TenantTier(r["tier"])] * r["n"]
-        now = clock.iso(clock.now())
+        from botpoly_admin.bots import wall_now
+
+        # Leases live on the real clock (BOTPOLY_NOW does not apply to them): a bot
+        # runs while a runner holds an unexpired lease, whatever state it reports.
         running = self.db.execute(
-            "SELECT count(*) FROM bots WHERE state = 'running' AND lease_expires_at > ?", (now,)
+            "SELECT count(*) FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ?",
+            (clock.iso(wall_now()),),
         ).fetchone()[0]
         trades = self.db.execute(
             "SELECT COALESCE(sum(trades_used), 0) FROM usage WHERE period = ?", (period,)

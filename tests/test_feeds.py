@@ -215,7 +215,7 @@ def test_a_hanging_host_times_out(fake_exchange):
     started = time.monotonic()
     with pytest.raises(ExchangeError, match="cannot reach Polymarket"):
         feed.book(NEGRISK_TOKEN)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 2.8  # gave up before the 3 s stall ended
     feed.close()
 
 

@@ -29,8 +29,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger
+from botpoly_admin.bots import refusal
 from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
-from botpoly_admin.models import TenantStatus, TenantTier, TradingMode, from_micros, to_micros
+from botpoly_admin.models import TenantTier, TradingMode, from_micros, to_micros
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
@@ -55,7 +56,7 @@ REFERENCE_SYMBOL = "BTCUSDT"
 class CycleReport:
     """What one cycle did, for the bots table and the live screen."""
 
-    state: str = "running"  # running | paused_quota | paused_risk | throttled
+    state: str = "running"  # running | paused_quota | paused_risk | throttled | stopped
     api_calls: int = 0  # accepted by the tenant's rate limit, metered into usage
     intents: int = 0
     trades: int = 0
@@ -136,8 +137,13 @@ class TenantBot:
         if tenant is None:
             raise NotFound(f"tenant {self.tenant_id} no longer exists")
         now = clock.now()
-        if tenant.status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
-            raise NotFound(f"tenant {tenant.email} is {tenant.status}: its bot must not run")
+        reason = refusal(tenant, now)
+        if reason is not None:
+            # Suspended, expired or out of trial since the last reconcile: no trading;
+            # the orchestrator stops the bot on its next tick. Not a failure.
+            report.state = "stopped"
+            report.refused.append(reason)
+            return {}
         if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
             report.state = "throttled"
             return {}
