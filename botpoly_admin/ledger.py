@@ -593,7 +593,8 @@ def quota_status(manager: TenantManager, tenant_id: str | None = None,
     day = clock.day_of(clock.now())
     sql = (
         "SELECT t.*, COALESCE(u.trades_used, 0) AS used, COALESCE(u.trades_reserved, 0) "
-        "AS reserved, COALESCE(d.trades_used, 0) AS used_today FROM tenants t "
+        "AS reserved, COALESCE(d.trades_used, 0) AS used_today, "
+        "COALESCE(d.realized_pnl_micros, 0) AS realized_today_micros FROM tenants t "
         "LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period "
         "LEFT JOIN daily_usage d ON d.tenant_id = t.tenant_id AND d.day = :day"
     )
@@ -612,6 +613,7 @@ def quota_status(manager: TenantManager, tenant_id: str | None = None,
             "source": "unlimited override" if r["quota_unlimited"] else
                       "override" if r["monthly_trades_quota"] is not None else "tier default",
             "used_today": r["used_today"], "daily_limit": r["max_daily_trades"],
+            "realized_pnl_today": from_micros(r["realized_today_micros"]),
         })
     return rows
 
@@ -842,34 +844,38 @@ def mark_positions(manager: TenantManager, tenant_id: str, marks: Mapping[str, D
             )
 
 
+EQUITY_SQL = """
+SELECT t.capital_micros,
+  (SELECT COALESCE(sum(realized_pnl_micros), 0) FROM positions WHERE tenant_id = :t),
+  (SELECT COALESCE(sum(cost_micros), 0) FROM positions WHERE tenant_id = :t),
+  (SELECT COALESCE(sum(CASE WHEN mark_micros IS NULL THEN cost_micros
+                       ELSE shares_micros * mark_micros / 1000000 END), 0)
+     FROM positions WHERE tenant_id = :t AND shares_micros > 0),
+  (SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades
+     WHERE tenant_id = :t AND token_id IS NULL),
+  (SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades
+     WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY')
+FROM tenants t WHERE t.tenant_id = :t
+"""
+
+
 def equity(manager: TenantManager, tenant_id: str) -> dict[str, Decimal]:
-    """Cash, realized and unrealized P&L and equity of a tenant right now."""
-    db = manager.db
-    capital = db.execute("SELECT capital_micros FROM tenants WHERE tenant_id = ?",
-                         (tenant_id,)).fetchone()
-    if capital is None:
+    """Cash, realized and unrealized P&L and equity of a tenant right now (one query:
+    it runs at the end of every bot cycle).
+
+    cash = capital + realized P&L − cost of open positions − cash reserved for resting
+    buys; equity = cash + reserved cash + open positions at their mark (cost if none).
+    """
+    row = manager.db.execute(EQUITY_SQL, {"t": tenant_id}).fetchone()
+    if row is None:
         raise NotFound(f"no tenant with id {tenant_id!r}")
-    cash = cash_micros(db.conn, tenant_id, capital[0])
-    realized = db.execute(
-        "SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades WHERE tenant_id = ?",
-        (tenant_id,),
-    ).fetchone()[0]
-    value, cost = db.execute(
-        "SELECT COALESCE(sum(CASE WHEN mark_micros IS NULL THEN cost_micros ELSE "
-        "shares_micros * mark_micros / 1000000 END), 0), COALESCE(sum(cost_micros), 0) "
-        "FROM positions WHERE tenant_id = ? AND shares_micros > 0",
-        (tenant_id,),
-    ).fetchone()
-    reserved = db.execute(
-        "SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
-        "WHERE tenant_id = ? AND status = 'pending' AND side = 'BUY'",
-        (tenant_id,),
-    ).fetchone()[0]
-    total = cash + reserved + value
+    capital, realized_positions, cost, value, realized_ledger_only, reserved = row
+    realized = realized_positions + realized_ledger_only
+    cash = capital + realized - cost - reserved
     return {
-        "capital": from_micros(capital[0]), "cash": from_micros(cash),
+        "capital": from_micros(capital), "cash": from_micros(cash),
         "realized_pnl": from_micros(realized), "unrealized_pnl": from_micros(value - cost),
-        "positions_value": from_micros(value), "equity": from_micros(total),
+        "positions_value": from_micros(value), "equity": from_micros(cash + reserved + value),
     }
 
 
@@ -901,14 +907,12 @@ def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, 
     compute time and API calls. Returns the equity."""
     now = clock.now()
     with transaction(manager.db) as conn:
-        held = conn.execute("SELECT token_id FROM positions WHERE tenant_id = ? AND "
-                            "state = 'open'", (tenant_id,)).fetchall()
-        for (token_id,) in held:
-            if token_id in marks:
-                conn.execute(
-                    "UPDATE positions SET mark_micros = ? WHERE tenant_id = ? AND token_id = ?",
-                    (to_micros(marks[token_id], "mark"), tenant_id, token_id),
-                )
+        for token_id, price in marks.items():  # tokens not held match no row
+            conn.execute(
+                "UPDATE positions SET mark_micros = ? WHERE tenant_id = ? AND token_id = ? "
+                "AND state = 'open'",
+                (to_micros(price, "mark"), tenant_id, token_id),
+            )
         eq = equity(manager, tenant_id)
         _write_snapshot(conn, tenant_id, eq, now)
         conn.execute(

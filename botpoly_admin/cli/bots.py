@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,8 @@ STATUS_COLUMNS = [
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file")
+RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file",
+                    "fee_rate")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,6 +71,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A live table (default on a terminal) or log lines."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
+        click.option("--fee-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
+                          "per filled level (Polymarket's curve; e.g. 0.07)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -107,7 +112,7 @@ def _say_desired(app: App, row: dict[str, Any]) -> None:
 @pass_app
 def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, interval: float,
               duration: float | None, cycles: int | None, live: bool | None,
-              log_file: Path | None, fmt: str) -> None:
+              log_file: Path | None, fee_rate: float, fmt: str) -> None:
     """Start a tenant's bot: set it to run, for the orchestrator to pick up.
 
     Refused for a suspended or expired tenant, or a trial that has ended. With
@@ -139,7 +144,8 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     from botpoly_admin.orchestrator import Orchestrator
 
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                max_workers=1, tenant_ids=[row["tenant_id"]], foreground=True)
+                                max_workers=1, tenant_ids=[row["tenant_id"]], foreground=True,
+                                fee_rate=Decimal(str(fee_rate)))
     summary = _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
                    log_file=log_file)
     if fmt != "table":
@@ -265,7 +271,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
 @pass_app
 def run(app: App, tenants: tuple[str, ...], max_workers: int, feed: str, seed: int,
         interval: float, duration: float | None, cycles: int | None, live: bool | None,
-        log_file: Path | None) -> None:
+        log_file: Path | None, fee_rate: float) -> None:
     """Run every bot set to run, in this process, until Ctrl-C or SIGTERM.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
@@ -285,7 +291,8 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, feed: str, seed: i
     manager = app.manager(create=False)
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                max_workers=max_workers, tenant_ids=ids)
+                                max_workers=max_workers, tenant_ids=ids,
+                                fee_rate=Decimal(str(fee_rate)))
     _run(app, orchestrator, duration=duration, cycles=cycles, live=live, log_file=log_file)
 
 

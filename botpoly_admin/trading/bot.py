@@ -21,7 +21,6 @@ with backoff.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ class CycleReport:
     intents: int = 0
     trades: int = 0
     refused: list[str] = field(default_factory=list)
+    filled_tokens: set[str] = field(default_factory=set)
     settled: int = 0
     duration_ms: float = 0.0
 
@@ -92,13 +92,13 @@ class TenantBot:
         self._broker = broker
         self._strategies: list[Strategy] = []
         self._states: dict[str, dict[str, Any]] = {}
-        self._config_key: str | None = None
+        self._config_key: str | None = None  # what the strategies were built from
         self.stopped = False
 
     # --- set-up -------------------------------------------------------------------
 
     def _load_strategies(self, names: list[str], params: dict[str, Any]) -> list[Strategy]:
-        key = json.dumps([names, params], sort_keys=True, default=str)
+        key = repr((names, params))  # both come fresh from JSON each cycle: stable order
         if key != self._config_key:
             self._strategies = [get_strategy(name)(params.get(name, {})) for name in names]
             self._config_key = key
@@ -181,7 +181,7 @@ class TenantBot:
             shares_held={t: p.shares for t, p in positions.items()},
             trades_left_today=max(quota["daily_limit"] - quota["used_today"], 0),
             trades_left_period=quota["remaining"],
-            daily_realized_pnl=ledger.daily_realized_pnl(self.manager, self.tenant_id),
+            daily_realized_pnl=quota["realized_pnl_today"],
             daily_loss_limit=Decimal(str(limit)) if limit is not None
             else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
             fee_rate=self.fee_rate,
@@ -193,11 +193,16 @@ class TenantBot:
         else:
             self._trade(report, tenant, open_markets, books, positions, cash, risk,
                         broker, now)
-        # Held tokens are marked at their midpoint (positions bought this cycle included).
+        # Held tokens are marked at their midpoint: those whose midpoint moved, and
+        # those first bought this cycle (an unchanged mark is not rewritten).
+        stored = {p["token_id"]: p["mark"] for p in held}
         marks: dict[str, Decimal] = {}
         for token_id, book in books.items():
             mid = book.midpoint
-            if mid is not None:
+            if mid is None:
+                continue
+            moved = token_id in stored and stored[token_id] != mid
+            if moved or token_id in report.filled_tokens:
                 marks[token_id] = mid
         return marks
 
@@ -245,6 +250,7 @@ class TenantBot:
                 break
             if result.filled > 0:
                 report.trades += 1
+                report.filled_tokens.add(intent.token_id)
                 for strategy in strategies:
                     if strategy.name == intent.strategy:
                         strategy.on_fill(contexts[strategy.name], result)

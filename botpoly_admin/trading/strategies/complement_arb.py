@@ -79,6 +79,13 @@ class ComplementArb(Strategy):
         before: the first pair without the edge ends the walk.
         """
         min_edge: Decimal = self.params["min_edge"]
+        if not asks_a or not asks_b:
+            return None
+        # Most books, most of the time, have no edge even at the top: say so before
+        # building ladders (this runs for every market of every tenant every cycle).
+        a, b = asks_a[0].price, asks_b[0].price
+        if 1 - (a + b + fee_for(a, Decimal(1), rate) + fee_for(b, Decimal(1), rate)) <= min_edge:
+            return None
         wanted: Decimal = self.params["max_pairs"].quantize(SHARE_STEP, rounding=ROUND_DOWN)
         ladder_a, ladder_b = _ladder(asks_a), _ladder(asks_b)
         i = j = 0
