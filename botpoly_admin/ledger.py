@@ -902,10 +902,12 @@ def _write_snapshot(conn: Any, tenant_id: str, eq: Mapping[str, Decimal], now: d
 
 
 def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, Decimal],
-                 compute_seconds: float, api_calls: int = 0) -> dict[str, Decimal]:
-    """End of a bot cycle in one transaction: mark positions, snapshot equity, meter
-    compute time and API calls. Returns the equity."""
+                 compute_seconds: float, api_calls: int = 0,
+                 snapshot: bool = True) -> dict[str, Decimal] | None:
+    """End of a bot cycle in one transaction: mark positions, snapshot equity (unless
+    *snapshot* is false), meter compute time and API calls. Returns the equity."""
     now = clock.now()
+    eq = None
     with transaction(manager.db) as conn:
         for token_id, price in marks.items():  # tokens not held match no row
             conn.execute(
@@ -913,8 +915,9 @@ def finish_cycle(manager: TenantManager, tenant_id: str, *, marks: Mapping[str, 
                 "AND state = 'open'",
                 (to_micros(price, "mark"), tenant_id, token_id),
             )
-        eq = equity(manager, tenant_id)
-        _write_snapshot(conn, tenant_id, eq, now)
+        if snapshot:
+            eq = equity(manager, tenant_id)
+            _write_snapshot(conn, tenant_id, eq, now)
         conn.execute(
             "INSERT INTO usage (tenant_id, period, compute_seconds, api_calls) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_SYMBOL = "BTCUSDT"
+SNAPSHOT_EVERY_S = 5.0  # marks and equity of a bot that did not trade
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TenantBot:
         self._strategies: list[Strategy] = []
         self._states: dict[str, dict[str, Any]] = {}
         self._config_key: str | None = None  # what the strategies were built from
+        self._last_snapshot = float("-inf")
         self.stopped = False
 
     # --- set-up -------------------------------------------------------------------
@@ -126,9 +128,17 @@ class TenantBot:
         report = CycleReport()
         marks = self._cycle(report)
         report.duration_ms = (time.perf_counter() - started) * 1000
-        ledger.finish_cycle(self.manager, self.tenant_id, marks=marks,
+        # Equity only changes with a fill, a settlement or a moving mark. Snapshot it
+        # whenever the ledger moved, and otherwise at most every SNAPSHOT_EVERY_S: the
+        # curve is daily, and a thousand bots cycling every second would otherwise
+        # rewrite the same rows a thousand times a second.
+        due = time.monotonic() - self._last_snapshot >= SNAPSHOT_EVERY_S
+        snapshot = due or report.trades > 0 or report.settled > 0
+        ledger.finish_cycle(self.manager, self.tenant_id, marks=marks if snapshot else {},
                             compute_seconds=report.duration_ms / 1000,
-                            api_calls=report.api_calls)
+                            api_calls=report.api_calls, snapshot=snapshot)
+        if snapshot:
+            self._last_snapshot = time.monotonic()
         return report
 
     def _cycle(self, report: CycleReport) -> dict[str, Decimal]:
