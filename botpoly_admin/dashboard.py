@@ -291,7 +291,8 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     tenants.add_column("Equity", no_wrap=True)
     for line in snapshot.tenants:
         tenants.add_row(
-            line.name, Text(line.email, no_wrap=True, overflow="ellipsis"), line.tier,
+            # Names are data: Text, so "[bold]" in a name is shown, not interpreted.
+            Text(line.name), Text(line.email, no_wrap=True, overflow="ellipsis"), line.tier,
             _state(line.bot_state),
             _quota(line.quota_used, line.quota_limit), f"{line.trades:,}",
             "-" if line.win_rate is None else f"{line.win_rate:.0f}%",
@@ -387,7 +388,7 @@ def build_live_table(snapshot: LiveSnapshot) -> Table:
                      overflow="ellipsis", max_width=60)
     for bot in snapshot.bots:
         table.add_row(
-            bot.name, bot.tier, bot.mode, _state(bot.state), f"{bot.cycles:,}",
+            Text(bot.name), bot.tier, bot.mode, _state(bot.state), f"{bot.cycles:,}",
             _ms(bot.last_cycle_ms), f"{bot.trades_today:,}",
             _quota(bot.quota_used, bot.quota_limit), _pnl(bot.pnl),
             Text(bot.last_error, style="red", no_wrap=True, overflow="ellipsis")

@@ -201,3 +201,12 @@ def test_dashboard_command(manager: TenantManager, run_cli) -> None:
             "tenants"} <= set(data)
     assert {"name", "email", "tier", "bot_state", "quota_used", "quota_limit", "trades",
             "win_rate", "pnl", "equity_curve"} <= set(data["tenants"][0])
+
+
+def test_dashboard_shows_a_markup_like_name_literally(run_cli) -> None:
+    created = run_cli("create-tenant", "--name", "[bold]Ann[/i] :smile:", "--email",
+                      "ann@example.com", "--status", "active")
+    assert created.exit_code == 0, created.output
+    shown = run_cli("dashboard")
+    assert shown.exit_code == 0, shown.output
+    assert "[bold]Ann[/i] :smile:" in shown.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
@@ -26,8 +25,7 @@ def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
         botpoly-admin dashboard --watch --interval 5
         botpoly-admin dashboard --json
     """
-    from rich.console import Console
-
+    from botpoly_admin.cli.render import make_console
     from botpoly_admin.dashboard import build_dashboard, collect
 
     if watch and fmt != "table":
@@ -36,8 +34,7 @@ def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
     if fmt != "table":
         app.render(collect(manager).to_dict(), fmt)
         return
-    # Piped output has no terminal width: don't fold the table to 80 characters.
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    console = make_console()
     if not watch:
         console.print(build_dashboard(collect(manager)))
         return

@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Column = tuple[str, str]
 WRAP_AFTER = 40  # a column with a cell longer than this may wrap
@@ -77,6 +80,18 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def make_console() -> Console:
+    """The one console every command prints rich output through.
+
+    Piped output has no terminal width: don't fold columns to 80 characters. Cell
+    text is data (a tenant may be called "[bold]"), never markup or emoji codes.
+    """
+    from rich.console import Console
+
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240,
+                   markup=False, emoji=False, highlight=False)
+
+
 def render(
     data: list[dict[str, Any]] | dict[str, Any],
     fmt: str = "table",
@@ -107,13 +122,9 @@ def render(
     if rows is not None and len(rows) > PLAIN_TABLE_AFTER:
         _plain_table(rows, columns, title)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    # Piped output has no terminal width: don't fold columns to 80 characters. Cell
-    # text is data (a tenant may be called "[bold]"), never markup or emoji codes.
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240,
-                      markup=False, emoji=False, highlight=False)
+    console = make_console()
     if rows is None:
         table = Table(title=title, show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold")
