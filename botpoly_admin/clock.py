@@ -31,16 +31,20 @@ def parse_utc(text: str, what: str = "time") -> datetime:
     return value.astimezone(UTC)
 
 
+# isoformat() slices: several times faster than strftime, and these run many times in
+# every bot cycle. Years before 1000 do not occur here.
+
+
 def iso(value: datetime) -> str:
     """Format an aware datetime as ISO-8601 UTC with a trailing Z, to the second."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).isoformat()[:19] + "Z"
 
 
 def period_of(value: datetime) -> str:
     """Return the quota period ('YYYY-MM', UTC month) that *value* falls in."""
-    return value.astimezone(UTC).strftime("%Y-%m")
+    return value.astimezone(UTC).isoformat()[:7]
 
 
 def day_of(value: datetime) -> str:
     """Return the UTC day ('YYYY-MM-DD') that *value* falls in."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d")
+    return value.astimezone(UTC).isoformat()[:10]

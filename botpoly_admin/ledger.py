@@ -36,6 +36,7 @@ from botpoly_admin.models import (
 from botpoly_admin.store import select, transaction
 
 if TYPE_CHECKING:
+    from botpoly_admin.models import TenantConfig
     from botpoly_admin.tenants import TenantManager
 
 COUNTED_STATUSES = ("pending", "partial", "filled")
@@ -616,6 +617,34 @@ def quota_status(manager: TenantManager, tenant_id: str | None = None,
             "realized_pnl_today": from_micros(r["realized_today_micros"]),
         })
     return rows
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What a tenant may still trade right now (the bot's per-cycle view of quotas)."""
+
+    remaining_period: int | None  # None = unlimited
+    remaining_today: int
+    realized_pnl_today: Decimal
+
+
+def allowance(manager: TenantManager, tenant: TenantConfig) -> Allowance:
+    """The tenant's remaining monthly and daily trades and today's realized P&L, in one
+    small query (``quota_status`` is the full report; this runs every bot cycle)."""
+    now = clock.now()
+    used, used_today, realized_today = manager.db.execute(
+        "SELECT (SELECT trades_used + trades_reserved FROM usage "
+        "        WHERE tenant_id = :t AND period = :p), "
+        "(SELECT trades_used FROM daily_usage WHERE tenant_id = :t AND day = :d), "
+        "(SELECT realized_pnl_micros FROM daily_usage WHERE tenant_id = :t AND day = :d)",
+        {"t": tenant.tenant_id, "p": clock.period_of(now), "d": clock.day_of(now)},
+    ).fetchone()
+    quota = tenant.monthly_trades_quota
+    return Allowance(
+        remaining_period=None if quota is None else max(quota - (used or 0), 0),
+        remaining_today=max(tenant.max_daily_trades - (used_today or 0), 0),
+        realized_pnl_today=from_micros(realized_today or 0) or Decimal(0),
+    )
 
 
 def check_quota(manager: TenantManager, tenant_id: str) -> bool:

@@ -134,7 +134,7 @@ def from_micros(micros: int | None) -> Decimal | None:
     """Convert integer micro-units back to a Decimal with 6 places (None stays None)."""
     if micros is None:
         return None
-    return (Decimal(int(micros)) / MICROS_PER_UNIT).quantize(MICRO)
+    return Decimal(int(micros)).scaleb(-6)  # exact: only the exponent moves
 
 
 @dataclass

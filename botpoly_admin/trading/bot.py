@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
-from botpoly_admin.models import TenantTier, TradingMode, from_micros, to_micros
+from botpoly_admin.models import TenantConfig, TenantTier, TradingMode, from_micros, to_micros
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
@@ -95,6 +95,7 @@ class TenantBot:
         self._states: dict[str, dict[str, Any]] = {}
         self._config_key: str | None = None  # what the strategies were built from
         self._last_snapshot = float("-inf")
+        self._tenant_cache: tuple[tuple[Any, ...], TenantConfig] | None = None
         self.stopped = False
 
     # --- set-up -------------------------------------------------------------------
@@ -141,11 +142,23 @@ class TenantBot:
             self._last_snapshot = time.monotonic()
         return report
 
+    def _tenant(self) -> TenantConfig:
+        """The tenant's current settings, rebuilt only when its row changed: decoding
+        the JSON columns every cycle costs more than reading the row."""
+        row = self.manager.db.execute("SELECT * FROM tenants WHERE tenant_id = ?",
+                                      (self.tenant_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"tenant {self.tenant_id} no longer exists")
+        if self._tenant_cache is None or self._tenant_cache[0] != row:
+            tenant = self.manager.get_tenant(self.tenant_id, credentials=False)
+            if tenant is None:
+                raise NotFound(f"tenant {self.tenant_id} no longer exists")
+            self._tenant_cache = (row, tenant)
+        return self._tenant_cache[1]
+
     def _cycle(self, report: CycleReport) -> dict[str, Decimal]:
         """The cycle up to recording; returns the marks (midpoints) of held tokens."""
-        tenant = self.manager.get_tenant(self.tenant_id, credentials=False)
-        if tenant is None:
-            raise NotFound(f"tenant {self.tenant_id} no longer exists")
+        tenant = self._tenant()
         now = clock.now()
         reason = refusal(tenant, now)
         if reason is not None:
@@ -182,23 +195,23 @@ class TenantBot:
             by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
         cash = from_micros(ledger.cash_micros(self.manager.db.conn, self.tenant_id,
                                               to_micros(tenant.capital)))
-        quota = ledger.quota_status(self.manager, self.tenant_id)[0]
+        quota = ledger.allowance(self.manager, tenant)
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
             free_cash=cash,
             max_position_notional=tenant.max_position_size,
             position_notional=by_market,
             shares_held={t: p.shares for t, p in positions.items()},
-            trades_left_today=max(quota["daily_limit"] - quota["used_today"], 0),
-            trades_left_period=quota["remaining"],
-            daily_realized_pnl=quota["realized_pnl_today"],
+            trades_left_today=quota.remaining_today,
+            trades_left_period=quota.remaining_period,
+            daily_realized_pnl=quota.realized_pnl_today,
             daily_loss_limit=Decimal(str(limit)) if limit is not None
             else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
             fee_rate=self.fee_rate,
         )
         if risk.halted:
             report.state = "paused_risk"
-        elif quota["remaining"] == 0:
+        elif quota.remaining_period == 0:
             report.state = "paused_quota"
         else:
             self._trade(report, tenant, open_markets, books, positions, cash, risk,

@@ -13,13 +13,13 @@ ledger stores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import Enum, StrEnum
-from typing import Any, cast
+from typing import Any
 from uuid import uuid4
 
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.models import from_micros, to_micros
+from botpoly_admin.models import MICRO, to_decimal
 
 
 class Side(StrEnum):
@@ -48,7 +48,7 @@ class OrderStatus(StrEnum):
 
 def quantize(value: Any, what: str = "value") -> Decimal:
     """Round *value* to micro-units (6 decimals, banker's rounding) as a Decimal."""
-    return cast(Decimal, from_micros(to_micros(value, what)))
+    return to_decimal(value, what).quantize(MICRO, rounding=ROUND_HALF_EVEN)
 
 
 def _parse_enum(enum: type[Enum], value: Any, what: str) -> Any:

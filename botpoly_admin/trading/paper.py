@@ -42,9 +42,13 @@ from botpoly_admin.trading.orders import (
     quantize,
 )
 
+NO_FEE = Decimal("0.000000")
+
 
 def fee_for(price: Decimal, shares: Decimal, rate: Decimal) -> Decimal:
     """Taker fee in pUSD for *shares* filled at *price*: rate × shares × price × (1 − price)."""
+    if not rate:
+        return NO_FEE  # fee-free markets, the common case: skip the arithmetic
     return quantize(rate * shares * price * (1 - price))
 
 
