@@ -269,11 +269,6 @@ def cash_micros(conn: Any, tenant_id: str, capital_micros: int) -> int:
 def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
                 notional: int, ts: str, capital_micros: int) -> tuple[int, bool]:
     """Move the position by one fill; return (realized P&L, whether it closed/reduced)."""
-    pos = conn.execute(
-        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ?",
-        (tenant_id, trade.token_id),
-    ).fetchone()
-    held, cost = pos if pos else (0, 0)
     if trade.side == "BUY":
         if cash_micros(conn, tenant_id, capital_micros) < notional + fee:
             raise InvalidInput(
@@ -295,6 +290,11 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
              ts, ts),
         )
         return 0, False
+    pos = conn.execute(
+        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ?",
+        (tenant_id, trade.token_id),
+    ).fetchone()
+    held, cost = pos if pos else (0, 0)
     if shares > held:
         raise InvalidInput(
             f"cannot sell {from_micros(shares)} shares of {trade.token_id}: "

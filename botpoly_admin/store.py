@@ -276,7 +276,8 @@ CREATE TABLE reservations (
     day TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE INDEX idx_trades_pending_buys ON trades(tenant_id) WHERE status = 'pending' AND side = 'BUY';
+-- resting orders: worked every bot cycle, and their buys reserve cash
+CREATE INDEX idx_trades_pending ON trades(tenant_id) WHERE status = 'pending';
 CREATE INDEX idx_trades_without_token ON trades(tenant_id) WHERE token_id IS NULL
 """
 
