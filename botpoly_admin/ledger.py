@@ -621,26 +621,37 @@ def quota_status(manager: TenantManager, tenant_id: str | None = None,
 
 @dataclass(frozen=True)
 class Allowance:
-    """What a tenant may still trade right now (the bot's per-cycle view of quotas)."""
+    """What a tenant may still trade right now (the bot's per-cycle view)."""
 
+    free_cash: Decimal
     remaining_period: int | None  # None = unlimited
     remaining_today: int
     realized_pnl_today: Decimal
 
 
 def allowance(manager: TenantManager, tenant: TenantConfig) -> Allowance:
-    """The tenant's remaining monthly and daily trades and today's realized P&L, in one
-    small query (``quota_status`` is the full report; this runs every bot cycle)."""
+    """Free cash, remaining monthly and daily trades and today's realized P&L, in one
+    query (``quota_status`` and ``equity`` are the full reports; this runs every bot
+    cycle). Free cash is computed as in ``cash_micros``."""
     now = clock.now()
-    used, used_today, realized_today = manager.db.execute(
+    row = manager.db.execute(
         "SELECT (SELECT trades_used + trades_reserved FROM usage "
         "        WHERE tenant_id = :t AND period = :p), "
         "(SELECT trades_used FROM daily_usage WHERE tenant_id = :t AND day = :d), "
-        "(SELECT realized_pnl_micros FROM daily_usage WHERE tenant_id = :t AND day = :d)",
+        "(SELECT realized_pnl_micros FROM daily_usage WHERE tenant_id = :t AND day = :d), "
+        "(SELECT COALESCE(sum(realized_pnl_micros), 0) - COALESCE(sum(cost_micros), 0) "
+        "   FROM positions WHERE tenant_id = :t), "
+        "(SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades "
+        "   WHERE tenant_id = :t AND token_id IS NULL), "
+        "(SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
+        "   WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY')",
         {"t": tenant.tenant_id, "p": clock.period_of(now), "d": clock.day_of(now)},
     ).fetchone()
+    used, used_today, realized_today, positions_net, ledger_only, reserved = row
     quota = tenant.monthly_trades_quota
+    cash = to_micros(tenant.capital) + positions_net + ledger_only - reserved
     return Allowance(
+        free_cash=from_micros(cash) or Decimal(0),
         remaining_period=None if quota is None else max(quota - (used or 0), 0),
         remaining_today=max(tenant.max_daily_trades - (used_today or 0), 0),
         realized_pnl_today=from_micros(realized_today or 0) or Decimal(0),

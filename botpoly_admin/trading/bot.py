@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
-from botpoly_admin.models import TenantConfig, TenantTier, TradingMode, from_micros, to_micros
+from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
@@ -95,6 +95,8 @@ class TenantBot:
         self._states: dict[str, dict[str, Any]] = {}
         self._config_key: str | None = None  # what the strategies were built from
         self._last_snapshot = float("-inf")
+        self._compute_s = 0.0  # metered, not yet written to usage
+        self._api_calls = 0
         self._tenant_cache: tuple[tuple[Any, ...], TenantConfig] | None = None
         self.stopped = False
 
@@ -130,15 +132,17 @@ class TenantBot:
         marks = self._cycle(report)
         report.duration_ms = (time.perf_counter() - started) * 1000
         # Equity only changes with a fill, a settlement or a moving mark. Snapshot it
-        # whenever the ledger moved, and otherwise at most every SNAPSHOT_EVERY_S: the
-        # curve is daily, and a thousand bots cycling every second would otherwise
-        # rewrite the same rows a thousand times a second.
+        # whenever the ledger moved, and otherwise every SNAPSHOT_EVERY_S: the curve
+        # is daily, and a thousand bots cycling every second would otherwise rewrite
+        # the same rows a thousand times a second.
+        self._compute_s += report.duration_ms / 1000
+        self._api_calls += report.api_calls
         due = time.monotonic() - self._last_snapshot >= SNAPSHOT_EVERY_S
-        snapshot = due or report.trades > 0 or report.settled > 0
-        ledger.finish_cycle(self.manager, self.tenant_id, marks=marks if snapshot else {},
-                            compute_seconds=report.duration_ms / 1000,
-                            api_calls=report.api_calls, snapshot=snapshot)
-        if snapshot:
+        if due or report.trades > 0 or report.settled > 0:
+            # Metering rides along with the snapshot (and is flushed by stop()).
+            ledger.finish_cycle(self.manager, self.tenant_id, marks=marks,
+                                compute_seconds=self._compute_s, api_calls=self._api_calls)
+            self._compute_s, self._api_calls = 0.0, 0
             self._last_snapshot = time.monotonic()
         return report
 
@@ -193,9 +197,8 @@ class TenantBot:
         for p in held:
             key = p["market"] or p["token_id"]
             by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
-        cash = from_micros(ledger.cash_micros(self.manager.db.conn, self.tenant_id,
-                                              to_micros(tenant.capital)))
         quota = ledger.allowance(self.manager, tenant)
+        cash = quota.free_cash
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
             free_cash=cash,
@@ -316,6 +319,10 @@ class TenantBot:
         return settled
 
     def stop(self) -> None:
-        """Mark the bot stopped; its state is in the ledger, so nothing else to flush."""
+        """Flush the metering not yet written; everything else is in the ledger."""
         self.stopped = True
+        if self._compute_s or self._api_calls:
+            ledger.add_usage(self.manager, self.tenant_id, api_calls=self._api_calls,
+                             compute_seconds=self._compute_s)
+            self._compute_s, self._api_calls = 0.0, 0
 
