@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -580,6 +580,21 @@ def release_reservation(manager: TenantManager, reservation: Reservation) -> boo
         _release_quota(conn, reservation.tenant_id, reservation.period, reservation.day,
                        reserved=True)
     return True
+
+
+STALE_RESERVATION_S = 600
+
+
+def release_stale_reservations(manager: TenantManager, tenant_id: str,
+                               older_than_s: float = STALE_RESERVATION_S) -> int:
+    """Give back reservations left by a process that died between reserving a unit
+    and sending the order (a reservation normally lives for one request). Returns
+    how many were released."""
+    cutoff = clock.iso(clock.now() - timedelta(seconds=older_than_s))
+    stale = [Reservation(tenant_id, r["period"], r["day"], r["reservation_id"])
+             for r in manager.scope(tenant_id).rows("reservations", "created_at < :c",
+                                                    {"c": cutoff})]
+    return sum(release_reservation(manager, r) for r in stale)
 
 
 # --- quota queries and changes ------------------------------------------------------------

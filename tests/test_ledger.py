@@ -503,3 +503,18 @@ def test_one_tenant_never_sees_anothers_trades(manager, tenant) -> None:
         manager.scope(other).rows("tenants")
     with pytest.raises(InvalidInput):
         manager.scope("")
+
+
+def test_stale_reservations_are_released_and_fresh_ones_kept(manager, monkeypatch) -> None:
+    from botpoly_admin import ledger
+
+    tenant = manager.create_tenant("Res", "res@example.com", "basic", status="active")
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T10:00:00Z")
+    old = ledger.reserve_trade(manager, tenant.tenant_id)
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T10:30:00Z")
+    fresh = ledger.reserve_trade(manager, tenant.tenant_id)
+    assert ledger.release_stale_reservations(manager, tenant.tenant_id) == 1
+    status = ledger.quota_status(manager, tenant.tenant_id)[0]
+    assert status["reserved"] == 1
+    assert ledger.release_reservation(manager, old) is False  # already given back
+    assert ledger.release_reservation(manager, fresh) is True

@@ -219,6 +219,10 @@ class LiveBroker:
 
         Returns the open order count, the settled rows and the unknown order ids.
         """
+        stale = ledger.release_stale_reservations(self.manager, self.tenant_id)
+        if stale:
+            log.warning("tenant %s: released %d quota reservation(s) left by a stopped "
+                        "process", self.tenant_id, stale)
         open_orders = self._open_orders()
         settled = self._sync(self._pending_rows(), open_orders, resolved=set())
         known = self._known_order_ids(o.id for o in open_orders)
