@@ -140,12 +140,19 @@ def start_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
     Raises NotFound for an unknown tenant and Conflict, with the reason and what to do,
     for a suspended or expired tenant or a trial that has ended.
     """
-    config = manager.resolve(tenant)
-    reason = refusal(config)
-    if reason:
-        raise Conflict(reason)
-    _set_desired(manager, [config.tenant_id], DesiredState.RUNNING, "bot.start")
-    return bot_status(manager, config.tenant_id)
+    return start_bots(manager, [tenant])[0]
+
+
+def start_bots(manager: TenantManager, tenants: Sequence[str]) -> list[dict[str, Any]]:
+    """``start_bot`` for several tenants, all or none: every one is checked first."""
+    configs = [manager.resolve(t) for t in tenants]
+    for config in configs:
+        reason = refusal(config)
+        if reason:
+            raise Conflict(reason)
+    ids = list(dict.fromkeys(c.tenant_id for c in configs))
+    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
+    return [bot_status(manager, tid) for tid in ids]
 
 
 def stop_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:

@@ -255,3 +255,13 @@ def test_bots_commands_round_trip(manager, run_cli) -> None:
     assert [r["tenant_id"] for r in one] == [john.tenant_id]
     csv_out = run_cli("bots", "status", "--csv").stdout.splitlines()
     assert csv_out[0].startswith("tenant_id,name,email") and len(csv_out) == 3
+
+
+def test_bots_start_with_one_refused_tenant_starts_none(run_cli, manager) -> None:
+    ok = manager.create_tenant("Ok", "ok@example.com", "pro", status="active")
+    manager.create_tenant("Sus", "sus@example.com", "pro", status="suspended")
+    result = run_cli("bots", "start", "ok@example.com", "sus@example.com")
+    assert result.exit_code == 1
+    assert "suspended" in result.output
+    assert manager.db.execute("SELECT count(*) FROM bots WHERE tenant_id = ? AND "
+                              "desired_state = 'running'", (ok.tenant_id,)).fetchone()[0] == 0

@@ -191,9 +191,10 @@ def bots_start(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None
 
     manager = app.manager(create=False)
     targets = _targets(manager, tenants, all_)
-    ids = bots.start_all(manager) if all_ else [
-        bots.start_bot(manager, tid)["tenant_id"] for tid in targets]
-    rows = [bots.bot_status(manager, tid) for tid in ids]
+    if all_:
+        rows = [bots.bot_status(manager, tid) for tid in bots.start_all(manager)]
+    else:
+        rows = bots.start_bots(manager, targets)
     if fmt != "table":
         app.render(rows, fmt)
         _orchestrator_notice(app, manager, "TENANT")
