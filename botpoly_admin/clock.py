@@ -28,7 +28,10 @@ def parse_utc(text: str, what: str = "time") -> datetime:
         raise InvalidInput(f"{what} must be an ISO-8601 date or time, got {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{what} is out of range: {text!r}") from None
 
 
 # isoformat() slices: several times faster than strftime, and these run many times in

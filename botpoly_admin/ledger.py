@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from botpoly_admin import clock
 from botpoly_admin.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from botpoly_admin.models import (
+    MAX_COUNT,
     MICROS_PER_UNIT,
     TenantStatus,
     from_micros,
@@ -55,9 +56,9 @@ def parse_period(text: str) -> str:
         parsed = datetime.strptime(text.strip(), PERIOD_FORMAT)
     except ValueError:
         raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}") from None
-    if len(text.strip()) != 7:
+    if len(text.strip()) != 7 or not 1970 <= parsed.year <= 9998:
         raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}")
-    return parsed.strftime(PERIOD_FORMAT)
+    return f"{parsed.year:04d}-{parsed.month:02d}"  # strftime drops the zeros of year 1
 
 
 def next_period(period: str) -> str:
@@ -690,8 +691,9 @@ def set_quota(manager: TenantManager, tenant_id: str, *, trades: int | None = No
     if chosen != 1:
         raise InvalidInput("give exactly one of a trade count, unlimited or tier default")
     if trades is not None and (isinstance(trades, bool) or not isinstance(trades, int)
-                               or trades < 0):
-        raise InvalidInput(f"quota must be a whole number >= 0, got {trades!r}")
+                               or not 0 <= trades <= MAX_COUNT):
+        raise InvalidInput(f"quota must be a whole number from 0 to {MAX_COUNT:,}, "
+                           f"got {trades!r}")
     tenant = manager.resolve(tenant_id)
     with transaction(manager.db) as conn:
         conn.execute(

@@ -125,9 +125,18 @@ def to_decimal(value: Any, what: str = "value") -> Decimal:
     return number
 
 
+# A trillion: far beyond any real capital, and its micro-units still fit SQLite's
+# 64-bit integers (and Decimal's default precision).
+MAX_AMOUNT = Decimal(10) ** 12
+MAX_COUNT = 10**12
+
+
 def to_micros(value: Any, what: str = "value") -> int:
     """Convert an amount to integer micro-units (6 decimals, banker's rounding)."""
-    return int(to_decimal(value, what).quantize(MICRO, rounding=ROUND_HALF_EVEN) * MICROS_PER_UNIT)
+    number = to_decimal(value, what)
+    if abs(number) > MAX_AMOUNT:
+        raise InvalidInput(f"{what} is too large (at most {MAX_AMOUNT:,}), got {value!r}")
+    return int(number.quantize(MICRO, rounding=ROUND_HALF_EVEN) * MICROS_PER_UNIT)
 
 
 def from_micros(micros: int | None) -> Decimal | None:

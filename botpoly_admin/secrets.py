@@ -119,12 +119,19 @@ def read_key_file(path: Path) -> list[bytes]:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise CredentialsError(f"key file not found: {path}") from None
+    if not stat.S_ISREG(mode):
+        raise CredentialsError(f"key file {path} is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise CredentialsError(
             f"key file {path} is accessible by group or others "
             f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
         )
-    keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text file of keys"
+        raise CredentialsError(f"cannot read key file {path}: {reason}") from None
+    keys = [line.strip().encode() for line in text.splitlines() if line.strip()]
     if not keys:
         raise CredentialsError(f"key file {path} holds no key")
     return keys

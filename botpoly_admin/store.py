@@ -31,6 +31,15 @@ def resolve_db_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else DEFAULT_DB_PATH
 
 
+def check_creatable(db_path: Path) -> None:
+    """Raise StoreError unless *db_path* exists or could be created right now."""
+    directory = db_path.parent if str(db_path.parent) else Path(".")
+    if not directory.is_dir():
+        raise StoreError(f"database directory does not exist: {directory}")
+    if not db_path.exists() and not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"database directory is not writable: {directory}")
+
+
 def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
     """Open (and, when *create*, create and migrate) the database at *path*.
 
@@ -38,16 +47,12 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
     a missing database when ``create=False``, or a file that is not SQLite.
     """
     db_path = Path(path)
-    directory = db_path.parent if str(db_path.parent) else Path(".")
-    if not directory.is_dir():
-        raise StoreError(f"database directory does not exist: {directory}")
+    if not create and not db_path.exists():
+        raise StoreError(
+            f"no database at {db_path} (create a tenant first, or pass --db / BOTPOLY_DB)"
+        )
+    check_creatable(db_path)
     if not db_path.exists():
-        if not create:
-            raise StoreError(
-                f"no database at {db_path} (create tenants first, or pass --db / BOTPOLY_DB)"
-            )
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise StoreError(f"database directory is not writable: {directory}")
         try:
             fd = os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)

@@ -30,6 +30,7 @@ from botpoly_admin import clock
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound
 from botpoly_admin.models import (
     CREDENTIAL_NAMES,
+    MAX_COUNT,
     SETTING_KEYS,
     TIERS,
     TenantConfig,
@@ -45,11 +46,19 @@ from botpoly_admin.models import (
     to_micros,
 )
 from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, key_file_for, load_keyring, mask
-from botpoly_admin.store import DEFAULT_DB_PATH, connect, resolve_db_path, select, transaction
+from botpoly_admin.store import (
+    DEFAULT_DB_PATH,
+    check_creatable,
+    connect,
+    resolve_db_path,
+    select,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRIAL_DAYS = 14
+MAX_TRIAL_DAYS = 3650
 MAX_NAME_LENGTH = 200
 ID_PREFIX_RE = re.compile(r"[0-9a-f-]{6,36}")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -155,7 +164,13 @@ class TenantScope:
 
 
 class TenantManager:
-    """Create, read, update and delete tenants; keep their credentials; audit every change."""
+    """Create, read, update and delete tenants; keep their credentials; audit every change.
+
+    ``TenantManager(db_path)`` opens the database, creating and migrating it, as the
+    guide's did. ``create=False`` refuses a missing database; ``open_now=False``
+    defers creating a missing one to its first use (the CLI's choice, so a command
+    refused for bad input leaves no empty database behind).
+    """
 
     def __init__(
         self,
@@ -165,6 +180,7 @@ class TenantManager:
         trial_days: int = DEFAULT_TRIAL_DAYS,
         notify: Callable[[str], None] | None = None,
         actor: str | None = None,
+        open_now: bool = True,
     ) -> None:
         self.db_path = resolve_db_path(db_path)
         if create and self.db_path == DEFAULT_DB_PATH:
@@ -176,7 +192,12 @@ class TenantManager:
         self.actor = actor or os_user()
         self._local = threading.local()
         self._keyring: KeyRing | None = None
-        self.db  # open now so a bad path fails at construction  # noqa: B018
+        if open_now or not create or self.db_path.exists():
+            self.db  # open (and create) now, as the guide's constructor did  # noqa: B018
+        else:
+            # Created on first use, so a command refused for bad input leaves no
+            # empty database behind; a path that cannot work still fails now.
+            check_creatable(self.db_path)
 
     # --- connections ------------------------------------------------------------------
 
@@ -326,6 +347,8 @@ class TenantManager:
             raise InvalidInput(f"{what} must be a whole number, got {value!r}")
         if number < 0:
             raise InvalidInput(f"{what} must be >= 0, got {value!r}")
+        if number > MAX_COUNT:
+            raise InvalidInput(f"{what} is too large (at most {MAX_COUNT:,}), got {value!r}")
         return int(number)
 
     @staticmethod
@@ -400,8 +423,12 @@ class TenantManager:
         status = parse_status(status) if status is not None else TenantStatus.TRIAL
         now = clock.now()
         days = self.trial_days if trial_days is None else trial_days
-        if days < 0:
-            raise InvalidInput(f"trial days must be >= 0, got {days}")
+        if not 0 <= days <= MAX_TRIAL_DAYS:
+            raise InvalidInput(f"trial days must be between 0 and {MAX_TRIAL_DAYS}, got {days}")
+        try:
+            trial_ends = now + timedelta(days=days)
+        except OverflowError:
+            raise InvalidInput("the trial would end after the year 9999") from None
         strategies = self._string_list(enabled_strategies or [], "enabled_strategies")
         params = self._strategies(strategies, strategy_params) if strategies else {}
         unknown = sorted(set(settings or {}) - set(SETTING_KEYS))
@@ -428,7 +455,7 @@ class TenantManager:
             ),
             "settings": json.dumps(dict(settings or {})),
             "trial_ends_at": (
-                clock.iso(now + timedelta(days=days)) if status is TenantStatus.TRIAL else None
+                clock.iso(trial_ends) if status is TenantStatus.TRIAL else None
             ),
             "created_at": clock.iso(now),
             "updated_at": clock.iso(now),
@@ -531,6 +558,12 @@ class TenantManager:
             columns["enabled_strategies"] = json.dumps(names)
             columns["strategy_params"] = json.dumps(self._strategies(names, params), default=str)
         settings = {k: v for k, v in settings.items() if v is not None}
+        if "daily_loss_limit" in settings:
+            limit = to_decimal(settings["daily_loss_limit"], "daily_loss_limit")
+            if limit < 0:
+                raise InvalidInput(f"daily_loss_limit must be >= 0, got {limit}")
+            to_micros(limit, "daily_loss_limit")  # and within range
+            settings["daily_loss_limit"] = str(limit)
         if settings != tenant.settings:
             columns["settings"] = json.dumps(settings)
         if tier is TenantTier.FREE and mode is TradingMode.LIVE:
@@ -800,7 +833,7 @@ class TenantManager:
 
     def list_audit(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent audit rows, newest first, optionally for one tenant."""
-        if tenant_id:
+        if tenant_id is not None:
             tid = self.resolve(tenant_id).tenant_id
             sql, params = "SELECT * FROM audit_log WHERE tenant_id = ?", [tid]
         else:

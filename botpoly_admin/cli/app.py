@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -31,12 +32,17 @@ class App:
     fmt: str = "table"
     _manager: TenantManager | None = field(default=None, repr=False)
 
-    def manager(self, *, create: bool = True) -> TenantManager:
-        """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command)."""
+    def manager(self, *, create: bool = False) -> TenantManager:
+        """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command).
+
+        Only commands that create something, or list what there is, pass
+        ``create=True``: a failing command must not leave a new empty database.
+        """
         if self._manager is None:
             from botpoly_admin.tenants import TenantManager
 
-            self._manager = TenantManager(self.db, create=create, notify=notice)
+            self._manager = TenantManager(self.db, create=create, notify=notice,
+                                          open_now=False)
         return self._manager
 
     def render(self, data: Any, fmt: str | None = None, **kwargs: Any) -> None:
@@ -83,9 +89,24 @@ def output_options(csv: bool = False) -> Callable[[Callable[..., Any]], Callable
 class BotpolyGroup(click.Group):
     """A group that turns library errors into one-line errors with the right exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Remembered before parsing, so a usage error of a --json command can still
+        # answer in JSON (the command's own options are not parsed yet then).
+        ctx.meta["botpoly.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except CommandError:
+            raise  # already reported by _fail
+        except click.ClickException as exc:
+            if ctx.meta.get("botpoly.json"):
+                from botpoly_admin.cli.render import to_json
+
+                click.echo(to_json({"error": " ".join(exc.format_message().split()),
+                                    "exit_code": exc.exit_code}))
+            raise
         except BotpolyError as exc:
             _fail(ctx, str(exc), 2 if isinstance(exc, InvalidInput) else exc.exit_code)
         except sqlite3.OperationalError as exc:
@@ -126,6 +147,20 @@ def configure_logging(verbose: int) -> None:
     for h in root.handlers:
         if getattr(h, "_botpoly_stderr", False):
             h.setLevel(level)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: FloatRange lets ``nan`` through, since
+    every comparison with it is false."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def tenant_argument(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -19,7 +19,8 @@ def audit_group() -> None:
 
 @audit_group.command("list")
 @click.option("--tenant", help="Only this tenant (id or email).")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="At most this many entries.")
 @output_options(csv=True)
 @pass_app
 def list_(app: App, tenant: str | None, limit: int, fmt: str) -> None:
@@ -29,7 +30,7 @@ def list_(app: App, tenant: str | None, limit: int, fmt: str) -> None:
     Example:
         botpoly-admin audit list --limit 20 --json
     """
-    rows = app.manager().list_audit(tenant, limit)
+    rows = app.manager(create=tenant is None).list_audit(tenant, limit)
     app.render(rows, fmt, columns=[("ts", "Time"), ("actor", "Actor"), ("action", "Action"),
                                    ("tenant_id", "Tenant"), ("details", "Details")]
                if fmt == "table" else None, empty="no audit entries")

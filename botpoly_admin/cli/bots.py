@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from botpoly_admin.cli.app import App, output_options, pass_app, tenant_argument
+from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app, tenant_argument
 from botpoly_admin.orchestrator import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ STATUS_COLUMNS = [
     ("last_error", "Last error"),
 ]
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
+POSITIVE = FiniteFloat(min=0, min_open=True)
 
 
 RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file",
@@ -71,7 +71,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A live table (default on a terminal) or log lines."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
-        click.option("--fee-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+        click.option("--fee-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
                      help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
                           "per filled level (Polymarket's curve; e.g. 0.07)."),
     ]
@@ -263,7 +263,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
 @click.command("run")
 @click.option("--tenant", "tenants", multiple=True, metavar="TENANT",
               help="Only these tenants' bots, if set to run (repeatable; default: all).")
-@click.option("--max-workers", type=click.IntRange(min=1), default=DEFAULT_MAX_WORKERS,
+@click.option("--max-workers", type=click.IntRange(1, 1024), default=DEFAULT_MAX_WORKERS,
               show_default=True,
               help="Threads running bot cycles (a due bot waits for a free one). One is "
                    "fastest for paper bots; raise it for live trading, which waits on the "
@@ -312,6 +312,8 @@ def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
     if live is None:
         live = sys.stdout.isatty() and app.fmt == "table"
     path = log_file or orchestrator.manager.db_path.parent / LOG_FILE_NAME
+    if not path.parent.is_dir():
+        raise click.UsageError(f"log file directory does not exist: {path.parent}")
     with _logging_to(path, app.verbose), _signals(orchestrator):
         if live:
             summary = _run_live(orchestrator, duration, cycles)

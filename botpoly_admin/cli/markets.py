@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from botpoly_admin.cli.app import App, output_options, pass_app
+from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app
 from botpoly_admin.trading.market import Market, MarketData, OrderBook
 
 FEED_HELP = "simulated, polymarket, binance or replay:PATH."
@@ -164,9 +164,9 @@ def book(app: App, token_id: str, feed_spec: str, seed: int, depth: int, fmt: st
               help="'auto': both outcomes of the feed's top markets.")
 @click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many markets --markets auto takes.")
-@click.option("--duration", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--duration", type=FiniteFloat(min=1), default=600, show_default=True,
               help="Seconds to record.")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=5, show_default=True,
+@click.option("--interval", type=FiniteFloat(min=0.2), default=5, show_default=True,
               help="Seconds between polls.")
 @click.option("--reference", "symbols", multiple=True, metavar="SYMBOL",
               help="Also record this reference price, e.g. BTCUSDT (repeatable).")

@@ -48,8 +48,8 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
     """
     from botpoly_admin import ledger
 
-    manager = app.manager()
-    tenant_id = manager.resolve(tenant).tenant_id if tenant else None
+    manager = app.manager(create=tenant is None)
+    tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
     rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period else None)
     if fmt == "table":
         app.render([_view(r) for r in rows], fmt, columns=QUOTA_COLUMNS,
@@ -115,7 +115,7 @@ def reset(app: App, tenant: str | None, dry_run: bool, fmt: str) -> None:
     from botpoly_admin import ledger
 
     manager = app.manager()
-    if tenant:
+    if tenant is not None:
         if dry_run:
             row = ledger.quota_status(manager, manager.resolve(tenant).tenant_id)[0]
             result = {"tenant_id": row["tenant_id"], "email": row["email"],

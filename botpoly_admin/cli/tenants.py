@@ -69,7 +69,7 @@ def _split(value: str | None) -> list[str] | None:
               help="Max trades per UTC day (0 pauses trading).")
 @click.option("--strategies", help="Comma-separated strategies, e.g. complement_arb,momentum.")
 @click.option("--markets", help="Comma-separated market ids, or 'auto'.")
-@click.option("--trial-days", type=click.IntRange(min=0), default=14, show_default=True,
+@click.option("--trial-days", type=click.IntRange(0, 3650), default=14, show_default=True,
               help="Length of the trial.")
 @output_options()
 @pass_app
@@ -83,7 +83,7 @@ def create_tenant(app: App, name: str, email: str, tier: str, status: str | None
     Example:
         botpoly-admin create-tenant --name "John" --email john@example.com --tier pro
     """
-    tenant = app.manager().create_tenant(
+    tenant = app.manager(create=True).create_tenant(
         name, email, tier, status=status, trading_mode=trading_mode, capital=capital,
         max_position_size=max_position_size, max_daily_trades=max_daily_trades,
         enabled_strategies=_split(strategies), markets=_split(markets), trial_days=trial_days,
@@ -111,7 +111,8 @@ def list_tenants(app: App, status: str | None, tier: str | None, fmt: str) -> No
     Example:
         botpoly-admin list-tenants --status active --json
     """
-    tenants = [t.to_dict() for t in app.manager().list_tenants(status=status, tier=tier)]
+    tenants = [t.to_dict() for t in
+               app.manager(create=True).list_tenants(status=status, tier=tier)]
     if fmt == "json":
         app.render(tenants, fmt)
         return
@@ -161,7 +162,7 @@ def show(app: App, tenant: str, fmt: str) -> None:
 @click.option("--strategies", help="Comma-separated strategy names ('' for none).")
 @click.option("--markets", help="Comma-separated market ids, or 'auto' ('' for none).")
 @click.option("--trial-ends-at", help="End of the trial, ISO-8601 UTC.")
-@click.option("--rate-limit", type=click.IntRange(min=1), metavar="N",
+@click.option("--rate-limit", type=click.IntRange(1, 1_000_000), metavar="N",
               help="API calls per minute override.")
 @click.option("--param", "params", multiple=True, metavar="STRATEGY.NAME=VALUE",
               help="A strategy parameter, e.g. momentum.threshold=0.03 (repeatable).")
@@ -319,7 +320,12 @@ def credentials_set(app: App, tenant: str, name: str, value: tuple[str, ...],
     manager = app.manager()
     manager.resolve(tenant)
     if from_stdin:
-        secret = sys.stdin.read().strip()
+        raw = sys.stdin.buffer.read()
+        try:
+            # Only the line break a shell pipeline adds is dropped: spaces are data.
+            secret = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise click.UsageError("the secret on standard input is not UTF-8 text") from None
     else:
         secret = click.prompt(f"{name}", hide_input=True, confirmation_prompt=True,
                               default="", show_default=False)

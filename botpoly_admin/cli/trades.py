@@ -28,7 +28,8 @@ def trades_group() -> None:
 @click.option("--since", help="From this date/time (ISO-8601 UTC, inclusive).")
 @click.option("--until", help="Before this date/time (ISO-8601 UTC, exclusive).")
 @click.option("--status", help="Only trades with this status (filled, partial, failed, ...).")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@click.option("--limit", type=click.IntRange(1, 1_000_000_000),
+              help="At most this many (newest first).")
 @output_options(csv=True)
 @pass_app
 def list_(app: App, tenant: str, since: str | None, until: str | None, status: str | None,

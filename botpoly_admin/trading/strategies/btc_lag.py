@@ -53,7 +53,8 @@ class BtcLag(Strategy):
         "max_follow": Param(
             Decimal("0.02"), Decimal, min=0, max=1, help="Up-midpoint move that counts as following"
         ),
-        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), help="pUSD per entry"),
+        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), max=Decimal(1_000_000),
+                       help="pUSD per entry"),
         "symbol": Param("BTCUSDT", str, help="reference price symbol"),
     }
 

@@ -46,7 +46,8 @@ class ComplementArb(Strategy):
             Decimal("0.01"), Decimal, min=0, max=1, help="profit per pair required, in pUSD"
         ),
         "max_pairs": Param(
-            Decimal("1000"), Decimal, min=SHARE_STEP, help="most pairs bought per market per cycle"
+            Decimal("1000"), Decimal, min=SHARE_STEP, max=Decimal(10_000_000),
+            help="most pairs bought per market per cycle",
         ),
     }
 

@@ -51,14 +51,16 @@ class Momentum(Strategy):
         "threshold": Param(
             Decimal("0.03"), Decimal, min=Decimal("0.001"), max=1, help="midpoint rise to enter"
         ),
-        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), help="pUSD per entry"),
+        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), max=Decimal(1_000_000),
+                       help="pUSD per entry"),
         "take_profit": Param(
             Decimal("0.05"), Decimal, min=Decimal("0.001"), max=1, help="gain per share to exit"
         ),
         "stop_loss": Param(
             Decimal("0.03"), Decimal, min=Decimal("0.001"), max=1, help="loss per share to exit"
         ),
-        "max_hold_seconds": Param(3600, int, min=1, help="oldest a position may get"),
+        "max_hold_seconds": Param(3600, int, min=1, max=365 * 24 * 3600,
+                                  help="oldest a position may get"),
     }
 
     def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
