@@ -558,6 +558,8 @@ class TenantManager:
             columns["enabled_strategies"] = json.dumps(names)
             columns["strategy_params"] = json.dumps(self._strategies(names, params), default=str)
         settings = {k: v for k, v in settings.items() if v is not None}
+        if "support_email" in settings:
+            settings["support_email"] = self._email(settings["support_email"])
         if "daily_loss_limit" in settings:
             limit = to_decimal(settings["daily_loss_limit"], "daily_loss_limit")
             if limit < 0:
@@ -759,6 +761,7 @@ class TenantManager:
         keys = []
         verified = None
         if ring is not None:
+            ring.fernet()  # a malformed key is an error here too, not a "primary" key
             if check is not None:
                 try:
                     verified = ring.decrypt(check[0]) == CHECK_PLAINTEXT.decode()
@@ -897,7 +900,8 @@ class TenantManager:
 
         tenant = self.resolve(tenant_id)
         tid = tenant.tenant_id
-        period = ledger.parse_period(period) if period else clock.period_of(clock.now())
+        period = (ledger.parse_period(period) if period is not None
+                  else clock.period_of(clock.now()))
         scope = self.scope(tid)
         counts = {
             r["status"]: r["n"] for r in self.db.query(

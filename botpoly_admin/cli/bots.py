@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app, tenant_argument
+from botpoly_admin.cli.app import (
+    App,
+    CommandError,
+    FiniteFloat,
+    output_options,
+    pass_app,
+    tenant_argument,
+)
 from botpoly_admin.orchestrator import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
 
 if TYPE_CHECKING:
@@ -151,6 +158,11 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     if fmt != "table":
         app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
                    fmt)
+    if summary.failures and not summary.cycles:
+        # Scripts must see a bot that never completed a cycle as a failure.
+        last = bots.bot_status(manager, row["tenant_id"])["last_error"]
+        raise CommandError(f"the bot failed every cycle ({summary.failures}); last error: "
+                           f"{last}")
 
 
 @click.group("bots")

@@ -50,7 +50,7 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
 
     manager = app.manager(create=tenant is None)
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
-    rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period else None)
+    rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period is not None else None)
     if fmt == "table":
         app.render([_view(r) for r in rows], fmt, columns=QUOTA_COLUMNS,
                    title="Monthly trade quotas", empty="no tenants yet")
