@@ -663,3 +663,23 @@ def test_cli_record_then_list_the_replay(markets_cli, fake_exchange, tmp_path):
     down = json.loads(markets_cli("book", BTC_UPDOWN_DOWN_TOKEN, "--feed", f"replay:{out}",
                                   "--json").output)
     assert (down["best_bid"], down["best_ask"]) == (0.999, None)
+
+
+def test_a_simulated_session_records_and_replays(tmp_path: Path) -> None:
+    feed = SimulatedFeed(seed=3, n_markets=2)
+    tokens = [o.token_id for m in feed.markets() for o in m.outcomes]
+    first = {t: feed.book(t) for t in tokens}
+    out = tmp_path / "sim.jsonl"
+    summary = record(feed, tokens, out, duration_s=1.0, interval_s=0.3,
+                     reference_symbols=["BTCUSDT"])
+    assert summary.polls >= 3
+    raw = [json.loads(line) for line in out.read_text().splitlines()]
+    book_line = next(r["book"] for r in raw if "book" in r)
+    # As the CLOB sends it: best price last, prices and sizes as strings.
+    assert isinstance(book_line["asks"][0]["price"], str)
+    assert Decimal(book_line["asks"][-1]["price"]) == first[book_line["asset_id"]].best_ask
+    replay = ReplayFeed(out)
+    assert {m.market_id for m in replay.markets()} == {m.market_id for m in feed.markets()}
+    assert replay.book(tokens[0]) == first[tokens[0]]
+    replay.tick()
+    assert replay.book(tokens[0]) != first[tokens[0]]  # one simulated step per poll

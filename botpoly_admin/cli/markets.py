@@ -157,11 +157,12 @@ def book(app: App, token_id: str, feed_spec: str, seed: int, depth: int, fmt: st
 
 @markets_group.command("record")
 @click.option("--feed", "feed_spec", default="polymarket", show_default=True,
-              help="Where to record from (a feed with raw books: polymarket).")
+              help="Where to record from: polymarket, or simulated (one step per poll).")
 @click.option("--token", "tokens", multiple=True, metavar="ID",
               help="Outcome token to record (repeatable).")
 @click.option("--markets", "auto", type=click.Choice(["auto"]),
-              help="'auto': both outcomes of the feed's top markets.")
+              help="'auto' (the default without --token): both outcomes of the feed's "
+                   "top markets.")
 @click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many markets --markets auto takes.")
 @click.option("--duration", type=FiniteFloat(min=1), default=600, show_default=True,
@@ -186,11 +187,14 @@ def record_(app: App, feed_spec: str, tokens: tuple[str, ...], auto: str | None,
         botpoly-admin markets record --feed polymarket --duration 600 \\
             --out data/replay/x.jsonl --markets auto --reference BTCUSDT
         botpoly-admin markets list --feed replay:data/replay/x.jsonl
+        botpoly-admin markets record --feed simulated --duration 30 --interval 1 \\
+            --out data/replay/sim.jsonl
     """
     from botpoly_admin.trading.feeds.replay import record
 
-    if bool(tokens) == bool(auto):
+    if tokens and auto:
         raise click.UsageError("give either --token ID (repeatable) or --markets auto")
+    auto = auto or ("auto" if not tokens else None)
     with _feed(feed_spec, seed=0) as feed:
         if auto:
             markets = [m for m in feed.markets() if not m.closed][:limit]

@@ -295,6 +295,8 @@ def market_from_gamma(raw: dict[str, Any]) -> Market:
     from polymarket.errors import PolymarketError
     from pydantic import ValidationError
 
+    if str(raw.get("conditionId", "")).startswith(SIMULATED_PREFIX):
+        return _simulated_market(raw)
     try:
         sdk_market = SdkMarket.parse_response(raw)
     except PolymarketError as exc:
@@ -305,6 +307,37 @@ def market_from_gamma(raw: dict[str, Any]) -> Market:
     if market is None:
         raise InvalidInput(f"Gamma market {sdk_market.id} has no clobTokenIds")
     return market
+
+
+SIMULATED_PREFIX = "sim-"
+
+
+def _simulated_market(raw: dict[str, Any]) -> Market:
+    """A recorded simulated market (``markets record --feed simulated``): the SDK's
+    model insists on a hex condition id, which synthetic markets do not have, so the
+    fields ``market_to_gamma`` writes are read back here."""
+    try:
+        labels = json.loads(raw["outcomes"])
+        tokens = json.loads(raw["clobTokenIds"])
+        prices = json.loads(raw.get("outcomePrices") or "[]")
+        outcomes = (Outcome(labels[0], tokens[0]), Outcome(labels[1], tokens[1]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise InvalidInput("not a recorded simulated market: outcomes or clobTokenIds "
+                           "missing or malformed") from None
+    winner = next((t for t, p in zip(tokens, prices, strict=False) if p == "1"), None)
+    end = raw.get("endDate")
+    slug = raw.get("slug") or ""
+    return Market(
+        market_id=raw["conditionId"], question=raw.get("question") or "", outcomes=outcomes,
+        active=bool(raw.get("active", True)), closed=bool(raw.get("closed", False)),
+        winner_token_id=winner if raw.get("closed") else None,
+        end_ts_ms=_epoch_ms(datetime.fromisoformat(end.replace("Z", "+00:00")))
+        if end else None,
+        kind="btc_updown" if slug.startswith("btc-updown") else "binary",
+        extra={"slug": raw.get("slug"), "tick_size": Decimal(str(raw.get(
+            "orderPriceMinTickSize", "0.01"))), "neg_risk": bool(raw.get("negRisk")),
+            "fees_enabled": raw.get("feesEnabled")},
+    )
 
 
 def market_to_gamma(market: Market) -> dict[str, Any]:

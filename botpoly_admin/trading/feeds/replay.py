@@ -221,8 +221,9 @@ def record(
     """Poll *feed* every *interval_s* for *duration_s* and append replay lines to *out_path*.
 
     Each poll writes the raw CLOB book of every token (the feed must have
-    ``raw_book``, as the polymarket feed does) and the reference price of every
-    symbol in *reference_symbols*. The markets the tokens belong to are written
+    ``raw_book``, as the polymarket and simulated feeds do) and the reference price
+    of every symbol in *reference_symbols*. A feed that moves in steps (simulated)
+    advances one step per poll. The markets the tokens belong to are written
     at the start and again at the end, so a resolution during the recording is
     in the file. A failure on the first poll is raised (wrong token, host down);
     later ones are counted and the recording goes on. *stop_event* ends it early
@@ -230,7 +231,8 @@ def record(
     """
     raw_book = getattr(feed, "raw_book", None)
     if raw_book is None:
-        raise InvalidInput(f"the {feed.name} feed cannot be recorded (record from polymarket)")
+        raise InvalidInput(f"the {feed.name} feed cannot be recorded "
+                           "(record from polymarket or simulated)")
     if not token_ids:
         raise InvalidInput("nothing to record: give at least one token id")
     if duration_s <= 0 or interval_s < 0:
@@ -254,6 +256,9 @@ def record(
                     writer.markets(ts, feed, market_ids)
                 writer.lines([{"ts": ts, "book": b} for b in books])
                 writer.lines(_references(feed, reference_symbols, ts))
+                step = getattr(feed, "tick", None)
+                if step is not None:
+                    step()
             except BotpolyError as exc:
                 if polls == 0:
                     raise

@@ -192,6 +192,21 @@ class SimulatedFeed:
                 return OrderBook(token_id, market_id, (), (), ts_ms=self._ts(self._step))
             raise NotFound(f"no such market: {token_id}")
 
+    def raw_book(self, token_id: str) -> dict[str, object]:
+        """The current book as the CLOB ``GET /book`` JSON would carry it (levels best
+        price last, prices and sizes as strings), so ``markets record`` can record a
+        simulated session for ``--feed replay:PATH``."""
+        book = self.book(token_id)
+
+        def levels(rows: tuple[Level, ...]) -> list[dict[str, str]]:
+            return [{"price": str(lv.price), "size": str(lv.size)} for lv in reversed(rows)]
+
+        return {
+            "market": book.market, "asset_id": book.token_id, "timestamp": str(book.ts_ms),
+            "hash": "", "bids": levels(book.bids), "asks": levels(book.asks),
+            "min_order_size": "5", "tick_size": str(book.tick_size), "neg_risk": False,
+        }
+
     def midpoint(self, token_id: str) -> Decimal | None:
         """Midpoint of the token's current book (None once resolved)."""
         return self.book(token_id).midpoint
