@@ -431,8 +431,8 @@ def test_record_fails_fast_on_a_bad_first_poll(polymarket, fake_exchange, tmp_pa
 
 
 def test_record_needs_a_raw_feed(tmp_path):
-    with pytest.raises(InvalidInput, match="simulated feed cannot be recorded"):
-        record(SimulatedFeed(), ["sim-0-yes"], tmp_path / "x.jsonl", duration_s=1, interval_s=1)
+    with pytest.raises(InvalidInput, match="binance feed cannot be recorded"):
+        record(BinanceFeed(), ["sim-0-yes"], tmp_path / "x.jsonl", duration_s=1, interval_s=1)
 
 
 # --- simulated --------------------------------------------------------------------
@@ -640,7 +640,7 @@ def test_cli_errors_are_one_line(markets_cli, fake_exchange):
     unknown = markets_cli("list", "--feed", "nope")
     assert unknown.exit_code == 2
     assert "unknown feed 'nope'" in unknown.output
-    both = markets_cli("record", "--out", "x.jsonl")
+    both = markets_cli("record", "--out", "x.jsonl", "--token", "a", "--markets", "auto")
     assert both.exit_code == 2 and "--token ID" in both.output
 
 
