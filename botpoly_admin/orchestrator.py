@@ -33,9 +33,10 @@ Threads: bounded workers, one runner per bot
     holding the GIL plus short transactions on one SQLite file. More threads add no
     CPU (the GIL) but add contention: a thread holding SQLite's write lock waits for
     the GIL while the others sleep in SQLite's busy handler. Measured with
-    ``benchmarks/bench_orchestrator.py`` (1,000 tenants, 1 s interval, 2 cores):
-    1 worker 770 tenant-cycles/s and 68 MB RSS, 4 workers 655/s, a thread per tenant
-    240/s and 480 MB; the single worker spends 97 % of its time inside bots' cycles.
+    ``benchmarks/bench_orchestrator.py`` (1,000 tenants, 1 s interval, 2 cores; before
+    the bot cycle was made faster): 1 worker 770 tenant-cycles/s and 68 MB RSS, 4
+    workers 655/s, a thread per tenant 240/s and 480 MB; the single worker spent 97 %
+    of its time inside bots' cycles. With today's cycle one worker does ~960/s.
     A hung cycle does not stall the others (see Hung cycles). Raise
     ``--max-workers`` when cycles wait on the network (live trading), where threads
     overlap the waits instead of fighting for the GIL.
