@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from cli_checks import assert_clean_error
 from click.testing import CliRunner
 
 from botpoly_admin.cli import cli
@@ -12,16 +13,6 @@ from botpoly_admin.cli import cli
 
 def invoke(db_path, *args, input=None, env=None):
     return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input, env=env)
-
-
-def assert_clean_error(result, exit_code: int) -> None:
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{type(result.exception).__name__}: {result.exception}"
-    )
-    assert result.exit_code == exit_code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ OverflowError, sqlite3.IntegrityError, ValueError, RuntimeError) instead.
 from __future__ import annotations
 
 import pytest
+from cli_checks import assert_clean_error
 from click.testing import CliRunner
 
 from botpoly_admin.cli import cli
@@ -14,17 +15,6 @@ from botpoly_admin.cli import cli
 
 def invoke(db_path, *args, input=None, env=None):
     return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input, env=env)
-
-
-def assert_usage_error(result, exit_code: int = 2) -> None:
-    """Exit code, exactly one `Error:` line on stderr, no traceback, no exception escaping."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{type(result.exception).__name__}: {result.exception}"
-    )
-    assert result.exit_code == exit_code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
 
 
 @pytest.fixture
@@ -69,7 +59,7 @@ def test_huge_or_out_of_range_value_is_a_clean_usage_error(
 ) -> None:
     before = db_snapshot()
     result = invoke(db_path, *args)
-    assert_usage_error(result)
+    assert_clean_error(result, 2)
     assert db_snapshot() == before
 
 
@@ -78,7 +68,7 @@ def test_create_tenant_with_clock_near_year_9999_is_a_clean_error(db_path, db_sn
     result = invoke(db_path, "create-tenant", "--name", "Z", "--email", "z@example.com",
                     env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
     assert result.exit_code in (1, 2), result.output
-    assert_usage_error(result, result.exit_code)
+    assert_clean_error(result, result.exit_code)
     assert db_snapshot() == before
 
 
@@ -93,7 +83,7 @@ def test_period_0001_01_is_echoed_as_yyyy_mm(john, db_path, command) -> None:
         assert '"1-01"' not in result.stdout, result.stdout
         json.loads(result.stdout)
     else:
-        assert_usage_error(result, 2)
+        assert_clean_error(result, 2)
 
 
 def test_run_with_absurd_max_workers_is_a_usage_error(john, db_path, db_snapshot) -> None:

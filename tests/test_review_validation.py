@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_checks import assert_clean_error
 from click.testing import CliRunner
 
 from botpoly_admin.cli import cli
@@ -13,16 +14,6 @@ from botpoly_admin.cli import cli
 
 def invoke(db_path, *args, input=None, env=None):
     return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input, env=env)
-
-
-def assert_clean_error(result, exit_code: int) -> None:
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{type(result.exception).__name__}: {result.exception}"
-    )
-    assert result.exit_code == exit_code, (result.exit_code, result.output[-600:])
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr[-600:]
 
 
 @pytest.fixture
