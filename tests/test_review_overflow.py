@@ -1,6 +1,6 @@
 """Review: out-of-range numbers and dates must give one `Error:` line, exit 2 and no change.
 
-Each case below currently ends in a Python traceback (decimal.InvalidOperation,
+Each case below used to end in a Python traceback (decimal.InvalidOperation,
 OverflowError, sqlite3.IntegrityError, ValueError, RuntimeError) instead.
 """
 

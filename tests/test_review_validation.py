@@ -1,5 +1,5 @@
-"""Review: values that are accepted today but should be refused (exit 2, nothing changed),
-and error paths that change something anyway."""
+"""Review: values that used to be accepted but must be refused (exit 2, nothing changed),
+and error paths that used to change something anyway."""
 
 from __future__ import annotations
 
