@@ -487,3 +487,4 @@ def test_the_context_is_read_only_except_its_state() -> None:
 def test_the_context_wants_an_aware_utc_time() -> None:
     with pytest.raises(InvalidInput, match="aware UTC"):
         context(ARB_BOOKS, now=datetime(2026, 3, 22, 7, 50))
+

@@ -178,6 +178,7 @@ class TenantBot:
         held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         markets = self._watched(tenant.markets, {p["market"] for p in held})
         resolved = {m.market_id: m for m in markets if m.resolved}
+        resolved.update(self._resolved_unlisted(held, markets))
         report.settled = self._settle(held, resolved)
         if report.settled:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
@@ -305,6 +306,22 @@ class TenantBot:
         if not any(m.kind == "btc_updown" for m in markets):
             return {}
         return {REFERENCE_SYMBOL: self.feed.reference_price(REFERENCE_SYMBOL)}
+
+    def _resolved_unlisted(self, held: list[dict[str, Any]], listed: list[Market]
+                           ) -> dict[str, Market]:
+        """Markets of held positions that the feed no longer lists but that resolved
+        meanwhile (the bot was stopped or throttled through the resolution): asked for
+        one by one, so a position is never left unsettled."""
+        listed_ids = {m.market_id for m in listed}
+        found: dict[str, Market] = {}
+        for market_id in {p["market"] for p in held if p["market"]} - listed_ids:
+            try:
+                market = self.feed.market(market_id)
+            except NotFound:
+                continue
+            if market.resolved:
+                found[market_id] = market
+        return found
 
     def _settle(self, held: list[dict[str, Any]], resolved: dict[str, Market]) -> int:
         """Settle held positions of resolved markets: 1 per winning share, 0 per losing."""
