@@ -95,6 +95,9 @@ class Trade:
     client_order_id: str | None = None
     exchange_order_id: str | None = None
     realized_pnl: Decimal | None = None  # given by the guide's form; computed otherwise
+    # False for the resting rest of an order whose fill already took the order's unit:
+    # one order counts once against the quota, however it is split in the ledger.
+    counts_against_quota: bool = True
     ts: datetime | None = None
 
     @classmethod
@@ -340,7 +343,7 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
     if shares <= 0 and trade.status in ("filled", "partial", "pending"):
         raise InvalidInput(f"trade size must be at least 0.000001, got {trade.shares}")
     notional = mul_micros(shares, price)
-    counted = trade.status in COUNTED_STATUSES
+    counted = trade.status in COUNTED_STATUSES and trade.counts_against_quota
     filled = trade.status in ("filled", "partial")
     realized, closes = 0, False
     if trade.token_id is None and filled:
@@ -521,7 +524,8 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
                 return trade_row(row)
             conn.execute("UPDATE trades SET status = 'cancelled', counted = 0 WHERE id = ?",
                          (row["id"],))
-            _release_quota(conn, tenant_id, row["period"], row["day"], reserved=False)
+            if row["counted"]:
+                _release_quota(conn, tenant_id, row["period"], row["day"], reserved=False)
         else:
             price = to_micros(avg_price if avg_price is not None else
                               from_micros(row["price_micros"]), "price")
@@ -540,6 +544,13 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
                 "closes_position = ? WHERE id = ?",
                 (status, filled, price, notional, fee_m, realized, int(closes), row["id"]),
             )
+            if closes and realized:  # today's realized P&L feeds the daily loss limit
+                conn.execute(
+                    "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) "
+                    "VALUES (?, ?, ?) ON CONFLICT (tenant_id, day) DO UPDATE SET "
+                    "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+                    (tenant_id, clock.day_of(now), realized),
+                )
         updated = conn.execute("SELECT id FROM trades WHERE id = ?", (row["id"],)).fetchone()
     return trade_row(manager.scope(tenant_id).rows("trades", "id = :id",
                                                    {"id": updated[0]})[0])

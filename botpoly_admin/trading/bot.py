@@ -176,9 +176,14 @@ class TenantBot:
             return {}
         report.api_calls += 1
         held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
-        markets = self._watched(tenant.markets, {p["market"] for p in held})
+        scope = self.manager.scope(self.tenant_id)
+        pending = scope.rows("trades", "status = 'pending'")
+        # Markets the tenant is exposed to stay in view (and settle) whatever it watches.
+        exposed = {p["market"] for p in held if p["market"]} | {
+            r["market"] for r in pending if r["market"]}
+        markets = self._watched(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
-        resolved.update(self._resolved_unlisted(held, markets))
+        resolved.update(self._resolved_unlisted(exposed, markets))
         report.settled = self._settle(held, resolved)
         if report.settled:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
@@ -190,14 +195,26 @@ class TenantBot:
         report.trades += filled_resting
         if filled_resting:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+        if pending:
+            pending = scope.rows("trades", "status = 'pending'")
         positions = {p["token_id"]: PositionView(
             token_id=p["token_id"], shares=p["shares"], avg_cost=p["avg_price"] or Decimal(0),
             opened_at=clock.parse_utc(p["opened_at"]) if p["opened_at"] else None,
         ) for p in held}
+        # Exposure per market: positions at cost plus resting buys at their limit; shares
+        # free to sell: held minus those already offered by resting sells.
         by_market: dict[str, Decimal] = {}
         for p in held:
             key = p["market"] or p["token_id"]
             by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
+        sellable = {t: p.shares for t, p in positions.items()}
+        for r in pending:
+            amount = Decimal(r["notional_micros"] + r["fee_micros"]).scaleb(-6)
+            if r["side"] == "BUY":
+                key = r["market"] or r["token_id"]
+                by_market[key] = by_market.get(key, Decimal(0)) + amount
+            elif r["token_id"] in sellable:
+                sellable[r["token_id"]] -= Decimal(r["shares_micros"]).scaleb(-6)
         quota = ledger.allowance(self.manager, tenant)
         cash = quota.free_cash
         limit = tenant.settings.get("daily_loss_limit")
@@ -205,7 +222,7 @@ class TenantBot:
             free_cash=cash,
             max_position_notional=tenant.max_position_size,
             position_notional=by_market,
-            shares_held={t: p.shares for t, p in positions.items()},
+            shares_held=sellable,
             trades_left_today=quota.remaining_today,
             trades_left_period=quota.remaining_period,
             daily_realized_pnl=quota.realized_pnl_today,
@@ -251,8 +268,23 @@ class TenantBot:
             )
             intents.extend(strategy.on_cycle(ctx))
         report.intents = len(intents)
+        # Grouped intents are checked together, when the group's first one comes up.
+        groups: dict[str, list[Any]] = {}
         for intent in intents:
-            reason = risk.check(intent)
+            if intent.group:
+                groups.setdefault(intent.group, []).append(intent)
+        refused_groups: set[str] = set()
+        for intent in intents:
+            if intent.group in refused_groups:
+                continue
+            if intent.group and groups[intent.group][0] is intent:
+                reason = risk.check_group(groups[intent.group])
+                if reason is not None:
+                    refused_groups.add(intent.group)
+            elif intent.group:
+                reason = None  # already counted with its group
+            else:
+                reason = risk.check(intent)
             if reason is not None:
                 report.refused.append(reason)
                 log.info("tenant %s refused %s %s %s: %s", self.tenant_id, intent.strategy,
@@ -307,14 +339,14 @@ class TenantBot:
             return {}
         return {REFERENCE_SYMBOL: self.feed.reference_price(REFERENCE_SYMBOL)}
 
-    def _resolved_unlisted(self, held: list[dict[str, Any]], listed: list[Market]
+    def _resolved_unlisted(self, exposed: set[str], listed: list[Market]
                            ) -> dict[str, Market]:
-        """Markets of held positions that the feed no longer lists but that resolved
-        meanwhile (the bot was stopped or throttled through the resolution): asked for
-        one by one, so a position is never left unsettled."""
+        """Markets with a position or a resting order that the feed no longer lists but
+        that resolved meanwhile (the bot was stopped or throttled through the
+        resolution): asked for one by one, so nothing is left unsettled or resting."""
         listed_ids = {m.market_id for m in listed}
         found: dict[str, Market] = {}
-        for market_id in {p["market"] for p in held if p["market"]} - listed_ids:
+        for market_id in exposed - listed_ids:
             try:
                 market = self.feed.market(market_id)
             except NotFound:

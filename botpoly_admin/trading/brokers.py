@@ -9,7 +9,8 @@ Ledger rows per execution (client order id ``C``):
 
 - the filled part: one row ``C``, status filled or partial, at the average price;
 - a resting remainder (GTC): one ``pending`` row (``C`` if nothing filled, else
-  ``C-rest``) that reserves its cash and counts as a trade;
+  ``C-rest``) that reserves its cash; the order counts once against the quota
+  (the ``C-rest`` row rides on the fill's unit);
 - an IOC order that met no liquidity: one ``failed`` row (not counted).
 """
 
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botpoly_admin import ledger
+from botpoly_admin.errors import InvalidInput
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
@@ -78,7 +80,8 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
         row = ledger.record_trade(
             manager, tenant_id,
             ledger.Trade(shares=result.resting, price=intent.limit_price, status="pending",
-                         client_order_id=rest_id, **common),
+                         client_order_id=rest_id, counts_against_quota=result.filled == 0,
+                         **common),
             reservation=reservation,
         )
         reservation = None
@@ -139,7 +142,16 @@ class PaperBroker:
             )
             result = simulate_fill(probe, book, Decimal(0))
             if result.filled > 0:
-                ledger.resolve_pending(self.manager, self.tenant_id, row["client_order_id"],
-                                       filled_shares=result.filled, avg_price=result.avg_price)
+                try:
+                    ledger.resolve_pending(self.manager, self.tenant_id,
+                                           row["client_order_id"], filled_shares=result.filled,
+                                           avg_price=result.avg_price)
+                except InvalidInput as exc:
+                    # A resting sell whose shares were sold meanwhile: withdraw it.
+                    log.info("tenant %s: cancelling resting order %s: %s", self.tenant_id,
+                             row["client_order_id"], exc)
+                    ledger.resolve_pending(self.manager, self.tenant_id,
+                                           row["client_order_id"], filled_shares=Decimal(0))
+                    continue
                 filled += 1
         return filled

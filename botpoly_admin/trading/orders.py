@@ -85,6 +85,9 @@ class OrderIntent:
     reason: str = ""
     outcome: str = ""
     client_order_id: str = field(default_factory=new_client_order_id)
+    # Intents sharing a group (e.g. the two legs of a complement pair) pass the risk
+    # checks together or not at all.
+    group: str = ""
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__ once, here, so

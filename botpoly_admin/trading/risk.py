@@ -47,6 +47,19 @@ class RiskBook:
         """True once the daily loss limit is hit: no more orders today."""
         return self.daily_loss_limit > 0 and self.daily_realized_pnl <= -self.daily_loss_limit
 
+    def check_group(self, intents: list[OrderIntent]) -> str | None:
+        """Check intents that stand or fall together (a complement pair): the reason
+        the first is refused, with nothing counted, or None with all counted."""
+        saved = (self.free_cash, dict(self.position_notional), dict(self.shares_held),
+                 self.trades_left_today, self.trades_left_period)
+        for intent in intents:
+            reason = self.check(intent)
+            if reason is not None:
+                (self.free_cash, self.position_notional, self.shares_held,
+                 self.trades_left_today, self.trades_left_period) = saved
+                return f"{reason} (so none of group {intent.group} is sent)"
+        return None
+
     def check(self, intent: OrderIntent) -> str | None:
         """The reason *intent* is refused, or None (and its exposure is then counted)."""
         if self.halted:

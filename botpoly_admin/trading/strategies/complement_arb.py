@@ -138,6 +138,7 @@ class ComplementArb(Strategy):
                         f"expected edge {quantize(edge)} after fees"
                     ),
                     outcome=outcome.label,
+                    group=f"pair-{tag}",
                 )
             )
         return intents
