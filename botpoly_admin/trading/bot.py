@@ -191,7 +191,8 @@ class TenantBot:
         books = self._books(open_markets)
         broker = self.broker(tenant.trading_mode, tenant.tier)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
-        filled_resting = broker.work_resting(books, resolved_tokens)
+        # No resting order, nothing to work (and no query or request to make).
+        filled_resting = broker.work_resting(books, resolved_tokens) if pending else 0
         report.trades += filled_resting
         if filled_resting:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
