@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
 
 
-def tenant_storage_bytes(manager: TenantManager) -> dict[str, int]:
-    """Approximate bytes each tenant's rows occupy (sum of stored value lengths)."""
+def tenant_storage_bytes(manager: TenantManager, tenant_id: str | None = None) -> dict[str, int]:
+    """Approximate bytes each tenant's rows occupy (sum of stored value lengths); only
+    *tenant_id*'s when given, so one tenant's metrics do not scan everyone's rows."""
     sizes: dict[str, int] = {}
     parts = {
         "tenants": "length(tenant_id) + length(name) + length(email) + length(settings) "
@@ -35,10 +36,12 @@ def tenant_storage_bytes(manager: TenantManager) -> dict[str, int]:
         "equity_snapshots": "72",
     }
     for table, expression in parts.items():
-        for tenant_id, size in manager.db.execute(
-            f"SELECT tenant_id, sum({expression}) FROM [{table}] GROUP BY tenant_id"
+        where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id else ("", ())
+        for owner, size in manager.db.execute(
+            f"SELECT tenant_id, sum({expression}) FROM [{table}] {where} GROUP BY tenant_id",
+            params,
         ):
-            sizes[tenant_id] = sizes.get(tenant_id, 0) + int(size or 0)
+            sizes[owner] = sizes.get(owner, 0) + int(size or 0)
     return sizes
 
 

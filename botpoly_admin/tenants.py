@@ -556,14 +556,13 @@ class TenantManager:
                 settings[key] = value
         if "enabled_strategies" in updates or "strategy_params" in updates:
             names = self._string_list(
-                updates["enabled_strategies"] if "enabled_strategies" in updates
-                else self._stored_strategies(tenant.tenant_id),
+                updates.get("enabled_strategies", tenant.enabled_strategies),
                 "enabled_strategies",
             )
             if "strategy_params" in updates:
                 params = updates["strategy_params"]
             else:  # keep stored parameters of strategies that stay enabled
-                params = {k: v for k, v in self._stored_params(tenant.tenant_id).items()
+                params = {k: v for k, v in tenant.strategy_params.items()
                           if k in names}
             columns["enabled_strategies"] = json.dumps(names)
             columns["strategy_params"] = json.dumps(self._strategies(names, params), default=str)
@@ -600,18 +599,6 @@ class TenantManager:
             self.audit(conn, "tenant.update", tenant.tenant_id,
                        {"fields": changed, "values": audited})
         return self.resolve(tenant.tenant_id)
-
-    def _stored_strategies(self, tenant_id: str) -> list[str]:
-        row = self.db.execute(
-            "SELECT enabled_strategies FROM tenants WHERE tenant_id = ?", (tenant_id,)
-        ).fetchone()
-        return json.loads(row[0])
-
-    def _stored_params(self, tenant_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT strategy_params FROM tenants WHERE tenant_id = ?", (tenant_id,)
-        ).fetchone()
-        return json.loads(row[0])
 
     def strategy_params(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         """Validated parameters of each enabled strategy of a tenant."""
@@ -948,7 +935,7 @@ class TenantManager:
             max_drawdown_end=curve[dd.trough_index][0] if dd.trough_index is not None else None,
             api_calls=usage[0]["api_calls"] if usage else 0,
             compute_time_seconds=round(usage[0]["compute_seconds"], 3) if usage else 0.0,
-            storage_bytes=tenant_storage_bytes(self).get(tid, 0),
+            storage_bytes=tenant_storage_bytes(self, tid).get(tid, 0),
             period=period,
         )
 
