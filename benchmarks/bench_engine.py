@@ -16,6 +16,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from results import record
+
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.cache import SharedMarketData
@@ -74,6 +76,12 @@ def main() -> int:
     flat = rows[-1][3] <= rows[0][3] * 1.05
     print(f"upstream requests independent of tenants: {'PASS' if flat else 'FAIL'} "
           f"({rows[0][3]:.1f} with 1 tenant, {rows[-1][3]:.1f} with 100)")
+    record("engine", "upstream requests per round, 100 tenants", project=f"{rows[-1][3]:.1f}",
+           baseline=f"{rows[0][3]:.1f} (1 tenant)",
+           ratio=f"{rows[-1][3] / max(rows[0][3], 1e-9):.2f}x", goal="<= 1.05x baseline",
+           passed=flat)
+    record("engine", "paper run_cycle median, 1 tenant", project=f"{rows[0][1]:.2f} ms",
+           goal="reported (no goal)", passed=None)
     return 0
 
 

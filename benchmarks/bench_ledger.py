@@ -32,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from results import record
+
 from botpoly_admin.ledger import Trade
 from botpoly_admin.tenants import TenantManager
 
@@ -199,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(target >= {TARGET_RATIO}) {verdict}")
         print(f"ratio engine-form record_trade/raw (more work, for information): "
               f"{ledger_ops / raw_ops:.2f}")
+        record("ledger", "record_trade, guide's dict (trades/s)", project=f"{guide_ops:,.0f}/s",
+               baseline=f"{raw_ops:,.0f}/s (raw sqlite3)", ratio=f"{ratio:.2f}x",
+               goal=f">= {TARGET_RATIO}x baseline", passed=ratio >= TARGET_RATIO)
         if args.profile or verdict == "FAIL":
             profile = cProfile.Profile()
             bench_ledger(Path(tmp) / "profiled.db", args.n, profile)

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import record
+
 CYCLES_TARGET = 900.0
 LAG_P99_TARGET_MS = 1000.0
 UPSTREAM_RATIO_LIMIT = 1.5
@@ -166,6 +168,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.tenants} vs {SMALL_TENANTS} tenants: ratio {ratio:.2f} "
           f"(target <= {UPSTREAM_RATIO_LIMIT})")
     print(f"peak RSS {main_run['peak_rss_mb']:,.0f} MB; failures {main_run['failures']}")
+    record("orchestrator", f"tenant-cycles/s, {args.tenants} tenants every {args.interval:g}s",
+           project=f"{main_run['cycles_per_s']:,.0f}/s",
+           baseline=f"{expected:,.0f}/s (the schedule)",
+           ratio=f"{main_run['cycles_per_s'] / expected:.2f}x", goal=f">= {target:,.0f}/s",
+           passed=main_run["cycles_per_s"] >= target)
+    record("orchestrator", f"p99 lag behind schedule, {args.tenants} tenants",
+           project=f"{main_run['lag_p99_ms'] or 0:,.0f} ms",
+           baseline=f"{small_run['lag_p99_ms'] or 0:,.0f} ms ({SMALL_TENANTS} tenants)",
+           goal=f"< {LAG_P99_TARGET_MS:,.0f} ms",
+           passed=(main_run["lag_p99_ms"] or 0) < LAG_P99_TARGET_MS)
+    record("orchestrator", f"upstream requests/s, {args.tenants} tenants",
+           project=f"{main_run['upstream_per_s']:.1f}/s",
+           baseline=f"{small_run['upstream_per_s']:.1f}/s ({SMALL_TENANTS} tenants)",
+           ratio=f"{ratio:.2f}x", goal=f"<= {UPSTREAM_RATIO_LIMIT}x baseline",
+           passed=ratio <= UPSTREAM_RATIO_LIMIT)
+    record("orchestrator", f"peak RSS, {args.tenants} tenants",
+           project=f"{main_run['peak_rss_mb']:,.0f} MB",
+           baseline=f"{small_run['peak_rss_mb']:,.0f} MB ({SMALL_TENANTS} tenants)",
+           ratio=f"{main_run['peak_rss_mb'] / max(small_run['peak_rss_mb'], 1e-9):.2f}x",
+           goal="reported (no goal)", passed=None)
     cycle_ms = main_run["cycle_ms_mean"] or 0.0
     print(f"where the time goes ({args.tenants} tenants): a bot's cycle takes {cycle_ms:.2f} ms "
           f"on average, so {args.workers} worker(s) cannot exceed "
