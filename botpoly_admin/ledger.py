@@ -11,7 +11,7 @@ Which trades count against the quota: those whose status is pending (a resting o
 in-flight order), partial or filled. Failed and cancelled orders and settlements
 do not. ``usage.trades_used`` always equals the counted trades of that period plus
 ``usage.trades_adjustment`` (moved only by ``reset_tenant_period`` and
-``increment_usage``), which ``check_invariants`` verifies.
+``increment_usage``), which ``integrity.check_invariants`` verifies.
 """
 
 from __future__ import annotations
@@ -1015,53 +1015,3 @@ def trades_today(manager: TenantManager, tenant_id: str) -> int:
                                          {"day": clock.day_of(clock.now())})
     return int(rows[0]["trades_used"]) if rows else 0
 
-
-# --- invariants ---------------------------------------------------------------------------
-
-
-def check_invariants(manager: TenantManager) -> list[str]:
-    """Verify DESIGN invariants 1, 3 and 5 on the whole database; return the problems.
-
-    Invariant 2 (never over quota) is enforced by the conditional UPDATE when a trade
-    is recorded; it is not re-checked here because an operator may lower a quota
-    below what was already used legitimately.
-    """
-    db = manager.db
-    problems: list[str] = []
-    for r in db.query(
-        "SELECT u.tenant_id, u.period, u.trades_used, u.trades_adjustment, "
-        "(SELECT count(*) FROM trades t WHERE t.tenant_id = u.tenant_id "
-        " AND t.period = u.period AND t.counted = 1) AS counted FROM usage u"
-    ):
-        if r["trades_used"] != r["counted"] + r["trades_adjustment"]:
-            problems.append(
-                f"usage of {r['tenant_id']} in {r['period']}: trades_used {r['trades_used']} "
-                f"!= counted trades {r['counted']} + adjustment {r['trades_adjustment']}"
-            )
-    tenants = {r["tenant_id"]: r for r in db.query("SELECT * FROM tenants")}
-    for r in db.query(
-        "SELECT p.tenant_id, p.token_id, p.shares_micros, "
-        "COALESCE((SELECT sum(CASE side WHEN 'BUY' THEN shares_micros "
-        " WHEN 'SELL' THEN -shares_micros ELSE -shares_micros END) FROM trades t "
-        " WHERE t.tenant_id = p.tenant_id AND t.token_id = p.token_id "
-        " AND t.status IN ('filled', 'partial', 'settled')), 0) AS fills FROM positions p"
-    ):
-        if r["shares_micros"] != r["fills"]:
-            problems.append(f"position {r['token_id']} of {r['tenant_id']}: "
-                            f"{r['shares_micros']} shares != sum of fills {r['fills']}")
-    for tenant_id, t in tenants.items():
-        if cash_micros(db.conn, tenant_id, t["capital_micros"]) < 0:
-            problems.append(f"cash of {tenant_id} is below zero")
-    from botpoly_admin.bots import wall_now
-
-    now = clock.iso(clock.now())
-    for r in db.query(
-        "SELECT b.tenant_id, b.state, b.lease_expires_at, t.status, t.trial_ends_at "
-        "FROM bots b JOIN tenants t USING (tenant_id) WHERE b.owner IS NOT NULL "
-        "AND b.lease_expires_at >= ? AND b.state != 'stopped'", (clock.iso(wall_now()),)
-    ):
-        allowed = r["status"] == "active" or (
-            r["status"] == "trial" and (r["trial_ends_at"] is None or r["trial_ends_at"] > now))
-        if not allowed:
-            problems.append(f"bot of {r['tenant_id']} runs while the tenant is {r['status']}")
-    return problems

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from botpoly_admin import ledger
+from botpoly_admin import integrity, ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
@@ -24,4 +24,4 @@ def test_a_bot_settles_a_market_that_resolved_while_it_was_stopped(tmp_path) -> 
     TenantBot(manager, tenant.tenant_id, feed).run_cycle()
     rows = ledger.positions(manager, tenant.tenant_id)
     assert [(r["token_id"], r["state"]) for r in rows] == [(token, "settled")]
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []

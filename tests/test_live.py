@@ -30,7 +30,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import is_checksum_address, keccak
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
 
-from botpoly_admin import ledger
+from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import (
     Conflict,
     CredentialsError,
@@ -553,7 +553,7 @@ def test_gtc_crossing_the_book_fills_part_and_rests_the_rest(broker, manager, te
     # counted twice.
     assert (settled["status"], settled["shares"]) == ("partial", Decimal("5"))
     assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("13.37")
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
 
 
 def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, tenant,
@@ -697,7 +697,7 @@ def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "cancelled"]
     assert stranger["id"] in caplog.text
     assert quota(manager, tenant) == (1, 0)
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
 
 
 # --- refusals: nothing is sent --------------------------------------------------------

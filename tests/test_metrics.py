@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from botpoly_admin import ledger
+from botpoly_admin import integrity, ledger
 from botpoly_admin.ledger import Trade
 from botpoly_admin.metrics import (
     daily_returns,
@@ -150,7 +150,7 @@ def test_tenant_metrics_on_a_seeded_ledger(manager, monkeypatch) -> None:
     assert (m.max_drawdown_start, m.max_drawdown_end) == ("2026-11-03", "2026-11-04")
     assert m.period == "2026-11"
     assert m.storage_bytes > 0
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
 
 
 def test_metrics_of_a_tenant_without_trades(manager) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from botpoly_admin import bots, ledger
+from botpoly_admin import bots, integrity, ledger
 from botpoly_admin.errors import Conflict, InvalidInput, NotFound
 from botpoly_admin.orchestrator import MultiTenantOrchestrator, Orchestrator
 from botpoly_admin.tenants import TenantManager
@@ -126,7 +126,7 @@ def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_p
     assert traded > 0
     # Each cycle's market look is one API call of the tenant's plan, metered once.
     assert all(manager.get_tenant_metrics(tid).api_calls >= 25 for tid in [*ids, trial])
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
     # Upstream requests depend on the ticks, not on the number of bots.
     assert summary.upstream_requests <= orchestrator.stats()["ticks"] * 40
 
@@ -482,7 +482,7 @@ def test_two_run_processes_split_the_bots_and_take_over(manager, db_path, tmp_pa
         assert stop(second) == 0
     assert {r["owner"] for r in rows(db_path).values()} == {None}
     assert all(r["cycles"] > 0 for r in rows(db_path).values())
-    assert ledger.check_invariants(TenantManager(db_path)) == []
+    assert integrity.check_invariants(TenantManager(db_path)) == []
     assert set(rows(db_path)) == set(ids)
 
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from botpoly_admin.ledger import check_invariants
+from botpoly_admin.integrity import check_invariants
 from botpoly_admin.tenants import TenantManager
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from botpoly_admin import ledger
+from botpoly_admin import integrity, ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.brokers import PaperBroker, record_execution
 from botpoly_admin.trading.market import Level, OrderBook
@@ -61,7 +61,7 @@ def test_a_partly_filled_gtc_order_with_the_last_quota_unit_keeps_its_resting_re
     if result.resting:
         assert rows[intent.client_order_id + "-rest"] == ("pending", result.resting)
     assert ledger.equity(manager, tid)["cash"] == D(1000) - D(20) - result.resting * D("0.5")
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
 
 
 def test_a_live_reservation_covers_the_whole_partly_filled_gtc_order(tmp_path) -> None:
@@ -76,4 +76,4 @@ def test_a_live_reservation_covers_the_whole_partly_filled_gtc_order(tmp_path) -
     assert rows[result.intent.client_order_id] == ("partial", D(40))
     # The order resting on the exchange must be in the ledger, or nothing reconciles it.
     assert rows[result.intent.client_order_id + "-rest"] == ("pending", D(60))
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from botpoly_admin import ledger
+from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import NotFound
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
@@ -125,7 +125,7 @@ def test_a_resting_sell_whose_shares_were_sold_meanwhile_does_not_break_every_cy
     bot.run_cycle()
     held = sum((p["shares"] for p in ledger.positions(manager, tid)), D(0))
     assert held == 0
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []
 
 
 def test_a_resting_sell_that_fills_at_a_loss_counts_toward_the_daily_loss_limit(
@@ -171,4 +171,4 @@ def test_a_resting_order_in_a_market_that_resolved_and_left_the_listing_is_cance
     statuses = [t["status"] for t in ledger.list_trades(manager, tid)]
     assert statuses == ["cancelled"]  # today: pending forever
     assert ledger.equity(manager, tid)["cash"] == D(1000)  # today: 40 stuck
-    assert ledger.check_invariants(manager) == []
+    assert integrity.check_invariants(manager) == []

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
-from botpoly_admin.cli.app import App, output_options, pass_app
+from botpoly_admin.cli.app import App, notice, output_options, pass_app
 
 
 @click.group("db")
 def db_group() -> None:
-    """Inspect and migrate the database.
+    """Inspect, check, migrate, back up and restore the database.
 
     \b
     Example:
         botpoly-admin db path
+        botpoly-admin db check
+        botpoly-admin db backup backups/tenants-$(date +%F).db
     """
 
 
@@ -56,26 +61,121 @@ def path(app: App, fmt: str) -> None:
 @output_options()
 @pass_app
 def check(app: App, fmt: str) -> None:
-    """Verify the ledger invariants (usage = counted trades, positions = fills, cash >= 0,
-    bots only for tenants allowed to trade). Exits 1 if any is broken.
+    """Verify every invariant of the database; exit 1 if any is broken.
+
+    SQLite's integrity and foreign-key checks; usage = counted trades; no period
+    over quota (unless the quota or tier was changed in or after it); positions =
+    fills; cash >= 0; unique client order ids; no rows of unknown tenants; whole
+    bot leases, held only for tenants allowed to trade; every credential decrypts
+    with the current keys; no credential's plaintext in the file or its WAL.
+    Offending rows are shown (the first 20 of each check); never a secret.
 
     \b
     Example:
         botpoly-admin db check
+        botpoly-admin db check --json | jq '.checks[] | select(.ok | not)'
     """
     from botpoly_admin.cli.app import CommandError
-    from botpoly_admin.ledger import check_invariants
+    from botpoly_admin.integrity import run_checks
 
-    problems = check_invariants(app.manager())
+    checks = run_checks(app.manager())
+    failed = [c.name for c in checks if not c.ok]
     if fmt == "json":
-        app.render({"ok": not problems, "problems": problems}, fmt)
+        app.render({"ok": not failed, "checks": [c.as_dict() for c in checks]}, fmt)
     else:
-        for problem in problems:
-            click.echo(f"PROBLEM: {problem}")
-        if not problems:
-            click.echo("OK: all invariants hold")
-    if problems:
-        raise CommandError(f"{len(problems)} invariant(s) broken")
+        for c in checks:
+            click.echo(f"{'ok' if c.ok else 'FAILED':<7}{c.name}: {c.description}")
+            if c.note:
+                click.echo(f"{'':<7}note: {c.note}")
+            if c.rows:
+                app.render(c.rows, fmt)
+                if c.total > len(c.rows):
+                    click.echo(f"{'':<7}... and {c.total - len(c.rows)} more "
+                               f"({c.total} in all)")
+        if not failed:
+            click.echo(f"OK: all {len(checks)} checks pass")
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}")
+
+
+@db_group.command("backup")
+@click.argument("path", type=click.Path(path_type=Path), metavar="PATH")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@output_options()
+@pass_app
+def backup(app: App, path: Path, force: bool, fmt: str) -> None:
+    """Copy the database to PATH (mode 0600), consistently, even while `run` trades.
+
+    The copy is verified (SQLite integrity check) before it takes its name. The
+    secret key file is NOT in the backup: back it up separately, and never beside
+    the backup (the backup holds the ciphertexts, the key decrypts them).
+
+    \b
+    Example:
+        botpoly-admin db backup backups/tenants-$(date +%F).db
+        botpoly-admin db backup /mnt/backup/tenants.db --force --json
+    """
+    from botpoly_admin import integrity
+
+    result = integrity.backup(app.manager(), path, force=force)
+    key = result["key_not_included"]
+    notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
+           "is NOT in the backup: back it up separately, or the backup's credentials "
+           "cannot be decrypted")
+    if fmt == "json":
+        app.render(result, fmt)
+    else:
+        click.echo(f"Backed up {result['source']} to {result['path']}: {result['bytes']:,} "
+                   f"bytes, {result['tenants']} tenant(s), schema version "
+                   f"{result['schema_version']}, integrity ok")
+
+
+@db_group.command("restore")
+@click.argument("path", type=click.Path(path_type=Path), metavar="PATH")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@output_options()
+@pass_app
+def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
+    """Replace the database with the backup at PATH.
+
+    PATH must be a botpoly-admin database that passes SQLite's integrity check.
+    Refused while a `run` (or `start-bot --foreground`) holds leases on the
+    database. The restore is written to the audit log; a warning says if the
+    restored credentials do not decrypt with the current keys.
+
+    \b
+    Example:
+        botpoly-admin db restore backups/tenants-2026-11-01.db
+        botpoly-admin --db data/tenants.db db restore /mnt/backup/tenants.db --yes
+    """
+    from botpoly_admin import integrity
+    from botpoly_admin.cli.app import CommandError
+
+    def confirm(plan: dict[str, Any]) -> bool:
+        if yes:
+            return True
+        # On stderr: stdout stays clean for --json.
+        return click.confirm(f"Replace {plan['target']} ({plan['target_tenants']} tenant(s)) "
+                             f"with the backup {plan['source']} ({plan['tenants']} "
+                             "tenant(s))?", err=True)
+
+    # create=True: restoring onto a new machine, where there is no database yet. The
+    # file is created only once the backup has been verified.
+    result = integrity.restore(app.manager(create=True), path, confirm)
+    if not result["restored"]:
+        raise CommandError("aborted: nothing was restored")
+    creds = result["credentials"]
+    if creds["undecryptable"]:
+        click.echo(f"Warning: {creds['undecryptable']} of {creds['total']} restored "
+                   f"credential(s) do not decrypt with the current keys ({creds['problem']}); "
+                   "restore the key file that was in use when the backup was taken",
+                   err=True)
+    if fmt == "json":
+        app.render(result, fmt)
+    else:
+        click.echo(f"Restored {result['target']} from {result['source']}: "
+                   f"{result['tenants']} tenant(s), schema version {result['schema_version']} "
+                   "(recorded in the audit log)")
 
 
 def register(cli: click.Group) -> None:
