@@ -24,10 +24,26 @@ Clocks
     trial end) is business time, ``clock.now()``, like every other rule about tenants.
     Times are stored as ``clock.iso`` text (UTC, whole seconds), so a lease is taken
     over strictly after its expiry second has passed, never early.
+
+Refusals (live trading it cannot do)
+    A tenant in live mode must be on a paid tier and have all five Polymarket
+    credentials, decrypting with the current keys and well formed
+    (``trading.live.live_credentials``, which sends no request). ``start_bot`` checks
+    that up front and refuses with the reason, changing nothing. A bot that meets the
+    problem later (credentials cleared, a key file swapped, the exchange refusing its
+    API key) is put in state ``refused`` by its runner, with the reason in
+    ``last_error``, and is *not* retried with backoff: retrying cannot help until the
+    operator changes something, and a refused API key should not be sent again and
+    again. Its runner keeps the lease (so ``bots status`` and the dashboard show
+    ``refused`` and the reason) and tries again only once ``settings_mark`` changes:
+    the tenant updated, its credentials set or cleared, or the keys rotated or the
+    key file replaced. ``bots start --all`` does not check credentials (one broken
+    tenant must not block the others); such a bot shows ``refused`` once it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
@@ -40,8 +56,9 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from botpoly_admin import clock
-from botpoly_admin.errors import Conflict, InvalidInput
-from botpoly_admin.models import TenantConfig, TenantStatus
+from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
+from botpoly_admin.models import TenantConfig, TenantStatus, TradingMode
+from botpoly_admin.secrets import key_source_stamp
 from botpoly_admin.store import select, transaction
 
 if TYPE_CHECKING:
@@ -64,6 +81,9 @@ class BotState(StrEnum):
     PAUSED_RISK = "paused_risk"  # daily loss limit hit: resumes the next UTC day
     THROTTLED = "throttled"  # the plan's API calls per minute are spent for now
     ERROR = "error"  # the last attempt failed: restarting with backoff
+    # It cannot trade as configured (live without usable credentials, say): waits,
+    # without retrying, until the tenant's settings, credentials or keys change.
+    REFUSED = "refused"
     STOPPED = "stopped"  # nobody runs it
 
 
@@ -144,15 +164,54 @@ def start_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
 
 
 def start_bots(manager: TenantManager, tenants: Sequence[str]) -> list[dict[str, Any]]:
-    """``start_bot`` for several tenants, all or none: every one is checked first."""
+    """``start_bot`` for several tenants, all or none: every one is checked first.
+
+    A tenant in live mode that cannot trade live (free tier, credentials missing,
+    undecryptable or malformed) is refused too: CredentialsError or Conflict with the
+    reason, checked without any request to the exchange.
+    """
     configs = [manager.resolve(t) for t in tenants]
     for config in configs:
         reason = refusal(config)
         if reason:
             raise Conflict(reason)
+        if config.trading_mode is TradingMode.LIVE:
+            _check_live(manager, config)
     ids = list(dict.fromkeys(c.tenant_id for c in configs))
     _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
     return [bot_status(manager, tid) for tid in ids]
+
+
+def _check_live(manager: TenantManager, config: TenantConfig) -> None:
+    """Refuse a live tenant's bot that could not trade live, before anything changes."""
+    from botpoly_admin.trading.live import live_credentials
+
+    hint = (f"; its bot cannot start (fix that, or trade paper: botpoly-admin tenants "
+            f"update {config.email} --trading-mode paper)")
+    try:
+        live_credentials(manager, config.tenant_id)
+    except CredentialsError as exc:
+        raise CredentialsError(f"{exc}{hint}") from None
+    except Conflict as exc:
+        raise Conflict(f"{exc}{hint}") from None
+
+
+def settings_mark(manager: TenantManager, tenant_id: str) -> str:
+    """A digest of what decides whether a tenant can trade as configured.
+
+    Its tier, mode and last update, its credentials (names, keys, ciphertexts), the
+    database's key check and the key source (environment, or the key file's identity).
+    A refused bot is tried again only when this changes. No secret is decrypted.
+    """
+    parts: list[object] = [
+        manager.db.execute("SELECT tier, trading_mode, status, updated_at FROM tenants "
+                           "WHERE tenant_id = ?", (tenant_id,)).fetchone(),
+        manager.db.execute("SELECT name, key_id, ciphertext FROM credentials "
+                           "WHERE tenant_id = ? ORDER BY name", (tenant_id,)).fetchall(),
+        manager.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone(),
+        key_source_stamp(manager.db_path),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def stop_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
@@ -166,6 +225,8 @@ def start_all(manager: TenantManager) -> list[str]:
     """Ask for every tenant allowed to trade (active, or trial in its trial) to run.
 
     Returns the tenant ids set running; suspended, expired and ended trials are skipped.
+    Live credentials are not checked here (one broken tenant must not block the others):
+    such a bot shows ``refused``, with the reason, once an orchestrator runs it.
     """
     now = clock.iso(clock.now())
     rows = select(manager.db, f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
@@ -224,7 +285,7 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
     """One row per bot (every tenant that was ever started), or one tenant's.
 
     ``state`` is what the bot is doing now: a held state (running, paused_quota,
-    paused_risk, throttled, error) only while a runner holds a live lease on it,
+    paused_risk, throttled, error, refused) only while a runner holds a live lease on it,
     ``stopped`` otherwise.
     """
     sql, params = STATUS_SELECT, {}

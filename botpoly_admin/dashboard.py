@@ -51,13 +51,17 @@ STATE_STYLES = {
     BotState.PAUSED_RISK.value: "yellow",
     BotState.THROTTLED.value: "cyan",
     BotState.ERROR.value: "bold red",
+    BotState.REFUSED.value: "bold magenta",
     BotState.STOPPED.value: "dim",
 }
 # Tables fit 100 columns: two spaces between columns, none at the edges.
 COMPACT: dict[str, Any] = {"padding": (0, 1), "collapse_padding": True, "pad_edge": False,
                            "show_edge": False}
 # Rows of the live table, most urgent first.
-STATE_ORDER = {"error": 0, "paused_risk": 1, "paused_quota": 2, "throttled": 3, "running": 4}
+STATE_ORDER = {"error": 0, "refused": 1, "paused_risk": 2, "paused_quota": 3, "throttled": 4,
+               "running": 5}
+# Bot states whose reason (the bot's last error) the dashboard shows.
+NEEDS_ATTENTION = frozenset({BotState.ERROR.value, BotState.REFUSED.value})
 
 
 def sparkline(values: Sequence[Decimal | float | int], width: int = 16) -> str:
@@ -96,6 +100,7 @@ class TenantLine:
     pnl: Decimal
     equity: Decimal
     equity_curve: tuple[Decimal, ...]
+    bot_error: str | None = None  # why the bot is in error or refused (None otherwise)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(b.desired_state, 'stopped') AS desired_state,
        CASE WHEN b.owner IS NOT NULL AND b.lease_expires_at >= :wall THEN b.state
             ELSE 'stopped' END AS bot_state,
+       b.last_error,
        COALESCE(tr.trades, 0) AS trades,
        COALESCE(tr.round_trips, 0) AS round_trips,
        COALESCE(tr.wins, 0) AS wins,
@@ -200,6 +206,7 @@ def tenant_lines(
             tenant_id=r["tenant_id"], name=r["name"], email=r["email"], tier=r["tier"],
             status=r["status"], trading_mode=r["trading_mode"],
             desired_state=r["desired_state"], bot_state=r["bot_state"],
+            bot_error=r["last_error"] if r["bot_state"] in NEEDS_ATTENTION else None,
             quota_used=r["quota_used"], quota_limit=effective_quota(r),
             trades=r["trades"], trades_today=r["trades_today"], round_trips=r["round_trips"],
             win_rate=100.0 * r["wins"] / r["round_trips"] if r["round_trips"] else None,
@@ -263,7 +270,8 @@ def _counts(title: str, counts: Mapping[str, int]) -> Table:
 
 def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     """The dashboard as a rich renderable: overview, tiers, statuses, then one row per
-    active tenant. Pure: same snapshot, same output."""
+    active tenant, then the bots in error or refused with the reason. Pure: same
+    snapshot, same output."""
     overview = {
         "Total tenants": snapshot.total_tenants,
         "Bots running": snapshot.bots_running,
@@ -300,8 +308,21 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         )
     if not snapshot.tenants:
         tenants.add_row("(no active tenants)", *[""] * 8)
-    return Group(Text(f"botpoly-admin dashboard · {snapshot.generated_at}", style="bold"),
-                 "", top, "", tenants)
+    parts: list[Any] = [Text(f"botpoly-admin dashboard · {snapshot.generated_at}",
+                             style="bold"), "", top, "", tenants]
+    troubled = [line for line in snapshot.tenants if line.bot_state in NEEDS_ATTENTION]
+    if troubled:
+        attention = Table(title=f"Bots needing attention ({len(troubled)})",
+                          title_justify="left", title_style="bold red", header_style="bold",
+                          box=box.SIMPLE_HEAD, **COMPACT)
+        attention.add_column("Tenant", no_wrap=True)
+        attention.add_column("Bot", no_wrap=True)
+        attention.add_column("Reason")  # wraps: the whole reason is the point
+        for line in troubled:
+            attention.add_row(Text(line.name), _state(line.bot_state),
+                              Text(line.bot_error or "(no reason recorded)"))
+        parts += ["", attention]
+    return Group(*parts)
 
 
 # --- the orchestrator's live screen -------------------------------------------------------

@@ -49,6 +49,14 @@ Failures
     bots never wait for it beyond sharing the worker pool, and it never holds a
     worker while it waits.
 
+Refusals
+    A ``CredentialsError`` (a live tenant without usable credentials, a key that no
+    longer decrypts them, the exchange refusing its API key) is not a crash: retrying
+    cannot fix it. The bot's state becomes ``refused`` with the reason in
+    ``last_error``, logged once as a warning without a traceback, and it is not
+    rebuilt until ``bots.settings_mark`` changes (checked each interval, no request
+    sent). A foreground run stops instead.
+
 Hung cycles
     A cycle still running after ``stuck_after_s`` (10 s, or 5 intervals if longer)
     gets a spare worker started in its place (at most 8 spares, or ``max_workers`` if
@@ -94,7 +102,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botpoly_admin import bots, clock
 from botpoly_admin.bots import BotState
-from botpoly_admin.errors import BotpolyError, Conflict, InvalidInput, StoreError
+from botpoly_admin.errors import (
+    BotpolyError,
+    Conflict,
+    CredentialsError,
+    InvalidInput,
+    StoreError,
+)
 from botpoly_admin.trading.cache import RateLimiter, SharedMarketData, TenantRateLimiter
 from botpoly_admin.trading.market import MarketData
 
@@ -148,7 +162,7 @@ class BotEvent:
     at: str  # wall-clock ISO time
     tenant_id: str
     name: str
-    kind: str  # started | stopping | stopped | error | state | lease_lost
+    kind: str  # started | stopping | stopped | error | refused | state | stuck | lease_lost
     message: str
 
 
@@ -188,6 +202,8 @@ class _Runner:
         self.failures = 0  # consecutive
         self.last_cycle_ms: float | None = None
         self.last_error: str | None = None
+        self.built_mark = ""  # bots.settings_mark when its bot was last built
+        self.refused_mark: str | None = None  # the mark it was refused under
         self.heartbeat_at: str | None = clock.iso(bots.wall_now())
         self.lease_until = 0.0  # monotonic: start no cycle after this
         self.lease_lost = False
@@ -717,8 +733,10 @@ class Orchestrator:
             with self._lock:
                 self._lags.append(start - due)
             next_due = max(due + self.interval_s, start)
-            if runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner):
-                # Still no quota: skip the cycle (it would only be refused), stay alive.
+            if (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) or \
+                    (runner.state == BotState.REFUSED and not self._refusal_lifted(runner)):
+                # Still no quota, or still refused: skip the cycle (it would only be
+                # refused again), stay alive.
                 runner.heartbeat_at = clock.iso(bots.wall_now())
                 runner.version += 1
             else:
@@ -748,12 +766,22 @@ class Orchestrator:
         except (sqlite3.Error, BotpolyError):
             return False
 
+    def _refusal_lifted(self, runner: _Runner) -> bool:
+        """True once what the bot was refused under has changed (no request sent)."""
+        try:
+            return bots.settings_mark(self.manager, runner.tenant_id) != runner.refused_mark
+        except (sqlite3.Error, BotpolyError):
+            return False
+
     def _cycle(self, runner: _Runner, start: float, next_due: float) -> float:
         """Run one cycle (building the bot first if needed); return the next due time."""
         try:
             if runner.bot is None:
+                runner.built_mark = bots.settings_mark(self.manager, runner.tenant_id)
                 runner.bot = self._factory(self.manager, runner.tenant_id, self.market)
             report = runner.bot.run_cycle()
+        except CredentialsError as exc:
+            return self._refused(runner, exc)
         except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded, not fatal
             return self._failed(runner, exc)
         elapsed_ms = (time.monotonic() - start) * 1000
@@ -783,12 +811,36 @@ class Orchestrator:
         with self._lock:
             self._failures += 1
         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (runner.failures - 1))
+        # An error of ours (exchange unreachable, ...) says all in one line; anything
+        # else is a bug, and its traceback is what a developer needs.
         log.error("bot of %s (%s) failed: %s; restart #%d in %.1fs", runner.name,
-                  runner.tenant_id, runner.last_error, runner.restarts, delay, exc_info=exc)
+                  runner.tenant_id, runner.last_error, runner.restarts, delay,
+                  exc_info=None if isinstance(exc, BotpolyError) else exc)
         self._event(runner, "error", f"{runner.last_error}; restart #{runner.restarts} in "
                                      f"{delay:g}s")
         self._stop_bot(runner)
         return time.monotonic() + delay
+
+    def _refused(self, runner: _Runner, exc: CredentialsError) -> float:
+        """The bot cannot trade as configured: state refused, no retry until its
+        settings change (see Refusals in the module docstring)."""
+        reason = bots.short_error(exc)
+        again = runner.state == BotState.REFUSED and runner.last_error == reason
+        runner.state = BotState.REFUSED.value
+        runner.last_error = reason
+        runner.refused_mark = runner.built_mark
+        runner.heartbeat_at = clock.iso(bots.wall_now())
+        runner.version += 1
+        with self._lock:
+            self._failures += 1
+        self._stop_bot(runner)
+        if not again:  # the same refusal after an unrelated change is not news
+            log.warning("bot of %s (%s) refused: %s; not retried until its tenant, "
+                        "credentials or keys change", runner.name, runner.tenant_id, reason)
+            self._event(runner, "refused", reason)
+        if self.foreground:
+            self.request_stop(f"refused: {reason}")
+        return time.monotonic() + self.interval_s
 
     def _stop_bot(self, runner: _Runner) -> None:
         bot, runner.bot = runner.bot, None
@@ -811,7 +863,8 @@ class Orchestrator:
     def _event(self, runner: _Runner, kind: str, message: str) -> None:
         self._events.append(BotEvent(clock.iso(bots.wall_now()), runner.tenant_id,
                                      runner.name, kind, message))
-        if kind != "error":  # errors are logged with their traceback where they happen
+        # Errors (with their traceback) and refusals are logged where they happen.
+        if kind not in ("error", "refused"):
             log.info("bot of %s (%s): %s %s", runner.name, runner.tenant_id, kind, message)
 
     # --- what the screen and the benchmark read -------------------------------------
@@ -875,7 +928,8 @@ class Orchestrator:
         from botpoly_admin.dashboard import STATE_ORDER, LiveBot, LiveSnapshot, tenant_lines
 
         runners = sorted([*self._runners.values(), *self._stopped.values()],
-                         key=lambda r: (STATE_ORDER.get(r.state, 5), r.name.lower()))
+                         key=lambda r: (STATE_ORDER.get(r.state, len(STATE_ORDER)),
+                                        r.name.lower()))
         by_state: dict[str, int] = {}
         for runner in runners:
             by_state[runner.state] = by_state.get(runner.state, 0) + 1
@@ -968,8 +1022,9 @@ class MultiTenantOrchestrator:
     def start_tenant_bot(self, tenant_id: str) -> bool:
         """Set the bot to run and run it here; True once it runs in this process.
 
-        Raises NotFound for an unknown tenant and Conflict for a suspended or expired
-        tenant or an ended trial. False means it did not start here within
+        Raises NotFound for an unknown tenant, Conflict for a suspended or expired
+        tenant or an ended trial, and CredentialsError for a tenant in live mode that
+        cannot trade live (see ``bots.start_bots``). False means it did not start here within
         ``start_timeout_s`` (e.g. another process holds its lease).
         """
         row = bots.start_bot(self.tenant_manager, tenant_id)

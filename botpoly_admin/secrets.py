@@ -7,13 +7,22 @@ primary, which is what makes rotation possible.
 
 A verification token in the ``meta`` table, encrypted under the keys in use, lets a
 wrong key fail with a clear message before any credential is touched.
+
+Second line of defence (DESIGN invariant 6): every plaintext that passes through
+``KeyRing.encrypt`` or ``KeyRing.decrypt`` is remembered in a bounded, process-wide
+set, and ``SecretRedactor``, a ``logging.Filter`` installed on every handler the CLI
+creates, replaces any of them in a log record (message, arguments, traceback) with
+its mask. The first line is that no code logs or prints a secret at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,12 @@ if TYPE_CHECKING:
 ENV_KEYS = "BOTPOLY_SECRET_KEYS"
 ENV_KEY_FILE = "BOTPOLY_KEY_FILE"
 CHECK_PLAINTEXT = b"botpoly-admin key check v1"
+# Secrets remembered for redaction: enough for every credential of thousands of
+# tenants; the oldest are forgotten beyond it (memory stays bounded).
+MAX_REMEMBERED = 20_000
+# Shorter values are not redacted: replacing a few common characters everywhere
+# would mangle every log line, and a secret that short protects nothing anyway.
+MIN_REDACTED_LEN = 8
 
 
 def key_file_for(db_path: Path) -> Path:
@@ -46,6 +61,24 @@ def mask(value: str | None) -> str | None:
         return None
     # A short secret's last four characters would be most of it.
     return "****" + value[-4:] if len(value) >= 12 else "****"
+
+
+def key_source_stamp(db_path: Path) -> tuple[object, ...]:
+    """What identifies the keys in use for *db_path* without reading them: the
+    environment's value (hashed) or the key file's identity (inode, size, mtime).
+
+    A cached KeyRing is stale once this changes (a key file swapped or rotated by
+    another process).
+    """
+    env = os.environ.get(ENV_KEYS, "").strip()
+    if env:
+        return ("env", hashlib.sha256(env.encode()).hexdigest())
+    path = key_file_for(db_path)
+    try:
+        info = path.stat()
+    except OSError:
+        return ("file", str(path))
+    return ("file", str(path), info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def generate_key() -> bytes:
@@ -87,6 +120,7 @@ class KeyRing:
 
     def encrypt(self, plaintext: str) -> str:
         """Encrypt under the primary key; returns a token as text."""
+        remember(plaintext)
         return self.fernet().encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
@@ -94,11 +128,13 @@ class KeyRing:
         from cryptography.fernet import InvalidToken
 
         try:
-            return self.fernet().decrypt(token.encode()).decode()
+            plaintext = self.fernet().decrypt(token.encode()).decode()
         except InvalidToken:
             raise CredentialsError(
                 "cannot decrypt a stored secret with the configured keys"
             ) from None
+        remember(plaintext)
+        return plaintext
 
     def token_key_id(self, token: str) -> str | None:
         """Fingerprint of the key that decrypts *token* (None if none does)."""
@@ -177,3 +213,121 @@ def load_keyring(
     if notify:
         notify(f"created a new secret key file {path} (mode 0600): back it up with the database")
     return KeyRing(read_key_file(path), "file", path)
+
+
+# --- redaction: the second line of defence ------------------------------------------------
+
+
+class _Remembered:
+    """The plaintexts to redact, bounded (least recently seen forgotten first) and
+    thread-safe.
+
+    Indexed by their first ``MIN_REDACTED_LEN`` characters, so scanning a text costs
+    one dictionary lookup per position however many secrets there are (a log line
+    with no secret, the usual case, is one pass over it).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._index: dict[str, set[str]] = {}  # first characters → values
+
+    def add(self, value: str) -> None:
+        if len(value) < MIN_REDACTED_LEN or value == CHECK_PLAINTEXT.decode():
+            return
+        with self._lock:
+            if value in self._values:
+                self._values.move_to_end(value)
+                return
+            self._values[value] = None
+            self._index.setdefault(value[:MIN_REDACTED_LEN], set()).add(value)
+            while len(self._values) > self._limit:
+                old, _ = self._values.popitem(last=False)
+                bucket = self._index[old[:MIN_REDACTED_LEN]]
+                bucket.discard(old)
+                if not bucket:
+                    del self._index[old[:MIN_REDACTED_LEN]]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._index.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _longest_at(self, bucket: set[str], text: str, i: int) -> str | None:
+        with self._lock:  # the bucket may change under a concurrent add
+            return max((v for v in bucket if text.startswith(v, i)), key=len, default=None)
+
+    def redact(self, text: str) -> str:
+        index = self._index
+        if not index or len(text) < MIN_REDACTED_LEN:
+            return text
+        pieces: list[str] = []
+        start = i = 0
+        last = len(text) - MIN_REDACTED_LEN
+        while i <= last:
+            # A lone dict lookup needs no lock; a hit (rare) checks under it.
+            bucket = index.get(text[i:i + MIN_REDACTED_LEN])
+            found = self._longest_at(bucket, text, i) if bucket else None
+            if found is None:
+                i += 1
+                continue
+            pieces.append(text[start:i])
+            pieces.append(mask(found) or "****")
+            i = start = i + len(found)
+        if not pieces:
+            return text
+        pieces.append(text[start:])
+        return "".join(pieces)
+
+
+_REMEMBERED = _Remembered(MAX_REMEMBERED)
+
+
+def remember(plaintext: str) -> None:
+    """Add a secret to the values ``redact`` masks (done by KeyRing.encrypt/decrypt).
+
+    A hex key is remembered with and without its ``0x`` prefix, since either form
+    could be printed.
+    """
+    _REMEMBERED.add(plaintext)
+    if plaintext[:2] in ("0x", "0X"):
+        _REMEMBERED.add(plaintext[2:])
+
+
+def forget_all() -> None:
+    """Forget every remembered secret (for tests, and a process done with secrets)."""
+    _REMEMBERED.clear()
+
+
+def redact(text: str) -> str:
+    """*text* with every remembered secret replaced by its mask."""
+    return _REMEMBERED.redact(text)
+
+
+class SecretRedactor(logging.Filter):
+    """A handler filter masking remembered secrets in every record it lets through.
+
+    The record is formatted here (``msg % args``, the traceback, the stack) and the
+    redacted text replaces it, so every formatter after this one sees only masks. It
+    never drops a record.
+    """
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact *record* in place; always True."""
+        if not len(_REMEMBERED):
+            return True
+        message = record.getMessage()
+        record.msg, record.args = redact(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True

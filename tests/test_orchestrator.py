@@ -7,6 +7,7 @@ cycles, one that raises every cycle, one that probes for overlapping cycles.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -23,7 +24,7 @@ import pytest
 from rich.console import Console
 
 from botpoly_admin import bots, integrity, ledger
-from botpoly_admin.errors import Conflict, InvalidInput, NotFound
+from botpoly_admin.errors import Conflict, ExchangeError, InvalidInput, NotFound
 from botpoly_admin.orchestrator import MultiTenantOrchestrator, Orchestrator
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import CycleReport
@@ -103,6 +104,32 @@ class FailingBot:
 
     def stop(self) -> None:
         pass
+
+
+class UnreachableBot:
+    def run_cycle(self) -> CycleReport:
+        raise ExchangeError("cannot reach clob.polymarket.com")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
+        manager, caplog) -> None:
+    bug = make(manager, "Bug")
+    make(manager, "Far")
+
+    def factory(m: TenantManager, tenant_id: str, feed) -> object:
+        return FailingBot() if tenant_id == bug else UnreachableBot()
+
+    orchestrator = Orchestrator(manager, interval_s=0.05, bot_factory=factory,
+                                backoff_base_s=0.05, backoff_max_s=0.1)
+    with caplog.at_level(logging.ERROR, logger="botpoly_admin.orchestrator"):
+        orchestrator.run(duration_s=0.5)
+    failed = {r.getMessage().split(" (")[0]: r for r in caplog.records if "failed" in r.message}
+    assert failed["bot of Bug"].exc_info is not None  # a bug: the traceback helps
+    assert failed["bot of Far"].exc_info is None  # ours, and says all in one line
+    assert "cannot reach clob.polymarket.com" in failed["bot of Far"].getMessage()
 
 
 # --- one process ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ One ``LiveBroker`` per tenant, built by ``LiveBroker.for_tenant`` from the tenan
 stored wallet and L2 API credentials. This is the only code that decrypts them
 (``TenantManager.get_credentials``); they live in the SDK client's memory and never
 reach a log line or an exception message. It refuses free tenants, tenants whose
-trading_mode is paper and tenants with missing or undecryptable credentials, all
-before any request is sent.
+trading_mode is paper and tenants with missing, undecryptable or malformed
+credentials, all before any request is sent: ``live_credentials`` makes those
+checks, and ``bots.start_bots`` runs it too, so ``start-bot`` refuses such a tenant
+up front with the same reason.
 
 Orders (``execute``):
 
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from polymarket.models.clob import OpenOrder
     from polymarket.models.clob.orders import SignedOrder
 
+    from botpoly_admin.models import TenantConfig
     from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
@@ -140,18 +143,9 @@ class LiveBroker:
         """
         from polymarket._internal.environment import get_environment_config
 
-        # credentials=False: resolve() would decrypt the masked credentials, and a
-        # wrong key must fail below, in one message that names the tenant.
-        tenant = manager.get_tenant(tenant_id, credentials=False) or manager.resolve(tenant_id)
-        who = tenant.email
-        if tenant.tier is TenantTier.FREE:
-            raise Conflict(f"tenant {who} is on the free tier: free tenants trade paper only")
-        if tenant.trading_mode is not TradingMode.LIVE:
-            raise Conflict(f"tenant {who} trades {tenant.trading_mode.value}: "
-                           "set its trading_mode to live to trade on Polymarket")
+        tenant, creds = live_credentials(manager, tenant_id)
         environment = environment or polymarket_environment()
-        client = _secure_client(_credentials(manager, tenant.tenant_id, who), environment,
-                                timeout_s, who)
+        client = _secure_client(creds, environment, timeout_s, tenant.email)
         broker = cls(manager, tenant.tenant_id, client, tries=tries,
                      host=get_environment_config(environment).clob_url)
         try:
@@ -602,38 +596,40 @@ def _order_hash(client: SecureClient, signed: SignedOrder) -> str:
 # --- credentials and the client -------------------------------------------------------
 
 
-def _credentials(manager: TenantManager, tenant_id: str, who: str) -> dict[str, str]:
-    """The tenant's decrypted Polymarket credentials, all five, or CredentialsError."""
+def live_credentials(manager: TenantManager, tenant_id: str
+                     ) -> tuple[TenantConfig, dict[str, str]]:
+    """The tenant and its five Polymarket credentials, checked without any request.
+
+    Raises NotFound, Conflict for a free tenant or one in paper mode, and
+    CredentialsError (naming the tenant and what to fix) for missing, undecryptable
+    or malformed credentials, or a secret key that does not match the database.
+    """
+    # credentials=False: resolve() would decrypt the masked credentials, and a
+    # wrong key must fail below, in one message that names the tenant.
+    tenant = manager.get_tenant(tenant_id, credentials=False) or manager.resolve(tenant_id)
+    who = tenant.email
+    if tenant.tier is TenantTier.FREE:
+        raise Conflict(f"tenant {who} is on the free tier: free tenants trade paper only")
+    if tenant.trading_mode is not TradingMode.LIVE:
+        raise Conflict(f"tenant {who} trades {tenant.trading_mode.value}: "
+                       "set its trading_mode to live to trade on Polymarket")
     try:
-        stored = manager.get_credentials(tenant_id)
+        stored = manager.get_credentials(tenant.tenant_id)
     except CredentialsError as exc:
         raise CredentialsError(
             f"cannot decrypt the credentials of tenant {who}: {exc}") from None
     missing = [name for name in POLYMARKET_CREDENTIALS if not stored.get(name)]
     if missing:
         raise CredentialsError(f"tenant {who} cannot trade live: missing {', '.join(missing)}")
-    return {name: stored[name] for name in POLYMARKET_CREDENTIALS}
+    creds = {name: stored[name] for name in POLYMARKET_CREDENTIALS}
+    _check_formats(creds, who)
+    return tenant, creds
 
 
-def _secure_client(creds: dict[str, str], environment: Environment, timeout_s: float,
-                   who: str) -> SecureClient:
-    """A SecureClient from stored credentials, built without a request.
-
-    ``SecureClient.create`` is ``_create(validate_credentials=True)`` followed by
-    ``_ensure_wallet_ready()`` (polymarket/clients/secure.py). The first probes the
-    given API key and, if the CLOB refuses it, creates or derives another one
-    (``_bootstrap_credentials_sync`` → ``POST /auth/api-key``, ``GET
-    /auth/derive-api-key``), changing the tenant's account behind the operator's back;
-    the second may deploy a deposit wallet on chain. Neither belongs in starting a
-    bot, so this calls ``_create(validate_credentials=False)``: stored credentials are
-    used as given and a stale key surfaces as HTTP 401 on the first request
-    (reconcile's), which the broker reports as CredentialsError.
-    """
-    import httpx
+def _check_formats(creds: dict[str, str], who: str) -> None:
+    """CredentialsError for a credential the SDK could not use; never echoes a value."""
     from eth_account import Account
     from eth_utils import is_address
-    from polymarket import ApiKeyCreds, SecureClient
-    from polymarket.errors import PolymarketError
 
     try:
         Account.from_key(creds["polymarket_private_key"])
@@ -650,12 +646,33 @@ def _secure_client(creds: dict[str, str], environment: Environment, timeout_s: f
     except (binascii.Error, ValueError):
         raise CredentialsError(
             f"polymarket_api_secret of tenant {who} is not base64") from None
+
+
+def _secure_client(creds: dict[str, str], environment: Environment, timeout_s: float,
+                   who: str) -> SecureClient:
+    """A SecureClient from credentials ``live_credentials`` checked, built without a request.
+
+    ``SecureClient.create`` is ``_create(validate_credentials=True)`` followed by
+    ``_ensure_wallet_ready()`` (polymarket/clients/secure.py). The first probes the
+    given API key and, if the CLOB refuses it, creates or derives another one
+    (``_bootstrap_credentials_sync`` → ``POST /auth/api-key``, ``GET
+    /auth/derive-api-key``), changing the tenant's account behind the operator's back;
+    the second may deploy a deposit wallet on chain. Neither belongs in starting a
+    bot, so this calls ``_create(validate_credentials=False)``: stored credentials are
+    used as given and a stale key surfaces as HTTP 401 on the first request
+    (reconcile's), which the broker reports as CredentialsError.
+    """
+    import httpx
+    from polymarket import ApiKeyCreds, SecureClient
+    from polymarket.errors import PolymarketError
+
     try:
         client = SecureClient._create(
             private_key=creds["polymarket_private_key"],
             wallet=creds["polymarket_wallet"],
             environment=environment,
-            credentials=ApiKeyCreds(key=creds["polymarket_api_key"], secret=secret,
+            credentials=ApiKeyCreds(key=creds["polymarket_api_key"],
+                                    secret=creds["polymarket_api_secret"],
                                     passphrase=creds["polymarket_api_passphrase"]),
             validate_credentials=False,
         )
