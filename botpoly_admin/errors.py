@@ -23,6 +23,10 @@ class Conflict(BotpolyError):
     """The request contradicts the current state (duplicate email, lease held, ...)."""
 
 
+class TradingNotAllowed(Conflict):
+    """The tenant may not trade now (suspended, expired, trial over): a bot stops."""
+
+
 class InvalidInput(BotpolyError):
     """A value that fails validation."""
 

@@ -17,6 +17,7 @@ do not. ``usage.trades_used`` always equals the counted trades of that period pl
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,7 +26,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock
-from botpoly_admin.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from botpoly_admin.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    TradingNotAllowed,
+)
 from botpoly_admin.models import (
     MAX_COUNT,
     MICROS_PER_UNIT,
@@ -45,6 +52,8 @@ TRADE_STATUSES = ("pending", "filled", "partial", "failed", "cancelled", "settle
 STATUS_ALIASES = {"completed": "filled", "success": "filled", "canceled": "cancelled"}
 SIDES = ("BUY", "SELL")
 PERIOD_FORMAT = "%Y-%m"
+
+log = logging.getLogger(__name__)
 
 
 # --- values -------------------------------------------------------------------------------
@@ -178,10 +187,10 @@ def _tenant_row(conn: Any, tenant_id: str) -> dict[str, Any]:
 def _require_trading(row: Mapping[str, Any], now: datetime) -> None:
     status = row["status"]
     if status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
-        raise Conflict(f"tenant {row['email']} is {status}: trades cannot be recorded")
+        raise TradingNotAllowed(f"tenant {row['email']} is {status}: trades cannot be recorded")
     if status == TenantStatus.TRIAL and row["trial_ends_at"] and \
             clock.parse_utc(row["trial_ends_at"]) <= now:
-        raise Conflict(f"tenant {row['email']}'s trial ended at {row['trial_ends_at']}")
+        raise TradingNotAllowed(f"tenant {row['email']}'s trial ended at {row['trial_ends_at']}")
 
 
 def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
@@ -364,7 +373,11 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
         values["period"], values["day"] = reservation.period, reservation.day
     with transaction(manager.db) as conn:
         row = _tenant_row(conn, tenant_id)
-        _require_trading(row, now)
+        if reservation is None:
+            _require_trading(row, now)
+        # With a reservation the check was made when the quota was reserved, before
+        # the order left for the exchange: an order sent is recorded even if the
+        # tenant was suspended meanwhile, or the ledger would lose a real trade.
         if reservation is not None and not _claim_reservation(conn, reservation):
             raise Conflict(f"reservation {reservation.reservation_id} was already used")
         # The UNIQUE (tenant_id, client_order_id) constraint is the idempotency check.
@@ -409,6 +422,9 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
                 (tenant_id, values["day"], realized),
             )
         _touch(manager, conn, tenant_id, now)
+    # After the commit: a line in the log is a trade in the ledger (the crash tests
+    # hold every logged order id against the trades table).
+    log.info("trade recorded: tenant %s order %s %s", tenant_id, client_order_id, trade.status)
     return trade_row({**values, "id": trade_id})
 
 
@@ -781,21 +797,15 @@ def reset_tenant_period(manager: TenantManager, tenant_id: str) -> dict[str, Any
             "trades_used_before": before, "trades_used": 0}
 
 
-def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str, Any]:
-    """The monthly cron job: close every finished, unclosed period and expire old trials.
-
-    Usage is keyed by period, so the new month starts at zero by construction;
-    closing records each finished period in ``quota_periods`` (with its totals) so a
-    second run, or a run two months late, does exactly what is missing.
-    """
-    now = clock.now()
+def _close_plan(conn: Any, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished periods not yet closed (with their totals) and the trials past
+    their end, as of *now*."""
     current = clock.period_of(now)
-    db = manager.db
-    last_closed = db.execute("SELECT max(period) FROM quota_periods").fetchone()[0]
+    last_closed = conn.execute("SELECT max(period) FROM quota_periods").fetchone()[0]
     if last_closed:
         start = next_period(last_closed)
     else:
-        first = db.execute(
+        first = conn.execute(
             "SELECT min(p) FROM (SELECT min(substr(created_at, 1, 7)) AS p FROM tenants "
             "UNION ALL SELECT min(period) FROM usage)"
         ).fetchone()[0]
@@ -803,7 +813,7 @@ def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str,
     to_close = []
     period = start
     while period < current:
-        totals = db.execute(
+        totals = conn.execute(
             "SELECT count(DISTINCT tenant_id), COALESCE(sum(trades_used), 0), "
             "COALESCE(sum(api_calls), 0) FROM usage WHERE period = ?",
             (period,),
@@ -812,18 +822,39 @@ def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str,
                          "trades": totals[1], "api_calls": totals[2]})
         period = next_period(period)
     expiring = [
-        {"tenant_id": r["tenant_id"], "email": r["email"], "trial_ends_at": r["trial_ends_at"]}
-        for r in db.query(
+        {"tenant_id": tenant_id, "email": email, "trial_ends_at": trial_ends_at}
+        for tenant_id, email, trial_ends_at in conn.execute(
             "SELECT tenant_id, email, trial_ends_at FROM tenants WHERE status = 'trial' "
             "AND trial_ends_at IS NOT NULL AND trial_ends_at <= ? ORDER BY trial_ends_at",
             (clock.iso(now),),
         )
     ]
-    result = {"now": clock.iso(now), "current_period": current, "closed": to_close,
-              "expired_trials": expiring, "dry_run": dry_run}
-    if dry_run or (not to_close and not expiring):
-        return result
-    with transaction(db) as conn:
+    return to_close, expiring
+
+
+def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str, Any]:
+    """The monthly cron job: close every finished, unclosed period and expire old trials.
+
+    Usage is keyed by period, so the new month starts at zero by construction;
+    closing records each finished period in ``quota_periods`` (with its totals) so a
+    second run, or a run two months late, does exactly what is missing.
+
+    What to close is decided inside the write transaction that closes it: a second
+    run at the same moment (cron on two hosts) finds it done, and a tenant activated
+    meanwhile is not expired.
+    """
+    now = clock.now()
+
+    def report(to_close: list[dict[str, Any]], expiring: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"now": clock.iso(now), "current_period": clock.period_of(now),
+                "closed": to_close, "expired_trials": expiring, "dry_run": dry_run}
+
+    if dry_run:
+        return report(*_close_plan(manager.db.conn, now))
+    with transaction(manager.db) as conn:
+        to_close, expiring = _close_plan(conn, now)
+        if not to_close and not expiring:
+            return report(to_close, expiring)
         for item in to_close:
             conn.execute(
                 "INSERT OR IGNORE INTO quota_periods (period, closed_at, closed_by, details) "
@@ -843,7 +874,7 @@ def close_periods(manager: TenantManager, *, dry_run: bool = False) -> dict[str,
         manager.audit(conn, "quota.close_periods", None,
                       {"closed": [c["period"] for c in to_close],
                        "expired_trials": len(expiring)})
-    return result
+    return report(to_close, expiring)
 
 
 # --- reading the ledger -------------------------------------------------------------------

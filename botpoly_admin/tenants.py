@@ -27,7 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from botpoly_admin import clock
-from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound
+from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound, StoreError
 from botpoly_admin.models import (
     CREDENTIAL_NAMES,
     MAX_COUNT,
@@ -45,11 +45,19 @@ from botpoly_admin.models import (
     to_decimal,
     to_micros,
 )
-from botpoly_admin.secrets import CHECK_PLAINTEXT, KeyRing, key_file_for, load_keyring, mask
+from botpoly_admin.secrets import (
+    CHECK_PLAINTEXT,
+    KeyRing,
+    key_file_for,
+    key_source_stamp,
+    load_keyring,
+    mask,
+)
 from botpoly_admin.store import (
     DEFAULT_DB_PATH,
     check_creatable,
     connect,
+    no_database_yet,
     resolve_db_path,
     select,
     transaction,
@@ -119,6 +127,17 @@ def os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _undecryptable(row: Mapping[str, Any], ring: KeyRing) -> str:
+    """Why a stored credential does not decrypt, in words an operator can act on."""
+    name, stored_under = row["name"], row["key_id"]
+    if stored_under not in ring.key_ids:
+        return (f"{name} does not decrypt with the current keys: it was encrypted under key "
+                f"{stored_under}, which is not configured (keys: {', '.join(ring.key_ids)}); "
+                "rotated or wrong key file? Restore that key or set the credential again")
+    return (f"{name} does not decrypt with the current keys although key {stored_under} is "
+            "configured: its ciphertext is damaged; set the credential again")
 
 
 def effective_quota(row: Mapping[str, Any]) -> int | None:
@@ -193,20 +212,21 @@ class TenantManager:
         open_now: bool = True,
     ) -> None:
         self.db_path = resolve_db_path(db_path)
-        if create and self.db_path == DEFAULT_DB_PATH:
-            # The guide's default location: make data/ on first use, as it did.
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        # The guide's default location: data/ is made on first use, as it did.
+        self._make_data_dir = create and self.db_path == DEFAULT_DB_PATH
         self.create = create
         self.trial_days = trial_days
         self.notify = notify or (lambda message: log.warning("%s", message))
         self.actor = actor or os_user()
         self._local = threading.local()
-        self._keyring: KeyRing | None = None
-        if open_now or not create or self.db_path.exists():
+        # The verified keys, and the (check token, key source) they were verified for.
+        self._keyring: tuple[tuple[object, ...], KeyRing] | None = None
+        if open_now or not create or not no_database_yet(self.db_path):
             self.db  # open (and create) now, as the guide's constructor did  # noqa: B018
-        else:
+        elif not self._make_data_dir:
             # Created on first use, so a command refused for bad input leaves no
-            # empty database behind; a path that cannot work still fails now.
+            # empty database (or data/ directory) behind; a path that cannot work
+            # still fails now.
             check_creatable(self.db_path)
 
     # --- connections ------------------------------------------------------------------
@@ -216,6 +236,12 @@ class TenantManager:
         """This thread's connection (one per thread, opened on first use)."""
         db = getattr(self._local, "db", None)
         if db is None:
+            if self._make_data_dir:
+                try:
+                    self.db_path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create {self.db_path.parent}: "
+                                     f"{exc.strerror}") from None
             db = connect(self.db_path, create=self.create)
             self._local.db = db
         return db
@@ -369,9 +395,12 @@ class TenantManager:
 
     @staticmethod
     def _position(value: Any) -> int:
-        if to_decimal(value, "max_position_size") <= 0:
-            raise InvalidInput(f"max_position_size must be > 0, got {value!r}")
-        return to_micros(value, "max_position_size")
+        # Compared in micro-units: 1e-400 is > 0 but rounds to nothing.
+        micros = to_micros(value, "max_position_size")
+        if micros <= 0:
+            raise InvalidInput(f"max_position_size must be > 0 (at least 0.000001), "
+                               f"got {value!r}")
+        return micros
 
     @staticmethod
     def _string_list(value: Any, what: str) -> list[str]:
@@ -580,12 +609,26 @@ class TenantManager:
         if tier is TenantTier.FREE and mode is TradingMode.LIVE:
             raise InvalidInput("free tenants always trade paper; live mode needs a paid tier")
         changed = sorted(set(updates) | set(secrets))
+        if any(value is not None for value in secrets.values()):
+            # Set up and verify the key first: creating it opens a transaction of its own.
+            self.keyring(create=True)
         with transaction(self.db) as conn:
             if "email" in columns and conn.execute(
                 "SELECT 1 FROM tenants WHERE email_key = ? AND tenant_id != ?",
                 (columns["email_key"], tenant.tenant_id),
             ).fetchone():
                 raise Conflict(f"a tenant with email {columns['email']} already exists")
+            if "capital_micros" in columns:
+                from botpoly_admin.ledger import cash_micros
+
+                # DESIGN invariant 3: cash never goes below zero, not even by an update.
+                in_use = -cash_micros(conn, tenant.tenant_id, 0)
+                if columns["capital_micros"] < in_use:
+                    raise Conflict(
+                        f"capital {from_micros(columns['capital_micros'])} would leave negative "
+                        f"cash: open positions, resting orders and realized losses take "
+                        f"{from_micros(in_use)} USD"
+                    )
             if columns:
                 columns["updated_at"] = clock.iso(clock.now())
                 assignments = ", ".join(f"{c} = :{c}" for c in columns)
@@ -630,10 +673,16 @@ class TenantManager:
     # --- credentials ------------------------------------------------------------------
 
     def keyring(self, *, create: bool = False) -> KeyRing:
-        """The keys for this database, verified against the database's check token."""
-        if self._keyring is not None:
-            return self._keyring
+        """The keys for this database, verified against the database's check token.
+
+        Cached while the check token and the key source stay the same, so a long-running
+        process (``run``) picks up a ``keys rotate`` or a restored key file done by
+        another one instead of failing to decrypt with the keys it loaded first.
+        """
         check = self.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        cached = self._keyring
+        if cached is not None and cached[0] == (check, key_source_stamp(self.db_path)):
+            return cached[1]
         ring = load_keyring(self.db_path, create=create and check is None, notify=self.notify)
         if ring is None:
             raise CredentialsError(
@@ -656,7 +705,7 @@ class TenantManager:
             raise CredentialsError(
                 f"the secret key in {where} does not match this database (wrong key?)"
             )
-        self._keyring = ring
+        self._keyring = ((check, key_source_stamp(self.db_path)), ring)
         return ring
 
     def _store_secret(self, conn: Any, tenant_id: str, name: str, value: Any) -> None:
@@ -713,13 +762,23 @@ class TenantManager:
         return cursor.rowcount
 
     def get_credentials(self, tenant_id: str) -> dict[str, str]:
-        """Decrypted credentials of a tenant. Only the live broker should call this."""
-        tenant = self.resolve(tenant_id)
-        rows = self.scope(tenant.tenant_id).rows("credentials")
+        """Decrypted credentials of a tenant. Only the live broker should call this.
+
+        Raises CredentialsError naming the credential that does not decrypt and why:
+        encrypted under a key that is no longer configured, or damaged.
+        """
+        tenant = self.get_tenant(tenant_id, credentials=False) or self.resolve(tenant_id)
+        rows = self.scope(tenant.tenant_id).rows("credentials", order_by="name")
         if not rows:
             return {}
         ring = self.keyring()
-        return {r["name"]: ring.decrypt(r["ciphertext"]) for r in rows}
+        plain = {}
+        for row in rows:
+            try:
+                plain[row["name"]] = ring.decrypt(row["ciphertext"])
+            except CredentialsError:
+                raise CredentialsError(_undecryptable(row, ring)) from None
+        return plain
 
     def _masked_credentials(self, tenant_ids: list[str]) -> dict[str, dict[str, str | None]]:
         if not tenant_ids:
@@ -783,10 +842,32 @@ class TenantManager:
         ones, so a crash at any point leaves every secret readable), then the old
         keys are dropped. With ``BOTPOLY_SECRET_KEYS``, secrets are re-encrypted under
         its first key: put the new key first, rotate, then remove the old ones.
+
+        Refused, before anything changes, while a credential does not decrypt with the
+        current keys (dropping the old keys could only make it worse to recover).
         """
+        from cryptography.fernet import InvalidToken
+
         from botpoly_admin.secrets import generate_key, write_key_file
 
         ring = self.keyring()
+        current = ring.fernet()
+        broken = []
+        for row in self.db.query("SELECT c.tenant_id, c.name, c.ciphertext, c.key_id, t.email "
+                                 "FROM credentials c JOIN tenants t USING (tenant_id) "
+                                 "ORDER BY t.email, c.name"):
+            try:
+                current.decrypt(row["ciphertext"].encode())
+            except InvalidToken:
+                broken.append(row)
+        if broken:
+            shown = ", ".join(f"{r['name']} of {r['email']}" for r in broken[:5])
+            more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+            raise CredentialsError(
+                f"cannot rotate the keys: {len(broken)} credential(s) do not decrypt with the "
+                f"current keys ({shown}{more}); restore the key they were encrypted with, or "
+                "set or clear them (botpoly-admin tenants credentials set|clear), then rotate "
+                "(nothing was changed)")
         if ring.source == "file":
             assert ring.path is not None
             new_ring = KeyRing([generate_key(), *ring.keys], "file", ring.path)
@@ -813,7 +894,7 @@ class TenantManager:
             assert new_ring.path is not None
             write_key_file(new_ring.path, new_ring.keys[:1], replace=True)
             new_ring = KeyRing(new_ring.keys[:1], "file", new_ring.path)
-        self._keyring = new_ring
+        self._keyring = None  # reloaded and verified against the new check token
         return {"secrets": len(rows), "primary_key_id": new_ring.primary_id,
                 "source": new_ring.source,
                 "key_file": str(new_ring.path) if new_ring.path else None}

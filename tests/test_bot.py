@@ -5,6 +5,7 @@ from __future__ import annotations
 from botpoly_admin import integrity, ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
+from botpoly_admin.trading.brokers import PaperBroker
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
 
 
@@ -24,4 +25,41 @@ def test_a_bot_settles_a_market_that_resolved_while_it_was_stopped(tmp_path) -> 
     TenantBot(manager, tenant.tenant_id, feed).run_cycle()
     rows = ledger.positions(manager, tenant.tenant_id)
     assert [(r["token_id"], r["state"]) for r in rows] == [(token, "settled")]
+    assert integrity.check_invariants(manager) == []
+
+
+class SuspendingBroker(PaperBroker):
+    """The paper broker, with the operator suspending the tenant from another
+    connection between the bot's check and the ledger's record (the race a real
+    `tenants suspend` can hit mid-cycle)."""
+
+    def __init__(self, manager: TenantManager, tenant_id: str, db_path) -> None:
+        super().__init__(manager, tenant_id)
+        self.operator = TenantManager(db_path)
+        self.sent = 0
+
+    def execute(self, intent, book):
+        self.sent += 1
+        self.operator.update_tenant(self.tenant_id, status="suspended")
+        return super().execute(intent, book)
+
+
+def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) -> None:
+    db_path = tmp_path / "t.db"
+    manager = TenantManager(db_path)
+    tenant = manager.create_tenant("S", "s@example.com", "pro", status="active",
+                                   capital=10_000, max_daily_trades=1000,
+                                   enabled_strategies=["complement_arb", "momentum"])
+    broker = SuspendingBroker(manager, tenant.tenant_id, db_path)
+    feed = SimulatedFeed(seed=3)
+    bot = TenantBot(manager, tenant.tenant_id, feed, broker=broker)
+    for _ in range(200):
+        report = bot.run_cycle()  # must not raise: a suspension is not a bot failure
+        if broker.sent:
+            break
+        feed.tick()
+    assert broker.sent == 1, "no order reached the broker in 200 cycles"
+    assert report.state == "stopped"
+    assert any("suspended" in reason for reason in report.refused)
+    assert ledger.list_trades(manager, tenant.tenant_id) == []
     assert integrity.check_invariants(manager) == []

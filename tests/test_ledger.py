@@ -11,7 +11,13 @@ from decimal import Decimal
 import pytest
 
 from botpoly_admin import integrity, ledger
-from botpoly_admin.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from botpoly_admin.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    TradingNotAllowed,
+)
 from botpoly_admin.ledger import Trade
 
 D = Decimal
@@ -242,6 +248,23 @@ def test_reserve_then_commit(manager, two_trades) -> None:
     assert row["mode"] == "live"
     assert usage(manager, two_trades) == (1, 0)
     assert ledger.trades_today(manager, two_trades) == 1  # taken once, at reservation
+    assert integrity.check_invariants(manager) == []
+
+
+def test_an_order_sent_before_a_suspension_is_still_recorded(manager, two_trades) -> None:
+    # The live broker reserves (tenant allowed), sends, then records. A suspension in
+    # between must not drop the trade the exchange already has from the ledger.
+    reservation = manager.reserve_trade(two_trades)
+    manager.update_tenant(two_trades, status="suspended")
+    row = manager.record_trade(two_trades, buy("A", "1", "0.5", client_order_id="live-9",
+                                               mode="live"),
+                               reservation=reservation)
+    assert row["status"] == "filled"
+    assert usage(manager, two_trades) == (1, 0)
+    with pytest.raises(TradingNotAllowed, match="suspended"):  # a new order is refused
+        manager.record_trade(two_trades, buy("A", "1", "0.5"))
+    with pytest.raises(TradingNotAllowed, match="suspended"):
+        manager.reserve_trade(two_trades)
     assert integrity.check_invariants(manager) == []
 
 

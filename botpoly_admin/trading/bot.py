@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
-from botpoly_admin.errors import CredentialsError, NotFound, QuotaExceeded
+from botpoly_admin.errors import (
+    CredentialsError,
+    NotFound,
+    QuotaExceeded,
+    TradingNotAllowed,
+)
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
@@ -307,6 +312,12 @@ class TenantBot:
             except QuotaExceeded as exc:
                 report.refused.append(str(exc))
                 report.state = "paused_quota"
+                break
+            except TradingNotAllowed as exc:
+                # Suspended (or out of trial) since this cycle began: as at its start,
+                # not a failure; the orchestrator stops the bot on its next tick.
+                report.refused.append(str(exc))
+                report.state = "stopped"
                 break
             if result.filled > 0:
                 report.trades += 1

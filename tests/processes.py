@@ -1,0 +1,103 @@
+"""Starting, watching and killing ``botpoly-admin`` processes in crash and contention tests.
+
+Waits poll with a generous bound instead of sleeping a fixed time, so a slow shared
+machine makes a test slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "botpoly-admin")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
+             every: float = 0.02) -> bool:
+    """Poll *predicate* until it is true or *timeout* seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())
+
+
+def query(db_path: Path, sql: str, params: Any = ()) -> list[tuple]:
+    """Rows of *sql* on a connection of its own, as another process would see them."""
+    conn = sqlite3.connect(db_path, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def bots_held_by(db_path: Path, pid: int) -> dict[str, dict[str, Any]]:
+    """The bots whose lease process *pid* holds: tenant id -> state, cycles."""
+    return {tid: {"state": state, "cycles": cycles} for tid, state, cycles in query(
+        db_path, "SELECT tenant_id, state, cycles FROM bots WHERE owner LIKE ?",
+        (f"%:{pid}:%",))}
+
+
+def last_trade_id(db_path: Path) -> int:
+    """The id of the newest ledger row (0 if none)."""
+    return query(db_path, "SELECT COALESCE(max(id), 0) FROM trades")[0][0]
+
+
+def cli(db_path: Path, *args: str, env: dict[str, str] | None = None,
+        input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``botpoly-admin --db DB ARGS`` to completion."""
+    return subprocess.run([CLI, "--db", str(db_path), *args], capture_output=True, text=True,
+                          input=input, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start(db_path: Path, *args: str, out: Path, env: dict[str, str] | None = None
+          ) -> subprocess.Popen:
+    """Start ``botpoly-admin --db DB ARGS`` in the background, output appended to *out*."""
+    with out.open("a") as sink:
+        return subprocess.Popen([CLI, "--db", str(db_path), *args], stdout=sink,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def write_locked(db_path: Path) -> bool:
+    """True while some connection holds the database's write lock (checked by trying to
+    take it without waiting, and giving it back at once)."""
+    conn = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return True
+        raise
+    else:
+        conn.execute("ROLLBACK")
+        return False
+    finally:
+        conn.close()
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """True once process *pid* has *path* open (Linux /proc; elsewhere, after a second)."""
+    fds = Path(f"/proc/{pid}/fd")
+    if not fds.parent.exists():
+        time.sleep(1.0)
+        return True
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def kill(proc: subprocess.Popen) -> int | None:
+    """SIGKILL *proc* if it still runs; its exit code (-9 if killed, else its own)."""
+    if proc.poll() is None:
+        proc.kill()
+    return proc.wait(timeout=30)
