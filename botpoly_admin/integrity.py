@@ -353,13 +353,22 @@ def _credentials(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 def _plaintexts(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     encoding = ctx.db.conn.execute("PRAGMA encoding").fetchone()[0]
     codec = _CODECS.get(encoding, "utf-8")
+    # Bytes every database of this schema holds: a secret found in them (the file
+    # header, a piece of the schema's SQL) is found everywhere and proves no leak.
+    structure = SQLITE_MAGIC + "\n".join(
+        sql for (sql,) in ctx.db.conn.execute("SELECT sql FROM sqlite_master") if sql
+    ).encode(codec)
     needles: dict[bytes, list[tuple[str, str]]] = {}
-    short = 0
+    short = structural = 0
     for plaintext, owners in ctx.plaintexts.items():
         if len(plaintext) < MIN_SEARCHED_LEN:
             short += len(owners)
             continue
-        needles.setdefault(plaintext.encode(codec), []).extend(owners)
+        needle = plaintext.encode(codec)
+        if needle in structure:
+            structural += len(owners)
+            continue
+        needles.setdefault(needle, []).extend(owners)
     files = [p for p in (ctx.db_path, Path(f"{ctx.db_path}-wal"),
                          Path(f"{ctx.db_path}-journal")) if p.is_file()]
     offending = [{"tenant_id": tenant_id, "name": name, "found_in": path.name}
@@ -372,6 +381,9 @@ def _plaintexts(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     if ctx.undecryptable:
         notes.append(f"{ctx.undecryptable} credential(s) that do not decrypt could not be "
                      "searched for")
+    if structural:
+        notes.append(f"{structural} credential(s) equal to part of the file header or schema "
+                     "not searched for (every database holds them)")
     return sorted(offending, key=itemgetter("tenant_id", "name")), "; ".join(notes) or None
 
 
@@ -466,9 +478,9 @@ def inspect_database(path: Path) -> dict[str, Any]:
     schema version we do not know, or failing SQLite's integrity check.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InvalidInput(f"{path} is a directory, not a database file")
     try:
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a directory, not a database file")
         with path.open("rb") as handle:
             magic = handle.read(len(SQLITE_MAGIC))
     except FileNotFoundError:
@@ -558,6 +570,13 @@ def backup(manager: TenantManager, target: Path, *, force: bool = False) -> dict
 
 
 def _check_target(db_path: Path, target: Path, force: bool) -> None:
+    try:
+        _check_target_path(db_path, target, force)
+    except OSError as exc:  # a name too long, a component that is a file, ...
+        raise InvalidInput(f"cannot use {target} as the backup path: {exc.strerror}") from None
+
+
+def _check_target_path(db_path: Path, target: Path, force: bool) -> None:
     if target.is_dir():
         raise InvalidInput(f"{target} is a directory: give the backup file's path")
     parent = target.parent

@@ -40,6 +40,12 @@ def check_creatable(db_path: Path) -> None:
         raise StoreError(f"database directory is not writable: {directory}")
 
 
+def no_database_yet(db_path: Path) -> bool:
+    """True for a missing path or an empty file: opening an empty file would write the
+    schema into it, so it is treated as no database at all."""
+    return not db_path.exists() or (db_path.is_file() and db_path.stat().st_size == 0)
+
+
 def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
     """Open (and, when *create*, create and migrate) the database at *path*.
 
@@ -47,7 +53,7 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
     a missing database when ``create=False``, or a file that is not SQLite.
     """
     db_path = Path(path)
-    if not create and not db_path.exists():
+    if not create and no_database_yet(db_path):
         raise StoreError(
             f"no database at {db_path} (create a tenant first, or pass --db / BOTPOLY_DB)"
         )

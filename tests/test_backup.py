@@ -265,13 +265,36 @@ def test_a_fresh_orchestrator_heartbeat_refuses_the_restore(tenants, manager, tm
 # --- bad input: one line, non-zero, nothing written -----------------------------------------
 
 
+def test_a_declined_restore_answers_in_json(tenants, tmp_path, run_cli, db_snapshot) -> None:
+    copy = tmp_path / "copy.db"
+    assert run_cli("db", "backup", str(copy)).exit_code == 0
+    before = db_snapshot()
+    for answer in ("n\n", b"\xff\n"):  # a no, and bytes that are not UTF-8
+        result = run_cli("db", "restore", str(copy), "--json", input=answer)
+        assert result.exit_code in (1, 2), result.output
+        assert "error" in json.loads(result.stdout)
+        assert "Traceback" not in result.output
+    assert db_snapshot() == before
+
+
+def test_a_restore_from_a_name_too_long_is_refused(tenants, tmp_path, run_cli,
+                                                   db_snapshot) -> None:
+    before = db_snapshot()
+    result = run_cli("db", "restore", str(tmp_path / ("x" * 300)), "--yes")
+    assert_clean_error(result, 2)
+    assert db_snapshot() == before
+
+
 @pytest.mark.parametrize(("make_target", "code", "message"), [
     (lambda d: d / "taken.db", 1, "already exists (use --force to overwrite it)"),
     (lambda d: d / "adir", 2, "is a directory: give the backup file's path"),
     (lambda d: d / "missing" / "b.db", 2, "directory does not exist"),
     (lambda d: d / "tenants.db", 2, "is the database itself"),
     (lambda d: d / "tenants.key", 2, "is the secret key file"),
-], ids=["exists", "directory", "missing-parent", "the-database", "the-key-file"])
+    (lambda d: d / ("x" * 300), 2, "File name too long"),
+    (lambda d: d / "taken.db" / "b.db", 2, "directory does not exist"),
+], ids=["exists", "directory", "missing-parent", "the-database", "the-key-file",
+        "name-too-long", "through-a-file"])
 def test_a_bad_backup_target_is_refused(tenants, tmp_path, run_cli, make_target, code,
                                         message, monkeypatch) -> None:
     monkeypatch.delenv("BOTPOLY_SECRET_KEYS")  # the key file beside the database

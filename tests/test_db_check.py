@@ -369,6 +369,16 @@ def test_a_plaintext_found_after_a_checkpoint_is_in_the_main_file(ids, manager, 
         {"tenant_id": ids["ann"], "name": "polymarket_api_secret", "found_in": db_path.name}]
 
 
+def test_a_secret_that_every_database_holds_is_no_leak(ids, manager, run_cli) -> None:
+    # A (silly but valid) secret equal to the file header or to schema text is found
+    # in any database file; it must not fail the check of a sound database.
+    manager.set_credential(ids["bob"], "binance_secret", "SQLite format 3\x00")
+    manager.set_credential(ids["bob"], "binance_api_key", "CREATE TABLE tenants")
+    checks = check(run_cli)
+    assert "2 credential(s) equal to part of the file header or schema" in \
+        checks["no_plaintext_secrets"]["note"]
+
+
 def test_the_search_finds_needles_across_chunks(tmp_path, monkeypatch) -> None:
     """Every needle length from 8 bytes up, at every alignment, across a chunk border."""
     monkeypatch.setattr(integrity, "_READ_BYTES", 64)

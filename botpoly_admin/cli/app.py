@@ -20,6 +20,8 @@ import click
 from botpoly_admin.errors import BotpolyError, InvalidInput
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from botpoly_admin.tenants import TenantManager
 
 
@@ -102,10 +104,13 @@ class BotpolyGroup(click.Group):
             raise  # already reported by _fail
         except click.ClickException as exc:
             if ctx.meta.get("botpoly.json"):
-                from botpoly_admin.cli.render import to_json
-
-                click.echo(to_json({"error": " ".join(exc.format_message().split()),
-                                    "exit_code": exc.exit_code}))
+                _echo_json_error(exc.format_message(), exc.exit_code)
+            raise
+        except click.Abort:
+            # A confirmation that got no answer (end of input): Click prints "Aborted!"
+            # and exits 1; a script under --json still gets its JSON.
+            if ctx.meta.get("botpoly.json"):
+                _echo_json_error("aborted", 1)
             raise
         except BotpolyError as exc:
             _fail(ctx, str(exc), 2 if isinstance(exc, InvalidInput) else exc.exit_code)
@@ -125,28 +130,47 @@ class CommandError(click.ClickException):
 
 
 def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
-    app = ctx.find_object(App)
-    message = " ".join(message.split())  # always one line
-    if app is not None and app.fmt == "json":
-        from botpoly_admin.cli.render import to_json
+    from botpoly_admin.secrets import redact  # an error may quote a value that came from one
 
-        click.echo(to_json({"error": message, "exit_code": exit_code}))
+    app = ctx.find_object(App)
+    message = redact(" ".join(message.split()))  # always one line
+    if app is not None and app.fmt == "json":
+        _echo_json_error(message, exit_code)
     raise CommandError(message, exit_code)
 
 
+def _echo_json_error(message: str, exit_code: int) -> None:
+    """The --json error envelope, on stdout (the `Error:` line goes to stderr)."""
+    from botpoly_admin.cli.render import to_json
+
+    click.echo(to_json({"error": " ".join(message.split()), "exit_code": exit_code}))
+
+
 def configure_logging(verbose: int) -> None:
-    """Library logs go to stderr with ``-v`` (INFO) or ``-vv`` (DEBUG); warnings always."""
+    """Library logs go to stderr with ``-v`` (INFO) or ``-vv`` (DEBUG); warnings always.
+
+    Every handler the CLI creates masks known secrets (``secrets.SecretRedactor``).
+    """
+    from botpoly_admin.secrets import SecretRedactor
+
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger("botpoly_admin")
     root.setLevel(level)
     if not any(getattr(h, "_botpoly_stderr", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(SecretRedactor())
         handler._botpoly_stderr = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     for h in root.handlers:
         if getattr(h, "_botpoly_stderr", False):
             h.setLevel(level)
+
+
+# The longest interval a command accepts, in seconds (a day): intervals and the leases
+# derived from them are added to the wall clock, which overflows (past the year 9999)
+# long before a float does.
+MAX_INTERVAL_S = 86_400.0
 
 
 class FiniteFloat(click.FloatRange):
@@ -166,3 +190,30 @@ class FiniteFloat(click.FloatRange):
 def tenant_argument(func: Callable[..., Any]) -> Callable[..., Any]:
     """The TENANT argument: a tenant id, a unique id prefix, or an email."""
     return click.argument("tenant", metavar="TENANT")(func)
+
+
+def ask(prompt: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``click.confirm`` or ``click.prompt``, with input that is not UTF-8 a usage error.
+
+    Outside the C locale Python decodes standard input strictly, so one stray byte
+    piped into a prompt would otherwise end in a UnicodeDecodeError traceback.
+    """
+    try:
+        return prompt(*args, **kwargs)
+    except UnicodeDecodeError:
+        raise click.UsageError("standard input is not UTF-8 text") from None
+
+
+def refuse_store_file(app: App, path: Path, option: str) -> None:
+    """Refuse *path* as a file this command writes to if it is the database, one of
+    SQLite's files beside it, or the key file: lines appended to the key file make
+    every credential unreadable ("malformed secret key")."""
+    from botpoly_admin.secrets import key_file_for
+    from botpoly_admin.store import resolve_db_path
+
+    db = resolve_db_path(app.db)
+    store_files = [db, key_file_for(db),
+                   *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+    if path.resolve() in {f.resolve() for f in store_files}:
+        raise click.UsageError(f"{option} {path} is the database or its key file; "
+                               "give another file")

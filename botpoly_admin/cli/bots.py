@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from botpoly_admin.cli.app import (
+    MAX_INTERVAL_S,
     App,
     CommandError,
     FiniteFloat,
     output_options,
     pass_app,
+    refuse_store_file,
     tenant_argument,
 )
 from botpoly_admin.orchestrator import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
@@ -54,20 +56,31 @@ STATUS_COLUMNS = [
 ]
 
 POSITIVE = FiniteFloat(min=0, min_open=True)
+INTERVAL = FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S)
 
 
 RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file",
                     "fee_rate")
 
 
+def _market_feed(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Bots trade markets: the binance feed, reference prices only, would fail every cycle."""
+    name, _, arg = value.strip().partition(":")
+    if name == "binance" and not arg:
+        raise click.BadParameter("the binance feed has reference prices only, no markets to "
+                                 "trade (use simulated, polymarket or replay:PATH)")
+    return value
+
+
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``run`` and ``start-bot --foreground``."""
     options = [
         click.option("--feed", default="simulated", show_default=True, metavar="NAME",
-                     help="Market data: simulated, polymarket, binance or replay:PATH."),
+                     callback=_market_feed,
+                     help="Market data: simulated, polymarket or replay:PATH."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the simulated feed (same seed, same markets)."),
-        click.option("--interval", type=POSITIVE, default=DEFAULT_INTERVAL_S,
+        click.option("--interval", type=INTERVAL, default=DEFAULT_INTERVAL_S,
                      show_default=True, metavar="SECONDS",
                      help="Seconds between two cycles of a bot (one feed tick each)."),
         click.option("--duration", type=POSITIVE, metavar="SECONDS",
@@ -122,7 +135,9 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
               log_file: Path | None, fee_rate: float, fmt: str) -> None:
     """Start a tenant's bot: set it to run, for the orchestrator to pick up.
 
-    Refused for a suspended or expired tenant, or a trial that has ended. With
+    Refused for a suspended or expired tenant, a trial that has ended, or a tenant
+    in live mode that cannot trade live (credentials missing, undecryptable or
+    malformed; checked without contacting the exchange). With
     --foreground the bot runs in this terminal (holding its lease, so a second
     one is refused) until Ctrl-C, --cycles or --duration.
 
@@ -139,6 +154,15 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     if given and not foreground:
         raise click.UsageError(f"{', '.join(given)} only apply with --foreground")
     manager = app.manager(create=False)
+    if foreground:
+        # Whatever can refuse the run is checked before the bot is set to run, so a
+        # refused command changes nothing.
+        from botpoly_admin.orchestrator import Orchestrator
+
+        orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
+                                    max_workers=1, tenant_ids=[manager.resolve(tenant).tenant_id],
+                                    foreground=True, fee_rate=Decimal(str(fee_rate)))
+        log_path = _log_path(app, manager, log_file)
     row = bots.start_bot(manager, tenant)
     if not foreground:
         if fmt != "table":
@@ -148,13 +172,8 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
         _say_desired(app, row)
         _orchestrator_notice(app, manager, tenant)
         return
-    from botpoly_admin.orchestrator import Orchestrator
-
-    orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                max_workers=1, tenant_ids=[row["tenant_id"]], foreground=True,
-                                fee_rate=Decimal(str(fee_rate)))
     summary = _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
-                   log_file=log_file)
+                   log_path=log_path)
     if fmt != "table":
         app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
                    fmt)
@@ -254,8 +273,10 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
 def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
 
-    State is running (paused_quota, paused_risk, throttled, error) only while a
-    runner holds the bot's lease; stopped otherwise.
+    State is running (paused_quota, paused_risk, throttled, error, refused) only
+    while a runner holds the bot's lease; stopped otherwise. Last error says why a
+    bot is in error (retried with backoff) or refused (a live bot without usable
+    credentials: not retried until its tenant, credentials or keys change).
 
     \b
     Example:
@@ -280,11 +301,16 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
               help="Threads running bot cycles (a due bot waits for a free one). One is "
                    "fastest for paper bots; raise it for live trading, which waits on the "
                    "network.")
+@click.option("--lease-ttl", type=FiniteFloat(min=0, min_open=True, max=3 * MAX_INTERVAL_S),
+              metavar="SECONDS",
+              help="How long a bot's lease outlives a run that died (SIGKILL, power loss) "
+                   "before another run takes the bot over; renewed every tick. Default: "
+                   "10, or 3 intervals if longer. At least 3 and two intervals plus 1.")
 @run_options
 @pass_app
-def run(app: App, tenants: tuple[str, ...], max_workers: int, feed: str, seed: int,
-        interval: float, duration: float | None, cycles: int | None, live: bool | None,
-        log_file: Path | None, fee_rate: float) -> None:
+def run(app: App, tenants: tuple[str, ...], max_workers: int, lease_ttl: float | None,
+        feed: str, seed: int, interval: float, duration: float | None, cycles: int | None,
+        live: bool | None, log_file: Path | None, fee_rate: float) -> None:
     """Run every bot set to run, in this process, until Ctrl-C or SIGTERM.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
@@ -298,15 +324,17 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, feed: str, seed: i
         botpoly-admin run
         botpoly-admin run --no-live --tenant john@example.com --duration 60
         botpoly-admin run --feed polymarket --max-workers 8
+        botpoly-admin run --lease-ttl 30    # tolerate longer stalls, take over later
     """
     from botpoly_admin.orchestrator import Orchestrator
 
     manager = app.manager(create=False)
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                max_workers=max_workers, tenant_ids=ids,
+                                max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
                                 fee_rate=Decimal(str(fee_rate)))
-    _run(app, orchestrator, duration=duration, cycles=cycles, live=live, log_file=log_file)
+    _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
+         log_path=_log_path(app, manager, log_file))
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:
@@ -318,15 +346,23 @@ def _summary_dict(summary: RunSummary) -> dict[str, Any]:
     }
 
 
+def _log_path(app: App, manager: TenantManager, log_file: Path | None) -> Path:
+    """The run's log file: --log-file, or botpoly.log next to the database."""
+    path = log_file or manager.db_path.parent / LOG_FILE_NAME
+    if not path.parent.is_dir():
+        raise click.UsageError(f"log file directory does not exist: {path.parent}")
+    if path.is_dir():  # `--log-file ''` is the current directory
+        raise click.UsageError(f"--log-file {path} is a directory")
+    refuse_store_file(app, path, "--log-file")
+    return path
+
+
 def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
-         cycles: int | None, live: bool | None, log_file: Path | None) -> RunSummary:
+         cycles: int | None, live: bool | None, log_path: Path) -> RunSummary:
     """Run *orchestrator* in this (main) thread with the screen, the log file and signals."""
     if live is None:
         live = sys.stdout.isatty() and app.fmt == "table"
-    path = log_file or orchestrator.manager.db_path.parent / LOG_FILE_NAME
-    if not path.parent.is_dir():
-        raise click.UsageError(f"log file directory does not exist: {path.parent}")
-    with _logging_to(path, app.verbose), _signals(orchestrator):
+    with _logging_to(log_path, app.verbose), _signals(orchestrator):
         if live:
             summary = _run_live(orchestrator, duration, cycles)
         else:
@@ -335,7 +371,7 @@ def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
         rate = summary.cycles / summary.elapsed_s if summary.elapsed_s else 0.0
         app.say(f"Stopped ({summary.stop_reason}): {summary.bots_started} bot(s), "
                 f"{summary.cycles:,} cycles in {summary.elapsed_s:.1f}s ({rate:,.1f}/s), "
-                f"{summary.failures} failed; log in {path}")
+                f"{summary.failures} failed; log in {log_path}")
     if summary.bots_stuck:
         click.echo(f"Warning: {len(summary.bots_stuck)} bot(s) were still in a cycle; their "
                    "leases expire by themselves", err=True)
@@ -390,12 +426,16 @@ def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int |
 
 @contextmanager
 def _logging_to(path: Path, verbose: int) -> Iterator[None]:
-    """Send the library's logs to a rotating file (and to stderr only with -v)."""
+    """Send the library's logs to a rotating file (and to stderr only with -v), known
+    secrets masked."""
+    from botpoly_admin.secrets import SecretRedactor
+
     root = logging.getLogger("botpoly_admin")
     handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
                                   encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    handler.addFilter(SecretRedactor())
     handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     stderr_handlers = [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]
     saved = (root.level, [h.level for h in stderr_handlers])

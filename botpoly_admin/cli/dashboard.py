@@ -6,12 +6,12 @@ import time
 
 import click
 
-from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app
+from botpoly_admin.cli.app import MAX_INTERVAL_S, App, FiniteFloat, output_options, pass_app
 
 
 @click.command("dashboard")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
-@click.option("--interval", type=FiniteFloat(min=0, min_open=True), default=2.0,
+@click.option("--interval", type=FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S), default=2.0,
               show_default=True, metavar="SECONDS", help="Seconds between refreshes (--watch).")
 @output_options()
 @pass_app

@@ -149,21 +149,23 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         botpoly-admin --db data/tenants.db db restore /mnt/backup/tenants.db --yes
     """
     from botpoly_admin import integrity
-    from botpoly_admin.cli.app import CommandError
+    from botpoly_admin.cli.app import ask
+    from botpoly_admin.errors import BotpolyError
 
     def confirm(plan: dict[str, Any]) -> bool:
         if yes:
             return True
         # On stderr: stdout stays clean for --json.
-        return click.confirm(f"Replace {plan['target']} ({plan['target_tenants']} tenant(s)) "
-                             f"with the backup {plan['source']} ({plan['tenants']} "
-                             "tenant(s))?", err=True)
+        return ask(click.confirm, f"Replace {plan['target']} ({plan['target_tenants']} "
+                   f"tenant(s)) with the backup {plan['source']} ({plan['tenants']} "
+                   "tenant(s))?", err=True)
 
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
     result = integrity.restore(app.manager(create=True), path, confirm)
     if not result["restored"]:
-        raise CommandError("aborted: nothing was restored")
+        # A library error, so that --json answers with its error envelope too.
+        raise BotpolyError("aborted: nothing was restored")
     creds = result["credentials"]
     if creds["undecryptable"]:
         click.echo(f"Warning: {creds['undecryptable']} of {creds['total']} restored "

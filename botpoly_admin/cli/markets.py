@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
-from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app
+from botpoly_admin.cli.app import App, FiniteFloat, output_options, pass_app, refuse_store_file
 from botpoly_admin.trading.market import Market, MarketData, OrderBook
 
 FEED_HELP = "simulated, polymarket, binance or replay:PATH."
@@ -194,6 +195,7 @@ def record_(app: App, feed_spec: str, tokens: tuple[str, ...], auto: str | None,
 
     if tokens and auto:
         raise click.UsageError("give either --token ID (repeatable) or --markets auto")
+    refuse_store_file(app, Path(out_path), "--out")
     auto = auto or ("auto" if not tokens else None)
     with _feed(feed_spec, seed=0) as feed:
         if auto:

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from botpoly_admin.cli.app import App, CommandError, output_options, pass_app, tenant_argument
+from botpoly_admin.cli.app import (
+    App,
+    CommandError,
+    ask,
+    output_options,
+    pass_app,
+    tenant_argument,
+)
 from botpoly_admin.models import CREDENTIAL_NAMES, SETTING_KEYS, TenantStatus, TenantTier
 
 TIER_CHOICE = click.Choice([t.value for t in TenantTier], case_sensitive=False)
@@ -269,8 +276,8 @@ def delete(app: App, tenant: str, purge: bool, yes: bool) -> None:
     """
     manager = app.manager()
     target = manager.resolve(tenant)
-    if purge and not yes and not click.confirm(
-        f"Remove tenant {target.email} and all its trades, usage and credentials?"
+    if purge and not yes and not ask(
+        click.confirm, f"Remove tenant {target.email} and all its trades, usage and credentials?"
     ):
         raise CommandError("aborted: nothing was deleted")
     manager.delete_tenant(target.tenant_id, purge=purge)
@@ -327,8 +334,8 @@ def credentials_set(app: App, tenant: str, name: str, value: tuple[str, ...],
         except UnicodeDecodeError:
             raise click.UsageError("the secret on standard input is not UTF-8 text") from None
     else:
-        secret = click.prompt(f"{name}", hide_input=True, confirmation_prompt=True,
-                              default="", show_default=False)
+        secret = ask(click.prompt, f"{name}", hide_input=True, confirmation_prompt=True,
+                     default="", show_default=False)
     if not secret:
         raise click.UsageError("empty secret: nothing stored")
     manager.set_credential(tenant, name, secret)
