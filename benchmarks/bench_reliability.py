@@ -47,7 +47,7 @@ def build(path: Path, tenants: int, trades: int) -> None:
                                     status="active", capital=Decimal(1_000_000),
                                     max_daily_trades=trades + 1).tenant_id
         for name in ("polymarket_api_key", "polymarket_api_secret", "binance_secret"):
-            manager.set_credential(tid, name, f"{name}-{i:05d}-{os.urandom(12).hex()}")
+            manager.set_credential(tid, name, os.urandom(24).hex())  # random, as real keys
         for j in range(trades):
             buy = j % 2 == 0  # a BUY, then the SELL of that share: positions stay small
             manager.record_trade(tid, Trade(
