@@ -514,13 +514,20 @@ class TenantManager:
                         "status": row["status"]})
         return self.resolve(row["tenant_id"])
 
-    def update_tenant(self, tenant_id: str, **updates: Any) -> TenantConfig:
+    def update_tenant(self, tenant_id: str, *,
+                      merge_params: Mapping[str, Mapping[str, Any]] | None = None,
+                      **updates: Any) -> TenantConfig:
         """Change fields of a tenant; an unknown field is an error, not a silent no-op.
 
         Accepts the editable columns, white-label settings by name (``custom_domain``,
-        ``custom_logo``, ...) and credential names (stored encrypted).
+        ``custom_logo``, ...) and credential names (stored encrypted). *merge_params*
+        sets some strategy parameters and keeps the others (``--param``).
+
+        The tenant is read again under the write lock, so what is merged (settings,
+        strategy parameters) is the current value: two updates at once, from two
+        shells, never lose each other's keys.
         """
-        tenant = self.resolve(tenant_id)
+        self.resolve(tenant_id)  # an unknown tenant is the first thing to say
         unknown = sorted(
             set(updates) - set(EDITABLE_FIELDS) - set(SETTING_KEYS) - set(CREDENTIAL_NAMES)
         )
@@ -529,9 +536,55 @@ class TenantManager:
                 f"unknown field {unknown[0]!r} (editable: {', '.join(EDITABLE_FIELDS)}, "
                 f"settings: {', '.join(SETTING_KEYS)})"
             )
-        if not updates:
-            raise InvalidInput("nothing to update")
         secrets = {k: updates.pop(k) for k in list(updates) if k in CREDENTIAL_NAMES}
+        if not updates and not secrets and not merge_params:
+            raise InvalidInput("nothing to update")
+        if any(value is not None for value in secrets.values()):
+            # Set up and verify the key first: creating it opens a transaction of its own.
+            self.keyring(create=True)
+        with transaction(self.db) as conn:
+            tenant = self.resolve(tenant_id)
+            if merge_params:
+                merged = {k: dict(v) for k, v in tenant.strategy_params.items()}
+                for strategy, values in merge_params.items():
+                    merged.setdefault(strategy, {}).update(values)
+                updates = {**updates, "strategy_params": merged}
+            columns = self._update_columns(tenant, updates)
+            if "email" in columns and conn.execute(
+                "SELECT 1 FROM tenants WHERE email_key = ? AND tenant_id != ?",
+                (columns["email_key"], tenant.tenant_id),
+            ).fetchone():
+                raise Conflict(f"a tenant with email {columns['email']} already exists")
+            if "capital_micros" in columns:
+                from botpoly_admin.ledger import cash_micros
+
+                # DESIGN invariant 3: cash never goes below zero, not even by an update.
+                in_use = -cash_micros(conn, tenant.tenant_id, 0)
+                if columns["capital_micros"] < in_use:
+                    raise Conflict(
+                        f"capital {from_micros(columns['capital_micros'])} would leave negative "
+                        f"cash: open positions, resting orders and realized losses take "
+                        f"{from_micros(in_use)} USD"
+                    )
+            if columns:
+                columns["updated_at"] = clock.iso(clock.now())
+                assignments = ", ".join(f"{c} = :{c}" for c in columns)
+                conn.execute(
+                    f"UPDATE tenants SET {assignments} WHERE tenant_id = :tenant_id",
+                    {**columns, "tenant_id": tenant.tenant_id},
+                )
+            for name, value in secrets.items():
+                self._store_secret(conn, tenant.tenant_id, name, value)
+            changed = sorted(set(updates) | set(secrets))
+            audited = {k: v for k, v in updates.items() if k not in CREDENTIAL_NAMES}
+            self.audit(conn, "tenant.update", tenant.tenant_id,
+                       {"fields": changed, "values": audited})
+        return self.resolve(tenant.tenant_id)
+
+    def _update_columns(self, tenant: TenantConfig, updates: Mapping[str, Any]
+                        ) -> dict[str, Any]:
+        """The validated column values of *updates* applied to *tenant* (raises
+        InvalidInput on a bad value)."""
         columns: dict[str, Any] = {}
         settings = dict(tenant.settings)
         tier = parse_tier(updates["tier"]) if "tier" in updates else tenant.tier
@@ -608,40 +661,7 @@ class TenantManager:
             columns["settings"] = json.dumps(settings)
         if tier is TenantTier.FREE and mode is TradingMode.LIVE:
             raise InvalidInput("free tenants always trade paper; live mode needs a paid tier")
-        changed = sorted(set(updates) | set(secrets))
-        if any(value is not None for value in secrets.values()):
-            # Set up and verify the key first: creating it opens a transaction of its own.
-            self.keyring(create=True)
-        with transaction(self.db) as conn:
-            if "email" in columns and conn.execute(
-                "SELECT 1 FROM tenants WHERE email_key = ? AND tenant_id != ?",
-                (columns["email_key"], tenant.tenant_id),
-            ).fetchone():
-                raise Conflict(f"a tenant with email {columns['email']} already exists")
-            if "capital_micros" in columns:
-                from botpoly_admin.ledger import cash_micros
-
-                # DESIGN invariant 3: cash never goes below zero, not even by an update.
-                in_use = -cash_micros(conn, tenant.tenant_id, 0)
-                if columns["capital_micros"] < in_use:
-                    raise Conflict(
-                        f"capital {from_micros(columns['capital_micros'])} would leave negative "
-                        f"cash: open positions, resting orders and realized losses take "
-                        f"{from_micros(in_use)} USD"
-                    )
-            if columns:
-                columns["updated_at"] = clock.iso(clock.now())
-                assignments = ", ".join(f"{c} = :{c}" for c in columns)
-                conn.execute(
-                    f"UPDATE tenants SET {assignments} WHERE tenant_id = :tenant_id",
-                    {**columns, "tenant_id": tenant.tenant_id},
-                )
-            for name, value in secrets.items():
-                self._store_secret(conn, tenant.tenant_id, name, value)
-            audited = {k: v for k, v in updates.items() if k not in CREDENTIAL_NAMES}
-            self.audit(conn, "tenant.update", tenant.tenant_id,
-                       {"fields": changed, "values": audited})
-        return self.resolve(tenant.tenant_id)
+        return columns
 
     def strategy_params(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         """Validated parameters of each enabled strategy of a tenant."""

@@ -41,6 +41,38 @@ SEED = int(os.environ.get("BOTPOLY_TEST_SEED") or random.SystemRandom().randrang
 # --- two `quotas reset` at once ---------------------------------------------------------------
 
 
+def test_two_updates_at_once_keep_each_others_settings_and_parameters(
+        manager: TenantManager, db_path: Path, tmp_path: Path) -> None:
+    # Two operators edit one tenant at the same moment, each one setting and one strategy
+    # parameter. Had each merged into what it read before taking the write lock, the
+    # second write would drop the first one's keys.
+    tid = manager.create_tenant("Ann", "ann@example.com", "pro", status="active",
+                                enabled_strategies=["momentum", "complement_arb"]).tenant_id
+    manager.close()
+    edits = [("custom_domain=bot.ann.com", "momentum.lookback=7"),
+             ("primary_color=#112233", "complement_arb.min_edge=0.03")]
+    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    runs = [start(db_path, "tenants", "update", tid, "--set", setting, "--param", param,
+                  out=tmp_path / f"update{i}.out") for i, (setting, param) in enumerate(edits)]
+    try:
+        wal = Path(f"{db_path}-wal")
+        assert wait_for(lambda: all(has_open(p.pid, wal) for p in runs), timeout=30)
+        time.sleep(1.0)  # from opening the database to waiting for the lock
+        holder.execute("ROLLBACK")
+        codes = [p.wait(timeout=60) for p in runs]
+    finally:
+        holder.close()
+        for p in runs:
+            kill(p)
+    assert codes == [0, 0], [(tmp_path / f"update{i}.out").read_text() for i in range(2)]
+    tenant = TenantManager(db_path).get_tenant(tid)
+    assert tenant.settings["custom_domain"] == "bot.ann.com"
+    assert tenant.settings["primary_color"] == "#112233"
+    assert tenant.strategy_params["momentum"]["lookback"] == 7
+    assert str(tenant.strategy_params["complement_arb"]["min_edge"]) == "0.03"
+
+
 def test_two_quota_resets_at_once_close_each_period_and_trial_once(
         manager: TenantManager, db_path: Path, tmp_path: Path, monkeypatch) -> None:
     # Cron fired twice at once (two hosts, a retry). Had each run decided what to close

@@ -204,15 +204,13 @@ def update(app: App, tenant: str, name: str | None, email: str | None, tier: str
         updates["markets"] = _split(markets)
     if rate_limit is not None:
         updates["rate_limits"] = {"api_calls_per_minute": rate_limit}
-    if params:
-        current = manager.strategy_params(tenant)
-        for item in params:
-            key, sep, value = item.partition("=")
-            strategy, dot, param = key.partition(".")
-            if not sep or not dot or not strategy or not param:
-                raise click.UsageError(f"--param expects STRATEGY.NAME=VALUE, got {item!r}")
-            current.setdefault(strategy.strip(), {})[param.strip()] = value.strip()
-        updates["strategy_params"] = current
+    merge_params: dict[str, dict[str, str]] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        strategy, dot, param = key.partition(".")
+        if not sep or not dot or not strategy or not param:
+            raise click.UsageError(f"--param expects STRATEGY.NAME=VALUE, got {item!r}")
+        merge_params.setdefault(strategy.strip(), {})[param.strip()] = value.strip()
     if settings:
         values: dict[str, Any] = {}
         for item in settings:
@@ -221,13 +219,15 @@ def update(app: App, tenant: str, name: str | None, email: str | None, tier: str
                 raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
             values[key.strip()] = value if value != "" else None
         updates["settings"] = values
-    if not updates:
+    if not updates and not merge_params:
         raise click.UsageError("nothing to update: give at least one option (see --help)")
-    updated = manager.update_tenant(tenant, **updates)
+    # The library merges the parameters under its write lock (two shells at once).
+    updated = manager.update_tenant(tenant, merge_params=merge_params, **updates)
     if fmt != "table":
         app.render(updated.to_dict(), fmt)
         return
-    click.echo(f"Updated tenant {updated.tenant_id}: {', '.join(sorted(updates))}")
+    changed = sorted({*updates, *(["strategy_params"] if merge_params else [])})
+    click.echo(f"Updated tenant {updated.tenant_id}: {', '.join(changed)}")
 
 
 def _set_status(app: App, tenant: str, status: TenantStatus, verb: str) -> None:
