@@ -537,3 +537,22 @@ def test_guide_cli_lines_as_written(tmp_path: Path) -> None:
     for path in db_path.parent.iterdir():
         if path.suffix != ".key":
             assert PRIVATE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_an_empty_db_path_is_refused_not_read_as_the_default(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from botpoly_admin.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BOTPOLY_DB", raising=False)
+    for args in (["--db", "", "list-tenants"], ["--db", " ", "create-tenant", "--name", "A",
+                                                 "--email", "a@example.com"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "'--db': must not be empty" in result.stderr
+    as_json = CliRunner().invoke(cli, ["--db", "", "list-tenants", "--json"])
+    assert json.loads(as_json.stdout) == {
+        "error": "Invalid value for '--db': must not be empty (leave --db out for "
+                 "data/tenants.db)", "exit_code": 2}
+    assert list(tmp_path.iterdir()) == []  # no data/ directory, no database

@@ -25,6 +25,14 @@ from botpoly_admin.cli import (
 from botpoly_admin.cli.app import App, BotpolyGroup, configure_logging
 
 
+def _not_empty(value: str | None) -> str | None:
+    # `--db ""` (an unset shell variable) must not quietly mean data/tenants.db.
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty (leave --db out for data/tenants.db)",
+                                 param_hint="'--db'")
+    return value
+
+
 @click.group(cls=BotpolyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
@@ -32,6 +40,7 @@ from botpoly_admin.cli.app import App, BotpolyGroup, configure_logging
     envvar="BOTPOLY_DB",
     metavar="PATH",
     help="SQLite database (default: data/tenants.db; env BOTPOLY_DB).",
+    callback=lambda ctx, param, value: _not_empty(value),
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
 @click.version_option(__version__, "--version", prog_name="botpoly-admin")

@@ -95,7 +95,12 @@ class BotpolyGroup(click.Group):
         # Remembered before parsing, so a usage error of a --json command can still
         # answer in JSON (the command's own options are not parsed yet then).
         ctx.meta["botpoly.json"] = "--json" in args
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:  # a bad root option (--db "")
+            if ctx.meta["botpoly.json"]:
+                _echo_json_error(exc.format_message(), exc.exit_code)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
