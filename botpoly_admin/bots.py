@@ -151,6 +151,10 @@ def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: Des
                 "updated_at = excluded.updated_at",
                 (tenant_id, desired.value, now),
             )
+            if desired is DesiredState.STOPPED:
+                # Nobody holds a refused bot once it is released: stopping it is done.
+                conn.execute("UPDATE bots SET state = 'stopped' WHERE tenant_id = ? "
+                             "AND owner IS NULL AND state = 'refused'", (tenant_id,))
             manager.audit(conn, action, tenant_id, {"desired_state": desired.value})
 
 
@@ -260,8 +264,9 @@ HELD_STATES = frozenset(s.value for s in BotState if s is not BotState.STOPPED)
 def _status_row(row: Mapping[str, Any], now: str) -> dict[str, Any]:
     held = row["owner"] is not None and (row["lease_expires_at"] or "") >= now
     state = row["state"]
-    if state in HELD_STATES and not held:
-        state = BotState.STOPPED.value  # its runner died; the lease ran out
+    if state in HELD_STATES and not held and state != BotState.REFUSED:
+        # Its runner died; the lease ran out. (A refused bot keeps saying why.)
+        state = BotState.STOPPED.value
     return {
         "tenant_id": row["tenant_id"],
         "name": row["name"],
@@ -443,23 +448,31 @@ def sync(
               now, p.tenant_id, owner) for p in progress],
         )
         conn.executemany(
-            "UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = 'stopped', "
+            f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
             "heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, last_error = ?, "
             "updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now,
-              p.tenant_id, owner) for p in released],
+            [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
+              now, p.tenant_id, owner) for p in released],
         )
         held = {r[0] for r in conn.execute("SELECT tenant_id FROM bots WHERE owner = ?",
                                            (owner,))}
     return held
 
 
+# The state a released bot keeps: stopped, except a refused bot that is still wanted,
+# which stays refused (with its reason in last_error) after its runner is gone, so
+# `bots status` and the dashboard still say why it does not run. The parameter is the
+# runner's last state (NULL: the state in the row).
+RELEASED_STATE = ("CASE WHEN COALESCE(?, state) = 'refused' AND desired_state = 'running' "
+                  "THEN 'refused' ELSE 'stopped' END")
+
+
 def release_all(db: sqlite_utils.Database, owner: str) -> int:
     """Release every lease *owner* holds (state stopped); return how many."""
     with transaction(db) as conn:
         cursor = conn.execute(
-            "UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = 'stopped', "
-            "updated_at = ? WHERE owner = ?", (_wall_iso(), owner))
+            f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
+            "updated_at = ? WHERE owner = ?", (None, _wall_iso(), owner))
         conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
     return cursor.rowcount
 

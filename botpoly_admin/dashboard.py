@@ -134,6 +134,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(d.trades_used, 0) AS trades_today,
        COALESCE(b.desired_state, 'stopped') AS desired_state,
        CASE WHEN b.owner IS NOT NULL AND b.lease_expires_at >= :wall THEN b.state
+            WHEN b.state = 'refused' THEN 'refused'
             ELSE 'stopped' END AS bot_state,
        b.last_error,
        COALESCE(tr.trades, 0) AS trades,
@@ -228,7 +229,7 @@ def collect(manager: TenantManager) -> DashboardSnapshot:
         generated_at=clock.iso(clock.now()),
         period=stats["period"],
         total_tenants=stats["total_tenants"],
-        bots_running=len(held),
+        bots_running=sum(state != BotState.REFUSED for state in held),
         bots_by_state=dict(sorted(by_state.items())),
         by_tier=stats["by_tier"],
         by_status=stats["by_status"],

@@ -272,8 +272,9 @@ def _leases(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     A bot has one row (tenant_id is the key) with one ``owner`` column, so two owners
     of one bot can only come from a damaged key index: rows are grouped without it.
     A lease is whole: owner and expiry are set and cleared together, and a bot in a
-    state other than ``stopped`` has an owner, since only the holder writes a state
-    and releasing the lease writes ``stopped``.
+    state other than ``stopped`` or ``refused`` has an owner, since only the holder
+    writes a state and releasing the lease writes ``stopped`` (``refused`` for a
+    refused bot still wanted: see ``bots.RELEASED_STATE``).
 
     Not checkable, so not failures: whether a live lease's owner is a registered
     orchestrator (``start-bot --foreground`` holds leases without registering), or
@@ -284,7 +285,8 @@ def _leases(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
         SELECT tenant_id, owner, lease_expires_at, state, CASE
           WHEN owner IS NOT NULL AND lease_expires_at IS NULL THEN 'owner without an expiry'
           WHEN owner IS NULL AND lease_expires_at IS NOT NULL THEN 'expiry without an owner'
-          WHEN owner IS NULL AND state != 'stopped' THEN 'held state without an owner'
+          WHEN owner IS NULL AND state NOT IN ('stopped', 'refused')
+            THEN 'held state without an owner'
         END AS problem FROM bots NOT INDEXED WHERE problem IS NOT NULL
         UNION ALL
         SELECT tenant_id, group_concat(owner, ' + '), max(lease_expires_at), NULL,

@@ -853,7 +853,8 @@ class Orchestrator:
 
     def _teardown(self, runner: _Runner) -> None:
         self._stop_bot(runner)
-        runner.state = BotState.STOPPED.value
+        if runner.state != BotState.REFUSED:  # a refused bot keeps saying why, released
+            runner.state = BotState.STOPPED.value
         runner.version += 1
         runner.finished = True
         self._finished.put(runner)

@@ -334,6 +334,28 @@ def test_run_refuses_broken_live_bots_shows_why_and_never_retries(
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in refusals)
 
 
+def test_a_refused_bot_still_says_why_after_the_run_ends(manager, secret_key, fake_exchange,
+                                                         run_cli):
+    tenant_id, reason = broken_tenant(manager, "no credentials")
+    set_raw(manager, tenant_id, trading_mode="paper")
+    bots.start_bot(manager, tenant_id)
+    set_raw(manager, tenant_id, trading_mode="live")
+    orchestrator = Orchestrator(manager, interval_s=0.05)
+    with running(orchestrator):
+        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
+    # The run is over and its lease released: the operator still sees why.
+    row = bots.bot_status(manager, tenant_id)
+    assert (row["state"], row["owner"]) == ("refused", None)
+    assert re.search(reason, row["last_error"])
+    [line] = json.loads(run_cli("dashboard", "--json").stdout)["tenants"]
+    assert line["bot_state"] == "refused" and re.search(reason, line["bot_error"])
+    assert run_cli("db", "check").exit_code == 0
+    assert fake_exchange.requests == []
+    # Stopping it is done at once: nobody holds it.
+    assert run_cli("bots", "stop", tenant_id).exit_code == 0
+    assert bots.bot_status(manager, tenant_id)["state"] == "stopped"
+
+
 def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
         manager, secret_key, fake_exchange):
     tenant_id = make(manager, "Ann", mode="paper")
@@ -380,5 +402,5 @@ def test_a_foreground_run_stops_on_a_refusal(manager, secret_key, fake_exchange)
                                           "cannot trade live: missing")
     assert (summary.cycles, summary.failures) == (0, 1)
     row = bots.bot_status(manager, tenant_id)
-    assert row["state"] == "stopped" and "missing polymarket_private_key" in row["last_error"]
+    assert row["state"] == "refused" and "missing polymarket_private_key" in row["last_error"]
     assert fake_exchange.requests == []
