@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+
+def database_dump(path: Path) -> list[str] | None:
+    """Every schema statement and row of the database at *path*, read through a fresh
+    read-only connection (None if there is no file)."""
+    if not path.is_file():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
 
 def assert_clean_error(result, exit_code: int) -> None:
     """Exit code, exactly one `Error:` line on stderr, no traceback, no exception escaping."""

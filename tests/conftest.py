@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_checks import database_dump
 from click.testing import CliRunner
 
 from botpoly_admin.cli import cli
@@ -61,19 +62,6 @@ def run_cli(db_path: Path):
     return invoke
 
 
-def _database_content(path: Path) -> list[str] | None:
-    """Every schema statement and row of the database at *path* (None if there is none)."""
-    import sqlite3
-
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def db_snapshot(db_path: Path):
     """A function returning what a command could change: the database content and the
@@ -84,6 +72,6 @@ def db_snapshot(db_path: Path):
         files = sorted(
             p.name for p in target.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))
         ) if target.parent.is_dir() else []
-        return _database_content(target), files
+        return database_dump(target), files
 
     return snapshot

@@ -57,6 +57,7 @@ from types import SimpleNamespace
 
 import click
 import pytest
+from cli_checks import database_dump
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -352,17 +353,6 @@ def fuzz_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 # --- running one case ------------------------------------------------------------------------
 
 PLACEHOLDER = re.compile(r"\{([A-Z_]+)\}")
-
-
-def database_dump(path: Path) -> list[str] | None:
-    """Every schema statement and row, read through a fresh connection."""
-    if not path.is_file():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def whole_pages(path: Path) -> bool:
