@@ -141,7 +141,7 @@ def short_error(exc: BaseException) -> str:
 
 
 def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: DesiredState,
-                 action: str) -> None:
+                 action: str, *, clear_refused: bool = True) -> None:
     now = _wall_iso()
     with transaction(manager.db) as conn:
         for tenant_id in tenant_ids:
@@ -151,8 +151,9 @@ def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: Des
                 "updated_at = excluded.updated_at",
                 (tenant_id, desired.value, now),
             )
-            if desired is DesiredState.STOPPED:
-                # Nobody holds a refused bot once it is released: stopping it is done.
+            if clear_refused:
+                # A released refused bot is done with once it is stopped, or started
+                # again after passing the start checks (its credentials were fixed).
                 conn.execute("UPDATE bots SET state = 'stopped' WHERE tenant_id = ? "
                              "AND owner IS NULL AND state = 'refused'", (tenant_id,))
             manager.audit(conn, action, tenant_id, {"desired_state": desired.value})
@@ -236,7 +237,8 @@ def start_all(manager: TenantManager) -> list[str]:
     rows = select(manager.db, f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
                               "ORDER BY t.created_at, t.rowid", {"now": now})
     ids = [r["tenant_id"] for r in rows]
-    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
+    # Live credentials are not checked here, so a refused bot keeps saying why.
+    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start", clear_refused=False)
     return ids
 
 

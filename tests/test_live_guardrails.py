@@ -351,9 +351,29 @@ def test_a_refused_bot_still_says_why_after_the_run_ends(manager, secret_key, fa
     assert line["bot_state"] == "refused" and re.search(reason, line["bot_error"])
     assert run_cli("db", "check").exit_code == 0
     assert fake_exchange.requests == []
+    # `bots start --all` checks no credentials: the bot keeps saying why.
+    assert run_cli("bots", "start", "--all").exit_code == 0
+    assert bots.bot_status(manager, tenant_id)["state"] == "refused"
     # Stopping it is done at once: nobody holds it.
     assert run_cli("bots", "stop", tenant_id).exit_code == 0
     assert bots.bot_status(manager, tenant_id)["state"] == "stopped"
+
+
+def test_a_refused_bot_started_again_once_fixed_is_no_longer_refused(
+        manager, secret_key, fake_exchange, run_cli):
+    tenant_id, _ = broken_tenant(manager, "no credentials")
+    set_raw(manager, tenant_id, trading_mode="paper")
+    bots.start_bot(manager, tenant_id)
+    set_raw(manager, tenant_id, trading_mode="live")
+    with running(Orchestrator(manager, interval_s=0.05)):
+        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
+    assert run_cli("start-bot", tenant_id).exit_code == 1  # still broken: still refused
+    assert bots.bot_status(manager, tenant_id)["state"] == "refused"
+    for name, value in valid_creds().items():
+        manager.set_credential(tenant_id, name, value)
+    assert run_cli("start-bot", tenant_id).exit_code == 0  # passes the checks now
+    assert bots.bot_status(manager, tenant_id)["state"] == "stopped"
+    assert fake_exchange.requests == []
 
 
 def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
