@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,7 +39,25 @@ pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("BOTPOLY_TEST_SEED") or random.SystemRandom().randrange(2**32))
 
 
-# --- two `quotas reset` at once ---------------------------------------------------------------
+# --- two writers at once ---------------------------------------------------------------
+
+
+def at_once(db_path: Path, starters: list[Callable[[], subprocess.Popen]]) -> list[int]:
+    """Start the processes while holding the write lock, so each has read what it reads
+    before waiting for the lock; release it; return their exit codes."""
+    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    runs = [begin() for begin in starters]
+    try:
+        wal = Path(f"{db_path}-wal")
+        assert wait_for(lambda: all(has_open(p.pid, wal) for p in runs), timeout=30)
+        time.sleep(1.0)  # from opening the database to waiting for the lock
+        holder.execute("ROLLBACK")
+        return [p.wait(timeout=60) for p in runs]
+    finally:
+        holder.close()
+        for p in runs:
+            kill(p)
 
 
 def test_two_updates_at_once_keep_each_others_settings_and_parameters(
@@ -51,20 +70,11 @@ def test_two_updates_at_once_keep_each_others_settings_and_parameters(
     manager.close()
     edits = [("custom_domain=bot.ann.com", "momentum.lookback=7"),
              ("primary_color=#112233", "complement_arb.min_edge=0.03")]
-    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    runs = [start(db_path, "tenants", "update", tid, "--set", setting, "--param", param,
-                  out=tmp_path / f"update{i}.out") for i, (setting, param) in enumerate(edits)]
-    try:
-        wal = Path(f"{db_path}-wal")
-        assert wait_for(lambda: all(has_open(p.pid, wal) for p in runs), timeout=30)
-        time.sleep(1.0)  # from opening the database to waiting for the lock
-        holder.execute("ROLLBACK")
-        codes = [p.wait(timeout=60) for p in runs]
-    finally:
-        holder.close()
-        for p in runs:
-            kill(p)
+    codes = at_once(db_path, [
+        lambda i=i, setting=setting, param=param: start(
+            db_path, "tenants", "update", tid, "--set", setting, "--param", param,
+            out=tmp_path / f"update{i}.out")
+        for i, (setting, param) in enumerate(edits)])
     assert codes == [0, 0], [(tmp_path / f"update{i}.out").read_text() for i in range(2)]
     tenant = TenantManager(db_path).get_tenant(tid)
     assert tenant.settings["custom_domain"] == "bot.ann.com"
@@ -88,22 +98,10 @@ def test_two_quota_resets_at_once_close_each_period_and_trial_once(
     now = {"BOTPOLY_NOW": "2026-06-01T00:00:05Z"}
     audit_before = query(db_path, "SELECT max(id) FROM audit_log")[0][0]
 
-    # Hold the write lock while both start, so both have read what they read before
-    # waiting for it.
-    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    runs = [start(db_path, "quotas", "reset", "--json", out=tmp_path / f"reset{i}.out",
-                  env=now) for i in range(2)]
-    try:
-        wal = Path(f"{db_path}-wal")
-        assert wait_for(lambda: all(has_open(p.pid, wal) for p in runs), timeout=30)
-        time.sleep(1.0)  # from opening the database to waiting for the lock
-        holder.execute("ROLLBACK")
-        codes = [p.wait(timeout=60) for p in runs]
-    finally:
-        holder.close()
-        for p in runs:
-            kill(p)
+    codes = at_once(db_path, [
+        lambda i=i: start(db_path, "quotas", "reset", "--json",
+                          out=tmp_path / f"reset{i}.out", env=now)
+        for i in range(2)])
     outputs = [json.loads((tmp_path / f"reset{i}.out").read_text()) for i in range(2)]
     assert codes == [0, 0], outputs
     closed = sorted(len(o["closed"]) for o in outputs)
