@@ -1,4 +1,5 @@
-"""Starting, watching and killing ``botpoly-admin`` processes in crash and contention tests.
+"""Starting, watching and killing ``botpoly-admin`` processes in crash and contention
+tests, and running an orchestrator in a thread of the test's own process.
 
 Waits poll with a generous bound instead of sleeping a fixed time, so a slow shared
 machine makes a test slower, never wrong.
@@ -10,8 +11,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,19 @@ def kill(proc: subprocess.Popen) -> int | None:
     if proc.poll() is None:
         proc.kill()
     return proc.wait(timeout=30)
+
+
+@contextmanager
+def background(orchestrator: Any, **kw: Any) -> Iterator[dict]:
+    """Run *orchestrator* in a thread; stop it cleanly on exit."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("summary",
+                                                               orchestrator.run(**kw)),
+                              daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        orchestrator.request_stop()
+        thread.join(15)
+        assert not thread.is_alive(), "the orchestrator did not stop"

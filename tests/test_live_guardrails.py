@@ -16,15 +16,14 @@ import base64
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from eth_account import Account
+from processes import background
 
 from botpoly_admin import bots
 from botpoly_admin.errors import Conflict, CredentialsError
@@ -76,21 +75,6 @@ def set_raw(manager: TenantManager, tenant_id: str, **columns: Any) -> None:
     manager.db.execute(f"UPDATE tenants SET {sets} WHERE tenant_id = :tid",
                        {**columns, "tid": tenant_id})
     manager.db.conn.commit()
-
-
-@contextmanager
-def running(orchestrator: Orchestrator) -> Iterator[dict[str, Any]]:
-    result: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=lambda: result.setdefault("summary", orchestrator.run(duration_s=60)),
-        daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        orchestrator.request_stop()
-        thread.join(15)
-        assert not thread.is_alive(), "the orchestrator did not stop"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
@@ -299,7 +283,7 @@ def test_run_refuses_broken_live_bots_shows_why_and_never_retries(
     orchestrator = Orchestrator(manager, interval_s=0.05, backoff_base_s=0.05,
                                 backoff_max_s=0.1)
 
-    with running(orchestrator):
+    with background(orchestrator):
         assert wait_for(lambda: all(bots.bot_status(manager, t)["state"] == "refused"
                                     for t in broken))
         assert wait_for(lambda: bots.bot_status(manager, paper)["cycles"] >= 20)
@@ -341,7 +325,7 @@ def test_a_refused_bot_still_says_why_after_the_run_ends(manager, secret_key, fa
     bots.start_bot(manager, tenant_id)
     set_raw(manager, tenant_id, trading_mode="live")
     orchestrator = Orchestrator(manager, interval_s=0.05)
-    with running(orchestrator):
+    with background(orchestrator):
         assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
     # The run is over and its lease released: the operator still sees why.
     row = bots.bot_status(manager, tenant_id)
@@ -365,7 +349,7 @@ def test_a_refused_bot_started_again_once_fixed_is_no_longer_refused(
     set_raw(manager, tenant_id, trading_mode="paper")
     bots.start_bot(manager, tenant_id)
     set_raw(manager, tenant_id, trading_mode="live")
-    with running(Orchestrator(manager, interval_s=0.05)):
+    with background(Orchestrator(manager, interval_s=0.05)):
         assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
     assert run_cli("start-bot", tenant_id).exit_code == 1  # still broken: still refused
     assert bots.bot_status(manager, tenant_id)["state"] == "refused"
@@ -388,7 +372,7 @@ def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
     def reason() -> str:
         return bots.bot_status(manager, tenant_id)["last_error"] or ""
 
-    with running(orchestrator):
+    with background(orchestrator):
         assert wait_for(lambda: "missing polymarket_private_key" in reason())
         time.sleep(0.3)
         assert orchestrator.stats()["failures"] == 1

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from processes import background
 from rich.console import Console
 
 from botpoly_admin import bots, integrity, ledger
@@ -67,22 +68,6 @@ def orchestrators(db_path: Path) -> int:
         return conn.execute("SELECT count(*) FROM orchestrators").fetchone()[0]
     finally:
         conn.close()
-
-
-@contextmanager
-def background(orchestrator: Orchestrator, **kw) -> Iterator[dict]:
-    """Run *orchestrator* in a thread; stop it cleanly on exit."""
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.setdefault("summary",
-                                                               orchestrator.run(**kw)),
-                              daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        orchestrator.request_stop()
-        thread.join(15)
-        assert not thread.is_alive(), "the orchestrator did not stop"
 
 
 class CountingBot:
