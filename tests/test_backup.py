@@ -9,14 +9,13 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from processes import wait_for
 
 from botpoly_admin import bots, clock, ledger, store
 from botpoly_admin.ledger import Trade
@@ -34,15 +33,6 @@ TABLES = ("tenants", "trades", "positions", "usage", "daily_usage", "credentials
 def cli(db_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "botpoly-admin"), "--db", str(db_path), *args],
                           capture_output=True, text=True, timeout=60)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def scalar(db_path: Path, sql: str) -> object:
@@ -98,7 +88,7 @@ def test_backup_while_run_trades_and_restore_only_once_it_stops(manager, db_path
                                 "--interval", "0.05", "--no-live", "--duration", "60"],
                                stdout=out, stderr=subprocess.STDOUT)
         try:
-            assert wait_for(lambda: scalar(db_path, "SELECT count(*) FROM trades") >= 5)
+            assert wait_for(lambda: scalar(db_path, "SELECT count(*) FROM trades") >= 5, timeout=20)
 
             # 1. A backup while it trades: consistent, 0600, without the key.
             made = cli(db_path, "db", "backup", str(copy))
@@ -108,7 +98,8 @@ def test_backup_while_run_trades_and_restore_only_once_it_stops(manager, db_path
             assert run.poll() is None
             at_backup = scalar(copy, "SELECT count(*) FROM trades")
             assert at_backup >= 5
-            assert wait_for(lambda: scalar(db_path, "SELECT count(*) FROM trades") > at_backup)
+            assert wait_for(lambda: scalar(db_path, "SELECT count(*) FROM trades") > at_backup,
+                            timeout=20)
             assert stat.S_IMODE(copy.stat().st_mode) == 0o600
             assert listing(backups) == ["tenants-copy.db"]
             checked = cli(copy, "db", "check", "--json")

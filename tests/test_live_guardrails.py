@@ -18,12 +18,11 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from eth_account import Account
-from processes import background
+from processes import background, wait_for
 
 from botpoly_admin import bots
 from botpoly_admin.errors import Conflict, CredentialsError
@@ -75,15 +74,6 @@ def set_raw(manager: TenantManager, tenant_id: str, **columns: Any) -> None:
     manager.db.execute(f"UPDATE tenants SET {sets} WHERE tenant_id = :tid",
                        {**columns, "tid": tenant_id})
     manager.db.conn.commit()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 # --- the library check: every refusal, no request ----------------------------------------

@@ -16,12 +16,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from processes import background
+from processes import background, wait_for
 from rich.console import Console
 
 from botpoly_admin import bots, integrity, ledger
@@ -41,15 +41,6 @@ def make(manager: TenantManager, name: str, *, tier: str = "pro", status: str = 
     if start:
         bots.start_bot(manager, tenant.tenant_id)
     return tenant.tenant_id
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def rows(db_path: Path) -> dict[str, dict]:
