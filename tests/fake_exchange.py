@@ -2,8 +2,8 @@
 
 ``FakeExchange`` is an HTTP server on 127.0.0.1 (an ephemeral port, in a
 thread) that answers the REST paths the SDKs call, from the real recorded
-responses in ``../shared/fixtures/polymarket/`` (``BOTPOLY_FIXTURES``
-overrides the directory). One server plays every host: the paths do not
+responses in ``tests/fixtures/polymarket/`` (where each came from, and when:
+SOURCES.md there). One server plays every host: the paths do not
 collide. It records every request, can be told to fail or stall, and answers
 404 JSON for an unknown token, as the CLOB does.
 
@@ -20,7 +20,6 @@ BOTPOLY_BINANCE_URL.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -34,7 +33,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-FIXTURES_ENV = "BOTPOLY_FIXTURES"
 # The btc updown market of 2026-03-22 (book, Gamma record, midpoint, last trade) and the
 # neg-risk book: the ids tests refer to.
 BTC_UPDOWN_UP_TOKEN = (
@@ -50,17 +48,13 @@ NEGRISK_TOKEN = (
 )
 
 
-def fixtures_dir() -> Path:
-    """The recorded responses: BOTPOLY_FIXTURES, or ../shared/fixtures/polymarket from the repo."""
-    override = os.environ.get(FIXTURES_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
+# Inside the repository, so a fresh clone passes its own tests (nothing is read outside it).
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "polymarket"
 
 
 def load_fixture(name: str) -> Any:
     """One fixture file, parsed."""
-    return json.loads((fixtures_dir() / name).read_text(encoding="utf-8"))
+    return json.loads((FIXTURES_DIR / name).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,11 @@ levels (quoted in the comments), not by calling the code under test.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from fake_exchange import load_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +22,8 @@ from botpoly_admin.trading.paper import fee_for, settlement_value, simulate_fill
 D = Decimal
 
 
-def fixtures_dir() -> Path:
-    """The shared recorded responses (BOTPOLY_FIXTURES overrides the checkout layout)."""
-    override = os.environ.get("BOTPOLY_FIXTURES")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
-
-
 def load_book(name: str) -> OrderBook:
-    return OrderBook.from_clob(json.loads((fixtures_dir() / name).read_text()))
+    return OrderBook.from_clob(load_fixture(name))
 
 
 # Negative-risk book, tick 0.01. Best asks: 0.43×8.37, 0.53×13.49, 0.54×26.99, 0.55×95, ...
