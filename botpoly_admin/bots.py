@@ -6,7 +6,7 @@ reads it on its next tick. This module is that database side: desired state (wit
 rule of who may trade), leases, per-bot progress, status rows and the registry of
 running orchestrators. The threads that act on it live in ``botpoly_admin.orchestrator``.
 
-Leases (DESIGN invariant 5: a bot runs in at most one place)
+Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     A runner (an orchestrator process, or ``start-bot --foreground``) runs a bot only
     while it holds the bot's lease: ``owner`` and ``lease_expires_at`` in its row.
     Taking a lease is one conditional UPDATE (free, already ours, or expired; desired
@@ -95,7 +95,7 @@ class DesiredState(StrEnum):
 
 
 # A tenant's bot may run only when the tenant is active, or in trial before its end
-# (DESIGN invariant 5). ``:now`` is business time (clock.now()) as clock.iso text.
+# (docs/architecture.md invariant 5). ``:now`` is business time (clock.now()) as clock.iso text.
 ELIGIBLE_SQL = (
     "(t.status = 'active' OR (t.status = 'trial' AND "
     "(t.trial_ends_at IS NULL OR t.trial_ends_at > :now)))"

@@ -1,6 +1,6 @@
 """The database as a whole: ``db check``, consistent backups and restores.
 
-``run_checks`` verifies every invariant of DESIGN.md that the stored data can show,
+``run_checks`` verifies every invariant of docs/architecture.md that the stored data can show,
 plus SQLite's own integrity and foreign-key checks, and returns one ``Check`` per
 rule with the offending rows (a few of them, and how many in all). Invariant 4 (no
 query without a tenant id) is a property of the code, tested, not of the data.
@@ -267,7 +267,7 @@ def _orphans(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 
 
 def _leases(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
-    """What the schema lets us check about leases (DESIGN invariant 5).
+    """What the schema lets us check about leases (docs/architecture.md invariant 5).
 
     A bot has one row (tenant_id is the key) with one ``owner`` column, so two owners
     of one bot can only come from a damaged key index: rows are grouped without it.

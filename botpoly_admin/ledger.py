@@ -3,7 +3,7 @@
 Every function takes the TenantManager (for its per-thread connection, tenant
 lookup and audit) and works in one ``BEGIN IMMEDIATE`` transaction. The quota is
 taken in the same transaction that records the trade, by a conditional UPDATE, so
-it cannot be exceeded by any number of threads or processes (DESIGN invariant 2).
+it cannot be exceeded by any number of threads or processes (docs/architecture.md invariant 2).
 
 Amounts are integer micro-units (6 decimals) in SQLite and ``Decimal`` in Python.
 
@@ -198,7 +198,7 @@ def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     """Take one unit of monthly and daily quota with conditional upserts, or raise.
 
     The WHERE of each upsert is the quota check, so check and take are one statement
-    inside the caller's write transaction (DESIGN invariant 2).
+    inside the caller's write transaction (docs/architecture.md invariant 2).
     """
     from botpoly_admin.tenants import effective_quota
 

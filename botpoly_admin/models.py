@@ -1,6 +1,6 @@
 """Domain vocabulary: tiers, statuses, money units and the guide's dataclasses.
 
-The tier table of DESIGN.md lives here and nowhere else.
+The tier table of docs/architecture.md lives here and nowhere else.
 """
 
 from __future__ import annotations

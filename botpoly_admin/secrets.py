@@ -8,7 +8,7 @@ primary, which is what makes rotation possible.
 A verification token in the ``meta`` table, encrypted under the keys in use, lets a
 wrong key fail with a clear message before any credential is touched.
 
-Second line of defence (DESIGN invariant 6): every plaintext that passes through
+Second line of defence (docs/architecture.md invariant 6): every plaintext that passes through
 ``KeyRing.encrypt`` or ``KeyRing.decrypt`` is remembered in a bounded, process-wide
 set, and ``SecretRedactor``, a ``logging.Filter`` installed on every handler the CLI
 creates, replaces any of them in a log record (message, arguments, traceback) with

@@ -558,7 +558,8 @@ class TenantManager:
             if "capital_micros" in columns:
                 from botpoly_admin.ledger import cash_micros
 
-                # DESIGN invariant 3: cash never goes below zero, not even by an update.
+                # docs/architecture.md invariant 3: cash never goes below zero, not even
+                # by an update.
                 in_use = -cash_micros(conn, tenant.tenant_id, 0)
                 if columns["capital_micros"] < in_use:
                     raise Conflict(

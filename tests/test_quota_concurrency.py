@@ -4,7 +4,7 @@ Each example starts two Python processes on one database. Every process runs N
 threads, each with its own SQLite connection (TenantManager opens one per thread),
 all released together to record trades against one tenant as fast as they can.
 Meanwhile this process reads consistent snapshots and checks that usage always
-equals the counted trades and never passes the quota (DESIGN invariants 1 and 2).
+equals the counted trades and never passes the quota (docs/architecture.md invariants 1 and 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""No plaintext secret anywhere (DESIGN invariant 6), end to end, and the redacting filter.
+"""No plaintext secret anywhere (docs/architecture.md invariant 6), end to end, and the
+redacting filter.
 
 ``test_every_command_keeps_every_secret_out_of_sight`` gives several tenants
 distinctive credentials (all seven names; the Polymarket ones valid, since the live

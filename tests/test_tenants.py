@@ -495,7 +495,7 @@ TENANT_FILTER_RE = re.compile(r"\btenant_id\s*(=|IN\b)", re.IGNORECASE)
 def test_reading_one_tenant_queries_no_other_tenants_rows(
     manager: TenantManager, secret_key: bytes
 ) -> None:
-    # DESIGN invariant 4: no query on tenant-owned tables runs without a tenant_id.
+    # docs/architecture.md invariant 4: no query on tenant-owned tables runs without a tenant_id.
     alice = manager.create_tenant(name="Alice", email="alice@fund.com")
     bob = manager.create_tenant(name="Bob", email="bob@fund.com")
     manager.set_credential(alice.tenant_id, "binance_api_key", "alice-key-0123456789")
