@@ -8,6 +8,12 @@ primary, which is what makes rotation possible.
 A verification token in the ``meta`` table, encrypted under the keys in use, lets a
 wrong key fail with a clear message before any credential is touched.
 
+Retired keys: ``keys rotate`` with a key file moves the keys it replaces into an
+archive beside it (``<key file>.retired``, mode 0600). Archived keys only decrypt,
+never encrypt, so a backup taken before a rotation still decrypts after ``db
+restore``. Only what needs a plaintext needs a key at all: a masked view of a
+credential that does not decrypt says so (``UNDECRYPTABLE``) instead of failing.
+
 Second line of defence (docs/architecture.md invariant 6): every plaintext that passes through
 ``KeyRing.encrypt`` or ``KeyRing.decrypt`` is remembered in a bounded, process-wide
 set, and ``SecretRedactor``, a ``logging.Filter`` installed on every handler the CLI
@@ -24,7 +30,7 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,12 +48,20 @@ MAX_REMEMBERED = 20_000
 # Shorter values are not redacted: replacing a few common characters everywhere
 # would mangle every log line, and a secret that short protects nothing anyway.
 MIN_REDACTED_LEN = 8
+# What a masked view shows for a stored credential the current keys cannot decrypt.
+UNDECRYPTABLE = "set (cannot decrypt with the current keys)"
+ARCHIVE_SUFFIX = ".retired"
 
 
 def key_file_for(db_path: Path) -> Path:
     """The key file beside a database: ``BOTPOLY_KEY_FILE``, else ``<db stem>.key``."""
     env = os.environ.get(ENV_KEY_FILE)
     return Path(env) if env else db_path.with_suffix(".key")
+
+
+def archive_file_for(key_file: Path) -> Path:
+    """The archive of retired keys beside *key_file*: ``<key file>.retired``."""
+    return key_file.with_name(key_file.name + ARCHIVE_SUFFIX)
 
 
 def key_id(key: bytes) -> str:
@@ -90,11 +104,15 @@ def generate_key() -> bytes:
 
 @dataclass
 class KeyRing:
-    """The keys in use, primary first, and where they came from."""
+    """The keys in use, primary first, and where they came from.
+
+    *retired* are the archived keys of a key file: they decrypt, never encrypt.
+    """
 
     keys: list[bytes]
     source: str  # "env" or "file"
     path: Path | None = None
+    retired: list[bytes] = field(default_factory=list)
 
     @property
     def primary_id(self) -> str:
@@ -103,15 +121,25 @@ class KeyRing:
 
     @property
     def key_ids(self) -> list[str]:
-        """Fingerprints of every key, primary first."""
+        """Fingerprints of the current keys, primary first."""
         return [key_id(k) for k in self.keys]
 
+    @property
+    def retired_ids(self) -> list[str]:
+        """Fingerprints of the archived (decrypt-only) keys."""
+        return [key_id(k) for k in self.retired]
+
+    def _all_keys(self) -> list[bytes]:
+        current = set(self.keys)
+        return [*self.keys, *(k for k in dict.fromkeys(self.retired) if k not in current)]
+
     def fernet(self) -> MultiFernet:
-        """A MultiFernet over the keys (primary first)."""
+        """A MultiFernet encrypting with the primary key, decrypting with any key,
+        retired ones included."""
         from cryptography.fernet import Fernet, MultiFernet
 
         try:
-            return MultiFernet([Fernet(k) for k in self.keys])
+            return MultiFernet([Fernet(k) for k in self._all_keys()])
         except ValueError:
             where = ENV_KEYS if self.source == "env" else str(self.path)
             raise CredentialsError(
@@ -140,7 +168,7 @@ class KeyRing:
         """Fingerprint of the key that decrypts *token* (None if none does)."""
         from cryptography.fernet import Fernet, InvalidToken
 
-        for key in self.keys:
+        for key in self._all_keys():
             try:
                 Fernet(key).decrypt(token.encode())
             except InvalidToken:
@@ -206,13 +234,32 @@ def load_keyring(
         return KeyRing(keys, "env")
     path = key_file_for(db_path)
     if path.exists():
-        return KeyRing(read_key_file(path), "file", path)
+        return KeyRing(read_key_file(path), "file", path, read_archive(path))
     if not create:
         return None
     write_key_file(path, [generate_key()])
     if notify:
         notify(f"created a new secret key file {path} (mode 0600): back it up with the database")
-    return KeyRing(read_key_file(path), "file", path)
+    return KeyRing(read_key_file(path), "file", path, read_archive(path))
+
+
+def read_archive(key_file: Path) -> list[bytes]:
+    """The retired keys archived beside *key_file* (none if there is no archive)."""
+    archive = archive_file_for(key_file)
+    if not archive.exists() and not archive.is_symlink():
+        return []
+    return read_key_file(archive)
+
+
+def archive_keys(key_file: Path, keys: list[bytes]) -> Path:
+    """Add *keys* to the archive beside *key_file* (0600, atomically); return its path.
+
+    Keys already archived are not repeated; the newest retired keys come first.
+    """
+    archive = archive_file_for(key_file)
+    kept = list(dict.fromkeys([*keys, *read_archive(key_file)]))
+    write_key_file(archive, kept, replace=True)
+    return archive
 
 
 # --- redaction: the second line of defence ------------------------------------------------

@@ -12,6 +12,7 @@ transaction that also writes the audit row.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -47,7 +48,9 @@ from botpoly_admin.models import (
 )
 from botpoly_admin.secrets import (
     CHECK_PLAINTEXT,
+    UNDECRYPTABLE,
     KeyRing,
+    archive_file_for,
     key_file_for,
     key_source_stamp,
     load_keyring,
@@ -132,7 +135,7 @@ def os_user() -> str:
 def _undecryptable(row: Mapping[str, Any], ring: KeyRing) -> str:
     """Why a stored credential does not decrypt, in words an operator can act on."""
     name, stored_under = row["name"], row["key_id"]
-    if stored_under not in ring.key_ids:
+    if stored_under not in ring.key_ids + ring.retired_ids:
         return (f"{name} does not decrypt with the current keys: it was encrypted under key "
                 f"{stored_under}, which is not configured (keys: {', '.join(ring.key_ids)}); "
                 "rotated or wrong key file? Restore that key or set the credential again")
@@ -817,18 +820,27 @@ class TenantManager:
                 if r[0] in wanted]
         if not rows:
             return {}
-        fernet = self.keyring().fernet()
+        # A masked view needs no key: with a lost, wrong or malformed key every
+        # command that shows a tenant still works (the operator can still suspend
+        # it), and says which credentials cannot be read.
+        try:
+            ring = load_keyring(self.db_path, create=False)
+            fernet = ring.fernet() if ring is not None else None
+        except CredentialsError:
+            fernet = None
         result: dict[str, dict[str, str | None]] = {}
         for tenant_id, name, ciphertext in rows:
-            try:
-                shown = mask(fernet.decrypt(ciphertext.encode()).decode())
-            except Exception:  # noqa: BLE001 - shown as undecryptable, never raised mid-list
-                shown = "****(undecryptable)"
+            shown = UNDECRYPTABLE
+            if fernet is not None:
+                # Any failure (a wrong key, a damaged token) shows as undecryptable.
+                with contextlib.suppress(Exception):
+                    shown = mask(fernet.decrypt(ciphertext.encode()).decode()) or UNDECRYPTABLE
             result.setdefault(tenant_id, {})[name] = shown
         return result
 
     def keys_status(self) -> dict[str, Any]:
-        """Where the keys come from, their fingerprints and how many secrets each holds."""
+        """Where the keys come from, their fingerprints, the archive of retired keys and
+        how many secrets each key holds (never key material)."""
         counts = {
             r["key_id"]: r["n"]
             for r in self.db.query("SELECT key_id, count(*) AS n FROM credentials GROUP BY key_id")
@@ -847,29 +859,44 @@ class TenantManager:
             for index, kid in enumerate(ring.key_ids):
                 keys.append({"key_id": kid, "primary": index == 0,
                              "secrets": counts.get(kid, 0)})
+        archive = (archive_file_for(ring.path) if ring is not None and ring.path is not None
+                   else None)
         return {
             "source": None if ring is None else ring.source,
             "key_file": None if ring is None or ring.path is None else str(ring.path),
             "keys": keys,
+            "archive": str(archive) if archive is not None and archive.exists() else None,
+            "retired": [{"key_id": kid, "secrets": counts.get(kid, 0)}
+                        for kid in (ring.retired_ids if ring is not None else [])],
             "secrets_total": sum(counts.values()),
             "secrets_by_key": counts,
             "verified": verified,
         }
 
-    def rotate_keys(self) -> dict[str, Any]:
+    def count_secrets(self) -> int:
+        """How many credentials are stored (what ``keys rotate`` would re-encrypt)."""
+        return int(self.db.execute("SELECT count(*) FROM credentials").fetchone()[0])
+
+    def rotate_keys(self, progress: Callable[[int, int], None] | None = None
+                    ) -> dict[str, Any]:
         """Re-encrypt every secret under a new primary key, in one transaction.
 
         With a key file, a new key is generated and written first (beside the old
-        ones, so a crash at any point leaves every secret readable), then the old
-        keys are dropped. With ``BOTPOLY_SECRET_KEYS``, secrets are re-encrypted under
-        its first key: put the new key first, rotate, then remove the old ones.
+        ones, so a crash at any point leaves every secret readable), the old keys are
+        added to the archive beside the key file (decrypt-only: backups taken before
+        this rotation still decrypt after ``db restore``), then the key file keeps
+        the new key alone. With ``BOTPOLY_SECRET_KEYS``, secrets are re-encrypted under
+        its first key: put the new key first, rotate, then remove the old ones (there
+        is no archive: the variable is the operator's to keep).
+
+        *progress* is called with (done, total) as secrets are re-encrypted.
 
         Refused, before anything changes, while a credential does not decrypt with the
         current keys (dropping the old keys could only make it worse to recover).
         """
         from cryptography.fernet import InvalidToken
 
-        from botpoly_admin.secrets import generate_key, write_key_file
+        from botpoly_admin.secrets import archive_keys, generate_key, write_key_file
 
         ring = self.keyring()
         current = ring.fernet()
@@ -889,28 +916,34 @@ class TenantManager:
                 f"current keys ({shown}{more}); restore the key they were encrypted with, or "
                 "set or clear them (botpoly-admin tenants credentials set|clear), then rotate "
                 "(nothing was changed)")
+        archive = None
         if ring.source == "file":
             assert ring.path is not None
-            new_ring = KeyRing([generate_key(), *ring.keys], "file", ring.path)
+            archive = archive_keys(ring.path, ring.keys)
+            new_ring = KeyRing([generate_key(), *ring.keys], "file", ring.path, ring.retired)
             write_key_file(ring.path, new_ring.keys, replace=True)
         else:
             new_ring = ring
         fernet = new_ring.fernet()
         with transaction(self.db) as conn:
             rows = conn.execute("SELECT tenant_id, name, ciphertext FROM credentials").fetchall()
-            for tenant_id, name, ciphertext in rows:
+            step = max(1, len(rows) // 100)
+            for done, (tenant_id, name, ciphertext) in enumerate(rows, 1):
                 conn.execute(
                     "UPDATE credentials SET ciphertext = ?, key_id = ? "
                     "WHERE tenant_id = ? AND name = ?",
                     (fernet.rotate(ciphertext.encode()).decode(), new_ring.primary_id,
                      tenant_id, name),
                 )
+                if progress is not None and (done % step == 0 or done == len(rows)):
+                    progress(done, len(rows))
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_check', ?)",
                 (fernet.encrypt(CHECK_PLAINTEXT).decode(),),
             )
             self.audit(conn, "keys.rotate", None,
-                       {"secrets": len(rows), "primary_key_id": new_ring.primary_id})
+                       {"secrets": len(rows), "primary_key_id": new_ring.primary_id,
+                        "retired_key_ids": ring.key_ids if archive else []})
         if ring.source == "file":
             assert new_ring.path is not None
             write_key_file(new_ring.path, new_ring.keys[:1], replace=True)
@@ -918,18 +951,98 @@ class TenantManager:
         self._keyring = None  # reloaded and verified against the new check token
         return {"secrets": len(rows), "primary_key_id": new_ring.primary_id,
                 "source": new_ring.source,
-                "key_file": str(new_ring.path) if new_ring.path else None}
+                "key_file": str(new_ring.path) if new_ring.path else None,
+                "archive": str(archive) if archive else None}
 
     def generate_key_file(self) -> dict[str, Any]:
-        """Create the key file beside the database (refused if one exists)."""
+        """Create the key file beside the database.
+
+        Refused if one exists, and if the database already holds encrypted
+        credentials or a key check: a new key could never read them, and the
+        credentials would be lost in silence.
+        """
         from botpoly_admin.secrets import generate_key, write_key_file
 
         path = key_file_for(self.db_path)
+        secrets = self.count_secrets()
+        check = self.db.execute("SELECT 1 FROM meta WHERE key = 'key_check'").fetchone()
+        if (secrets or check) and not path.exists():
+            held = (f"{secrets} encrypted credential(s) and a key check" if secrets
+                    else "a key check (credentials were encrypted here before)")
+            raise Conflict(
+                f"this database already holds {held} made with another key, which a new key "
+                f"could not read: restore the key file {path} from your backup (or set "
+                "BOTPOLY_SECRET_KEYS); to replace a key you still have, use `keys "
+                "rotate`; if the key is lost for good, `keys drop-undecryptable` removes what "
+                "it encrypted, then run `keys generate` (nothing was changed)")
         write_key_file(path, [generate_key()])
         with transaction(self.db) as conn:
             self.audit(conn, "keys.generate", None, {"key_file": str(path)})
         return {"key_file": str(path), "key_id": load_keyring(self.db_path, create=False)
                 .primary_id}  # type: ignore[union-attr]
+
+    def undecryptable_credentials(self) -> dict[str, Any]:
+        """What ``drop_undecryptable`` would do, changing nothing: the credentials the
+        current keys (retired ones included) cannot decrypt (tenant, email, name, the
+        key id they were encrypted under), and whether the key check is stale."""
+        broken, stale = self._drop_plan(self.db.conn, self._usable_fernet())
+        return {"dropped": broken, "key_check_reset": stale}
+
+    def _usable_fernet(self) -> Any:
+        """The current keys' MultiFernet, or None when no key is configured (a
+        malformed or unsafe key is an error: nothing is dropped over a typo)."""
+        ring = load_keyring(self.db_path, create=False)
+        return ring.fernet() if ring is not None else None
+
+    @staticmethod
+    def _drop_plan(conn: Any, fernet: Any) -> tuple[list[dict[str, Any]], bool]:
+        def decrypts(token: str) -> bytes | None:
+            if fernet is None:
+                return None
+            try:
+                return fernet.decrypt(token.encode())
+            except Exception:  # noqa: BLE001 - a wrong key or a damaged token alike
+                return None
+
+        broken = [
+            {"tenant_id": tenant_id, "email": email, "name": name, "key_id": stored_under}
+            for tenant_id, email, name, ciphertext, stored_under in conn.execute(
+                "SELECT c.tenant_id, t.email, c.name, c.ciphertext, c.key_id "
+                "FROM credentials c JOIN tenants t USING (tenant_id) ORDER BY t.email, c.name")
+            if decrypts(ciphertext) is None
+        ]
+        check = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        stale = check is not None and decrypts(check[0]) != CHECK_PLAINTEXT
+        return broken, stale
+
+    def drop_undecryptable(self) -> dict[str, Any]:
+        """Delete the credentials the current keys cannot decrypt, for good (audited).
+
+        The recovery from a lost key: afterwards the keys in place own the database (a
+        key check that does not match them is replaced by theirs, or removed when no
+        key is configured, so ``keys generate`` can make one). What to drop is decided
+        again inside the write transaction.
+        """
+        fernet = self._usable_fernet()
+        with transaction(self.db) as conn:
+            broken, stale = self._drop_plan(conn, fernet)
+            for row in broken:
+                conn.execute("DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
+                             (row["tenant_id"], row["name"]))
+            if stale and fernet is None:
+                conn.execute("DELETE FROM meta WHERE key = 'key_check'")
+            elif stale:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'key_check'",
+                             (fernet.encrypt(CHECK_PLAINTEXT).decode(),))
+            if broken or stale:
+                per_tenant: dict[str, list[str]] = {}
+                for row in broken:
+                    per_tenant.setdefault(row["tenant_id"], []).append(row["name"])
+                self.audit(conn, "keys.drop_undecryptable", None,
+                           {"dropped": len(broken), "credentials": per_tenant,
+                            "key_check_reset": stale})
+        self._keyring = None
+        return {"dropped": broken, "key_check_reset": stale}
 
     # --- audit ------------------------------------------------------------------------
 

@@ -243,7 +243,7 @@ def test_keys_rotate_killed_midway_leaves_every_secret_before_or_after(
     manager.close()
     kid, _ = secrets_state(db_path, expected)
     rotations = 0
-    spans = timed_run(db_path, ("keys", "rotate"), tmp_path)
+    spans = timed_run(db_path, ("keys", "rotate", "--yes"), tmp_path)
     new_kid, ids = secrets_state(db_path, expected)
     assert (new_kid != kid, len(ids)) == (True, 1)
     kid, rotations = new_kid, rotations + 1
@@ -255,7 +255,7 @@ def test_keys_rotate_killed_midway_leaves_every_secret_before_or_after(
         if attempt >= 4 and "mid-rotation" in phases:
             break
         file_before = read_key_file(db_path.with_suffix(".key"))
-        code, _ = kill_midway(db_path, ("keys", "rotate"), tmp_path, rng,
+        code, _ = kill_midway(db_path, ("keys", "rotate", "--yes"), tmp_path, rng,
                               in_transaction=attempt % 2 == 0, spans=spans)
         after, ids = secrets_state(db_path, expected)  # asserts one key, all readable
         assert after in (kid, ids[0]), f"attempt {attempt}: neither before nor after {seed}"
@@ -271,7 +271,7 @@ def test_keys_rotate_killed_midway_leaves_every_secret_before_or_after(
             kid, rotations = after, rotations + 1
     assert "mid-rotation" in phases, f"no kill landed mid-rotation: {phases} {seed}"
 
-    done = cli(db_path, "keys", "rotate")
+    done = cli(db_path, "keys", "rotate", "--yes")
     assert done.returncode == 0, done.stderr
     kid_after, ids = secrets_state(db_path, expected)
     assert (kid_after != kid, ids) == (True, [kid_after]), seed

@@ -27,7 +27,7 @@ from processes import background, wait_for
 from botpoly_admin import bots
 from botpoly_admin.errors import Conflict, CredentialsError
 from botpoly_admin.orchestrator import Orchestrator
-from botpoly_admin.secrets import KeyRing, generate_key, key_id, write_key_file
+from botpoly_admin.secrets import KeyRing, archive_file_for, generate_key, key_id, write_key_file
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import live_credentials
 
@@ -136,6 +136,7 @@ def test_a_restored_key_file_is_picked_up_without_a_restart(manager, db_path, fa
     write_key_file(key_file, [old])
     tenant_id = make(manager, "Ann", creds=valid_creds())
     manager.rotate_keys()  # the file now holds only the new key
+    archive_file_for(key_file).unlink()  # and the retired key is lost too
     new = key_file.read_bytes().split()
     encrypt_under = KeyRing([old], "file").encrypt("0x" + "ab" * 32)
     manager.db.execute("UPDATE credentials SET ciphertext = ?, key_id = ? "
@@ -171,7 +172,7 @@ def test_keys_rotate_refuses_while_a_credential_does_not_decrypt(manager, db_pat
     key_file = db_path.with_suffix(".key")
     before, keys = db_snapshot(), key_file.read_bytes()
 
-    result = run_cli("keys", "rotate")
+    result = run_cli("keys", "rotate", "--yes")
 
     assert result.exit_code == 1
     assert result.stderr.strip() == (

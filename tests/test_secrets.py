@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,10 +219,12 @@ def test_wrong_key_fails_clearly_before_decrypting(
         lambda: wrong.get_credentials(tenant.tenant_id),
         lambda: wrong.set_credential(tenant.tenant_id, "binance_secret", "binance-secret-1234"),
         lambda: wrong.rotate_keys(),
-        lambda: wrong.get_tenant(tenant.tenant_id),
     ):
         with pytest.raises(CredentialsError, match="does not match this database"):
             attempt()
+    # A masked view needs no key: it says the value cannot be read (tests/test_keys.py).
+    assert wrong.get_tenant(tenant.tenant_id).credentials["binance_api_key"] == (
+        "set (cannot decrypt with the current keys)")
     assert stored(wrong) == before
 
 
@@ -310,7 +314,7 @@ def test_rotation_with_two_keys_in_the_environment(
     # Step 2: rotate re-encrypts everything under the new key.
     result = both.rotate_keys()
     assert result == {"secrets": 2, "primary_key_id": key_id(new.encode()), "source": "env",
-                      "key_file": None}
+                      "key_file": None, "archive": None}
     assert {r["key_id"] for r in stored(both)} == {key_id(new.encode())}
 
     # Step 3: the old key can go.
@@ -415,3 +419,27 @@ def test_key_file_written_atomically_leaves_no_temp_file(
     leftovers = [p.name for p in db_path.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert os.stat(db_path).st_mode & 0o077 == 0  # the database itself is private too
+
+
+# --- secrets on stdin -----------------------------------------------------------------------
+
+
+def test_non_utf8_secret_on_stdin(manager: TenantManager, tenant, db_path: Path,
+                                  secret_key: bytes, db_snapshot) -> None:
+    """Bytes that are not UTF-8 piped to --stdin gave `UnicodeEncodeError: ... surrogates
+    not allowed` (a traceback); now `Error: ...`, exit 2, nothing stored. A real
+    subprocess, as an operator's pipe would be."""
+    manager.close()
+    before = db_snapshot()
+    exe = Path(sys.executable).parent / "botpoly-admin"
+    proc = subprocess.run(
+        [str(exe), "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+         "binance_api_key", "--stdin"],
+        input=b"\xff\xfeabcdefghijklmnop", capture_output=True, timeout=60,
+        env={**os.environ, "BOTPOLY_SECRET_KEYS": secret_key.decode()},
+    )
+    stderr = proc.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, stderr[-400:]
+    assert proc.returncode == 2, (proc.returncode, stderr[-400:])
+    assert [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert db_snapshot() == before
