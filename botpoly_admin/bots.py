@@ -49,7 +49,7 @@ import socket
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +104,7 @@ ELIGIBLE_SQL = (
 
 def wall_now() -> datetime:
     """The real UTC time, for leases and heartbeats (``BOTPOLY_NOW`` does not apply)."""
-    return datetime.now(UTC)
+    return clock.real_now()
 
 
 def _wall_iso(offset_s: float = 0.0) -> str:

@@ -1,7 +1,10 @@
 """The one clock of the application.
 
 ``BOTPOLY_NOW`` (ISO-8601, UTC) freezes it for every command: a testing and
-reproduction aid, documented in the README.
+reproduction aid, documented in the README. A fake clock must not write: the CLI
+refuses every command that writes while it is set, unless
+``BOTPOLY_ALLOW_FAKE_CLOCK=1`` is set too (``cli.app``), and closing a month
+(``ledger.close_periods``) also waits for the real clock to end it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,31 @@ from datetime import UTC, datetime
 
 from botpoly_admin.errors import InvalidInput
 
+ENV_NOW = "BOTPOLY_NOW"
+ENV_ALLOW_FAKE = "BOTPOLY_ALLOW_FAKE_CLOCK"
+
 
 def now() -> datetime:
     """Return the current time as an aware UTC datetime (``BOTPOLY_NOW`` overrides it)."""
-    fixed = os.environ.get("BOTPOLY_NOW")
-    if fixed:
-        return parse_utc(fixed, what="BOTPOLY_NOW")
+    fixed = fake_now()
+    return fixed if fixed is not None else real_now()
+
+
+def real_now() -> datetime:
+    """The real UTC time, whatever ``BOTPOLY_NOW`` says (leases, heartbeats, and the
+    end of a month before it is closed)."""
     return datetime.now(UTC)
+
+
+def fake_now() -> datetime | None:
+    """The time ``BOTPOLY_NOW`` fixes, or None when the clock is real."""
+    fixed = os.environ.get(ENV_NOW)
+    return parse_utc(fixed, what=ENV_NOW) if fixed else None
+
+
+def fake_writes_allowed() -> bool:
+    """True when ``BOTPOLY_ALLOW_FAKE_CLOCK=1`` lets commands write under a fake clock."""
+    return os.environ.get(ENV_ALLOW_FAKE) == "1"
 
 
 def parse_utc(text: str, what: str = "time") -> datetime:

@@ -799,8 +799,14 @@ def reset_tenant_period(manager: TenantManager, tenant_id: str) -> dict[str, Any
 
 def _close_plan(conn: Any, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The finished periods not yet closed (with their totals) and the trials past
-    their end, as of *now*."""
-    current = clock.period_of(now)
+    their end, as of *now*.
+
+    A period is finished only once the real clock has left it too: a fake clock
+    (``BOTPOLY_NOW``) in the future must never close the open month with partial
+    totals, nor the thousands of months up to it, after which the real cron job
+    would never close a month again.
+    """
+    current = min(clock.period_of(now), clock.period_of(clock.real_now()))
     last_closed = conn.execute("SELECT max(period) FROM quota_periods").fetchone()[0]
     if last_closed:
         start = next_period(last_closed)

@@ -24,6 +24,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's environment or writes into the work tree."""
     for name in ("BOTPOLY_DB", "BOTPOLY_SECRET_KEYS", "BOTPOLY_KEY_FILE", "BOTPOLY_NOW"):
         monkeypatch.delenv(name, raising=False)
+    # Tests move the clock with BOTPOLY_NOW to write periods, days and trials; an
+    # operator's fake clock may not write (tests/test_fake_clock.py unsets this).
+    monkeypatch.setenv("BOTPOLY_ALLOW_FAKE_CLOCK", "1")
     for name in ("BOTPOLY_POLYMARKET_CLOB_URL", "BOTPOLY_POLYMARKET_GAMMA_URL",
                  "BOTPOLY_BINANCE_URL"):
         monkeypatch.setenv(name, UNREACHABLE)

@@ -1,7 +1,12 @@
-"""Shared CLI machinery: the context object, output options and error translation.
+"""Shared CLI machinery: the context object, output options, error translation, and the
+fake-clock gate.
 
 Library exceptions become ``Error: ...`` and an exit code here and only here:
 InvalidInput exits 2 (a usage problem), every other BotpolyError exits 1.
+
+Which commands write is known here and only here (``READ_ONLY_COMMANDS``): under a
+fake clock (``BOTPOLY_NOW``) every other command is refused before it does anything,
+unless ``BOTPOLY_ALLOW_FAKE_CLOCK=1`` is set too.
 """
 
 from __future__ import annotations
@@ -58,7 +63,68 @@ class App:
         click.echo(message, err=self.fmt != "table")
 
 
-pass_app = click.make_pass_decorator(App, ensure=True)
+_pass_app = click.make_pass_decorator(App, ensure=True)
+
+# Commands that change nothing: no database row, no key file, no file they record.
+# Every other command writes (a new command too, until it is listed here). Under a
+# fake clock the writers are refused: a month closed early, trials expired early or
+# a ledger row stamped in 2099 cannot be taken back.
+READ_ONLY_COMMANDS = frozenset({
+    "list-tenants", "tenants list", "tenants show", "tenants credentials show",
+    "quotas show", "trades list", "bots status", "dashboard", "metrics", "stats",
+    "billing report", "strategies list", "markets list", "markets book", "keys status",
+    "db path", "db check", "audit list",
+})
+# Writers that change nothing with this option set.
+READ_ONLY_WITH = {"quotas reset": "dry_run"}
+
+
+def command_path(ctx: click.Context) -> str:
+    """The command's path below the root group, e.g. ``tenants credentials set``."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+def writes(ctx: click.Context) -> bool:
+    """Whether the command of *ctx*, with its options, may write."""
+    path = command_path(ctx)
+    option = READ_ONLY_WITH.get(path)
+    return path not in READ_ONLY_COMMANDS and not (option and ctx.params.get(option))
+
+
+def fake_clock_gate(ctx: click.Context) -> None:
+    """Under ``BOTPOLY_NOW``: refuse a writing command (exit 2, nothing done) unless
+    ``BOTPOLY_ALLOW_FAKE_CLOCK=1``; otherwise say on stderr that the clock is fake."""
+    from botpoly_admin import clock
+
+    fixed = clock.fake_now()
+    if fixed is None:
+        return
+    shown = f"{clock.ENV_NOW}={clock.iso(fixed)}"
+    if writes(ctx):
+        if not clock.fake_writes_allowed():
+            raise InvalidInput(
+                f"{shown} sets a fake clock, and `{command_path(ctx)}` writes: refused, "
+                f"nothing was changed (unset {clock.ENV_NOW}, or set "
+                f"{clock.ENV_ALLOW_FAKE}=1 to write under a fake clock, for testing only)")
+        notice(f"the clock is fake ({shown}); writing under it ({clock.ENV_ALLOW_FAKE}=1)")
+    else:
+        notice(f"the clock is fake ({shown}); reading only")
+
+
+def pass_app(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Pass the App to a command, once the fake-clock gate let it through (every
+    command takes its App this way, so the gate misses none)."""
+
+    @functools.wraps(func)
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        fake_clock_gate(click.get_current_context())
+        return func(*args, **kwargs)
+
+    return _pass_app(gated)
 
 
 def notice(message: str) -> None:

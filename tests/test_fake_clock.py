@@ -1,0 +1,178 @@
+"""The fake clock must not write (issue 10).
+
+Reproduced: ``BOTPOLY_NOW=2027-01-01T00:00:05Z botpoly-admin quotas reset`` closed the
+open month with partial totals and expired trials early; ``BOTPOLY_NOW=9999-12-31T23:59:59Z``
+wrote 95,675 periods, after which the real cron job never closed a month again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from cli_checks import assert_clean_error
+from click.testing import CliRunner
+
+from botpoly_admin import clock, ledger
+from botpoly_admin.cli import cli
+from botpoly_admin.cli.app import READ_ONLY_COMMANDS, READ_ONLY_WITH
+from botpoly_admin.tenants import TenantManager
+
+FUTURE = "2027-01-01T00:00:05Z"
+
+
+@pytest.fixture(autouse=True)
+def _operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an operator runs it: the test suite's permission to write is not given."""
+    monkeypatch.delenv("BOTPOLY_ALLOW_FAKE_CLOCK", raising=False)
+
+
+@pytest.fixture
+def world(db_path: Path) -> TenantManager:
+    manager = TenantManager(db_path)
+    ann = manager.create_tenant(name="Ann", email="ann@example.com", tier="pro")
+    manager.record_trade(ann.tenant_id, {"market_id": "m1", "side": "BUY", "amount": 10,
+                                         "price": 0.5, "status": "filled"})
+    manager.close()
+    return manager
+
+
+def invoke(db_path: Path, *args: str, env: dict[str, str] | None = None, input: str = ""):
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input,
+                              env={"BOTPOLY_NOW": FUTURE, **(env or {})},
+                              catch_exceptions=False)
+
+
+def every_command() -> list[str]:
+    def walk(group: click.Group, prefix: str):
+        for name, command in group.commands.items():
+            path = f"{prefix}{name}"
+            if isinstance(command, click.Group):
+                yield from walk(command, f"{path} ")
+            else:
+                yield path
+    return sorted(walk(cli, ""))
+
+
+WRITES = [
+    ("quotas", "reset"),
+    ("quotas", "reset", "--tenant", "ann@example.com"),
+    ("quotas", "set", "ann@example.com", "--trades", "5"),
+    ("create-tenant", "--name", "Bob", "--email", "bob@example.com"),
+    ("tenants", "create", "--name", "Bob", "--email", "bob@example.com"),
+    ("tenants", "update", "ann@example.com", "--capital", "5000"),
+    ("tenants", "suspend", "ann@example.com"),
+    ("tenants", "activate", "ann@example.com"),
+    ("tenants", "delete", "ann@example.com"),
+    ("tenants", "delete", "ann@example.com", "--purge", "--yes"),
+    ("tenants", "credentials", "clear", "ann@example.com"),
+    ("tenants", "credentials", "set", "ann@example.com", "binance_secret", "--stdin"),
+    ("start-bot", "ann@example.com"),
+    ("bots", "start", "ann@example.com"),
+    ("bots", "stop", "ann@example.com"),
+    ("run", "--cycles", "1"),
+    ("keys", "generate"),
+    ("keys", "rotate", "--yes"),
+    ("keys", "drop-undecryptable", "--yes"),
+    ("db", "migrate"),
+    ("db", "backup", "copy.db"),
+    ("db", "restore", "tenants.db", "--yes"),
+    ("markets", "record", "--feed", "simulated", "--duration", "1", "--out", "rec.jsonl"),
+]
+
+
+@pytest.mark.parametrize("args", WRITES, ids=" ".join)
+def test_a_command_that_writes_is_refused_under_a_fake_clock(
+        world, db_path: Path, db_snapshot, args) -> None:
+    before = db_snapshot()
+    result = invoke(db_path, *args, input="x" * 64)
+    assert_clean_error(result, 2)
+    assert "BOTPOLY_NOW" in result.stderr and "BOTPOLY_ALLOW_FAKE_CLOCK=1" in result.stderr
+    assert db_snapshot() == before
+
+
+def test_the_refusal_under_json_is_json(world, db_path: Path) -> None:
+    result = invoke(db_path, "quotas", "reset", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["exit_code"] == 2
+
+
+READS = [
+    ("list-tenants",), ("tenants", "list", "--json"), ("tenants", "show", "ann@example.com"),
+    ("tenants", "credentials", "show", "ann@example.com"), ("quotas", "show"),
+    ("quotas", "reset", "--dry-run"), ("trades", "list", "ann@example.com"),
+    ("bots", "status"), ("dashboard",), ("metrics", "ann@example.com"), ("stats",),
+    ("billing", "report", "--period", "2026-12"), ("strategies", "list"),
+    ("markets", "list", "--feed", "simulated"), ("keys", "status"), ("db", "path"),
+    ("db", "check"), ("audit", "list"),
+]
+
+
+@pytest.mark.parametrize("args", READS, ids=" ".join)
+def test_a_read_works_and_says_the_clock_is_fake(world, db_path: Path, db_snapshot,
+                                                 args) -> None:
+    before = db_snapshot()
+    result = invoke(db_path, *args)
+    assert result.exit_code == 0, result.output[-600:]
+    assert f"the clock is fake (BOTPOLY_NOW={FUTURE})" in result.stderr
+    assert "the clock is fake" not in result.stdout
+    assert db_snapshot() == before
+
+
+def test_every_command_is_classified_and_no_listed_read_is_stale() -> None:
+    commands = set(every_command())
+    assert set(READ_ONLY_COMMANDS) <= commands and set(READ_ONLY_WITH) <= commands
+    writers = commands - set(READ_ONLY_COMMANDS)
+    tested = {" ".join(a for a in args if not a.startswith("-") and "@" not in a)
+              for args in WRITES}
+    # Every writer is refused by some test above (a word-prefix of its arguments).
+    for writer in writers:
+        assert any(t.startswith(writer) for t in tested), writer
+
+
+def test_allowed_writes_say_so(world, db_path: Path) -> None:
+    result = invoke(db_path, "tenants", "suspend", "ann@example.com",
+                    env={"BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    assert result.exit_code == 0, result.output
+    assert "writing under it" in result.stderr
+
+
+def test_the_real_clock_is_quiet(world, db_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "list-tenants"])
+    assert result.exit_code == 0 and "clock" not in result.stderr
+
+
+# --- quotas reset never closes a month the real clock has not ended ------------------------
+
+
+def test_quotas_reset_under_an_allowed_future_clock_closes_only_ended_months(
+        world, db_path: Path) -> None:
+    real_period = clock.period_of(clock.real_now())
+    result = invoke(db_path, "quotas", "reset", "--json",
+                    env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z", "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    assert result.exit_code == 0, result.output
+    manager = TenantManager(db_path)
+    closed = [r[0] for r in manager.db.execute("SELECT period FROM quota_periods")]
+    assert all(p < real_period for p in closed), closed
+    assert len(closed) <= 1  # the tenant was created this month: nothing before it
+    # The real cron job still closes the month once it ends.
+    later = ledger.next_period(real_period) + "-01T00:00:05Z"
+    result = invoke(db_path, "quotas", "reset", "--json",
+                    env={"BOTPOLY_NOW": later, "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    assert result.exit_code == 0
+
+
+def test_close_periods_waits_for_the_real_end_of_the_month(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOTPOLY_ALLOW_FAKE_CLOCK", "1")
+    manager = TenantManager(db_path)
+    manager.create_tenant(name="Ann", email="ann@example.com")
+    real_period = clock.period_of(clock.real_now())
+    next_month = ledger.next_period(real_period)
+    monkeypatch.setenv("BOTPOLY_NOW", f"{next_month}-01T00:00:05Z")
+    result = ledger.close_periods(manager)
+    assert real_period not in [c["period"] for c in result["closed"]]
+    assert manager.db.execute("SELECT count(*) FROM quota_periods WHERE period >= ?",
+                              (real_period,)).fetchone()[0] == 0
