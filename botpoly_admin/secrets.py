@@ -23,9 +23,12 @@ its mask. The first line is that no code logs or prints a secret at all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import os
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -51,6 +54,13 @@ MIN_REDACTED_LEN = 8
 # What a masked view shows for a stored credential the current keys cannot decrypt.
 UNDECRYPTABLE = "set (cannot decrypt with the current keys)"
 ARCHIVE_SUFFIX = ".retired"
+# The longest credential accepted (a PEM key is a few KiB; nothing real comes near).
+MAX_SECRET_BYTES = 64 * 1024
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_HEX_KEY = re.compile(r"(?:0[xX])?[0-9a-fA-F]{64}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: it goes in HTTP headers
+_BINANCE = re.compile(r"[A-Za-z0-9]{64}")
 
 
 def key_file_for(db_path: Path) -> Path:
@@ -93,6 +103,58 @@ def key_source_stamp(db_path: Path) -> tuple[object, ...]:
     except OSError:
         return ("file", str(path))
     return ("file", str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def credential_problem(name: str, value: str) -> str | None:
+    """Why *value* cannot be the credential *name*, or None when its shape is right.
+
+    The one place for the shapes of credentials: checked when a credential is set
+    (``tenants credentials set``) and again before a live bot uses them
+    (``trading.live``). The answer never contains the value. The Polymarket shapes
+    are what the SDK does with them: ``eth_account`` takes the private key, the CLOB
+    expects a UUID API key, and ``polymarket/_internal/hmac.py`` base64url-decodes the
+    secret; the passphrase goes in an HTTP header as it is.
+    """
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
+        return f"is longer than {MAX_SECRET_BYTES // 1024} KiB"
+    if name == "polymarket_private_key":
+        if not _HEX_KEY.fullmatch(value):
+            return ("is not a valid private key (32 bytes as 64 hex characters, with or "
+                    "without 0x)")
+        from eth_account import Account
+
+        try:
+            Account.from_key(value)
+        except Exception:  # noqa: BLE001 - eth_keys raises several types; none may echo it
+            return "is not a valid private key (out of the secp256k1 range)"
+    elif name == "polymarket_wallet":
+        from eth_utils import is_checksum_address, is_hex_address
+
+        digits = value[2:]
+        # Mixed case is a checksum (EIP-55): a typo in it must not pass.
+        one_case = digits in (digits.lower(), digits.upper())
+        if not (value.startswith(("0x", "0X")) and is_hex_address(value)
+                and (one_case or is_checksum_address(value))):
+            return "is not an EVM address (0x and 40 hex characters, checksum respected)"
+    elif name == "polymarket_api_key":
+        if not _UUID.fullmatch(value):
+            return "is not a Polymarket API key (a UUID, as the CLOB issues them)"
+    elif name == "polymarket_api_secret":
+        try:
+            decodable = bool(_BASE64URL.fullmatch(value)) and bool(
+                base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        except (binascii.Error, ValueError):
+            decodable = False
+        if not decodable:
+            return "is not base64 (the url-safe alphabet the CLOB issues)"
+    elif name == "polymarket_api_passphrase":
+        if not _TOKEN.fullmatch(value):
+            return "is not a Polymarket API passphrase (printable characters, no spaces)"
+    elif name in ("binance_api_key", "binance_secret") and not _BINANCE.fullmatch(value):
+        return "is not a Binance API key or secret (64 letters and digits)"
+    return None
 
 
 def generate_key() -> bytes:

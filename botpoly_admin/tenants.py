@@ -741,8 +741,10 @@ class TenantManager:
             conn.execute("DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
                          (tenant_id, name))
             return
-        text = str(value).strip()
-        if not text:
+        # Stored as given: spaces can be part of a secret (``--stdin`` drops only the
+        # line break a pipeline adds).
+        text = str(value)
+        if not text.strip():
             raise InvalidInput(f"{name} must not be empty")
         ring = self.keyring(create=True)
         conn.execute(

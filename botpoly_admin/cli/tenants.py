@@ -15,7 +15,9 @@ from botpoly_admin.cli.app import (
     pass_app,
     tenant_argument,
 )
+from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import CREDENTIAL_NAMES, SETTING_KEYS, TenantStatus, TenantTier
+from botpoly_admin.secrets import MAX_SECRET_BYTES, credential_problem
 
 TIER_CHOICE = click.Choice([t.value for t in TenantTier], case_sensitive=False)
 STATUS_CHOICE = click.Choice([s.value for s in TenantStatus], case_sensitive=False)
@@ -326,20 +328,42 @@ def credentials_set(app: App, tenant: str, name: str, value: tuple[str, ...],
         )
     manager = app.manager()
     manager.resolve(tenant)
-    if from_stdin:
-        raw = sys.stdin.buffer.read()
-        try:
-            # Only the line break a shell pipeline adds is dropped: spaces are data.
-            secret = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise click.UsageError("the secret on standard input is not UTF-8 text") from None
-    else:
-        secret = ask(click.prompt, f"{name}", hide_input=True, confirmation_prompt=True,
-                     default="", show_default=False)
-    if not secret:
+    secret = _read_stdin() if from_stdin else _prompt(name)
+    if not secret.strip():
         raise click.UsageError("empty secret: nothing stored")
+    # Its shape, checked before anything is stored; the message never shows the value.
+    problem = credential_problem(name, secret)
+    if problem:
+        raise InvalidInput(f"{name} {problem}: nothing stored")
     manager.set_credential(tenant, name, secret)
     click.echo(f"Stored {name} for tenant {manager.resolve(tenant).tenant_id} (encrypted)")
+
+
+def _read_stdin() -> str:
+    """The secret piped to --stdin, without the one line break a pipeline adds
+    (``\\n`` or ``\\r\\n``): every other character, spaces included, is the secret's."""
+    raw = sys.stdin.buffer.read(MAX_SECRET_BYTES + 3)
+    if len(raw) > MAX_SECRET_BYTES + 2:
+        raise InvalidInput(f"the secret on standard input is longer than "
+                           f"{MAX_SECRET_BYTES // 1024} KiB: nothing stored")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.UsageError("the secret on standard input is not UTF-8 text") from None
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
+def _prompt(name: str) -> str:
+    """The secret typed at a hidden prompt, twice. Without a terminal there is no hidden
+    prompt (getpass would warn and read the pipe in the clear): say to use --stdin."""
+    if not sys.stdin.isatty():
+        raise click.UsageError("standard input is not a terminal, so there is no hidden "
+                               "prompt: pipe the secret with --stdin")
+    return ask(click.prompt, f"{name}", hide_input=True, confirmation_prompt=True,
+               default="", show_default=False)
 
 
 @credentials.command("show")

@@ -41,8 +41,6 @@ is pinned and the tests against the local fake CLOB fail if one of them moves.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
@@ -627,25 +625,18 @@ def live_credentials(manager: TenantManager, tenant_id: str
 
 
 def _check_formats(creds: dict[str, str], who: str) -> None:
-    """CredentialsError for a credential the SDK could not use; never echoes a value."""
-    from eth_account import Account
-    from eth_utils import is_address
+    """CredentialsError for a credential the SDK could not use; never echoes a value.
 
-    try:
-        Account.from_key(creds["polymarket_private_key"])
-    except Exception:  # noqa: BLE001 - eth_keys raises several types; none may echo the key
-        raise CredentialsError(
-            f"polymarket_private_key of tenant {who} is not a valid private key") from None
-    if not is_address(creds["polymarket_wallet"]):
-        raise CredentialsError(f"polymarket_wallet of tenant {who} is not an EVM address")
-    secret = creds["polymarket_api_secret"]
-    try:
-        # Decoded as the SDK's HMAC signing does (polymarket/_internal/hmac.py), so a bad
-        # secret fails here and not as an odd error on the first request.
-        base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
-    except (binascii.Error, ValueError):
-        raise CredentialsError(
-            f"polymarket_api_secret of tenant {who} is not base64") from None
+    The shapes are ``secrets.credential_problem``'s, the same ones ``credentials set``
+    checks: a credential stored another way (the Python API, an old version) is caught
+    here, before any request.
+    """
+    from botpoly_admin.secrets import credential_problem
+
+    for name in POLYMARKET_CREDENTIALS:
+        problem = credential_problem(name, creds[name])
+        if problem:
+            raise CredentialsError(f"{name} of tenant {who} {problem}")
 
 
 def _secure_client(creds: dict[str, str], environment: Environment, timeout_s: float,
