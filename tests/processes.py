@@ -120,3 +120,37 @@ def background(orchestrator: Any, **kw: Any) -> Iterator[dict]:
         orchestrator.request_stop()
         thread.join(15)
         assert not thread.is_alive(), "the orchestrator did not stop"
+
+
+def in_a_terminal(argv: list[str], env: dict[str, str], answers: list[str],
+                  timeout: float = 120.0) -> tuple[int, str]:
+    """Run *argv* with a pseudo-terminal as its controlling terminal (stdin, stdout,
+    stderr), as an operator at a shell would; type each of *answers* once a prompt (a
+    line ending in ':') shows. Returns the exit code and everything the screen got."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execve(argv[0], argv, {**os.environ, **env})
+    screen = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            raise AssertionError(f"no output for {timeout} s: {screen[-300:]!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if pending and screen.rstrip(b" ").endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")

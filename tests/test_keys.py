@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cli_checks import assert_clean_error
 from click.testing import CliRunner
+from processes import CLI, in_a_terminal
 
 from botpoly_admin.cli import cli
 from botpoly_admin.clock import now, period_of
@@ -312,6 +313,13 @@ def test_rotation_reports_progress_over_thousands_of_secrets(db_path: Path) -> N
     assert result["secrets"] == 2_401
     assert seen[-1] == (2_401, 2_401) and len(seen) >= 3
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_rotate_shows_progress_on_a_terminal(world, db_path: Path) -> None:
+    code, screen = in_a_terminal([CLI, "--db", str(db_path), "keys", "rotate"], {}, ["y"])
+    assert code == 0, screen
+    assert "Re-encrypting secrets" in screen and "2/2" in screen
+    assert "Back up the key file" in screen
 
 
 def test_rotate_progress_is_quiet_under_json_and_without_a_terminal(world, db_path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from cli_checks import assert_clean_error
 from hypothesis import given
 from hypothesis import strategies as st
+from processes import CLI, in_a_terminal
 
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.secrets import ENV_KEYS, generate_key, key_id, mask
@@ -561,45 +562,13 @@ def test_piping_a_secret_without_stdin_is_our_one_line_error(
     assert db_snapshot() == before
 
 
-def _in_a_terminal(db_path: Path, args: list[str], key: bytes, answers: list[str]
-                   ) -> tuple[int, str]:
-    """Run the CLI with a pseudo-terminal as its controlling terminal, typing each answer
-    once its prompt (a line ending in ': ') shows; returns the exit code and the screen."""
-    import pty
-    import select
-
-    exe = Path(sys.executable).parent / "botpoly-admin"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once
-        os.execve(str(exe), [str(exe), "--db", str(db_path), *args],
-                  {**os.environ, "BOTPOLY_SECRET_KEYS": key.decode()})
-    screen = b""
-    pending = list(answers)
-    while True:
-        ready, _, _ = select.select([fd], [], [], 60)
-        if not ready:
-            os.kill(pid, 9)
-            raise AssertionError(f"no output for 60 s: {screen[-300:]!r}")
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-        if pending and screen.rstrip(b" ").endswith(b":"):
-            os.write(fd, pending.pop(0).encode() + b"\n")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
-
-
 def test_a_hidden_prompt_in_a_terminal(manager: TenantManager, tenant, db_path: Path,
                                        secret_key: bytes) -> None:
     manager.close()
-    code, screen = _in_a_terminal(
-        db_path, ["tenants", "credentials", "set", "ann@example.com", "binance_api_key"],
-        secret_key, [BINANCE, BINANCE])
+    code, screen = in_a_terminal(
+        [CLI, "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+         "binance_api_key"],
+        {"BOTPOLY_SECRET_KEYS": secret_key.decode()}, [BINANCE, BINANCE])
     assert code == 0, screen
     assert "Repeat for confirmation" in screen and BINANCE not in screen  # not echoed
     assert TenantManager(db_path).get_credentials(tenant.tenant_id) == {
@@ -611,9 +580,10 @@ def test_a_hidden_prompt_mismatch_stores_nothing(manager: TenantManager, tenant,
                                                  db_snapshot) -> None:
     manager.close()
     before = db_snapshot()
-    code, screen = _in_a_terminal(
-        db_path, ["tenants", "credentials", "set", "ann@example.com", "binance_api_key"],
-        secret_key, [BINANCE, BINANCE[::-1], "", ""])
+    code, screen = in_a_terminal(
+        [CLI, "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+         "binance_api_key"],
+        {"BOTPOLY_SECRET_KEYS": secret_key.decode()}, [BINANCE, BINANCE[::-1], "", ""])
     assert code != 0 and "Traceback" not in screen
     assert BINANCE not in screen and BINANCE[::-1] not in screen
     assert db_snapshot() == before
