@@ -24,7 +24,11 @@ def keys_group() -> None:
 @keys_group.command("generate")
 @pass_app
 def generate(app: App) -> None:
-    """Create the key file beside the database (mode 0600). Refused if one exists.
+    """Create the key file beside the database (mode 0600).
+
+    Refused if one exists, and if the database already holds encrypted credentials
+    or a key check: a new key could not read them. Restore the key file instead, or
+    use `keys rotate` to replace a key you still have.
 
     \b
     Example:
