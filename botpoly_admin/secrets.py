@@ -57,7 +57,7 @@ ARCHIVE_SUFFIX = ".retired"
 # The longest credential accepted (a PEM key is a few KiB; nothing real comes near).
 MAX_SECRET_BYTES = 64 * 1024
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_HEX_KEY = re.compile(r"(?:0[xX])?[0-9a-fA-F]{64}")
+_HEX_KEY = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: it goes in HTTP headers
 _BINANCE = re.compile(r"[A-Za-z0-9]{64}")

@@ -505,7 +505,8 @@ GOOD = {
     "binance_secret": [BINANCE[::-1]],
 }
 BAD = {
-    "polymarket_private_key": ["0x1234", PRIVATE_KEY + "00", "0x" + "g" * 64, "0x" + "0" * 64],
+    "polymarket_private_key": ["0x1234", PRIVATE_KEY + "00", "0x" + "g" * 64, "0x" + "0" * 64,
+                               "0X" + PRIVATE_KEY[2:]],
     "polymarket_wallet": ["0xnot-an-address", "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9c1",
                           "90f8bf6a479f320ead074411a4b0e7944ea8c9c1"],
     "polymarket_api_key": ["not-a-uuid", "3f1c9a52-7b2e-4c1d-9e8f-0a1b2c3d4e5"],
