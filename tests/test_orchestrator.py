@@ -446,11 +446,12 @@ def test_start_and_stop_from_another_shell_while_run_runs(manager, db_path, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_stops_every_bot_cleanly(manager, db_path, tmp_path, sig) -> None:
     ids = [make(manager, name) for name in ("Ann", "Bob", "Cid")]
     out = tmp_path / "run.out"
-    with process(db_path, out, "run", "--interval", "0.1", "--no-live") as run:
+    with process(db_path, out, "run", "--interval", "0.1", "--no-table") as run:
         assert wait_for(lambda: all(rows(db_path).get(t, {}).get("cycles", 0) >= 2
                                     for t in ids), timeout=10)
         signalled = time.monotonic()
@@ -514,12 +515,14 @@ KILLABLE = """
 import sys
 from botpoly_admin.orchestrator import Orchestrator
 from botpoly_admin.tenants import TenantManager
-Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=3).run()
+Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
 """
 
 
 @pytest.mark.slow
-def test_a_killed_orchestrators_bots_are_taken_over_after_the_ttl(manager, db_path) -> None:
+def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
+                                                                         db_path) -> None:
+    """Its pid is gone: its leases (30 s) are not waited out."""
     ids = [make(manager, f"K{i}") for i in range(3)]
     victim = subprocess.Popen([sys.executable, "-c", KILLABLE, str(db_path)])
     try:
@@ -528,10 +531,39 @@ def test_a_killed_orchestrators_bots_are_taken_over_after_the_ttl(manager, db_pa
     finally:
         victim.kill()  # SIGKILL: no cleanup, leases left behind
         victim.wait()
-    killed_at = time.monotonic()
-    heir = Orchestrator(manager, interval_s=0.1, lease_ttl_s=3,
+    (dead,) = {rows(db_path)[t]["owner"] for t in ids}
+    assert dead.split(":")[1] == str(victim.pid)
+    heir = Orchestrator(manager, interval_s=0.1, lease_ttl_s=30,
                         bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     with background(heir):
-        assert wait_for(lambda: len(heir.running_ids()) == 3, timeout=8)
-        waited = time.monotonic() - killed_at
-    assert 2 < waited < 6  # not before the lease expired, soon after
+        # Well before the dead owner's leases expire (30 s).
+        assert wait_for(lambda: len(heir.running_ids()) == 3, timeout=10)
+    events = [e for e in heir.drain_events() if e.kind == "started"]
+    assert len(events) == 3
+    assert all(f"from {dead} whose process is gone" in e.message for e in events)
+    assert orchestrators(db_path) == 0  # the dead one's row went with its leases
+
+
+def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) -> None:
+    """Another host, an owner id without a pid namespace, a live pid: not provably dead."""
+    import socket
+
+    from botpoly_admin.bots import owner_gone
+
+    here = socket.gethostname()
+    me = bots.new_owner_id()
+    namespace = me.rsplit(".", 1)[1]
+    assert owner_gone(f"{here}:999999999:abcd.{namespace}")  # no such pid
+    assert not owner_gone(f"elsewhere:999999999:abcd.{namespace}")
+    assert not owner_gone(f"{here}:999999999:abcd")  # namespace unknown
+    assert not owner_gone(f"{here}:999999999:abcd.1")  # another namespace
+    assert not owner_gone(f"{here}:{os.getppid()}:abcd.{namespace}")  # alive
+    assert not owner_gone(me)  # this very process
+    tid = make(manager, "Held")
+    bots.acquire(manager.db, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
+    assert bots.acquire(manager.db, me, [tid]) == {}
+    bots.sync(manager.db, f"elsewhere:999999999:abcd.{namespace}")
+    with manager.db.conn:
+        manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
+                                (f"{here}:999999999:abcd.{namespace}", tid))
+    assert bots.acquire(manager.db, me, [tid])[tid]["taken_from"].startswith(here)
