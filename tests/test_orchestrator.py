@@ -7,6 +7,7 @@ cycles, one that raises every cycle, one that probes for overlapping cycles.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -567,3 +568,52 @@ def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) 
         manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
                                 (f"{here}:999999999:abcd.{namespace}", tid))
     assert bots.acquire(manager.db, me, [tid])[tid]["taken_from"].startswith(here)
+
+
+@pytest.mark.slow
+def test_a_second_run_whose_bots_are_all_held_says_so_and_names_the_owner(
+        manager, db_path, tmp_path) -> None:
+    ids = [make(manager, f"S{i}") for i in range(3)]
+    a_out, b_out = tmp_path / "a.out", tmp_path / "b.out"
+    with process(db_path, a_out, "run", "--interval", "0.1", "--no-table") as a:
+        assert wait_for(lambda: all(rows(db_path)[t]["owner"] for t in ids), timeout=10)
+        (owner,) = {rows(db_path)[t]["owner"] for t in ids}
+        with process(db_path, b_out, "run", "--interval", "0.1", "--no-table") as b:
+            assert wait_for(lambda: "held" in b_out.read_text(), timeout=10)
+            assert stop(b) == 0
+        assert stop(a) == 0
+    [line] = [line for line in b_out.read_text().splitlines() if " held " in line]
+    assert line.endswith(f"held      every bot set to run here (3) is held by another "
+                         f"runner: {owner} (3 bots); this run takes over any it releases or "
+                         "whose lease expires")
+    assert "started" not in b_out.read_text()
+
+
+@pytest.mark.slow
+def test_after_kill_9_status_stops_claiming_running_and_a_new_run_takes_over_at_once(
+        manager, db_path, tmp_path, run_cli) -> None:
+    ids = [make(manager, f"K{i}") for i in range(2)]
+    with process(db_path, tmp_path / "a.out", "run", "--interval", "0.1", "--no-table",
+                 "--lease-ttl", "60") as victim:
+        assert wait_for(lambda: all(rows(db_path)[t]["cycles"] >= 2 for t in ids), timeout=10)
+        victim.kill()
+        victim.wait()
+    status = json.loads(run_cli("bots", "status", "--json").stdout)
+    assert {r["state"] for r in status} == {"stale"}  # its process is gone; lease 60 s left
+    dashboard = json.loads(run_cli("dashboard", "--json").stdout)
+    assert dashboard["bots_running"] == 0
+    assert {t["bot_state"] for t in dashboard["tenants"]} == {"stale"}
+    out = tmp_path / "b.out"
+    with process(db_path, out, "run", "--interval", "0.1", "--no-table",
+                 "--lease-ttl", "60") as heir:
+        assert wait_for(lambda: out.read_text().count("whose process is gone") == 2,
+                        timeout=10)
+        assert wait_for(lambda: {r["state"] for r in json.loads(
+            run_cli("bots", "status", "--json").stdout)} == {"running"})
+        assert stop(heir) == 0
+
+
+def test_run_help_names_the_table_option_plainly(run_cli) -> None:
+    result = run_cli("run", "--help")
+    assert "--no-table" in result.stdout and "--no-live" not in result.stdout
+    assert "--paper" in result.stdout and "--live-workers" in result.stdout
