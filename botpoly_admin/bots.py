@@ -44,7 +44,10 @@ Refusals (live trading it cannot do)
     API key) is put in state ``refused`` by its runner, with the reason in
     ``last_error``, and is *not* retried with backoff: retrying cannot help until the
     operator changes something, and a refused API key should not be sent again and
-    again. Its runner keeps the lease (so ``bots status`` and the dashboard show
+    again. A live tenant whose bot runs on market data that is not the exchange's
+    (the simulated or a replay feed) is refused the same way (``TenantBot.broker``,
+    ``LiveRefused``), unless the run is a paper run. Its runner keeps the lease (so
+    ``bots status`` and the dashboard show
     ``refused`` and the reason) and tries again only once ``settings_mark`` changes:
     the tenant updated, its credentials set or cleared, or the keys rotated or the
     key file replaced. ``bots start --all`` does not check credentials (one broken
@@ -524,7 +527,7 @@ class Progress:
 
     tenant_id: str
     state: str
-    heartbeat_at: str | None
+    heartbeat_at: str | None  # its last sign of life, kept when released
     cycles: int
     last_cycle_ms: float | None
     restarts: int
@@ -553,18 +556,19 @@ def sync(
         if orchestrator:
             conn.execute("UPDATE orchestrators SET heartbeat_at = ? WHERE owner = ?",
                          (now, owner))
-        conn.execute("UPDATE bots SET lease_expires_at = ? WHERE owner = ?",
-                     (_wall_iso(ttl_s), owner))
-        conn.executemany(
-            "UPDATE bots SET state = ?, heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, "
-            "restarts = ?, last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
-              now, p.tenant_id, owner) for p in progress],
-        )
+        # Leases and heartbeats in one statement; a silent (stuck) bot's heartbeat stays.
         silent_list, params = _in_list(list(silent))
-        conn.execute("UPDATE bots SET heartbeat_at = :now WHERE owner = :owner"
-                     + (f" AND tenant_id NOT IN ({silent_list})" if silent else ""),
-                     {**params, "now": now, "owner": owner})
+        beat = (f"CASE WHEN tenant_id IN ({silent_list}) THEN heartbeat_at ELSE :now END"
+                if silent else ":now")
+        conn.execute(f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
+                     "WHERE owner = :owner",
+                     {**params, "expires": _wall_iso(ttl_s), "now": now, "owner": owner})
+        conn.executemany(
+            "UPDATE bots SET state = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, "
+            "last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
+            [(p.state, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now, p.tenant_id,
+              owner) for p in progress],
+        )
         conn.executemany(
             f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
             "heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, last_error = ?, "

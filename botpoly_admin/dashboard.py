@@ -378,6 +378,7 @@ class LiveSnapshot:
     bots: tuple[LiveBot, ...]  # the rows shown, most urgent first
     bots_total: int
     stopping: bool = False
+    held_elsewhere: str = ""  # other runners holding bots this run should run
 
 
 def _duration(seconds: float) -> str:
@@ -394,6 +395,8 @@ def build_live_table(snapshot: LiveSnapshot) -> Table:
     states = ", ".join(f"{n} {s}" for s, n in snapshot.by_state.items())
     if snapshot.bots_total == 0:
         states = "none set to run here" if not snapshot.stopping else "all stopped"
+        if snapshot.held_elsewhere and not snapshot.stopping:
+            states = f"all held by {snapshot.held_elsewhere}"
     header = (
         f"{'STOPPING · ' if snapshot.stopping else ''}{snapshot.bots_total} bots ({states}) · "
         f"{snapshot.cycles:,} cycles, {snapshot.cycles_per_s:,.1f}/s · "

@@ -617,3 +617,27 @@ def test_run_help_names_the_table_option_plainly(run_cli) -> None:
     result = run_cli("run", "--help")
     assert "--no-table" in result.stdout and "--no-live" not in result.stdout
     assert "--paper" in result.stdout and "--live-workers" in result.stdout
+
+
+def test_a_bot_stuck_in_a_cycle_is_shown_stale_the_others_running(manager, db_path) -> None:
+    hung, other = make(manager, "Hung"), make(manager, "Other")
+    counts: Counter = Counter()
+    release = threading.Event()
+
+    class HungBot(CountingBot):
+        def run_cycle(self) -> CycleReport:
+            if self.tenant_id == hung:
+                release.wait(30)  # a network call without a timeout
+            return super().run_cycle()
+
+    orchestrator = Orchestrator(manager, interval_s=0.05, stuck_after_s=0.2,
+                                bot_factory=lambda m, t, f: HungBot(t, counts))
+    try:
+        with background(orchestrator):
+            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "stale",
+                            timeout=bots.STALE_AFTER_S + 10)
+            assert bots.bot_status(manager, other)["state"] == "running"
+            release.set()
+            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "running")
+    finally:
+        release.set()

@@ -317,10 +317,13 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
 
     State is running (paused_quota, paused_risk, throttled, error) only while a
-    runner holds the bot's lease; stopped otherwise. A refused bot (a live bot
-    without usable credentials: not retried until its tenant, credentials or keys
-    change) stays refused after its run ends, until it is stopped or runs again.
-    Last error says why a bot is in error (retried with backoff) or refused.
+    runner holds the bot's lease and beats (its heartbeat younger than 5 s); stale
+    while it holds the lease without beating (killed, hung, stalled: see Heartbeat);
+    stopped otherwise. A refused bot (a live bot without usable credentials, or on
+    market data that is not the exchange's: not retried until its tenant,
+    credentials or keys change) stays refused after its run ends, until it is
+    stopped or runs again. Last error says why a bot is in error (retried with
+    backoff) or refused.
 
     \b
     Example:
