@@ -213,6 +213,8 @@ def test_start_bot_refused(manager, run_cli, db_snapshot, status, message) -> No
     (["start-bot", "nobody@example.com"], 1, "no tenant with id or email"),
     (["start-bot", "john@example.com", "--cycles", "3"], 2, "--cycles only apply with"),
     (["start-bot", "john@example.com", "--seed", "3"], 2, "--seed only apply with"),
+    (["start-bot", "john@example.com", "--no-live"], 2, "--no-live only apply with"),
+    (["start-bot", "john@example.com", "--paper"], 2, "--paper only apply with"),
     (["run", "--max-workers", "0"], 2, "'--max-workers'"),
     (["run", "--interval", "0"], 2, "'--interval'"),
     (["run", "--interval", "-1"], 2, "'--interval'"),

@@ -115,12 +115,20 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return merged
 
 
+def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among *names* given on the command line, as typed (``--no-live``)."""
+    given = []
+    for param in ctx.command.params:
+        if param.name in names and param.name in ctx.params and \
+                ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
+            off = ctx.params[param.name] is False and param.secondary_opts
+            given.append(param.secondary_opts[0] if off else param.opts[0])
+    return given
+
+
 def _refuse_live_only(paper: bool) -> None:
     """``--paper`` with an option that only matters to live trading: a usage error."""
-    ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in LIVE_ONLY_OPTIONS
-             if name in ctx.params
-             and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    given = _given(click.get_current_context(), LIVE_ONLY_OPTIONS)
     if paper and given:
         raise click.UsageError(f"{', '.join(given)} only applies to live trading; --paper "
                                "runs every bot as paper")
@@ -182,9 +190,7 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     """
     from botpoly_admin import bots
 
-    ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in RUN_OPTION_NAMES
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    given = _given(click.get_current_context(), RUN_OPTION_NAMES)
     if given and not foreground:
         raise click.UsageError(f"{', '.join(given)} only apply with --foreground")
     manager = app.manager(create=False)
