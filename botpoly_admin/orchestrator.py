@@ -92,7 +92,7 @@ Pauses
 
 Paper runs
     ``paper=True`` (``run --paper``) runs every bot as paper, tenants in live mode
-    included: their rows say mode paper, and nothing is sent to an exchange.
+    included: their rows say mode paper, and no order goes to an exchange.
 
 Shutdown
     ``request_stop`` (SIGINT/SIGTERM/SIGHUP in the CLI) stops every runner: an in-flight cycle

@@ -92,7 +92,7 @@ def test_run_paper_trades_every_bot_as_paper_and_says_so(db_path, tenants, fake_
     assert result.returncode == 0, result.stderr
     assert fake_exchange.requests == []
     assert result.stdout.startswith("Paper run (--paper): every bot trades paper, tenants in "
-                                    "live mode included; nothing is sent to an exchange.")
+                                    "live mode included; no order goes to an exchange.")
     assert "(paper run)" in result.stdout  # the live tenant's bot, started as paper
     rows = status(db_path)
     assert {rows[t]["cycles"] for t in tenants.values()} == {3}

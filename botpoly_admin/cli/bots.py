@@ -100,8 +100,8 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
                           "per filled level (Polymarket's curve; e.g. 0.07)."),
         click.option("--paper", is_flag=True,
-                     help="Every bot trades paper, tenants in live mode included: nothing is "
-                          "sent to an exchange. Without it, live tenants trade live only on "
+                     help="Every bot trades paper, tenants in live mode included: no order "
+                          "goes to an exchange. Without it, live tenants trade live only on "
                           "--feed polymarket and are refused on any other feed."),
     ]
 
@@ -137,7 +137,7 @@ def _refuse_live_only(paper: bool) -> None:
 def _paper_notice(app: App, paper: bool) -> None:
     if paper:
         app.say("Paper run (--paper): every bot trades paper, tenants in live mode included; "
-                "nothing is sent to an exchange.")
+                "no order goes to an exchange.")
 
 
 # --- start-bot and bots ---------------------------------------------------------------------
