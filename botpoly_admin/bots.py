@@ -14,8 +14,18 @@ Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     processes racing for the same bot cannot both win. The owner renews every lease it
     holds on each tick, in the same transaction that records progress. A runner that
     dies stops renewing and, once the TTL has passed, another runner takes the bot
-    over. A runner that finds a lease gone (it stalled for longer than the TTL and was
-    taken over) stops that bot without touching the row.
+    over; on the same machine a runner does not wait that long: an owner whose
+    process is gone (``owner_gone``: same host and pid namespace, pid not alive) loses
+    its leases at once. A runner that finds a lease gone (it stalled for longer than
+    the TTL and was taken over) stops that bot without touching the row.
+
+Heartbeats (what ``bots status`` and the dashboard may claim)
+    Every sync (each tick, and at least every second whatever the interval) stamps
+    ``heartbeat_at`` on every bot its runner holds, except one stuck in a cycle. A
+    bot is shown in its held state (running, paused_quota, ...) only while that
+    heartbeat is younger than ``STALE_AFTER_S`` and its owner's process is not known
+    to be gone; otherwise it is shown ``stale`` (its runner was killed, hung, or the
+    machine stalled) until its lease expires (then ``stopped``) or it is taken over.
 
 Clocks
     Leases and heartbeats coordinate processes that are alive *now*, so they use the
@@ -34,7 +44,10 @@ Refusals (live trading it cannot do)
     API key) is put in state ``refused`` by its runner, with the reason in
     ``last_error``, and is *not* retried with backoff: retrying cannot help until the
     operator changes something, and a refused API key should not be sent again and
-    again. Its runner keeps the lease (so ``bots status`` and the dashboard show
+    again. A live tenant whose bot runs on market data that is not the exchange's
+    (the simulated or a replay feed) is refused the same way (``TenantBot.broker``,
+    ``LiveRefused``), unless the run is a paper run. Its runner keeps the lease (so
+    ``bots status`` and the dashboard show
     ``refused`` and the reason) and tries again only once ``settings_mark`` changes:
     the tenant updated, its credentials set or cleared, or the keys rotated or the
     key file replaced. ``bots start --all`` does not check credentials (one broken
@@ -70,6 +83,11 @@ ORCHESTRATOR_FRESH_S = 10.0
 # Rows of orchestrators silent for this long are removed when another one registers.
 ORCHESTRATOR_FORGET_S = 24 * 3600.0
 MAX_ERROR_CHARS = 500
+# A held bot whose heartbeat is older than this is shown stale (runners beat every
+# second at least; this leaves room for a loaded machine).
+STALE_AFTER_S = 5.0
+# Shown, never stored: a held bot whose runner has gone silent.
+STALE = "stale"
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -111,9 +129,46 @@ def _wall_iso(offset_s: float = 0.0) -> str:
     return clock.iso(wall_now() + timedelta(seconds=offset_s))
 
 
+def _pid_namespace() -> str | None:
+    """This process's pid namespace (Linux), so two containers sharing a hostname are
+    never taken for one machine; None where it cannot be known."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return None
+
+
 def new_owner_id() -> str:
-    """A runner's identity: ``host:pid:random``, unique even across pid reuse."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A runner's identity: ``host:pid:random[.pidns]``, unique even across pid reuse.
+
+    The pid namespace lets ``owner_gone`` prove an owner dead; without it, an owner's
+    leases are only taken over once they expire.
+    """
+    namespace = _pid_namespace()
+    tag = uuid.uuid4().hex[:8] + (f".{namespace}" if namespace else "")
+    return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def owner_gone(owner: str) -> bool:
+    """True when *owner* ran on this machine (same host and pid namespace) and its
+    process no longer exists: its leases can be taken at once.
+
+    False whenever that cannot be proven (another machine, an unknown namespace, a
+    pid alive, or reused by another process): such leases are waited out.
+    """
+    host, _, rest = owner.partition(":")
+    pid, _, tag = rest.partition(":")
+    namespace = _pid_namespace()
+    if host != socket.gethostname() or namespace is None or not tag.endswith(f".{namespace}") \
+            or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
@@ -175,16 +230,22 @@ def start_bots(manager: TenantManager, tenants: Sequence[str]) -> list[dict[str,
     undecryptable or malformed) is refused too: CredentialsError or Conflict with the
     reason, checked without any request to the exchange.
     """
-    configs = [manager.resolve(t) for t in tenants]
-    for config in configs:
-        reason = refusal(config)
-        if reason:
-            raise Conflict(reason)
-        if config.trading_mode is TradingMode.LIVE:
-            _check_live(manager, config)
+    configs = [check_start(manager, t) for t in tenants]
     ids = list(dict.fromkeys(c.tenant_id for c in configs))
     _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
     return [bot_status(manager, tid) for tid in ids]
+
+
+def check_start(manager: TenantManager, tenant: str) -> TenantConfig:
+    """The tenant, if its bot may start; else NotFound, Conflict or CredentialsError with
+    the reason (``start_bots``' checks, which change nothing)."""
+    config = manager.resolve(tenant)
+    reason = refusal(config)
+    if reason:
+        raise Conflict(reason)
+    if config.trading_mode is TradingMode.LIVE:
+        _check_live(manager, config)
+    return config
 
 
 def _check_live(manager: TenantManager, config: TenantConfig) -> None:
@@ -263,12 +324,32 @@ FROM bots b JOIN tenants t USING (tenant_id)
 HELD_STATES = frozenset(s.value for s in BotState if s is not BotState.STOPPED)
 
 
-def _status_row(row: Mapping[str, Any], now: str) -> dict[str, Any]:
-    held = row["owner"] is not None and (row["lease_expires_at"] or "") >= now
-    state = row["state"]
-    if state in HELD_STATES and not held and state != BotState.REFUSED:
-        # Its runner died; the lease ran out. (A refused bot keeps saying why.)
-        state = BotState.STOPPED.value
+def shown_state(row: Mapping[str, Any], now: datetime, gone: Collection[str] = ()) -> str:
+    """What a bot is doing, as far as anyone can tell: the one rule for ``bots status``,
+    the dashboard and the guide's status dict.
+
+    Its stored state only while a runner holds a live lease and has beaten within
+    ``STALE_AFTER_S`` (and is not in *gone*, owners known dead); ``stale`` while the
+    lease lasts without that; ``stopped`` once it has expired (a refused bot keeps
+    saying ``refused``, with its reason).
+    """
+    owner, state = row["owner"], row["state"]
+    if owner is None or (row["lease_expires_at"] or "") < clock.iso(now):
+        return BotState.REFUSED.value if state == BotState.REFUSED else BotState.STOPPED.value
+    fresh = clock.iso(now - timedelta(seconds=STALE_AFTER_S))
+    if owner in gone or (row["heartbeat_at"] or "") < fresh:
+        return STALE
+    return state
+
+
+def gone_owners(owners: Iterable[str | None]) -> set[str]:
+    """Those of *owners* known dead (``owner_gone``), each checked once."""
+    return {o for o in set(owners) if o is not None and owner_gone(o)}
+
+
+def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) -> dict[str, Any]:
+    held = row["owner"] is not None and (row["lease_expires_at"] or "") >= clock.iso(now)
+    state = shown_state(row, now, gone)
     return {
         "tenant_id": row["tenant_id"],
         "name": row["name"],
@@ -291,8 +372,9 @@ def _status_row(row: Mapping[str, Any], now: str) -> dict[str, Any]:
 def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, Any]]:
     """One row per bot (every tenant that was ever started), or one tenant's.
 
-    ``state`` is what the bot is doing now: a held state (running, paused_quota,
-    paused_risk, throttled, error, refused) only while a runner holds a live lease on it,
+    ``state`` is what the bot is doing now (``shown_state``): a held state (running,
+    paused_quota, paused_risk, throttled, error, refused) only while a runner holds a
+    live lease on it and beats, ``stale`` while it holds the lease without beating,
     ``stopped`` otherwise.
     """
     sql, params = STATUS_SELECT, {}
@@ -300,8 +382,10 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
         sql += " WHERE b.tenant_id = :tenant_id"
         params["tenant_id"] = manager.resolve(tenant).tenant_id
     sql += " ORDER BY t.created_at, t.rowid"
-    now = _wall_iso()
-    return [_status_row(r, now) for r in select(manager.db, sql, params)]
+    now = wall_now()
+    rows = select(manager.db, sql, params)
+    gone = gone_owners(r["owner"] for r in rows)
+    return [_status_row(r, now, gone) for r in rows]
 
 
 def bot_status(manager: TenantManager, tenant: str) -> dict[str, Any]:
@@ -327,8 +411,11 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
         yield ids[start:start + _CHUNK]
 
 
-def _in_list(ids: Sequence[str]) -> tuple[str, dict[str, str]]:
-    names = {f"id{i}": tid for i, tid in enumerate(ids)}
+def _in_list(ids: Sequence[str], prefix: str = "id") -> tuple[str, dict[str, str]]:
+    """``:id0, :id1, ...`` and its parameters; an empty list matches nothing."""
+    if not ids:
+        return "NULL", {}
+    names = {f"{prefix}{i}": tid for i, tid in enumerate(ids)}
     return ", ".join(f":{name}" for name in names), names
 
 
@@ -371,10 +458,12 @@ def why_not_runnable(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> di
 
 def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
             ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict[str, dict[str, Any]]:
-    """Take the leases of *tenant_ids* that are free, ours or expired, in one transaction.
+    """Take the leases of *tenant_ids* that are free, ours, expired, or held by an owner
+    whose process is gone (``owner_gone``), in one transaction.
 
     Only bots that should run (desired running, tenant allowed to trade) are taken.
-    Returns the ones taken, with their stored ``cycles`` and ``restarts`` counters.
+    Returns the ones taken, with their stored ``cycles`` and ``restarts`` counters
+    (and ``taken_from``, the dead owner, for those taken over before their expiry).
     """
     if not tenant_ids:
         return {}
@@ -383,20 +472,44 @@ def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
     with transaction(db) as conn:
         for chunk in _chunks(list(tenant_ids)):
             in_list, params = _in_list(chunk)
+            held = dict(conn.execute(
+                f"SELECT tenant_id, owner FROM bots WHERE tenant_id IN ({in_list}) "
+                "AND owner IS NOT NULL AND owner != :owner AND lease_expires_at >= :wall",
+                {**params, "owner": owner, "wall": now}).fetchall())
+            gone = gone_owners(held.values())
+            dead_list, dead = _in_list(sorted(gone), "dead")
             cursor = conn.execute(
                 "UPDATE bots SET owner = :owner, lease_expires_at = :expires, state = 'running', "
                 "started_at = :wall, heartbeat_at = :wall, updated_at = :wall "
                 f"WHERE tenant_id IN ({in_list}) AND desired_state = 'running' "
                 "AND (owner IS NULL OR owner = :owner OR lease_expires_at IS NULL "
-                "OR lease_expires_at < :wall) "
+                f"OR lease_expires_at < :wall OR owner IN ({dead_list})) "
                 f"AND tenant_id IN (SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL}) "
                 "RETURNING tenant_id, cycles, restarts",
-                {**params, "owner": owner, "expires": _wall_iso(ttl_s), "wall": now,
+                {**params, **dead, "owner": owner, "expires": _wall_iso(ttl_s), "wall": now,
                  "now": clock.iso(clock.now())},
             )
             for tenant_id, cycles, restarts in cursor.fetchall():
                 taken[tenant_id] = {"cycles": cycles, "restarts": restarts}
+                if held.get(tenant_id) in gone:
+                    taken[tenant_id]["taken_from"] = held[tenant_id]
+            if gone:
+                conn.execute(f"DELETE FROM orchestrators WHERE owner IN ({dead_list})", dead)
     return taken
+
+
+def holders(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> dict[str, int]:
+    """Who holds a live lease on any of *tenant_ids*: owner → how many, most first."""
+    counts: dict[str, int] = {}
+    now = _wall_iso()
+    for chunk in _chunks(list(tenant_ids)):
+        in_list, params = _in_list(chunk)
+        for owner, count in db.execute(
+                f"SELECT owner, count(*) FROM bots WHERE tenant_id IN ({in_list}) "
+                "AND owner IS NOT NULL AND lease_expires_at >= :wall GROUP BY owner",
+                {**params, "wall": now}).fetchall():
+            counts[owner] = counts.get(owner, 0) + count
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def lease_holder(db: sqlite_utils.Database, tenant_id: str) -> dict[str, Any] | None:
@@ -414,7 +527,7 @@ class Progress:
 
     tenant_id: str
     state: str
-    heartbeat_at: str | None
+    heartbeat_at: str | None  # its last sign of life, kept when released
     cycles: int
     last_cycle_ms: float | None
     restarts: int
@@ -429,10 +542,12 @@ def sync(
     progress: Sequence[Progress] = (),
     released: Sequence[Progress] = (),
     orchestrator: bool = False,
+    silent: Collection[str] = (),
 ) -> set[str]:
     """One tick of a runner's bookkeeping, in one transaction; returns the bots still ours.
 
-    Renews every lease *owner* holds, records *progress*, releases the leases of
+    Renews every lease *owner* holds, records *progress*, beats the heartbeat of every
+    bot it holds except the *silent* ones (stuck in a cycle), releases the leases of
     *released* bots (state ``stopped``, counters kept) and, for a registered
     *orchestrator*, beats its heartbeat.
     """
@@ -441,13 +556,18 @@ def sync(
         if orchestrator:
             conn.execute("UPDATE orchestrators SET heartbeat_at = ? WHERE owner = ?",
                          (now, owner))
-        conn.execute("UPDATE bots SET lease_expires_at = ? WHERE owner = ?",
-                     (_wall_iso(ttl_s), owner))
+        # Leases and heartbeats in one statement; a silent (stuck) bot's heartbeat stays.
+        silent_list, params = _in_list(list(silent))
+        beat = (f"CASE WHEN tenant_id IN ({silent_list}) THEN heartbeat_at ELSE :now END"
+                if silent else ":now")
+        conn.execute(f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
+                     "WHERE owner = :owner",
+                     {**params, "expires": _wall_iso(ttl_s), "now": now, "owner": owner})
         conn.executemany(
-            "UPDATE bots SET state = ?, heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, "
-            "restarts = ?, last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
-              now, p.tenant_id, owner) for p in progress],
+            "UPDATE bots SET state = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, "
+            "last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
+            [(p.state, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now, p.tenant_id,
+              owner) for p in progress],
         )
         conn.executemany(
             f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
@@ -502,9 +622,12 @@ def unregister_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
 
 def live_orchestrators(db: sqlite_utils.Database, fresh_s: float = ORCHESTRATOR_FRESH_S
                        ) -> list[dict[str, Any]]:
-    """Orchestrators whose heartbeat is fresher than *fresh_s* seconds, newest first."""
+    """Orchestrators whose heartbeat is fresher than *fresh_s* seconds and whose process
+    is not known to be gone, newest first."""
     if fresh_s <= 0:
         raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
-    return select(db, "SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
+    rows = select(db, "SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
                       "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC", (_wall_iso(-fresh_s),))
+    gone = gone_owners(r["owner"] for r in rows)
+    return [r for r in rows if r["owner"] not in gone]
 

@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from botpoly_admin import clock
-from botpoly_admin.bots import HELD_STATES, BotState, wall_now
+from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state, wall_now
 from botpoly_admin.models import from_micros
 from botpoly_admin.store import select
 from botpoly_admin.tenants import effective_quota
@@ -52,6 +52,7 @@ STATE_STYLES = {
     BotState.THROTTLED.value: "cyan",
     BotState.ERROR.value: "bold red",
     BotState.REFUSED.value: "bold magenta",
+    STALE: "bold yellow",
     BotState.STOPPED.value: "dim",
 }
 # Tables fit 100 columns: two spaces between columns, none at the edges.
@@ -60,8 +61,9 @@ COMPACT: dict[str, Any] = {"padding": (0, 1), "collapse_padding": True, "pad_edg
 # Rows of the live table, most urgent first.
 STATE_ORDER = {"error": 0, "refused": 1, "paused_risk": 2, "paused_quota": 3, "throttled": 4,
                "running": 5}
-# Bot states whose reason (the bot's last error) the dashboard shows.
-NEEDS_ATTENTION = frozenset({BotState.ERROR.value, BotState.REFUSED.value})
+# Bot states whose reason the dashboard shows (the bot's last error; for a stale bot,
+# since when its runner has been silent).
+NEEDS_ATTENTION = frozenset({BotState.ERROR.value, BotState.REFUSED.value, STALE})
 
 
 def sparkline(values: Sequence[Decimal | float | int], width: int = 16) -> str:
@@ -133,9 +135,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(u.trades_used, 0) AS quota_used,
        COALESCE(d.trades_used, 0) AS trades_today,
        COALESCE(b.desired_state, 'stopped') AS desired_state,
-       CASE WHEN b.owner IS NOT NULL AND b.lease_expires_at >= :wall THEN b.state
-            WHEN b.state = 'refused' THEN 'refused'
-            ELSE 'stopped' END AS bot_state,
+       COALESCE(b.state, 'stopped') AS state, b.owner, b.lease_expires_at, b.heartbeat_at,
        b.last_error,
        COALESCE(tr.trades, 0) AS trades,
        COALESCE(tr.round_trips, 0) AS round_trips,
@@ -180,7 +180,6 @@ def tenant_lines(
     clauses: list[str] = []
     params: dict[str, Any] = {
         "period": clock.period_of(now), "day": clock.day_of(now), "points": CURVE_POINTS - 2,
-        "wall": clock.iso(wall_now()),
     }
     if statuses is not None:
         names = {f"s{i}": s for i, s in enumerate(statuses)}
@@ -199,15 +198,19 @@ def tenant_lines(
         where=f"WHERE {' AND '.join(clauses)}" if clauses else "",
     )
     lines = []
-    for r in select(manager.db, sql, params):
+    rows = select(manager.db, sql, params)
+    wall = wall_now()
+    gone = gone_owners(r["owner"] for r in rows)
+    for r in rows:
+        bot_state = shown_state(r, wall, gone)
         pnl_micros = r["realized"] + r["unrealized"]
         equity = from_micros(r["capital_micros"] + pnl_micros)
         history = [from_micros(v) for v in reversed(json.loads(r["curve"] or "[]"))]
         lines.append(TenantLine(
             tenant_id=r["tenant_id"], name=r["name"], email=r["email"], tier=r["tier"],
             status=r["status"], trading_mode=r["trading_mode"],
-            desired_state=r["desired_state"], bot_state=r["bot_state"],
-            bot_error=r["last_error"] if r["bot_state"] in NEEDS_ATTENTION else None,
+            desired_state=r["desired_state"], bot_state=bot_state,
+            bot_error=_attention(bot_state, r),
             quota_used=r["quota_used"], quota_limit=effective_quota(r),
             trades=r["trades"], trades_today=r["trades_today"], round_trips=r["round_trips"],
             win_rate=100.0 * r["wins"] / r["round_trips"] if r["round_trips"] else None,
@@ -217,11 +220,19 @@ def tenant_lines(
     return lines
 
 
+def _attention(state: str, row: Mapping[str, Any]) -> str | None:
+    """Why a bot needs the operator's attention (None when it does not)."""
+    if state == STALE:
+        return (f"no heartbeat since {row['heartbeat_at']} from {row['owner']} (killed, hung "
+                f"or stalled); its lease expires at {row['lease_expires_at']}")
+    return row["last_error"] if state in NEEDS_ATTENTION else None
+
+
 def collect(manager: TenantManager) -> DashboardSnapshot:
     """The whole dashboard: overview, tiers, statuses, MRR and every active tenant's line."""
     stats = manager.get_stats()
     lines = tenant_lines(manager)
-    held = [line.bot_state for line in lines if line.bot_state in HELD_STATES]
+    held = [line.bot_state for line in lines if line.bot_state in HELD_STATES | {STALE}]
     by_state: dict[str, int] = {}
     for state in held:
         by_state[state] = by_state.get(state, 0) + 1
@@ -229,7 +240,7 @@ def collect(manager: TenantManager) -> DashboardSnapshot:
         generated_at=clock.iso(clock.now()),
         period=stats["period"],
         total_tenants=stats["total_tenants"],
-        bots_running=sum(state != BotState.REFUSED for state in held),
+        bots_running=sum(state not in (BotState.REFUSED, STALE) for state in held),
         bots_by_state=dict(sorted(by_state.items())),
         by_tier=stats["by_tier"],
         by_status=stats["by_status"],
@@ -367,6 +378,7 @@ class LiveSnapshot:
     bots: tuple[LiveBot, ...]  # the rows shown, most urgent first
     bots_total: int
     stopping: bool = False
+    held_elsewhere: str = ""  # other runners holding bots this run should run
 
 
 def _duration(seconds: float) -> str:
@@ -383,6 +395,8 @@ def build_live_table(snapshot: LiveSnapshot) -> Table:
     states = ", ".join(f"{n} {s}" for s, n in snapshot.by_state.items())
     if snapshot.bots_total == 0:
         states = "none set to run here" if not snapshot.stopping else "all stopped"
+        if snapshot.held_elsewhere and not snapshot.stopping:
+            states = f"all held by {snapshot.held_elsewhere}"
     header = (
         f"{'STOPPING · ' if snapshot.stopping else ''}{snapshot.bots_total} bots ({states}) · "
         f"{snapshot.cycles:,} cycles, {snapshot.cycles_per_s:,.1f}/s · "

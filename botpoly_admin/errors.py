@@ -27,6 +27,11 @@ class TradingNotAllowed(Conflict):
     """The tenant may not trade now (suspended, expired, trial over): a bot stops."""
 
 
+class LiveRefused(Conflict):
+    """A bot may not trade live in this run (its market data is not the exchange's, or
+    a paper run meets resting live orders): refused, not retried until it changes."""
+
+
 class InvalidInput(BotpolyError):
     """A value that fails validation."""
 

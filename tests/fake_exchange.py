@@ -394,3 +394,43 @@ def fake_exchange(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeExchange]:
         monkeypatch.setenv("BOTPOLY_POLYMARKET_GAMMA_URL", exchange.url)
         monkeypatch.setenv("BOTPOLY_BINANCE_URL", exchange.url)
         yield exchange
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one FakeExchange until killed, printing its URL on the first line (for
+    benchmarks, which run it in a process of its own)::
+
+        python tests/fake_exchange.py [--stall PATH]...
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--stall", metavar="PATH", action="append", default=[],
+                        help="never answer requests under PATH (a hanging host)")
+    parser.add_argument("--complete-books", action="store_true",
+                        help="a book for every token of the listed markets, the mirror of "
+                             "its Up token's (the recorded market has only that one)")
+    args = parser.parse_args(argv)
+    with FakeExchange() as exchange:
+        for path in args.stall:
+            exchange.stall(10**6, path=path)
+        if args.complete_books:
+            up = exchange.books[BTC_UPDOWN_UP_TOKEN]
+
+            def mirror(levels: list[dict[str, str]]) -> list[dict[str, str]]:
+                return [{**level, "price": str(1 - Decimal(level["price"]))}
+                        for level in levels]
+
+            for market in exchange.gamma_markets:
+                for token in json.loads(market.get("clobTokenIds") or "[]"):
+                    # Buying Down at p is selling Up at 1 - p: no free arbitrage.
+                    exchange.books.setdefault(token, {**up, "asset_id": token,
+                                                      "bids": mirror(up["asks"]),
+                                                      "asks": mirror(up["bids"])})
+        print(exchange.url, flush=True)
+        threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

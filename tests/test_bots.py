@@ -32,14 +32,16 @@ def bot_row(db_path: Path, tenant_id: str) -> dict:
         conn.close()
 
 
-def age_lease(manager: TenantManager, tenant_id: str, owner: str, seconds: float) -> None:
+def age_lease(manager: TenantManager, tenant_id: str, owner: str, seconds: float,
+              heartbeat_age: float = 0) -> None:
     """Make *owner*'s lease on the bot expire *seconds* from now (negative: in the past),
-    as a runner that stopped renewing it would leave it."""
+    its last heartbeat *heartbeat_age* seconds ago, as a runner would leave it."""
     with manager.db.conn:
         manager.db.conn.execute(
-            "UPDATE bots SET owner = ?, lease_expires_at = ?, state = 'running' "
-            "WHERE tenant_id = ?",
-            (owner, clock.iso(bots.wall_now() + timedelta(seconds=seconds)), tenant_id))
+            "UPDATE bots SET owner = ?, lease_expires_at = ?, heartbeat_at = ?, "
+            "state = 'running' WHERE tenant_id = ?",
+            (owner, clock.iso(bots.wall_now() + timedelta(seconds=seconds)),
+             clock.iso(bots.wall_now() - timedelta(seconds=heartbeat_age)), tenant_id))
 
 
 # --- desired state and who may run ---------------------------------------------------------
@@ -211,6 +213,8 @@ def test_start_bot_refused(manager, run_cli, db_snapshot, status, message) -> No
     (["start-bot", "nobody@example.com"], 1, "no tenant with id or email"),
     (["start-bot", "john@example.com", "--cycles", "3"], 2, "--cycles only apply with"),
     (["start-bot", "john@example.com", "--seed", "3"], 2, "--seed only apply with"),
+    (["start-bot", "john@example.com", "--no-live"], 2, "--no-live only apply with"),
+    (["start-bot", "john@example.com", "--paper"], 2, "--paper only apply with"),
     (["run", "--max-workers", "0"], 2, "'--max-workers'"),
     (["run", "--interval", "0"], 2, "'--interval'"),
     (["run", "--interval", "-1"], 2, "'--interval'"),
@@ -265,3 +269,37 @@ def test_bots_start_with_one_refused_tenant_starts_none(run_cli, manager) -> Non
     assert "suspended" in result.output
     assert manager.db.execute("SELECT count(*) FROM bots WHERE tenant_id = ? AND "
                               "desired_state = 'running'", (ok.tenant_id,)).fetchone()[0] == 0
+
+
+def test_a_held_bot_is_shown_running_only_while_its_heartbeat_is_fresh(manager,
+                                                                       run_cli) -> None:
+    """A runner on another host stops beating (killed, hung): its bot is shown stale, not
+    running, until its lease expires; the dashboard says since when and who."""
+    t = tenant(manager, "Dee")
+    bots.start_bot(manager, t.tenant_id)
+    age_lease(manager, t.tenant_id, "otherhost:9:dead", 30, heartbeat_age=1)
+    assert bots.bot_status(manager, t.tenant_id)["state"] == "running"
+    age_lease(manager, t.tenant_id, "otherhost:9:dead", 30,
+              heartbeat_age=bots.STALE_AFTER_S + 2)
+    row = bots.bot_status(manager, t.tenant_id)
+    assert (row["state"], row["owner"]) == ("stale", "otherhost:9:dead")
+    snapshot = json.loads(run_cli("dashboard", "--json").stdout)
+    assert (snapshot["bots_running"], snapshot["bots_by_state"]) == (0, {"stale": 1})
+    [line] = snapshot["tenants"]
+    assert line["bot_state"] == "stale"
+    assert line["bot_error"].startswith(f"no heartbeat since {row['heartbeat_at']} from "
+                                        "otherhost:9:dead")
+    dashboard = run_cli("dashboard")
+    assert "Bots needing attention (1)" in dashboard.stdout
+    table = run_cli("bots", "status")
+    assert "stale" in table.stdout
+
+
+def test_a_runner_whose_process_is_gone_is_shown_stale_at_once(manager) -> None:
+    t = tenant(manager, "Dee")
+    bots.start_bot(manager, t.tenant_id)
+    namespace = bots.new_owner_id().rsplit(".", 1)[1]
+    import socket
+
+    age_lease(manager, t.tenant_id, f"{socket.gethostname()}:999999999:abcd.{namespace}", 30)
+    assert bots.bot_status(manager, t.tenant_id)["state"] == "stale"

@@ -69,6 +69,12 @@ def test_live_table_is_pure_and_marks_stopping() -> None:
     assert render(build_live_table(empty)).startswith("STOPPING · 0 bots (all stopped)")
 
 
+def test_live_table_names_who_holds_the_bots_of_an_idle_run() -> None:
+    idle = LiveSnapshot(**{**LIVE.__dict__, "bots": (), "bots_total": 0, "by_state": {},
+                           "held_elsewhere": "vm:42:abcd (3)"})
+    assert render(build_live_table(idle)).startswith("0 bots (all held by vm:42:abcd (3))")
+
+
 DASH = DashboardSnapshot(
     generated_at="2026-11-29T12:00:00Z", period="2026-11", total_tenants=4, bots_running=2,
     bots_by_state={"paused_quota": 1, "running": 1},

@@ -872,7 +872,7 @@ def test_tenant_bot_builds_the_live_broker(manager, tenant, clob, fake_exchange)
     from botpoly_admin.trading.bot import TenantBot
     from botpoly_admin.trading.feeds import open_feed
 
-    bot = TenantBot(manager, tenant, open_feed("simulated"))
+    bot = TenantBot(manager, tenant, open_feed("polymarket"))  # live needs the exchange's feed
     live = bot.broker(TradingMode.LIVE, TenantTier.PRO)
 
     assert isinstance(live, LiveBroker)

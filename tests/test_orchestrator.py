@@ -7,6 +7,7 @@ cycles, one that raises every cycle, one that probes for overlapping cycles.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -446,11 +447,12 @@ def test_start_and_stop_from_another_shell_while_run_runs(manager, db_path, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_stops_every_bot_cleanly(manager, db_path, tmp_path, sig) -> None:
     ids = [make(manager, name) for name in ("Ann", "Bob", "Cid")]
     out = tmp_path / "run.out"
-    with process(db_path, out, "run", "--interval", "0.1", "--no-live") as run:
+    with process(db_path, out, "run", "--interval", "0.1", "--no-table") as run:
         assert wait_for(lambda: all(rows(db_path).get(t, {}).get("cycles", 0) >= 2
                                     for t in ids), timeout=10)
         signalled = time.monotonic()
@@ -514,12 +516,14 @@ KILLABLE = """
 import sys
 from botpoly_admin.orchestrator import Orchestrator
 from botpoly_admin.tenants import TenantManager
-Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=3).run()
+Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
 """
 
 
 @pytest.mark.slow
-def test_a_killed_orchestrators_bots_are_taken_over_after_the_ttl(manager, db_path) -> None:
+def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
+                                                                         db_path) -> None:
+    """Its pid is gone: its leases (30 s) are not waited out."""
     ids = [make(manager, f"K{i}") for i in range(3)]
     victim = subprocess.Popen([sys.executable, "-c", KILLABLE, str(db_path)])
     try:
@@ -528,10 +532,112 @@ def test_a_killed_orchestrators_bots_are_taken_over_after_the_ttl(manager, db_pa
     finally:
         victim.kill()  # SIGKILL: no cleanup, leases left behind
         victim.wait()
-    killed_at = time.monotonic()
-    heir = Orchestrator(manager, interval_s=0.1, lease_ttl_s=3,
+    (dead,) = {rows(db_path)[t]["owner"] for t in ids}
+    assert dead.split(":")[1] == str(victim.pid)
+    heir = Orchestrator(manager, interval_s=0.1, lease_ttl_s=30,
                         bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     with background(heir):
-        assert wait_for(lambda: len(heir.running_ids()) == 3, timeout=8)
-        waited = time.monotonic() - killed_at
-    assert 2 < waited < 6  # not before the lease expired, soon after
+        # Well before the dead owner's leases expire (30 s).
+        assert wait_for(lambda: len(heir.running_ids()) == 3, timeout=10)
+    events = [e for e in heir.drain_events() if e.kind == "started"]
+    assert len(events) == 3
+    assert all(f"from {dead} whose process is gone" in e.message for e in events)
+    assert orchestrators(db_path) == 0  # the dead one's row went with its leases
+
+
+def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) -> None:
+    """Another host, an owner id without a pid namespace, a live pid: not provably dead."""
+    import socket
+
+    from botpoly_admin.bots import owner_gone
+
+    here = socket.gethostname()
+    me = bots.new_owner_id()
+    namespace = me.rsplit(".", 1)[1]
+    assert owner_gone(f"{here}:999999999:abcd.{namespace}")  # no such pid
+    assert not owner_gone(f"elsewhere:999999999:abcd.{namespace}")
+    assert not owner_gone(f"{here}:999999999:abcd")  # namespace unknown
+    assert not owner_gone(f"{here}:999999999:abcd.1")  # another namespace
+    assert not owner_gone(f"{here}:{os.getppid()}:abcd.{namespace}")  # alive
+    assert not owner_gone(me)  # this very process
+    tid = make(manager, "Held")
+    bots.acquire(manager.db, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
+    assert bots.acquire(manager.db, me, [tid]) == {}
+    bots.sync(manager.db, f"elsewhere:999999999:abcd.{namespace}")
+    with manager.db.conn:
+        manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
+                                (f"{here}:999999999:abcd.{namespace}", tid))
+    assert bots.acquire(manager.db, me, [tid])[tid]["taken_from"].startswith(here)
+
+
+@pytest.mark.slow
+def test_a_second_run_whose_bots_are_all_held_says_so_and_names_the_owner(
+        manager, db_path, tmp_path) -> None:
+    ids = [make(manager, f"S{i}") for i in range(3)]
+    a_out, b_out = tmp_path / "a.out", tmp_path / "b.out"
+    with process(db_path, a_out, "run", "--interval", "0.1", "--no-table") as a:
+        assert wait_for(lambda: all(rows(db_path)[t]["owner"] for t in ids), timeout=10)
+        (owner,) = {rows(db_path)[t]["owner"] for t in ids}
+        with process(db_path, b_out, "run", "--interval", "0.1", "--no-table") as b:
+            assert wait_for(lambda: "held" in b_out.read_text(), timeout=10)
+            assert stop(b) == 0
+        assert stop(a) == 0
+    [line] = [line for line in b_out.read_text().splitlines() if " held " in line]
+    assert line.endswith(f"held      every bot set to run here (3) is held by another "
+                         f"runner: {owner} (3 bots); this run takes over any it releases or "
+                         "whose lease expires")
+    assert "started" not in b_out.read_text()
+
+
+@pytest.mark.slow
+def test_after_kill_9_status_stops_claiming_running_and_a_new_run_takes_over_at_once(
+        manager, db_path, tmp_path, run_cli) -> None:
+    ids = [make(manager, f"K{i}") for i in range(2)]
+    with process(db_path, tmp_path / "a.out", "run", "--interval", "0.1", "--no-table",
+                 "--lease-ttl", "60") as victim:
+        assert wait_for(lambda: all(rows(db_path)[t]["cycles"] >= 2 for t in ids), timeout=10)
+        victim.kill()
+        victim.wait()
+    status = json.loads(run_cli("bots", "status", "--json").stdout)
+    assert {r["state"] for r in status} == {"stale"}  # its process is gone; lease 60 s left
+    dashboard = json.loads(run_cli("dashboard", "--json").stdout)
+    assert dashboard["bots_running"] == 0
+    assert {t["bot_state"] for t in dashboard["tenants"]} == {"stale"}
+    out = tmp_path / "b.out"
+    with process(db_path, out, "run", "--interval", "0.1", "--no-table",
+                 "--lease-ttl", "60") as heir:
+        assert wait_for(lambda: out.read_text().count("whose process is gone") == 2,
+                        timeout=10)
+        assert wait_for(lambda: {r["state"] for r in json.loads(
+            run_cli("bots", "status", "--json").stdout)} == {"running"})
+        assert stop(heir) == 0
+
+
+def test_run_help_names_the_table_option_plainly(run_cli) -> None:
+    result = run_cli("run", "--help")
+    assert "--no-table" in result.stdout and "--no-live" not in result.stdout
+    assert "--paper" in result.stdout and "--live-workers" in result.stdout
+
+
+def test_a_bot_stuck_in_a_cycle_is_shown_stale_the_others_running(manager, db_path) -> None:
+    hung, other = make(manager, "Hung"), make(manager, "Other")
+    counts: Counter = Counter()
+    release = threading.Event()
+
+    class HungBot(CountingBot):
+        def run_cycle(self) -> CycleReport:
+            if self.tenant_id == hung:
+                release.wait(30)  # a network call without a timeout
+            return super().run_cycle()
+
+    orchestrator = Orchestrator(manager, interval_s=0.05, stuck_after_s=0.2,
+                                bot_factory=lambda m, t, f: HungBot(t, counts))
+    try:
+        with background(orchestrator):
+            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "stale",
+                            timeout=bots.STALE_AFTER_S + 10)
+            assert bots.bot_status(manager, other)["state"] == "running"
+            release.set()
+            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "running")
+    finally:
+        release.set()

@@ -241,8 +241,9 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     sh("bots", "start", "--all", "--json")  # Cy too: --all does not check credentials
     sh("start-bot", "dee@example.com")
     run_log = tmp_path / "svc" / "run.log"
-    sh("run", "--duration", "4", "--interval", "0.5", "--no-live", "--log-file", str(run_log),
-       verbose="-vv")
+    # Live bots trade live only on the exchange's own feed (issue 14, defect 1).
+    sh("run", "--feed", "polymarket", "--duration", "4", "--interval", "0.5", "--no-table",
+       "--log-file", str(run_log), verbose="-vv")
     after_run = {r["email"]: r for r in json.loads(sh.reads("bots", "status").stdout)}
     assert "HTTP 401" in after_run["bob@example.com"]["last_error"]
     assert "does not decrypt" in after_run["cy@example.com"]["last_error"]
@@ -255,8 +256,8 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     foreground_log = tmp_path / "svc" / "foreground.log"
     sh("start-bot", "dee@example.com", "--foreground", "--cycles", "2", "--log-file",
        str(foreground_log), "--json")
-    failed = sh("start-bot", "bob@example.com", "--foreground", "--cycles", "2", "--log-file",
-                str(foreground_log), rc=1)
+    failed = sh("start-bot", "bob@example.com", "--foreground", "--feed", "polymarket",
+                "--cycles", "2", "--log-file", str(foreground_log), rc=1)
     assert "refused the API credentials of tenant" in failed.stderr
     sh("bots", "stop", "ann@example.com")
     sh("bots", "stop", "--all", "--json")

@@ -6,12 +6,13 @@ one tenant's bot in this terminal instead, holding its lease like an orchestrato
 
 While a run is in progress the main thread draws the screen (a rich ``Live`` table
 built from a snapshot each tick, or log lines without a terminal) and handles
-SIGINT/SIGTERM; bot threads never write to the console. Logs go to a rotating file
-next to the database and, with ``-v``, to stderr.
+SIGINT/SIGTERM/SIGHUP; bot threads never write to the console. Logs go to a rotating
+file next to the database and, with ``-v``, to stderr.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -59,8 +60,10 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 INTERVAL = FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S)
 
 
-RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file",
-                    "fee_rate")
+RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "table", "legacy_live",
+                    "log_file", "fee_rate", "paper")
+# Options that only matter to live trading: a usage error with --paper.
+LIVE_ONLY_OPTIONS = ("live_workers",)
 
 
 def _market_feed(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -87,17 +90,54 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Stop after this many seconds."),
         click.option("--cycles", type=click.IntRange(min=1), metavar="N",
                      help="Stop once every bot has run N cycles."),
-        click.option("--live/--no-live", "live", default=None,
-                     help="A live table (default on a terminal) or log lines."),
+        click.option("--no-table", "table", flag_value=False, default=None,
+                     help="Log lines instead of the table of bots that a terminal shows."),
+        # The old name, which read as "no live trading": kept working, not shown.
+        click.option("--live/--no-live", "legacy_live", default=None, hidden=True),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
         click.option("--fee-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
                      help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
                           "per filled level (Polymarket's curve; e.g. 0.07)."),
+        click.option("--paper", is_flag=True,
+                     help="Every bot trades paper, tenants in live mode included: no order "
+                          "goes to an exchange. Without it, live tenants trade live only on "
+                          "--feed polymarket and are refused on any other feed."),
     ]
+
+    @functools.wraps(func)
+    def merged(*args: Any, table: bool | None, legacy_live: bool | None,
+               **kwargs: Any) -> Any:
+        return func(*args, table=table if table is not None else legacy_live, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        merged = option(merged)
+    return merged
+
+
+def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among *names* given on the command line, as typed (``--no-live``)."""
+    given = []
+    for param in ctx.command.params:
+        if param.name in names and param.name in ctx.params and \
+                ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
+            off = ctx.params[param.name] is False and param.secondary_opts
+            given.append(param.secondary_opts[0] if off else param.opts[0])
+    return given
+
+
+def _refuse_live_only(paper: bool) -> None:
+    """``--paper`` with an option that only matters to live trading: a usage error."""
+    given = _given(click.get_current_context(), LIVE_ONLY_OPTIONS)
+    if paper and given:
+        raise click.UsageError(f"{', '.join(given)} only applies to live trading; --paper "
+                               "runs every bot as paper")
+
+
+def _paper_notice(app: App, paper: bool) -> None:
+    if paper:
+        app.say("Paper run (--paper): every bot trades paper, tenants in live mode included; "
+                "no order goes to an exchange.")
 
 
 # --- start-bot and bots ---------------------------------------------------------------------
@@ -131,37 +171,45 @@ def _say_desired(app: App, row: dict[str, Any]) -> None:
 @output_options()
 @pass_app
 def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, interval: float,
-              duration: float | None, cycles: int | None, live: bool | None,
-              log_file: Path | None, fee_rate: float, fmt: str) -> None:
+              duration: float | None, cycles: int | None, table: bool | None,
+              log_file: Path | None, fee_rate: float, paper: bool, fmt: str) -> None:
     """Start a tenant's bot: set it to run, for the orchestrator to pick up.
 
     Refused for a suspended or expired tenant, a trial that has ended, or a tenant
     in live mode that cannot trade live (credentials missing, undecryptable or
     malformed; checked without contacting the exchange). With
     --foreground the bot runs in this terminal (holding its lease, so a second
-    one is refused) until Ctrl-C, --cycles or --duration.
+    one is refused) until Ctrl-C, --cycles or --duration; a tenant in live mode
+    trades live there only on --feed polymarket (or as paper with --paper).
 
     \b
     Example:
         botpoly-admin start-bot john@example.com
         botpoly-admin start-bot john@example.com --foreground --cycles 20
+        botpoly-admin start-bot john@example.com --foreground --paper --cycles 20
     """
     from botpoly_admin import bots
 
-    ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in RUN_OPTION_NAMES
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    given = _given(click.get_current_context(), RUN_OPTION_NAMES)
     if given and not foreground:
         raise click.UsageError(f"{', '.join(given)} only apply with --foreground")
     manager = app.manager(create=False)
     if foreground:
         # Whatever can refuse the run is checked before the bot is set to run, so a
         # refused command changes nothing.
+        from botpoly_admin.errors import LiveRefused
+        from botpoly_admin.models import TradingMode
         from botpoly_admin.orchestrator import Orchestrator
+        from botpoly_admin.trading.bot import live_feed_refusal
 
+        config = bots.check_start(manager, tenant)
+        reason = live_feed_refusal(feed.strip().partition(":")[0])
+        if config.trading_mode is TradingMode.LIVE and not paper and reason:
+            raise LiveRefused(f"the bot of {config.email} cannot start here: {reason}")
         orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                    max_workers=1, tenant_ids=[manager.resolve(tenant).tenant_id],
-                                    foreground=True, fee_rate=Decimal(str(fee_rate)))
+                                    max_workers=1, tenant_ids=[config.tenant_id],
+                                    foreground=True, fee_rate=Decimal(str(fee_rate)),
+                                    paper=paper)
         log_path = _log_path(app, manager, log_file)
     row = bots.start_bot(manager, tenant)
     if not foreground:
@@ -172,7 +220,8 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
         _say_desired(app, row)
         _orchestrator_notice(app, manager, tenant)
         return
-    summary = _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
+    _paper_notice(app, paper)
+    summary = _run(app, orchestrator, duration=duration, cycles=cycles, table=table,
                    log_path=log_path)
     if fmt != "table":
         app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
@@ -274,10 +323,13 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
 
     State is running (paused_quota, paused_risk, throttled, error) only while a
-    runner holds the bot's lease; stopped otherwise. A refused bot (a live bot
-    without usable credentials: not retried until its tenant, credentials or keys
-    change) stays refused after its run ends, until it is stopped or runs again.
-    Last error says why a bot is in error (retried with backoff) or refused.
+    runner holds the bot's lease and beats (its heartbeat younger than 5 s); stale
+    while it holds the lease without beating (killed, hung, stalled: see Heartbeat);
+    stopped otherwise. A refused bot (a live bot without usable credentials, or on
+    market data that is not the exchange's: not retried until its tenant,
+    credentials or keys change) stays refused after its run ends, until it is
+    stopped or runs again. Last error says why a bot is in error (retried with
+    backoff) or refused.
 
     \b
     Example:
@@ -307,35 +359,46 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
               help="How long a bot's lease outlives a run that died (SIGKILL, power loss) "
                    "before another run takes the bot over; renewed every tick. Default: "
                    "10, or 3 intervals if longer. At least 3 and two intervals plus 1.")
+@click.option("--live-workers", type=click.IntRange(1, 1024), metavar="N",
+              help="At most N threads for live bots' cycles, which wait on the exchange "
+                   "(default: one per live bot, so a hanging exchange host holds up no other "
+                   "bot). Live trading only: not with --paper.")
 @run_options
 @pass_app
-def run(app: App, tenants: tuple[str, ...], max_workers: int, lease_ttl: float | None,
-        feed: str, seed: int, interval: float, duration: float | None, cycles: int | None,
-        live: bool | None, log_file: Path | None, fee_rate: float) -> None:
-    """Run every bot set to run, in this process, until Ctrl-C or SIGTERM.
+def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int | None,
+        lease_ttl: float | None, feed: str, seed: int, interval: float,
+        duration: float | None, cycles: int | None, table: bool | None,
+        log_file: Path | None, fee_rate: float, paper: bool) -> None:
+    """Run every bot set to run, in this process, until Ctrl-C, SIGTERM or SIGHUP.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
     database never run a bot twice), stops those stopped, suspended, expired or past
-    their trial, and records heartbeats. Ctrl-C or SIGTERM stops every bot cleanly
-    (desired states are kept, so the next run resumes them); a second Ctrl-C exits
-    at once.
+    their trial, and records heartbeats. Ctrl-C, SIGTERM or SIGHUP (the terminal
+    closed) stops every bot cleanly (desired states are kept, so the next run resumes
+    them); a second Ctrl-C exits at once. Tenants in live mode trade live only on
+    --feed polymarket; on another feed their bots are refused, unless --paper runs
+    every bot as paper.
 
     \b
     Example:
         botpoly-admin run
-        botpoly-admin run --no-live --tenant john@example.com --duration 60
-        botpoly-admin run --feed polymarket --max-workers 8
+        botpoly-admin run --no-table --tenant john@example.com --duration 60
+        botpoly-admin run --feed polymarket --max-workers 2
+        botpoly-admin run --paper --feed replay:data/replay/sim.jsonl
         botpoly-admin run --lease-ttl 30    # tolerate longer stalls, take over later
     """
     from botpoly_admin.orchestrator import Orchestrator
 
+    _refuse_live_only(paper)
     manager = app.manager(create=False)
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
                                 max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
-                                fee_rate=Decimal(str(fee_rate)))
-    _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
-         log_path=_log_path(app, manager, log_file))
+                                fee_rate=Decimal(str(fee_rate)), paper=paper,
+                                live_workers=live_workers)
+    log_path = _log_path(app, manager, log_file)
+    _paper_notice(app, paper)
+    _run(app, orchestrator, duration=duration, cycles=cycles, table=table, log_path=log_path)
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:
@@ -359,12 +422,12 @@ def _log_path(app: App, manager: TenantManager, log_file: Path | None) -> Path:
 
 
 def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
-         cycles: int | None, live: bool | None, log_path: Path) -> RunSummary:
+         cycles: int | None, table: bool | None, log_path: Path) -> RunSummary:
     """Run *orchestrator* in this (main) thread with the screen, the log file and signals."""
-    if live is None:
-        live = sys.stdout.isatty() and app.fmt == "table"
+    if table is None:
+        table = sys.stdout.isatty() and app.fmt == "table"
     with _logging_to(log_path, app.verbose), _signals(orchestrator):
-        if live:
+        if table:
             summary = _run_live(orchestrator, duration, cycles)
         else:
             summary = _run_lines(orchestrator, duration, cycles, err=app.fmt != "table")
@@ -401,6 +464,8 @@ def _run_live(orchestrator: Orchestrator, duration: float | None,
 
 
 def _event_line(event: BotEvent) -> str:
+    if not event.tenant_id:  # about the whole run
+        return f"{event.at} {event.kind:<9} {event.message}"
     return f"{event.at} {event.kind:<9} {event.name} ({event.tenant_id[:8]}): {event.message}"
 
 
@@ -455,26 +520,53 @@ def _logging_to(path: Path, verbose: int) -> Iterator[None]:
             h.setLevel(level)
 
 
+def _detach_from_terminal() -> None:
+    """The terminal is gone (SIGHUP): send what this process still prints to /dev/null,
+    so a write to the dead terminal cannot fail the clean stop. The log file keeps
+    everything."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream.isatty():
+                    os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                continue
+    finally:
+        os.close(devnull)
+
+
 @contextmanager
 def _signals(orchestrator: Orchestrator) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop cleanly. A second one: release leases, exit at once."""
+    """First SIGINT/SIGTERM/SIGHUP: stop cleanly. A second one: release leases, exit at
+    once. SIGHUP (the terminal closed) also stops printing to that terminal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
 
+    def echo(message: str) -> None:
+        with suppress(OSError):  # the terminal is gone
+            click.echo(message, err=True)
+
     def handle(signum: int, frame: Any) -> None:
         received.append(signum)
+        name = signal.Signals(signum).name
         if len(received) == 1:
-            click.echo(f"\n{signal.Signals(signum).name}: stopping every bot cleanly "
-                       "(Ctrl-C again to exit at once)...", err=True)
-            orchestrator.request_stop(f"{signal.Signals(signum).name} received")
+            echo(f"\n{name}: stopping every bot cleanly (Ctrl-C again to exit at once)...")
+            if signum == signal.SIGHUP:
+                _detach_from_terminal()
+            orchestrator.request_stop(f"{name} received")
+            return
+        if signum == signal.SIGHUP:  # a terminal closing during the stop: keep stopping
+            _detach_from_terminal()
             return
         released = orchestrator.abort()
-        click.echo(f"Exiting at once ({released} lease(s) released).", err=True)
+        echo(f"Exiting at once ({released} lease(s) released).")
         os._exit(130)
 
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handle)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

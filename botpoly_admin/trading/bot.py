@@ -10,7 +10,8 @@
 5. pass each intent through the tenant's ``RiskBook``; a refused one is logged with
    its reason, never raised;
 6. execute approved intents through the broker (paper, or live for a paid tenant
-   in live mode), which records each execution in one ledger transaction;
+   in live mode on the exchange's own feed; see ``TenantBot.broker``), which records
+   each execution in one ledger transaction;
 7. mark positions at their midpoints, snapshot equity and meter compute time.
 
 ``run_cycle`` returns a CycleReport: an exhausted quota or a daily loss halt is a
@@ -31,6 +32,7 @@ from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import (
     CredentialsError,
+    LiveRefused,
     NotFound,
     QuotaExceeded,
     TradingNotAllowed,
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_SYMBOL = "BTCUSDT"
+# The only feed live orders may follow: the exchange's own books. A simulated or
+# replayed book is not a price anyone can trade at (issue 14, defect 1).
+LIVE_FEEDS = frozenset({"polymarket"})
 SNAPSHOT_EVERY_S = 5.0  # marks and equity of a bot that did not trade
 
 
@@ -71,6 +76,30 @@ class CycleReport:
     duration_ms: float = 0.0
 
 
+def live_feed_refusal(feed_name: str) -> str | None:
+    """Why a tenant in live mode may not trade live on the feed *feed_name* (None: it
+    may)."""
+    if feed_name in LIVE_FEEDS:
+        return None
+    return (f"live mode on the {feed_name} feed: live orders follow only the exchange's own "
+            "books (--feed polymarket); nothing was sent (run it on --feed polymarket, or "
+            "the whole run as paper with --paper)")
+
+
+def live_exposure(manager: TenantManager, tenant_id: str) -> str:
+    """What the tenant still has open from live trading ("" if nothing): resting live
+    orders and positions in tokens it traded live, which only the live broker may
+    work, sell or settle."""
+    resting, held = manager.db.execute(
+        "SELECT (SELECT count(*) FROM trades WHERE tenant_id = :t AND status = 'pending' "
+        "AND mode = 'live'), (SELECT count(*) FROM positions p WHERE p.tenant_id = :t "
+        "AND p.shares_micros > 0 AND EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = :t "
+        "AND t.token_id = p.token_id AND t.mode = 'live'))", {"t": tenant_id}).fetchone()
+    parts = [f"{n} {what}" for n, what in ((resting, "resting live order(s)"),
+                                            (held, "position(s) bought live")) if n]
+    return f"it holds {' and '.join(parts)}" if parts else ""
+
+
 class TenantBot:
     """Runs one tenant's strategies against a (shared) feed, one cycle at a time."""
 
@@ -83,8 +112,10 @@ class TenantBot:
         fee_rate: Decimal = Decimal(0),
         limiter: TenantRateLimiter | None = None,
         broker: Broker | None = None,
+        paper: bool = False,
     ) -> None:
         self.manager = manager
+        self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
         self.tenant_id = manager.resolve(tenant_id).tenant_id
         self.feed = feed
         self.fee_rate = fee_rate
@@ -115,16 +146,37 @@ class TenantBot:
         return self._strategies
 
     def broker(self, mode: TradingMode, tier: TenantTier) -> Broker:
-        """The broker for the tenant's mode: live only for a paid tenant in live mode."""
-        if self._broker is not None and self._broker.mode == mode.value:
+        """The broker for the tenant's mode: live only for a paid tenant in live mode,
+        on the exchange's own feed, outside a paper run.
+
+        Raises LiveRefused (the orchestrator shows the bot ``refused``, nothing sent)
+        for a live tenant on any other feed, and for a paper broker whose tenant holds
+        live exposure (resting live orders, positions bought live): paper would fill
+        or sell them against books the exchange never quoted, and the ledger would no
+        longer match the wallet.
+        """
+        effective = TradingMode.PAPER if self.paper else mode
+        if self._broker is not None and self._broker.mode == effective.value:
             return self._broker
-        if mode is TradingMode.LIVE:
+        if effective is TradingMode.LIVE:
             if tier is TenantTier.FREE:
                 raise CredentialsError("free tenants trade paper only")
-            from botpoly_admin.trading.live import LiveBroker
+            from botpoly_admin.trading.live import LiveBroker, live_credentials
+
+            reason = live_feed_refusal(self.feed.name)
+            if reason:
+                # Credentials that could never trade are the first thing to fix: say so.
+                live_credentials(self.manager, self.tenant_id)
+                raise LiveRefused(reason)
 
             self._broker = LiveBroker.for_tenant(self.manager, self.tenant_id)
         else:
+            exposure = live_exposure(self.manager, self.tenant_id)
+            if exposure:
+                raise LiveRefused(
+                    f"{exposure}: paper trading would fill, sell or settle them against "
+                    "books the exchange never quoted (trade it live on --feed polymarket "
+                    "until they are closed)")
             self._broker = PaperBroker(self.manager, self.tenant_id, self.fee_rate)
         return self._broker
 
@@ -180,6 +232,9 @@ class TenantBot:
             report.state = "throttled"
             return {}
         report.api_calls += 1
+        # Before anything is settled or recorded: a bot that may not trade as it is
+        # configured here (live on replayed data, say) must not write either.
+        broker = self.broker(tenant.trading_mode, tenant.tier)
         held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         scope = self.manager.scope(self.tenant_id)
         pending = scope.rows("trades", "status = 'pending'")
@@ -194,7 +249,6 @@ class TenantBot:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         open_markets = [m for m in markets if tradable(m)]
         books = self._books(open_markets)
-        broker = self.broker(tenant.trading_mode, tenant.tier)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
         # No resting order, nothing to work (and no query or request to make).
         filled_resting = broker.work_resting(books, resolved_tokens) if pending else 0
