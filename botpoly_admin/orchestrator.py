@@ -137,7 +137,8 @@ LAG_SAMPLES = 200_000
 # its share, at most this many spares at once (or max_workers, if more).
 STUCK_AFTER_S = 10.0
 MAX_SPARE_WORKERS = 8
-REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "throttled", "stopped"})
+REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "paused_daily",
+                             "throttled", "stopped"})
 
 
 class BotLike(Protocol):

@@ -273,7 +273,7 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
 def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
 
-    State is running (paused_quota, paused_risk, throttled, error) only while a
+    State is running (paused_quota, paused_risk, paused_daily, throttled, error) only while a
     runner holds the bot's lease; stopped otherwise. A refused bot (a live bot
     without usable credentials: not retried until its tenant, credentials or keys
     change) stays refused after its run ends, until it is stopped or runs again.
