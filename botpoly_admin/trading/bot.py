@@ -385,23 +385,31 @@ class TenantBot:
                   by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
                   by_name: dict[str, Strategy], contexts: dict[str, StrategyContext],
                   now: Any) -> bool:
-        """Ask *strategy* to even out its positions in *market* from the ledger, first
-        as the tenant's limits allow, then exits only; False when sending must stop."""
+        """Ask *strategy* to even out its positions in *market*, read from the ledger,
+        against fresh books: first as the tenant's limits allow (buying the missing
+        side while the edge remains), then exits only; False when sending must stop."""
+        fresh: dict[str, OrderBook] | None = None
         for may_open in (None, False):
             held = {(p["strategy"], p["token_id"]): _view(p)
                     for p in ledger.positions(self.manager, self.tenant_id)
                     if p["shares"] > 0 and p["strategy"] == strategy.name
                     and p["market"] == market.market_id}
-            ctx = self._context(strategy, now, [market], books, references, held, by_market,
-                                risk, tenant, may_open=may_open)
+            ctx = self._context(strategy, now, [market], fresh or books, references, held,
+                                by_market, risk, tenant, may_open=may_open)
             repair = strategy.even_out(ctx, market)
             if not repair:
                 return True
-            # The ledger's shares are what may be sold; the cycle-start book is stale.
-            for (owner, token), view in held.items():
-                risk.shares_held[(owner, token)] = view.shares
+            if fresh is None:
+                # The legs just moved the book: judge the edge on what it shows now.
+                fresh = {**books, **self._books([market])}
+                ctx = self._context(strategy, now, [market], fresh, references, held,
+                                    by_market, risk, tenant, may_open=may_open)
+                repair = strategy.even_out(ctx, market)
+            # The ledger's shares are what may be sold now.
+            for key, view in held.items():
+                risk.shares_held[key] = view.shares
             for intent in repair:
-                if not self._send(report, tenant, [intent], books, risk, broker, by_name,
+                if not self._send(report, tenant, [intent], fresh, risk, broker, by_name,
                                   contexts):
                     return False
         return True
