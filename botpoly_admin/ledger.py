@@ -341,12 +341,15 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
 
 
 def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[str, Any],
-                 *, reservation: Reservation | None = None) -> dict[str, Any] | None:
+                 *, reservation: Reservation | None = None,
+                 snapshot: bool = False) -> dict[str, Any] | None:
     """Record one trade: ledger row, position, usage and quota in one transaction.
 
     Returns the stored trade, or None when its client order id was already recorded
     (idempotent). Raises QuotaExceeded (nothing written) when over the monthly or
     daily quota; with a *reservation* the quota was taken already and is converted.
+    With *snapshot*, today's equity snapshot is written in the same transaction (the
+    guide's API, which has no bot cycle to snapshot after it).
     """
     if not isinstance(trade, Trade):
         trade = Trade.from_mapping(trade)
@@ -434,6 +437,8 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
                 "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
                 (tenant_id, values["day"], realized),
             )
+        if snapshot:
+            _write_snapshot(conn, tenant_id, equity(manager, tenant_id), now)
         _touch(manager, conn, tenant_id, now)
     # After the commit: a line in the log is a trade in the ledger (the crash tests
     # hold every logged order id against the trades table).
@@ -1082,6 +1087,59 @@ def equity_curve(manager: TenantManager, tenant_id: str) -> list[tuple[str, Deci
     """The daily equity series (day, equity), oldest first."""
     return [(r["day"], from_micros(r["equity_micros"]))
             for r in manager.scope(tenant_id).rows("equity_snapshots", order_by="day")]
+
+
+def trade_figures(manager: TenantManager, tenant_id: str, strategy: str | None = None
+                  ) -> dict[str, Any]:
+    """Orders and round trips of a tenant, or of one of its strategies ('' for trades
+    recorded without one): the counts behind total_trades, fill_rate and win_rate
+    (``metrics.order_counts`` and ``metrics.round_trip_pnls`` say what counts)."""
+    from botpoly_admin import metrics
+
+    where, params = "tenant_id = :t", {"t": tenant_id}
+    if strategy is not None:
+        where += " AND COALESCE(strategy, '') = :s"
+        params["s"] = strategy
+    rows = manager.db.execute(
+        f"SELECT client_order_id, status, side, closes_position, group_id, "
+        f"realized_pnl_micros FROM trades WHERE {where} ORDER BY id", params).fetchall()
+    orders = metrics.order_counts((r[0], r[1]) for r in rows if r[2] != "SETTLE")
+    trips = metrics.round_trip_pnls((r[4], from_micros(r[5])) for r in rows if r[3])
+    return {"orders": orders, "round_trips": trips}
+
+
+def strategy_metrics(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
+    """Each strategy's own figures (positions and lots belong to the strategy that
+    opened them): orders, fill rate, round trips, win rate, realized and unrealized
+    P&L, open positions. '' gathers trades recorded without a strategy (the guide's
+    API) and positions from before positions had owners."""
+    from botpoly_admin import metrics
+
+    tenant = manager.resolve(tenant_id)
+    held = positions(manager, tenant.tenant_id)
+    names = {r[0] for r in manager.db.execute(
+        "SELECT DISTINCT COALESCE(strategy, '') FROM trades WHERE tenant_id = ?",
+        (tenant.tenant_id,))} | {p["strategy"] for p in held}
+    out = []
+    for name in sorted(names):
+        figures = trade_figures(manager, tenant.tenant_id, name)
+        orders, trips = figures["orders"], figures["round_trips"]
+        mine = [p for p in held if p["strategy"] == name]
+        unowned = Decimal(0) if name else sum(
+            (from_micros(r[0]) for r in manager.db.execute(
+                "SELECT realized_pnl_micros FROM trades WHERE tenant_id = ? "
+                "AND token_id IS NULL", (tenant.tenant_id,))), Decimal(0))
+        realized = sum((p["realized_pnl"] for p in mine), unowned)
+        unrealized = sum((p["unrealized_pnl"] for p in mine), Decimal(0))
+        out.append({
+            "strategy": name, "total_trades": orders.total, "successful_trades": orders.filled,
+            "failed_trades": orders.failed, "fill_rate": orders.fill_rate,
+            "round_trips": len(trips), "winning_round_trips": sum(1 for t in trips if t > 0),
+            "win_rate": metrics.win_rate(trips), "realized_pnl": realized,
+            "unrealized_pnl": unrealized, "total_pnl": realized + unrealized,
+            "open_positions": sum(1 for p in mine if p["shares"] > 0),
+        })
+    return out
 
 
 def daily_realized_pnl(manager: TenantManager, tenant_id: str, day: str | None = None) -> Decimal:
