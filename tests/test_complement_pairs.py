@@ -12,6 +12,7 @@ import logging
 from decimal import Decimal
 
 from botpoly_admin import integrity, ledger
+from botpoly_admin.errors import ExchangeError
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
@@ -198,3 +199,35 @@ def test_a_halted_tenant_still_repairs_a_naked_leg_by_selling(tmp_path) -> None:
     report = TenantBot(manager, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
     assert report.state == "paused_daily"
+
+
+def failing_no_leg(times: int):
+    """The exchange refuses the NO leg *times* times (then accepts it)."""
+    left = [times]
+
+    def before(exchange: Exchange, intent) -> None:
+        if intent.token_id == NO and intent.side.value == "BUY" and left[0] > 0:
+            left[0] -= 1
+            raise ExchangeError("order rejected: market temporarily halted")
+    return before
+
+
+def test_a_second_leg_that_fails_is_bought_again_while_the_edge_remains(tmp_path) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    tid = tenant(manager)
+    exchange = Exchange()
+    broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(1))
+    report = TenantBot(manager, tid, exchange, broker=broker).run_cycle()  # does not raise
+    assert held(manager, tid) == {YES: D(20), NO: D(20)}
+    assert any("temporarily halted" in r for r in report.refused)
+
+
+def test_a_second_leg_that_keeps_failing_has_its_first_leg_sold_back(tmp_path) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    tid = tenant(manager)
+    exchange = Exchange()
+    broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(99))
+    TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+    assert held(manager, tid) == {YES: D(0)}
+    assert broker.sent == [("BUY", YES, D(20)), ("SELL", YES, D(20))]
+    assert integrity.check_invariants(manager) == []

@@ -35,6 +35,7 @@ from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import (
     CredentialsError,
+    ExchangeError,
     NotFound,
     QuotaExceeded,
     TemporaryExchangeError,
@@ -372,6 +373,15 @@ class TenantBot:
                 report.refused.append(str(exc))
                 report.state = "stopped"
                 return False
+            except ExchangeError as exc:
+                if intent is first:
+                    raise  # nothing of the unit left: a failed cycle, retried as ever
+                # A later leg failed after the first went out: the group is evened out
+                # now (by the caller) rather than left naked until the cycle fails.
+                report.refused.append(f"group {first.group}: {exc}")
+                log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
+                            intent.token_id, first.group, exc)
+                return True
             if result.filled > 0:
                 report.trades += 1
                 report.filled_tokens.add(intent.token_id)
@@ -408,10 +418,16 @@ class TenantBot:
             # The ledger's shares are what may be sold now.
             for key, view in held.items():
                 risk.shares_held[key] = view.shares
-            for intent in repair:
-                if not self._send(report, tenant, [intent], fresh, risk, broker, by_name,
-                                  contexts):
-                    return False
+            try:
+                for intent in repair:
+                    if not self._send(report, tenant, [intent], fresh, risk, broker,
+                                      by_name, contexts):
+                        return False
+            except ExchangeError as exc:
+                if may_open is False:
+                    raise  # the exits failed too: a failed cycle; the next one repairs
+                log.warning("tenant %s: evening out %s failed: %s; exits only now",
+                            self.tenant_id, market.market_id, exc)
         return True
 
     def _references(self, strategies: list[Strategy], markets: list[Market]
