@@ -67,7 +67,8 @@ class ComplementArb(Strategy):
         for market in ctx.markets:
             if not tradable(market):
                 continue
-            repair = self.even_out(ctx, market)
+            held = any(o.token_id in ctx.positions for o in market.outcomes)
+            repair = self.even_out(ctx, market) if held else []
             if repair:
                 intents.extend(repair)
                 cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
