@@ -415,7 +415,10 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
                 (tenant_id, reservation.period),
             )
         elif counted:
-            _take_quota(conn, row, period, day, reducing=trade.side == "SELL")
+            # A sell of a token moves a position the ledger checks is held: it reduces
+            # exposure. The guide's form names no token, so nothing proves that.
+            _take_quota(conn, row, period, day,
+                        reducing=trade.side == "SELL" and trade.token_id is not None)
         elif reservation is not None:
             _release_quota(conn, tenant_id, reservation.period, reservation.day, reserved=True)
         if trade.token_id is not None and filled:

@@ -154,3 +154,22 @@ def test_a_bot_halted_by_max_daily_trades_shows_paused_daily(manager, db_path) -
     with background(orchestrator):
         assert wait_for(lambda: bots.bot_status(TenantManager(db_path), tenant.tenant_id)
                         ["state"] == "paused_daily")
+
+
+def test_the_ledger_counts_a_sell_past_max_daily_trades_but_not_a_buy(manager) -> None:
+    import pytest
+
+    from botpoly_admin.errors import QuotaExceeded
+
+    tid = momentum_tenant(manager, max_daily_trades=1)
+    buy(manager, tid, X)
+    with pytest.raises(QuotaExceeded):
+        buy(manager, tid, Y)
+    with pytest.raises(QuotaExceeded):  # the guide's form proves no holding: not an exit
+        manager.record_trade(tid, {"market_id": "m1", "side": "SELL", "amount": 1,
+                                   "price": 0.5, "pnl": 1})
+    ledger.record_trade(manager, tid, {"token_id": X, "market": "m1", "side": "SELL",
+                                       "shares": 100, "price": "0.55",
+                                       "strategy": "momentum"})
+    assert ledger.trades_today(manager, tid) == 2
+    assert integrity.check_invariants(manager) == []
