@@ -97,6 +97,8 @@ class BotState(StrEnum):
     RUNNING = "running"
     PAUSED_QUOTA = "paused_quota"  # monthly quota used up: resumes in the next period
     PAUSED_RISK = "paused_risk"  # daily loss limit hit: resumes the next UTC day
+    # max_daily_trades reached: opens nothing until the next UTC day; exits still run
+    PAUSED_DAILY = "paused_daily"
     THROTTLED = "throttled"  # the plan's API calls per minute are spent for now
     ERROR = "error"  # the last attempt failed: restarting with backoff
     # It cannot trade as configured (live without usable credentials, say): waits,
@@ -373,7 +375,7 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
     """One row per bot (every tenant that was ever started), or one tenant's.
 
     ``state`` is what the bot is doing now (``shown_state``): a held state (running,
-    paused_quota, paused_risk, throttled, error, refused) only while a runner holds a
+    paused_quota, paused_risk, paused_daily, throttled, error, refused) only while a runner holds a
     live lease on it and beats, ``stale`` while it holds the lease without beating,
     ``stopped`` otherwise.
     """

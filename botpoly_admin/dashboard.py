@@ -49,6 +49,7 @@ STATE_STYLES = {
     BotState.RUNNING.value: "green",
     BotState.PAUSED_QUOTA.value: "yellow",
     BotState.PAUSED_RISK.value: "yellow",
+    BotState.PAUSED_DAILY.value: "yellow",
     BotState.THROTTLED.value: "cyan",
     BotState.ERROR.value: "bold red",
     BotState.REFUSED.value: "bold magenta",
@@ -59,8 +60,8 @@ STATE_STYLES = {
 COMPACT: dict[str, Any] = {"padding": (0, 1), "collapse_padding": True, "pad_edge": False,
                            "show_edge": False}
 # Rows of the live table, most urgent first.
-STATE_ORDER = {"error": 0, "refused": 1, "paused_risk": 2, "paused_quota": 3, "throttled": 4,
-               "running": 5}
+STATE_ORDER = {"error": 0, "refused": 1, "paused_risk": 2, "paused_quota": 3,
+               "paused_daily": 4, "throttled": 5, "running": 6}
 # Bot states whose reason the dashboard shows (the bot's last error; for a stale bot,
 # since when its runner has been silent).
 NEEDS_ATTENTION = frozenset({BotState.ERROR.value, BotState.REFUSED.value, STALE})

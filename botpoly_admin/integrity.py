@@ -204,26 +204,40 @@ def _quota(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 
 
 def _positions(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
-    # SELL and SETTLE take shares out; only trades that filled moved the position.
+    # Each strategy's position equals the sum of that strategy's fills (a trade without
+    # a strategy belongs to ''). SELL and SETTLE take shares out; only trades that
+    # filled moved a position. A token with an unattributed ('') position from before
+    # positions had owners is checked as a whole: its fills were never split.
     fills = ("COALESCE(sum(CASE t.side WHEN 'BUY' THEN t.shares_micros "
              "ELSE -t.shares_micros END), 0)")
+    moved = "t.status IN ('filled', 'partial', 'settled')"
+    whole = ("EXISTS (SELECT 1 FROM positions u WHERE u.tenant_id = {a}.tenant_id "
+             "AND u.token_id = {a}.token_id AND u.strategy = '')")
     rows = select(ctx.db, f"""
         SELECT * FROM (
-          SELECT p.tenant_id, p.token_id, p.shares_micros AS shares,
+          SELECT p.tenant_id, p.token_id, p.strategy, p.shares_micros AS shares,
             (SELECT {fills} FROM trades t WHERE t.tenant_id = p.tenant_id
-             AND t.token_id = p.token_id AND t.status IN ('filled', 'partial', 'settled'))
-            AS fills
-          FROM positions p)
+             AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy
+             AND {moved}) AS fills
+          FROM positions p WHERE NOT {whole.format(a="p")}
+          UNION ALL
+          SELECT p.tenant_id, p.token_id, '', sum(p.shares_micros),
+            (SELECT {fills} FROM trades t WHERE t.tenant_id = p.tenant_id
+             AND t.token_id = p.token_id AND {moved})
+          FROM positions p WHERE {whole.format(a="p")} GROUP BY p.tenant_id, p.token_id)
         WHERE shares != fills
         UNION ALL
-        SELECT t.tenant_id, t.token_id, NULL, {fills} FROM trades t
-        WHERE t.token_id IS NOT NULL AND t.status IN ('filled', 'partial', 'settled')
-        AND NOT EXISTS (SELECT 1 FROM positions p
-          WHERE p.tenant_id = t.tenant_id AND p.token_id = t.token_id)
-        GROUP BY t.tenant_id, t.token_id HAVING {fills} != 0
-        ORDER BY 1, 2""")
-    # In micro-units: a difference of one would vanish in a rounded table cell.
+        SELECT t.tenant_id, t.token_id, COALESCE(t.strategy, ''), NULL, {fills} FROM trades t
+        WHERE t.token_id IS NOT NULL AND {moved}
+        AND NOT EXISTS (SELECT 1 FROM positions p WHERE p.tenant_id = t.tenant_id
+          AND p.token_id = t.token_id
+          AND (p.strategy = COALESCE(t.strategy, '') OR p.strategy = ''))
+        GROUP BY t.tenant_id, t.token_id, COALESCE(t.strategy, '') HAVING {fills} != 0
+        ORDER BY 1, 2, 3""")
+    # In micro-units: a difference of one would vanish in a rounded table cell. The
+    # strategy is named when there is one ('' is the whole token, or no strategy).
     return ({"tenant_id": r["tenant_id"], "token_id": r["token_id"],
+             **({"strategy": r["strategy"]} if r["strategy"] else {}),
              "shares_micros": r["shares"], "fills_micros": r["fills"]} for r in rows), None
 
 
@@ -450,7 +464,8 @@ CHECKS: list[tuple[str, str, Rule]] = [
     ("usage_matches_trades", "usage.trades_used = counted trades + adjustment, per tenant "
      "and period", _usage),
     ("quota_respected", "no period has more trades than the tenant's quota", _quota),
-    ("positions_match_fills", "every position equals the sum of its fills", _positions),
+    ("positions_match_fills", "every strategy's position equals the sum of its fills",
+     _positions),
     ("cash_not_negative", "no tenant's free cash is below zero", _cash),
     ("client_order_ids_unique", "no client order id twice for one tenant", _client_order_ids),
     ("no_orphan_rows", "every tenant-owned row belongs to an existing tenant", _orphans),

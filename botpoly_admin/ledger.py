@@ -103,6 +103,9 @@ class Trade:
     strategy: str | None = None
     client_order_id: str | None = None
     exchange_order_id: str | None = None
+    # The order group (both legs of a complement pair) the order was sent in: a pair
+    # is one round trip in the metrics.
+    group_id: str | None = None
     realized_pnl: Decimal | None = None  # given by the guide's form; computed otherwise
     # False for the resting rest of an order whose fill already took the order's unit:
     # one order counts once against the quota, however it is split in the ledger.
@@ -115,7 +118,7 @@ class Trade:
         known = {
             "side", "shares", "amount", "size", "price", "token_id", "market", "market_id",
             "outcome", "fee", "status", "mode", "strategy", "client_order_id",
-            "exchange_order_id", "pnl", "realized_pnl", "ts",
+            "exchange_order_id", "group_id", "pnl", "realized_pnl", "ts",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -140,6 +143,7 @@ class Trade:
             strategy=data.get("strategy"),
             client_order_id=data.get("client_order_id"),
             exchange_order_id=data.get("exchange_order_id"),
+            group_id=data.get("group_id"),
             realized_pnl=None if pnl is None else to_decimal(pnl, "pnl"),
             ts=ts if isinstance(ts, datetime) or ts is None else clock.parse_utc(str(ts), "ts"),
         )
@@ -194,11 +198,14 @@ def _require_trading(row: Mapping[str, Any], now: datetime) -> None:
 
 
 def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
-                *, reserve: bool = False) -> None:
+                *, reserve: bool = False, reducing: bool = False) -> None:
     """Take one unit of monthly and daily quota with conditional upserts, or raise.
 
     The WHERE of each upsert is the quota check, so check and take are one statement
-    inside the caller's write transaction (docs/architecture.md invariant 2).
+    inside the caller's write transaction (docs/architecture.md invariant 2). A *reducing* order (a
+    sell of held shares) is counted for the day but not stopped by max_daily_trades:
+    that halt stops new exposure, never its reduction. The monthly quota stops
+    everything (it is never exceeded; opening orders leave units for the exits).
     """
     from botpoly_admin.tenants import effective_quota
 
@@ -217,13 +224,13 @@ def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     if not taken:
         raise QuotaExceeded(f"tenant {row['email']} has used its {quota} trades for {period}")
     daily = row["max_daily_trades"]
-    taken = daily > 0
+    taken = daily > 0 or reducing
     if taken:
         cur = conn.execute(
             "INSERT INTO daily_usage (tenant_id, day, trades_used) VALUES (?, ?, 1) "
             "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = trades_used + 1 "
-            "WHERE trades_used < ?",
-            (tenant_id, day, daily),
+            "WHERE ? OR trades_used < ?",
+            (tenant_id, day, int(reducing), daily),
         )
         taken = cur.rowcount > 0
     if not taken:
@@ -281,7 +288,10 @@ def cash_micros(conn: Any, tenant_id: str, capital_micros: int) -> int:
 
 def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
                 notional: int, ts: str, capital_micros: int) -> tuple[int, bool]:
-    """Move the position by one fill; return (realized P&L, whether it closed/reduced)."""
+    """Move the position of the trade's strategy by one fill; return (realized P&L,
+    whether it closed/reduced). A strategy sells only the shares it holds itself:
+    another strategy's lot in the same token is not its to sell."""
+    strategy = trade.strategy or ""
     if trade.side == "BUY":
         if cash_micros(conn, tenant_id, capital_micros) < notional + fee:
             raise InvalidInput(
@@ -289,9 +299,10 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
                 f"(have {from_micros(cash_micros(conn, tenant_id, capital_micros))})"
             )
         conn.execute(
-            "INSERT INTO positions (tenant_id, token_id, market, outcome, shares_micros, "
-            "cost_micros, state, opened_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?) "
-            "ON CONFLICT (tenant_id, token_id) DO UPDATE SET "
+            "INSERT INTO positions (tenant_id, token_id, strategy, market, outcome, "
+            "shares_micros, cost_micros, state, opened_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) "
+            "ON CONFLICT (tenant_id, token_id, strategy) DO UPDATE SET "
             "shares_micros = shares_micros + excluded.shares_micros, "
             "cost_micros = cost_micros + excluded.cost_micros, state = 'open', "
             "opened_at = CASE WHEN positions.shares_micros = 0 THEN excluded.opened_at "
@@ -299,19 +310,20 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
             "market = COALESCE(positions.market, excluded.market), "
             "outcome = COALESCE(positions.outcome, excluded.outcome), "
             "updated_at = excluded.updated_at",
-            (tenant_id, trade.token_id, trade.market, trade.outcome, shares, notional + fee,
-             ts, ts),
+            (tenant_id, trade.token_id, strategy, trade.market, trade.outcome, shares,
+             notional + fee, ts, ts),
         )
         return 0, False
     pos = conn.execute(
-        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ?",
-        (tenant_id, trade.token_id),
+        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ? "
+        "AND strategy = ?",
+        (tenant_id, trade.token_id, strategy),
     ).fetchone()
     held, cost = pos if pos else (0, 0)
     if shares > held:
         raise InvalidInput(
             f"cannot sell {from_micros(shares)} shares of {trade.token_id}: "
-            f"{from_micros(held)} held"
+            f"{from_micros(held)} held" + (f" by strategy {strategy}" if strategy else "")
         )
     cost_out = cost if shares == held else (cost * shares) // held
     realized = notional - fee - cost_out
@@ -319,8 +331,8 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
         "UPDATE positions SET shares_micros = shares_micros - ?, cost_micros = cost_micros - ?, "
         "realized_pnl_micros = realized_pnl_micros + ?, "
         "state = CASE WHEN shares_micros - ? = 0 THEN 'closed' ELSE 'open' END, updated_at = ? "
-        "WHERE tenant_id = ? AND token_id = ?",
-        (shares, cost_out, realized, shares, ts, tenant_id, trade.token_id),
+        "WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
+        (shares, cost_out, realized, shares, ts, tenant_id, trade.token_id, strategy),
     )
     return realized, True
 
@@ -329,12 +341,15 @@ def _apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int
 
 
 def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[str, Any],
-                 *, reservation: Reservation | None = None) -> dict[str, Any] | None:
+                 *, reservation: Reservation | None = None,
+                 snapshot: bool = False) -> dict[str, Any] | None:
     """Record one trade: ledger row, position, usage and quota in one transaction.
 
     Returns the stored trade, or None when its client order id was already recorded
     (idempotent). Raises QuotaExceeded (nothing written) when over the monthly or
     daily quota; with a *reservation* the quota was taken already and is converted.
+    With *snapshot*, today's equity snapshot is written in the same transaction (the
+    guide's API, which has no bot cycle to snapshot after it).
     """
     if not isinstance(trade, Trade):
         trade = Trade.from_mapping(trade)
@@ -368,6 +383,7 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
         "closes_position": int(closes), "status": trade.status, "mode": trade.mode,
         "strategy": trade.strategy, "counted": int(counted),
         "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
+        "group_id": trade.group_id,
     }
     if reservation is not None:
         values["period"], values["day"] = reservation.period, reservation.day
@@ -399,7 +415,10 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
                 (tenant_id, reservation.period),
             )
         elif counted:
-            _take_quota(conn, row, period, day)
+            # A sell of a token moves a position the ledger checks is held: it reduces
+            # exposure. The guide's form names no token, so nothing proves that.
+            _take_quota(conn, row, period, day,
+                        reducing=trade.side == "SELL" and trade.token_id is not None)
         elif reservation is not None:
             _release_quota(conn, tenant_id, reservation.period, reservation.day, reserved=True)
         if trade.token_id is not None and filled:
@@ -421,6 +440,8 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
                 "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
                 (tenant_id, values["day"], realized),
             )
+        if snapshot:
+            _write_snapshot(conn, tenant_id, equity(manager, tenant_id), now)
         _touch(manager, conn, tenant_id, now)
     # After the commit: a line in the log is a trade in the ledger (the crash tests
     # hold every logged order id against the trades table).
@@ -459,57 +480,73 @@ def trade_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "strategy": row["strategy"],
         "client_order_id": row["client_order_id"],
         "exchange_order_id": row["exchange_order_id"],
+        "group_id": row.get("group_id"),
     }
 
 
 def settle_position(manager: TenantManager, tenant_id: str, token_id: str, won: bool,
-                    *, ts: datetime | None = None) -> dict[str, Any] | None:
+                    *, strategy: str | None = None,
+                    ts: datetime | None = None) -> dict[str, Any] | None:
     """Settle a resolved market's position: 1 USD per winning share, 0 per losing one.
 
-    Records a ``settled`` ledger row (not counted against the quota) and closes the
-    position. Returns None when there is nothing to settle (idempotent).
+    Settles *strategy*'s position in the token, or every strategy's when None, each
+    with its own ``settled`` ledger row (not counted against the quota, in the
+    tenant's trading mode) that closes the position. A position bought in order
+    groups (a complement pair) settles under one group per market and strategy, so
+    the pair's two legs are one round trip in the metrics. Returns the (last)
+    settlement row, or None when there is nothing to settle (idempotent).
     """
     when = ts or clock.now()
     ts_text = clock.iso(when)
-    client_order_id = f"settle-{token_id}"
+    settled_id = None
     with transaction(manager.db) as conn:
-        pos = conn.execute(
-            "SELECT shares_micros, cost_micros, market, outcome FROM positions "
-            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0",
-            (tenant_id, token_id),
-        ).fetchone()
-        if pos is None:
-            return None
-        shares, cost, market, outcome = pos
-        payout = shares if won else 0
-        realized = payout - cost
-        conn.execute(
-            "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
-            "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, updated_at = ? "
-            "WHERE tenant_id = ? AND token_id = ?",
-            (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id),
-        )
-        n = conn.execute(
-            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
-            (tenant_id, client_order_id + "%"),
-        ).fetchone()[0]
-        cur = conn.execute(
-            "INSERT INTO trades (tenant_id, ts, period, day, market, token_id, outcome, side, "
-            "shares_micros, price_micros, notional_micros, fee_micros, realized_pnl_micros, "
-            "closes_position, status, mode, counted, client_order_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'SETTLE', ?, ?, ?, 0, ?, 1, 'settled', 'paper', 0, ?)",
-            (tenant_id, ts_text, clock.period_of(when), clock.day_of(when), market, token_id,
-             outcome, shares, MICROS_PER_UNIT if won else 0, payout, realized,
-             f"{client_order_id}-{n}" if n else client_order_id),
-        )
-        conn.execute(
-            "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant_id, day) DO UPDATE SET "
-            "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
-            (tenant_id, clock.day_of(when), realized),
-        )
-        trade_id = cur.lastrowid
-    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": trade_id})[0])
+        mode = _tenant_row(conn, tenant_id)["trading_mode"]
+        held = conn.execute(
+            "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
+            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0 "
+            "AND (? IS NULL OR strategy = ?) ORDER BY strategy",
+            (tenant_id, token_id, strategy, strategy),
+        ).fetchall()
+        for owner, shares, cost, market, outcome in held:
+            payout = shares if won else 0
+            realized = payout - cost
+            conn.execute(
+                "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
+                "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, "
+                "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
+                (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
+            )
+            grouped = conn.execute(
+                "SELECT 1 FROM trades WHERE tenant_id = ? AND token_id = ? "
+                "AND COALESCE(strategy, '') = ? AND side = 'BUY' AND group_id IS NOT NULL "
+                "LIMIT 1", (tenant_id, token_id, owner)).fetchone()
+            base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
+            n = conn.execute(
+                "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+                (tenant_id, base + "%"),
+            ).fetchone()[0]
+            cur = conn.execute(
+                "INSERT INTO trades (tenant_id, ts, period, day, market, token_id, outcome, "
+                "side, shares_micros, price_micros, notional_micros, fee_micros, "
+                "realized_pnl_micros, closes_position, status, mode, strategy, counted, "
+                "client_order_id, group_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'SETTLE', ?, ?, ?, 0, ?, 1, 'settled', ?, ?, 0, "
+                "?, ?)",
+                (tenant_id, ts_text, clock.period_of(when), clock.day_of(when), market,
+                 token_id, outcome, shares, MICROS_PER_UNIT if won else 0, payout, realized,
+                 mode, owner or None, f"{base}-{n}" if n else base,
+                 f"settle-{market}-{owner}" if grouped else None),
+            )
+            conn.execute(
+                "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id, day) DO UPDATE SET "
+                "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+                (tenant_id, clock.day_of(when), realized),
+            )
+            settled_id = cur.lastrowid
+    if settled_id is None:
+        return None
+    return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": settled_id})[0])
 
 
 def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str, *,
@@ -550,7 +587,8 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
             # Release the reservation of the resting order before paying for the fill.
             conn.execute("UPDATE trades SET status = 'partial' WHERE id = ?", (row["id"],))
             trade = Trade(side=row["side"], shares=from_micros(filled), price=from_micros(price),
-                          token_id=row["token_id"], market=row["market"], outcome=row["outcome"])
+                          token_id=row["token_id"], market=row["market"], outcome=row["outcome"],
+                          strategy=row["strategy"])
             realized, closes = _apply_fill(conn, tenant_id, trade, filled, price, fee_m,
                                            notional, ts_text, tenant["capital_micros"])
             status = "filled" if filled == row["shares_micros"] else "partial"
@@ -575,11 +613,13 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
 # --- reservations (live broker) -----------------------------------------------------------
 
 
-def reserve_trade(manager: TenantManager, tenant_id: str) -> Reservation:
+def reserve_trade(manager: TenantManager, tenant_id: str, *,
+                  reducing: bool = False) -> Reservation:
     """Hold one quota unit before a live order is sent; raises QuotaExceeded if none left.
 
     The reservation is a row of its own, so committing or releasing it twice (a retry,
-    a crash between the two) cannot free a unit another order holds.
+    a crash between the two) cannot free a unit another order holds. A *reducing*
+    order (a sell) passes max_daily_trades, as in ``_take_quota``.
     """
     now = clock.now()
     period, day = clock.period_of(now), clock.day_of(now)
@@ -587,7 +627,7 @@ def reserve_trade(manager: TenantManager, tenant_id: str) -> Reservation:
     with transaction(manager.db) as conn:
         row = _tenant_row(conn, tenant_id)
         _require_trading(row, now)
-        _take_quota(conn, row, period, day, reserve=True)
+        _take_quota(conn, row, period, day, reserve=True, reducing=reducing)
         conn.execute(
             "INSERT INTO reservations (reservation_id, tenant_id, period, day, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -670,12 +710,18 @@ class Allowance:
     remaining_period: int | None  # None = unlimited
     remaining_today: int
     realized_pnl_today: Decimal
+    # Realized today plus the change of unrealized P&L since the day's start (the last
+    # snapshot of an earlier day; 0 without one): what the daily loss limit measures,
+    # so a position marked down counts as the loss it is before it is sold.
+    pnl_today: Decimal = Decimal(0)
+    open_positions: int = 0  # positions (per strategy and token) holding shares
 
 
 def allowance(manager: TenantManager, tenant: TenantConfig) -> Allowance:
-    """Free cash, remaining monthly and daily trades and today's realized P&L, in one
-    query (``quota_status`` and ``equity`` are the full reports; this runs every bot
-    cycle). Free cash is computed as in ``cash_micros``."""
+    """Free cash, remaining monthly and daily trades, today's P&L and open positions,
+    in one query (``quota_status`` and ``equity`` are the full reports; this runs every
+    bot cycle). Free cash is computed as in ``cash_micros``, unrealized P&L as in
+    ``equity``."""
     now = clock.now()
     row = manager.db.execute(
         "SELECT (SELECT trades_used + trades_reserved FROM usage "
@@ -687,10 +733,17 @@ def allowance(manager: TenantManager, tenant: TenantConfig) -> Allowance:
         "(SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades "
         "   WHERE tenant_id = :t AND token_id IS NULL), "
         "(SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
-        "   WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY')",
+        "   WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY'), "
+        "(SELECT count(*) FROM positions WHERE tenant_id = :t AND shares_micros > 0), "
+        "(SELECT COALESCE(sum(CASE WHEN mark_micros IS NULL THEN 0 "
+        "   ELSE shares_micros * mark_micros / 1000000 - cost_micros END), 0) "
+        "   FROM positions WHERE tenant_id = :t AND shares_micros > 0), "
+        "(SELECT unrealized_pnl_micros FROM equity_snapshots WHERE tenant_id = :t "
+        "   AND day < :d ORDER BY day DESC LIMIT 1)",
         {"t": tenant.tenant_id, "p": clock.period_of(now), "d": clock.day_of(now)},
     ).fetchone()
-    used, used_today, realized_today, positions_net, ledger_only, reserved = row
+    (used, used_today, realized_today, positions_net, ledger_only, reserved, open_count,
+     unrealized_now, unrealized_start) = row
     quota = tenant.monthly_trades_quota
     cash = to_micros(tenant.capital) + positions_net + ledger_only - reserved
     return Allowance(
@@ -698,6 +751,9 @@ def allowance(manager: TenantManager, tenant: TenantConfig) -> Allowance:
         remaining_period=None if quota is None else max(quota - (used or 0), 0),
         remaining_today=max(tenant.max_daily_trades - (used_today or 0), 0),
         realized_pnl_today=from_micros(realized_today or 0) or Decimal(0),
+        pnl_today=from_micros((realized_today or 0) + unrealized_now
+                              - (unrealized_start or 0)) or Decimal(0),
+        open_positions=int(open_count),
     )
 
 
@@ -917,16 +973,19 @@ def list_trades(manager: TenantManager, tenant_id: str, *, since: datetime | Non
 
 
 def positions(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
-    """A tenant's positions with shares, cost, average price, mark and unrealized P&L."""
+    """A tenant's positions, one per token and strategy that holds it (the strategy
+    that opened a position owns it; '' for one from before positions had owners or
+    recorded without a strategy), with shares, cost, average price, mark and
+    unrealized P&L."""
     out = []
-    for r in manager.scope(tenant_id).rows("positions", order_by="token_id"):
+    for r in manager.scope(tenant_id).rows("positions", order_by="token_id, strategy"):
         shares = from_micros(r["shares_micros"])
         cost = from_micros(r["cost_micros"])
         mark = from_micros(r["mark_micros"])
         value = None if mark is None else (shares * mark).quantize(Decimal("0.000001"))
         out.append({
-            "token_id": r["token_id"], "market": r["market"], "outcome": r["outcome"],
-            "shares": shares, "cost": cost,
+            "token_id": r["token_id"], "strategy": r["strategy"], "market": r["market"],
+            "outcome": r["outcome"], "shares": shares, "cost": cost,
             "avg_price": (cost / shares).quantize(Decimal("0.000001")) if shares else None,
             "mark": mark, "value": value,
             "unrealized_pnl": Decimal(0) if not shares or value is None else value - cost,
@@ -1037,6 +1096,59 @@ def equity_curve(manager: TenantManager, tenant_id: str) -> list[tuple[str, Deci
     """The daily equity series (day, equity), oldest first."""
     return [(r["day"], from_micros(r["equity_micros"]))
             for r in manager.scope(tenant_id).rows("equity_snapshots", order_by="day")]
+
+
+def trade_figures(manager: TenantManager, tenant_id: str, strategy: str | None = None
+                  ) -> dict[str, Any]:
+    """Orders and round trips of a tenant, or of one of its strategies ('' for trades
+    recorded without one): the counts behind total_trades, fill_rate and win_rate
+    (``metrics.order_counts`` and ``metrics.round_trip_pnls`` say what counts)."""
+    from botpoly_admin import metrics
+
+    where, params = "tenant_id = :t", {"t": tenant_id}
+    if strategy is not None:
+        where += " AND COALESCE(strategy, '') = :s"
+        params["s"] = strategy
+    rows = manager.db.execute(
+        f"SELECT client_order_id, status, side, closes_position, group_id, "
+        f"realized_pnl_micros FROM trades WHERE {where} ORDER BY id", params).fetchall()
+    orders = metrics.order_counts((r[0], r[1]) for r in rows if r[2] != "SETTLE")
+    trips = metrics.round_trip_pnls((r[4], from_micros(r[5])) for r in rows if r[3])
+    return {"orders": orders, "round_trips": trips}
+
+
+def strategy_metrics(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
+    """Each strategy's own figures (positions and lots belong to the strategy that
+    opened them): orders, fill rate, round trips, win rate, realized and unrealized
+    P&L, open positions. '' gathers trades recorded without a strategy (the guide's
+    API) and positions from before positions had owners."""
+    from botpoly_admin import metrics
+
+    tenant = manager.resolve(tenant_id)
+    held = positions(manager, tenant.tenant_id)
+    names = {r[0] for r in manager.db.execute(
+        "SELECT DISTINCT COALESCE(strategy, '') FROM trades WHERE tenant_id = ?",
+        (tenant.tenant_id,))} | {p["strategy"] for p in held}
+    out = []
+    for name in sorted(names):
+        figures = trade_figures(manager, tenant.tenant_id, name)
+        orders, trips = figures["orders"], figures["round_trips"]
+        mine = [p for p in held if p["strategy"] == name]
+        unowned = Decimal(0) if name else sum(
+            (from_micros(r[0]) for r in manager.db.execute(
+                "SELECT realized_pnl_micros FROM trades WHERE tenant_id = ? "
+                "AND token_id IS NULL", (tenant.tenant_id,))), Decimal(0))
+        realized = sum((p["realized_pnl"] for p in mine), unowned)
+        unrealized = sum((p["unrealized_pnl"] for p in mine), Decimal(0))
+        out.append({
+            "strategy": name, "total_trades": orders.total, "successful_trades": orders.filled,
+            "failed_trades": orders.failed, "fill_rate": orders.fill_rate,
+            "round_trips": len(trips), "winning_round_trips": sum(1 for t in trips if t > 0),
+            "win_rate": metrics.win_rate(trips), "realized_pnl": realized,
+            "unrealized_pnl": unrealized, "total_pnl": realized + unrealized,
+            "open_positions": sum(1 for p in mine if p["shares"] > 0),
+        })
+    return out
 
 
 def daily_realized_pnl(manager: TenantManager, tenant_id: str, day: str | None = None) -> Decimal:

@@ -2,7 +2,10 @@
 
 Formulas (also in the README):
 
-- daily return r_t = E_t / E_{t-1} − 1 over consecutive daily snapshots;
+- the curve starts at the starting capital (the close of the day before the tenant
+  was created) and has one value per calendar day up to the last snapshot, a day
+  without a snapshot carrying the previous value (``calendar_curve``);
+- daily return r_t = E_t / E_{t-1} − 1 over consecutive calendar days;
 - sharpe_ratio = mean(r) / std(r, ddof=1) × √365 (crypto markets trade every day);
   None with fewer than 2 returns or zero variance;
 - max_drawdown = max over t of (peak_t − E_t) / peak_t, peak_t = max(E_0..E_t);
@@ -12,8 +15,9 @@ Formulas (also in the README):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 Number = float | int | Decimal
@@ -79,3 +83,90 @@ def win_rate(realized_pnls: Sequence[Number]) -> float | None:
         return None
     wins = sum(1 for p in realized_pnls if Decimal(str(p)) > 0)
     return 100.0 * wins / len(realized_pnls)
+
+
+def calendar_curve(start_day: str, capital: Number, snapshots: Sequence[tuple[str, Number]]
+                   ) -> list[tuple[str, Number]]:
+    """The daily equity curve as the metrics read it: the starting *capital* on the day
+    before *start_day* (the tenant's first day), then one value per calendar day up to
+    the last snapshot, a day without a snapshot carrying the one before.
+
+    Without the starting point a tenant that lost on its first day would show no
+    drawdown; without the carried days a week's move between two snapshots would read
+    as one day's return. Days are 'YYYY-MM-DD'; snapshots before *start_day* (a
+    backdated clock) start the curve instead.
+    """
+    by_day = dict(snapshots)
+    first = date.fromisoformat(min([start_day, *by_day]))
+    curve: list[tuple[str, Number]] = [((first - timedelta(days=1)).isoformat(), capital)]
+    if not by_day:
+        return curve
+    last = date.fromisoformat(max(by_day))
+    value = capital
+    day = first
+    while day <= last:
+        value = by_day.get(day.isoformat(), value)
+        curve.append((day.isoformat(), value))
+        day += timedelta(days=1)
+    return curve
+
+
+@dataclass(frozen=True)
+class OrderCounts:
+    """Orders by outcome: an order is one, however many ledger rows it has."""
+
+    total: int
+    filled: int  # every share filled
+    partial: int  # some shares filled, the rest cancelled or still resting
+    failed: int
+    cancelled: int
+    pending: int  # resting, nothing filled yet
+
+    @property
+    def fill_rate(self) -> float | None:
+        """(filled + partial) / orders that reached an outcome, in %; None without any."""
+        done = self.filled + self.partial + self.failed + self.cancelled
+        return 100.0 * (self.filled + self.partial) / done if done else None
+
+
+REST_SUFFIX = "-rest"
+
+
+def order_counts(rows: Iterable[tuple[str, str]]) -> OrderCounts:
+    """Count orders from (client order id, status) ledger rows of orders (settlements
+    excluded). A GTC order that filled in part and rested the rest has two rows, ``C``
+    and ``C-rest``: they are one order, filled once the rest filled."""
+    orders: dict[str, dict[str, str]] = {}
+    for client_order_id, status in rows:
+        rest = client_order_id.endswith(REST_SUFFIX)
+        base = client_order_id[: -len(REST_SUFFIX)] if rest else client_order_id
+        orders.setdefault(base, {})["rest" if rest else "order"] = status
+    counts = {"filled": 0, "partial": 0, "failed": 0, "cancelled": 0, "pending": 0}
+    for parts in orders.values():
+        statuses = set(parts.values())
+        final = parts.get("rest", parts.get("order", ""))
+        if statuses & {"filled", "partial"}:
+            outcome = "filled" if final == "filled" else "partial"
+        else:
+            outcome = final if final in counts else "failed"
+        counts[outcome] += 1
+    return OrderCounts(total=len(orders), **counts)
+
+
+def round_trip_pnls(closing: Iterable[tuple[str | None, Number]]) -> list[Decimal]:
+    """Realized P&L per round trip from (group id, realized P&L) of the closing rows
+    (closing fills and settlements). Rows of one group (the two legs of a complement
+    pair settling) are one round trip: a pair that made money is one win, not a win
+    and a loss."""
+    trips: list[Decimal] = []
+    groups: dict[str, int] = {}
+    for group, pnl in closing:
+        value = Decimal(str(pnl))
+        if group is None:
+            trips.append(value)
+        elif group in groups:
+            trips[groups[group]] += value
+        else:
+            groups[group] = len(trips)
+            trips.append(value)
+    return trips

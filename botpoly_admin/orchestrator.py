@@ -166,7 +166,8 @@ MAX_SPARE_WORKERS = 8
 # The control thread syncs (leases, heartbeats) at least this often, whatever the
 # interval, so `bots status` can tell a live runner from a dead one (bots.STALE_AFTER_S).
 HEARTBEAT_EVERY_S = 1.0
-REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "throttled", "stopped"})
+REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "paused_daily",
+                             "throttled", "stopped"})
 
 
 class BotLike(Protocol):

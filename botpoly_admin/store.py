@@ -292,7 +292,43 @@ CREATE INDEX idx_trades_pending ON trades(tenant_id) WHERE status = 'pending';
 CREATE INDEX idx_trades_without_token ON trades(tenant_id) WHERE token_id IS NULL
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+# Positions belong to the strategy that opened them (docs/architecture.md, positions per
+# strategy): the table is rebuilt keyed by (tenant, token, strategy). A position whose
+# fills all came from one strategy goes to it; one built by several (before this
+# migration) stays unattributed (''). Trade rows get the order group (a complement
+# pair) they were sent in.
+SCHEMA_STRATEGY_POSITIONS = """
+CREATE TABLE positions_by_strategy (
+    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    token_id TEXT NOT NULL,
+    strategy TEXT NOT NULL DEFAULT '',
+    market TEXT,
+    outcome TEXT,
+    shares_micros INTEGER NOT NULL DEFAULT 0 CHECK (shares_micros >= 0),
+    cost_micros INTEGER NOT NULL DEFAULT 0,
+    realized_pnl_micros INTEGER NOT NULL DEFAULT 0,
+    mark_micros INTEGER,
+    state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed', 'settled')),
+    opened_at TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, token_id, strategy)
+);
+INSERT INTO positions_by_strategy (tenant_id, token_id, strategy, market, outcome,
+    shares_micros, cost_micros, realized_pnl_micros, mark_micros, state, opened_at, updated_at)
+SELECT p.tenant_id, p.token_id,
+    COALESCE((SELECT min(COALESCE(t.strategy, '')) FROM trades t
+              WHERE t.tenant_id = p.tenant_id AND t.token_id = p.token_id
+              AND t.status IN ('filled', 'partial')
+              HAVING count(DISTINCT COALESCE(t.strategy, '')) = 1), ''),
+    p.market, p.outcome, p.shares_micros, p.cost_micros, p.realized_pnl_micros,
+    p.mark_micros, p.state, p.opened_at, p.updated_at
+FROM positions p;
+DROP TABLE positions;
+ALTER TABLE positions_by_strategy RENAME TO positions;
+ALTER TABLE trades ADD COLUMN group_id TEXT
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -1073,6 +1073,9 @@ class TenantManager:
         """
         from botpoly_admin import ledger
 
+        # The guide's API has no bot cycle after it to snapshot equity: the trade moves
+        # the equity curve (and so Sharpe and drawdown) in its own transaction.
+        kwargs.setdefault("snapshot", True)
         return ledger.record_trade(self, self._ledger_id(tenant_id), trade, **kwargs)
 
     def _ledger_id(self, ref: str) -> str:
@@ -1117,28 +1120,20 @@ class TenantManager:
         period = (ledger.parse_period(period) if period is not None
                   else clock.period_of(clock.now()))
         scope = self.scope(tid)
-        counts = {
-            r["status"]: r["n"] for r in self.db.query(
-                "SELECT status, count(*) AS n FROM trades WHERE tenant_id = ? AND side != "
-                "'SETTLE' GROUP BY status", (tid,))
-        }
-        total = sum(counts.values())
-        filled = counts.get("filled", 0)
-        attempted = sum(counts.get(s, 0) for s in ("filled", "partial", "failed", "cancelled"))
-        closing = [from_micros(r["realized_pnl_micros"])
-                   for r in scope.rows("trades", "closes_position = 1")]
+        figures = ledger.trade_figures(self, tid)
+        orders, closing = figures["orders"], figures["round_trips"]
         eq = ledger.equity(self, tid)
-        curve = ledger.equity_curve(self, tid)
+        curve = metrics.calendar_curve(tenant.created_at[:10], tenant.capital,
+                                       ledger.equity_curve(self, tid))
         values = [v for _, v in curve]
         dd = metrics.drawdown_details(values)
         usage = scope.rows("usage", "period = :p", {"p": period})
         return TenantMetrics(
             tenant_id=tid,
-            total_trades=total,
-            successful_trades=filled,
-            failed_trades=counts.get("failed", 0),
-            fill_rate=(100.0 * (filled + counts.get("partial", 0)) / attempted)
-            if attempted else None,
+            total_trades=orders.total,
+            successful_trades=orders.filled,
+            failed_trades=orders.failed,
+            fill_rate=orders.fill_rate,
             round_trips=len(closing),
             winning_round_trips=sum(1 for p in closing if p > 0),
             win_rate=metrics.win_rate(closing),

@@ -63,3 +63,62 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
     assert any("suspended" in reason for reason in report.refused)
     assert ledger.list_trades(manager, tenant.tenant_id) == []
     assert integrity.check_invariants(manager) == []
+
+
+def _replay_without_reference(tmp_path, polls: int = 12):
+    """A replay of the simulated market, its "Bitcoin Up or Down" market included,
+    recorded without the BTCUSDT reference line."""
+    import itertools
+
+    from botpoly_admin.trading.feeds.replay import ReplayFeed, record
+
+    source = SimulatedFeed(seed=7)
+    tokens = [o.token_id for m in source.markets() for o in m.outcomes]
+    ticks = itertools.count()
+    path = tmp_path / "replay.jsonl"
+    record(source, tokens, path, duration_s=polls, interval_s=1,
+           monotonic=lambda: float(next(ticks)) / 2)
+    assert '"reference"' not in path.read_text()
+    feed = ReplayFeed(path)
+    assert any(m.kind == "btc_updown" for m in feed.markets())
+    return feed
+
+
+def test_a_missing_reference_price_does_not_fail_a_strategy_that_does_not_need_it(
+        tmp_path) -> None:
+    """Before the fix every cycle failed: NotFound: no reference price for BTCUSDT."""
+    manager = TenantManager(tmp_path / "t.db")
+    tid = manager.create_tenant("A", "a@example.com", "pro", status="active", capital=10_000,
+                                max_daily_trades=1000,
+                                enabled_strategies=["complement_arb"]).tenant_id
+    feed = _replay_without_reference(tmp_path)
+    bot = TenantBot(manager, tid, feed)
+    for _ in range(feed.snapshots):
+        report = bot.run_cycle()  # must not raise
+        assert not any("sits this cycle out" in r for r in report.refused)
+        feed.tick()
+    assert integrity.check_invariants(manager) == []
+
+
+def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
+        tmp_path, caplog) -> None:
+    import logging
+
+    manager = TenantManager(tmp_path / "t.db")
+    tid = manager.create_tenant("B", "b@example.com", "pro", status="active", capital=10_000,
+                                max_daily_trades=1000,
+                                enabled_strategies=["btc_lag", "complement_arb", "momentum"]
+                                ).tenant_id
+    feed = _replay_without_reference(tmp_path)
+    bot = TenantBot(manager, tid, feed)
+    sat_out = 0
+    with caplog.at_level(logging.INFO, logger="botpoly_admin.trading.bot"):
+        for _ in range(feed.snapshots):
+            report = bot.run_cycle()
+            sat_out += any(r.startswith("btc_lag sits this cycle out: no reference price "
+                                        "for BTCUSDT") for r in report.refused)
+            feed.tick()
+    assert sat_out > 0
+    assert any("btc_lag sits this cycle out" in r.getMessage() for r in caplog.records)
+    strategies = {t["strategy"] for t in ledger.list_trades(manager, tid)}
+    assert strategies and "btc_lag" not in strategies

@@ -72,7 +72,8 @@ def test_the_engine_form_moves_a_position(manager, tenant) -> None:
         market="0xabc", outcome="Yes", strategy="momentum", client_order_id="c-1"))
     assert (row["token_id"], row["outcome"], row["strategy"]) == ("tok-yes", "Yes", "momentum")
     assert manager.record_trade(tenant, {"side": "BUY", "shares": "5", "price": "0.40",
-                                         "token_id": "tok-yes", "market": "0xabc"})
+                                         "token_id": "tok-yes", "market": "0xabc",
+                                         "strategy": "momentum"})
     [pos] = ledger.positions(manager, tenant)
     # 10 × 0.42 + 0.05 fee + 5 × 0.40 = 4.25 + 2.00 = 6.25 for 15 shares.
     assert (pos["shares"], pos["cost"], pos["state"]) == (D(15), D("6.25"), "open")

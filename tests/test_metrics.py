@@ -18,6 +18,7 @@ import pytest
 from botpoly_admin import integrity, ledger
 from botpoly_admin.ledger import Trade
 from botpoly_admin.metrics import (
+    calendar_curve,
     daily_returns,
     drawdown_details,
     max_drawdown,
@@ -142,7 +143,8 @@ def test_tenant_metrics_on_a_seeded_ledger(manager, monkeypatch) -> None:
     assert m.total_pnl == D("4.65") == m.realized_pnl + m.unrealized_pnl
     assert ledger.equity_curve(manager, tid) == [
         ("2026-11-02", D(1000)), ("2026-11-03", D("1014.55")), ("2026-11-04", D("1004.65"))]
-    returns = [1014.55 / 1000 - 1, 1004.65 / 1014.55 - 1]
+    # The curve starts at the capital, the close of the day before the first day.
+    returns = [1000 / 1000 - 1, 1014.55 / 1000 - 1, 1004.65 / 1014.55 - 1]
     assert m.sharpe_ratio == pytest.approx(
         statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365), rel=1e-9)
     assert m.max_drawdown == pytest.approx(9.90 / 1014.55)
@@ -356,3 +358,112 @@ def test_trades_list_of_an_unknown_tenant_exits_1(run_cli, manager) -> None:
     result = run_cli("trades", "list", "ghost@example.com")
     assert result.exit_code == 1
     assert "no tenant" in result.output
+
+
+# --- figures that do not flatter (issue 14, defect 9) --------------------------------------
+
+
+def test_a_loss_on_the_first_day_is_a_drawdown_from_the_starting_capital(
+        manager, monkeypatch) -> None:
+    """A tenant at 1,000 that ends day one at 902 showed a drawdown of 0 (the curve
+    began at its first snapshot)."""
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-02T10:00:00Z")
+    tid = manager.create_tenant("Day1", "d1@example.com", "pro", status="active",
+                                capital=1000, max_daily_trades=50).tenant_id
+    manager.record_trade(tid, Trade(side="BUY", shares=D(200), price=D("0.49"),
+                                    token_id="A", strategy="s"))
+    ledger.mark_positions(manager, tid, {"A": D(0)})  # the market collapsed
+    ledger.snapshot_equity(manager, tid)
+    assert ledger.equity_curve(manager, tid) == [("2026-11-02", D(902))]
+    m = manager.get_tenant_metrics(tid)
+    assert m.max_drawdown == pytest.approx(98 / 1000)
+    assert m.max_drawdown_usd == D(98)
+    assert (m.max_drawdown_start, m.max_drawdown_end) == ("2026-11-01", "2026-11-02")
+
+
+def test_days_without_a_snapshot_are_carried_forward() -> None:
+    curve = calendar_curve("2026-11-02", 1000, [("2026-11-02", 1010), ("2026-11-05", 990)])
+    assert curve == [("2026-11-01", 1000), ("2026-11-02", 1010), ("2026-11-03", 1010),
+                     ("2026-11-04", 1010), ("2026-11-05", 990)]
+    assert calendar_curve("2026-11-02", 1000, []) == [("2026-11-01", 1000)]
+    # Four calendar-day returns, two of them zero: not one 2-day return from 1010 to 990.
+    returns = [0.01, 0.0, 0.0, 990 / 1010 - 1]
+    assert sharpe_ratio([v for _, v in curve]) == pytest.approx(
+        statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365))
+
+
+def test_a_trade_through_the_guides_api_moves_equity(manager, monkeypatch) -> None:
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-02T10:00:00Z")
+    tid = manager.create_tenant("G", "g@example.com", "pro", status="active",
+                                capital=1000, max_daily_trades=50).tenant_id
+    manager.record_trade(tid, {"market_id": "m1", "side": "SELL", "amount": 10,
+                               "price": 0.5, "pnl": -40, "status": "filled"})
+    assert ledger.equity_curve(manager, tid) == [("2026-11-02", D(960))]
+    assert manager.get_tenant_metrics(tid).max_drawdown == pytest.approx(0.04)
+
+
+def test_a_gtc_order_and_its_later_fill_are_one_trade(manager) -> None:
+    from botpoly_admin.trading.brokers import record_execution
+    from botpoly_admin.trading.orders import ExecutionResult, Fill, OrderIntent
+
+    tid = manager.create_tenant("R", "r@example.com", "pro", status="active",
+                                capital=1000, max_daily_trades=50).tenant_id
+    intent = OrderIntent("tok", "m", "BUY", D(10), D("0.40"), "s", time_in_force="GTC",
+                         client_order_id="gtc-1")
+    # 4 shares fill at once, 6 rest; the rest fills later.
+    record_execution(manager, tid, ExecutionResult.from_fills(
+        intent, [Fill(D("0.40"), D(4), D("1.6"), D(0))]), "paper")
+    ledger.resolve_pending(manager, tid, "gtc-1-rest", filled_shares=D(6),
+                           avg_price=D("0.40"))
+    assert len(ledger.list_trades(manager, tid)) == 2  # two ledger rows ...
+    m = manager.get_tenant_metrics(tid)
+    assert (m.total_trades, m.successful_trades, m.fill_rate) == (1, 1, 100.0)  # ... one order
+
+
+def test_settlement_rows_carry_the_tenants_mode(manager) -> None:
+    tid = manager.create_tenant("L", "l@example.com", "pro", status="active",
+                                trading_mode="live", capital=1000).tenant_id
+    ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "BUY",
+                                       "shares": 10, "price": "0.5", "mode": "live"})
+    row = ledger.settle_position(manager, tid, "tok", won=True)
+    assert (row["status"], row["mode"]) == ("settled", "live")
+
+
+def test_a_profitable_complement_pair_is_one_winning_round_trip(tmp_path) -> None:
+    from test_complement_pairs import NO, YES, Exchange, tenant
+
+    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.trading.bot import TenantBot
+
+    manager = TenantManager(tmp_path / "t.db")
+    tid = tenant(manager)
+    TenantBot(manager, tid, Exchange()).run_cycle()
+    legs = ledger.list_trades(manager, tid)
+    assert len({t["group_id"] for t in legs}) == 1 and legs[0]["group_id"]
+    ledger.settle_position(manager, tid, YES, won=True)
+    ledger.settle_position(manager, tid, NO, won=False)
+    m = manager.get_tenant_metrics(tid)
+    # 20 pairs at 0.45 + 0.45: +11.00 on YES, −9.00 on NO: one round trip, won.
+    assert m.realized_pnl == D(2)
+    assert (m.round_trips, m.winning_round_trips, m.win_rate) == (1, 1, 100.0)
+
+
+def test_metrics_by_strategy(run_cli, manager) -> None:
+    tid = manager.create_tenant("S", "s@example.com", "pro", status="active",
+                                capital=1000, max_daily_trades=50).tenant_id
+    for strategy, sell in (("a", "0.60"), ("b", "0.30")):
+        ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "BUY",
+                                           "shares": 10, "price": "0.50",
+                                           "strategy": strategy})
+        ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "SELL",
+                                           "shares": 5, "price": sell, "strategy": strategy})
+    result = run_cli("metrics", "s@example.com", "--by-strategy", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["strategy"]: r for r in json.loads(result.output)}
+    assert (rows["a"]["realized_pnl"], rows["a"]["win_rate"]) == (0.5, 100.0)
+    assert (rows["b"]["realized_pnl"], rows["b"]["win_rate"]) == (-1.0, 0.0)
+    assert rows["a"]["open_positions"] == rows["b"]["open_positions"] == 1
+    table = run_cli("metrics", "s@example.com", "--by-strategy")
+    assert table.exit_code == 0 and "Metrics by strategy" in table.output
+    bad = run_cli("metrics", "s@example.com", "--by-strategy", "--period", "2026-11")
+    assert bad.exit_code == 2

@@ -62,6 +62,8 @@ def context(
     fee_rate: str = "0",
     btc: str | None = None,
     state: dict[str, Any] | None = None,
+    market_notional: Mapping[str, Decimal] | None = None,
+    may_open: bool = True,
 ) -> StrategyContext:
     return StrategyContext(
         now=now,
@@ -73,6 +75,8 @@ def context(
         max_position_notional=D(max_position),
         fee_rate=D(fee_rate),
         state=state if state is not None else {},
+        market_notional=market_notional or {},
+        may_open=may_open,
     )
 
 
@@ -131,13 +135,15 @@ def test_complement_arb_sizes_by_free_cash_and_position_room() -> None:
     # 10 / 0.95 = 10.526…: 10.52 pairs cost 9.994, 10.53 would cost 10.0035.
     assert [i.size for i in by_cash] == [D("10.52"), D("10.52")]
 
-    held = {"tok-yes": PositionView("tok-yes", D("100"), D("0.95"), NOW)}
-    by_room = ComplementArb().on_cycle(context(ARB_BOOKS, positions=held, max_position="100"))
+    # The limit is the tenant's: another strategy's 95 in the market counts too.
+    by_room = ComplementArb().on_cycle(context(ARB_BOOKS, max_position="100",
+                                               market_notional={"0xmarket": D(95)}))
     # 100 − 95 already in the market leaves 5: 5 / 0.95 = 5.263… pairs.
     assert [i.size for i in by_room] == [D("5.26"), D("5.26")]
 
-    full = {"tok-yes": PositionView("tok-yes", D("100"), D("1"), NOW)}
-    assert ComplementArb().on_cycle(context(ARB_BOOKS, positions=full, max_position="100")) == []
+    full = {"0xmarket": D(100)}
+    assert ComplementArb().on_cycle(context(ARB_BOOKS, market_notional=full,
+                                            max_position="100")) == []
 
 
 def test_complement_arb_stays_out_without_an_edge() -> None:

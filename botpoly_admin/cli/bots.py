@@ -322,7 +322,7 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
 def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
 
-    State is running (paused_quota, paused_risk, throttled, error) only while a
+    State is running (paused_quota, paused_risk, paused_daily, throttled, error) only while a
     runner holds the bot's lease and beats (its heartbeat younger than 5 s); stale
     while it holds the lease without beating (killed, hung, stalled: see Heartbeat);
     stopped otherwise. A refused bot (a live bot without usable credentials, or on

@@ -13,20 +13,48 @@ BILLING_COLUMNS = [
 ]
 
 
+STRATEGY_COLUMNS = [
+    ("strategy", "Strategy"), ("total_trades", "Trades"), ("fill_rate", "Fill rate"),
+    ("round_trips", "Round trips"), ("win_rate", "Win rate"), ("realized_pnl", "Realized"),
+    ("unrealized_pnl", "Unrealized"), ("total_pnl", "P&L"), ("open_positions", "Open"),
+]
+
+
 @click.command("metrics")
 @tenant_argument
 @click.option("--period", help="Usage period for api_calls/compute (YYYY-MM).")
+@click.option("--by-strategy", is_flag=True,
+              help="One row per strategy: its own trades, round trips and P&L.")
 @output_options()
 @pass_app
-def metrics(app: App, tenant: str, period: str | None, fmt: str) -> None:
+def metrics(app: App, tenant: str, period: str | None, by_strategy: bool, fmt: str) -> None:
     """A tenant's trades, fill rate, win rate, P&L, Sharpe ratio and drawdown.
 
-    Formulas are in the README ("Metrics").
+    Formulas are in the README ("Metrics"). With --by-strategy, each strategy's own
+    figures: positions and lots belong to the strategy that opened them ("(none)"
+    gathers trades recorded without a strategy).
 
     \b
     Example:
         botpoly-admin metrics john@example.com --json
+        botpoly-admin metrics john@example.com --by-strategy
     """
+    if by_strategy:
+        from botpoly_admin import ledger
+
+        if period is not None:
+            raise click.UsageError("--by-strategy covers the whole ledger; drop --period")
+        rows = ledger.strategy_metrics(app.manager(), tenant)
+        if fmt != "table":
+            app.render(rows, fmt)
+            return
+        for row in rows:
+            row["strategy"] = row["strategy"] or "(none)"
+            for key in ("fill_rate", "win_rate"):
+                row[key] = "-" if row[key] is None else f"{row[key]:.1f}%"
+        app.render(rows, fmt, columns=STRATEGY_COLUMNS, title="Metrics by strategy",
+                   empty="no trades yet")
+        return
     result = app.manager().get_tenant_metrics(tenant, period).to_dict()
     if fmt != "table":
         app.render(result, fmt)

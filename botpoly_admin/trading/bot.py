@@ -6,16 +6,20 @@
 2. take one API call from the tenant's rate limit for the cycle's market snapshot
    (so a plan's calls/minute is how often its bot may look at the market);
 3. settle positions in markets that resolved, and work resting orders;
-4. build a read-only ``StrategyContext`` and collect every enabled strategy's intents;
-5. pass each intent through the tenant's ``RiskBook``; a refused one is logged with
-   its reason, never raised;
+4. build each enabled strategy a read-only ``StrategyContext`` with its own
+   positions (a strategy sells only what it holds) and collect its intents; a
+   strategy whose input (a reference price) is missing sits the cycle out, logged;
+5. pass each intent, or each order group (a complement pair) as one, through the
+   tenant's ``RiskBook``; a refused one is logged with its reason, never raised;
 6. execute approved intents through the broker (paper, or live for a paid tenant
    in live mode on the exchange's own feed; see ``TenantBot.broker``), which records
-   each execution in one ledger transaction;
+   each execution in one ledger transaction; a group whose legs filled unequally
+   is evened out at once by its strategy;
 7. mark positions at their midpoints, snapshot equity and meter compute time.
 
-``run_cycle`` returns a CycleReport: an exhausted quota or a daily loss halt is a
-state (``paused_quota``, ``paused_risk``), not an exception. An exception out of
+``run_cycle`` returns a CycleReport: an exhausted quota or a halt is a state
+(``paused_quota``, ``paused_risk``, ``paused_daily``), not an exception. Halts stop
+new exposure only: a paused bot keeps running its strategies' exits. An exception out of
 ``run_cycle`` is a failed cycle; the orchestrator records it and restarts the bot
 with backoff.
 """
@@ -32,14 +36,17 @@ from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import (
     CredentialsError,
+    ExchangeError,
     LiveRefused,
     NotFound,
     QuotaExceeded,
+    TemporaryExchangeError,
     TradingNotAllowed,
 )
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
+from botpoly_admin.trading.orders import OrderIntent
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
 from botpoly_admin.trading.strategies import (
     PositionView,
@@ -55,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REFERENCE_SYMBOL = "BTCUSDT"
 # The only feed live orders may follow: the exchange's own books. A simulated or
 # replayed book is not a price anyone can trade at (issue 14, defect 1).
 LIVE_FEEDS = frozenset({"polymarket"})
@@ -66,7 +72,8 @@ SNAPSHOT_EVERY_S = 5.0  # marks and equity of a bot that did not trade
 class CycleReport:
     """What one cycle did, for the bots table and the live screen."""
 
-    state: str = "running"  # running | paused_quota | paused_risk | throttled | stopped
+    # running | paused_quota | paused_risk | paused_daily | throttled | stopped
+    state: str = "running"
     api_calls: int = 0  # accepted by the tenant's rate limit, metered into usage
     intents: int = 0
     trades: int = 0
@@ -257,24 +264,25 @@ class TenantBot:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         if pending:
             pending = scope.rows("trades", "status = 'pending'")
-        positions = {p["token_id"]: PositionView(
-            token_id=p["token_id"], shares=p["shares"], avg_cost=p["avg_price"] or Decimal(0),
-            opened_at=clock.parse_utc(p["opened_at"]) if p["opened_at"] else None,
-        ) for p in held}
-        # Exposure per market: positions at cost plus resting buys at their limit; shares
-        # free to sell: held minus those already offered by resting sells.
+        # Positions belong to the strategy that opened them: each strategy sees and
+        # sells only its own (docs/architecture.md, positions per strategy).
+        positions = {(p["strategy"], p["token_id"]): _view(p) for p in held}
+        # Exposure per market (the tenant's limit): positions at cost plus resting buys
+        # at their limit; shares free to sell per strategy: held minus those already
+        # offered by its resting sells.
         by_market: dict[str, Decimal] = {}
         for p in held:
             key = p["market"] or p["token_id"]
             by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
-        sellable = {t: p.shares for t, p in positions.items()}
+        sellable = {key: view.shares for key, view in positions.items()}
         for r in pending:
             amount = Decimal(r["notional_micros"] + r["fee_micros"]).scaleb(-6)
+            owner = (r["strategy"] or "", r["token_id"])
             if r["side"] == "BUY":
                 key = r["market"] or r["token_id"]
                 by_market[key] = by_market.get(key, Decimal(0)) + amount
-            elif r["token_id"] in sellable:
-                sellable[r["token_id"]] -= Decimal(r["shares_micros"]).scaleb(-6)
+            elif owner in sellable:
+                sellable[owner] -= Decimal(r["shares_micros"]).scaleb(-6)
         quota = ledger.allowance(self.manager, tenant)
         cash = quota.free_cash
         limit = tenant.settings.get("daily_loss_limit")
@@ -285,18 +293,21 @@ class TenantBot:
             shares_held=sellable,
             trades_left_today=quota.remaining_today,
             trades_left_period=quota.remaining_period,
-            daily_realized_pnl=quota.realized_pnl_today,
+            daily_pnl=quota.pnl_today,
             daily_loss_limit=Decimal(str(limit)) if limit is not None
             else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
             fee_rate=self.fee_rate,
+            open_positions=quota.open_positions,
         )
-        if risk.halted:
-            report.state = "paused_risk"
-        elif quota.remaining_period == 0:
-            report.state = "paused_quota"
+        if quota.remaining_period == 0:
+            report.state = "paused_quota"  # not even an exit can be sent
         else:
-            self._trade(report, tenant, open_markets, books, positions, cash, risk,
+            # Halts stop new exposure, never its reduction: the strategies still run,
+            # so exits and pair rebalancing go out while the bot is paused.
+            self._trade(report, tenant, open_markets, books, positions, by_market, risk,
                         broker, now)
+            if report.state == "running":
+                report.state = _paused_state(risk)
         # Held tokens are marked at their midpoint: those whose midpoint moved, and
         # those first bought this cycle (an unchanged mark is not rewritten).
         stored = {p["token_id"]: p["mark"] for p in held}
@@ -311,74 +322,182 @@ class TenantBot:
         return marks
 
     def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
-               books: dict[str, OrderBook], positions: dict[str, PositionView],
-               cash: Decimal, risk: RiskBook, broker: Broker, now: Any) -> None:
+               books: dict[str, OrderBook], positions: dict[tuple[str, str], PositionView],
+               by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
+               now: Any) -> None:
         strategies = self._load_strategies(tenant.enabled_strategies, tenant.strategy_params)
         if not strategies:
             return
-        references = self._references(markets)
-        intents = []
+        references, missing = self._references(strategies, markets)
+        intents: list[OrderIntent] = []
         contexts: dict[str, StrategyContext] = {}
+        by_name: dict[str, Strategy] = {}
         for strategy in strategies:
-            ctx = contexts[strategy.name] = StrategyContext(
-                now=now, markets=markets, books=books, reference_prices=references,
-                positions=positions, free_cash=cash,
-                max_position_notional=tenant.max_position_size, fee_rate=self.fee_rate,
-                state=self._states.setdefault(strategy.name, {}),
-            )
+            lacking = sorted(strategy.reference_symbols() & missing.keys())
+            if lacking:
+                # One missing input benches the strategy that needs it, not the cycle.
+                why = "; ".join(missing[symbol] for symbol in lacking)
+                report.refused.append(f"{strategy.name} sits this cycle out: {why}")
+                log.info("tenant %s: %s sits this cycle out: %s", self.tenant_id,
+                         strategy.name, why)
+                continue
+            by_name[strategy.name] = strategy
+            ctx = contexts[strategy.name] = self._context(
+                strategy, now, markets, books, references, positions, by_market, risk, tenant)
             intents.extend(strategy.on_cycle(ctx))
         report.intents = len(intents)
-        # Grouped intents are checked together, when the group's first one comes up.
-        groups: dict[str, list[Any]] = {}
+        # An order group (a complement pair) is one unit: checked against every limit
+        # and given all its API calls before its first leg leaves.
+        units: list[list[OrderIntent]] = []
+        grouped: dict[str, list[OrderIntent]] = {}
         for intent in intents:
-            if intent.group:
-                groups.setdefault(intent.group, []).append(intent)
-        refused_groups: set[str] = set()
-        for intent in intents:
-            if intent.group in refused_groups:
-                continue
-            if intent.group and groups[intent.group][0] is intent:
-                reason = risk.check_group(groups[intent.group])
-                if reason is not None:
-                    refused_groups.add(intent.group)
-            elif intent.group:
-                reason = None  # already counted with its group
+            if not intent.group:
+                units.append([intent])
+            elif intent.group in grouped:
+                grouped[intent.group].append(intent)
             else:
-                reason = risk.check(intent)
-            if reason is not None:
-                report.refused.append(reason)
-                log.info("tenant %s refused %s %s %s: %s", self.tenant_id, intent.strategy,
-                         intent.side, intent.token_id, reason)
-                if risk.halted:
-                    report.state = "paused_risk"
-                continue
-            book = books.get(intent.token_id)
-            if book is None:
-                report.refused.append(f"no book for {intent.token_id}")
-                continue
-            if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
-                report.refused.append("API rate limit reached for this minute")
-                report.state = "throttled"
+                grouped[intent.group] = [intent]
+                units.append(grouped[intent.group])
+        for unit in units:
+            if not self._send(report, tenant, unit, books, risk, broker, by_name, contexts):
                 break
-            report.api_calls += 1
+            strategy = by_name.get(unit[0].strategy)
+            if len(unit) > 1 and strategy is not None:
+                # Legs that filled unequally are evened out at once, not next cycle.
+                market = next((m for m in markets if m.market_id == unit[0].market_id), None)
+                if market is not None and not self._even_out(
+                        report, tenant, strategy, market, books, references, by_market,
+                        risk, broker, by_name, contexts, now):
+                    break
+
+    def _context(self, strategy: Strategy, now: Any, markets: list[Market],
+                 books: dict[str, OrderBook], references: dict[str, ReferencePrice],
+                 positions: dict[tuple[str, str], PositionView],
+                 by_market: dict[str, Decimal], risk: RiskBook, tenant: Any,
+                 *, may_open: bool | None = None) -> StrategyContext:
+        return StrategyContext(
+            now=now, markets=markets, books=books, reference_prices=references,
+            positions={token: view for (owner, token), view in positions.items()
+                       if owner == strategy.name},
+            free_cash=risk.free_cash, max_position_notional=tenant.max_position_size,
+            fee_rate=self.fee_rate, state=self._states.setdefault(strategy.name, {}),
+            market_notional=by_market,
+            may_open=not risk.opening_halted if may_open is None else may_open,
+        )
+
+    def _send(self, report: CycleReport, tenant: Any, unit: list[OrderIntent],
+              books: dict[str, OrderBook], risk: RiskBook, broker: Broker,
+              by_name: dict[str, Strategy], contexts: dict[str, StrategyContext]) -> bool:
+        """Check and execute one unit (an order, or a group's legs); False when the
+        cycle must stop sending (rate limit spent, quota gone, tenant suspended)."""
+        first = unit[0]
+        missing_book = next((i.token_id for i in unit if i.token_id not in books), None)
+        if missing_book is not None:
+            reason: str | None = f"no book for {missing_book}"
+        elif len(unit) > 1:
+            reason = risk.check_group(unit)
+        else:
+            reason = risk.check(first)
+        if reason is not None:
+            report.refused.append(reason)
+            log.info("tenant %s refused %s %s %s: %s", self.tenant_id, first.strategy,
+                     first.side, first.token_id, reason)
+            return True
+        if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute,
+                                        len(unit)):
+            report.refused.append("API rate limit reached for this minute"
+                                  + (f" (group {first.group} needs {len(unit)} calls)"
+                                     if len(unit) > 1 else ""))
+            report.state = "throttled"
+            return False
+        report.api_calls += len(unit)
+        for intent in unit:
+            if intent.reason.startswith("rebalance"):
+                log.info("tenant %s %s %s %s %s: %s", self.tenant_id, intent.strategy,
+                         intent.side, intent.size, intent.token_id, intent.reason)
             try:
-                result = broker.execute(intent, book)
+                result = broker.execute(intent, books[intent.token_id])
             except QuotaExceeded as exc:
                 report.refused.append(str(exc))
                 report.state = "paused_quota"
-                break
+                return False
             except TradingNotAllowed as exc:
                 # Suspended (or out of trial) since this cycle began: as at its start,
                 # not a failure; the orchestrator stops the bot on its next tick.
                 report.refused.append(str(exc))
                 report.state = "stopped"
-                break
+                return False
+            except ExchangeError as exc:
+                if intent is first:
+                    raise  # nothing of the unit left: a failed cycle, retried as ever
+                # A later leg failed after the first went out: the group is evened out
+                # now (by the caller) rather than left naked until the cycle fails.
+                report.refused.append(f"group {first.group}: {exc}")
+                log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
+                            intent.token_id, first.group, exc)
+                return True
             if result.filled > 0:
                 report.trades += 1
                 report.filled_tokens.add(intent.token_id)
-                for strategy in strategies:
-                    if strategy.name == intent.strategy:
-                        strategy.on_fill(contexts[strategy.name], result)
+            strategy = by_name.get(intent.strategy)
+            if strategy is not None and result.filled > 0:
+                strategy.on_fill(contexts[strategy.name], result)
+        return True
+
+    def _even_out(self, report: CycleReport, tenant: Any, strategy: Strategy, market: Market,
+                  books: dict[str, OrderBook], references: dict[str, ReferencePrice],
+                  by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
+                  by_name: dict[str, Strategy], contexts: dict[str, StrategyContext],
+                  now: Any) -> bool:
+        """Ask *strategy* to even out its positions in *market*, read from the ledger,
+        against fresh books: first as the tenant's limits allow (buying the missing
+        side while the edge remains), then exits only; False when sending must stop."""
+        fresh: dict[str, OrderBook] | None = None
+        for may_open in (None, False):
+            held = {(p["strategy"], p["token_id"]): _view(p)
+                    for p in ledger.positions(self.manager, self.tenant_id)
+                    if p["shares"] > 0 and p["strategy"] == strategy.name
+                    and p["market"] == market.market_id}
+            ctx = self._context(strategy, now, [market], fresh or books, references, held,
+                                by_market, risk, tenant, may_open=may_open)
+            repair = strategy.even_out(ctx, market)
+            if not repair:
+                return True
+            if fresh is None:
+                # The legs just moved the book: judge the edge on what it shows now.
+                fresh = {**books, **self._books([market])}
+                ctx = self._context(strategy, now, [market], fresh, references, held,
+                                    by_market, risk, tenant, may_open=may_open)
+                repair = strategy.even_out(ctx, market)
+            # The ledger's shares are what may be sold now.
+            for key, view in held.items():
+                risk.shares_held[key] = view.shares
+            try:
+                for intent in repair:
+                    if not self._send(report, tenant, [intent], fresh, risk, broker,
+                                      by_name, contexts):
+                        return False
+            except ExchangeError as exc:
+                if may_open is False:
+                    raise  # the exits failed too: a failed cycle; the next one repairs
+                log.warning("tenant %s: evening out %s failed: %s; exits only now",
+                            self.tenant_id, market.market_id, exc)
+        return True
+
+    def _references(self, strategies: list[Strategy], markets: list[Market]
+                    ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
+        """The reference prices enabled strategies need (none without a market that
+        uses one), and why each missing one is missing."""
+        if not any(m.kind == "btc_updown" for m in markets):
+            return {}, {}
+        found: dict[str, ReferencePrice] = {}
+        missing: dict[str, str] = {}
+        for symbol in sorted(set().union(*(s.reference_symbols() for s in strategies))):
+            try:
+                found[symbol] = self.feed.reference_price(symbol)
+            except (NotFound, TemporaryExchangeError) as exc:
+                missing[symbol] = str(exc)
+        return found, missing
 
     # --- reads --------------------------------------------------------------------
 
@@ -399,11 +518,6 @@ class TenantBot:
                 except NotFound:
                     continue
         return books
-
-    def _references(self, markets: list[Market]) -> dict[str, ReferencePrice]:
-        if not any(m.kind == "btc_updown" for m in markets):
-            return {}
-        return {REFERENCE_SYMBOL: self.feed.reference_price(REFERENCE_SYMBOL)}
 
     def _resolved_unlisted(self, exposed: set[str], listed: list[Market]
                            ) -> dict[str, Market]:
@@ -429,7 +543,8 @@ class TenantBot:
             if market is None:
                 continue
             won = p["token_id"] == market.winner_token_id
-            if ledger.settle_position(self.manager, self.tenant_id, p["token_id"], won):
+            if ledger.settle_position(self.manager, self.tenant_id, p["token_id"], won,
+                                      strategy=p["strategy"]):
                 settled += 1
         return settled
 
@@ -441,3 +556,20 @@ class TenantBot:
                              compute_seconds=self._compute_s)
             self._compute_s, self._api_calls = 0.0, 0
 
+
+
+def _view(position: dict[str, Any]) -> PositionView:
+    return PositionView(
+        token_id=position["token_id"], shares=position["shares"],
+        avg_cost=position["avg_price"] or Decimal(0),
+        opened_at=clock.parse_utc(position["opened_at"]) if position["opened_at"] else None,
+    )
+
+
+def _paused_state(risk: RiskBook) -> str:
+    """The state of a bot that may only reduce exposure, or running."""
+    if risk.halted:
+        return "paused_risk"
+    if risk.trades_left_today <= 0:
+        return "paused_daily"
+    return "running"

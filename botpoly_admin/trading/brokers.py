@@ -60,7 +60,7 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
     common = {
         "side": intent.side.value, "token_id": intent.token_id, "market": intent.market_id,
         "outcome": intent.outcome or None, "mode": mode, "strategy": intent.strategy,
-        "exchange_order_id": exchange_order_id,
+        "exchange_order_id": exchange_order_id, "group_id": intent.group or None,
     }
     rows: list[dict[str, Any]] = []
     if result.filled > 0:

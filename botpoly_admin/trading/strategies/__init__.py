@@ -149,6 +149,13 @@ class StrategyContext:
     Read-only, except ``state``: a dict the bot keeps for this strategy of this
     tenant between cycles (price histories and the like). It belongs to that
     one strategy instance and is never shared.
+
+    ``positions`` are this strategy's own: a position belongs to the strategy that
+    opened it, and a strategy sells only what it holds. ``market_notional`` is the
+    tenant's whole exposure per market (every strategy's positions and resting buys),
+    which ``max_position_notional`` limits. ``may_open`` is False while the tenant
+    may not take new exposure (a daily loss or daily trades halt, or the quota left
+    only for closing its positions): exits and rebalancing still pass then.
     """
 
     now: datetime
@@ -160,6 +167,8 @@ class StrategyContext:
     max_position_notional: Decimal  # per market
     fee_rate: Decimal = Decimal(0)
     state: dict[str, Any] = field(default_factory=dict)
+    market_notional: Mapping[str, Decimal] = field(default_factory=dict)
+    may_open: bool = True
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() != timedelta(0):
@@ -167,7 +176,7 @@ class StrategyContext:
         # Copies behind read-only views: a strategy cannot change what the bot,
         # the risk checks or the next strategy see.
         object.__setattr__(self, "markets", tuple(self.markets))
-        for name in ("books", "reference_prices", "positions"):
+        for name in ("books", "reference_prices", "positions", "market_notional"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def position(self, token_id: str) -> PositionView | None:
@@ -176,11 +185,13 @@ class StrategyContext:
         return position if position is not None and position.shares > 0 else None
 
     def position_room(self, market: Market) -> Decimal:
-        """Notional still allowed in *market* under max_position_notional (never negative)."""
-        used = sum(
+        """Notional still allowed in *market* under max_position_notional (never
+        negative): the limit is the tenant's, so every strategy's exposure counts."""
+        own = sum(
             (p.cost_basis for o in market.outcomes if (p := self.position(o.token_id)) is not None),
             Decimal(0),
         )
+        used = max(own, self.market_notional.get(market.market_id, Decimal(0)))
         return max(Decimal(0), self.max_position_notional - used)
 
 
@@ -272,6 +283,19 @@ class Strategy(ABC):
 
     def on_fill(self, ctx: StrategyContext, result: ExecutionResult) -> None:  # noqa: B027
         """Called after each execution of one of its intents, filled or not. Default: nothing."""
+
+    def reference_symbols(self) -> frozenset[str]:
+        """Reference prices (e.g. BTCUSDT) this strategy reads from the context. The bot
+        fetches only what some enabled strategy needs; a strategy whose reference is
+        missing sits the cycle out (logged) while the others trade. Default: none."""
+        return frozenset()
+
+    def even_out(self, ctx: StrategyContext, market: Market) -> list[OrderIntent]:
+        """Orders that bring this strategy's grouped positions in *market* back in line
+        after a group's legs filled unequally (``ctx.positions`` is fresh). The bot
+        asks right after such a group, first as given and then, if a mismatch remains,
+        with ``may_open`` False (exits only). Default: nothing (no grouped orders)."""
+        return []
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class BtcLag(Strategy):
         "symbol": Param("BTCUSDT", str, help="reference price symbol"),
     }
 
+    def reference_symbols(self) -> frozenset[str]:
+        """The one reference price it follows (``symbol``)."""
+        return frozenset({self.params["symbol"]})
+
     def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
         """At most one BUY intent per lagging btc_updown market."""
         lookback: int = self.params["lookback"]
@@ -82,7 +86,7 @@ class BtcLag(Strategy):
                 continue
             target = self._signal(history[-1 - lookback], history[-1], up, down)
             holding = any(ctx.position(o.token_id) is not None for o in market.outcomes)
-            if target is None or holding:
+            if target is None or holding or not ctx.may_open:
                 continue
             budget = min(self.params["stake"], cash_left, ctx.position_room(market))
             intent = self._buy(ctx, market, target, budget, history[-1 - lookback], history[-1])

@@ -11,6 +11,7 @@ from botpoly_admin.trading.paper import fee_for
 from botpoly_admin.trading.strategies import (
     SHARE_STEP,
     Param,
+    PositionView,
     Strategy,
     StrategyContext,
     buy_cost,
@@ -32,6 +33,14 @@ class ComplementArb(Strategy):
     by free cash and by the room left under the per-market position limit, and
     at most ``max_pairs``. The limit prices are the deepest level used on each
     side, so the orders cannot fill worse than the edge computed here.
+
+    The two legs pass the risk checks together (every limit, both API calls) or
+    not at all. Legs that fill unequally (the book moved, the second leg failed) are
+    evened out at once by ``even_out``, and again at the start of every cycle for an
+    imbalance found in the ledger: it buys the missing side while the pair still
+    keeps ``min_edge`` (and the tenant may open), and sells the excess otherwise, so
+    no tenant holds a naked leg past one cycle. No new pair is bought in a market
+    being evened out.
 
     Parameters:
         min_edge: profit per pair required, in pUSD (default 0.01).
@@ -57,6 +66,15 @@ class ComplementArb(Strategy):
         cash_left = ctx.free_cash
         for market in ctx.markets:
             if not tradable(market):
+                continue
+            held = any(o.token_id in ctx.positions for o in market.outcomes)
+            repair = self.even_out(ctx, market) if held else []
+            if repair:
+                intents.extend(repair)
+                cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
+                                 Decimal(0))
+                continue
+            if not ctx.may_open:
                 continue
             first, second = market.outcomes
             book_a, book_b = ctx.books.get(first.token_id), ctx.books.get(second.token_id)
@@ -116,6 +134,74 @@ class ComplementArb(Strategy):
         if pairs <= 0:
             return None
         return pairs, price_a, price_b, cost
+
+    def even_out(self, ctx: StrategyContext, market: Market) -> list[OrderIntent]:
+        """Orders that make its two positions in *market* equal again: buy the missing
+        side through the ask levels that keep ``min_edge`` against the excess side's
+        average cost (when ``ctx.may_open`` and cash allow), and sell what is left of
+        the excess through as many bid levels as it takes."""
+        first, second = market.outcomes
+        held = [ctx.position(first.token_id), ctx.position(second.token_id)]
+        shares = [p.shares if p is not None else Decimal(0) for p in held]
+        if shares[0] == shares[1]:
+            return []
+        long_i = 0 if shares[0] > shares[1] else 1
+        long_o, short_o = market.outcomes[long_i], market.outcomes[1 - long_i]
+        long_p = held[long_i]
+        assert long_p is not None  # it holds more than the other side, so it holds some
+        excess = shares[long_i] - shares[1 - long_i]
+        intents: list[OrderIntent] = []
+        bought = Decimal(0)
+        if ctx.may_open:
+            buy = self._buy_missing(ctx, market, long_p, short_o.token_id, excess)
+            if buy is not None:
+                intents.append(buy)
+                bought = buy.size
+        rest = excess - bought
+        book = ctx.books.get(long_o.token_id)
+        if rest > 0 and book is not None and book.bids:
+            limit, depth = book.bids[0].price, Decimal(0)
+            for level in book.bids:  # as deep as it takes to sell the whole excess
+                limit, depth = level.price, depth + level.size
+                if depth >= rest:
+                    break
+            intents.append(self._repair_intent(
+                market, long_o.token_id, long_o.label, Side.SELL, rest, limit,
+                f"rebalance: sell {rest} {long_o.label} held over {short_o.label}"))
+        return intents
+
+    def _buy_missing(self, ctx: StrategyContext, market: Market, long_p: PositionView,
+                     token_id: str, excess: Decimal) -> OrderIntent | None:
+        book = ctx.books.get(token_id)
+        if book is None:
+            return None
+        size = limit = spent = Decimal(0)
+        budget = min(ctx.free_cash, ctx.position_room(market))
+        for level in book.asks:
+            unit = long_p.avg_cost + level.price + fee_for(level.price, Decimal(1), ctx.fee_rate)
+            if 1 - unit <= self.params["min_edge"]:
+                break
+            take = min(level.size, excess - size)
+            while take > 0 and spent + buy_cost(level.price, take, ctx.fee_rate) > budget:
+                take = _floor_step(take - SHARE_STEP)
+            if take <= 0:
+                break
+            size, limit = size + take, level.price
+            spent += buy_cost(level.price, take, ctx.fee_rate)
+            if size >= excess:
+                break
+        if size <= 0:
+            return None
+        outcome = next(o for o in market.outcomes if o.token_id == token_id)
+        return self._repair_intent(
+            market, token_id, outcome.label, Side.BUY, size, limit,
+            f"rebalance: buy {size} missing {outcome.label} while the pair keeps its edge")
+
+    def _repair_intent(self, market: Market, token_id: str, label: str, side: Side,
+                       size: Decimal, limit: Decimal, reason: str) -> OrderIntent:
+        return OrderIntent(token_id=token_id, market_id=market.market_id, side=side,
+                           size=size, limit_price=limit, strategy=self.name,
+                           time_in_force=TimeInForce.IOC, reason=reason, outcome=label)
 
     def _pair_intents(
         self, market: Market, pairs: Decimal, price_a: Decimal, price_b: Decimal, cost: Decimal

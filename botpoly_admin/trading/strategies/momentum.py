@@ -87,7 +87,8 @@ class Momentum(Strategy):
                 position = ctx.position(outcome.token_id)
                 if position is not None:
                     intent = self._exit(ctx, market, outcome, position, bid)
-                elif len(mids) > lookback and mids[-1] - mids[-1 - lookback] >= threshold:
+                elif ctx.may_open and len(mids) > lookback and \
+                        mids[-1] - mids[-1 - lookback] >= threshold:
                     budget = min(self.params["stake"], cash_left, ctx.position_room(market))
                     then = mids[-1 - lookback]
                     intent = self._entry(ctx, market, outcome, ask, budget, then, mids[-1])
