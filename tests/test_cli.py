@@ -213,8 +213,9 @@ def test_key_file_with_loose_permissions(world, run_cli, db_snapshot) -> None:
 
 def test_database_in_a_missing_directory(run_cli, tmp_path: Path) -> None:
     target = tmp_path / "missing" / "tenants.db"
-    for args in (("list-tenants",), ("create-tenant", "--name", "A", "--email", "a@ex.com")):
-        assert_error(run_cli(*args, db=target), 1, "database directory does not exist")
+    assert_error(run_cli("list-tenants", db=target), 1, f"no database at {target}")
+    assert_error(run_cli("create-tenant", "--name", "A", "--email", "a@ex.com", db=target), 1,
+                 "database directory does not exist")
     assert not target.parent.exists()
 
 
@@ -237,7 +238,8 @@ def test_database_in_an_unwritable_directory(run_cli, tmp_path: Path) -> None:
     directory = _unwritable_directory(tmp_path)
     target = directory / "botpoly-test.db"
     try:
-        assert_error(run_cli("list-tenants", db=target), 1, str(directory))
+        assert_error(run_cli("create-tenant", "--name", "A", "--email", "a@ex.com", db=target),
+                     1, str(directory))
         assert not target.exists()
     finally:
         (tmp_path / "locked").chmod(0o755)
@@ -342,6 +344,7 @@ def test_json_outputs_parse(world, run_cli) -> None:
 
 
 def test_json_on_an_empty_database(run_cli) -> None:
+    assert run_cli("db", "migrate").exit_code == 0
     result = run_cli("list-tenants", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == []
@@ -362,11 +365,16 @@ def test_csv_list(world, run_cli) -> None:
 
 
 def test_table_list(world, run_cli) -> None:
+    assert run_cli("tenants", "activate", "john@example.com").exit_code == 0
     result = run_cli("list-tenants")
     assert result.exit_code == 0
-    for text in ("Tenants (2)", world.john.tenant_id[:8], "john@example.com", "0/10000",
-                 "0/100"):
+    for text in ("Tenants (2)", world.john.tenant_id[:8], "john@example.com", "0/100"):
         assert text in result.stdout
+    john = next(line for line in result.stdout.splitlines() if "john@example.com" in line)
+    ann = next(line for line in result.stdout.splitlines() if "ann@example.com" in line)
+    # Trades used as the dashboard shows them; an active tenant has no trial end.
+    assert "0/10,000" in john and world.john.trial_ends_at[:10] not in john
+    assert world.ann.trial_ends_at in ann
     assert run_cli("list-tenants", "--status", "expired").stdout.strip().endswith(
         "no tenants yet")
 
@@ -497,7 +505,8 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     missing = run("--db", str(tmp_path / "nope" / "t.db"), "list-tenants")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"Error: database directory does not exist: {tmp_path / 'nope'}"
+        f"Error: no database at {tmp_path / 'nope' / 't.db'} (create one with `botpoly-admin "
+        "create-tenant` or `botpoly-admin db migrate`, or pass --db / BOTPOLY_DB)"
     ]
     bad = run("--db", "t.db", "create-tenant", "--name", "X", "--email", "nope")
     assert bad.returncode == 2 and bad.stderr.strip() == "Error: malformed email address 'nope'"

@@ -37,8 +37,11 @@ class App:
     def manager(self, *, create: bool = False) -> TenantManager:
         """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command).
 
-        Only commands that create something, or list what there is, pass
-        ``create=True``: a failing command must not leave a new empty database.
+        Only the commands that create a database pass ``create=True`` (create-tenant,
+        tenants create, db migrate, db restore): every other one refuses a missing
+        database with "no database at PATH", so a typo in --db, or a cron job in the
+        wrong directory, neither leaves an empty database behind nor reports on one
+        (a billing total of 0 USD).
         """
         if self._manager is None:
             from botpoly_admin.tenants import TenantManager

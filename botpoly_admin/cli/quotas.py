@@ -48,7 +48,7 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
     """
     from botpoly_admin import ledger
 
-    manager = app.manager(create=tenant is None)
+    manager = app.manager()
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
     rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period is not None else None)
     if fmt == "table":
