@@ -139,9 +139,10 @@ class CommandError(click.ClickException):
 
 def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
     from botpoly_admin.secrets import redact  # an error may quote a value that came from one
+    from botpoly_admin.text import printable  # an error may quote stored text
 
     app = ctx.find_object(App)
-    message = redact(" ".join(message.split()))  # always one line
+    message = printable(redact(" ".join(message.split())))  # always one line
     if app is not None and app.fmt == "json":
         _echo_json_error(message, exit_code)
     raise CommandError(message, exit_code)
@@ -157,9 +158,12 @@ def _echo_json_error(message: str, exit_code: int) -> None:
 def configure_logging(verbose: int) -> None:
     """Library logs go to stderr with ``-v`` (INFO) or ``-vv`` (DEBUG); warnings always.
 
-    Every handler the CLI creates masks known secrets (``secrets.SecretRedactor``).
+    Every handler the CLI creates masks known secrets (``secrets.SecretRedactor``) and
+    escapes control characters (``text.EscapingFilter``): a log line carries stored
+    text, and a name must not forge a line or drive the terminal.
     """
     from botpoly_admin.secrets import SecretRedactor
+    from botpoly_admin.text import EscapingFilter
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger("botpoly_admin")
@@ -168,6 +172,7 @@ def configure_logging(verbose: int) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(SecretRedactor())
+        handler.addFilter(EscapingFilter())
         handler._botpoly_stderr = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     for h in root.handlers:
