@@ -266,9 +266,16 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     dry = run_cli("quotas", "reset", "--tenant", "acme@example.com", "--dry-run")
     assert dry.output.strip() == "Would zero acme@example.com's trades for 2026-01 (3 used before)"
     assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
-    result = run_cli("quotas", "reset", "--tenant", "acme@example.com")
+    # It asks first: no answer, or no, changes nothing.
+    for answer in (None, "n\n"):
+        refused = run_cli("quotas", "reset", "--tenant", "acme@example.com", input=answer)
+        assert refused.exit_code == 1, refused.output
+        assert "Zero acme@example.com's 3 trade(s) of 2026-01?" in refused.stderr
+        assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
+    assert manager.list_audit(january["active"])[0]["action"] != "quota.reset_tenant"
+    result = run_cli("quotas", "reset", "--tenant", "acme@example.com", input="y\n")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "Zeroed acme@example.com's trades for 2026-01 (3 used before)"
+    assert result.stdout.strip() == "Zeroed acme@example.com's trades for 2026-01 (3 used before)"
     rows = {r["email"]: r["used"] for r in ledger.quota_status(manager)}
     assert rows == {"acme@example.com": 0, "trial@example.com": 1}  # the other one kept
     entry = manager.list_audit(january["active"])[0]
@@ -279,6 +286,6 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     with pytest.raises(QuotaExceeded):
         _trade(manager, january["active"])
     assert integrity.check_invariants(manager) == []
-    data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com",
+    data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com", "--yes",
                               "--json").stdout)
     assert (data["trades_used_before"], data["trades_used"], data["dry_run"]) == (3, 0, False)

@@ -70,22 +70,30 @@ def notice(message: str) -> None:
 
 
 def output_options(csv: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``--json`` (and ``--csv``) to a read command; passes ``fmt`` and records it."""
+    """Add ``--json`` (and ``--csv``) to a read command; passes ``fmt`` and records it.
+
+    The formats exclude each other: ``--json --csv`` is a usage error, not "the last
+    one wins".
+    """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def wrapper(*args: Any, fmt: str, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, as_json: bool, as_csv: bool = False, as_table: bool,
+                    **kwargs: Any) -> Any:
+            chosen = [name for name, flag in (("--json", as_json), ("--csv", as_csv),
+                                              ("--table", as_table)) if flag]
+            if len(chosen) > 1:
+                raise click.UsageError(f"{' and '.join(chosen)} exclude each other: give "
+                                       "one output format")
+            fmt = chosen[0][2:] if chosen else "table"
             click.get_current_context().find_object(App).fmt = fmt  # type: ignore[union-attr]
             return func(*args, fmt=fmt, **kwargs)
 
         if csv:
-            wrapper = click.option("--csv", "fmt", flag_value="csv", help="Output CSV.")(wrapper)
-        wrapper = click.option(
-            "--json", "fmt", flag_value="json", help="Output JSON (for scripts)."
-        )(wrapper)
-        wrapper = click.option(
-            "--table", "fmt", flag_value="table", default=True, hidden=True
-        )(wrapper)
+            wrapper = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")(wrapper)
+        wrapper = click.option("--json", "as_json", is_flag=True,
+                               help="Output JSON (for scripts).")(wrapper)
+        wrapper = click.option("--table", "as_table", is_flag=True, hidden=True)(wrapper)
         return wrapper
 
     return decorator
@@ -101,6 +109,7 @@ class BotpolyGroup(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as exc:  # a bad root option (--db "")
+            _unwrapped_usage(exc)
             if ctx.meta["botpoly.json"]:
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise
@@ -111,6 +120,7 @@ class BotpolyGroup(click.Group):
         except CommandError:
             raise  # already reported by _fail
         except click.ClickException as exc:
+            _unwrapped_usage(exc)
             if ctx.meta.get("botpoly.json"):
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise
@@ -127,6 +137,20 @@ class BotpolyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+def _unwrapped_usage(exc: click.ClickException) -> None:
+    """Print a usage error's usage line on one line, whatever the terminal width.
+
+    Click wraps it at 80 columns, and a long argument list breaks mid-word; above an
+    error the line is a reminder, not help text to read (``--help`` still wraps).
+    """
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        exc.ctx.terminal_width = USAGE_LINE_WIDTH
+
+
+# Wide enough for any usage line of this CLI: never wrapped.
+USAGE_LINE_WIDTH = 10_000
 
 
 class CommandError(click.ClickException):
