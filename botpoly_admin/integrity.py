@@ -33,7 +33,7 @@ from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, Store
 from botpoly_admin.ledger import cash_micros, period_bounds
 from botpoly_admin.models import from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
-from botpoly_admin.store import MIGRATIONS, migrate, select, transaction
+from botpoly_admin.store import MIGRATIONS, is_ours, migrate, select, transaction
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -499,9 +499,10 @@ def inspect_database(path: Path, *, name: Path | None = None) -> dict[str, Any]:
         conn = _read_only(path)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            has_tenants = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                       "AND name = 'tenants'").fetchone()
-            if not has_tenants or version == 0:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not is_ours(app_id, version, tables):
                 raise InvalidInput(f"{shown} is a SQLite database but not a botpoly-admin one")
             if version > len(MIGRATIONS):
                 raise InvalidInput(f"{shown} has schema version {version}, newer than this "

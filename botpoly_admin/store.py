@@ -82,6 +82,14 @@ def check_regular_file(db_path: Path) -> None:
             raise StoreError(f"database path {db_path} is {kind}, not a regular file")
 
 
+def is_ours(application_id: int, user_version: int, tables: set[str]) -> bool:
+    """Whether a SQLite database with this header and these tables is botpoly-admin's:
+    our application id, or (from before it) no id with our schema version and tables."""
+    if application_id == APPLICATION_ID:
+        return True
+    return application_id == 0 and user_version > 0 and tables >= OUR_TABLES
+
+
 def check_ours(db_path: Path) -> None:
     """Raise StoreError unless the existing, non-empty file *db_path* is a botpoly-admin
     database: our application id, or (from before it) our schema and tables, or a
@@ -121,7 +129,7 @@ def check_ours(db_path: Path) -> None:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path} is not a usable SQLite database ({exc})") from None
-    if app_id == APPLICATION_ID or not tables or (version > 0 and tables >= OUR_TABLES):
+    if not tables or is_ours(app_id, version, tables):
         return
     raise StoreError(f"{db_path} is a SQLite database of another application (its tables "
                      "are not botpoly-admin's), not a botpoly-admin one: left untouched")

@@ -55,7 +55,7 @@ def application_id(path: Path) -> int:
 
 # --- only creating commands create a database ------------------------------------------------
 
-READ_COMMANDS = [
+NOT_CREATING = [
     ["list-tenants"],
     ["list-tenants", "--json"],
     ["tenants", "list"],
@@ -78,11 +78,24 @@ READ_COMMANDS = [
     ["db", "backup", "copy.db"],
     ["keys", "status"],
     ["keys", "generate"],
+    # ... and the commands that change an existing database.
+    ["tenants", "update", "john@example.com", "--name", "J"],
+    ["tenants", "suspend", "john@example.com"],
+    ["tenants", "activate", "john@example.com"],
+    ["tenants", "delete", "john@example.com", "--purge", "--yes"],
+    ["tenants", "credentials", "show", "john@example.com"],
+    ["tenants", "credentials", "clear", "john@example.com"],
+    ["quotas", "set", "john@example.com", "--trades", "5"],
+    ["quotas", "reset", "--tenant", "john@example.com", "--yes"],
+    ["start-bot", "john@example.com"],
+    ["bots", "start", "--all"],
+    ["bots", "stop", "--all"],
+    ["run", "--duration", "1"],
 ]
 
 
-@pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: " ".join(a))
-def test_a_read_on_a_missing_database_creates_nothing(tmp_path: Path, args) -> None:
+@pytest.mark.parametrize("args", NOT_CREATING, ids=lambda a: " ".join(a))
+def test_a_command_on_a_missing_database_creates_nothing(tmp_path: Path, args) -> None:
     """Run where an operator might (the default data/tenants.db, cwd = tmp_path): exit 1,
     `no database at PATH (create one with ...)`, and no data/ directory or file."""
     before = listing(tmp_path)
@@ -272,3 +285,37 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path, args) -> None:
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"Error: database path {fifo} is a FIFO (named pipe), not a regular file"]
+
+
+# --- backups are databases too ---------------------------------------------------------------
+
+
+def test_restore_from_another_applications_file_is_refused(tmp_path: Path, db_snapshot,
+                                                           db_path: Path) -> None:
+    """A "backup" with our table names and a schema version, but another application's
+    id, would have replaced the database (and then failed on the audit row)."""
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
+    fake = tmp_path / "fake-backup.db"
+    conn = sqlite3.connect(fake)
+    conn.execute("PRAGMA application_id = 1598903374")
+    conn.execute("PRAGMA user_version = 2")
+    for table in sorted(store.OUR_TABLES):
+        conn.execute(f"CREATE TABLE {table} (x)")
+    conn.commit()
+    conn.close()
+    before = db_snapshot()
+    result = invoke("db", "restore", str(fake), "--yes", db=db_path)
+    assert_clean_error(result, 2)
+    assert "not a botpoly-admin one" in result.stderr
+    assert db_snapshot() == before
+
+
+def test_restore_from_a_backup_taken_before_the_application_id(tmp_path: Path,
+                                                               db_path: Path) -> None:
+    old = tmp_path / "old-backup.db"
+    _legacy_database(old)
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
+    result = invoke("db", "restore", str(old), "--yes", db=db_path)
+    assert result.exit_code == 0, result.output
+    assert [t.name for t in TenantManager(db_path, create=False).list_tenants()] == ["Old Timer"]
+    assert application_id(db_path) == store.APPLICATION_ID
