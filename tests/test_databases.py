@@ -128,6 +128,22 @@ def test_creating_commands_create_the_database_and_its_directory(tmp_path: Path,
     assert invoke("list-tenants").exit_code == 0
 
 
+@pytest.mark.parametrize("args", [
+    ["tenants", "show", "nobody@example.com"],
+    ["metrics", "nobody@example.com"],
+    ["quotas", "set", "nobody@example.com", "--trades", "5"],
+    ["quotas", "reset", "--dry-run"],
+    ["keys", "rotate"],
+])
+def test_a_typo_in_db_creates_nothing(tmp_path: Path, args) -> None:
+    """A typo in --db: these once failed (or, for --dry-run, which promises to change
+    nothing, succeeded) and left a brand-new empty database behind."""
+    missing = tmp_path / "typo.db"
+    result = invoke(*args, db=missing)
+    assert result.exit_code == 1, result.output
+    assert not missing.exists()
+
+
 # --- another application's SQLite file ------------------------------------------------------
 
 
