@@ -304,3 +304,12 @@ def test_the_escaping_filter_keeps_one_record_on_one_line() -> None:
     assert lines[1] == "with a traceback"
     assert lines[2].startswith("Traceback") and "ValueError: bad\\x1b[2J" in lines[-1]
     assert_no_raw_controls(stream.getvalue())
+
+
+def test_start_bot_names_a_legacy_tenant_escaped(legacy, db_path) -> None:
+    for args in (["start-bot", "legacy@example.com"], ["bots", "stop", "legacy@example.com"],
+                 ["bots", "status"]):
+        result = invoke(db_path, *args)
+        assert result.exit_code == 0, result.output
+        assert_no_raw_controls(result.stdout)
+        assert "Evil\\x1b]0;pwned" in result.stdout

@@ -57,8 +57,11 @@ class App:
         render(data, fmt or self.fmt, **kwargs)
 
     def say(self, message: str) -> None:
-        """A human message on stdout (kept off stdout under --json/--csv)."""
-        click.echo(message, err=self.fmt != "table")
+        """A human message on stdout (kept off stdout under --json/--csv), one line
+        whatever stored text (a tenant's name) it quotes."""
+        from botpoly_admin.text import printable
+
+        click.echo(printable(message), err=self.fmt != "table")
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
