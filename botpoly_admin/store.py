@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,8 @@ def check_ours(db_path: Path) -> None:
     Nothing here writes: the header is read as bytes, and only a file whose header
     carries no application id is looked into, through a read-only connection. Another
     application's database is left byte for byte as it was (no WAL switch, no -wal).
+    Call it before this process opens its own connections to the file (``connect``
+    does, once per file): see ``_OURS``.
     """
     try:
         with db_path.open("rb") as handle:
@@ -135,6 +138,25 @@ def check_ours(db_path: Path) -> None:
                      "are not botpoly-admin's), not a botpoly-admin one: left untouched")
 
 
+# Files this process has found to be ours, by path and inode: checked on the first open
+# only. The check reads the file outside SQLite, and closing a descriptor of a file
+# drops every POSIX lock this process holds on it, those of its open SQLite
+# connections included (a `run` opens one per worker thread): done then, it would let
+# two writers in at once and corrupt the database.
+_OURS: set[tuple[str, int, int]] = set()
+_OURS_LOCK = threading.Lock()
+
+
+def _check_ours_once(db_path: Path) -> None:
+    info = db_path.stat()
+    key = (str(db_path.resolve()), info.st_dev, info.st_ino)
+    with _OURS_LOCK:
+        if key in _OURS:
+            return
+        check_ours(db_path)
+        _OURS.add(key)
+
+
 def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
     """Open (and, when *create*, create and migrate) the database at *path*.
 
@@ -160,7 +182,7 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
         except OSError as exc:
             raise StoreError(f"cannot create database {db_path}: {exc.strerror}") from None
     elif db_path.stat().st_size:
-        check_ours(db_path)
+        _check_ours_once(db_path)
     try:
         conn = sqlite3.connect(
             db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False

@@ -335,3 +335,28 @@ def test_restore_from_a_backup_taken_before_the_application_id(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert [t.name for t in TenantManager(db_path, create=False).list_tenants()] == ["Old Timer"]
     assert application_id(db_path) == store.APPLICATION_ID
+
+
+def test_a_second_connection_keeps_the_first_ones_locks(db_path: Path) -> None:
+    """Reading a file's header outside SQLite, then closing it, drops every POSIX lock
+    the process holds on the file, its SQLite connections' included. `run` opens a
+    connection per worker thread: had each open checked the header, another process
+    closing its connection would have found no reader left, checkpointed and deleted
+    the WAL under them (the contention test then saw "database disk image is
+    malformed")."""
+    TenantManager(db_path).close()
+    first = store.connect(db_path, create=False)
+    first.conn.execute("PRAGMA wal_autocheckpoint = 0")
+    first.conn.execute("INSERT INTO meta (key, value) VALUES ('probe', 'in the WAL')")
+    second = store.connect(db_path, create=False)  # another worker thread's connection
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+         "c.execute('SELECT count(*) FROM meta').fetchall(); c.close()", str(db_path)],
+        capture_output=True, text=True, timeout=60)
+    assert other_process.returncode == 0, other_process.stderr
+    # Still two readers here: the other process's close must not checkpoint the WAL away.
+    assert Path(f"{db_path}-wal").stat().st_size > 0
+    assert second.conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == (
+        "in the WAL",)
+    first.conn.close()
+    second.conn.close()
