@@ -36,9 +36,10 @@ from rich.text import Text
 
 from botpoly_admin import clock
 from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state, wall_now
-from botpoly_admin.models import from_micros
+from botpoly_admin.models import from_micros, quota_text
 from botpoly_admin.store import select
 from botpoly_admin.tenants import effective_quota
+from botpoly_admin.text import printable
 
 if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
@@ -263,12 +264,15 @@ def _pnl(value: Decimal) -> Text:
     return Text(_money(value, signed=True), style=style)
 
 
-def _quota(used: int, limit: int | None) -> str:
-    return f"{used:,}/{'∞' if limit is None else f'{limit:,}'}"
+def _data(text: str, **kwargs: Any) -> Text:
+    """Stored text as a cell: a Text (so "[bold]" in a name is shown, not taken as
+    markup) with control and bidi characters escaped (a legacy row cannot move the
+    cursor or retitle the terminal)."""
+    return Text(printable(text), **kwargs)
 
 
 def _state(state: str) -> Text:
-    return Text(state, style=STATE_STYLES.get(state, ""))
+    return _data(state, style=STATE_STYLES.get(state, ""))
 
 
 def _counts(title: str, counts: Mapping[str, int]) -> Table:
@@ -312,10 +316,9 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     tenants.add_column("Equity", no_wrap=True)
     for line in snapshot.tenants:
         tenants.add_row(
-            # Names are data: Text, so "[bold]" in a name is shown, not interpreted.
-            Text(line.name), Text(line.email, no_wrap=True, overflow="ellipsis"), line.tier,
+            _data(line.name), _data(line.email, no_wrap=True, overflow="ellipsis"), line.tier,
             _state(line.bot_state),
-            _quota(line.quota_used, line.quota_limit), f"{line.trades:,}",
+            quota_text(line.quota_used, line.quota_limit), f"{line.trades:,}",
             "-" if line.win_rate is None else f"{line.win_rate:.0f}%",
             _pnl(line.pnl), sparkline(line.equity_curve),
         )
@@ -332,8 +335,8 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         attention.add_column("Bot", no_wrap=True)
         attention.add_column("Reason")  # wraps: the whole reason is the point
         for line in troubled:
-            attention.add_row(Text(line.name), _state(line.bot_state),
-                              Text(line.bot_error or "(no reason recorded)"))
+            attention.add_row(_data(line.name), _state(line.bot_state),
+                              _data(line.bot_error or "(no reason recorded)"))
         parts += ["", attention]
     return Group(*parts)
 
@@ -409,7 +412,8 @@ def build_live_table(snapshot: LiveSnapshot) -> Table:
         f"worker{'s' if snapshot.workers != 1 else ''}, "
         f"{snapshot.queued} queued · up {_duration(snapshot.elapsed_s)} · {snapshot.owner}"
     )
-    table = Table(title=header, caption=caption, header_style="bold", box=box.SIMPLE_HEAD,
+    table = Table(title=_data(header), caption=_data(caption), header_style="bold",
+                  box=box.SIMPLE_HEAD,
                   title_justify="left", caption_justify="left", **COMPACT)
     table.add_column("Tenant", no_wrap=True, max_width=24)
     table.add_column("Tier", no_wrap=True)
@@ -425,10 +429,10 @@ def build_live_table(snapshot: LiveSnapshot) -> Table:
                      overflow="ellipsis", max_width=60)
     for bot in snapshot.bots:
         table.add_row(
-            Text(bot.name), bot.tier, bot.mode, _state(bot.state), f"{bot.cycles:,}",
+            _data(bot.name), bot.tier, bot.mode, _state(bot.state), f"{bot.cycles:,}",
             _ms(bot.last_cycle_ms), f"{bot.trades_today:,}",
-            _quota(bot.quota_used, bot.quota_limit), _pnl(bot.pnl),
-            Text(bot.last_error, style="red", no_wrap=True, overflow="ellipsis")
+            quota_text(bot.quota_used, bot.quota_limit), _pnl(bot.pnl),
+            _data(bot.last_error, style="red", no_wrap=True, overflow="ellipsis")
             if bot.last_error else "",
         )
     hidden = snapshot.bots_total - len(snapshot.bots)

@@ -33,7 +33,7 @@ from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, Store
 from botpoly_admin.ledger import cash_micros, period_bounds
 from botpoly_admin.models import from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
-from botpoly_admin.store import MIGRATIONS, migrate, select, transaction
+from botpoly_admin.store import MIGRATIONS, is_ours, migrate, select, transaction
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -487,14 +487,16 @@ def _read_only(path: Path) -> sqlite3.Connection:
                            timeout=5.0, isolation_level=None)
 
 
-def inspect_database(path: Path) -> dict[str, Any]:
+def inspect_database(path: Path, *, name: Path | None = None) -> dict[str, Any]:
     """Verify that *path* is a whole botpoly-admin database this version knows.
 
     Returns its size, schema version and tenant count. Raises InvalidInput with a
     one-line reason otherwise: missing, a directory, empty, not SQLite, not ours, a
-    schema version we do not know, or failing SQLite's integrity check.
+    schema version we do not know, or failing SQLite's integrity check. Messages
+    name *name* if given (the database a temporary copy was taken of), else *path*.
     """
     path = Path(path)
+    shown = name or path
     try:
         if path.is_dir():
             raise InvalidInput(f"{path} is a directory, not a database file")
@@ -512,22 +514,23 @@ def inspect_database(path: Path) -> dict[str, Any]:
         conn = _read_only(path)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            has_tenants = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                       "AND name = 'tenants'").fetchone()
-            if not has_tenants or version == 0:
-                raise InvalidInput(f"{path} is a SQLite database but not a botpoly-admin one")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not is_ours(app_id, version, tables):
+                raise InvalidInput(f"{shown} is a SQLite database but not a botpoly-admin one")
             if version > len(MIGRATIONS):
-                raise InvalidInput(f"{path} has schema version {version}, newer than this "
+                raise InvalidInput(f"{shown} has schema version {version}, newer than this "
                                    f"botpoly-admin knows ({len(MIGRATIONS)}); upgrade it first")
             problems = [r[0] for r in conn.execute("PRAGMA integrity_check(5)") if r[0] != "ok"]
             if problems:
-                raise InvalidInput(f"{path} fails SQLite's integrity check: "
+                raise InvalidInput(f"{shown} fails SQLite's integrity check: "
                                    + " ".join(problems[0].split()))
             tenants = conn.execute("SELECT count(*) FROM tenants").fetchone()[0]
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise InvalidInput(f"{path} is not a usable SQLite database ({exc})") from None
+        raise InvalidInput(f"{shown} is not a usable SQLite database ({exc})") from None
     return {"path": str(path), "bytes": path.stat().st_size, "schema_version": version,
             "tenants": tenants}
 
@@ -571,14 +574,17 @@ def backup(manager: TenantManager, target: Path, *, force: bool = False) -> dict
         finally:
             copy.close()
         try:
-            info = inspect_database(tmp)
+            # The copy is page for page the database: its faults are the database's.
+            info = inspect_database(tmp, name=manager.db_path)
         except InvalidInput as exc:
-            raise StoreError(f"the copy failed verification, nothing written: {exc}") from None
+            raise StoreError(f"{exc}; nothing written (its copy failed verification)"
+                             ) from None
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         _move_into_place(tmp, target, force)
     except sqlite3.Error as exc:
-        raise StoreError(f"backup failed, nothing written: {exc}") from None
+        raise StoreError(f"backup of {manager.db_path} failed, nothing written: {exc}"
+                         ) from None
     finally:
         for leftover in (tmp, Path(f"{tmp}-journal")):
             leftover.unlink(missing_ok=True)

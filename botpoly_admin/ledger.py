@@ -65,8 +65,14 @@ def parse_period(text: str) -> str:
         parsed = datetime.strptime(text.strip(), PERIOD_FORMAT)
     except ValueError:
         raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}") from None
-    if len(text.strip()) != 7 or not 1970 <= parsed.year <= 9998:
+    if len(text.strip()) != 7:
         raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}")
+    if parsed.year < 1970 or (parsed.year, parsed.month) > (9999, 11):
+        # A period ends where the next one starts: 9999-12 would end in the year 10000,
+        # which no date reaches; and nothing was traded before 1970.
+        raise InvalidInput(f"period {text.strip()} is out of range: periods run from 1970-01 "
+                           "to 9999-11 (a period ends on the first of the next month, and "
+                           "dates stop at the year 9999)")
     return f"{parsed.year:04d}-{parsed.month:02d}"  # strftime drops the zeros of year 1
 
 

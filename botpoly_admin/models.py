@@ -86,6 +86,28 @@ SETTING_KEYS: tuple[str, ...] = (
 )
 
 
+# The longest value each free-text field takes, in characters (README "Tenants, plans
+# and quotas"): text is printed in tables and log lines, and kept in every audit row.
+TEXT_LIMITS: dict[str, int] = {
+    "name": 200,
+    "email": 254,  # RFC 5321's limit on a forward path
+    "custom_domain": 253,  # DNS's limit on a name
+    "custom_logo": 2048,  # a URL
+    "brand_name": 200,
+    "support_email": 254,
+    "primary_color": 32,
+    "daily_loss_limit": 40,
+    "notes": 2000,
+    "market": 200,  # one market or token id (Polymarket's are 66-78 characters)
+}
+MAX_MARKETS = 100  # market ids per tenant
+
+
+def quota_text(used: int, limit: int | None) -> str:
+    """Trades used against a quota as every table shows it: ``78/10,000``, ``110/∞``."""
+    return f"{used:,}/{'∞' if limit is None else f'{limit:,}'}"
+
+
 def parse_tier(value: TenantTier | str) -> TenantTier:
     """Return the tier named by *value*, or raise InvalidInput listing the choices."""
     try:

@@ -279,6 +279,13 @@ def write_key_file(path: Path, keys: list[bytes], *, replace: bool = False) -> N
     os.replace(tmp, path)
 
 
+def _well_formed(ring: KeyRing) -> KeyRing:
+    """*ring*, once every key parses: a malformed key is reported as such here, not
+    later as a key that "does not match this database"."""
+    ring.fernet()
+    return ring
+
+
 def load_keyring(
     db_path: Path,
     *,
@@ -293,10 +300,10 @@ def load_keyring(
     env = os.environ.get(ENV_KEYS, "").strip()
     if env:
         keys = [k.strip().encode() for k in env.split(",") if k.strip()]
-        return KeyRing(keys, "env")
+        return _well_formed(KeyRing(keys, "env"))
     path = key_file_for(db_path)
     if path.exists():
-        return KeyRing(read_key_file(path), "file", path, read_archive(path))
+        return _well_formed(KeyRing(read_key_file(path), "file", path, read_archive(path)))
     if not create:
         return None
     write_key_file(path, [generate_key()])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,16 +48,129 @@ def no_database_yet(db_path: Path) -> bool:
     return not db_path.exists() or (db_path.is_file() and db_path.stat().st_size == 0)
 
 
+# PRAGMA application_id of every botpoly-admin database: "BPLY" in ASCII. SQLite keeps
+# it in the file header (offset 68), so a file can be recognised before it is opened.
+APPLICATION_ID = 0x42504C59
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_BYTES = 100
+APPLICATION_ID_OFFSET = 68
+# The tables of the first migration: a file with all of them and a schema version is a
+# botpoly-admin database from before the application id (it gets the id on open).
+OUR_TABLES = frozenset({"tenants", "credentials", "usage", "trades", "bots", "audit_log",
+                        "meta"})
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(db_path: Path) -> None:
+    """Raise StoreError if *db_path* exists and is not a regular file.
+
+    Checked with stat() only: opening a FIFO would block, and SQLite would happily
+    "write" a database to /dev/null.
+    """
+    try:
+        mode = db_path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot use database path {db_path}: {exc.strerror}") from None
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            if kind == "a directory":
+                raise StoreError(f"database path is a directory: {db_path}")
+            raise StoreError(f"database path {db_path} is {kind}, not a regular file")
+
+
+def is_ours(application_id: int, user_version: int, tables: set[str]) -> bool:
+    """Whether a SQLite database with this header and these tables is botpoly-admin's:
+    our application id, or (from before it) no id with our schema version and tables."""
+    if application_id == APPLICATION_ID:
+        return True
+    return application_id == 0 and user_version > 0 and tables >= OUR_TABLES
+
+
+def check_ours(db_path: Path) -> None:
+    """Raise StoreError unless the existing, non-empty file *db_path* is a botpoly-admin
+    database: our application id, or (from before it) our schema and tables, or a
+    SQLite file with no table at all.
+
+    Nothing here writes: the header is read as bytes, and only a file whose header
+    carries no application id is looked into, through a read-only connection. Another
+    application's database is left byte for byte as it was (no WAL switch, no -wal).
+    Call it before this process opens its own connections to the file (``connect``
+    does, once per file): see ``_OURS``.
+    """
+    try:
+        with db_path.open("rb") as handle:
+            header = handle.read(HEADER_BYTES)
+    except OSError as exc:
+        raise StoreError(f"cannot read database {db_path}: {exc.strerror}") from None
+    if len(header) < HEADER_BYTES or not header.startswith(SQLITE_MAGIC):
+        raise StoreError(f"{db_path} is not a usable SQLite database (file is not a database)")
+    app_id = int.from_bytes(header[APPLICATION_ID_OFFSET:APPLICATION_ID_OFFSET + 4], "big")
+    if app_id == APPLICATION_ID:
+        return
+    if app_id != 0:
+        raise StoreError(f"{db_path} is another application's SQLite database (application "
+                         f"id {app_id:#010x}), not a botpoly-admin one: left untouched")
+    # No id in the header: one of ours from before the id (or whose id is still in its
+    # WAL), an empty SQLite file, or someone else's file without an id.
+    # Even a read-only connection creates -wal and -shm beside a WAL-mode file; with
+    # no -wal the main file is the whole database, read as immutable (no side files).
+    has_wal = Path(f"{db_path}-wal").exists()
+    uri = f"{db_path.resolve().as_uri()}?mode=ro" + ("" if has_wal else "&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{db_path} is not a usable SQLite database ({exc})") from None
+    if not tables or is_ours(app_id, version, tables):
+        return
+    raise StoreError(f"{db_path} is a SQLite database of another application (its tables "
+                     "are not botpoly-admin's), not a botpoly-admin one: left untouched")
+
+
+# Files this process has found to be ours, by path and inode: checked on the first open
+# only. The check reads the file outside SQLite, and closing a descriptor of a file
+# drops every POSIX lock this process holds on it, those of its open SQLite
+# connections included (a `run` opens one per worker thread): done then, it would let
+# two writers in at once and corrupt the database.
+_OURS: set[tuple[str, int, int]] = set()
+_OURS_LOCK = threading.Lock()
+
+
+def _check_ours_once(db_path: Path) -> None:
+    info = db_path.stat()
+    key = (str(db_path.resolve()), info.st_dev, info.st_ino)
+    with _OURS_LOCK:
+        if key in _OURS:
+            return
+        check_ours(db_path)
+        _OURS.add(key)
+
+
 def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
     """Open (and, when *create*, create and migrate) the database at *path*.
 
     Raises StoreError with a one-line reason for a missing or unwritable directory,
-    a missing database when ``create=False``, or a file that is not SQLite.
+    a missing database when ``create=False``, a path that is not a regular file, a
+    file that is not SQLite, or another application's SQLite database (checked before
+    anything is written to it; see ``check_ours``).
     """
     db_path = Path(path)
+    check_regular_file(db_path)
     if not create and no_database_yet(db_path):
         raise StoreError(
-            f"no database at {db_path} (create a tenant first, or pass --db / BOTPOLY_DB)"
+            f"no database at {db_path} (create one with `botpoly-admin create-tenant` or "
+            "`botpoly-admin db migrate`, or pass --db / BOTPOLY_DB)"
         )
     check_creatable(db_path)
     if not db_path.exists():
@@ -66,8 +181,8 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
             pass  # another process created it between our check and now
         except OSError as exc:
             raise StoreError(f"cannot create database {db_path}: {exc.strerror}") from None
-    elif db_path.is_dir():
-        raise StoreError(f"database path is a directory: {db_path}")
+    elif db_path.stat().st_size:
+        _check_ours_once(db_path)
     try:
         conn = sqlite3.connect(
             db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -328,7 +443,11 @@ ALTER TABLE positions_by_strategy RENAME TO positions;
 ALTER TABLE trades ADD COLUMN group_id TEXT
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS]
+# Marks the file as a botpoly-admin database (store.APPLICATION_ID, checked before
+# every open); databases from before it get the mark here, on their next open.
+SCHEMA_APPLICATION_ID = f"PRAGMA application_id = {APPLICATION_ID}"
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

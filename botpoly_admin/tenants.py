@@ -32,7 +32,9 @@ from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFo
 from botpoly_admin.models import (
     CREDENTIAL_NAMES,
     MAX_COUNT,
+    MAX_MARKETS,
     SETTING_KEYS,
+    TEXT_LIMITS,
     TIERS,
     TenantConfig,
     TenantMetrics,
@@ -65,13 +67,15 @@ from botpoly_admin.store import (
     select,
     transaction,
 )
+from botpoly_admin.text import check_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRIAL_DAYS = 14
 MAX_TRIAL_DAYS = 3650
-MAX_NAME_LENGTH = 200
+MAX_NAME_LENGTH = TEXT_LIMITS["name"]
 ID_PREFIX_RE = re.compile(r"[0-9a-f-]{6,36}")
+SHORT_ID_PREFIX_RE = re.compile(r"[0-9a-f]{1,5}")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 # Tables whose rows belong to one tenant: reached only through TenantScope.
@@ -336,6 +340,9 @@ class TenantManager:
         if not ref:
             raise InvalidInput("a tenant id or email is required")
         tenant = self.get_tenant_by_email(ref) if "@" in ref else self.get_tenant(ref)
+        if tenant is None and SHORT_ID_PREFIX_RE.fullmatch(ref.lower()):
+            raise InvalidInput(f"tenant id prefix {ref!r} is too short: give at least 6 "
+                               "characters of the id, the whole id, or the email")
         if tenant is None and ID_PREFIX_RE.fullmatch(ref.lower()):
             rows = self._rows("substr(t.tenant_id, 1, :n) = :prefix",
                               {"n": len(ref), "prefix": ref.lower()})
@@ -365,19 +372,39 @@ class TenantManager:
 
     @staticmethod
     def _name(value: Any) -> str:
-        name = str(value or "").strip()
+        name = check_text("" if value is None else value, "name", MAX_NAME_LENGTH)
         if not name:
             raise InvalidInput("name must not be empty")
-        if len(name) > MAX_NAME_LENGTH:
-            raise InvalidInput(f"name is longer than {MAX_NAME_LENGTH} characters")
         return name
 
     @staticmethod
-    def _email(value: Any) -> str:
-        email = str(value or "").strip()
-        if not EMAIL_RE.match(email) or len(email) > 254:
+    def _email(value: Any, what: str = "email") -> str:
+        email = check_text("" if value is None else value, what, TEXT_LIMITS["email"])
+        if not EMAIL_RE.match(email):
             raise InvalidInput(f"malformed email address {email!r}")
         return email
+
+    @staticmethod
+    def _settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated white-label settings: known keys, safe text within its cap."""
+        unknown = sorted(set(settings) - set(SETTING_KEYS))
+        if unknown:
+            raise InvalidInput(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTING_KEYS)})")
+        checked: dict[str, Any] = {}
+        for key, value in settings.items():
+            if value is None:
+                checked[key] = None
+            elif key == "support_email":
+                checked[key] = TenantManager._email(value, "support_email")
+            elif key == "daily_loss_limit":
+                limit = to_decimal(value, "daily_loss_limit")
+                if limit < 0:
+                    raise InvalidInput(f"daily_loss_limit must be >= 0, got {limit}")
+                to_micros(limit, "daily_loss_limit")  # and within range
+                checked[key] = str(limit)
+            else:
+                checked[key] = check_text(value, key, TEXT_LIMITS[key])
+        return checked
 
     @staticmethod
     def _non_negative_int(value: Any, what: str) -> int:
@@ -411,8 +438,11 @@ class TenantManager:
             value = [v for v in value.split(",")]
         if not isinstance(value, Iterable):
             raise InvalidInput(f"{what} must be a list")
-        items = [str(v).strip() for v in value if str(v).strip()]
-        return list(dict.fromkeys(items))
+        items = [check_text(str(v), what, TEXT_LIMITS["market"]) for v in value]
+        items = list(dict.fromkeys(item for item in items if item))
+        if len(items) > MAX_MARKETS:
+            raise InvalidInput(f"{what} has {len(items)} entries (at most {MAX_MARKETS})")
+        return items
 
     @staticmethod
     def _strategies(names: list[str], params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -473,9 +503,8 @@ class TenantManager:
             raise InvalidInput("the trial would end after the year 9999") from None
         strategies = self._string_list(enabled_strategies or [], "enabled_strategies")
         params = self._strategies(strategies, strategy_params) if strategies else {}
-        unknown = sorted(set(settings or {}) - set(SETTING_KEYS))
-        if unknown:
-            raise InvalidInput(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTING_KEYS)})")
+        checked_settings = {k: v for k, v in self._settings(settings or {}).items()
+                            if v is not None}
         row = {
             "tenant_id": str(uuid.uuid4()),
             "name": self._name(name),
@@ -495,7 +524,7 @@ class TenantManager:
                 None if monthly_trades_quota is None
                 else self._non_negative_int(monthly_trades_quota, "monthly_trades_quota")
             ),
-            "settings": json.dumps(dict(settings or {})),
+            "settings": json.dumps(checked_settings),
             "trial_ends_at": (
                 clock.iso(trial_ends) if status is TenantStatus.TRIAL else None
             ),
@@ -632,14 +661,9 @@ class TenantManager:
             elif key == "settings":
                 if not isinstance(value, Mapping):
                     raise InvalidInput("settings must be a mapping")
-                bad = sorted(set(value) - set(SETTING_KEYS))
-                if bad:
-                    raise InvalidInput(
-                        f"unknown setting {bad[0]!r} (known: {', '.join(SETTING_KEYS)})"
-                    )
-                settings.update(value)
+                settings.update(self._settings(value))
             elif key in SETTING_KEYS:
-                settings[key] = value
+                settings.update(self._settings({key: value}))
         if "enabled_strategies" in updates or "strategy_params" in updates:
             names = self._string_list(
                 updates.get("enabled_strategies", tenant.enabled_strategies),
@@ -653,17 +677,14 @@ class TenantManager:
             columns["enabled_strategies"] = json.dumps(names)
             columns["strategy_params"] = json.dumps(self._strategies(names, params), default=str)
         settings = {k: v for k, v in settings.items() if v is not None}
-        if "support_email" in settings:
-            settings["support_email"] = self._email(settings["support_email"])
-        if "daily_loss_limit" in settings:
-            limit = to_decimal(settings["daily_loss_limit"], "daily_loss_limit")
-            if limit < 0:
-                raise InvalidInput(f"daily_loss_limit must be >= 0, got {limit}")
-            to_micros(limit, "daily_loss_limit")  # and within range
-            settings["daily_loss_limit"] = str(limit)
         if settings != tenant.settings:
             columns["settings"] = json.dumps(settings)
         if tier is TenantTier.FREE and mode is TradingMode.LIVE:
+            if "trading_mode" not in updates:
+                raise InvalidInput(
+                    f"tenant {tenant.email} trades live and free tenants always trade paper: "
+                    "move it to paper in the same update (--trading-mode paper)"
+                )
             raise InvalidInput("free tenants always trade paper; live mode needs a paid tier")
         return columns
 

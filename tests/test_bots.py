@@ -303,3 +303,67 @@ def test_a_runner_whose_process_is_gone_is_shown_stale_at_once(manager) -> None:
 
     age_lease(manager, t.tenant_id, f"{socket.gethostname()}:999999999:abcd.{namespace}", 30)
     assert bots.bot_status(manager, t.tenant_id)["state"] == "stale"
+# --- run and start-bot refuse what would fail every cycle ------------------------------------
+
+
+def _cli(db_path: Path, *args: str):
+    from click.testing import CliRunner
+
+    from botpoly_admin.cli import cli
+
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args])
+
+
+@pytest.fixture
+def john(manager: TenantManager):
+    tenant = manager.create_tenant(name="John", email="john@example.com", tier="pro",
+                                   status="active")
+    manager.close()
+    return tenant
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--fee-rate", "nan", "--duration", "1", "--no-live"],
+    ["start-bot", "john@example.com", "--foreground", "--fee-rate", "nan", "--cycles", "1",
+     "--no-live"],
+])
+def test_nan_fee_rate_is_refused(john, db_path, command) -> None:
+    """click.FloatRange(0, 1) lets NaN through; the bots then failed every cycle and the
+    command exited 0. Refused up front like --interval nan."""
+    from cli_checks import assert_clean_error
+
+    assert_clean_error(_cli(db_path, *command), 2)
+
+
+def test_run_with_log_file_in_missing_directory_is_an_error(john, db_path, tmp_path) -> None:
+    """`run --log-file /nonexistent/x.log` once ran, printed `--- Logging error ---` blocks
+    with tracebacks on stderr for every log line, and exited 0."""
+    from cli_checks import assert_clean_error
+
+    result = _cli(db_path, "run", "--log-file", str(tmp_path / "nope" / "x.log"),
+                  "--duration", "1", "--no-live")
+    assert "Traceback" not in result.output and "Logging error" not in result.output
+    assert_clean_error(result, 2)
+
+
+def test_run_with_absurd_max_workers_is_a_usage_error(john, db_path, db_snapshot) -> None:
+    """`run --max-workers 99999999999999999999` once started threads until the OS refused,
+    then died with `RuntimeError: can't start new thread` and left its row in
+    `orchestrators`. A real subprocess with a capped address space keeps this cheap."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    before = db_snapshot()
+    exe = Path(sys.executable).parent / "botpoly-admin"
+    proc = subprocess.run(
+        [str(exe), "--db", str(db_path), "run", "--max-workers", "99999999999999999999",
+         "--duration", "1", "--no-live"],
+        capture_output=True, text=True, timeout=120, preexec_fn=cap_memory,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-500:])
+    assert "Traceback" not in proc.stderr
+    assert db_snapshot() == before

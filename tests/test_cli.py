@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import click
 import pytest
+from cli_checks import assert_clean_error
 from click.testing import CliRunner
 
 from botpoly_admin import __version__
@@ -210,8 +211,9 @@ def test_key_file_with_loose_permissions(world, run_cli, db_snapshot) -> None:
 
 def test_database_in_a_missing_directory(run_cli, tmp_path: Path) -> None:
     target = tmp_path / "missing" / "tenants.db"
-    for args in (("list-tenants",), ("create-tenant", "--name", "A", "--email", "a@ex.com")):
-        assert_error(run_cli(*args, db=target), 1, "database directory does not exist")
+    assert_error(run_cli("list-tenants", db=target), 1, f"no database at {target}")
+    assert_error(run_cli("create-tenant", "--name", "A", "--email", "a@ex.com", db=target), 1,
+                 "database directory does not exist")
     assert not target.parent.exists()
 
 
@@ -234,7 +236,8 @@ def test_database_in_an_unwritable_directory(run_cli, tmp_path: Path) -> None:
     directory = _unwritable_directory(tmp_path)
     target = directory / "botpoly-test.db"
     try:
-        assert_error(run_cli("list-tenants", db=target), 1, str(directory))
+        assert_error(run_cli("create-tenant", "--name", "A", "--email", "a@ex.com", db=target),
+                     1, str(directory))
         assert not target.exists()
     finally:
         (tmp_path / "locked").chmod(0o755)
@@ -263,6 +266,114 @@ def test_errors_under_json_keep_the_envelope(world, run_cli) -> None:
     assert result.stderr.startswith("Error: no tenant")
     bad = run_cli("create-tenant", "--name", "X", "--email", "bad", "--json")
     assert bad.exit_code == 2 and json.loads(bad.stdout)["exit_code"] == 2
+
+
+# --- values that must be refused: exit 2, one line, nothing changed -------------------------
+
+
+@pytest.fixture
+def trader(manager):
+    """A pro tenant with two strategies enabled, on a fresh database."""
+    tenant = manager.create_tenant(name="John", email="john@example.com", tier="pro",
+                                   status="active",
+                                   enabled_strategies=["complement_arb", "momentum"])
+    manager.close()
+    return tenant
+
+
+def _invoke(db_path: Path, *args: str, env=None):
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args], env=env)
+
+
+@pytest.mark.parametrize("setting", [
+    pytest.param("daily_loss_limit=abc", id="daily-loss-limit-not-a-number"),
+    pytest.param("daily_loss_limit=nan", id="daily-loss-limit-nan"),
+])
+def test_bad_daily_loss_limit_is_refused(trader, db_path, db_snapshot, setting) -> None:
+    """Once accepted, after which every cycle of the bot died with
+    decimal.InvalidOperation (`ConversionSyntax` for 'abc')."""
+    before = db_snapshot()
+    result = _invoke(db_path, "tenants", "update", "john@example.com", "--set", setting)
+    assert_clean_error(result, 2)
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("param", [
+    pytest.param("momentum.stake=1e400", id="stake-1e400"),
+    pytest.param("complement_arb.max_pairs=1e400", id="max-pairs-1e400"),
+    pytest.param("momentum.max_hold_seconds=1e400", id="max-hold-1e400"),
+])
+def test_unbounded_strategy_parameter_is_refused(trader, db_path, db_snapshot, param) -> None:
+    """Parameters with only a lower bound once took 1e400; the bot then failed every
+    cycle (InvalidOperation, or OverflowError for max_hold_seconds)."""
+    before = db_snapshot()
+    result = _invoke(db_path, "tenants", "update", "john@example.com", "--param", param)
+    assert_clean_error(result, 2)
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["create-tenant", "--name", "X", "--email", "x@example.com",
+                  "--capital", "1e400"], id="create-capital-1e400"),
+    pytest.param(["create-tenant", "--name", "X", "--email", "x@example.com",
+                  "--max-position-size", "1e400"], id="create-position-1e400"),
+    pytest.param(["create-tenant", "--name", "X", "--email", "x@example.com",
+                  "--capital", "10000000000000"], id="create-capital-beyond-int64-micros"),
+    pytest.param(["create-tenant", "--name", "X", "--email", "x@example.com",
+                  "--max-daily-trades", "99999999999999999999"], id="create-daily-trades-huge"),
+    pytest.param(["create-tenant", "--name", "X", "--email", "x@example.com",
+                  "--trial-days", "99999999999"], id="create-trial-days-huge"),
+    pytest.param(["tenants", "update", "john@example.com", "--capital", "1e400"],
+                 id="update-capital-1e400"),
+    pytest.param(["tenants", "update", "john@example.com", "--capital", "10000000000000000"],
+                 id="update-capital-beyond-int64-micros"),
+    pytest.param(["tenants", "update", "john@example.com", "--max-daily-trades",
+                  "99999999999999999999"], id="update-daily-trades-huge"),
+    pytest.param(["tenants", "update", "john@example.com", "--trial-ends-at",
+                  "0001-01-01T00:00:00+05:00"], id="update-trial-ends-before-year-1-utc"),
+    pytest.param(["quotas", "set", "john@example.com", "--trades", "99999999999999999999"],
+                 id="quota-trades-huge"),
+    pytest.param(["trades", "list", "john@example.com", "--limit", "99999999999999999999"],
+                 id="trades-limit-huge"),
+    pytest.param(["trades", "list", "john@example.com", "--since", "0001-01-01T00:00:00+05:00"],
+                 id="trades-since-before-year-1-utc"),
+    pytest.param(["trades", "list", "john@example.com", "--until", "9999-12-31T23:00:00-05:00"],
+                 id="trades-until-after-year-9999-utc"),
+    pytest.param(["audit", "list", "--limit", "99999999999999999999"], id="audit-limit-huge"),
+    pytest.param(["billing", "report", "--period", "0001-01"], id="billing-period-year-1"),
+])
+def test_huge_or_out_of_range_value_is_a_clean_usage_error(
+    trader, db_path, db_snapshot, args
+) -> None:
+    """Each once ended in a traceback (decimal.InvalidOperation, OverflowError,
+    sqlite3.IntegrityError, ValueError) instead of one `Error:` line."""
+    before = db_snapshot()
+    result = _invoke(db_path, *args)
+    assert_clean_error(result, 2)
+    assert db_snapshot() == before
+
+
+def test_create_tenant_with_clock_near_year_9999_is_a_clean_error(db_path, db_snapshot) -> None:
+    before = db_snapshot()
+    result = _invoke(db_path, "create-tenant", "--name", "Z", "--email", "z@example.com",
+                     env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
+    assert result.exit_code in (1, 2), result.output
+    assert_clean_error(result, result.exit_code)
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("args", [
+    ["quotas", "set", "john@example.com", "--trades", "abc", "--json"],
+    ["tenants", "update", "john@example.com", "--param", "bad", "--json"],
+    ["quotas", "set", "john@example.com", "--json"],
+])
+def test_usage_errors_under_json_are_printed_as_json(trader, db_path, args) -> None:
+    """README: 'under --json the same error is also printed to stdout as {"error": ...,
+    "exit_code": ...}', Click's usage errors included."""
+    result = _invoke(db_path, *args)
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert payload["exit_code"] == 2 and payload["error"]
 
 
 # --- help, version --------------------------------------------------------------------------
@@ -339,6 +450,7 @@ def test_json_outputs_parse(world, run_cli) -> None:
 
 
 def test_json_on_an_empty_database(run_cli) -> None:
+    assert run_cli("db", "migrate").exit_code == 0
     result = run_cli("list-tenants", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == []
@@ -359,11 +471,16 @@ def test_csv_list(world, run_cli) -> None:
 
 
 def test_table_list(world, run_cli) -> None:
+    assert run_cli("tenants", "activate", "john@example.com").exit_code == 0
     result = run_cli("list-tenants")
     assert result.exit_code == 0
-    for text in ("Tenants (2)", world.john.tenant_id[:8], "john@example.com", "0/10000",
-                 "0/100"):
+    for text in ("Tenants (2)", world.john.tenant_id[:8], "john@example.com", "0/100"):
         assert text in result.stdout
+    john = next(line for line in result.stdout.splitlines() if "john@example.com" in line)
+    ann = next(line for line in result.stdout.splitlines() if "ann@example.com" in line)
+    # Trades used as the dashboard shows them; an active tenant has no trial end.
+    assert "0/10,000" in john and world.john.trial_ends_at[:10] not in john
+    assert world.ann.trial_ends_at in ann
     assert run_cli("list-tenants", "--status", "expired").stdout.strip().endswith(
         "no tenants yet")
 
@@ -461,7 +578,8 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     missing = run("--db", str(tmp_path / "nope" / "t.db"), "list-tenants")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"Error: database directory does not exist: {tmp_path / 'nope'}"
+        f"Error: no database at {tmp_path / 'nope' / 't.db'} (create one with `botpoly-admin "
+        "create-tenant` or `botpoly-admin db migrate`, or pass --db / BOTPOLY_DB)"
     ]
     bad = run("--db", "t.db", "create-tenant", "--name", "X", "--email", "nope")
     assert bad.returncode == 2 and bad.stderr.strip() == "Error: malformed email address 'nope'"

@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 import pytest
+from cli_checks import assert_clean_error
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import Conflict, QuotaExceeded
@@ -141,6 +142,17 @@ def test_json_errors_use_the_same_envelope(run_cli, manager, january) -> None:
         "error": "period must be YYYY-MM (e.g. 2026-11), got '2026-13'", "exit_code": 2}
 
 
+@pytest.mark.parametrize("command", [["quotas", "show"], ["metrics", "john@example.com"]])
+def test_period_0001_01_is_refused_not_echoed_as_1_01(run_cli, manager, command) -> None:
+    """strftime('%Y') gives '1' for year 1 on Linux: the period once came back as '1-01',
+    which is not YYYY-MM (and billing then crashed)."""
+    manager.create_tenant(name="John", email="john@example.com", tier="pro")
+    result = run_cli(*command, "--period", "0001-01", "--json")
+    assert result.exit_code == 2, result.output
+    assert '"1-01"' not in result.stdout
+    assert json.loads(result.stdout)["error"].startswith("period 0001-01 is out of range")
+
+
 # --- reset (the monthly cron job) ---------------------------------------------------------
 
 
@@ -266,9 +278,16 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     dry = run_cli("quotas", "reset", "--tenant", "acme@example.com", "--dry-run")
     assert dry.output.strip() == "Would zero acme@example.com's trades for 2026-01 (3 used before)"
     assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
-    result = run_cli("quotas", "reset", "--tenant", "acme@example.com")
+    # It asks first: no answer, or no, changes nothing.
+    for answer in (None, "n\n"):
+        refused = run_cli("quotas", "reset", "--tenant", "acme@example.com", input=answer)
+        assert refused.exit_code == 1, refused.output
+        assert "Zero acme@example.com's 3 trade(s) of 2026-01?" in refused.stderr
+        assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
+    assert manager.list_audit(january["active"])[0]["action"] != "quota.reset_tenant"
+    result = run_cli("quotas", "reset", "--tenant", "acme@example.com", input="y\n")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "Zeroed acme@example.com's trades for 2026-01 (3 used before)"
+    assert result.stdout.strip() == "Zeroed acme@example.com's trades for 2026-01 (3 used before)"
     rows = {r["email"]: r["used"] for r in ledger.quota_status(manager)}
     assert rows == {"acme@example.com": 0, "trial@example.com": 1}  # the other one kept
     entry = manager.list_audit(january["active"])[0]
@@ -279,6 +298,23 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     with pytest.raises(QuotaExceeded):
         _trade(manager, january["active"])
     assert integrity.check_invariants(manager) == []
-    data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com",
+    data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com", "--yes",
                               "--json").stdout)
     assert (data["trades_used_before"], data["trades_used"], data["dry_run"]) == (3, 0, False)
+
+
+def test_reset_with_an_empty_tenant_does_not_run_the_global_reset(manager, db_path,
+                                                                 db_snapshot) -> None:
+    """`quotas reset --tenant "$T"` with an empty $T once ran the monthly job (closed
+    periods, expired trials) instead of refusing, unlike `run --tenant ''`."""
+    from click.testing import CliRunner
+
+    from botpoly_admin.cli import cli
+
+    manager.create_tenant(name="Tia", email="tia@example.com", trial_days=0)
+    manager.close()
+    before = db_snapshot()
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "quotas", "reset", "--tenant", ""],
+                                env={"BOTPOLY_NOW": "2099-01-01T00:00:00Z"})
+    assert_clean_error(result, 2)
+    assert db_snapshot() == before

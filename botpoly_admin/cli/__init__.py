@@ -43,7 +43,7 @@ def _not_empty(value: str | None) -> str | None:
     callback=lambda ctx, param, value: _not_empty(value),
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
-@click.version_option(__version__, "--version", prog_name="botpoly-admin")
+@click.version_option(__version__, "-V", "--version", prog_name="botpoly-admin")
 @click.pass_context
 def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
     """Run a multi-tenant Polymarket trading-bot service.

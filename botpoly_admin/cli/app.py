@@ -42,8 +42,11 @@ class App:
     def manager(self, *, create: bool = False) -> TenantManager:
         """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command).
 
-        Only commands that create something, or list what there is, pass
-        ``create=True``: a failing command must not leave a new empty database.
+        Only the commands that create a database pass ``create=True`` (create-tenant,
+        tenants create, db migrate, db restore): every other one refuses a missing
+        database with "no database at PATH", so a typo in --db, or a cron job in the
+        wrong directory, neither leaves an empty database behind nor reports on one
+        (a billing total of 0 USD).
         """
         if self._manager is None:
             from botpoly_admin.tenants import TenantManager
@@ -59,8 +62,11 @@ class App:
         render(data, fmt or self.fmt, **kwargs)
 
     def say(self, message: str) -> None:
-        """A human message on stdout (kept off stdout under --json/--csv)."""
-        click.echo(message, err=self.fmt != "table")
+        """A human message on stdout (kept off stdout under --json/--csv), one line
+        whatever stored text (a tenant's name) it quotes."""
+        from botpoly_admin.text import printable
+
+        click.echo(printable(message), err=self.fmt != "table")
 
 
 _pass_app = click.make_pass_decorator(App, ensure=True)
@@ -131,22 +137,30 @@ def notice(message: str) -> None:
 
 
 def output_options(csv: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``--json`` (and ``--csv``) to a read command; passes ``fmt`` and records it."""
+    """Add ``--json`` (and ``--csv``) to a read command; passes ``fmt`` and records it.
+
+    The formats exclude each other: ``--json --csv`` is a usage error, not "the last
+    one wins".
+    """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def wrapper(*args: Any, fmt: str, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, as_json: bool, as_csv: bool = False, as_table: bool,
+                    **kwargs: Any) -> Any:
+            chosen = [name for name, flag in (("--json", as_json), ("--csv", as_csv),
+                                              ("--table", as_table)) if flag]
+            if len(chosen) > 1:
+                raise click.UsageError(f"{' and '.join(chosen)} exclude each other: give "
+                                       "one output format")
+            fmt = chosen[0][2:] if chosen else "table"
             click.get_current_context().find_object(App).fmt = fmt  # type: ignore[union-attr]
             return func(*args, fmt=fmt, **kwargs)
 
         if csv:
-            wrapper = click.option("--csv", "fmt", flag_value="csv", help="Output CSV.")(wrapper)
-        wrapper = click.option(
-            "--json", "fmt", flag_value="json", help="Output JSON (for scripts)."
-        )(wrapper)
-        wrapper = click.option(
-            "--table", "fmt", flag_value="table", default=True, hidden=True
-        )(wrapper)
+            wrapper = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")(wrapper)
+        wrapper = click.option("--json", "as_json", is_flag=True,
+                               help="Output JSON (for scripts).")(wrapper)
+        wrapper = click.option("--table", "as_table", is_flag=True, hidden=True)(wrapper)
         return wrapper
 
     return decorator
@@ -162,6 +176,7 @@ class BotpolyGroup(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as exc:  # a bad root option (--db "")
+            _unwrapped_usage(exc)
             if ctx.meta["botpoly.json"]:
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise
@@ -172,6 +187,7 @@ class BotpolyGroup(click.Group):
         except CommandError:
             raise  # already reported by _fail
         except click.ClickException as exc:
+            _unwrapped_usage(exc)
             if ctx.meta.get("botpoly.json"):
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise
@@ -190,6 +206,20 @@ class BotpolyGroup(click.Group):
             ctx.exit(130)
 
 
+def _unwrapped_usage(exc: click.ClickException) -> None:
+    """Print a usage error's usage line on one line, whatever the terminal width.
+
+    Click wraps it at 80 columns, and a long argument list breaks mid-word; above an
+    error the line is a reminder, not help text to read (``--help`` still wraps).
+    """
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        exc.ctx.terminal_width = USAGE_LINE_WIDTH
+
+
+# Wide enough for any usage line of this CLI: never wrapped.
+USAGE_LINE_WIDTH = 10_000
+
+
 class CommandError(click.ClickException):
     """A ClickException with a chosen exit code."""
 
@@ -200,9 +230,10 @@ class CommandError(click.ClickException):
 
 def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
     from botpoly_admin.secrets import redact  # an error may quote a value that came from one
+    from botpoly_admin.text import printable  # an error may quote stored text
 
     app = ctx.find_object(App)
-    message = redact(" ".join(message.split()))  # always one line
+    message = printable(redact(" ".join(message.split())))  # always one line
     if app is not None and app.fmt == "json":
         _echo_json_error(message, exit_code)
     raise CommandError(message, exit_code)
@@ -218,9 +249,12 @@ def _echo_json_error(message: str, exit_code: int) -> None:
 def configure_logging(verbose: int) -> None:
     """Library logs go to stderr with ``-v`` (INFO) or ``-vv`` (DEBUG); warnings always.
 
-    Every handler the CLI creates masks known secrets (``secrets.SecretRedactor``).
+    Every handler the CLI creates masks known secrets (``secrets.SecretRedactor``) and
+    escapes control characters (``text.EscapingFilter``): a log line carries stored
+    text, and a name must not forge a line or drive the terminal.
     """
     from botpoly_admin.secrets import SecretRedactor
+    from botpoly_admin.text import EscapingFilter
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger("botpoly_admin")
@@ -229,6 +263,7 @@ def configure_logging(verbose: int) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(SecretRedactor())
+        handler.addFilter(EscapingFilter())
         handler._botpoly_stderr = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     for h in root.handlers:

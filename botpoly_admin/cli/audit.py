@@ -30,7 +30,7 @@ def list_(app: App, tenant: str | None, limit: int, fmt: str) -> None:
     Example:
         botpoly-admin audit list --limit 20 --json
     """
-    rows = app.manager(create=tenant is None).list_audit(tenant, limit)
+    rows = app.manager().list_audit(tenant, limit)
     app.render(rows, fmt, columns=[("ts", "Time"), ("actor", "Actor"), ("action", "Action"),
                                    ("tenant_id", "Tenant"), ("details", "Details")]
                if fmt == "table" else None, empty="no audit entries")

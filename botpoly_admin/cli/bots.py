@@ -464,9 +464,12 @@ def _run_live(orchestrator: Orchestrator, duration: float | None,
 
 
 def _event_line(event: BotEvent) -> str:
+    from botpoly_admin.text import printable  # names and errors are stored text
+
     if not event.tenant_id:  # about the whole run
-        return f"{event.at} {event.kind:<9} {event.message}"
-    return f"{event.at} {event.kind:<9} {event.name} ({event.tenant_id[:8]}): {event.message}"
+        return printable(f"{event.at} {event.kind:<9} {event.message}")
+    return printable(f"{event.at} {event.kind:<9} {event.name} ({event.tenant_id[:8]}): "
+                     f"{event.message}")
 
 
 def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int | None,
@@ -495,6 +498,7 @@ def _logging_to(path: Path, verbose: int) -> Iterator[None]:
     """Send the library's logs to a rotating file (and to stderr only with -v), known
     secrets masked."""
     from botpoly_admin.secrets import SecretRedactor
+    from botpoly_admin.text import EscapingFilter
 
     root = logging.getLogger("botpoly_admin")
     handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
@@ -502,6 +506,7 @@ def _logging_to(path: Path, verbose: int) -> Iterator[None]:
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.addFilter(SecretRedactor())
+    handler.addFilter(EscapingFilter())
     handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     stderr_handlers = [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]
     saved = (root.level, [h.level for h in stderr_handlers])

@@ -34,7 +34,7 @@ def generate(app: App) -> None:
     Example:
         botpoly-admin --db data/tenants.db keys generate
     """
-    result = app.manager(create=True).generate_key_file()
+    result = app.manager().generate_key_file()
     click.echo(f"Created key file {result['key_file']} (key id {result['key_id']}); "
                "back it up with the database")
 

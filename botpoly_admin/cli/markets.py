@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -32,6 +34,25 @@ BOOK_COLUMNS = [("bid_size", "Bid size"), ("bid", "Bid"), ("ask", "Ask"), ("ask_
 RECORD_COLUMNS = [("path", "File"), ("polls", "Polls"), ("lines", "Lines written"),
                   ("errors", "Failed polls"), ("last_error", "Last error"),
                   ("stopped_early", "Stopped early")]
+
+
+@contextmanager
+def _progress(duration: float) -> Iterator[Callable[[], None]]:
+    """A progress bar of the recording's time on stderr, on a terminal only (a log file
+    or a pipe gets the summary alone); yields the function that redraws it."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    started = time.monotonic()
+    with Progress(TextColumn("Recording"), BarColumn(),
+                  TextColumn("{task.completed:.0f}/{task.total:.0f} s"), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("record", total=duration)
+        yield lambda: progress.update(task, completed=min(time.monotonic() - started,
+                                                          duration))
 
 
 @contextmanager
@@ -218,8 +239,10 @@ def record_(app: App, feed_spec: str, tokens: tuple[str, ...], auto: str | None,
         worker = threading.Thread(target=run, name="markets-record")
         worker.start()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            with _progress(duration) as advance:
+                while worker.is_alive():
+                    worker.join(0.2)
+                    advance()
         except KeyboardInterrupt:
             stop.set()
             worker.join()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from botpoly_admin.cli.app import App, output_options, pass_app, tenant_argument
+from botpoly_admin.cli.app import (
+    App,
+    CommandError,
+    ask,
+    output_options,
+    pass_app,
+    tenant_argument,
+)
+from botpoly_admin.text import printable
 
 QUOTA_COLUMNS = [
     ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("period", "Period"),
@@ -48,7 +56,7 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
     """
     from botpoly_admin import ledger
 
-    manager = app.manager(create=tenant is None)
+    manager = app.manager()
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
     rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period is not None else None)
     if fmt == "table":
@@ -90,27 +98,30 @@ def set_(app: App, tenant: str, trades: str | None, unlimited: bool, tier_defaul
         app.render(row, fmt)
         return
     limit = "unlimited" if row["limit"] is None else row["limit"]
-    click.echo(f"Quota of {row['email']} for {row['period']}: {limit} ({row['source']}), "
+    click.echo(f"Quota of {printable(row['email'])} for {row['period']}: {limit} ({row['source']}), "
                f"{row['used']} used")
 
 
 @quotas_group.command("reset")
 @click.option("--tenant", help="Zero this tenant's current period on purpose (audited).")
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@click.option("--yes", is_flag=True, help="With --tenant: do not ask for confirmation.")
 @output_options()
 @pass_app
-def reset(app: App, tenant: str | None, dry_run: bool, fmt: str) -> None:
+def reset(app: App, tenant: str | None, dry_run: bool, yes: bool, fmt: str) -> None:
     """Close finished months and expire ended trials; safe to run twice or late.
 
     Usage is kept per month, so a new month starts at zero by itself; this records
     each finished month (catching up on missed ones) and marks trials past their end
-    as expired. Run it from cron on the 1st of each month.
+    as expired. Run it from cron on the 1st of each month. With --tenant it zeroes
+    that tenant's current month instead, after confirmation (--yes for scripts): the
+    tenant may then trade its whole quota again.
 
     \b
     Example:
         0 0 1 * *  botpoly-admin quotas reset --json >> /var/log/botpoly-quotas.log
         botpoly-admin quotas reset --dry-run
-        botpoly-admin quotas reset --tenant john@example.com
+        botpoly-admin quotas reset --tenant john@example.com --yes
     """
     from botpoly_admin import ledger
 
@@ -122,12 +133,19 @@ def reset(app: App, tenant: str | None, dry_run: bool, fmt: str) -> None:
                       "period": row["period"], "trades_used_before": row["used"],
                       "trades_used": row["used"], "dry_run": True}
         else:
+            row = ledger.quota_status(manager, manager.resolve(tenant).tenant_id)[0]
+            # On stderr: stdout stays clean for --json.
+            if not yes and not ask(
+                click.confirm, f"Zero {printable(row['email'])}'s {row['used']} trade(s) of "
+                f"{row['period']}? It may then trade its whole quota again.", err=True
+            ):
+                raise CommandError("aborted: nothing was changed")
             result = {**ledger.reset_tenant_period(manager, tenant), "dry_run": False}
         if fmt != "table":
             app.render(result, fmt)
             return
         verb = "Would zero" if dry_run else "Zeroed"
-        click.echo(f"{verb} {result['email']}'s trades for {result['period']} "
+        click.echo(f"{verb} {printable(result['email'])}'s trades for {result['period']} "
                    f"({result['trades_used_before']} used before)")
         return
     result = ledger.close_periods(manager, dry_run=dry_run)
@@ -143,7 +161,7 @@ def reset(app: App, tenant: str | None, dry_run: bool, fmt: str) -> None:
         click.echo(f"No period to close (current period {result['current_period']}).")
     verb = "[dry run] would expire" if dry_run else "Expired"
     for item in result["expired_trials"]:
-        click.echo(f"{verb} trial of {item['email']} (ended {item['trial_ends_at']})")
+        click.echo(f"{verb} trial of {printable(item['email'])} (ended {item['trial_ends_at']})")
 
 
 def register(cli: click.Group) -> None:

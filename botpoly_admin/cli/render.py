@@ -1,6 +1,9 @@
 """The one place where command results become text: a rich table, JSON or CSV.
 
 Commands produce plain data (a list of dicts or one dict) and call ``render``.
+Stored text is data, never markup or terminal control: tables escape control and
+bidi characters (``text.printable``) and take no rich markup; JSON escapes the ones
+``json`` would write raw; CSV cells are escaped like table cells.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from botpoly_admin.text import escape_json, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,12 +48,17 @@ def to_json(data: Any) -> str:
 
     A list of rows is written one compact object per line: still readable, and
     json's C encoder cannot indent, which matters for 10,000-tenant listings.
+    Non-ASCII text stays readable, but the control and bidi characters json leaves
+    raw (C1, U+202E, U+2028, ...) are written as ``\\uXXXX``: the same string to a
+    parser, and nothing a terminal acts on.
     """
     if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
-        return "[\n" + ",\n".join(
+        text = "[\n" + ",\n".join(
             "  " + json.dumps(row, default=json_default, ensure_ascii=False) for row in data
         ) + "\n]"
-    return json.dumps(data, default=json_default, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(data, default=json_default, indent=2, ensure_ascii=False)
+    return escape_json(text)
 
 
 def cell(value: Any) -> str:
@@ -66,8 +76,8 @@ def cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(cell(v) for v in value) if value else "-"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={cell(v)}" for k, v in value.items()) if value else "-"
-    return str(value)
+        return ", ".join(f"{cell(k)}={cell(v)}" for k, v in value.items()) if value else "-"
+    return printable(str(value))
 
 
 def _csv_value(value: Any) -> Any:
@@ -77,7 +87,7 @@ def _csv_value(value: Any) -> Any:
         return json.dumps(value, default=json_default)
     if isinstance(value, Enum):
         return value.value
-    return value
+    return printable(value) if isinstance(value, str) else value
 
 
 def make_console() -> Console:
@@ -116,6 +126,7 @@ def render(
             writer.writerow([_csv_value(row.get(k)) for k in keys])
         click.echo(out.getvalue(), nl=False)
         return
+    title = None if title is None else printable(title)
     if rows is not None and not rows:
         click.echo(empty if title is None else f"{title}: {empty}")
         return

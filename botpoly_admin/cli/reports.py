@@ -77,7 +77,7 @@ def stats(app: App, fmt: str) -> None:
     Example:
         botpoly-admin stats --json
     """
-    result = app.manager(create=True).get_stats()
+    result = app.manager().get_stats()
     if fmt != "table":
         app.render(result, fmt)
         return
@@ -118,7 +118,7 @@ def report(app: App, period: str, fmt: str) -> None:
     """
     from botpoly_admin.billing import billing_report
 
-    result = billing_report(app.manager(create=True), period)
+    result = billing_report(app.manager(), period)
     if fmt == "json":
         app.render(result, fmt)
         return

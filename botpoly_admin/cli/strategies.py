@@ -18,17 +18,19 @@ def strategies_group() -> None:
 
 
 @strategies_group.command("list")
-@output_options()
+@output_options(csv=True)
 @pass_app
 def list_(app: App, fmt: str) -> None:
     """List strategies with their version and parameters (defaults and ranges).
 
     Plugins register through the entry-point group ``botpoly_admin.strategies``;
-    one that fails to load is listed with its error.
+    one that fails to load is listed with its error. ``--csv`` writes one row per
+    strategy, its parameters in one cell as in the table.
 
     \b
     Example:
         botpoly-admin strategies list --json
+        botpoly-admin strategies list --csv > strategies.csv
     """
     from botpoly_admin.trading.strategies import discover_strategies
 
@@ -58,10 +60,11 @@ def list_(app: App, fmt: str) -> None:
             for p in row["parameters"]
         ) or ("-" if row["error"] is None else f"NOT LOADED: {row['error']}"),
     } for row in rows]
-    app.render(view, fmt, columns=[("name", "Strategy"), ("version", "Version"),
-                                   ("source", "Source"), ("params", "Parameters (default)"),
-                                   ("description", "Description")],
-               title="Strategies", empty="no strategies installed")
+    columns = [("name", "Strategy"), ("version", "Version"), ("source", "Source"),
+               ("params", "Parameters (default)"), ("description", "Description")]
+    if fmt == "csv":
+        columns += [("error", "Error")]
+    app.render(view, fmt, columns=columns, title="Strategies", empty="no strategies installed")
 
 
 def _bounds(low: object, high: object) -> str:

@@ -16,8 +16,15 @@ from botpoly_admin.cli.app import (
     tenant_argument,
 )
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.models import CREDENTIAL_NAMES, SETTING_KEYS, TenantStatus, TenantTier
+from botpoly_admin.models import (
+    CREDENTIAL_NAMES,
+    SETTING_KEYS,
+    TenantStatus,
+    TenantTier,
+    quota_text,
+)
 from botpoly_admin.secrets import MAX_SECRET_BYTES, credential_problem
+from botpoly_admin.text import printable
 
 TIER_CHOICE = click.Choice([t.value for t in TenantTier], case_sensitive=False)
 STATUS_CHOICE = click.Choice([s.value for s in TenantStatus], case_sensitive=False)
@@ -37,11 +44,13 @@ LIST_COLUMNS = [
 
 
 def _list_row(tenant: dict[str, Any]) -> dict[str, Any]:
-    limit = tenant["monthly_trades_quota"]
     return {
         **tenant,
         "short_id": tenant["tenant_id"][:8],
-        "quota": f"{tenant['monthly_trades_used']}/{'unlimited' if limit is None else limit}",
+        "quota": quota_text(tenant["monthly_trades_used"], tenant["monthly_trades_quota"]),
+        # An activated tenant keeps the date its trial would have ended; it means
+        # nothing any more, so the column is blank.
+        "trial_ends_at": tenant["trial_ends_at"] if tenant["status"] == "trial" else "",
     }
 
 
@@ -101,8 +110,8 @@ def create_tenant(app: App, name: str, email: str, tier: str, status: str | None
         app.render(tenant.to_dict(), fmt)
         return
     click.echo(f"Created tenant {tenant.tenant_id}")
-    click.echo(f"   Name:   {tenant.name}")
-    click.echo(f"   Email:  {tenant.email}")
+    click.echo(f"   Name:   {printable(tenant.name)}")
+    click.echo(f"   Email:  {printable(tenant.email)}")
     click.echo(f"   Tier:   {tenant.tier.value}")
     click.echo(f"   Status: {tenant.status.value}"
                + (f" (until {tenant.trial_ends_at})" if tenant.trial_ends_at else ""))
@@ -121,7 +130,7 @@ def list_tenants(app: App, status: str | None, tier: str | None, fmt: str) -> No
         botpoly-admin list-tenants --status active --json
     """
     tenants = [t.to_dict() for t in
-               app.manager(create=True).list_tenants(status=status, tier=tier)]
+               app.manager().list_tenants(status=status, tier=tier)]
     if fmt == "json":
         app.render(tenants, fmt)
         return
@@ -234,7 +243,7 @@ def update(app: App, tenant: str, name: str | None, email: str | None, tier: str
 
 def _set_status(app: App, tenant: str, status: TenantStatus, verb: str) -> None:
     updated = app.manager().set_status(tenant, status)
-    click.echo(f"{verb} tenant {updated.tenant_id} ({updated.email})")
+    click.echo(f"{verb} tenant {updated.tenant_id} ({printable(updated.email)})")
 
 
 @tenants_group.command("suspend")
@@ -278,21 +287,25 @@ def delete(app: App, tenant: str, purge: bool, yes: bool) -> None:
     """
     manager = app.manager()
     target = manager.resolve(tenant)
+    email = printable(target.email)
     if purge and not yes and not ask(
-        click.confirm, f"Remove tenant {target.email} and all its trades, usage and credentials?"
+        click.confirm, f"Remove tenant {email} and all its trades, usage and credentials?"
     ):
         raise CommandError("aborted: nothing was deleted")
     manager.delete_tenant(target.tenant_id, purge=purge)
     if purge:
-        click.echo(f"Purged tenant {target.tenant_id} ({target.email})")
+        click.echo(f"Purged tenant {target.tenant_id} ({email})")
     else:
-        click.echo(f"Deleted tenant {target.tenant_id} ({target.email}): status expired, "
+        click.echo(f"Deleted tenant {target.tenant_id} ({email}): status expired, "
                    "data kept (use --purge to remove it)")
 
 
 @tenants_group.group("credentials")
 def credentials() -> None:
     """Set, show (masked) and clear a tenant's exchange credentials.
+
+    NAME is one of polymarket_private_key, polymarket_wallet, polymarket_api_key,
+    polymarket_api_secret, polymarket_api_passphrase, binance_api_key, binance_secret.
 
     \b
     Example:
@@ -305,7 +318,7 @@ NAME_CHOICE = click.Choice(list(CREDENTIAL_NAMES))
 
 @credentials.command("set")
 @tenant_argument
-@click.argument("name", type=NAME_CHOICE)
+@click.argument("name", type=NAME_CHOICE, metavar="NAME")
 @click.argument("value", nargs=-1, metavar="")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @pass_app
@@ -387,7 +400,7 @@ def credentials_show(app: App, tenant: str, fmt: str) -> None:
 
 @credentials.command("clear")
 @tenant_argument
-@click.argument("name", type=NAME_CHOICE, required=False)
+@click.argument("name", type=NAME_CHOICE, required=False, metavar="[NAME]")
 @pass_app
 def credentials_clear(app: App, tenant: str, name: str | None) -> None:
     """Remove one credential, or all of a tenant's credentials.

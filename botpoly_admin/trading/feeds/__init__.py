@@ -47,8 +47,12 @@ def open_feed(spec: str = "simulated", *, seed: int = 0, **kw: Any) -> MarketDat
 
     name, _, arg = spec.strip().partition(":")
     if name == "simulated" and not arg:
+        from botpoly_admin import clock
         from botpoly_admin.trading.feeds.simulated import SimulatedFeed
 
+        # Simulated time starts now, so its markets end in the future as real ones do;
+        # the seed alone decides prices and books.
+        kw.setdefault("start_ms", int(clock.now().timestamp()) * 1000)
         return SimulatedFeed(seed=seed, **kw)
     if name == "polymarket" and not arg:
         from botpoly_admin.trading.feeds.binance import BinanceFeed

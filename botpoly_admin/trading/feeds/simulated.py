@@ -54,7 +54,8 @@ from decimal import Decimal
 from botpoly_admin.errors import NotFound
 from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
 
-# 2026-01-01T00:00:00Z: simulated time starts here unless told otherwise.
+# 2026-01-01T00:00:00Z: simulated time starts here unless told otherwise (a fixed
+# start keeps a seeded feed's whole output the same; ``open_feed`` starts it now).
 DEFAULT_START_MS = 1_767_225_600_000
 TICK = Decimal("0.01")
 BTC_SYMBOL = "BTCUSDT"

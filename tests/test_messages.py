@@ -1,0 +1,272 @@
+"""What an operator reads: usage errors, output formats, version, completion, progress,
+confirmations, and error messages that say what to do."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import re
+import select
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from cli_checks import assert_clean_error
+from click.testing import CliRunner
+
+from botpoly_admin import __version__
+from botpoly_admin.cli import cli
+from botpoly_admin.tenants import TenantManager
+
+BIN = Path(sys.executable).parent
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def invoke(db_path: Path, *args: str, input: str | None = None, env=None):
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input, env=env)
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTPOLY_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+# --- usage errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+def test_a_usage_error_prints_whole_lines(path) -> None:
+    """Usage, hint, error: each on one line, never a usage line wrapped mid-word (it was,
+    for `tenants credentials set`, in the middle of 'polymarket_wallet')."""
+    result = CliRunner().invoke(cli, [*path, "--no-such-option"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line.split(" ")[0] for line in lines] == ["Usage:", "Try", "Error:"], lines
+    assert lines[0].startswith(f"Usage: cli {' '.join(path)} ")
+
+
+def test_credentials_set_usage_names_its_arguments() -> None:
+    result = CliRunner().invoke(cli, ["tenants", "credentials", "set"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == ("Usage: cli tenants credentials set [OPTIONS] "
+                                             "TENANT NAME")
+    bad = CliRunner().invoke(cli, ["tenants", "credentials", "set", "x", "nope"])
+    assert "'nope' is not one of 'polymarket_private_key'" in bad.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["list-tenants", "--json", "--csv"],
+    ["list-tenants", "--csv", "--json"],
+    ["audit", "list", "--csv", "--json"],
+    ["quotas", "show", "--json", "--csv"],
+    ["billing", "report", "--period", "2026-11", "--csv", "--json"],
+])
+def test_json_and_csv_together_is_a_usage_error(db_path, args) -> None:
+    TenantManager(db_path).close()
+    result = invoke(db_path, *args)
+    assert_clean_error(result, 2)
+    assert "--json and --csv exclude each other" in result.stderr \
+        or "--csv and --json exclude each other" in result.stderr
+
+
+def test_one_format_alone_still_works(db_path) -> None:
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
+    assert json.loads(invoke(db_path, "list-tenants", "--json").stdout)[0]["name"] == "Ann"
+    rows = list(csv.DictReader(io.StringIO(invoke(db_path, "list-tenants", "--csv").stdout)))
+    assert rows[0]["name"] == "Ann"
+    assert "Tenants (1)" in invoke(db_path, "list-tenants").stdout
+
+
+# --- formats, version, completion ------------------------------------------------------------
+
+
+def test_strategies_list_csv() -> None:
+    result = CliRunner().invoke(cli, ["strategies", "list", "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert {"complement_arb", "momentum", "btc_lag"} <= set(rows)
+    assert rows["momentum"]["source"] == "built-in"
+    assert "threshold=0.03" in rows["momentum"]["params"]
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version_flags(flag) -> None:
+    result = CliRunner().invoke(cli, [flag])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"botpoly-admin, version {__version__}"
+
+
+@pytest.mark.slow
+def test_shell_completion_as_the_readme_documents_it(tmp_path) -> None:
+    script = subprocess.run(["botpoly-admin"], env={**_env(), "_BOTPOLY_ADMIN_COMPLETE":
+                                                   "bash_source"},
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+    assert "complete -o nosort -F _botpoly_admin_completion botpoly-admin" in script.stdout
+    words = subprocess.run(["botpoly-admin"], env={
+        **_env(), "_BOTPOLY_ADMIN_COMPLETE": "bash_complete",
+        "COMP_WORDS": "botpoly-admin tenants cre", "COMP_CWORD": "2"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert words.stdout.split() == ["plain,create", "plain,credentials"]
+    assert list(tmp_path.iterdir()) == []  # completing opens no database
+    readme = README.read_text()
+    assert 'eval "$(_BOTPOLY_ADMIN_COMPLETE=bash_source botpoly-admin)"' in readme
+
+
+def test_readme_first_session_defines_key_before_using_it() -> None:
+    text = README.read_text()
+    session = text.split("## A first session", 1)[1].split("```", 2)[1]
+    lines = session.splitlines()
+    first_use = next(i for i, line in enumerate(lines) if "$KEY" in line)
+    assert any(re.search(r"\bread\b.*\bKEY\b|^KEY=", line) for line in lines[:first_use]), \
+        session
+
+
+@pytest.mark.slow
+def test_markets_record_shows_progress_on_a_terminal_only(tmp_path) -> None:
+    args = ["botpoly-admin", "markets", "record", "--feed", "simulated", "--duration", "1",
+            "--interval", "0.2"]
+    piped = subprocess.run([*args, "--out", str(tmp_path / "a.jsonl")], env=_env(),
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert "Recording" in piped.stdout and "━" not in piped.stdout + piped.stderr
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b.jsonl")], env=_env(),
+                            stdout=subprocess.PIPE, stderr=terminal, cwd=tmp_path)
+    os.close(terminal)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(controller)
+    assert proc.returncode == 0
+    assert b"Recording" in seen and "━".encode() in seen, seen[-500:]
+    assert b"Lines written" in out  # the summary still goes to stdout
+
+
+# --- confirmations -----------------------------------------------------------------------------
+
+
+def test_quotas_reset_of_one_tenant_asks_first(db_path, db_snapshot) -> None:
+    """(test_quotas_cli has the full story with trades used.)"""
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com", status="active")
+    before = db_snapshot()
+    no = invoke(db_path, "quotas", "reset", "--tenant", "ann@example.com", input="n\n")
+    assert_clean_error(no, 1)
+    assert "Zero ann@example.com's" in no.stderr and "aborted: nothing was changed" in no.stderr
+    assert db_snapshot() == before
+    yes = invoke(db_path, "quotas", "reset", "--tenant", "ann@example.com", "--yes")
+    assert yes.exit_code == 0, yes.output
+    assert "Zeroed ann@example.com's trades" in yes.stdout and "Zero ann" not in yes.stderr
+
+
+# --- messages that say what to do --------------------------------------------------------------
+
+
+def test_a_malformed_key_in_the_environment_says_malformed(db_path, secret_key, monkeypatch):
+    manager = TenantManager(db_path, notify=lambda message: None)
+    tenant = manager.create_tenant(name="Ann", email="ann@example.com", tier="pro")
+    manager.set_credential(tenant.tenant_id, "binance_secret", "s3cret-value-1234")
+    manager.close()
+    monkeypatch.setenv("BOTPOLY_SECRET_KEYS", "not-a-fernet-key")
+    result = invoke(db_path, "tenants", "credentials", "show", "ann@example.com")
+    assert_clean_error(result, 1)
+    assert "malformed secret key in BOTPOLY_SECRET_KEYS" in result.stderr
+    assert "wrong key" not in result.stderr
+
+
+def test_a_five_character_id_prefix_says_at_least_six(db_path) -> None:
+    tenant = TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
+    result = invoke(db_path, "tenants", "show", tenant.tenant_id[:5])
+    assert_clean_error(result, 2)
+    assert "at least 6" in result.stderr
+    assert invoke(db_path, "tenants", "show", tenant.tenant_id[:6]).exit_code == 0
+
+
+@pytest.mark.parametrize("args", [["quotas", "show", "--period", "9999-12"],
+                                  ["billing", "report", "--period", "9999-12"],
+                                  ["billing", "report", "--period", "1969-12"]])
+def test_an_out_of_range_period_says_why(db_path, args) -> None:
+    TenantManager(db_path).close()
+    result = invoke(db_path, *args)
+    assert_clean_error(result, 2)
+    assert "is out of range: periods run from 1970-01 to 9999-11" in result.stderr
+
+
+def test_the_last_period_accepted_works(db_path) -> None:
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
+    for args in (["quotas", "show", "--period", "9999-11"],
+                 ["billing", "report", "--period", "9999-11"]):
+        result = invoke(db_path, *args)
+        assert result.exit_code == 0, result.output
+
+
+def test_backup_of_a_corrupt_database_names_the_database(db_path, tmp_path) -> None:
+    manager = TenantManager(db_path)
+    for i in range(200):
+        manager.create_tenant(name=f"Tenant {i} " + "x" * 100, email=f"t{i}@example.com")
+    manager.close()
+    conn = sqlite3.connect(db_path)
+    page, pages = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                   for name in ("page_size", "page_count"))
+    conn.close()
+    with db_path.open("r+b") as handle:  # break table pages in the second half of the file
+        for number in range(pages // 2, pages, 3):
+            handle.seek(page * number)
+            handle.write(b"\x0d\x00\x00\xff\xff" + b"\x07" * 200)
+    result = invoke(db_path, "db", "backup", str(tmp_path / "copy.db"))
+    assert_clean_error(result, 1)
+    error = next(line for line in result.stderr.splitlines() if line.startswith("Error:"))
+    assert error.startswith(f"Error: {db_path} fails SQLite's integrity check"), error
+    assert ".tmp" not in error
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_free_tier_for_a_live_tenant_suggests_paper(db_path, db_snapshot) -> None:
+    TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com", tier="pro",
+                                         trading_mode="live")
+    before = db_snapshot()
+    result = invoke(db_path, "tenants", "update", "ann@example.com", "--tier", "free")
+    assert_clean_error(result, 2)
+    assert "--trading-mode paper" in result.stderr
+    assert db_snapshot() == before
+    both = invoke(db_path, "tenants", "update", "ann@example.com", "--tier", "free",
+                  "--trading-mode", "paper")
+    assert both.exit_code == 0, both.output
+
+
+# --- cosmetics ---------------------------------------------------------------------------------
+
+
+def test_simulated_markets_end_in_the_future() -> None:
+    result = CliRunner().invoke(cli, ["markets", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ends = [m["ends_at"] for m in json.loads(result.stdout) if m["status"] == "open"]
+    assert ends and all(end > now for end in ends), (now, ends)
