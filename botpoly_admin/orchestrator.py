@@ -387,7 +387,6 @@ class Orchestrator:
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         stuck_after_s: float | None = None,
         foreground: bool = False,
-        fee_rate: Decimal = Decimal(0),
     ) -> None:
         if not interval_s > 0:
             raise InvalidInput(f"interval must be > 0 seconds, got {interval_s}")
@@ -413,7 +412,6 @@ class Orchestrator:
         self.stuck_after_s = (stuck_after_s if stuck_after_s is not None
                               else max(STUCK_AFTER_S, 5 * self.interval_s))
         self.foreground = foreground
-        self.fee_rate = fee_rate
         upstream = feed if not isinstance(feed, str) else self._open_feed(feed, seed)
         self.feed_name = feed if isinstance(feed, str) else upstream.name
         network = self.feed_name in ("polymarket", "binance")
@@ -460,8 +458,7 @@ class Orchestrator:
     def _tenant_bot(self, manager: TenantManager, tenant_id: str, market: MarketData) -> BotLike:
         from botpoly_admin.trading.bot import TenantBot
 
-        return TenantBot(manager, tenant_id, market, limiter=self.tenant_limits,
-                         fee_rate=self.fee_rate)
+        return TenantBot(manager, tenant_id, market, limiter=self.tenant_limits)
 
     # --- control: public ------------------------------------------------------------
 

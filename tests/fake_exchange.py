@@ -2,7 +2,7 @@
 
 ``FakeExchange`` is an HTTP server on 127.0.0.1 (an ephemeral port, in a
 thread) that answers the REST paths the SDKs call, from the real recorded
-responses in ``../shared/fixtures/polymarket/`` (``BOTPOLY_FIXTURES``
+responses in ``tests/fixtures/polymarket/`` (``BOTPOLY_FIXTURES``
 overrides the directory). One server plays every host: the paths do not
 collide. It records every request, can be told to fail or stall, and answers
 404 JSON for an unknown token, as the CLOB does.
@@ -51,11 +51,11 @@ NEGRISK_TOKEN = (
 
 
 def fixtures_dir() -> Path:
-    """The recorded responses: BOTPOLY_FIXTURES, or ../shared/fixtures/polymarket from the repo."""
+    """The recorded responses: BOTPOLY_FIXTURES, or tests/fixtures/polymarket."""
     override = os.environ.get(FIXTURES_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
+    return Path(__file__).resolve().parent / "fixtures" / "polymarket"
 
 
 def load_fixture(name: str) -> Any:

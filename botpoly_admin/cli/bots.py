@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,8 +58,7 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 INTERVAL = FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S)
 
 
-RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file",
-                    "fee_rate")
+RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "live", "log_file")
 
 
 def _market_feed(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -91,9 +89,6 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A live table (default on a terminal) or log lines."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
-        click.option("--fee-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
-                     help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
-                          "per filled level (Polymarket's curve; e.g. 0.07)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -132,7 +127,7 @@ def _say_desired(app: App, row: dict[str, Any]) -> None:
 @pass_app
 def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, interval: float,
               duration: float | None, cycles: int | None, live: bool | None,
-              log_file: Path | None, fee_rate: float, fmt: str) -> None:
+              log_file: Path | None, fmt: str) -> None:
     """Start a tenant's bot: set it to run, for the orchestrator to pick up.
 
     Refused for a suspended or expired tenant, a trial that has ended, or a tenant
@@ -161,7 +156,7 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
 
         orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
                                     max_workers=1, tenant_ids=[manager.resolve(tenant).tenant_id],
-                                    foreground=True, fee_rate=Decimal(str(fee_rate)))
+                                    foreground=True)
         log_path = _log_path(app, manager, log_file)
     row = bots.start_bot(manager, tenant)
     if not foreground:
@@ -311,7 +306,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
 @pass_app
 def run(app: App, tenants: tuple[str, ...], max_workers: int, lease_ttl: float | None,
         feed: str, seed: int, interval: float, duration: float | None, cycles: int | None,
-        live: bool | None, log_file: Path | None, fee_rate: float) -> None:
+        live: bool | None, log_file: Path | None) -> None:
     """Run every bot set to run, in this process, until Ctrl-C or SIGTERM.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
@@ -332,8 +327,7 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, lease_ttl: float |
     manager = app.manager(create=False)
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
-                                max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
-                                fee_rate=Decimal(str(fee_rate)))
+                                max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl)
     _run(app, orchestrator, duration=duration, cycles=cycles, live=live,
          log_path=_log_path(app, manager, log_file))
 

@@ -80,14 +80,12 @@ class TenantBot:
         tenant_id: str,
         feed: MarketData,
         *,
-        fee_rate: Decimal = Decimal(0),
         limiter: TenantRateLimiter | None = None,
         broker: Broker | None = None,
     ) -> None:
         self.manager = manager
         self.tenant_id = manager.resolve(tenant_id).tenant_id
         self.feed = feed
-        self.fee_rate = fee_rate
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
         if limiter is None:
@@ -125,7 +123,7 @@ class TenantBot:
 
             self._broker = LiveBroker.for_tenant(self.manager, self.tenant_id)
         else:
-            self._broker = PaperBroker(self.manager, self.tenant_id, self.fee_rate)
+            self._broker = PaperBroker(self.manager, self.tenant_id)
         return self._broker
 
     # --- the cycle ----------------------------------------------------------------
@@ -234,7 +232,8 @@ class TenantBot:
             daily_realized_pnl=quota.realized_pnl_today,
             daily_loss_limit=Decimal(str(limit)) if limit is not None
             else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
-            fee_rate=self.fee_rate,
+            markets={m.market_id: m for m in open_markets},
+            books=books,
         )
         if risk.halted:
             report.state = "paused_risk"
@@ -269,7 +268,7 @@ class TenantBot:
             ctx = contexts[strategy.name] = StrategyContext(
                 now=now, markets=markets, books=books, reference_prices=references,
                 positions=positions, free_cash=cash,
-                max_position_notional=tenant.max_position_size, fee_rate=self.fee_rate,
+                max_position_notional=tenant.max_position_size,
                 state=self._states.setdefault(strategy.name, {}),
             )
             intents.extend(strategy.on_cycle(ctx))
@@ -308,7 +307,7 @@ class TenantBot:
                 break
             report.api_calls += 1
             try:
-                result = broker.execute(intent, book)
+                result = broker.execute(intent, book, risk.markets.get(intent.market_id))
             except QuotaExceeded as exc:
                 report.refused.append(str(exc))
                 report.state = "paused_quota"

@@ -6,10 +6,14 @@ Checked before every order, in this order, with the first failure as the reason:
    limit, the bot is halted for the rest of the day (``paused_risk``);
 2. the monthly quota and ``max_daily_trades`` (the ledger takes them atomically
    when recording; this is the early, cheap refusal);
-3. for a BUY, free cash (capital + realized P&L − cost of open positions − cash
-   reserved for resting orders) covers its worst-case cost with fee;
-4. for a BUY, the notional held in that market stays within max_position_size;
-5. for a SELL, the shares are held.
+3. the exchange's order rules (``trading.rules``: tick, 0.01-share step, the
+   market's minimum order size, the $1 minimum of a marketable buy): an order the
+   exchange would refuse is refused here, before it counts against anything;
+4. for a BUY, free cash (capital + realized P&L − cost of open positions − cash
+   reserved for resting orders) covers its worst-case cost with the market's taker
+   fee;
+5. for a BUY, the notional held in that market stays within max_position_size;
+6. for a SELL, the shares are held.
 
 A refused order is returned with its reason (and logged by the bot), never raised.
 The daily loss limit is the tenant setting ``daily_loss_limit`` (USD), by default
@@ -18,9 +22,12 @@ The daily loss limit is the tenant setting ``daily_loss_limit`` (USD), by defaul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from botpoly_admin.trading import rules
+from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side
 from botpoly_admin.trading.paper import fee_for
 
@@ -39,7 +46,8 @@ class RiskBook:
     trades_left_period: int | None  # None = unlimited
     daily_realized_pnl: Decimal
     daily_loss_limit: Decimal
-    fee_rate: Decimal = Decimal(0)
+    markets: Mapping[str, Market] = field(default_factory=dict)  # market id -> market
+    books: Mapping[str, OrderBook] = field(default_factory=dict)  # token id -> book
     refusals: list[str] = field(default_factory=list)
 
     @property
@@ -69,8 +77,13 @@ class RiskBook:
             return "monthly trade quota used up"
         if self.trades_left_today <= 0:
             return "max_daily_trades reached for today (UTC)"
+        market = self.markets.get(intent.market_id)
+        broken = rules.violation(intent, self.books.get(intent.token_id), market)
+        if broken is not None:
+            return broken
         if intent.side is Side.BUY:
-            cost = intent.max_notional + fee_for(intent.limit_price, intent.size, self.fee_rate)
+            fees = market.fees if market is not None else NO_FEES
+            cost = intent.max_notional + fee_for(intent.limit_price, intent.size, fees)
             if cost > self.free_cash:
                 return f"not enough free cash: order needs {cost}, {self.free_cash} free"
             held = self.position_notional.get(intent.market_id, Decimal(0))
