@@ -125,8 +125,8 @@ class PaperBroker:
     def __init__(self, manager: TenantManager, tenant_id: str) -> None:
         self.manager = manager
         self.tenant_id = tenant_id
-        # token id -> (book version, {price: shares taken from that level})
-        self._taken: dict[str, tuple[object, dict[Decimal, Decimal]]] = {}
+        # (token id, side taken by) -> (book version, {price: shares taken from the level})
+        self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal]]] = {}
 
     def execute(self, intent: OrderIntent, book: OrderBook,
                 market: Market | None = None) -> ExecutionResult:
@@ -137,7 +137,7 @@ class PaperBroker:
             result = ExecutionResult.from_fills(replace(order, time_in_force=TimeInForce.IOC),
                                                 (), problem)
         else:
-            taken = self.taken(book)
+            taken = self.taken(book, order.side)
             result = simulate_fill(order, book, market.fees if market else NO_FEES, taken)
             for fill in result.fills:
                 taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares
@@ -147,14 +147,15 @@ class PaperBroker:
                      result.message)
         return result
 
-    def taken(self, book: OrderBook) -> dict[Decimal, Decimal]:
-        """Shares this tenant took from each level of *book* (price -> shares); empty,
-        and the old record dropped, once the book has changed."""
+    def taken(self, book: OrderBook, side: Side) -> dict[Decimal, Decimal]:
+        """Shares this tenant's *side* orders took from each level of *book* (a BUY's
+        asks, a SELL's bids; price -> shares); empty, and the old record dropped, once
+        the book has changed."""
         version: object = book.hash or (book.bids, book.asks)
-        held = self._taken.get(book.token_id)
+        held = self._taken.get((book.token_id, side))
         if held is None or held[0] != version:
             held = (version, {})
-            self._taken[book.token_id] = held
+            self._taken[book.token_id, side] = held
         return held[1]
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
@@ -179,7 +180,7 @@ class PaperBroker:
                 size=size, limit_price=limit, strategy=row["strategy"] or "",
                 time_in_force=TimeInForce.IOC, client_order_id=row["client_order_id"],
             )
-            taken = self.taken(book)
+            taken = self.taken(book, probe.side)
             crossing = simulate_fill(probe, book, NO_FEES, taken)
             if crossing.filled == 0:
                 continue
