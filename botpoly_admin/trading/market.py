@@ -79,37 +79,40 @@ class FeeSchedule:
         A market whose fees are not enabled is fee-free. A malformed schedule is an
         InvalidInput saying what is wrong.
         """
+        try:
+            return cls._parse(raw)
+        except InvalidInput as exc:
+            detail = str(exc).removeprefix("fee schedule ")
+            raise InvalidInput(f"malformed fee schedule: {detail}") from None
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> FeeSchedule:
         if "feeSchedule" not in raw and "fd" in raw:
             fd = raw["fd"]
             if fd is None:
                 return NO_FEES
             if not isinstance(fd, Mapping):
-                raise InvalidInput(f"malformed fee schedule: fd must be an object, got {fd!r}")
+                raise InvalidInput(f"fd must be an object, got {fd!r}")
             return cls(rate=_fee_number(fd.get("r", 0), "fd.r"),
                        exponent=_fee_number(fd.get("e", 0), "fd.e"))
         enabled = raw.get("feesEnabled")
         if enabled is not None and not isinstance(enabled, bool):
-            raise InvalidInput(f"malformed fee schedule: feesEnabled must be true or false, "
-                               f"got {enabled!r}")
+            raise InvalidInput(f"feesEnabled must be true or false, got {enabled!r}")
         schedule = raw.get("feeSchedule")
         if not enabled:
             return NO_FEES
         if not isinstance(schedule, Mapping):
-            raise InvalidInput("malformed fee schedule: feesEnabled is true but feeSchedule "
-                               f"is {schedule!r}, not an object")
+            raise InvalidInput(f"feesEnabled is true but feeSchedule is {schedule!r}, "
+                               "not an object")
         taker_only = schedule.get("takerOnly", True)
         if not isinstance(taker_only, bool):
-            raise InvalidInput(f"malformed fee schedule: takerOnly must be true or false, "
-                               f"got {taker_only!r}")
+            raise InvalidInput(f"takerOnly must be true or false, got {taker_only!r}")
         if "rate" not in schedule or "exponent" not in schedule:
-            raise InvalidInput("malformed fee schedule: rate and exponent are required")
-        try:
-            return cls(rate=_fee_number(schedule["rate"], "rate"),
-                       exponent=_fee_number(schedule["exponent"], "exponent"),
-                       taker_only=taker_only,
-                       rebate_rate=_fee_number(schedule.get("rebateRate", 0), "rebateRate"))
-        except InvalidInput as exc:
-            raise InvalidInput(f"malformed {exc}") from None
+            raise InvalidInput("rate and exponent are required")
+        return cls(rate=_fee_number(schedule["rate"], "rate"),
+                   exponent=_fee_number(schedule["exponent"], "exponent"),
+                   taker_only=taker_only,
+                   rebate_rate=_fee_number(schedule.get("rebateRate", 0), "rebateRate"))
 
     def to_gamma(self) -> dict[str, Any]:
         """The Gamma fields ``from_gamma`` reads back as this schedule."""
@@ -123,13 +126,13 @@ class FeeSchedule:
 def _fee_number(value: Any, name: str) -> Decimal:
     """A JSON number of a fee schedule (bools and non-numbers refused)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidInput(f"fee schedule {name} must be a number, got {value!r}")
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise InvalidInput(f"fee schedule {name} must be a number, got {value!r}") from None
+        raise InvalidInput(f"{name} must be a number, got {value!r}") from None
     if not number.is_finite():
-        raise InvalidInput(f"fee schedule {name} must be a number, got {value!r}")
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
     return number
 
 
