@@ -493,6 +493,7 @@ def test_ioc_buy_records_the_shares_its_pusd_asks_for(broker, manager, tenant, c
 @pytest.mark.parametrize(("size", "price", "why"), [
     ("10", "0.005", "off the book's range"),  # floored to the 0.01 tick: 0
     ("0.004", "0.40", "0.01 share step"),
+    ("4.99", "0.40", "below the market's minimum order of 5 shares"),
 ])
 def test_an_order_off_the_exchange_grid_is_a_failed_row_never_sent(
         broker, manager, tenant, clob, book, fake_exchange, size, price, why):
