@@ -69,6 +69,8 @@ def test_an_order_is_put_on_the_grid_never_worse_than_asked() -> None:
 
 
 def test_the_larger_of_the_markets_and_the_books_minimum_applies() -> None:
+    assert NEGRISK.min_order_size == D(5)  # the CLOB's min_order_size, read from the book
+    assert NEGRISK.hash == "392ec3ffd9bb39e5eaa0961367b1c3b34d64eff4"
     market = Market("m", "?", (Outcome("Yes", "a"), Outcome("No", "b")), min_order_size=D(15))
     assert rules.min_order_size(NEGRISK, market) == D(15)
     assert rules.min_order_size(replace(NEGRISK, min_order_size=None)) == D(5)  # unknown

@@ -112,6 +112,25 @@ def test_a_book_without_a_hash_is_the_same_book_while_its_levels_are(tmp_path) -
     assert broker.execute(order("m1-yes", Side.BUY, 15, "0.5"), moved).filled == D(15)
 
 
+def test_the_memory_of_books_not_traded_for_an_hour_is_dropped(tmp_path) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    tid = tenant(manager)
+    now = [0.0]
+    broker = PaperBroker(manager, tid, monotonic=lambda: now[0])
+    book = OrderBook("m1-yes", "m1", (), (Level(D("0.5"), D("20")),), hash="h")
+    other = OrderBook("m2-yes", "m2", (), (Level(D("0.5"), D("20")),), hash="g")
+    broker.execute(order("m1-yes", Side.BUY, 15, "0.5"), book)
+    now[0] = 1800.0
+    broker.execute(order("m2-yes", Side.BUY, 15, "0.5"), other)
+    assert broker.taken(book, Side.BUY) == {D("0.5"): D(15)}  # still remembered, and used
+    now[0] = 1800.0 + PaperBroker.FORGET_AFTER_S - 1
+    assert broker.taken(other, Side.BUY) == {D("0.5"): D(15)}
+    assert broker.taken(book, Side.BUY) == {D("0.5"): D(15)}
+    now[0] = 1800.0 + 2 * PaperBroker.FORGET_AFTER_S
+    broker.taken(book, Side.BUY)  # prunes what was not used for an hour
+    assert broker.taken(other, Side.BUY) == {}  # forgotten, though the book is the same
+
+
 # --- resting orders ------------------------------------------------------------------------
 
 

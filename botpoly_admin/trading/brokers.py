@@ -24,6 +24,8 @@ resting (``ledger.fill_resting``).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,15 +120,21 @@ class PaperBroker:
     CLOB hash, or other levels for a book without one). That memory is kept here,
     in memory only: a restarted bot forgets it and may take the same quoted shares
     once more, at most once per restart, and only while the book is unchanged.
+    The memory of a book the tenant has not traded for FORGET_AFTER_S is dropped,
+    so markets that resolved and went away do not pile up.
     """
 
     mode = "paper"
+    FORGET_AFTER_S = 3600.0
 
-    def __init__(self, manager: TenantManager, tenant_id: str) -> None:
+    def __init__(self, manager: TenantManager, tenant_id: str, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
         self.tenant_id = tenant_id
-        # (token id, side taken by) -> (book version, {price: shares taken from the level})
-        self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal]]] = {}
+        self._monotonic = monotonic
+        # (token id, side taken by) -> (book version, {price: shares taken}, last used)
+        self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal], float]] = {}
+        self._pruned_at = monotonic()
 
     def execute(self, intent: OrderIntent, book: OrderBook,
                 market: Market | None = None) -> ExecutionResult:
@@ -151,12 +159,16 @@ class PaperBroker:
         """Shares this tenant's *side* orders took from each level of *book* (a BUY's
         asks, a SELL's bids; price -> shares); empty, and the old record dropped, once
         the book has changed."""
+        now = self._monotonic()
+        if now - self._pruned_at >= 60:
+            self._taken = {key: held for key, held in self._taken.items()
+                           if now - held[2] < self.FORGET_AFTER_S}
+            self._pruned_at = now
         version: object = book.hash or (book.bids, book.asks)
         held = self._taken.get((book.token_id, side))
-        if held is None or held[0] != version:
-            held = (version, {})
-            self._taken[book.token_id, side] = held
-        return held[1]
+        levels = held[1] if held is not None and held[0] == version else {}
+        self._taken[book.token_id, side] = (version, levels, now)
+        return levels
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
         """Fill resting orders the book now crosses, at their limit price, as maker (no
