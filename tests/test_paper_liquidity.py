@@ -284,3 +284,54 @@ def test_cash_and_positions_are_the_sum_of_fills_and_every_fill_was_quoted(steps
         assert cash == D(1_000_000) - spent
         assert shares(manager, tid, "m1-yes") == held
         assert integrity.check_invariants(manager) == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=book_sequences(), resting=st.lists(st.booleans(), min_size=16, max_size=16))
+def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(steps, resting
+                                                                             ) -> None:
+    """With GTC orders resting and being worked across random books: a taker fill is
+    at quoted levels, a resting order's fills are at its limit with no fee, and free
+    cash is capital less what the fill rows cost, plus what they brought, less what
+    resting buys reserve."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manager = TenantManager(Path(tmp) / "t.db")
+        tid = tenant(manager, capital=1_000_000)
+        broker = PaperBroker(manager, tid)
+        taker: dict[str, Decimal] = {}  # client order id -> average price filled at once
+        maker: dict[str, Decimal] = {}  # resting row id -> its limit
+        flags = iter(resting * 4)
+        for book, orders in steps:
+            broker.work_resting({"m1-yes": book}, set())
+            for side, size, limit in orders:
+                if side == "SELL":
+                    held = shares(manager, tid, "m1-yes")
+                    size = min(size, held).quantize(D("0.01"), rounding="ROUND_DOWN")
+                    if size < 5:
+                        continue
+                tif = GTC if next(flags, False) else "IOC"
+                intent = order("m1-yes", Side(side), size, limit, tif)
+                result = broker.execute(intent, book)
+                levels = {lv.price for lv in (*book.bids, *book.asks)}
+                assert all(fill.price in levels for fill in result.fills)
+                if result.filled:
+                    taker[intent.client_order_id] = result.avg_price
+                if result.resting:
+                    rest_id = intent.client_order_id + ("-rest" if result.filled else "")
+                    maker[rest_id] = intent.limit_price
+        cash = D(1_000_000)
+        for row in ledger.list_trades(manager, tid):
+            order_id = row["client_order_id"].split("-fill-")[0]
+            if row["status"] in ("filled", "partial"):
+                if order_id in maker:
+                    assert (row["price"], row["fee"]) == (maker[order_id], 0)
+                else:
+                    assert row["price"] == taker[order_id]
+                if row["side"] == "BUY":
+                    cash -= row["notional"] + row["fee"]
+                else:
+                    cash += row["notional"] - row["fee"]
+            elif row["status"] == "pending" and row["side"] == "BUY":
+                cash -= row["notional"]
+        assert ledger.equity(manager, tid)["cash"] == cash
+        assert integrity.check_invariants(manager) == []
