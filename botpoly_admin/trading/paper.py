@@ -32,7 +32,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import MICRO, to_decimal
-from botpoly_admin.trading.market import NO_FEE, NO_FEES, FeeSchedule, Level, OrderBook
+from botpoly_admin.trading.market import NO_FEES, FeeSchedule, Level, OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
     Fill,
@@ -41,9 +41,6 @@ from botpoly_admin.trading.orders import (
     TimeInForce,
     quantize,
 )
-
-__all__ = ["NO_FEE", "fee_for", "level_notional", "settlement_value", "simulate_fill"]
-
 
 def fee_for(price: Decimal, shares: Decimal, fees: FeeSchedule) -> Decimal:
     """Taker fee in pUSD for *shares* filled at *price* in a market with *fees*."""
