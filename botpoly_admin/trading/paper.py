@@ -42,6 +42,7 @@ from botpoly_admin.trading.orders import (
     quantize,
 )
 
+
 def fee_for(price: Decimal, shares: Decimal, fees: FeeSchedule) -> Decimal:
     """Taker fee in pUSD for *shares* filled at *price* in a market with *fees*."""
     return fees.taker_fee(price, shares)
