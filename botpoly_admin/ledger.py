@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock
@@ -87,10 +87,17 @@ def period_bounds(period: str) -> tuple[str, str]:
     return f"{period}-01T00:00:00Z", f"{next_period(period)}-01T00:00:00Z"
 
 
-def mul_micros(shares_micros: int, price_micros: int) -> int:
-    """shares × price in micro-units, rounded half-even."""
+def mul_micros(shares_micros: int, price_micros: int, rounding: str = ROUND_HALF_EVEN) -> int:
+    """shares × price in micro-units, rounded half-even (or by *rounding*)."""
     product = Decimal(shares_micros) * Decimal(price_micros) / MICROS_PER_UNIT
-    return int(product.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return int(product.quantize(Decimal(1), rounding=rounding))
+
+
+def _notional_micros(side: str, shares_micros: int, price_micros: int) -> int:
+    """The notional of a fill at one price, rounded against the trader: what a BUY
+    pays rounds up, what a SELL receives rounds down (as the paper broker does)."""
+    return mul_micros(shares_micros, price_micros,
+                      ROUND_CEILING if side == "BUY" else ROUND_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,9 @@ class Trade:
     # is one round trip in the metrics.
     group_id: str | None = None
     realized_pnl: Decimal | None = None  # given by the guide's form; computed otherwise
+    # The exact sum of the fill's levels (a fill over several prices); by default
+    # shares × price, rounded against the trader.
+    notional: Decimal | None = None
     # False for the resting rest of an order whose fill already took the order's unit:
     # one order counts once against the quota, however it is split in the ledger.
     counts_against_quota: bool = True
@@ -168,6 +178,8 @@ class Trade:
             raise InvalidInput(f"price must be between 0 and 1 (exclusive), got {self.price}")
         if self.fee < 0:
             raise InvalidInput(f"fee must be >= 0, got {self.fee}")
+        if self.notional is not None and self.notional < 0:
+            raise InvalidInput(f"notional must be >= 0, got {self.notional}")
         if self.mode not in ("paper", "live"):
             raise InvalidInput(f"unknown mode {self.mode!r}")
         return replace(self, side=side, status=status)
@@ -372,7 +384,8 @@ def record_trade(manager: TenantManager, tenant_id: str, trade: Trade | Mapping[
         raise InvalidInput(f"price must be between 0 and 1 (exclusive), got {trade.price}")
     if shares <= 0 and trade.status in ("filled", "partial", "pending"):
         raise InvalidInput(f"trade size must be at least 0.000001, got {trade.shares}")
-    notional = mul_micros(shares, price)
+    notional = _notional_micros(trade.side, shares, price) if trade.notional is None \
+        else to_micros(trade.notional, "notional")
     counted = trade.status in COUNTED_STATUSES and trade.counts_against_quota
     filled = trade.status in ("filled", "partial")
     realized, closes = 0, False
@@ -589,7 +602,7 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
             price = to_micros(avg_price if avg_price is not None else
                               from_micros(row["price_micros"]), "price")
             fee_m = to_micros(fee, "fee")
-            notional = mul_micros(filled, price)
+            notional = _notional_micros(row["side"], filled, price)
             # Release the reservation of the resting order before paying for the fill.
             conn.execute("UPDATE trades SET status = 'partial' WHERE id = ?", (row["id"],))
             trade = Trade(side=row["side"], shares=from_micros(filled), price=from_micros(price),
@@ -614,6 +627,68 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
         updated = conn.execute("SELECT id FROM trades WHERE id = ?", (row["id"],)).fetchone()
     return trade_row(manager.scope(tenant_id).rows("trades", "id = :id",
                                                    {"id": updated[0]})[0])
+
+
+def fill_resting(manager: TenantManager, tenant_id: str, client_order_id: str, *,
+                 filled_shares: Decimal) -> dict[str, Any]:
+    """Record part of a resting (pending) order filling as maker, at its limit price
+    with no fee, while the rest keeps resting; return the fill's row.
+
+    The fill is a row of its own (``C-fill-N``, status filled) and the pending row
+    keeps the rest, with its cash reservation shrunk to match. The order's quota
+    unit moves to the fill, so cancelling the rest later gives nothing back: an
+    order counts once, however it is split. A fill of the whole rest is
+    ``resolve_pending``.
+    """
+    now = clock.now()
+    ts_text = clock.iso(now)
+    with transaction(manager.db) as conn:
+        cur = conn.execute(
+            "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
+            "AND status = 'pending'", (tenant_id, client_order_id))
+        found = cur.fetchone()
+        if found is None:
+            raise NotFound(f"no pending order {client_order_id!r}")
+        row = dict(zip([c[0] for c in cur.description], found, strict=True))
+        tenant = _tenant_row(conn, tenant_id)
+        filled = to_micros(filled_shares, "filled shares")
+        if not 0 < filled < row["shares_micros"]:
+            raise InvalidInput("a part fill must be more than 0 and less than the order size")
+        price, side = row["price_micros"], row["side"]
+        rest = row["shares_micros"] - filled
+        conn.execute(
+            "UPDATE trades SET shares_micros = ?, notional_micros = ?, counted = 0 "
+            "WHERE id = ?", (rest, _notional_micros(side, rest, price), row["id"]))
+        notional = _notional_micros(side, filled, price)
+        trade = Trade(side=side, shares=from_micros(filled), price=from_micros(price),
+                      token_id=row["token_id"], market=row["market"], outcome=row["outcome"])
+        realized, closes = _apply_fill(conn, tenant_id, trade, filled, price, 0, notional,
+                                       ts_text, tenant["capital_micros"])
+        n = conn.execute(
+            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+            (tenant_id, f"{client_order_id}-fill-%")).fetchone()[0]
+        values = {
+            "tenant_id": tenant_id, "ts": ts_text, "period": row["period"], "day": row["day"],
+            "market": row["market"], "token_id": row["token_id"], "outcome": row["outcome"],
+            "side": side, "shares_micros": filled, "price_micros": price,
+            "notional_micros": notional, "fee_micros": 0, "realized_pnl_micros": realized,
+            "closes_position": int(closes), "status": "filled", "mode": row["mode"],
+            "strategy": row["strategy"], "counted": row["counted"],
+            "client_order_id": f"{client_order_id}-fill-{n + 1}",
+            "exchange_order_id": row["exchange_order_id"],
+        }
+        cur = conn.execute(
+            f"INSERT INTO trades ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()))
+        values["id"] = cur.lastrowid
+        if closes and realized:  # today's realized P&L feeds the daily loss limit
+            conn.execute(
+                "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) "
+                "VALUES (?, ?, ?) ON CONFLICT (tenant_id, day) DO UPDATE SET "
+                "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+                (tenant_id, clock.day_of(now), realized))
+    log.info("trade recorded: tenant %s order %s filled", tenant_id, values["client_order_id"])
+    return trade_row(values)
 
 
 # --- reservations (live broker) -----------------------------------------------------------

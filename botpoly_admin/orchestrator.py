@@ -434,7 +434,6 @@ class Orchestrator:
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         stuck_after_s: float | None = None,
         foreground: bool = False,
-        fee_rate: Decimal = Decimal(0),
         paper: bool = False,
         live_workers: int | None = None,
     ) -> None:
@@ -467,7 +466,6 @@ class Orchestrator:
         self.stuck_after_s = (stuck_after_s if stuck_after_s is not None
                               else max(STUCK_AFTER_S, 5 * self.interval_s))
         self.foreground = foreground
-        self.fee_rate = fee_rate
         self.paper = paper
         self.live_workers = live_workers
         upstream = feed if not isinstance(feed, str) else self._open_feed(feed, seed)
@@ -520,7 +518,7 @@ class Orchestrator:
         from botpoly_admin.trading.bot import TenantBot
 
         return TenantBot(manager, tenant_id, market, limiter=self.tenant_limits,
-                         fee_rate=self.fee_rate, paper=self.paper)
+                         paper=self.paper)
 
     # --- control: public ------------------------------------------------------------
 

@@ -38,10 +38,10 @@ class SuspendingBroker(PaperBroker):
         self.operator = TenantManager(db_path)
         self.sent = 0
 
-    def execute(self, intent, book):
+    def execute(self, intent, book, market=None):
         self.sent += 1
         self.operator.update_tenant(self.tenant_id, status="suspended")
-        return super().execute(intent, book)
+        return super().execute(intent, book, market)
 
 
 def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) -> None:

@@ -84,27 +84,38 @@ def test_the_engine_form_moves_a_position(manager, tenant) -> None:
 def test_amounts_are_integer_micro_units_in_sqlite_and_decimal_in_python(
         manager, tenant, db_path) -> None:
     row = manager.record_trade(tenant, buy("tok", "12.345678", "0.123456", fee="0.01"))
-    # 12.345678 × 0.123456 = 1.524148023168 -> 1.524148
-    assert row["notional"] == D("1.524148")
+    # 12.345678 × 0.123456 = 1.524148023168 -> 1.524149 (a cost rounds up)
+    assert row["notional"] == D("1.524149")
     assert all(isinstance(row[k], Decimal) for k in ("shares", "price", "notional", "fee"))
     conn = sqlite3.connect(db_path)
     raw = conn.execute(
         "SELECT shares_micros, price_micros, notional_micros, fee_micros, "
         "typeof(shares_micros), typeof(price_micros), typeof(notional_micros), "
         "typeof(fee_micros) FROM trades").fetchone()
-    assert raw == (12_345_678, 123_456, 1_524_148, 10_000,
+    assert raw == (12_345_678, 123_456, 1_524_149, 10_000,
                    "integer", "integer", "integer", "integer")
     assert conn.execute("SELECT shares_micros, cost_micros, typeof(cost_micros) "
-                        "FROM positions").fetchone() == (12_345_678, 1_534_148, "integer")
+                        "FROM positions").fetchone() == (12_345_678, 1_534_149, "integer")
     conn.close()
 
 
-def test_notional_is_rounded_half_even(manager, tenant) -> None:
-    # 1.000001 × 0.5 = 0.5000005: half-even keeps 0.500000 (half-up would give 0.500001).
-    assert manager.record_trade(tenant, buy("t", "1.000001", "0.5"))["notional"] == D("0.5")
-    # 1.000003 × 0.5 = 0.5000015 -> 0.500002 (the even neighbour).
-    assert manager.record_trade(tenant, buy("t", "1.000003", "0.5"))["notional"] == \
-        D("0.500002")
+def test_notional_is_rounded_against_the_trader(manager, tenant) -> None:
+    # 1.000001 × 0.5 = 0.5000005: a buy pays 0.500001 (half-even would charge 0.500000).
+    assert manager.record_trade(tenant, buy("t", "1.000001", "0.5"))["notional"] == \
+        D("0.500001")
+    # 1.000003 × 0.5 = 0.5000015: a sale receives 0.500001 (half-even would pay 0.500002).
+    manager.record_trade(tenant, buy("u", "2", "0.5"))
+    assert manager.record_trade(tenant, sell("u", "1.000003", "0.5"))["notional"] == \
+        D("0.500001")
+
+
+def test_a_fill_over_several_levels_records_the_exact_sum_of_its_levels(
+        manager, tenant) -> None:
+    # 10 at 0.41 + 10 at 0.42 = 8.30, average 0.415: recorded as given, not re-derived.
+    row = manager.record_trade(tenant, buy("t", "20", "0.415", notional=D("8.30"),
+                                           fee=D("0.01")))
+    assert (row["notional"], row["fee"]) == (D("8.3"), D("0.01"))
+    assert ledger.positions(manager, tenant)[0]["cost"] == D("8.31")
 
 
 def test_a_client_order_id_is_recorded_once(manager, tenant) -> None:

@@ -468,16 +468,16 @@ def test_ioc_buy_fills_across_levels_and_ioc_sell_closes(broker, manager, tenant
     [position] = ledger.positions(manager, tenant)
     assert position["shares"] == Decimal("10")
 
-    sold = broker.execute(intent(side="SELL", size="4", price="0.29", tif="IOC"),
+    sold = broker.execute(intent(side="SELL", size="5", price="0.29", tif="IOC"),
                           OrderBook.from_clob(fake_exchange.books[NEGRISK_TOKEN]))
 
     assert (sold.status, sold.filled, sold.avg_price) == (
-        OrderStatus.FILLED, Decimal("4"), Decimal("0.3"))
+        OrderStatus.FILLED, Decimal("5"), Decimal("0.3"))
     assert posts(fake_exchange)[1].json()["order"]["side"] == "SELL"
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "filled"]
     assert all(r["exchange_order_id"] in clob.orders for r in rows(manager, tenant))
     assert quota(manager, tenant) == (2, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("6")
+    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("5")
 
 
 def test_ioc_buy_records_the_shares_its_pusd_asks_for(broker, manager, tenant, clob, book,
@@ -493,6 +493,7 @@ def test_ioc_buy_records_the_shares_its_pusd_asks_for(broker, manager, tenant, c
 @pytest.mark.parametrize(("size", "price", "why"), [
     ("10", "0.005", "off the book's range"),  # floored to the 0.01 tick: 0
     ("0.004", "0.40", "0.01 share step"),
+    ("4.99", "0.40", "below the market's minimum order of 5 shares"),
 ])
 def test_an_order_off_the_exchange_grid_is_a_failed_row_never_sent(
         broker, manager, tenant, clob, book, fake_exchange, size, price, why):

@@ -15,11 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.trading.market import Level, OrderBook
+from botpoly_admin.trading.market import NO_FEES, FeeSchedule, Level, OrderBook
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent, OrderStatus
 from botpoly_admin.trading.paper import fee_for, settlement_value, simulate_fill
 
 D = Decimal
+# rate 0.07 with exponent 1: fee = 0.07 × shares × p × (1 − p), easy to work by hand.
+FEES_7 = FeeSchedule(rate=D("0.07"), exponent=D(1))
 
 
 def load_book(name: str) -> OrderBook:
@@ -52,7 +54,7 @@ def test_the_fixture_books_are_normalised_best_first() -> None:
 
 
 def test_buy_walks_the_asks_up_to_the_limit_at_each_level_price() -> None:
-    result = simulate_fill(order(NEGRISK, "BUY", "30", "0.54"), NEGRISK, D("0.07"))
+    result = simulate_fill(order(NEGRISK, "BUY", "30", "0.54"), NEGRISK, FEES_7)
 
     assert [(f.price, f.shares) for f in result.fills] == [
         (D("0.43"), D("8.37")),
@@ -67,18 +69,18 @@ def test_buy_walks_the_asks_up_to_the_limit_at_each_level_price() -> None:
 
 
 def test_fee_is_charged_per_level_on_polymarkets_curve() -> None:
-    result = simulate_fill(order(NEGRISK, "BUY", "30", "0.54"), NEGRISK, D("0.07"))
+    result = simulate_fill(order(NEGRISK, "BUY", "30", "0.54"), NEGRISK, FEES_7)
 
-    # 0.07 × shares × p × (1 − p), rounded to micro-units per level:
+    # 0.07 × shares × p × (1 − p), rounded UP to micro-units per level:
     # 0.07×8.37×0.43×0.57 = 0.14360409, 0.07×13.49×0.53×0.47 = 0.23522513,
     # 0.07×8.14×0.54×0.46 = 0.14153832
-    assert [f.fee for f in result.fills] == [D("0.143604"), D("0.235225"), D("0.141538")]
-    assert result.fee == D("0.520367")
-    assert result.cash_delta == -(D("15.1444") + D("0.520367"))
+    assert [f.fee for f in result.fills] == [D("0.143605"), D("0.235226"), D("0.141539")]
+    assert result.fee == D("0.520370")
+    assert result.cash_delta == -(D("15.1444") + D("0.520370"))
 
 
 def test_sell_walks_the_bids_down_to_the_limit() -> None:
-    result = simulate_fill(order(NEGRISK, "SELL", "300", "0.28"), NEGRISK, D("0.07"))
+    result = simulate_fill(order(NEGRISK, "SELL", "300", "0.28"), NEGRISK, FEES_7)
 
     assert [(f.price, f.shares) for f in result.fills] == [
         (D("0.3"), D("60.25")),
@@ -101,7 +103,7 @@ def test_limit_between_levels_fills_partially_and_ioc_cancels_the_rest() -> None
     assert result.remaining == D("78.14")
     assert result.status is OrderStatus.PARTIAL
     assert result.resting == 0
-    assert result.fee == 0  # no fee rate given
+    assert result.fee == 0  # a fee-free market
     assert result.message == (
         "asks up to the limit 0.535 hold only 21.86 shares; the rest is cancelled"
     )
@@ -116,8 +118,8 @@ def test_gtc_partial_leaves_the_rest_resting() -> None:
 
 
 def test_limit_below_the_best_ask_fills_nothing() -> None:
-    ioc = simulate_fill(order(NEGRISK, "BUY", "10", "0.42"), NEGRISK, D("0.07"))
-    gtc = simulate_fill(order(NEGRISK, "BUY", "10", "0.42", tif="GTC"), NEGRISK, D("0.07"))
+    ioc = simulate_fill(order(NEGRISK, "BUY", "10", "0.42"), NEGRISK, FEES_7)
+    gtc = simulate_fill(order(NEGRISK, "BUY", "10", "0.42", tif="GTC"), NEGRISK, FEES_7)
 
     assert ioc.fills == () and ioc.filled == 0 and ioc.avg_price is None and ioc.fee == 0
     assert ioc.status is OrderStatus.FAILED
@@ -135,7 +137,7 @@ def test_sell_into_a_book_without_bids_fails_or_rests() -> None:
 
 
 def test_buy_on_the_tick_0001_book_crosses_fine_grained_levels() -> None:
-    result = simulate_fill(order(BTC, "BUY", "385500", "0.009"), BTC, D("0.07"))
+    result = simulate_fill(order(BTC, "BUY", "385500", "0.009"), BTC, FEES_7)
 
     assert [(f.price, f.shares) for f in result.fills] == [
         (D("0.001"), D("385409.39")),
@@ -147,12 +149,13 @@ def test_buy_on_the_tick_0001_book_crosses_fine_grained_levels() -> None:
     assert [f.fee for f in result.fills] == [D("26.951679"), D("0.056571")]
 
 
-def test_fee_for_follows_the_curve_and_rounds_half_even_to_micro_units() -> None:
-    assert fee_for(D("0.5"), D("100"), D("0.07")) == D("1.75")  # the peak: 0.07×100×0.25
-    assert fee_for(D("0.99"), D("100"), D("0.07")) == D("0.0693")  # 0.07×100×0.99×0.01
-    assert fee_for(D("0.5"), D("100"), D("0")) == 0
-    assert fee_for(D("0.5"), D("0.00001"), D("1")) == D("0.000002")  # 0.0000025 → even
-    assert fee_for(D("0.5"), D("0.000014"), D("1")) == D("0.000004")  # 0.0000035 → even
+def test_fee_for_follows_the_curve_and_rounds_up_to_micro_units() -> None:
+    assert fee_for(D("0.5"), D("100"), FEES_7) == D("1.75")  # the peak: 0.07×100×0.25
+    assert fee_for(D("0.99"), D("100"), FEES_7) == D("0.0693")  # 0.07×100×0.99×0.01
+    assert fee_for(D("0.5"), D("100"), NO_FEES) == 0
+    whole = FeeSchedule(rate=D(1), exponent=D(1))
+    assert fee_for(D("0.5"), D("0.00001"), whole) == D("0.000003")  # 0.0000025 → up
+    assert fee_for(D("0.5"), D("0.000014"), whole) == D("0.000004")  # 0.0000035 → up
 
 
 def test_settlement_pays_one_per_winning_share() -> None:
@@ -206,8 +209,10 @@ def test_a_book_for_another_token_is_refused() -> None:
 
 
 def test_fee_rate_must_be_a_fraction() -> None:
-    with pytest.raises(InvalidInput, match="fee rate must be between 0 and 1"):
-        simulate_fill(order(NEGRISK, "BUY", "1", "0.5"), NEGRISK, D("7"))
+    with pytest.raises(InvalidInput, match="fee schedule rate must be between 0 and 1"):
+        FeeSchedule(rate=D("7"))
+    with pytest.raises(InvalidInput, match="fees must be a market's FeeSchedule"):
+        simulate_fill(order(NEGRISK, "BUY", "1", "0.5"), NEGRISK, D("0.07"))  # type: ignore[arg-type]
 
 
 # --- properties -------------------------------------------------------------------------
@@ -241,10 +246,10 @@ def books(draw: st.DrawFn) -> OrderBook:
     size=sizes,
     limit=prices,
     tif=st.sampled_from(["IOC", "GTC"]),
-    rate=st.sampled_from([D("0"), D("0.03"), D("0.07")]),
+    rate=st.sampled_from([NO_FEES, FEES_7, FeeSchedule(rate=D("0.25"), exponent=D(2))]),
 )
 def test_fills_stay_within_the_quoted_book(
-    book: OrderBook, side: str, size: Decimal, limit: Decimal, tif: str, rate: Decimal
+    book: OrderBook, side: str, size: Decimal, limit: Decimal, tif: str, rate: FeeSchedule
 ) -> None:
     intent = order(book, side, str(size), str(limit), tif)
     result: ExecutionResult = simulate_fill(intent, book, rate)

@@ -6,6 +6,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import Any
 import pytest
 
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
+from botpoly_admin.trading.market import (
+    FeeSchedule,
+    Level,
+    Market,
+    OrderBook,
+    Outcome,
+    ReferencePrice,
+)
 from botpoly_admin.trading.orders import OrderIntent, OrderStatus
 from botpoly_admin.trading.paper import simulate_fill
 from botpoly_admin.trading.strategies import (
@@ -65,6 +73,10 @@ def context(
     market_notional: Mapping[str, Decimal] | None = None,
     may_open: bool = True,
 ) -> StrategyContext:
+    if D(fee_rate):
+        # Polymarket's curve with exponent 1, easy to work by hand: rate × p × (1 − p).
+        markets = tuple(replace(m, fees=FeeSchedule(rate=D(fee_rate), exponent=D(1)))
+                        for m in markets)
     return StrategyContext(
         now=now,
         markets=markets,
@@ -73,7 +85,6 @@ def context(
         positions=positions or {},
         free_cash=D(free_cash),
         max_position_notional=D(max_position),
-        fee_rate=D(fee_rate),
         state=state if state is not None else {},
         market_notional=market_notional or {},
         may_open=may_open,
@@ -121,7 +132,8 @@ def test_complement_arb_counts_fees_in_the_edge() -> None:
 def test_complement_arb_orders_fill_within_the_edge_on_the_paper_engine() -> None:
     ctx = context(ARB_BOOKS, fee_rate="0.07")
     results = [
-        simulate_fill(i, ctx.books[i.token_id], ctx.fee_rate) for i in ComplementArb().on_cycle(ctx)
+        simulate_fill(i, ctx.books[i.token_id], ctx.markets[0].fees)
+        for i in ComplementArb().on_cycle(ctx)
     ]
 
     assert all(r.status is OrderStatus.FILLED for r in results)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from decimal import Decimal
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +60,7 @@ INTERVAL = FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S)
 
 
 RUN_OPTION_NAMES = ("feed", "seed", "interval", "duration", "cycles", "table", "legacy_live",
-                    "log_file", "fee_rate", "paper")
+                    "log_file", "paper")
 # Options that only matter to live trading: a usage error with --paper.
 LIVE_ONLY_OPTIONS = ("live_workers",)
 
@@ -96,9 +95,6 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--live/--no-live", "legacy_live", default=None, hidden=True),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
-        click.option("--fee-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
-                     help="Paper taker fee rate: fee = rate x shares x price x (1 - price) "
-                          "per filled level (Polymarket's curve; e.g. 0.07)."),
         click.option("--paper", is_flag=True,
                      help="Every bot trades paper, tenants in live mode included: no order "
                           "goes to an exchange. Without it, live tenants trade live only on "
@@ -172,7 +168,7 @@ def _say_desired(app: App, row: dict[str, Any]) -> None:
 @pass_app
 def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, interval: float,
               duration: float | None, cycles: int | None, table: bool | None,
-              log_file: Path | None, fee_rate: float, paper: bool, fmt: str) -> None:
+              log_file: Path | None, paper: bool, fmt: str) -> None:
     """Start a tenant's bot: set it to run, for the orchestrator to pick up.
 
     Refused for a suspended or expired tenant, a trial that has ended, or a tenant
@@ -208,8 +204,7 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
             raise LiveRefused(f"the bot of {config.email} cannot start here: {reason}")
         orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
                                     max_workers=1, tenant_ids=[config.tenant_id],
-                                    foreground=True, fee_rate=Decimal(str(fee_rate)),
-                                    paper=paper)
+                                    foreground=True, paper=paper)
         log_path = _log_path(app, manager, log_file)
     row = bots.start_bot(manager, tenant)
     if not foreground:
@@ -368,7 +363,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
 def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int | None,
         lease_ttl: float | None, feed: str, seed: int, interval: float,
         duration: float | None, cycles: int | None, table: bool | None,
-        log_file: Path | None, fee_rate: float, paper: bool) -> None:
+        log_file: Path | None, paper: bool) -> None:
     """Run every bot set to run, in this process, until Ctrl-C, SIGTERM or SIGHUP.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
@@ -394,8 +389,7 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
                                 max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
-                                fee_rate=Decimal(str(fee_rate)), paper=paper,
-                                live_workers=live_workers)
+                                paper=paper, live_workers=live_workers)
     log_path = _log_path(app, manager, log_file)
     _paper_notice(app, paper)
     _run(app, orchestrator, duration=duration, cycles=cycles, table=table, log_path=log_path)

@@ -116,7 +116,6 @@ class TenantBot:
         tenant_id: str,
         feed: MarketData,
         *,
-        fee_rate: Decimal = Decimal(0),
         limiter: TenantRateLimiter | None = None,
         broker: Broker | None = None,
         paper: bool = False,
@@ -125,7 +124,6 @@ class TenantBot:
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
         self.tenant_id = manager.resolve(tenant_id).tenant_id
         self.feed = feed
-        self.fee_rate = fee_rate
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
         if limiter is None:
@@ -184,7 +182,7 @@ class TenantBot:
                     f"{exposure}: paper trading would fill, sell or settle them against "
                     "books the exchange never quoted (trade it live on --feed polymarket "
                     "until they are closed)")
-            self._broker = PaperBroker(self.manager, self.tenant_id, self.fee_rate)
+            self._broker = PaperBroker(self.manager, self.tenant_id)
         return self._broker
 
     # --- the cycle ----------------------------------------------------------------
@@ -296,8 +294,9 @@ class TenantBot:
             daily_pnl=quota.pnl_today,
             daily_loss_limit=Decimal(str(limit)) if limit is not None
             else tenant.capital * DEFAULT_DAILY_LOSS_FRACTION,
-            fee_rate=self.fee_rate,
             open_positions=quota.open_positions,
+            markets={m.market_id: m for m in open_markets},
+            books=books,
         )
         if quota.remaining_period == 0:
             report.state = "paused_quota"  # not even an exit can be sent
@@ -380,7 +379,7 @@ class TenantBot:
             positions={token: view for (owner, token), view in positions.items()
                        if owner == strategy.name},
             free_cash=risk.free_cash, max_position_notional=tenant.max_position_size,
-            fee_rate=self.fee_rate, state=self._states.setdefault(strategy.name, {}),
+            state=self._states.setdefault(strategy.name, {}),
             market_notional=by_market,
             may_open=not risk.opening_halted if may_open is None else may_open,
         )
@@ -416,7 +415,8 @@ class TenantBot:
                 log.info("tenant %s %s %s %s %s: %s", self.tenant_id, intent.strategy,
                          intent.side, intent.size, intent.token_id, intent.reason)
             try:
-                result = broker.execute(intent, books[intent.token_id])
+                result = broker.execute(intent, books[intent.token_id],
+                                        risk.markets.get(intent.market_id))
             except QuotaExceeded as exc:
                 report.refused.append(str(exc))
                 report.state = "paused_quota"

@@ -1,28 +1,39 @@
 """Brokers turn approved order intents into executions and ledger rows.
 
-``PaperBroker`` fills against the book the feed shows (``paper.simulate_fill``) and
-keeps no state of its own: its state is the ledger, so a restarted bot carries on
-where it stopped. The live broker (``trading.live``) records through the same
-``record_execution`` so both modes write identical rows.
+``PaperBroker`` fills against the book the feed shows (``paper.simulate_fill``),
+under the market's fee schedule and order rules (``trading.rules``), exactly as
+the exchange would. Its state is the ledger, so a restarted bot carries on where
+it stopped, plus one thing in memory: the liquidity this tenant already took
+from each book (see ``PaperBroker``). The live broker (``trading.live``) records
+through the same ``record_execution`` so both modes write identical rows.
 
 Ledger rows per execution (client order id ``C``):
 
-- the filled part: one row ``C``, status filled or partial, at the average price;
+- the filled part: one row ``C``, status filled or partial, at the average price,
+  with the exact sum of the level fills as its notional and fee;
 - a resting remainder (GTC): one ``pending`` row (``C`` if nothing filled, else
   ``C-rest``) that reserves its cash; the order counts once against the quota
   (the ``C-rest`` row rides on the fill's unit);
-- an IOC order that met no liquidity: one ``failed`` row (not counted).
+- an IOC order that met no liquidity, or one the exchange's rules refuse: one
+  ``failed`` row (not counted).
+
+A resting order that later fills in part records ``C-fill-N`` rows and keeps
+resting (``ledger.fill_resting``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botpoly_admin import ledger
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.trading.market import OrderBook
+from botpoly_admin.trading import rules
+from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
     OrderIntent,
@@ -43,8 +54,10 @@ class Broker(Protocol):
 
     mode: str
 
-    def execute(self, intent: OrderIntent, book: OrderBook) -> ExecutionResult:
-        """Execute one approved intent and record it; raises QuotaExceeded if none is left."""
+    def execute(self, intent: OrderIntent, book: OrderBook,
+                market: Market | None = None) -> ExecutionResult:
+        """Execute one approved intent in *market* and record it; raises QuotaExceeded
+        if none is left."""
         ...
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
@@ -68,8 +81,8 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
         row = ledger.record_trade(
             manager, tenant_id,
             ledger.Trade(shares=result.filled, price=result.avg_price or intent.limit_price,
-                         fee=result.fee, status=status, client_order_id=intent.client_order_id,
-                         **common),
+                         notional=result.notional, fee=result.fee, status=status,
+                         client_order_id=intent.client_order_id, **common),
             reservation=reservation,
         )
         reservation = None
@@ -100,28 +113,67 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
 
 
 class PaperBroker:
-    """Fills against the quoted book; the ledger is its only state."""
+    """Fills against the quoted book as the exchange would.
+
+    Paper takes liquidity: shares this tenant took from a book level are gone for
+    it, across cycles and across its strategies, until the book changes (a new
+    CLOB hash, or other levels for a book without one). That memory is kept here,
+    in memory only: a restarted bot forgets it and may take the same quoted shares
+    once more, at most once per restart, and only while the book is unchanged.
+    The memory of a book the tenant has not traded for FORGET_AFTER_S is dropped,
+    so markets that resolved and went away do not pile up.
+    """
 
     mode = "paper"
+    FORGET_AFTER_S = 3600.0
 
-    def __init__(self, manager: TenantManager, tenant_id: str,
-                 fee_rate: Decimal = Decimal(0)) -> None:
+    def __init__(self, manager: TenantManager, tenant_id: str, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
         self.tenant_id = tenant_id
-        self.fee_rate = fee_rate
+        self._monotonic = monotonic
+        # (token id, side taken by) -> (book version, {price: shares taken}, last used)
+        self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal], float]] = {}
+        self._pruned_at = monotonic()
 
-    def execute(self, intent: OrderIntent, book: OrderBook) -> ExecutionResult:
-        """Walk the book up to the limit price, then record what happened."""
-        result = simulate_fill(intent, book, self.fee_rate)
+    def execute(self, intent: OrderIntent, book: OrderBook,
+                market: Market | None = None) -> ExecutionResult:
+        """Check the exchange's rules, walk the book up to the limit price under the
+        market's fees, then record what happened."""
+        order, problem = rules.exchange_terms(intent, book, market)
+        if problem:
+            result = ExecutionResult.from_fills(replace(order, time_in_force=TimeInForce.IOC),
+                                                (), problem)
+        else:
+            taken = self.taken(book, order.side)
+            result = simulate_fill(order, book, market.fees if market else NO_FEES, taken)
+            for fill in result.fills:
+                taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares
         record_execution(self.manager, self.tenant_id, result, self.mode)
         if result.message:
             log.info("tenant %s order %s: %s", self.tenant_id, intent.client_order_id,
                      result.message)
         return result
 
+    def taken(self, book: OrderBook, side: Side) -> dict[Decimal, Decimal]:
+        """Shares this tenant's *side* orders took from each level of *book* (a BUY's
+        asks, a SELL's bids; price -> shares); empty, and the old record dropped, once
+        the book has changed."""
+        now = self._monotonic()
+        if now - self._pruned_at >= 60:
+            self._taken = {key: held for key, held in self._taken.items()
+                           if now - held[2] < self.FORGET_AFTER_S}
+            self._pruned_at = now
+        version: object = book.hash or (book.bids, book.asks)
+        held = self._taken.get((book.token_id, side))
+        levels = held[1] if held is not None and held[0] == version else {}
+        self._taken[book.token_id, side] = (version, levels, now)
+        return levels
+
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
-        """Fill resting orders the book now crosses (as maker: no fee); cancel the ones
-        whose market resolved. What a crossing book cannot fill is cancelled."""
+        """Fill resting orders the book now crosses, at their limit price, as maker (no
+        fee), for as many shares as the crossing levels hold and this tenant has not
+        taken; the rest keeps resting. Cancel the ones whose market resolved."""
         filled = 0
         pending = self.manager.scope(self.tenant_id).rows("trades", "status = 'pending'")
         for row in pending:
@@ -133,25 +185,33 @@ class PaperBroker:
             book = books.get(token)
             if book is None:
                 continue
+            size = Decimal(row["shares_micros"]).scaleb(-6)
+            limit = Decimal(row["price_micros"]).scaleb(-6)
             probe = OrderIntent(
                 token_id=token, market_id=row["market"] or "", side=Side(row["side"]),
-                size=Decimal(row["shares_micros"]) / 1_000_000,
-                limit_price=Decimal(row["price_micros"]) / 1_000_000,
-                strategy=row["strategy"] or "", time_in_force=TimeInForce.IOC,
-                client_order_id=row["client_order_id"],
+                size=size, limit_price=limit, strategy=row["strategy"] or "",
+                time_in_force=TimeInForce.IOC, client_order_id=row["client_order_id"],
             )
-            result = simulate_fill(probe, book, Decimal(0))
-            if result.filled > 0:
-                try:
+            taken = self.taken(book, probe.side)
+            crossing = simulate_fill(probe, book, NO_FEES, taken)
+            if crossing.filled == 0:
+                continue
+            try:
+                if crossing.filled == size:
                     ledger.resolve_pending(self.manager, self.tenant_id,
-                                           row["client_order_id"], filled_shares=result.filled,
-                                           avg_price=result.avg_price)
-                except InvalidInput as exc:
-                    # A resting sell whose shares were sold meanwhile: withdraw it.
-                    log.info("tenant %s: cancelling resting order %s: %s", self.tenant_id,
-                             row["client_order_id"], exc)
-                    ledger.resolve_pending(self.manager, self.tenant_id,
-                                           row["client_order_id"], filled_shares=Decimal(0))
-                    continue
-                filled += 1
+                                           row["client_order_id"], filled_shares=size,
+                                           avg_price=limit)
+                else:
+                    ledger.fill_resting(self.manager, self.tenant_id, row["client_order_id"],
+                                        filled_shares=crossing.filled)
+            except InvalidInput as exc:
+                # A resting sell whose shares were sold meanwhile: withdraw it.
+                log.info("tenant %s: cancelling resting order %s: %s", self.tenant_id,
+                         row["client_order_id"], exc)
+                ledger.resolve_pending(self.manager, self.tenant_id,
+                                       row["client_order_id"], filled_shares=Decimal(0))
+                continue
+            for fill in crossing.fills:
+                taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares
+            filled += 1
         return filled

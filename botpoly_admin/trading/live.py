@@ -45,16 +45,17 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botpoly_admin import ledger
 from botpoly_admin.errors import Conflict, CredentialsError, ExchangeError, InvalidInput, NotFound
 from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier, TradingMode, from_micros
+from botpoly_admin.trading import rules
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.feeds import call_upstream
 from botpoly_admin.trading.feeds.polymarket import polymarket_environment, translate_sdk_errors
-from botpoly_admin.trading.market import OrderBook
+from botpoly_admin.trading.market import Market, OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
     Fill,
@@ -79,10 +80,6 @@ T = TypeVar("T")
 POLYMARKET_CREDENTIALS = tuple(n for n in CREDENTIAL_NAMES if n.startswith("polymarket_"))
 DEFAULT_TIMEOUT_S = 3.0
 DEFAULT_TRIES = 3
-# The SDK floors order sizes to 0.01 share at every tick size (RoundingConfig.size
-# in polymarket/_internal/actions/orders/context.py); rounding here first keeps the
-# ledger equal to what is signed.
-SHARE_STEP = Decimal("0.01")
 # Order statuses of GET /data/order(s) for an order still on the book; the API
 # sends them bare ("LIVE") or prefixed ("ORDER_STATUS_LIVE").
 OPEN_STATUSES = frozenset({"LIVE", "DELAYED"})
@@ -159,7 +156,8 @@ class LiveBroker:
 
     # --- the Broker protocol ----------------------------------------------------------
 
-    def execute(self, intent: OrderIntent, book: OrderBook) -> ExecutionResult:
+    def execute(self, intent: OrderIntent, book: OrderBook,
+                market: Market | None = None) -> ExecutionResult:
         """Send *intent* as a Polymarket order and record what happened.
 
         Raises QuotaExceeded (nothing sent) when the tenant has no trade left, and
@@ -172,7 +170,7 @@ class LiveBroker:
             log.info("tenant %s order %s is already in the ledger: not sent again",
                      self.tenant_id, intent.client_order_id)
             return done
-        order, problem = _exchange_terms(intent, book)
+        order, problem = rules.exchange_terms(intent, book, market)
         if problem:
             return self._record(_result(order, (), rests=False, message=problem), None, None)
         reservation = ledger.reserve_trade(self.manager, self.tenant_id)
@@ -502,24 +500,6 @@ class LiveBroker:
 
 
 # --- building orders and results ------------------------------------------------------
-
-
-def _exchange_terms(intent: OrderIntent, book: OrderBook) -> tuple[OrderIntent, str]:
-    """*intent* on the exchange's grid, never worse than asked: a BUY's price rounded
-    down to the book's tick, a SELL's up, the size down to 0.01 share. The second
-    value says why the order cannot be sent ("" if it can)."""
-    tick = book.tick_size
-    rounding = ROUND_FLOOR if intent.side is Side.BUY else ROUND_CEILING
-    price = (intent.limit_price / tick).to_integral_value(rounding) * tick
-    size = intent.size.quantize(SHARE_STEP, rounding=ROUND_FLOOR)
-    if size <= 0:
-        return intent, f"not sent: {intent.size} shares is less than the 0.01 share step"
-    if not tick <= price <= 1 - tick:
-        return intent, (f"not sent: limit price {intent.limit_price} is off the book's "
-                        f"range {tick}–{1 - tick}")
-    if (price, size) == (intent.limit_price, intent.size):
-        return intent, ""
-    return replace(intent, limit_price=price, size=size), ""
 
 
 def _result(intent: OrderIntent, fills: tuple[Fill, ...], *, rests: bool,

@@ -7,32 +7,32 @@ resting part and settling positions belong to the ledger, which calls this.
 
 Fee model
 ---------
-``fee_for`` charges Polymarket's taker fee curve (CLOB V2, 2026)::
+``fee_for`` charges the market's own fee schedule (``market.FeeSchedule``), with
+the formula of ``polymarket-client``::
 
-    fee = rate × shares × price × (1 − price)
+    fee = shares × rate × (price × (1 − price)) ** exponent
 
-per filled level, where ``rate`` is the market's fee-schedule rate (e.g. 0.07
-for short crypto markets, 0 for fee-free markets). It is the exchange's own
-formula: it peaks at price 0.5 and vanishes towards 0 and 1. A flat
-``rate × notional`` would charge most exactly where Polymarket charges least
-(prices near 1), and complement arbitrage lives on margins of that size, so
-paper results would mislead. Every simulated fill takes liquidity (the engine
-only ever crosses the book), so every fill pays the taker fee. The fee is
-charged in pUSD on both sides (the exchange takes a BUY's fee in shares;
-charging cash keeps the position equal to the shares filled and every fee in
-one place, the cash ledger).
+per filled level. The recorded crypto market of the fixtures has rate 0.25 and
+exponent 2; fee-free markets have rate 0. Every fill ``simulate_fill`` makes
+takes liquidity (it only ever crosses the book), so every such fill pays the
+taker fee; a resting order that fills later fills as maker, at its limit, with
+no fee (``PaperBroker.work_resting``). The fee is charged in pUSD on both sides
+(the exchange takes a BUY's fee in shares; charging cash keeps the position
+equal to the shares filled and every fee in one place, the cash ledger).
 
-All amounts are rounded to micro-units (6 decimals, banker's rounding) level
-by level, so the totals equal the sum of the ledger rows.
+Rounding never favours the trader: per level, a BUY's notional and every fee
+round up to the micro-unit, a SELL's proceeds round down. The ledger records
+the sums of the levels as they are, so the totals equal the ledger rows.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from collections.abc import Mapping
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import MICRO, to_decimal
-from botpoly_admin.trading.market import Level, OrderBook
+from botpoly_admin.trading.market import NO_FEES, FeeSchedule, Level, OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
     Fill,
@@ -42,37 +42,37 @@ from botpoly_admin.trading.orders import (
     quantize,
 )
 
-NO_FEE = Decimal("0.000000")
+
+def fee_for(price: Decimal, shares: Decimal, fees: FeeSchedule) -> Decimal:
+    """Taker fee in pUSD for *shares* filled at *price* in a market with *fees*."""
+    return fees.taker_fee(price, shares)
 
 
-def fee_for(price: Decimal, shares: Decimal, rate: Decimal) -> Decimal:
-    """Taker fee in pUSD for *shares* filled at *price*: rate × shares × price × (1 − price)."""
-    if not rate:
-        return NO_FEE  # fee-free markets, the common case: skip the arithmetic
-    return quantize(rate * shares * price * (1 - price))
-
-
-def _fee_rate(value: Decimal | str | int) -> Decimal:
-    rate = to_decimal(value, "fee rate")
-    if not 0 <= rate <= 1:
-        raise InvalidInput(f"fee rate must be between 0 and 1, got {rate}")
-    return rate
+def level_notional(side: Side, price: Decimal, shares: Decimal) -> Decimal:
+    """price × shares at micro-unit precision, rounded against the trader: what a
+    BUY pays rounds up, what a SELL receives rounds down."""
+    rounding = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+    return (price * shares).quantize(MICRO, rounding=rounding)
 
 
 def simulate_fill(
-    intent: OrderIntent, book: OrderBook, fee_rate: Decimal | str | int = Decimal(0)
+    intent: OrderIntent, book: OrderBook, fees: FeeSchedule = NO_FEES,
+    taken: Mapping[Decimal, Decimal] | None = None,
 ) -> ExecutionResult:
     """Fill *intent* against *book* as a taker, level by level up to the limit price.
 
     A BUY takes asks from the lowest while ask ≤ limit; a SELL takes bids from
     the highest while bid ≥ limit. Each level fills at its own quoted price
     (never at the limit, never at a price the book did not show) for at most
-    its quoted size. What the book cannot fill is cancelled for IOC and left
-    resting for GTC (see ``ExecutionResult.from_fills`` for the status).
+    its quoted size less what this tenant already *taken* from it (price →
+    shares) while the book has not changed. What the book cannot fill is
+    cancelled for IOC and left resting for GTC (see
+    ``ExecutionResult.from_fills`` for the status).
     """
     if book.token_id and book.token_id != intent.token_id:
         raise InvalidInput(f"book is for token {book.token_id}, order for {intent.token_id}")
-    rate = _fee_rate(fee_rate)
+    if not isinstance(fees, FeeSchedule):
+        raise InvalidInput(f"fees must be a market's FeeSchedule, got {fees!r}")
     buying = intent.side is Side.BUY
     levels: tuple[Level, ...] = book.asks if buying else book.bids
 
@@ -84,16 +84,17 @@ def simulate_fill(
         crosses = level.price <= intent.limit_price if buying else level.price >= intent.limit_price
         if not crosses:
             break  # levels are best-first: no later level crosses either
+        quoted = level.size - (taken.get(level.price, 0) if taken else 0)
         # Round the quoted size down, not to nearest, so a fill never exceeds what was quoted.
-        shares = min(left, level.size.quantize(MICRO, rounding=ROUND_DOWN))
+        shares = min(left, quoted.quantize(MICRO, rounding=ROUND_DOWN))
         if shares <= 0:
             continue
         fills.append(
             Fill(
                 price=level.price,
                 shares=shares,
-                notional=quantize(level.price * shares),
-                fee=fee_for(level.price, shares, rate),
+                notional=level_notional(intent.side, level.price, shares),
+                fee=fee_for(level.price, shares, fees),
             )
         )
         left -= shares

@@ -8,9 +8,12 @@ the first failure as the reason:
 
 1. the monthly quota: nothing is sent once it is used up (the ledger takes it
    atomically when recording; this is the early, cheap refusal);
-2. for a SELL, the shares are held by the order's own strategy and not already
+2. the exchange's order rules (``trading.rules``: tick, 0.01-share step, the
+   market's minimum order size, the $1 minimum of a marketable buy): an order the
+   exchange would refuse is refused here, before it counts against anything;
+3. for a SELL, the shares are held by the order's own strategy and not already
    offered by one of its resting sells (a strategy sells only what it holds);
-3. for a BUY (new exposure):
+4. for a BUY (new exposure):
    a. the daily loss limit: once today's (UTC) P&L on equity, realized today plus
       the change of unrealized P&L since the day's start, is at or below minus the
       limit, the bot opens nothing more today (``paused_risk``);
@@ -19,7 +22,7 @@ the first failure as the reason:
       position, so a BUY passes only if the units left after it still cover every
       position open after it;
    d. free cash (capital + realized P&L − cost of open positions − cash reserved for
-      resting orders) covers its worst-case cost with fee;
+      resting orders) covers its worst-case cost with the market's taker fee;
    e. the notional held in that market stays within max_position_size.
 
 A refused order is returned with its reason (and logged by the bot), never raised.
@@ -29,9 +32,12 @@ The daily loss limit is the tenant setting ``daily_loss_limit`` (USD), by defaul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from botpoly_admin.trading import rules
+from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side
 from botpoly_admin.trading.paper import fee_for
 
@@ -50,8 +56,9 @@ class RiskBook:
     trades_left_period: int | None  # None = unlimited
     daily_pnl: Decimal  # realized today + change of unrealized since the day's start
     daily_loss_limit: Decimal
-    fee_rate: Decimal = Decimal(0)
     open_positions: int = 0  # positions (per strategy and token) that will need a sell
+    markets: Mapping[str, Market] = field(default_factory=dict)  # market id -> market
+    books: Mapping[str, OrderBook] = field(default_factory=dict)  # token id -> book
     refusals: list[str] = field(default_factory=list)
 
     @property
@@ -92,6 +99,10 @@ class RiskBook:
         """The reason *intent* is refused, or None (and its exposure is then counted)."""
         if self.trades_left_period is not None and self.trades_left_period <= 0:
             return "monthly trade quota used up"
+        market = self.markets.get(intent.market_id)
+        broken = rules.violation(intent, self.books.get(intent.token_id), market)
+        if broken is not None:
+            return broken
         if intent.side is Side.SELL:
             key = (intent.strategy, intent.token_id)
             held_shares = self.shares_held.get(key, Decimal(0))
@@ -111,7 +122,8 @@ class RiskBook:
         if self.trades_left_period is not None and self.trades_left_period - 1 < after:
             return (f"monthly quota: {self.trades_left_period} trade(s) left, kept for "
                     f"closing {self.open_positions} open position(s)")
-        cost = intent.max_notional + fee_for(intent.limit_price, intent.size, self.fee_rate)
+        fees = market.fees if market is not None else NO_FEES
+        cost = intent.max_notional + fee_for(intent.limit_price, intent.size, fees)
         if cost > self.free_cash:
             return f"not enough free cash: order needs {cost}, {self.free_cash} free"
         held = self.position_notional.get(intent.market_id, Decimal(0))

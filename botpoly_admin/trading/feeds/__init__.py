@@ -13,8 +13,8 @@ from one place once per cycle (the orchestrator, through ``SharedMarketData``),
 never from each tenant's bot, or the feed advances once per tenant.
 
 ``Market.extra`` carries what some callers need beyond the common fields, with
-the same keys in every feed: ``slug``, ``tick_size``, ``neg_risk``,
-``fees_enabled``; Gamma markets add ``gamma_id``, simulated updown windows
+the same keys in every feed: ``slug``, ``tick_size``, ``neg_risk``; Gamma
+markets add ``gamma_id``, simulated updown windows
 ``window_open_price`` (the BTC price the window opened at).
 
 This module imports no SDK: each source is imported when it is opened.

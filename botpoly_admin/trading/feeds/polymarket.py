@@ -39,7 +39,15 @@ from botpoly_admin.errors import (
     TemporaryExchangeError,
 )
 from botpoly_admin.trading.feeds import call_upstream
-from botpoly_admin.trading.market import Market, MarketData, OrderBook, Outcome, ReferencePrice
+from botpoly_admin.trading.market import (
+    NO_FEES,
+    FeeSchedule,
+    Market,
+    MarketData,
+    OrderBook,
+    Outcome,
+    ReferencePrice,
+)
 
 if TYPE_CHECKING:
     from polymarket import Environment, PublicClient
@@ -295,8 +303,12 @@ def market_from_gamma(raw: dict[str, Any]) -> Market:
     from polymarket.errors import PolymarketError
     from pydantic import ValidationError
 
+    # The fee schedule is read from the raw object first, so a malformed one is
+    # reported as such (the SDK's model would call it "not a binary market").
+    fees = FeeSchedule.from_gamma(raw)
+    min_size = _min_order_size(raw.get("orderMinSize"))
     if str(raw.get("conditionId", "")).startswith(SIMULATED_PREFIX):
-        return _simulated_market(raw)
+        return replace(_simulated_market(raw), fees=fees, min_order_size=min_size)
     try:
         sdk_market = SdkMarket.parse_response(raw)
     except PolymarketError as exc:
@@ -306,7 +318,22 @@ def market_from_gamma(raw: dict[str, Any]) -> Market:
     market = _market_from_sdk(sdk_market)
     if market is None:
         raise InvalidInput(f"Gamma market {sdk_market.id} has no clobTokenIds")
-    return market
+    return replace(market, fees=fees, min_order_size=min_size)
+
+
+def _min_order_size(value: Any) -> Decimal | None:
+    """Gamma's ``orderMinSize`` (shares) as a Decimal; None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"orderMinSize must be a number of shares, got {value!r}")
+    try:
+        size = Decimal(str(value))
+    except ArithmeticError:
+        raise InvalidInput(f"orderMinSize must be a number of shares, got {value!r}") from None
+    if not size.is_finite() or size < 0:
+        raise InvalidInput(f"orderMinSize must be a number of shares, got {value!r}")
+    return size
 
 
 SIMULATED_PREFIX = "sim-"
@@ -335,8 +362,7 @@ def _simulated_market(raw: dict[str, Any]) -> Market:
         if end else None,
         kind="btc_updown" if slug.startswith("btc-updown") else "binary",
         extra={"slug": raw.get("slug"), "tick_size": Decimal(str(raw.get(
-            "orderPriceMinTickSize", "0.01"))), "neg_risk": bool(raw.get("negRisk")),
-            "fees_enabled": raw.get("feesEnabled")},
+            "orderPriceMinTickSize", "0.01"))), "neg_risk": bool(raw.get("negRisk"))},
     )
 
 
@@ -356,8 +382,10 @@ def market_to_gamma(market: Market) -> dict[str, Any]:
         "active": market.active,
         "closed": market.closed,
         "negRisk": market.extra.get("neg_risk"),
-        "feesEnabled": market.extra.get("fees_enabled"),
+        **market.fees.to_gamma(),
     }
+    if market.min_order_size is not None:
+        raw["orderMinSize"] = float(market.min_order_size)
     if market.extra.get("tick_size") is not None:
         raw["orderPriceMinTickSize"] = str(market.extra["tick_size"])
     if market.winner_token_id is not None:
@@ -392,14 +420,24 @@ def _market_from_sdk(m: SdkMarket) -> Market | None:
         winner_token_id=winner,
         end_ts_ms=_epoch_ms(m.state.end_date) if m.state.end_date is not None else None,
         kind="btc_updown" if is_updown else "binary",
+        fees=_fees_from_sdk(m),
+        min_order_size=m.trading.minimum_order_size,
         extra={
             "gamma_id": m.id,
             "slug": m.slug,
             "tick_size": m.trading.minimum_tick_size,
             "neg_risk": m.state.neg_risk,
-            "fees_enabled": m.trading.fees_enabled,
         },
     )
+
+
+def _fees_from_sdk(m: SdkMarket) -> FeeSchedule:
+    """The fee schedule of a market the SDK parsed (its ``MarketTrading``)."""
+    schedule = m.trading.fee_schedule
+    if not m.trading.fees_enabled or schedule is None:
+        return NO_FEES
+    return FeeSchedule(rate=schedule.rate, exponent=Decimal(str(schedule.exponent)),
+                       taker_only=schedule.taker_only, rebate_rate=schedule.rebate_rate)
 
 
 def _epoch_ms(value: datetime) -> int:

@@ -40,7 +40,11 @@ Opportunities for every built-in strategy
   the updown market still prices the previous step's BTC; it catches up on
   the next tick.
 
-Simulated markets are fee-free (``extra["fees_enabled"] = False``).
+Fees and order rules: the "Bitcoin Up or Down" windows charge takers what
+Polymarket's real 5-minute crypto markets charge (``CRYPTO_FEES``: rate 0.25,
+exponent 2, taker only, as in the recorded Gamma market of the test fixtures);
+the regular markets are fee-free, as most of Polymarket's non-crypto markets
+are. Every market's minimum order is 5 shares and its tick 0.01.
 """
 
 from __future__ import annotations
@@ -52,12 +56,24 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from botpoly_admin.errors import NotFound
-from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
+from botpoly_admin.trading.market import (
+    NO_FEES,
+    FeeSchedule,
+    Level,
+    Market,
+    OrderBook,
+    Outcome,
+    ReferencePrice,
+)
 
 # 2026-01-01T00:00:00Z: simulated time starts here unless told otherwise (a fixed
 # start keeps a seeded feed's whole output the same; ``open_feed`` starts it now).
 DEFAULT_START_MS = 1_767_225_600_000
 TICK = Decimal("0.01")
+MIN_ORDER_SIZE = Decimal(5)
+# Polymarket's schedule for its short crypto markets (gamma_market_btc_updown_5m fixture).
+CRYPTO_FEES = FeeSchedule(rate=Decimal("0.25"), exponent=Decimal(2), taker_only=True,
+                          rebate_rate=Decimal("0.2"))
 BTC_SYMBOL = "BTCUSDT"
 
 DEPTH = 5  # levels per side
@@ -190,7 +206,8 @@ class SimulatedFeed:
             market_id, _, side = token_id.rpartition("-")
             if side in ("yes", "no") and market_id in self._known:
                 # Long resolved and no longer listed: trading is over, the book is empty.
-                return OrderBook(token_id, market_id, (), (), ts_ms=self._ts(self._step))
+                return OrderBook(token_id, market_id, (), (), ts_ms=self._ts(self._step),
+                                 min_order_size=MIN_ORDER_SIZE)
             raise NotFound(f"no such market: {token_id}")
 
     def raw_book(self, token_id: str) -> dict[str, object]:
@@ -205,7 +222,8 @@ class SimulatedFeed:
         return {
             "market": book.market, "asset_id": book.token_id, "timestamp": str(book.ts_ms),
             "hash": "", "bids": levels(book.bids), "asks": levels(book.asks),
-            "min_order_size": "5", "tick_size": str(book.tick_size), "neg_risk": False,
+            "min_order_size": str(MIN_ORDER_SIZE), "tick_size": str(book.tick_size),
+            "neg_risk": False,
         }
 
     def midpoint(self, token_id: str) -> Decimal | None:
@@ -255,7 +273,9 @@ class SimulatedFeed:
             outcomes=(Outcome(labels[0], f"sim-{n}-yes"), Outcome(labels[1], f"sim-{n}-no")),
             end_ts_ms=self._ts(resolve_at),
             kind=kind,
-            extra={**extra, "tick_size": TICK, "neg_risk": False, "fees_enabled": False},
+            fees=CRYPTO_FEES if kind == "btc_updown" else NO_FEES,
+            min_order_size=MIN_ORDER_SIZE,
+            extra={**extra, "tick_size": TICK, "neg_risk": False},
         )
         self._known[market.market_id] = market
         return market
@@ -332,8 +352,10 @@ class SimulatedFeed:
         books: dict[str, OrderBook] = {}
         for sim in self._live:
             if sim.resolved_at is not None:
-                books[sim.yes] = OrderBook(sim.yes, sim.market.market_id, (), (), ts_ms=ts)
-                books[sim.no] = OrderBook(sim.no, sim.market.market_id, (), (), ts_ms=ts)
+                books[sim.yes] = OrderBook(sim.yes, sim.market.market_id, (), (), ts_ms=ts,
+                                           min_order_size=MIN_ORDER_SIZE)
+                books[sim.no] = OrderBook(sim.no, sim.market.market_id, (), (), ts_ms=ts,
+                                          min_order_size=MIN_ORDER_SIZE)
                 continue
             books.update(self._quote(sim, ts, arb_gap=self._arb_gap() if sim is arb else 0))
         self._books = books
@@ -357,8 +379,10 @@ class SimulatedFeed:
             no_asks = [(100 - cents, size) for cents, size in yes_bids]
         market_id = sim.market.market_id
         return {
-            sim.yes: OrderBook(sim.yes, market_id, _levels(yes_bids), _levels(yes_asks), ts),
-            sim.no: OrderBook(sim.no, market_id, _levels(no_bids), _levels(no_asks), ts),
+            sim.yes: OrderBook(sim.yes, market_id, _levels(yes_bids), _levels(yes_asks), ts,
+                               min_order_size=MIN_ORDER_SIZE),
+            sim.no: OrderBook(sim.no, market_id, _levels(no_bids), _levels(no_asks), ts,
+                              min_order_size=MIN_ORDER_SIZE),
         }
 
     def _ladder(self, best: int, step: int) -> list[tuple[int, int]]:

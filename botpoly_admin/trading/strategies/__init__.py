@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import to_decimal
-from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
+from botpoly_admin.trading.market import FeeSchedule, Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 from botpoly_admin.trading.paper import fee_for
 
@@ -61,7 +61,7 @@ ENTRY_POINT_GROUP = "botpoly_admin.strategies"
 # callbacks, intent shape). Bumped on an incompatible change; a plugin written
 # for another version is reported instead of being run against a contract it
 # does not know.
-INTERFACE_VERSION = 1
+INTERFACE_VERSION = 2  # 2: fees are each market's ``Market.fees``, no ``ctx.fee_rate``
 
 # Polymarket's CLOB takes share sizes with 2 decimals.
 SHARE_STEP = Decimal("0.01")
@@ -76,7 +76,8 @@ class Param:
     """One strategy parameter: its default, type, allowed range or choices, and help.
 
     ``type`` is one of int, Decimal, bool, str (no float: prices and money are
-    Decimal everywhere). ``min``/``max`` are inclusive.
+    Decimal everywhere). ``min``/``max`` are inclusive; ``min_why`` says why the
+    minimum is what it is (e.g. the exchange's minimum order), for the error.
     """
 
     default: Any
@@ -85,6 +86,7 @@ class Param:
     max: Decimal | int | None = None
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    min_why: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in _PARAM_TYPES:
@@ -94,7 +96,8 @@ class Param:
         """Return *value* as this parameter's type, or raise ValueError saying why not."""
         converted = self._convert(value)
         if self.min is not None and converted < self.min:
-            raise ValueError(f"must be at least {self.min}, got {value!r}")
+            why = f" ({self.min_why})" if self.min_why else ""
+            raise ValueError(f"must be at least {self.min}{why}, got {value!r}")
         if self.max is not None and converted > self.max:
             raise ValueError(f"must be at most {self.max}, got {value!r}")
         if self.choices is not None and converted not in self.choices:
@@ -165,7 +168,6 @@ class StrategyContext:
     positions: Mapping[str, PositionView]  # token_id → open position
     free_cash: Decimal
     max_position_notional: Decimal  # per market
-    fee_rate: Decimal = Decimal(0)
     state: dict[str, Any] = field(default_factory=dict)
     market_notional: Mapping[str, Decimal] = field(default_factory=dict)
     may_open: bool = True
@@ -212,22 +214,22 @@ def two_sided_quote(book: OrderBook | None) -> tuple[Decimal, Decimal] | None:
     return book.best_bid, book.best_ask
 
 
-def buy_cost(price: Decimal, shares: Decimal, fee_rate: Decimal) -> Decimal:
-    """Cash a taker BUY of *shares* at *price* needs, fee included."""
-    return price * shares + fee_for(price, shares, fee_rate)
+def buy_cost(price: Decimal, shares: Decimal, fees: FeeSchedule) -> Decimal:
+    """Cash a taker BUY of *shares* at *price* needs under the market's *fees*."""
+    return price * shares + fee_for(price, shares, fees)
 
 
-def affordable_shares(budget: Decimal, price: Decimal, fee_rate: Decimal) -> Decimal:
+def affordable_shares(budget: Decimal, price: Decimal, fees: FeeSchedule) -> Decimal:
     """Most shares (in SHARE_STEP units) a BUY at *price* can take for *budget*, fee included.
 
     Rounded down, so the cost never exceeds the budget.
     """
     if budget <= 0:
         return Decimal(0)
-    per_share = price + fee_for(price, Decimal(1), fee_rate)
+    per_share = price + fee_for(price, Decimal(1), fees)
     shares = (budget / per_share).quantize(SHARE_STEP, rounding=ROUND_DOWN)
     # fee_for rounds per fill, so the estimate can be a few micro-units short: step down.
-    while shares > 0 and buy_cost(price, shares, fee_rate) > budget:
+    while shares > 0 and buy_cost(price, shares, fees) > budget:
         shares -= SHARE_STEP
     return shares
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
+from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
     Param,
     Strategy,
@@ -53,7 +54,8 @@ class BtcLag(Strategy):
         "max_follow": Param(
             Decimal("0.02"), Decimal, min=0, max=1, help="Up-midpoint move that counts as following"
         ),
-        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), max=Decimal(1_000_000),
+        "stake": Param(Decimal("10"), Decimal, min=MIN_MARKETABLE_BUY, max=Decimal(1_000_000),
+                       min_why="a marketable buy must spend at least $1 on Polymarket",
                        help="pUSD per entry"),
         "symbol": Param("BTCUSDT", str, help="reference price symbol"),
     }
@@ -91,7 +93,7 @@ class BtcLag(Strategy):
             budget = min(self.params["stake"], cash_left, ctx.position_room(market))
             intent = self._buy(ctx, market, target, budget, history[-1 - lookback], history[-1])
             if intent is not None:
-                cash_left -= buy_cost(intent.limit_price, intent.size, ctx.fee_rate)
+                cash_left -= buy_cost(intent.limit_price, intent.size, market.fees)
                 intents.append(intent)
 
         # Each market lives minutes: drop the samples of those no longer listed.
@@ -132,7 +134,7 @@ class BtcLag(Strategy):
         ask = book.best_ask if book is not None else None
         if ask is None:
             return None
-        shares = affordable_shares(budget, ask, ctx.fee_rate)
+        shares = affordable_shares(budget, ask, market.fees)
         if shares <= 0:
             return None
         move_pct = ((now[0] - then[0]) / then[0] * 100).quantize(Decimal("0.001"))

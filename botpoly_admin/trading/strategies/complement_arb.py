@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal
 from uuid import uuid4
 
-from botpoly_admin.trading.market import Level, Market
+from botpoly_admin.trading.market import FeeSchedule, Level, Market
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
 from botpoly_admin.trading.paper import fee_for
+from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE
 from botpoly_admin.trading.strategies import (
     SHARE_STEP,
     Param,
@@ -55,7 +56,8 @@ class ComplementArb(Strategy):
             Decimal("0.01"), Decimal, min=0, max=1, help="profit per pair required, in pUSD"
         ),
         "max_pairs": Param(
-            Decimal("1000"), Decimal, min=SHARE_STEP, max=Decimal(10_000_000),
+            Decimal("1000"), Decimal, min=DEFAULT_MIN_ORDER_SIZE, max=Decimal(10_000_000),
+            min_why="Polymarket's minimum order is 5 shares",
             help="most pairs bought per market per cycle",
         ),
     }
@@ -81,7 +83,7 @@ class ComplementArb(Strategy):
             if book_a is None or book_b is None:
                 continue
             budget = min(cash_left, ctx.position_room(market))
-            plan = self._match(book_a.asks, book_b.asks, ctx.fee_rate, budget)
+            plan = self._match(book_a.asks, book_b.asks, market.fees, budget)
             if plan is None:
                 continue
             pairs, price_a, price_b, cost = plan
@@ -90,7 +92,8 @@ class ComplementArb(Strategy):
         return intents
 
     def _match(
-        self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...], rate: Decimal, budget: Decimal
+        self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...], fees: FeeSchedule,
+        budget: Decimal,
     ) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
         """Walk both ask ladders; return (pairs, limit A, limit B, cash needed) or None.
 
@@ -103,7 +106,7 @@ class ComplementArb(Strategy):
         # Most books, most of the time, have no edge even at the top: say so before
         # building ladders (this runs for every market of every tenant every cycle).
         a, b = asks_a[0].price, asks_b[0].price
-        if 1 - (a + b + fee_for(a, Decimal(1), rate) + fee_for(b, Decimal(1), rate)) <= min_edge:
+        if 1 - (a + b + fee_for(a, Decimal(1), fees) + fee_for(b, Decimal(1), fees)) <= min_edge:
             return None
         wanted: Decimal = self.params["max_pairs"].quantize(SHARE_STEP, rounding=ROUND_DOWN)
         ladder_a, ladder_b = _ladder(asks_a), _ladder(asks_b)
@@ -112,18 +115,18 @@ class ComplementArb(Strategy):
         price_a = price_b = Decimal(0)
         while i < len(ladder_a) and j < len(ladder_b) and pairs < wanted:
             (a, left_a), (b, left_b) = ladder_a[i], ladder_b[j]
-            unit = a + b + fee_for(a, Decimal(1), rate) + fee_for(b, Decimal(1), rate)
+            unit = a + b + fee_for(a, Decimal(1), fees) + fee_for(b, Decimal(1), fees)
             if 1 - unit <= min_edge:
                 break
             take = min(left_a, left_b, wanted - pairs, _floor_step((budget - cost) / unit))
             # fee_for rounds per fill, so the exact cost can exceed the estimate by
             # a few micro-units: step down until it fits the budget.
-            while take > 0 and cost + _pair_cost(a, b, take, rate) > budget:
+            while take > 0 and cost + _pair_cost(a, b, take, fees) > budget:
                 take -= SHARE_STEP
             if take <= 0:
                 break  # the budget, not the book, ran out
             pairs += take
-            cost += _pair_cost(a, b, take, rate)
+            cost += _pair_cost(a, b, take, fees)
             price_a, price_b = a, b
             ladder_a[i][1] -= take
             ladder_b[j][1] -= take
@@ -178,16 +181,16 @@ class ComplementArb(Strategy):
         size = limit = spent = Decimal(0)
         budget = min(ctx.free_cash, ctx.position_room(market))
         for level in book.asks:
-            unit = long_p.avg_cost + level.price + fee_for(level.price, Decimal(1), ctx.fee_rate)
+            unit = long_p.avg_cost + level.price + fee_for(level.price, Decimal(1), market.fees)
             if 1 - unit <= self.params["min_edge"]:
                 break
             take = min(level.size, excess - size)
-            while take > 0 and spent + buy_cost(level.price, take, ctx.fee_rate) > budget:
+            while take > 0 and spent + buy_cost(level.price, take, market.fees) > budget:
                 take = _floor_step(take - SHARE_STEP)
             if take <= 0:
                 break
             size, limit = size + take, level.price
-            spent += buy_cost(level.price, take, ctx.fee_rate)
+            spent += buy_cost(level.price, take, market.fees)
             if size >= excess:
                 break
         if size <= 0:
@@ -239,5 +242,5 @@ def _ladder(asks: tuple[Level, ...]) -> list[list[Decimal]]:
     return [[lv.price, size] for lv in asks if (size := _floor_step(lv.size)) > 0]
 
 
-def _pair_cost(a: Decimal, b: Decimal, pairs: Decimal, rate: Decimal) -> Decimal:
-    return buy_cost(a, pairs, rate) + buy_cost(b, pairs, rate)
+def _pair_cost(a: Decimal, b: Decimal, pairs: Decimal, fees: FeeSchedule) -> Decimal:
+    return buy_cost(a, pairs, fees) + buy_cost(b, pairs, fees)

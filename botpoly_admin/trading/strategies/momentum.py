@@ -8,6 +8,8 @@ from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
+from botpoly_admin.trading.paper import fee_for
+from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
     Param,
     PositionView,
@@ -51,7 +53,8 @@ class Momentum(Strategy):
         "threshold": Param(
             Decimal("0.03"), Decimal, min=Decimal("0.001"), max=1, help="midpoint rise to enter"
         ),
-        "stake": Param(Decimal("10"), Decimal, min=Decimal("0.01"), max=Decimal(1_000_000),
+        "stake": Param(Decimal("10"), Decimal, min=MIN_MARKETABLE_BUY, max=Decimal(1_000_000),
+                       min_why="a marketable buy must spend at least $1 on Polymarket",
                        help="pUSD per entry"),
         "take_profit": Param(
             Decimal("0.05"), Decimal, min=Decimal("0.001"), max=1, help="gain per share to exit"
@@ -93,7 +96,7 @@ class Momentum(Strategy):
                     then = mids[-1 - lookback]
                     intent = self._entry(ctx, market, outcome, ask, budget, then, mids[-1])
                     if intent is not None:
-                        cash_left -= buy_cost(ask, intent.size, ctx.fee_rate)
+                        cash_left -= buy_cost(ask, intent.size, market.fees)
                 else:
                     intent = None
                 if intent is not None:
@@ -114,7 +117,7 @@ class Momentum(Strategy):
         mid_then: Decimal,
         mid_now: Decimal,
     ) -> OrderIntent | None:
-        shares = affordable_shares(budget, ask, ctx.fee_rate)
+        shares = affordable_shares(budget, ask, market.fees)
         if shares <= 0:
             return None
         return OrderIntent(
@@ -138,8 +141,12 @@ class Momentum(Strategy):
         bid: Decimal,
     ) -> OrderIntent | None:
         held = ctx.now - position.opened_at if position.opened_at is not None else None
-        if bid >= position.avg_cost + self.params["take_profit"]:
-            why = f"take-profit: bid {bid}, cost {position.avg_cost}"
+        # The gain is what a sale nets after the market's taker fee (the cost
+        # already includes the fee paid to buy).
+        net = bid - fee_for(bid, Decimal(1), market.fees)
+        if net >= position.avg_cost + self.params["take_profit"]:
+            after_fee = f" ({net} after fee)" if net != bid else ""
+            why = f"take-profit: bid {bid}{after_fee}, cost {position.avg_cost}"
         elif bid <= position.avg_cost - self.params["stop_loss"]:
             why = f"stop-loss: bid {bid}, cost {position.avg_cost}"
         elif held is not None and held >= timedelta(seconds=self.params["max_hold_seconds"]):

@@ -1,0 +1,61 @@
+"""Time paper ``TenantBot.run_cycle`` of the botpoly_admin found in one source directory.
+
+``bench_engine.py`` runs this file in a subprocess per code base (this checkout, and
+the pre-issue-14 commit exported by ``git archive``), so each measures its own
+package with nothing else changed: ``python cycle_cost.py SRC_DIR`` puts SRC_DIR first
+on ``sys.path``, imports ``botpoly_admin`` from there, and prints one JSON line with
+the median and p95 cycle time in ms and the directory the package was loaded from.
+Only APIs that both code bases share are used.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+TENANTS = 10
+MARKETS = 20
+ROUNDS = 40
+STRATEGIES = ["complement_arb", "momentum", "btc_lag"]
+
+
+def measure(source: Path) -> dict[str, object]:
+    """Median and p95 of every bot's cycle over ROUNDS rounds on a fresh database."""
+    sys.path.insert(0, str(source))
+    import botpoly_admin
+    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.trading.bot import TenantBot
+    from botpoly_admin.trading.cache import SharedMarketData
+    from botpoly_admin.trading.feeds.simulated import SimulatedFeed
+
+    with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
+        manager = TenantManager(Path(tmp) / "cycle.db", actor="bench")
+        feed = SharedMarketData(SimulatedFeed(seed=7, n_markets=MARKETS), ttl_s=60.0)
+        ids = [manager.create_tenant(
+            f"Bench {i}", f"bench{i}@example.com", "pro", status="active",
+            capital=Decimal(100_000), max_position_size=Decimal(1_000),
+            max_daily_trades=100_000, enabled_strategies=STRATEGIES).tenant_id
+            for i in range(TENANTS)]
+        bots = [TenantBot(manager, tid, feed) for tid in ids]
+        for bot in bots:  # warm-up: strategies loaded, first snapshot taken
+            bot.run_cycle()
+        times: list[float] = []
+        for _ in range(ROUNDS):
+            feed.tick()
+            for bot in bots:
+                started = time.perf_counter()
+                bot.run_cycle()
+                times.append((time.perf_counter() - started) * 1000)
+        manager.close()
+    return {"median_ms": statistics.median(times),
+            "p95_ms": statistics.quantiles(times, n=20)[18],
+            "package": str(Path(botpoly_admin.__file__).parent)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(Path(sys.argv[1]).resolve())))
