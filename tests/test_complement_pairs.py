@@ -68,10 +68,10 @@ class ExchangeBroker(PaperBroker):
         super().__init__(manager, tenant_id)
         self.exchange, self.before, self.sent = exchange, before, []
 
-    def execute(self, intent, book):
+    def execute(self, intent, book, market=None):
         if self.before is not None:
             self.before(self.exchange, intent)
-        result = super().execute(intent, self.exchange.book(intent.token_id))
+        result = super().execute(intent, self.exchange.book(intent.token_id), market)
         self.exchange.take(intent.token_id, intent.side.value, result.fills)
         self.sent.append((intent.side.value, intent.token_id, result.filled))
         return result

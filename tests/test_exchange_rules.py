@@ -124,7 +124,7 @@ def test_a_pair_with_one_leg_below_the_minimum_is_refused_whole_and_counts_nothi
             OrderIntent("b", "m", Side.BUY, D(4), D("0.43"), "arb", group="pair-1")]
     risk = RiskBook(free_cash=D(1000), max_position_notional=D(1000), position_notional={},
                     shares_held={}, trades_left_today=10, trades_left_period=10,
-                    daily_realized_pnl=D(0), daily_loss_limit=D(100), books=books)
+                    daily_pnl=D(0), daily_loss_limit=D(100), books=books)
 
     reason = risk.check_group(legs)
 

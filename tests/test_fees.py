@@ -217,7 +217,7 @@ def test_the_risk_check_counts_the_markets_fee() -> None:
     def risk(m: Market) -> RiskBook:
         return RiskBook(free_cash=D(5), max_position_notional=D(100), position_notional={},
                         shares_held={}, trades_left_today=10, trades_left_period=10,
-                        daily_realized_pnl=D(0), daily_loss_limit=D(100),
+                        daily_pnl=D(0), daily_loss_limit=D(100),
                         markets={"m1": m}, books={"m1-yes": book})
 
     assert "not enough free cash: order needs 5.15625" in risk(market).check(intent)
