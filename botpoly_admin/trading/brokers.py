@@ -51,6 +51,14 @@ class Broker(Protocol):
         """Advance resting orders against fresh books; return how many filled."""
         ...
 
+    def settle(self, token_id: str, won: bool) -> dict[str, Any] | None:
+        """Settle a held position of a resolved market; the settlement row, or None."""
+        ...
+
+    def close(self) -> None:
+        """Stop: release what the broker holds (a live one cancels its resting orders)."""
+        ...
+
 
 def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionResult,
                      mode: str, *, exchange_order_id: str | None = None,
@@ -118,6 +126,14 @@ class PaperBroker:
             log.info("tenant %s order %s: %s", self.tenant_id, intent.client_order_id,
                      result.message)
         return result
+
+    def settle(self, token_id: str, won: bool) -> dict[str, Any] | None:
+        """Pay 1 per winning share and 0 per losing one, at once (paper has no chain)."""
+        return ledger.settle_position(self.manager, self.tenant_id, token_id, won)
+
+    def close(self) -> None:
+        """Nothing to release: a paper broker's state is the ledger, its resting orders
+        stay resting for the next start."""
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
         """Fill resting orders the book now crosses (as maker: no fee); cancel the ones
