@@ -146,6 +146,17 @@ class _Placed:
     message: str = ""
 
 
+class _Absent(_Placed):
+    """The exchange shows nothing of an order (yet): only then may its same signed bytes
+    go again."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT = _Absent("")
+
+
 @dataclass(frozen=True)
 class _Reply:
     """The answer to one ``POST /order``: placed, refused, or "already have it"."""
@@ -429,14 +440,14 @@ class LiveBroker:
         def attempt() -> ExecutionResult | None:
             if look_first[0]:
                 found = self._outcome(pending, holding_signed=signed is not None)
-                if found is not None or signed is None:
-                    return None if found is None else self._record_intent(pending, found)
+                if found is not ABSENT or signed is None:
+                    return self._record_intent(pending, found) if found else None
             look_first[0] = True  # whatever happens now, the order may be out there
             assert signed is not None
             reply = self._post(signed)
             if reply.duplicate:
-                found = self._outcome(pending, holding_signed=False)
-                return None if found is None else self._record_intent(pending, found)
+                found = self._outcome(pending, holding_signed=True)
+                return self._record_intent(pending, found) if found else None
             return self._record_intent(pending, reply.placed)
 
         try:
@@ -460,7 +471,8 @@ class LiveBroker:
         return result
 
     def _outcome(self, pending: dict[str, Any], *, holding_signed: bool) -> _Placed | None:
-        """What the exchange holds of a written-ahead order, or None while it cannot tell.
+        """What the exchange holds of a written-ahead order; None while it cannot tell,
+        ``ABSENT`` (falsy) when it shows nothing of it yet.
 
         Found on the book: what filled so far, and the rest rests. Gone (matched,
         cancelled): what its trades filled, but only once they account for all the
@@ -474,7 +486,7 @@ class LiveBroker:
             if shares > 0:
                 return _Placed(order_id, filled=shares, usdc=usdc, fee=fee)
             if holding_signed or pending["age_s"] < self.absent_after_s:
-                return None
+                return ABSENT
             return _Placed("", message=f"not placed: Polymarket has no order {order_id} "
                                        f"{pending['age_s']:.0f}s after it was written ahead")
         if _bare_status(status.status) in OPEN_STATUSES:
