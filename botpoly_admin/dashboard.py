@@ -34,7 +34,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from botpoly_admin import clock
+from botpoly_admin import clock, reconciliation
 from botpoly_admin.bots import HELD_STATES, BotState, wall_now
 from botpoly_admin.models import from_micros
 from botpoly_admin.store import select
@@ -101,6 +101,7 @@ class TenantLine:
     equity: Decimal
     equity_curve: tuple[Decimal, ...]
     bot_error: str | None = None  # why the bot is in error or refused (None otherwise)
+    live_drift: str | None = None  # the last reconciliation with the exchange (live only)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        CASE WHEN b.owner IS NOT NULL AND b.lease_expires_at >= :wall THEN b.state
             WHEN b.state = 'refused' THEN 'refused'
             ELSE 'stopped' END AS bot_state,
-       b.last_error,
+       b.last_error, {live_columns},
        COALESCE(tr.trades, 0) AS trades,
        COALESCE(tr.round_trips, 0) AS round_trips,
        COALESCE(tr.wins, 0) AS wins,
@@ -150,6 +151,7 @@ FROM tenants t
 LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
 LEFT JOIN daily_usage d ON d.tenant_id = t.tenant_id AND d.day = :day
 LEFT JOIN bots b ON b.tenant_id = t.tenant_id
+LEFT JOIN live_reconciliations lr ON lr.tenant_id = t.tenant_id
 LEFT JOIN (
     SELECT tenant_id,
            sum(side != 'SETTLE' AND status IN ('filled', 'partial')) AS trades,
@@ -197,6 +199,7 @@ def tenant_lines(
         where_trades=f"WHERE {inner}" if inner else "",
         and_positions=f"AND {inner}" if inner else "",
         where=f"WHERE {' AND '.join(clauses)}" if clauses else "",
+        live_columns=reconciliation.SUMMARY_COLUMNS,
     )
     lines = []
     for r in select(manager.db, sql, params):
@@ -208,6 +211,7 @@ def tenant_lines(
             status=r["status"], trading_mode=r["trading_mode"],
             desired_state=r["desired_state"], bot_state=r["bot_state"],
             bot_error=r["last_error"] if r["bot_state"] in NEEDS_ATTENTION else None,
+            live_drift=reconciliation.summary(r),
             quota_used=r["quota_used"], quota_limit=effective_quota(r),
             trades=r["trades"], trades_today=r["trades_today"], round_trips=r["round_trips"],
             win_rate=100.0 * r["wins"] / r["round_trips"] if r["round_trips"] else None,
@@ -271,8 +275,9 @@ def _counts(title: str, counts: Mapping[str, int]) -> Table:
 
 def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     """The dashboard as a rich renderable: overview, tiers, statuses, then one row per
-    active tenant, then the bots in error or refused with the reason. Pure: same
-    snapshot, same output."""
+    active tenant, then the bots in error or refused with the reason and the live
+    tenants whose ledger drifts from their exchange account. Pure: same snapshot,
+    same output."""
     overview = {
         "Total tenants": snapshot.total_tenants,
         "Bots running": snapshot.bots_running,
@@ -311,7 +316,8 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         tenants.add_row("(no active tenants)", *[""] * 8)
     parts: list[Any] = [Text(f"botpoly-admin dashboard · {snapshot.generated_at}",
                              style="bold"), "", top, "", tenants]
-    troubled = [line for line in snapshot.tenants if line.bot_state in NEEDS_ATTENTION]
+    troubled = [line for line in snapshot.tenants
+                if line.bot_state in NEEDS_ATTENTION or line.live_drift]
     if troubled:
         attention = Table(title=f"Bots needing attention ({len(troubled)})",
                           title_justify="left", title_style="bold red", header_style="bold",
@@ -320,8 +326,13 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         attention.add_column("Bot", no_wrap=True)
         attention.add_column("Reason")  # wraps: the whole reason is the point
         for line in troubled:
+            reasons = [line.bot_error] if line.bot_error else []
+            if line.live_drift:
+                reasons.append(f"live: {line.live_drift}")
+            if line.bot_state in NEEDS_ATTENTION and not line.bot_error:
+                reasons.insert(0, "(no reason recorded)")
             attention.add_row(Text(line.name), _state(line.bot_state),
-                              Text(line.bot_error or "(no reason recorded)"))
+                              Text("; ".join(reasons)))
         parts += ["", attention]
     return Group(*parts)
 

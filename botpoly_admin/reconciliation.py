@@ -8,8 +8,11 @@ from here (no request to the exchange from any of them).
 Drift is any of:
 
 - cash: the ledger's cash (free cash plus what resting buys reserve) exceeds the
-  wallet's pUSD balance. A wallet holding more than the ledger is not drift: the
-  operator's ``capital`` is what the bot may use, not the wallet's size;
+  wallet's pUSD balance by more than ``CASH_TOLERANCE`` (the ledger keeps a fill's
+  average price to the micro-unit, so its notional can differ from what the
+  exchange moved by a few micro-units per fill). A wallet holding more than the
+  ledger is not drift: the operator's ``capital`` is what the bot may use, not the
+  wallet's size;
 - a position: the ledger's shares of a token differ from the wallet's;
 - open orders on the exchange that the ledger does not know.
 
@@ -20,7 +23,7 @@ not drift (the ledger deliberately credits no cash for them until they are redee
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 
     from botpoly_admin.tenants import TenantManager
 
+CASH_TOLERANCE = Decimal("0.01")  # pUSD
+
 
 def record(manager: TenantManager, tenant_id: str, *, exchange_cash: Decimal,
            positions: Sequence[tuple[str, Decimal, Decimal]], unknown_open_orders: int,
@@ -43,10 +48,11 @@ def record(manager: TenantManager, tenant_id: str, *, exchange_cash: Decimal,
     eq = ledger.equity(manager, tenant_id)
     ledger_cash = eq["equity"] - eq["positions_value"]  # free cash + reserved for buys
     shortfall = max(ledger_cash - exchange_cash, Decimal(0))
-    differing = [{"token_id": token, "ledger": str(mine), "wallet": str(theirs)}
+    differing = [{"token_id": token, "ledger": _plain_number(mine),
+                  "wallet": _plain_number(theirs)}
                  for token, mine, theirs in positions if mine != theirs]
     problems = []
-    if shortfall > 0:
+    if shortfall > CASH_TOLERANCE:
         problems.append(f"ledger cash {ledger_cash:,.2f} exceeds the wallet's "
                         f"{exchange_cash:,.2f} pUSD by {shortfall:,.2f}")
     for p in differing:
@@ -82,13 +88,18 @@ def latest(manager: TenantManager, tenant_id: str) -> dict[str, Any] | None:
     return _plain(rows[0]) if rows else None
 
 
-def summary(row: dict[str, Any] | None) -> str | None:
-    """One line for a status table: the drift, and what waits for redemption."""
-    if row is None:
-        return None
-    parts = [row["drift"]] if row["drift"] else []
-    if row["unredeemed"]:
-        parts.append(f"{len(row['unredeemed'])} winning position(s) await redemption")
+# The columns ``summary`` reads, for the status and dashboard queries that join this
+# table (``LEFT JOIN live_reconciliations lr USING (tenant_id)``).
+SUMMARY_COLUMNS = "lr.drift AS live_drift, lr.unredeemed AS live_unredeemed"
+
+
+def summary(row: Mapping[str, Any]) -> str | None:
+    """One line for a status table from a row with ``SUMMARY_COLUMNS``: the drift, and
+    what waits for redemption (None: nothing to say, or never reconciled)."""
+    parts = [row["live_drift"]] if row["live_drift"] else []
+    unredeemed = json.loads(row["live_unredeemed"] or "[]")
+    if unredeemed:
+        parts.append(f"{len(unredeemed)} winning position(s) await redemption")
     return "; ".join(parts) or None
 
 
@@ -108,3 +119,8 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
         "unknown_open_orders": row["unknown_open_orders"],
         "unredeemed": json.loads(row["unredeemed"]), "drift": row["drift"],
     }
+
+
+def _plain_number(value: Decimal) -> str:
+    """10.000000 as "10", 4.5 as "4.5": shares as an operator reads them."""
+    return format(value.normalize(), "f")

@@ -32,7 +32,7 @@ import click
 import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
-from test_live import FakeClob
+from fake_exchange import FakeClob
 
 from botpoly_admin.cli import cli as root_command
 from botpoly_admin.models import CREDENTIAL_NAMES

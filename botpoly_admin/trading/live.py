@@ -195,7 +195,8 @@ class LiveBroker:
                    timeout_s: float = DEFAULT_TIMEOUT_S,
                    tries: int = DEFAULT_TRIES,
                    heartbeat_s: float = heartbeats.HEARTBEAT_EVERY_S,
-                   absent_after_s: float = ABSENT_AFTER_S) -> LiveBroker:
+                   absent_after_s: float = ABSENT_AFTER_S,
+                   reconcile_every_s: float = RECONCILE_EVERY_S) -> LiveBroker:
         """The tenant's broker: ledger reconciled with the exchange, dead-man switch armed.
 
         Raises Conflict for a free tenant or one in paper mode, CredentialsError for
@@ -211,7 +212,7 @@ class LiveBroker:
         client = _secure_client(creds, environment, timeout_s, tenant.email)
         broker = cls(manager, tenant.tenant_id, client, tries=tries,
                      host=get_environment_config(environment).clob_url,
-                     absent_after_s=absent_after_s)
+                     absent_after_s=absent_after_s, reconcile_every_s=reconcile_every_s)
         try:
             broker.reconcile()
             broker._heartbeat = heartbeats.attach(
