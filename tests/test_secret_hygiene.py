@@ -233,7 +233,9 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     sh("bots", "start", "--all", "--json")  # Cy too: --all does not check credentials
     sh("start-bot", "dee@example.com")
     run_log = tmp_path / "svc" / "run.log"
-    sh("run", "--duration", "4", "--interval", "0.5", "--no-live", "--log-file", str(run_log),
+    # Long enough for one worker to build Ann's live broker (the SDK's import and TLS
+    # set-up take seconds on a loaded machine) and then reach Bob's.
+    sh("run", "--duration", "8", "--interval", "0.5", "--no-live", "--log-file", str(run_log),
        verbose="-vv")
     after_run = {r["email"]: r for r in json.loads(sh.reads("bots", "status").stdout)}
     assert "HTTP 401" in after_run["bob@example.com"]["last_error"]
