@@ -7,12 +7,11 @@ levels (quoted in the comments), not by calling the code under test.
 from __future__ import annotations
 
 import json
-import os
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from fake_exchange import fixtures_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,14 +21,6 @@ from botpoly_admin.trading.orders import ExecutionResult, OrderIntent, OrderStat
 from botpoly_admin.trading.paper import fee_for, settlement_value, simulate_fill
 
 D = Decimal
-
-
-def fixtures_dir() -> Path:
-    """The shared recorded responses (BOTPOLY_FIXTURES overrides the checkout layout)."""
-    override = os.environ.get("BOTPOLY_FIXTURES")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 
 
 def load_book(name: str) -> OrderBook:

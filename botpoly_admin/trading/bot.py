@@ -32,6 +32,7 @@ from botpoly_admin.bots import refusal
 from botpoly_admin.errors import (
     CredentialsError,
     NotFound,
+    OrderInDoubt,
     QuotaExceeded,
     TradingNotAllowed,
 )
@@ -321,6 +322,12 @@ class TenantBot:
                 report.refused.append(str(exc))
                 report.state = "stopped"
                 break
+            except OrderInDoubt as exc:
+                # A live order of this token may be on the exchange: nothing more is sent
+                # for the token until a look-up resolves it; the other tokens trade on.
+                report.refused.append(str(exc))
+                log.warning("tenant %s: %s", self.tenant_id, exc)
+                continue
             if result.filled > 0:
                 report.trades += 1
                 report.filled_tokens.add(intent.token_id)
