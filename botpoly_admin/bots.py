@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from botpoly_admin import clock
+from botpoly_admin import clock, reconciliation
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.models import TenantConfig, TenantStatus, TradingMode
 from botpoly_admin.secrets import key_source_stamp
@@ -318,9 +318,11 @@ def stop_all(manager: TenantManager, tenant_ids: Collection[str] | None = None) 
 
 # --- status -------------------------------------------------------------------------------
 
-STATUS_SELECT = """
-SELECT b.*, t.name, t.email, t.tier, t.status AS tenant_status, t.trading_mode
+STATUS_SELECT = f"""
+SELECT b.*, t.name, t.email, t.tier, t.status AS tenant_status, t.trading_mode,
+       {reconciliation.SUMMARY_COLUMNS}
 FROM bots b JOIN tenants t USING (tenant_id)
+LEFT JOIN live_reconciliations lr USING (tenant_id)
 """
 
 HELD_STATES = frozenset(s.value for s in BotState if s is not BotState.STOPPED)
@@ -368,6 +370,8 @@ def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) ->
         "last_cycle_ms": None if row["last_cycle_ms"] is None else round(row["last_cycle_ms"], 2),
         "restarts": row["restarts"],
         "last_error": row["last_error"],
+        # What the last reconciliation with the exchange found (live tenants only).
+        "drift": reconciliation.summary(row),
     }
 
 
@@ -402,6 +406,7 @@ def bot_status(manager: TenantManager, tenant: str) -> dict[str, Any]:
         "desired_state": DesiredState.STOPPED.value, "state": BotState.STOPPED.value,
         "owner": None, "lease_expires_at": None, "heartbeat_at": None, "started_at": None,
         "cycles": 0, "last_cycle_ms": None, "restarts": 0, "last_error": None,
+        "drift": None,
     }
 
 

@@ -34,7 +34,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from botpoly_admin import clock
+from botpoly_admin import clock, reconciliation
 from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state, wall_now
 from botpoly_admin.models import from_micros, quota_text
 from botpoly_admin.store import select
@@ -105,6 +105,7 @@ class TenantLine:
     equity: Decimal
     equity_curve: tuple[Decimal, ...]
     bot_error: str | None = None  # why the bot is in error or refused (None otherwise)
+    live_drift: str | None = None  # the last reconciliation with the exchange (live only)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(d.trades_used, 0) AS trades_today,
        COALESCE(b.desired_state, 'stopped') AS desired_state,
        COALESCE(b.state, 'stopped') AS state, b.owner, b.lease_expires_at, b.heartbeat_at,
-       b.last_error,
+       b.last_error, {live_columns},
        COALESCE(tr.trades, 0) AS trades,
        COALESCE(tr.round_trips, 0) AS round_trips,
        COALESCE(tr.wins, 0) AS wins,
@@ -152,6 +153,7 @@ FROM tenants t
 LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
 LEFT JOIN daily_usage d ON d.tenant_id = t.tenant_id AND d.day = :day
 LEFT JOIN bots b ON b.tenant_id = t.tenant_id
+LEFT JOIN live_reconciliations lr ON lr.tenant_id = t.tenant_id
 LEFT JOIN (
     SELECT tenant_id,
            sum(side != 'SETTLE' AND status IN ('filled', 'partial')) AS trades,
@@ -198,6 +200,7 @@ def tenant_lines(
         where_trades=f"WHERE {inner}" if inner else "",
         and_positions=f"AND {inner}" if inner else "",
         where=f"WHERE {' AND '.join(clauses)}" if clauses else "",
+        live_columns=reconciliation.SUMMARY_COLUMNS,
     )
     lines = []
     rows = select(manager.db, sql, params)
@@ -213,6 +216,7 @@ def tenant_lines(
             status=r["status"], trading_mode=r["trading_mode"],
             desired_state=r["desired_state"], bot_state=bot_state,
             bot_error=_attention(bot_state, r),
+            live_drift=reconciliation.summary(r),
             quota_used=r["quota_used"], quota_limit=effective_quota(r),
             trades=r["trades"], trades_today=r["trades_today"], round_trips=r["round_trips"],
             win_rate=100.0 * r["wins"] / r["round_trips"] if r["round_trips"] else None,
@@ -287,8 +291,9 @@ def _counts(title: str, counts: Mapping[str, int]) -> Table:
 
 def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     """The dashboard as a rich renderable: overview, tiers, statuses, then one row per
-    active tenant, then the bots in error or refused with the reason. Pure: same
-    snapshot, same output."""
+    active tenant, then the bots in error or refused with the reason and the live
+    tenants whose ledger drifts from their exchange account. Pure: same snapshot,
+    same output."""
     overview = {
         "Total tenants": snapshot.total_tenants,
         "Bots running": snapshot.bots_running,
@@ -326,7 +331,8 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         tenants.add_row("(no active tenants)", *[""] * 8)
     parts: list[Any] = [Text(f"botpoly-admin dashboard · {snapshot.generated_at}",
                              style="bold"), "", top, "", tenants]
-    troubled = [line for line in snapshot.tenants if line.bot_state in NEEDS_ATTENTION]
+    troubled = [line for line in snapshot.tenants
+                if line.bot_state in NEEDS_ATTENTION or line.live_drift]
     if troubled:
         attention = Table(title=f"Bots needing attention ({len(troubled)})",
                           title_justify="left", title_style="bold red", header_style="bold",
@@ -335,8 +341,13 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
         attention.add_column("Bot", no_wrap=True)
         attention.add_column("Reason")  # wraps: the whole reason is the point
         for line in troubled:
+            reasons = [line.bot_error] if line.bot_error else []
+            if line.live_drift:
+                reasons.append(f"live: {line.live_drift}")
+            if line.bot_state in NEEDS_ATTENTION and not line.bot_error:
+                reasons.insert(0, "(no reason recorded)")
             attention.add_row(_data(line.name), _state(line.bot_state),
-                              _data(line.bot_error or "(no reason recorded)"))
+                              _data("; ".join(reasons)))
         parts += ["", attention]
     return Group(*parts)
 

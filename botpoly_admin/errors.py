@@ -54,3 +54,8 @@ class ExchangeError(BotpolyError):
 
 class TemporaryExchangeError(ExchangeError):
     """A transient upstream failure (timeout, 5xx, rate limited): retry with backoff."""
+
+
+class OrderInDoubt(TemporaryExchangeError):
+    """A live order may be on the exchange but its outcome is not known yet: no other
+    order for that token is sent until a look-up tells what became of it."""

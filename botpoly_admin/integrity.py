@@ -27,7 +27,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock
+from botpoly_admin import clock, reconciliation
 from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators, wall_now
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, StoreError
 from botpoly_admin.ledger import cash_micros, period_bounds
@@ -261,6 +261,14 @@ def _client_order_ids(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | No
                           "HAVING count(*) > 1 ORDER BY 1, 2"), None
 
 
+def _live_drift(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
+    """The last reconciliation of each live tenant with its exchange account (stored by
+    the live broker; ``db check`` sends no request): any drift fails."""
+    drifting = reconciliation.drifting(ctx.db)
+    return ({"tenant_id": r["tenant_id"], "checked_at": r["checked_at"],
+             "drift": r["drift"]} for r in drifting), None
+
+
 def tenant_owned_tables(db: sqlite_utils.Database) -> list[str]:
     """Every table of the schema whose rows belong to a tenant (has a tenant_id)."""
     rows = db.conn.execute(
@@ -468,6 +476,8 @@ CHECKS: list[tuple[str, str, Rule]] = [
      _positions),
     ("cash_not_negative", "no tenant's free cash is below zero", _cash),
     ("client_order_ids_unique", "no client order id twice for one tenant", _client_order_ids),
+    ("live_ledger_matches_exchange", "each live tenant's ledger agreed with its Polymarket "
+     "wallet at the last reconciliation (cash, shares, open orders)", _live_drift),
     ("no_orphan_rows", "every tenant-owned row belongs to an existing tenant", _orphans),
     ("bot_leases", "a bot has at most one lease holder, and whole leases", _leases),
     ("bots_only_for_allowed_tenants", "bots hold a live lease only for tenants active or in "

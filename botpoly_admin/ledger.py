@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -735,14 +735,17 @@ STALE_RESERVATION_S = 600
 
 
 def release_stale_reservations(manager: TenantManager, tenant_id: str,
-                               older_than_s: float = STALE_RESERVATION_S) -> int:
+                               older_than_s: float = STALE_RESERVATION_S,
+                               keep: Collection[str] = ()) -> int:
     """Give back reservations left by a process that died between reserving a unit
-    and sending the order (a reservation normally lives for one request). Returns
+    and sending the order (a reservation normally lives for one request), except
+    those in *keep* (held by live orders whose outcome is not known yet). Returns
     how many were released."""
     cutoff = clock.iso(clock.now() - timedelta(seconds=older_than_s))
     stale = [Reservation(tenant_id, r["period"], r["day"], r["reservation_id"])
              for r in manager.scope(tenant_id).rows("reservations", "created_at < :c",
-                                                    {"c": cutoff})]
+                                                    {"c": cutoff})
+             if r["reservation_id"] not in keep]
     return sum(release_reservation(manager, r) for r in stale)
 
 

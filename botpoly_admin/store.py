@@ -447,7 +447,48 @@ ALTER TABLE trades ADD COLUMN group_id TEXT
 # every open); databases from before it get the mark here, on their next open.
 SCHEMA_APPLICATION_ID = f"PRAGMA application_id = {APPLICATION_ID}"
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID]
+# Live orders written ahead of sending (botpoly_admin.intents), and the last
+# reconciliation of each live tenant's ledger with its exchange account.
+SCHEMA_ORDER_INTENTS = """
+CREATE TABLE order_intents (
+    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    client_order_id TEXT NOT NULL,
+    order_hash TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    market TEXT,
+    outcome TEXT,
+    side TEXT NOT NULL CHECK (side IN ('BUY', 'SELL')),
+    shares_micros INTEGER NOT NULL CHECK (shares_micros > 0),
+    price_micros INTEGER NOT NULL CHECK (price_micros > 0 AND price_micros < 1000000),
+    time_in_force TEXT NOT NULL CHECK (time_in_force IN ('GTC', 'IOC')),
+    strategy TEXT,
+    reservation_id TEXT,
+    state TEXT NOT NULL CHECK (state IN ('submitting', 'resolved', 'not_placed')),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    checks INTEGER NOT NULL DEFAULT 0 CHECK (checks >= 0),
+    note TEXT,
+    PRIMARY KEY (tenant_id, client_order_id)
+);
+CREATE UNIQUE INDEX idx_order_intents_hash ON order_intents(order_hash);
+CREATE INDEX idx_order_intents_open ON order_intents(tenant_id, token_id)
+    WHERE state = 'submitting';
+
+CREATE TABLE live_reconciliations (
+    tenant_id TEXT PRIMARY KEY REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    checked_at TEXT NOT NULL,
+    exchange_cash_micros INTEGER NOT NULL,
+    ledger_cash_micros INTEGER NOT NULL,
+    cash_shortfall_micros INTEGER NOT NULL CHECK (cash_shortfall_micros >= 0),
+    positions TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(positions)),
+    unknown_open_orders INTEGER NOT NULL DEFAULT 0 CHECK (unknown_open_orders >= 0),
+    unredeemed TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(unredeemed)),
+    drift TEXT
+)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
+                         SCHEMA_ORDER_INTENTS]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

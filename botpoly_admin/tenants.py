@@ -88,6 +88,8 @@ TENANT_TABLES = (
     "equity_snapshots",
     "bots",
     "reservations",
+    "order_intents",
+    "live_reconciliations",
 )
 
 # Fields update_tenant accepts, besides SETTING_KEYS and CREDENTIAL_NAMES.

@@ -253,8 +253,8 @@ def test_a_row_of_an_unknown_tenant_fails_both_orphan_checks(ids, manager, run_c
 
 def test_every_tenant_owned_table_is_checked_for_orphans(manager) -> None:
     assert integrity.tenant_owned_tables(manager.db) == sorted(
-        ["bots", "credentials", "daily_usage", "equity_snapshots", "positions",
-         "reservations", "trades", "usage"])
+        ["bots", "credentials", "daily_usage", "equity_snapshots", "live_reconciliations",
+         "order_intents", "positions", "reservations", "trades", "usage"])
 
 
 def test_offending_rows_are_capped_with_their_total(ids, manager, run_cli) -> None:

@@ -34,7 +34,7 @@ import click
 import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
-from test_live import FakeClob
+from fake_exchange import FakeClob
 
 from botpoly_admin.cli import cli as root_command
 from botpoly_admin.models import CREDENTIAL_NAMES
@@ -241,8 +241,10 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     sh("bots", "start", "--all", "--json")  # Cy too: --all does not check credentials
     sh("start-bot", "dee@example.com")
     run_log = tmp_path / "svc" / "run.log"
-    # Live bots trade live only on the exchange's own feed (issue 14, defect 1).
-    sh("run", "--feed", "polymarket", "--duration", "4", "--interval", "0.5", "--no-table",
+    # Live bots trade live only on the exchange's own feed (issue 14, defect 1). Long
+    # enough for the one worker to build Ann's live broker (the SDK's import and TLS
+    # set-up take seconds on a loaded machine) and then reach Bob's.
+    sh("run", "--feed", "polymarket", "--duration", "10", "--interval", "0.5", "--no-table",
        "--log-file", str(run_log), verbose="-vv")
     after_run = {r["email"]: r for r in json.loads(sh.reads("bots", "status").stdout)}
     assert "HTTP 401" in after_run["bob@example.com"]["last_error"]

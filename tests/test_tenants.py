@@ -436,6 +436,13 @@ SEED_ROWS = {
     "bots": "INSERT INTO bots (tenant_id, updated_at) VALUES (:t, :now)",
     "reservations": "INSERT INTO reservations (reservation_id, tenant_id, period, day, "
                     "created_at) VALUES ('r-' || :t, :t, '2026-03', '2026-03-10', :now)",
+    "order_intents": "INSERT INTO order_intents (tenant_id, client_order_id, order_hash, "
+                     "token_id, side, shares_micros, price_micros, time_in_force, state, "
+                     "created_at, updated_at) VALUES (:t, 'coid-' || :t, '0x' || :t, 'tok', "
+                     "'BUY', 1000000, 500000, 'GTC', 'submitting', :now, :now)",
+    "live_reconciliations": "INSERT INTO live_reconciliations (tenant_id, checked_at, "
+                            "exchange_cash_micros, ledger_cash_micros, cash_shortfall_micros) "
+                            "VALUES (:t, :now, 1, 1, 0)",
 }
 
 

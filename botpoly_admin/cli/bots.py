@@ -52,7 +52,7 @@ STATUS_COLUMNS = [
     ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("desired_state", "Desired"),
     ("state", "State"), ("owner", "Owner"), ("heartbeat_at", "Heartbeat"),
     ("cycles", "Cycles"), ("last_cycle_ms", "Last ms"), ("restarts", "Restarts"),
-    ("last_error", "Last error"),
+    ("last_error", "Last error"), ("drift", "Live drift"),
 ]
 
 POSITIVE = FiniteFloat(min=0, min_open=True)
@@ -324,7 +324,10 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     market data that is not the exchange's: not retried until its tenant,
     credentials or keys change) stays refused after its run ends, until it is
     stopped or runs again. Last error says why a bot is in error (retried with
-    backoff) or refused.
+    backoff) or refused. Live drift is what the last reconciliation of a live
+    tenant's ledger with its Polymarket account found: cash short of the ledger's,
+    shares that differ, open orders the ledger does not know, winning shares
+    awaiting redemption.
 
     \b
     Example:

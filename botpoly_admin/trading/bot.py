@@ -39,6 +39,7 @@ from botpoly_admin.errors import (
     ExchangeError,
     LiveRefused,
     NotFound,
+    OrderInDoubt,
     QuotaExceeded,
     TemporaryExchangeError,
     TradingNotAllowed,
@@ -249,14 +250,17 @@ class TenantBot:
         markets = self._watched(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
         resolved.update(self._resolved_unlisted(exposed, markets))
-        report.settled = self._settle(held, resolved)
+        broker = self.broker(tenant.trading_mode, tenant.tier)
+        report.settled = self._settle(held, resolved, broker)
         if report.settled:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
         open_markets = [m for m in markets if tradable(m)]
         books = self._books(open_markets)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
-        # No resting order, nothing to work (and no query or request to make).
-        filled_resting = broker.work_resting(books, resolved_tokens) if pending else 0
+        # No resting paper order, nothing to work (and no query to make). A live broker
+        # is asked every cycle: it also resolves orders in doubt and reconciles when due.
+        working = pending or broker.mode == TradingMode.LIVE.value
+        filled_resting = broker.work_resting(books, resolved_tokens) if working else 0
         report.trades += filled_resting
         if filled_resting:
             held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
@@ -427,6 +431,13 @@ class TenantBot:
                 report.refused.append(str(exc))
                 report.state = "stopped"
                 return False
+            except OrderInDoubt as exc:
+                # A live order of this token may be on the exchange: nothing more is sent
+                # for the token until a look-up resolves it; the other tokens trade on (a
+                # group's legs already sent are evened out by the caller).
+                report.refused.append(str(exc))
+                log.warning("tenant %s: %s", self.tenant_id, exc)
+                return True
             except ExchangeError as exc:
                 if intent is first:
                     raise  # nothing of the unit left: a failed cycle, retried as ever
@@ -535,26 +546,33 @@ class TenantBot:
                 found[market_id] = market
         return found
 
-    def _settle(self, held: list[dict[str, Any]], resolved: dict[str, Market]) -> int:
-        """Settle held positions of resolved markets: 1 per winning share, 0 per losing."""
+    def _settle(self, held: list[dict[str, Any]], resolved: dict[str, Market],
+                broker: Broker) -> int:
+        """Settle held positions of resolved markets through the broker: 1 per winning
+        share, 0 per losing (live: a payout only once redeemed)."""
         settled = 0
         for p in held:
             market = resolved.get(p["market"] or "")
             if market is None:
                 continue
             won = p["token_id"] == market.winner_token_id
-            if ledger.settle_position(self.manager, self.tenant_id, p["token_id"], won,
-                                      strategy=p["strategy"]):
+            if broker.settle(p["token_id"], won, strategy=p["strategy"]):
                 settled += 1
         return settled
 
     def stop(self) -> None:
-        """Flush the metering not yet written; everything else is in the ledger."""
+        """Close the broker (a live one cancels the resting orders it owns) and flush
+        the metering not yet written; everything else is in the ledger."""
         self.stopped = True
-        if self._compute_s or self._api_calls:
-            ledger.add_usage(self.manager, self.tenant_id, api_calls=self._api_calls,
-                             compute_seconds=self._compute_s)
-            self._compute_s, self._api_calls = 0.0, 0
+        broker, self._broker = self._broker, None
+        try:
+            if broker is not None:
+                broker.close()
+        finally:
+            if self._compute_s or self._api_calls:
+                ledger.add_usage(self.manager, self.tenant_id, api_calls=self._api_calls,
+                                 compute_seconds=self._compute_s)
+                self._compute_s, self._api_calls = 0.0, 0
 
 
 

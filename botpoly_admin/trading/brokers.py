@@ -64,6 +64,15 @@ class Broker(Protocol):
         """Advance resting orders against fresh books; return how many filled."""
         ...
 
+    def settle(self, token_id: str, won: bool, *,
+               strategy: str | None = None) -> dict[str, Any] | None:
+        """Settle a held position of a resolved market; the settlement row, or None."""
+        ...
+
+    def close(self) -> None:
+        """Stop: release what the broker holds (a live one cancels its resting orders)."""
+        ...
+
 
 def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionResult,
                      mode: str, *, exchange_order_id: str | None = None,
@@ -169,6 +178,15 @@ class PaperBroker:
         levels = held[1] if held is not None and held[0] == version else {}
         self._taken[book.token_id, side] = (version, levels, now)
         return levels
+    def settle(self, token_id: str, won: bool, *,
+               strategy: str | None = None) -> dict[str, Any] | None:
+        """Pay 1 per winning share and 0 per losing one, at once (paper has no chain)."""
+        return ledger.settle_position(self.manager, self.tenant_id, token_id, won,
+                                      strategy=strategy)
+
+    def close(self) -> None:
+        """Nothing to release: a paper broker's state is the ledger, its resting orders
+        stay resting for the next start."""
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
         """Fill resting orders the book now crosses, at their limit price, as maker (no

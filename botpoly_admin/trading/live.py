@@ -15,24 +15,48 @@ Orders (``execute``):
   (``create_market_order(order_type="FAK", max_price=… | min_price=…)``), GTC intents
   its limit orders (``create_limit_order``, which the SDK always posts as GTC).
 - One quota unit is reserved in the ledger (``ledger.reserve_trade``) before anything
-  is sent, and committed by the ledger row or released if the order fails.
-- Idempotency: a V2 order has no client id field, but the CLOB's order id is the
-  order's EIP-712 hash, which is known once the order is signed. The signed order is
-  kept per client order id until its outcome is known; after a timeout or a 5xx the
-  broker first looks the order up by that id and re-sends the *same* signed order
-  (same hash, so the exchange cannot take it twice) only if the exchange does not
-  have it. A client order id the ledger already holds is never sent again.
+  is sent, and committed by the ledger row or released once the order is known not
+  to be on the exchange.
+- Write-ahead (``botpoly_admin.intents``): the order is signed, and its intent (client
+  order id, the order's EIP-712 hash, which is the CLOB's order id, token, side, size,
+  limit price, strategy, reservation) is committed before the ``POST /order``. After
+  a lost reply, a timeout, a 5xx or "duplicate order", the broker looks the hash up
+  (``GET /data/order/{hash}`` and the account's trades) and records what the exchange
+  did. Before any new order for the same token, at start and after every timeout,
+  every unresolved intent is looked up the same way; while one stays unresolved, no
+  new order for that token is sent (``OrderInDoubt``).
+- An order is never sent twice: within the process that signed it, only the *same*
+  signed bytes are re-sent, and only after a look-up found nothing (the exchange
+  refuses a second copy of one hash). Signed orders are not stored, so after a
+  restart an intent is only resolved, never re-sent: an order the exchange does not
+  show ``absent_after_s`` after it was written is recorded as not placed.
+- A fill is recorded once (the ledger's client order id is unique, and an intent is
+  resolved only from the exchange's own state), with the taker fee the exchange
+  charges: the trades' ``fee_rate_bps`` × shares × (p × (1 − p))^exponent, the
+  exponent from the market's CLOB fee data (``fd.e``); makers pay nothing. An order
+  whose status says it matched more than its trades show is left unresolved until
+  the trades catch up: a lagging trades list never turns a real fill into a failure.
 
-Resting orders: ``reconcile`` (run by ``for_tenant``, i.e. at every bot start) and
-``work_resting`` (every cycle) compare the ledger's pending live rows with the
-exchange's open orders. A pending order that left the book is settled once, with
-what its trades filled (``ledger.resolve_pending``); partial fills of an order still
-on the book wait until it leaves. Open orders the ledger does not know are logged.
+Resting orders: ``reconcile`` (run by ``for_tenant``, i.e. at every bot start, and
+then every ``RECONCILE_EVERY_S``) and ``work_resting`` (every cycle) compare the
+ledger's pending live rows with the exchange's open orders. A pending order that left
+the book is settled once, with what its trades filled (``ledger.resolve_pending``);
+partial fills of an order still on the book wait until it leaves. ``reconcile`` also
+compares the ledger with the wallet (``botpoly_admin.reconciliation``): pUSD balance,
+outcome-token balances, open orders the ledger does not know.
+
+The dead-man switch (``trading.heartbeats``): a broker joins its API key's heartbeat
+at start, so the exchange cancels the key's open orders about ten seconds after the
+process stops sending. ``close`` (a clean stop) cancels and verifies the resting
+orders the bot owns and settles their rows first.
+
+Resolved markets: a losing position is settled at 0; a winning one is credited to
+ledger cash only once its shares have left the wallet (redeemed), never before
+(``settle``).
 
 Errors go through the feed's translation (``feeds.polymarket``) and retries
 (``feeds.call_upstream``): a host that stays unreachable becomes an
 ``ExchangeError`` after a few short tries; an HTTP 401 is a ``CredentialsError``.
-Fees of live fills are not derived yet: rows carry fee 0.
 
 The SDK is imported inside the functions that use it (it is heavy). A few of its
 private seams are used on purpose and cited where they are; the SDK's minor version
@@ -43,15 +67,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botpoly_admin import ledger
-from botpoly_admin.errors import Conflict, CredentialsError, ExchangeError, InvalidInput, NotFound
+from botpoly_admin import intents, ledger, reconciliation
+from botpoly_admin.errors import (
+    Conflict,
+    CredentialsError,
+    ExchangeError,
+    InvalidInput,
+    NotFound,
+    OrderInDoubt,
+    TemporaryExchangeError,
+)
 from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier, TradingMode, from_micros
-from botpoly_admin.trading import rules
+from botpoly_admin.trading import heartbeats, rules
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.feeds import call_upstream
 from botpoly_admin.trading.feeds.polymarket import polymarket_environment, translate_sdk_errors
@@ -80,33 +113,50 @@ T = TypeVar("T")
 POLYMARKET_CREDENTIALS = tuple(n for n in CREDENTIAL_NAMES if n.startswith("polymarket_"))
 DEFAULT_TIMEOUT_S = 3.0
 DEFAULT_TRIES = 3
+# An order the exchange neither holds nor traded this long after its intent was
+# written was never placed (a POST that never arrived). Until then it may be in
+# flight, and its token waits.
+ABSENT_AFTER_S = 30.0
+RECONCILE_EVERY_S = 60.0
 # Order statuses of GET /data/order(s) for an order still on the book; the API
 # sends them bare ("LIVE") or prefixed ("ORDER_STATUS_LIVE").
 OPEN_STATUSES = frozenset({"LIVE", "DELAYED"})
+BASE_UNITS = Decimal(10**6)
 
 
 @dataclass(frozen=True)
 class _Placed:
     """What the exchange did with one order: its id, what filled, whether the rest rests.
 
-    ``order_id`` is empty for an order that was refused (nothing placed).
+    ``order_id`` is empty for an order that was not placed (refused, or confirmed
+    absent).
     """
 
     order_id: str
     filled: Decimal = Decimal(0)  # shares
     usdc: Decimal = Decimal(0)  # paid (BUY) or received (SELL) for them
+    fee: Decimal = Decimal(0)  # the taker fee charged for them
     rests: bool = False
     message: str = ""
-    asked: Decimal | None = None  # shares the signed order asks for (None: not signed)
 
 
-@dataclass
-class _Signed:
-    """A signed order whose outcome is not known yet, kept for an idempotent retry."""
+class _Absent(_Placed):
+    """The exchange shows nothing of an order (yet): only then may its same signed bytes
+    go again."""
 
-    order: SignedOrder
-    order_id: str  # its EIP-712 hash: the CLOB's order id
-    sent: bool = False  # a POST may have reached the exchange: look before re-sending
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT = _Absent("")
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """The answer to one ``POST /order``: placed, refused, or "already have it"."""
+
+    placed: _Placed
+    duplicate: bool = False
 
 
 class LiveBroker:
@@ -115,20 +165,33 @@ class LiveBroker:
     mode = "live"
 
     def __init__(self, manager: TenantManager, tenant_id: str, client: SecureClient, *,
-                 host: str, tries: int = DEFAULT_TRIES) -> None:
+                 host: str, tries: int = DEFAULT_TRIES,
+                 absent_after_s: float = ABSENT_AFTER_S,
+                 reconcile_every_s: float = RECONCILE_EVERY_S) -> None:
         self.manager = manager
         self.tenant_id = tenant_id
         self.client = client
         self.host = host
         self.tries = tries
-        self._unconfirmed: dict[str, _Signed] = {}  # client order id → signed order
+        self.absent_after_s = absent_after_s
+        self.reconcile_every_s = reconcile_every_s
+        # Signed orders of this process whose outcome is not known yet (client order
+        # id → signed order): the only bytes that may be sent again.
+        self._signed: dict[str, SignedOrder] = {}
+        self._heartbeat: heartbeats.KeyHeartbeat | None = None
+        self._next_reconcile = float("-inf")
+        self._awaiting_redemption: set[str] = set()  # winning tokens not yet redeemed
+        self._closed = False
 
     @classmethod
     def for_tenant(cls, manager: TenantManager, tenant_id: str, *,
                    environment: Environment | None = None,
                    timeout_s: float = DEFAULT_TIMEOUT_S,
-                   tries: int = DEFAULT_TRIES) -> LiveBroker:
-        """The tenant's broker, its open orders reconciled with the ledger.
+                   tries: int = DEFAULT_TRIES,
+                   heartbeat_s: float = heartbeats.HEARTBEAT_EVERY_S,
+                   absent_after_s: float = ABSENT_AFTER_S,
+                   reconcile_every_s: float = RECONCILE_EVERY_S) -> LiveBroker:
+        """The tenant's broker: ledger reconciled with the exchange, dead-man switch armed.
 
         Raises Conflict for a free tenant or one in paper mode, CredentialsError for
         missing, undecryptable or malformed credentials (no request is sent in those
@@ -142,17 +205,42 @@ class LiveBroker:
         environment = environment or polymarket_environment()
         client = _secure_client(creds, environment, timeout_s, tenant.email)
         broker = cls(manager, tenant.tenant_id, client, tries=tries,
-                     host=get_environment_config(environment).clob_url)
+                     host=get_environment_config(environment).clob_url,
+                     absent_after_s=absent_after_s, reconcile_every_s=reconcile_every_s)
         try:
             broker.reconcile()
+            broker._heartbeat = heartbeats.attach(
+                creds["polymarket_api_key"], broker, client, host=broker.host,
+                interval_s=heartbeat_s)
         except BaseException:
-            broker.close()
+            broker.close(cancel_resting=False)
             raise
         return broker
 
-    def close(self) -> None:
-        """Close the SDK client's connections."""
-        self.client.close()
+    def close(self, *, cancel_resting: bool = True) -> None:
+        """Stop trading: cancel and verify the resting orders the bot owns and settle
+        their rows (unless *cancel_resting* is false), leave the API key's heartbeat,
+        close the SDK client's connections.
+
+        Never raises for the exchange: if the orders cannot be cancelled now, the
+        exchange's dead-man switch cancels them once the heartbeats stop, and the next
+        start settles their rows.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if cancel_resting:
+                self.cancel_resting()
+        except (ExchangeError, CredentialsError) as exc:
+            log.error("tenant %s: could not cancel its resting orders on stop (%s); the "
+                      "exchange cancels them %gs after the last heartbeat, and the next "
+                      "start settles them", self.tenant_id, exc, heartbeats.DEADLINE_S)
+        finally:
+            if self._heartbeat is not None:
+                heartbeats.detach(self._api_key(), self)
+                self._heartbeat = None
+            self.client.close()
 
     # --- the Broker protocol ----------------------------------------------------------
 
@@ -160,69 +248,119 @@ class LiveBroker:
                 market: Market | None = None) -> ExecutionResult:
         """Send *intent* as a Polymarket order and record what happened.
 
-        Raises QuotaExceeded (nothing sent) when the tenant has no trade left, and
-        ExchangeError when the exchange stays unreachable (the quota unit is given
-        back; a retry with the same client order id looks the order up first). An
-        order the exchange refuses is a ``failed`` row and result, not an exception.
+        Raises QuotaExceeded (nothing sent) when the tenant has no trade left,
+        OrderInDoubt (nothing sent) while an earlier order of the same token is
+        unresolved, and OrderInDoubt too when the exchange cannot be reached after the
+        order was written ahead (its quota unit stays reserved until a look-up tells;
+        a retry with the same client order id looks the order up first). An order the
+        exchange refuses is a ``failed`` row and result, not an exception.
         """
         done = self._from_ledger(intent)
         if done is not None:
             log.info("tenant %s order %s is already in the ledger: not sent again",
                      self.tenant_id, intent.client_order_id)
             return done
+        earlier = intents.get(self.manager, self.tenant_id, intent.client_order_id)
+        if earlier is not None and earlier["state"] == intents.SUBMITTING:
+            return self._resolve(earlier, send_first=False)
         order, problem = rules.exchange_terms(intent, book, market)
         if problem:
             return self._record(_result(order, (), rests=False, message=problem), None, None)
-        reservation = ledger.reserve_trade(self.manager, self.tenant_id)
+        doubtful = self.resolve_intents(order.token_id)
+        if doubtful:
+            raise OrderInDoubt(
+                f"not sent: order {doubtful[0]['client_order_id']} of token {order.token_id} "
+                f"(Polymarket order {doubtful[0]['order_hash']}) is not resolved yet")
+        if self._heartbeat is not None and not self._heartbeat.armed():
+            raise TemporaryExchangeError(
+                f"not sent: no order heartbeat accepted by Polymarket at {self.host} in the "
+                f"last {heartbeats.DEADLINE_S:g}s, so the dead-man switch may not cover it")
+        # A sell of held shares passes max_daily_trades (halts stop new exposure only).
+        reservation = ledger.reserve_trade(self.manager, self.tenant_id,
+                                           reducing=order.side is Side.SELL)
         try:
-            placed = self._place(order)
+            signed, order_hash = self._call(lambda: self._sign(order))
+        except InvalidInput as exc:  # the SDK's own checks (tick grid, precision)
+            ledger.release_reservation(self.manager, reservation)
+            return self._record(_result(order, (), rests=False, message=f"not sent: {exc}"),
+                                None, None)
         except BaseException:
             ledger.release_reservation(self.manager, reservation)
             raise
-        if placed.asked is not None and placed.asked != order.size:
-            # A FAK BUY is signed as pUSD to spend; the SDK floors it to cents, so the
-            # shares it asks for can be a hair fewer than the intent's.
-            order = replace(order, size=placed.asked)
-        fills = () if not placed.filled else (Fill(
-            price=quantize(placed.usdc / placed.filled), shares=quantize(placed.filled),
-            notional=quantize(placed.usdc), fee=Decimal(0)),)
-        result = _result(order, fills, rests=placed.rests, message=placed.message)
-        return self._record(result, placed.order_id or None, reservation)
+        # A FAK BUY is signed as pUSD to spend; the SDK floors it to cents, so the
+        # shares it asks for can be a hair fewer than the intent's.
+        order = replace(order, size=_signed_shares(signed))
+        try:
+            intents.begin(self.manager, self.tenant_id, order, order_hash, order.size,
+                          reservation)
+        except BaseException:
+            ledger.release_reservation(self.manager, reservation)
+            raise
+        self._signed[order.client_order_id] = signed
+        written = intents.get(self.manager, self.tenant_id, order.client_order_id)
+        assert written is not None
+        return self._resolve(written, send_first=True)
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
-        """Settle pending orders that left the book; cancel those of resolved markets.
+        """Resolve orders in doubt, reconcile when due, settle pending orders that left
+        the book and cancel those of resolved markets.
 
         Returns how many of them filled (in part or in full). Sends nothing when the
-        ledger holds no pending live order.
+        ledger holds no pending live order, no order is in doubt and no reconciliation
+        is due.
         """
-        pending = self._pending_rows()
-        if not pending:
-            return 0
-        settled = self._sync(pending, self._open_orders(), resolved)
+        self.resolve_intents()
+        if time.monotonic() >= self._next_reconcile:
+            settled = self.reconcile(resolved)["settled"]
+        else:
+            pending = self._pending_rows()
+            if not pending:
+                return 0
+            settled = self._sync(pending, self._open_orders(), resolved)
         return sum(1 for row in settled if row["status"] in ("filled", "partial"))
 
     # --- operations beyond the protocol -----------------------------------------------
 
-    def reconcile(self) -> dict[str, Any]:
-        """Make the ledger agree with the exchange (at start): settle pending rows whose
-        order is gone, and log open orders the ledger does not know.
+    def reconcile(self, resolved: set[str] | None = None) -> dict[str, Any]:
+        """Make the ledger agree with the exchange (at start, then every
+        ``reconcile_every_s``): resolve orders in doubt, settle pending rows whose order
+        is gone, compare cash, positions and open orders with the wallet and store the
+        drift (``reconciliation``).
 
-        Returns the open order count, the settled rows and the unknown order ids.
+        Returns the open order count, the settled rows, the unknown order ids, the
+        intents still unresolved and the stored reconciliation.
         """
-        stale = ledger.release_stale_reservations(self.manager, self.tenant_id)
+        doubtful = self.resolve_intents()
+        stale = ledger.release_stale_reservations(
+            self.manager, self.tenant_id,
+            keep=intents.held_reservations(self.manager, self.tenant_id))
         if stale:
             log.warning("tenant %s: released %d quota reservation(s) left by a stopped "
                         "process", self.tenant_id, stale)
         open_orders = self._open_orders()
-        settled = self._sync(self._pending_rows(), open_orders, resolved=set())
+        settled = self._sync(self._pending_rows(), open_orders, resolved or set())
         known = self._known_order_ids(o.id for o in open_orders)
         unknown = [o for o in open_orders if o.id not in known]
         for o in unknown:
             log.warning("tenant %s: open order %s on Polymarket is not in the ledger "
                         "(%s %s of %s at %s, %s matched)", self.tenant_id, o.id, o.side,
                         o.original_size, o.asset_id, o.price, o.size_matched)
+        wallet = self._check_wallet(len(unknown))
+        self._next_reconcile = time.monotonic() + self.reconcile_every_s
         return {"open_orders": len(open_orders), "settled": settled,
-                "unknown": [o.id for o in unknown]}
+                "unknown": [o.id for o in unknown],
+                "unresolved": [i["client_order_id"] for i in doubtful], "wallet": wallet}
+
+    def resolve_intents(self, token_id: str | None = None) -> list[dict[str, Any]]:
+        """Look up every unresolved intent of the tenant (of one token, if given) and
+        record what the exchange did; return those still unresolved."""
+        doubtful = []
+        for pending in intents.unresolved(self.manager, self.tenant_id, token_id):
+            try:
+                self._resolve(pending, send_first=False)
+            except OrderInDoubt:
+                doubtful.append(pending)
+        return doubtful
 
     def open_orders(self) -> list[dict[str, Any]]:
         """The tenant's open orders on the exchange, as plain data."""
@@ -242,47 +380,162 @@ class LiveBroker:
         if not rows:
             raise NotFound(f"no resting live order {client_order_id!r}")
         self._cancel_on_exchange(rows[0])
-        return self._settle(rows[0])
+        settled = self._settle(rows[0], final=True)
+        assert settled is not None
+        return settled
 
-    # --- placing ----------------------------------------------------------------------
+    def cancel_resting(self) -> list[dict[str, Any]]:
+        """Cancel every resting order the bot owns, verify each is off the book, and
+        settle its row (a clean stop). Orders in doubt are looked up once more."""
+        self.resolve_intents()
+        settled = []
+        for row in self._pending_rows():
+            if row["exchange_order_id"] is None:
+                continue
+            self._cancel_on_exchange(row)
+            done = self._settle(row, final=True)
+            if done is not None:
+                settled.append(done)
+        if settled:
+            log.info("tenant %s: cancelled %d resting order(s) on stop", self.tenant_id,
+                     len(settled))
+        return settled
 
-    def _place(self, order: OrderIntent) -> _Placed:
-        """Sign (once per client order id) and post *order*, looking before re-sending."""
-        signed = self._unconfirmed.get(order.client_order_id)
-        if signed is None:
-            try:
-                signed = _Signed(*self._call(lambda: self._sign(order)))
-            except InvalidInput as exc:  # the SDK's own checks (tick grid, precision)
-                return _Placed("", message=f"not sent: {exc}")
-            self._unconfirmed[order.client_order_id] = signed
+    def settle(self, token_id: str, won: bool, *,
+               strategy: str | None = None) -> dict[str, Any] | None:
+        """Settle a held position of a resolved market, as the wallet allows.
 
-        def attempt() -> _Placed:
-            if signed.sent:
-                found = self._find(signed.order_id, order.token_id)
-                if found is not None:
-                    return found
-            signed.sent = True
-            return self._post(signed)
+        A losing position pays nothing: settled at 0. A winning one pays 1 pUSD a share
+        only once the shares are redeemed on chain; until the wallet no longer holds
+        them the ledger keeps the position (marked at 1) and credits no cash, so ledger
+        cash never runs ahead of the wallet. Returns the settlement row, or None.
+        """
+        if not won:
+            return ledger.settle_position(self.manager, self.tenant_id, token_id, False,
+                                          strategy=strategy)
+        held = self._wallet_shares(token_id)
+        if held > 0:
+            if token_id not in self._awaiting_redemption:
+                log.info("tenant %s: %s winning shares of %s await redemption; not "
+                         "credited to ledger cash until redeemed", self.tenant_id, held,
+                         token_id)
+            self._awaiting_redemption.add(token_id)
+            return None
+        self._awaiting_redemption.discard(token_id)
+        return ledger.settle_position(self.manager, self.tenant_id, token_id, True,
+                                      strategy=strategy)
+
+    # --- placing and resolving --------------------------------------------------------
+
+    def _resolve(self, pending: dict[str, Any], *, send_first: bool) -> ExecutionResult:
+        """Drive one written-ahead order to a recorded outcome, or raise OrderInDoubt.
+
+        Each try looks the order up (except a fresh order's first); found, it is
+        recorded; absent, the same signed bytes are sent again if this process holds
+        them. Temporary failures are retried a bounded number of times.
+        """
+        client_order_id = pending["client_order_id"]
+        signed = self._signed.get(client_order_id)
+        look_first = [not send_first]
+
+        def attempt() -> ExecutionResult | None:
+            if look_first[0]:
+                found = self._outcome(pending, holding_signed=signed is not None)
+                if found is not ABSENT or signed is None:
+                    return self._record_intent(pending, found) if found else None
+            look_first[0] = True  # whatever happens now, the order may be out there
+            assert signed is not None
+            reply = self._post(signed)
+            if reply.duplicate:
+                found = self._outcome(pending, holding_signed=True)
+                return self._record_intent(pending, found) if found else None
+            return self._record_intent(pending, reply.placed)
 
         try:
-            placed = call_upstream(attempt, where=f"Polymarket at {self.host}",
+            result = call_upstream(attempt, where=f"Polymarket at {self.host}",
                                    tries=self.tries)
-        except ExchangeError:
-            if signed.sent:
-                log.warning("tenant %s order %s: unknown whether Polymarket took it (order "
-                            "id %s); a retry looks it up first, reconcile reports it if it "
-                            "rests", self.tenant_id, order.client_order_id, signed.order_id)
-            raise
-        del self._unconfirmed[order.client_order_id]
-        if placed.order_id and placed.order_id != signed.order_id:
+        except ExchangeError as exc:
+            if isinstance(exc, CredentialsError):
+                raise
+            intents.checked(self.manager, self.tenant_id, client_order_id, str(exc))
+            log.warning("tenant %s order %s: unknown whether Polymarket holds it (order "
+                        "id %s): %s; looked up again before the next order of token %s",
+                        self.tenant_id, client_order_id, pending["order_hash"], exc,
+                        pending["token_id"])
+            raise OrderInDoubt(f"order {client_order_id} (Polymarket order "
+                               f"{pending['order_hash']}) is in doubt: {exc}") from exc
+        if result is None:
+            note = "not visible on the exchange yet (or its trades lag its status)"
+            intents.checked(self.manager, self.tenant_id, client_order_id, note)
+            raise OrderInDoubt(f"order {client_order_id} (Polymarket order "
+                               f"{pending['order_hash']}) is in doubt: {note}")
+        return result
+
+    def _outcome(self, pending: dict[str, Any], *, holding_signed: bool) -> _Placed | None:
+        """What the exchange holds of a written-ahead order; None while it cannot tell,
+        ``ABSENT`` (falsy) when it shows nothing of it yet.
+
+        Found on the book: what filled so far, and the rest rests. Gone (matched,
+        cancelled): what its trades filled, but only once they account for all the
+        status says matched. Neither held nor traded: not placed, once
+        ``absent_after_s`` have passed and no signed copy is held to send again.
+        """
+        order_id, token_id = pending["order_hash"], pending["token_id"]
+        status = self._once(lambda: self._order_status(order_id))
+        shares, usdc, fee = self._once(lambda: self._traded(order_id, token_id))
+        if status is None:
+            if shares > 0:
+                return _Placed(order_id, filled=shares, usdc=usdc, fee=fee)
+            if holding_signed or pending["age_s"] < self.absent_after_s:
+                return ABSENT
+            return _Placed("", message=f"not placed: Polymarket has no order {order_id} "
+                                       f"{pending['age_s']:.0f}s after it was written ahead")
+        if _bare_status(status.status) in OPEN_STATUSES:
+            return _Placed(order_id, filled=shares, usdc=usdc, fee=fee, rests=True)
+        if quantize(shares) < quantize(status.size_matched):
+            return None  # the trades list lags the order status: not a failure, later
+        return _Placed(order_id, filled=shares, usdc=usdc, fee=fee)
+
+    def _record_intent(self, pending: dict[str, Any], placed: _Placed) -> ExecutionResult:
+        """Record a written-ahead order's outcome in the ledger, then close its intent."""
+        client_order_id = pending["client_order_id"]
+        order = OrderIntent(
+            token_id=pending["token_id"], market_id=pending["market"] or "",
+            side=pending["side"], size=pending["shares"], limit_price=pending["price"],
+            strategy=pending["strategy"] or "", time_in_force=pending["time_in_force"],
+            outcome=pending["outcome"] or "", client_order_id=client_order_id)
+        fills = () if not placed.filled else (Fill(
+            price=quantize(placed.usdc / placed.filled), shares=quantize(placed.filled),
+            notional=quantize(placed.usdc), fee=placed.fee),)
+        result = _result(order, fills, rests=placed.rests, message=placed.message)
+        if not self._rows_of(client_order_id):
+            result = self._record(result, placed.order_id or None,
+                                  self._reservation_of(pending))
+        intents.finish(self.manager, self.tenant_id, client_order_id,
+                       intents.RESOLVED if placed.order_id else intents.NOT_PLACED,
+                       placed.message or None)
+        self._signed.pop(client_order_id, None)
+        if placed.order_id and placed.order_id != pending["order_hash"]:
             log.warning("tenant %s order %s: Polymarket named it %s, expected %s",
-                        self.tenant_id, order.client_order_id, placed.order_id, signed.order_id)
-        return replace(placed, asked=_signed_shares(signed.order))
+                        self.tenant_id, client_order_id, placed.order_id,
+                        pending["order_hash"])
+        return result
+
+    def _reservation_of(self, pending: dict[str, Any]) -> ledger.Reservation | None:
+        """The quota reservation an intent holds, if it is still there to convert."""
+        if not pending["reservation_id"]:
+            return None
+        found = self.manager.scope(self.tenant_id).rows(
+            "reservations", "reservation_id = :r", {"r": pending["reservation_id"]})
+        if not found:
+            return None
+        return ledger.Reservation(self.tenant_id, found[0]["period"], found[0]["day"],
+                                  found[0]["reservation_id"])
 
     def _sign(self, order: OrderIntent) -> tuple[SignedOrder, str]:
         """Sign *order* with the SDK (EIP-712); return it and its order id.
 
-        Signing reads the market's tick size and neg-risk flag from the CLOB
+        Signing reads the market's tick size, fee data and neg-risk flag from the CLOB
         (``GET /markets-by-token/{token}``, ``GET /clob-markets/{condition}``).
         """
         if order.time_in_force is TimeInForce.GTC:
@@ -300,51 +553,48 @@ class LiveBroker:
                 min_price=order.limit_price, order_type="FAK")
         return signed, _order_hash(self.client, signed)
 
-    def _post(self, signed: _Signed) -> _Placed:
-        """``POST /order`` once. A 4xx refusal is a refused order, not an error."""
+    def _post(self, order: SignedOrder) -> _Reply:
+        """``POST /order`` once. A 4xx refusal is a refused order, not an error; the
+        CLOB's refusal of an order it already holds is reported as a duplicate."""
         from polymarket.errors import RequestRejectedError
 
-        order = signed.order
-
-        def post() -> _Placed:
+        def post() -> _Reply:
             try:
                 response = self.client.post_order(order)
             except RequestRejectedError as exc:
                 # 401 is the credentials (see _once), 425 a restarting matching engine.
                 if 400 <= exc.status < 500 and exc.status not in (401, 425):
-                    return _Placed("", message=f"refused by Polymarket: {exc}")
+                    if "duplicat" in str(exc).lower():
+                        return _Reply(_Placed(""), duplicate=True)
+                    return _Reply(_Placed("", message=f"refused by Polymarket: {exc}"))
                 raise
             if not response.ok:
-                return _Placed("", message=f"refused by Polymarket ({response.code}): "
-                                           f"{response.message}")
+                if "duplicat" in (response.message or "").lower():
+                    return _Reply(_Placed(""), duplicate=True)
+                return _Reply(_Placed("", message=f"refused by Polymarket ({response.code}): "
+                                                  f"{response.message}"))
             bought = order.side == "BUY"
-            return _Placed(
-                response.order_id,
-                filled=response.taking_amount if bought else response.making_amount,
-                usdc=response.making_amount if bought else response.taking_amount,
+            filled = response.taking_amount if bought else response.making_amount
+            usdc = response.making_amount if bought else response.taking_amount
+            return _Reply(_Placed(
+                response.order_id, filled=filled, usdc=usdc,
+                fee=self._taker_fee(order.token_id, filled, usdc) if filled else Decimal(0),
                 # A GTC remainder rests on the book; a delayed order (sports markets'
                 # matching delay) is pending until it leaves the delay queue.
                 rests=order.order_type in ("GTC", "GTD") or response.status == "delayed",
-            )
+            ))
 
         return self._once(post)
 
-    def _find(self, order_id: str, token_id: str) -> _Placed | None:
-        """What the exchange holds of an order that may have been sent, or None."""
-        resting = self._once(lambda: self._lookup(order_id)) is not None
-        shares, usdc = self._once(lambda: self._traded(order_id, token_id))
-        if not resting and shares == 0:
-            return None
-        return _Placed(order_id, filled=shares, usdc=usdc, rests=resting)
-
     # --- reading the exchange (SDK calls, untranslated: callers wrap them) ------------
 
-    def _lookup(self, order_id: str) -> OpenOrder | None:
-        """The order if it is still on the book (``GET /data/order/{id}``), else None."""
+    def _order_status(self, order_id: str) -> OpenOrder | None:
+        """The order in whatever state the exchange reports (``GET /data/order/{id}``),
+        or None when it does not hold it."""
         from polymarket.errors import RequestRejectedError, UnexpectedResponseError
 
         try:
-            order = self.client.get_order(order_id=order_id)
+            return self.client.get_order(order_id=order_id)
         except UnexpectedResponseError:
             # The CLOB answers `null` for an order it no longer holds, matched or
             # cancelled (Polymarket/py-clob-client#217): its trades tell what filled.
@@ -353,27 +603,71 @@ class LiveBroker:
             if exc.status == 404:
                 return None
             raise
-        return order if _bare_status(order.status) in OPEN_STATUSES else None
 
-    def _traded(self, order_id: str, token_id: str) -> tuple[Decimal, Decimal]:
-        """Shares and pUSD the order's trades moved (``GET /data/trades?asset_id=``),
-        as taker or as maker; failed settlements excluded."""
-        shares = usdc = Decimal(0)
+    def _lookup(self, order_id: str) -> OpenOrder | None:
+        """The order if it is still on the book, else None."""
+        order = self._order_status(order_id)
+        return order if order is not None and _bare_status(order.status) in OPEN_STATUSES \
+            else None
+
+    def _traded(self, order_id: str, token_id: str) -> tuple[Decimal, Decimal, Decimal]:
+        """Shares, pUSD and fees the order's trades moved (``GET /data/trades?asset_id=``),
+        as taker or as maker; failed settlements excluded. The fee of each piece is the
+        rate the trade reports (``fee_rate_bps``) on the market's fee curve."""
+        shares = usdc = fee = Decimal(0)
         for trade in self.client.list_account_trades(asset_id=token_id).iter_items():
             if trade.status == "FAILED":
                 continue
             if trade.taker_order_id == order_id:
                 shares += trade.size
                 usdc += trade.size * trade.price
+                fee += self._fee(token_id, trade.size, trade.price, trade.fee_rate_bps)
             for maker in trade.maker_orders:
                 if maker.order_id == order_id:
                     shares += maker.matched_amount
                     usdc += maker.matched_amount * maker.price
-        return shares, usdc
+                    fee += self._fee(token_id, maker.matched_amount, maker.price,
+                                     maker.fee_rate_bps or Decimal(0))
+        return shares, usdc, quantize_up(fee)
+
+    def _fee(self, token_id: str, shares: Decimal, price: Decimal, rate_bps: Decimal
+             ) -> Decimal:
+        """shares × rate × (p × (1 − p))^exponent, the exponent from the market's fee data."""
+        if not rate_bps:
+            return Decimal(0)
+        exponent = self._fee_info(token_id).exponent
+        return shares * rate_bps / 10_000 * (price * (1 - price)) ** exponent
+
+    def _taker_fee(self, token_id: str, shares: Decimal, usdc: Decimal) -> Decimal:
+        """The taker fee of a fill the POST reply reports (it names no fee): the market's
+        own schedule (``fd {r, e}``), which the exchange charges, at the average price."""
+        info = self._fee_info(token_id)
+        if not info.rate:
+            return Decimal(0)
+        price = usdc / shares
+        return quantize_up(shares * info.rate * (price * (1 - price)) ** info.exponent)
+
+    def _fee_info(self, token_id: str) -> Any:
+        """The market's fee data as the SDK read it for signing (its order-metadata
+        cache: ``PlatformFeeInfo`` of polymarket/_internal/actions/orders/market_data.py;
+        one ``GET /clob-markets`` if not cached)."""
+        ctx = self.client._ctx
+        return ctx.order_metadata.resolve_market(ctx, token_id=token_id).fee_info
 
     def _open_orders(self) -> list[OpenOrder]:
         """The tenant's open orders (``GET /data/orders``, every page)."""
         return self._call(lambda: list(self.client.list_open_orders().iter_items()))
+
+    def _wallet_shares(self, token_id: str) -> Decimal:
+        """Shares of *token_id* the wallet holds (``GET /balance-allowance``)."""
+        found = self._call(lambda: self.client.get_balance_allowance(
+            asset_type="CONDITIONAL", token_id=token_id))
+        return Decimal(found.balance) / BASE_UNITS
+
+    def _wallet_cash(self) -> Decimal:
+        """pUSD the wallet holds (``GET /balance-allowance``)."""
+        found = self._call(lambda: self.client.get_balance_allowance(asset_type="COLLATERAL"))
+        return Decimal(found.balance) / BASE_UNITS
 
     def _cancel_on_exchange(self, row: dict[str, Any]) -> None:
         """``DELETE /order``; an order the exchange no longer has counts as withdrawn."""
@@ -411,6 +705,9 @@ class LiveBroker:
         """``_once`` with the feeds' bounded retries: for calls safe to repeat."""
         return call_upstream(lambda: self._once(call), where=f"Polymarket at {self.host}",
                              tries=self.tries)
+
+    def _api_key(self) -> str:
+        return self.client._ctx.credentials.key
 
     # --- the ledger side --------------------------------------------------------------
 
@@ -477,26 +774,56 @@ class LiveBroker:
                 if row["token_id"] not in resolved:
                     continue
                 self._cancel_on_exchange(row)
-            settled.append(self._settle(row))
+            done = self._settle(row)
+            if done is not None:
+                settled.append(done)
         return settled
 
-    def _settle(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Resolve a pending row whose order is off the book with what its trades filled.
+    def _settle(self, row: dict[str, Any], *, final: bool = False) -> dict[str, Any] | None:
+        """Resolve a pending row whose order is off the book with what its trades filled;
+        None (nothing written) while the trades lag what the order status says matched,
+        unless *final* (we cancelled it: what the trades show now is what is recorded,
+        and a later reconcile reports any difference as drift).
 
         The order's trades include any fill recorded at placement (the ``C`` row of a
-        ``C-rest`` pair shares its exchange order id), so that part is subtracted. A
-        resting order fills at its limit price, the row's price.
+        ``C-rest`` pair shares its exchange order id), so that part is subtracted.
         """
         order_id = row["exchange_order_id"]
-        traded, _ = self._call(lambda: self._traded(order_id, row["token_id"]))
+        status = self._call(lambda: self._order_status(order_id))
+        traded, usdc, fee = self._call(lambda: self._traded(order_id, row["token_id"]))
+        if not final and status is not None and \
+                quantize(traded) < quantize(status.size_matched):
+            log.info("tenant %s order %s: status says %s matched, trades show %s; settled "
+                     "once they catch up", self.tenant_id, order_id, status.size_matched,
+                     traded)
+            return None
         recorded = self.manager.scope(self.tenant_id).rows(
             "trades", "exchange_order_id = :o AND status IN ('filled', 'partial')",
             {"o": order_id})
         already = sum((from_micros(r["shares_micros"]) for r in recorded), Decimal(0))
         shares = from_micros(row["shares_micros"])
         fill = min(max(quantize(traded) - already, Decimal(0)), shares)
+        # A resting order fills at its limit price (the row's); the fee is the part of
+        # the order's fees not yet recorded, in proportion (a maker's is zero).
+        paid = sum((from_micros(r["fee_micros"]) for r in recorded), Decimal(0))
         return ledger.resolve_pending(self.manager, self.tenant_id, row["client_order_id"],
-                                      filled_shares=fill)
+                                      filled_shares=fill,
+                                      fee=max(fee - paid, Decimal(0)) if fill else Decimal(0))
+
+    def _check_wallet(self, unknown_open_orders: int) -> dict[str, Any]:
+        """Compare the ledger with the wallet and store the drift (see reconciliation)."""
+        held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+        wallet = {p["token_id"]: self._wallet_shares(p["token_id"]) for p in held}
+        return reconciliation.record(
+            self.manager, self.tenant_id, exchange_cash=self._wallet_cash(),
+            positions=[(p["token_id"], p["shares"], wallet[p["token_id"]]) for p in held],
+            unknown_open_orders=unknown_open_orders,
+            unredeemed=sorted(self._awaiting_redemption & set(wallet)))
+
+
+def quantize_up(value: Decimal) -> Decimal:
+    """*value* rounded up to micro-units: a fee never rounds in the trader's favour."""
+    return value.quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
 
 
 # --- building orders and results ------------------------------------------------------
