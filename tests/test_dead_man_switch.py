@@ -194,7 +194,7 @@ def test_a_clean_stop_cancels_verifies_and_records_the_resting_orders(
 
 def test_stopping_the_tenant_bot_closes_its_live_broker(manager, tenant, clob, book,
                                                         fake_exchange):
-    bot = TenantBot(manager, tenant, open_feed("simulated"))
+    bot = TenantBot(manager, tenant, open_feed("polymarket"))
     live = bot.broker(TradingMode.LIVE, TenantTier.PRO)
     live.execute(intent(size="10", price="0.40"), book)
 
