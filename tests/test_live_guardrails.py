@@ -297,8 +297,9 @@ def test_run_refuses_broken_live_bots_shows_why_and_never_retries(
         assert re.search(reason, row["last_error"]), row["last_error"]
     assert rows[paper]["state"] == "running" and rows[paper]["last_error"] is None
     assert table.stdout.count("refused") == len(broken)
-    # The reason wraps inside its cell: read the cells' text, not the table's lines.
-    assert "missing polymarket_private_key" in re.sub(r"[\s│]+", " ", table.stdout)
+    # The reason wraps inside its cell, beside the next column's text.
+    assert "cannot trade live: missing" in table.stdout
+    assert "polymarket_private_key, polymarket_wallet" in table.stdout
     lines = {t["tenant_id"]: t for t in json.loads(dashboard_json.stdout)["tenants"]}
     assert {t for t, line in lines.items() if line["bot_state"] == "refused"} == set(broken)
     assert all(re.search(broken[t], lines[t]["bot_error"]) for t in broken)
