@@ -51,21 +51,23 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
-def test_a_usage_error_prints_whole_lines(path) -> None:
-    """Usage, hint, error: each on one line, never a usage line wrapped mid-word (it was,
-    for `tenants credentials set`, in the middle of 'polymarket_wallet')."""
+def test_a_usage_error_is_one_line(path) -> None:
+    """One `Error:` line, as every error: Click's usage line,
+    hint and error took three, the usage line wrapped mid-word (for `tenants
+    credentials set`, in the middle of 'polymarket_wallet')."""
     result = CliRunner().invoke(cli, [*path, "--no-such-option"])
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert [line.split(" ")[0] for line in lines] == ["Usage:", "Try", "Error:"], lines
-    assert lines[0].startswith(f"Usage: cli {' '.join(path)} ")
+    assert len(lines) == 1 and lines[0].startswith("Error: No such option"), lines
 
 
 def test_credentials_set_usage_names_its_arguments() -> None:
     result = CliRunner().invoke(cli, ["tenants", "credentials", "set"])
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[0] == ("Usage: cli tenants credentials set [OPTIONS] "
-                                             "TENANT NAME")
+    assert result.stderr.splitlines() == [
+        "Error: Missing argument 'TENANT'."]
+    helped = CliRunner().invoke(cli, ["tenants", "credentials", "set", "--help"])
+    assert "Usage: cli tenants credentials set [OPTIONS] TENANT NAME" in helped.stdout
     bad = CliRunner().invoke(cli, ["tenants", "credentials", "set", "x", "nope"])
     assert "'nope' is not one of 'polymarket_private_key'" in bad.stderr
 

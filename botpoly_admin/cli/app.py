@@ -176,10 +176,9 @@ class BotpolyGroup(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as exc:  # a bad root option (--db "")
-            _unwrapped_usage(exc)
             if ctx.meta["botpoly.json"]:
                 _echo_json_error(exc.format_message(), exc.exit_code)
-            raise
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -187,10 +186,9 @@ class BotpolyGroup(click.Group):
         except CommandError:
             raise  # already reported by _fail
         except click.ClickException as exc:
-            _unwrapped_usage(exc)
             if ctx.meta.get("botpoly.json"):
                 _echo_json_error(exc.format_message(), exc.exit_code)
-            raise
+            raise _one_line(exc) from None
         except click.Abort:
             # A confirmation that got no answer (end of input): Click prints "Aborted!"
             # and exits 1; a script under --json still gets its JSON.
@@ -206,18 +204,15 @@ class BotpolyGroup(click.Group):
             ctx.exit(130)
 
 
-def _unwrapped_usage(exc: click.ClickException) -> None:
-    """Print a usage error's usage line on one line, whatever the terminal width.
-
-    Click wraps it at 80 columns, and a long argument list breaks mid-word; above an
-    error the line is a reminder, not help text to read (``--help`` still wraps).
-    """
-    if isinstance(exc, click.UsageError) and exc.ctx is not None:
-        exc.ctx.terminal_width = USAGE_LINE_WIDTH
-
-
-# Wide enough for any usage line of this CLI: never wrapped.
-USAGE_LINE_WIDTH = 10_000
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    """A usage error as one ``Error:`` line, as the README promises for every error:
+    Click's usage line, hint and error (three lines, the usage line wrapped at 80
+    columns, mid-word) broke that; ``--help`` shows the usage. A bare group's help
+    (Click's NoArgsIsHelpError, a UsageError too) is shown as it is."""
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    if not isinstance(exc, click.UsageError) or isinstance(exc, no_args):
+        return exc
+    return CommandError(" ".join(exc.format_message().split()), exc.exit_code)
 
 
 class CommandError(click.ClickException):
