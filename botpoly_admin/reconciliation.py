@@ -18,6 +18,17 @@ Drift is any of:
 
 Winning shares of resolved markets that wait for redemption are listed too; they are
 not drift (the ledger deliberately credits no cash for them until they are redeemed).
+A redemption the broker asked for and that failed (``live_redemptions``, below) is
+shown in the drift line, with its reason and next try: money the tenant won is stuck
+until someone looks.
+
+Redemptions (``live_redemptions``, one row per tenant and winning token, written by
+the live broker): ``sending`` is written before the SDK is asked, so a process that
+dies mid-call leaves a redemption whose outcome is unknown, not one that is sent
+again blind; ``sent`` holds the transaction the SDK returned, looked up until it
+is mined; ``confirmed`` waits for the wallet to show the shares gone; ``failed``
+holds the reason and when to try again. The row is deleted when the payout is
+credited to the ledger (the shares left the wallet).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
 
 CASH_TOLERANCE = Decimal("0.01")  # pUSD
+SENDING, SENT, CONFIRMED, FAILED = "sending", "sent", "confirmed", "failed"
 
 
 def record(manager: TenantManager, tenant_id: str, *, exchange_cash: Decimal,
@@ -61,6 +73,11 @@ def record(manager: TenantManager, tenant_id: str, *, exchange_cash: Decimal,
     if unknown_open_orders:
         problems.append(f"{unknown_open_orders} open order(s) on the exchange not in the "
                         "ledger")
+    for r in manager.scope(tenant_id).rows("live_redemptions", "state = :s", {"s": FAILED},
+                                           order_by="token_id"):
+        problems.append(f"redemption of token …{r['token_id'][-8:]} failed "
+                        f"({r['attempts']} tries): {r['last_error']}; next try "
+                        f"{r['next_try_at']}")
     with transaction(manager.db) as conn:
         conn.execute(
             "INSERT INTO live_reconciliations (tenant_id, checked_at, exchange_cash_micros, "
@@ -80,6 +97,48 @@ def record(manager: TenantManager, tenant_id: str, *, exchange_cash: Decimal,
     found = latest(manager, tenant_id)
     assert found is not None
     return found
+
+
+def redemption(manager: TenantManager, tenant_id: str, token_id: str
+               ) -> dict[str, Any] | None:
+    """The tenant's redemption of *token_id* in flight or failed, or None."""
+    rows = manager.scope(tenant_id).rows("live_redemptions", "token_id = :t", {"t": token_id})
+    return rows[0] if rows else None
+
+
+def note_redemption(manager: TenantManager, tenant_id: str, token_id: str, state: str, *,
+                    condition_id: str | None = None, transaction_id: str | None = None,
+                    transaction_hash: str | None = None, error: str | None = None,
+                    next_try_at: str | None = None, attempt: bool = False) -> None:
+    """Write the redemption's new state (``attempt``: one more try is being made).
+
+    The condition id and transaction are kept unless given anew (a new try,
+    ``sending``, forgets the last try's transaction); the error and next try are
+    those of this state only.
+    """
+    now = clock.iso(clock.now())
+    with transaction(manager.db) as conn:
+        conn.execute(
+            "INSERT INTO live_redemptions (tenant_id, token_id, condition_id, state, "
+            "transaction_id, transaction_hash, attempts, last_error, next_try_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant_id, token_id) DO UPDATE SET state = excluded.state, "
+            "condition_id = coalesce(excluded.condition_id, condition_id), "
+            "transaction_id = CASE WHEN excluded.state = 'sending' THEN NULL ELSE "
+            "coalesce(excluded.transaction_id, transaction_id) END, "
+            "transaction_hash = CASE WHEN excluded.state = 'sending' THEN NULL ELSE "
+            "coalesce(excluded.transaction_hash, transaction_hash) END, "
+            "attempts = attempts + excluded.attempts, last_error = excluded.last_error, "
+            "next_try_at = excluded.next_try_at, updated_at = excluded.updated_at",
+            (tenant_id, token_id, condition_id, state, transaction_id, transaction_hash,
+             int(attempt), error, next_try_at, now))
+
+
+def forget_redemption(manager: TenantManager, tenant_id: str, token_id: str) -> None:
+    """The payout is in the ledger: nothing waits for this redemption any more."""
+    with transaction(manager.db) as conn:
+        conn.execute("DELETE FROM live_redemptions WHERE tenant_id = ? AND token_id = ?",
+                     (tenant_id, token_id))
 
 
 def latest(manager: TenantManager, tenant_id: str) -> dict[str, Any] | None:

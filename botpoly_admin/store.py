@@ -487,8 +487,27 @@ CREATE TABLE live_reconciliations (
 )
 """
 
+# Redemptions of winning live positions the broker asked the SDK for
+# (botpoly_admin.reconciliation): one row per tenant and token until the payout is
+# credited, so a redemption in flight is looked up, never sent again blind.
+SCHEMA_LIVE_REDEMPTIONS = """
+CREATE TABLE live_redemptions (
+    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    token_id TEXT NOT NULL,
+    condition_id TEXT,
+    state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'confirmed', 'failed')),
+    transaction_id TEXT,
+    transaction_hash TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error TEXT,
+    next_try_at TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, token_id)
+)
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
-                         SCHEMA_ORDER_INTENTS]
+                         SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -90,6 +90,7 @@ TENANT_TABLES = (
     "reservations",
     "order_intents",
     "live_reconciliations",
+    "live_redemptions",
 )
 
 # Fields update_tenant accepts, besides SETTING_KEYS and CREDENTIAL_NAMES.

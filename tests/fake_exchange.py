@@ -13,11 +13,12 @@ match) -> Reply`` and call ``exchange.route("POST", r"/order", handler)``, or
 add it to ``_default_routes``.
 
 The ``fake_exchange`` pytest fixture starts one per test and points the feeds
-at it through BOTPOLY_POLYMARKET_CLOB_URL, BOTPOLY_POLYMARKET_GAMMA_URL and
-BOTPOLY_BINANCE_URL.
+at it through BOTPOLY_POLYMARKET_CLOB_URL, BOTPOLY_POLYMARKET_GAMMA_URL,
+BOTPOLY_POLYGON_RPC_URL (``/rpc``) and BOTPOLY_BINANCE_URL.
 
 ``FakeClob`` adds the CLOB's authenticated endpoints for one account (orders,
-trades, the wallet's balances, the order heartbeat) to a FakeExchange; the ``clob``
+trades, the wallet's balances, the order heartbeat) and the Polygon JSON-RPC calls
+of its EOA's redemptions to a FakeExchange; the ``clob``
 fixture installs one for the ``creds`` of a throwaway ``signer``.
 """
 
@@ -428,6 +429,11 @@ ORDER_FIELDS = (
 CTF_EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_EXCHANGE_V2 = "0xe2222d279d744050d28e00520010520000310F59"
 POLYGON = 137
+# Redeeming resolved positions: the SDK's collateral adapters (production config),
+# the pUSD token and ConditionalTokens.redeemPositions(address,bytes32,bytes32,uint256[]).
+COLLATERAL_ADAPTER = "0xAdA100Db00Ca00073811820692005400218FcE1f"
+NEG_RISK_COLLATERAL_ADAPTER = "0xadA2005600Dec949baf300f4C6120000bDB6eAab"
+REDEEM_POSITIONS_SELECTOR = keccak(text="redeemPositions(address,bytes32,bytes32,uint256[])")[:4]
 L2_HEADERS = ("poly_address", "poly_api_key", "poly_passphrase", "poly_signature",
               "poly_timestamp")
 FAK_NOT_FILLED = ("no orders found to match with FAK order. FAK orders are partially "
@@ -499,6 +505,16 @@ class FakeClob:
         self.heartbeats: list[str] = []  # ids sent, in order
         self.auto_cancelled: list[str] = []  # order ids the dead-man switch cancelled
         self._beat = threading.Condition()
+        # The chain, as the Polygon JSON-RPC node shows it to this account (an EOA):
+        self.nonce = 0
+        self.winners: dict[str, str] = {}  # resolved condition id → winning token
+        self.conditions: dict[str, tuple[str, ...]] = {}  # condition id → its tokens
+        self.receipts: dict[str, dict[str, Any]] = {}  # tx hash → receipt (mined)
+        self.unmined: dict[str, str] = {}  # tx hash → condition id, sent not mined
+        self.mine_at_once = True
+        self.redemptions: list[str] = []  # condition ids of redeemPositions sent, in order
+        self.refuse_transactions: str | None = None  # JSON-RPC error for sendRaw
+        self.drop_send_reply = False  # take the transaction, lose the reply (once)
         self.problems: list[str] = []
         for method, pattern, handler in (
             ("GET", r"/markets-by-token/(?P<token>\d+)", self.market_by_token),
@@ -510,6 +526,7 @@ class FakeClob:
             ("GET", r"/data/trades", self.account_trades),
             ("POST", r"/v1/heartbeats", self.heartbeat),
             ("GET", r"/balance-allowance", self.balance_allowance),
+            ("POST", r"/rpc/?", self.rpc),
         ):
             exchange.route(method, pattern, handler)
 
@@ -793,6 +810,108 @@ class FakeClob:
         return Reply(200, {"balance": str(int(amount * 10**6)),
                            "allowances": {CTF_EXCHANGE_V2: str(2**255)}})
 
+    # --- the chain: resolution and redemption ----------------------------------
+
+    def resolve(self, token: str, *, won: bool, other: str = "1") -> str:
+        """Resolve the market of *token* (a book's) and list it in Gamma as closed, the
+        way the SDK finds the market to redeem; returns its condition id."""
+        book = self.exchange.books[token]
+        condition_id = book["market"]
+        tokens = (token, other)
+        self.conditions[condition_id] = tokens
+        self.winners[condition_id] = token if won else other
+        self.exchange.gamma_markets.append({
+            "id": str(len(self.exchange.gamma_markets) + 1000), "conditionId": condition_id,
+            "question": "Resolved?", "slug": f"resolved-{condition_id[2:10]}",
+            "clobTokenIds": json.dumps(list(tokens)), "outcomes": '["Yes", "No"]',
+            "outcomePrices": '["1", "0"]' if won else '["0", "1"]',
+            "negRisk": bool(book["neg_risk"]), "closed": True, "active": False,
+            "version": "v1",
+        })
+        return condition_id
+
+    def rpc(self, ex: FakeExchange, request: RecordedRequest, match: re.Match[str]) -> Reply:
+        """POST /rpc: the Polygon JSON-RPC calls an EOA's redemption makes."""
+        call = request.json()
+        method, params = call["method"], call["params"]
+
+        def result(value: Any) -> Reply:
+            return Reply(200, {"jsonrpc": "2.0", "id": call["id"], "result": value})
+
+        if method == "eth_chainId":
+            return result(hex(POLYGON))
+        if method == "eth_getTransactionCount":
+            if params[0].lower() != self.signer.lower():
+                self.problems.append(f"nonce asked for {params[0]}, not the signer")
+            return result(hex(self.nonce))
+        if method == "eth_gasPrice":
+            return result(hex(30 * 10**9))
+        if method == "eth_estimateGas":
+            return result(hex(200_000))
+        if method == "eth_getTransactionReceipt":
+            return result(self.receipts.get(params[0]))
+        if method == "eth_sendRawTransaction":
+            if self.refuse_transactions:
+                return Reply(200, {"jsonrpc": "2.0", "id": call["id"],
+                                   "error": {"code": -32000,
+                                             "message": self.refuse_transactions}})
+            tx_hash = self._take_transaction(params[0])
+            if self.drop_send_reply:
+                self.drop_send_reply = False
+                return Reply(200, None, dropped=True)
+            return result(tx_hash)
+        self.problems.append(f"unexpected JSON-RPC call {method}")
+        return Reply(200, {"jsonrpc": "2.0", "id": call["id"],
+                           "error": {"code": -32601, "message": "method not found"}})
+
+    def _take_transaction(self, raw: str) -> str:
+        """Check a signed redeemPositions transaction, and mine it unless told not to."""
+        import rlp
+        from eth_abi import decode
+
+        sender = Account.recover_transaction(raw)
+        nonce, _, _, to, _, data, v, _, _ = rlp.decode(bytes.fromhex(raw[2:]))
+        tx_hash = "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+        if sender != self.signer:
+            self.problems.append(f"transaction signed by {sender}, not the signer")
+        if int.from_bytes(nonce, "big") != self.nonce:
+            self.problems.append(f"transaction nonce {int.from_bytes(nonce, 'big')}, "
+                                 f"expected {self.nonce}")
+        if (int.from_bytes(v, "big") - 35) // 2 != POLYGON:
+            self.problems.append("transaction not signed for Polygon")
+        if data[:4] != REDEEM_POSITIONS_SELECTOR:
+            self.problems.append(f"transaction is not redeemPositions: {data[:4].hex()}")
+            return tx_hash
+        collateral, parent, condition, index_sets = decode(
+            ["address", "bytes32", "bytes32", "uint256[]"], data[4:])
+        condition_id = "0x" + condition.hex()
+        neg_risk = self.exchange.books[self.conditions[condition_id][0]]["neg_risk"] \
+            if condition_id in self.conditions else None
+        adapter = NEG_RISK_COLLATERAL_ADAPTER if neg_risk else COLLATERAL_ADAPTER
+        if "0x" + to.hex() != adapter.lower():
+            self.problems.append(f"redeemPositions sent to 0x{to.hex()}, not {adapter}")
+        if parent != bytes(32) or list(index_sets) != [1, 2]:
+            self.problems.append(f"redeemPositions arguments {parent.hex()} {index_sets}")
+        self.nonce += 1
+        self.redemptions.append(condition_id)
+        self.unmined[tx_hash] = condition_id
+        if self.mine_at_once:
+            self.mine()
+        return tx_hash
+
+    def mine(self) -> None:
+        """Mine the transactions sent: a resolved condition pays 1 pUSD per winning
+        share the wallet holds and burns its tokens; an unresolved one reverts."""
+        for tx_hash, condition_id in list(self.unmined.items()):
+            del self.unmined[tx_hash]
+            winner = self.winners.get(condition_id)
+            if winner is not None:
+                self.cash += self.holdings.get(winner, Decimal(0))
+                for token in self.conditions[condition_id]:
+                    self.holdings.pop(token, None)
+            self.receipts[tx_hash] = {"transactionHash": tx_hash,
+                                      "status": "0x1" if winner else "0x0"}
+
     # --- the order dead-man switch ---------------------------------------------
 
     def heartbeat(self, ex: FakeExchange, request: RecordedRequest,
@@ -867,6 +986,7 @@ def fake_exchange(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeExchange]:
     with FakeExchange() as exchange:
         monkeypatch.setenv("BOTPOLY_POLYMARKET_CLOB_URL", exchange.url)
         monkeypatch.setenv("BOTPOLY_POLYMARKET_GAMMA_URL", exchange.url)
+        monkeypatch.setenv("BOTPOLY_POLYGON_RPC_URL", exchange.url + "/rpc")
         monkeypatch.setenv("BOTPOLY_BINANCE_URL", exchange.url)
         yield exchange
 

@@ -92,6 +92,8 @@ def test_a_winning_live_position_is_credited_only_once_redeemed(broker, manager,
     clob.cash = Decimal("1000")
     broker.execute(intent(size="10", price="0.55", tif="IOC"), book)
     cash_before = ledger.equity(manager, tenant)["cash"]
+    clob.resolve(NEGRISK_TOKEN, won=True)
+    clob.mine_at_once = False  # the broker's redemption (test_live_redeem) is in flight
 
     assert broker.settle(NEGRISK_TOKEN, won=True) is None  # the shares are still on chain
 
@@ -103,8 +105,7 @@ def test_a_winning_live_position_is_credited_only_once_redeemed(broker, manager,
     bots.start_bot(manager, tenant)
     assert bots.bot_status(manager, tenant)["drift"] == "1 winning position(s) await redemption"
 
-    clob.holdings[NEGRISK_TOKEN] = Decimal(0)  # redeemed: 1 pUSD a share
-    clob.cash += Decimal("10")
+    clob.mine()  # redeemed: 1 pUSD a share
     settled = broker.settle(NEGRISK_TOKEN, won=True)
 
     assert (settled["status"], settled["notional"]) == ("settled", Decimal("10"))

@@ -52,7 +52,13 @@ orders the bot owns and settles their rows first.
 
 Resolved markets: a losing position is settled at 0; a winning one is credited to
 ledger cash only once its shares have left the wallet (redeemed), never before
-(``settle``).
+(``settle``). While the wallet holds them, the broker asks the SDK to redeem them
+(``SecureClient.redeem_positions``), once per market: the redemption is written
+ahead (``reconciliation.note_redemption``), its transaction looked up once a cycle
+until it is mined, and a failure retried after a growing delay. Redeeming is safe
+to repeat on chain (the contract pays out the shares the wallet still holds, so a
+second redemption pays nothing), and the payout reaches the ledger only through
+the wallet, so it is credited once whatever happened to a reply.
 
 Errors go through the feed's translation (``feeds.polymarket``) and retries
 (``feeds.call_upstream``): a host that stays unreachable becomes an
@@ -70,10 +76,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botpoly_admin import intents, ledger, reconciliation
+from botpoly_admin import clock, intents, ledger, reconciliation
 from botpoly_admin.errors import (
     Conflict,
     CredentialsError,
@@ -118,6 +125,13 @@ DEFAULT_TRIES = 3
 # flight, and its token waits.
 ABSENT_AFTER_S = 30.0
 RECONCILE_EVERY_S = 60.0
+# A failed redemption is tried again after REDEEM_RETRY_S, doubling per failure up
+# to REDEEM_RETRY_MAX_S. One sent but not seen mined (or whose sending was cut off)
+# for REDEEM_UNKNOWN_AFTER_S, while the wallet still holds the shares, counts as
+# failed: a transaction lost on the way is sent again, not waited for forever.
+REDEEM_RETRY_S = 60.0
+REDEEM_RETRY_MAX_S = 3600.0
+REDEEM_UNKNOWN_AFTER_S = 600.0
 # Order statuses of GET /data/order(s) for an order still on the book; the API
 # sends them bare ("LIVE") or prefixed ("ORDER_STATUS_LIVE").
 OPEN_STATUSES = frozenset({"LIVE", "DELAYED"})
@@ -175,12 +189,14 @@ class LiveBroker:
         self.tries = tries
         self.absent_after_s = absent_after_s
         self.reconcile_every_s = reconcile_every_s
+        self.redeem_unknown_after_s = REDEEM_UNKNOWN_AFTER_S
         # Signed orders of this process whose outcome is not known yet (client order
         # id → signed order): the only bytes that may be sent again.
         self._signed: dict[str, SignedOrder] = {}
         self._heartbeat: heartbeats.KeyHeartbeat | None = None
         self._next_reconcile = float("-inf")
         self._awaiting_redemption: set[str] = set()  # winning tokens not yet redeemed
+        self.now: Callable[[], datetime] = clock.now  # when redemptions are due
         self._closed = False
 
     @classmethod
@@ -407,8 +423,9 @@ class LiveBroker:
 
         A losing position pays nothing: settled at 0. A winning one pays 1 pUSD a share
         only once the shares are redeemed on chain; until the wallet no longer holds
-        them the ledger keeps the position (marked at 1) and credits no cash, so ledger
-        cash never runs ahead of the wallet. Returns the settlement row, or None.
+        them the ledger keeps the position (marked at 1), credits no cash (so ledger
+        cash never runs ahead of the wallet) and has them redeemed (``_redeem``).
+        Returns the settlement row, or None.
         """
         if not won:
             return ledger.settle_position(self.manager, self.tenant_id, token_id, False,
@@ -420,10 +437,136 @@ class LiveBroker:
                          "credited to ledger cash until redeemed", self.tenant_id, held,
                          token_id)
             self._awaiting_redemption.add(token_id)
+            self._redeem(token_id)
             return None
         self._awaiting_redemption.discard(token_id)
+        reconciliation.forget_redemption(self.manager, self.tenant_id, token_id)
         return ledger.settle_position(self.manager, self.tenant_id, token_id, True,
                                       strategy=strategy)
+
+    # --- redeeming winning shares -----------------------------------------------------
+
+    def _redeem(self, token_id: str) -> None:
+        """Move the redemption of *token_id*'s winning shares one step; never raises for
+        the exchange (a failure is logged, stored with its reason and tried again).
+
+        No redemption yet, or a failed one that is due: ask the SDK (``_send_
+        redemption``). One sent: look its transaction up once (``_check_redemption``).
+        One whose sending was cut off (``sending``: the process died or the call never
+        returned) has no transaction to look up: it waits ``REDEEM_UNKNOWN_AFTER_S`` for
+        the wallet to show the shares gone before it counts as failed. One confirmed
+        waits for the wallet to catch up.
+        """
+        row = reconciliation.redemption(self.manager, self.tenant_id, token_id)
+        now = self.now()
+        if row is None or (row["state"] == reconciliation.FAILED
+                           and now >= clock.parse_utc(row["next_try_at"], what="next_try_at")):
+            self._send_redemption(token_id, row)
+        elif row["state"] == reconciliation.SENT:
+            self._check_redemption(row)
+        elif row["state"] == reconciliation.SENDING and self._overdue(row):
+            self._redemption_failed(row, "no answer from the SDK when it was sent (the "
+                                    "outcome is unknown) and the wallet still holds the "
+                                    "shares")
+
+    def _send_redemption(self, token_id: str, row: dict[str, Any] | None) -> None:
+        """Ask the SDK to redeem the market of *token_id*, written ahead as ``sending``.
+
+        Not through ``_call``: a redemption is not retried within a cycle.
+        """
+        condition_id = row["condition_id"] if row else None
+        reconciliation.note_redemption(self.manager, self.tenant_id, token_id,
+                                       reconciliation.SENDING, attempt=True)
+        try:
+            if condition_id is None:
+                condition_id = self._once(lambda: self._condition_of(token_id))
+                reconciliation.note_redemption(self.manager, self.tenant_id, token_id,
+                                               reconciliation.SENDING,
+                                               condition_id=condition_id)
+            handle = self._once(lambda: self.client.redeem_positions(
+                condition_id=condition_id, metadata=f"botpoly redeem {condition_id}"))
+        except (ExchangeError, CredentialsError, InvalidInput, NotFound) as exc:
+            written = reconciliation.redemption(self.manager, self.tenant_id, token_id)
+            assert written is not None
+            self._redemption_failed(written, str(exc))
+            return
+        reconciliation.note_redemption(
+            self.manager, self.tenant_id, token_id, reconciliation.SENT,
+            transaction_id=handle.transaction_id, transaction_hash=handle.transaction_hash)
+        log.info("tenant %s: asked Polymarket to redeem the winning shares of %s (condition "
+                 "%s): transaction %s", self.tenant_id, token_id, condition_id,
+                 handle.transaction_hash or handle.transaction_id)
+
+    def _check_redemption(self, row: dict[str, Any]) -> None:
+        """Look the redemption's transaction up once (the SDK's handle, polled once)."""
+        from polymarket.errors import TimeoutError as SdkTimeout
+        from polymarket.errors import TransactionFailedError
+        from polymarket.transactions import (
+            SyncEoaTransactionHandle,
+            SyncGaslessTransactionHandle,
+        )
+
+        ctx = self.client._ctx
+        handle: SyncEoaTransactionHandle | SyncGaslessTransactionHandle
+        if row["transaction_id"]:  # relayed (proxy, safe and deposit wallets)
+            handle = SyncGaslessTransactionHandle(
+                transaction_id=row["transaction_id"], transaction_hash=row["transaction_hash"],
+                _relayer=ctx.relayer, _max_polls=1, _poll_delay_s=0)
+        else:  # broadcast from an EOA
+            handle = SyncEoaTransactionHandle(transaction_hash=row["transaction_hash"],
+                                              _rpc=ctx.rpc, _max_polls=1, _poll_delay_s=0)
+
+        def poll() -> str | None:
+            """"mined", "pending", or why it failed."""
+            try:
+                handle.wait()
+            except SdkTimeout:
+                return "pending"
+            except TransactionFailedError as exc:
+                return f"the transaction failed: {exc}"
+            return "mined"
+
+        try:
+            outcome = self._once(poll)
+        except (ExchangeError, CredentialsError) as exc:
+            log.warning("tenant %s: could not look up the redemption of %s (transaction %s): "
+                        "%s; looked up again next cycle", self.tenant_id, row["token_id"],
+                        row["transaction_hash"] or row["transaction_id"], exc)
+            return
+        if outcome == "mined":
+            reconciliation.note_redemption(self.manager, self.tenant_id, row["token_id"],
+                                           reconciliation.CONFIRMED)
+            log.info("tenant %s: redemption of %s mined (transaction %s); credited once the "
+                     "wallet shows the shares gone", self.tenant_id, row["token_id"],
+                     row["transaction_hash"] or row["transaction_id"])
+        elif outcome != "pending":
+            self._redemption_failed(row, outcome or "failed")
+        elif self._overdue(row):
+            self._redemption_failed(row, f"transaction {row['transaction_hash']} not mined "
+                                    f"after {self.redeem_unknown_after_s:g}s")
+
+    def _overdue(self, row: dict[str, Any]) -> bool:
+        since = self.now() - clock.parse_utc(row["updated_at"], what="updated_at")
+        return since.total_seconds() >= self.redeem_unknown_after_s
+
+    def _redemption_failed(self, row: dict[str, Any], reason: str) -> None:
+        """Store the failure and when to try again (doubling per try, capped)."""
+        delay = min(REDEEM_RETRY_S * 2 ** max(row["attempts"] - 1, 0), REDEEM_RETRY_MAX_S)
+        retry = self.now() + timedelta(seconds=delay)
+        reconciliation.note_redemption(self.manager, self.tenant_id, row["token_id"],
+                                       reconciliation.FAILED, error=reason,
+                                       next_try_at=clock.iso(retry))
+        log.warning("tenant %s: redemption of the winning shares of %s failed (try %d): %s; "
+                    "tried again after %s", self.tenant_id, row["token_id"], row["attempts"],
+                    reason, clock.iso(retry))
+
+    def _condition_of(self, token_id: str) -> str:
+        """The condition id of *token_id*'s market (Gamma), which the SDK redeems by."""
+        markets = self.client.list_markets(clob_token_ids=[token_id], closed=True,
+                                           page_size=1).first_page()
+        if not markets.items or not markets.items[0].condition_id:
+            raise NotFound(f"no market for token {token_id} on Polymarket")
+        return str(markets.items[0].condition_id)
 
     # --- placing and resolving --------------------------------------------------------
 

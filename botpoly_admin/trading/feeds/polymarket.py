@@ -58,6 +58,9 @@ T = TypeVar("T")
 
 CLOB_URL_ENV = "BOTPOLY_POLYMARKET_CLOB_URL"
 GAMMA_URL_ENV = "BOTPOLY_POLYMARKET_GAMMA_URL"
+# The Polygon JSON-RPC node the live broker redeems through (an EOA wallet broadcasts
+# there): the SDK's public default, or the operator's own node (and tests' fake).
+RPC_URL_ENV = "BOTPOLY_POLYGON_RPC_URL"
 # The SDK's production URLs, repeated so that naming the host in a message does
 # not import the SDK (a test checks they still match PRODUCTION).
 PRODUCTION_CLOB_URL = "https://clob.polymarket.com"
@@ -83,7 +86,8 @@ def polymarket_hosts() -> PolymarketHosts:
 
 
 def polymarket_environment(hosts: PolymarketHosts | None = None) -> Environment:
-    """An SDK ``Environment`` for *hosts*: production with its CLOB and Gamma URLs replaced.
+    """An SDK ``Environment`` for *hosts*: production with its CLOB and Gamma URLs (and
+    the Polygon RPC URL of ``BOTPOLY_POLYGON_RPC_URL``) replaced.
 
     Also the environment to give ``SecureClient.create(environment=...)``, so the
     live broker talks to the same (possibly local) hosts as the feed.
@@ -92,9 +96,12 @@ def polymarket_environment(hosts: PolymarketHosts | None = None) -> Environment:
     from polymarket._internal.environment import PRODUCTION_CONFIG, create_environment
 
     hosts = hosts or polymarket_hosts()
-    if (hosts.clob_url, hosts.gamma_url) == (PRODUCTION_CLOB_URL, PRODUCTION_GAMMA_URL):
+    rpc_url = os.environ.get(RPC_URL_ENV) or PRODUCTION_CONFIG.rpc_url
+    if (hosts.clob_url, hosts.gamma_url, rpc_url) == \
+            (PRODUCTION_CLOB_URL, PRODUCTION_GAMMA_URL, PRODUCTION_CONFIG.rpc_url):
         return PRODUCTION
-    config = replace(PRODUCTION_CONFIG, clob_url=hosts.clob_url, gamma_url=hosts.gamma_url)
+    config = replace(PRODUCTION_CONFIG, clob_url=hosts.clob_url, gamma_url=hosts.gamma_url,
+                     rpc_url=rpc_url)
     return create_environment(name="botpoly-override", config=config)
 
 
