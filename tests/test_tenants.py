@@ -443,6 +443,8 @@ SEED_ROWS = {
     "live_reconciliations": "INSERT INTO live_reconciliations (tenant_id, checked_at, "
                             "exchange_cash_micros, ledger_cash_micros, cash_shortfall_micros) "
                             "VALUES (:t, :now, 1, 1, 0)",
+    "live_redemptions": "INSERT INTO live_redemptions (tenant_id, token_id, state, "
+                        "updated_at) VALUES (:t, 'tok', 'sending', :now)",
 }
 
 
