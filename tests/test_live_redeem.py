@@ -20,6 +20,7 @@ from live_support import intent, rows
 
 from botpoly_admin import clock, ledger, reconciliation
 from botpoly_admin.trading import live
+from botpoly_admin.trading.live import LiveBroker
 
 
 def raw_sends(fake_exchange) -> int:
@@ -170,3 +171,21 @@ def test_a_redemption_cut_off_mid_call_is_not_sent_again_before_it_could_have_la
     broker.settle(NEGRISK_TOKEN, won=True)
     assert raw_sends(fake_exchange) == 1
     assert broker.settle(NEGRISK_TOKEN, won=True)["notional"] == Decimal("10")
+
+
+def test_a_restarted_broker_looks_the_redemption_up_instead_of_sending_it_again(
+        broker, manager, tenant, clob, fake_exchange, won):
+    clob.mine_at_once = False
+    broker.settle(NEGRISK_TOKEN, won=True)
+    broker.close()
+
+    restarted = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    try:
+        assert restarted.settle(NEGRISK_TOKEN, won=True) is None  # still not mined
+        clob.mine()
+        assert restarted.settle(NEGRISK_TOKEN, won=True)["notional"] == Decimal("10")
+    finally:
+        restarted.close()
+
+    assert raw_sends(fake_exchange) == 1
+    assert ledger.equity(manager, tenant)["cash"] == won + Decimal("10")
