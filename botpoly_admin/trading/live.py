@@ -517,7 +517,7 @@ class LiveBroker:
                                               _rpc=ctx.rpc, _max_polls=1, _poll_delay_s=0)
 
         def poll() -> str | None:
-            """"mined", "pending", or why it failed."""
+            """'mined', 'pending', or why the transaction failed."""
             try:
                 handle.wait()
             except SdkTimeout:
