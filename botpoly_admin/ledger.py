@@ -661,7 +661,8 @@ def fill_resting(manager: TenantManager, tenant_id: str, client_order_id: str, *
             "WHERE id = ?", (rest, _notional_micros(side, rest, price), row["id"]))
         notional = _notional_micros(side, filled, price)
         trade = Trade(side=side, shares=from_micros(filled), price=from_micros(price),
-                      token_id=row["token_id"], market=row["market"], outcome=row["outcome"])
+                      token_id=row["token_id"], market=row["market"], outcome=row["outcome"],
+                      strategy=row["strategy"])
         realized, closes = _apply_fill(conn, tenant_id, trade, filled, price, 0, notional,
                                        ts_text, tenant["capital_micros"])
         n = conn.execute(
@@ -674,6 +675,7 @@ def fill_resting(manager: TenantManager, tenant_id: str, client_order_id: str, *
             "notional_micros": notional, "fee_micros": 0, "realized_pnl_micros": realized,
             "closes_position": int(closes), "status": "filled", "mode": row["mode"],
             "strategy": row["strategy"], "counted": row["counted"],
+            "group_id": row["group_id"],
             "client_order_id": f"{client_order_id}-fill-{n + 1}",
             "exchange_order_id": row["exchange_order_id"],
         }

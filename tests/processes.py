@@ -135,9 +135,12 @@ def in_a_terminal(argv: list[str], env: dict[str, str], answers: list[str],
         os.execve(argv[0], argv, {**os.environ, **env})
     screen = b""
     pending = list(answers)
+    # poll, not select: select cannot watch a descriptor numbered 1024 or more, which a
+    # long test session reaches.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while True:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
+        if not poller.poll(timeout * 1000):
             os.kill(pid, 9)
             os.waitpid(pid, 0)
             os.close(fd)

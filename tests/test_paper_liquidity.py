@@ -335,3 +335,24 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
                 cash -= row["notional"]
         assert ledger.equity(manager, tid)["cash"] == cash
         assert integrity.check_invariants(manager) == []
+
+
+def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
+    """A part fill of a resting order is its strategy's lot, as a taker fill is: the
+    strategy can sell all it bought (the part fill once went to no strategy, and the
+    sell of the whole lot was refused)."""
+    manager = TenantManager(tmp_path / "t.db")
+    tid = tenant(manager)
+    broker = PaperBroker(manager, tid)
+    empty = OrderBook("m1-yes", "m1", (), (), hash="b0")
+    broker.execute(order("m1-yes", Side.BUY, 10, "0.10", GTC), empty)
+    thin = OrderBook("m1-yes", "m1", (Level(D("0.10"), D(500)),),
+                     (Level(D("0.10"), D(1)), Level(D("0.12"), D(499))), hash="b1")
+    assert broker.work_resting({"m1-yes": thin}, set()) == 1  # 1 of its 10 shares
+    broker.execute(order("m1-yes", Side.BUY, 9, "0.20"), thin)
+    owners = {(p["strategy"], p["shares"]) for p in ledger.positions(manager, tid)
+              if p["shares"] > 0}
+    assert owners == {("script", D(10))}
+    broker.execute(order("m1-yes", Side.SELL, 10, "0.10"), thin)
+    assert shares(manager, tid, "m1-yes") == 0
+    assert integrity.check_invariants(manager) == []
