@@ -1,7 +1,8 @@
 """A fresh clone stands on its own: its tests read nothing outside the repository, and
 CI (``.ci/run``) runs the README's test command in such a clone.
 
-``tests/test_paper.py`` once read ``../shared/fixtures/``, which existed beside CI's
+``tests/test_paper.py`` once read the fixtures from a ``shared`` folder beside the
+repository, which existed beside CI's
 checkout but not on a user's machine: these tests copy the repository where nothing is
 beside it and run there.
 """
@@ -46,7 +47,7 @@ def test_every_recorded_response_says_where_it_came_from_and_when() -> None:
 
 
 def test_no_file_reads_outside_the_repository() -> None:
-    """The old layout reached the fixtures through ``parents[2] / "shared"``."""
+    """The old layout reached the fixtures two folders up, in ``shared``."""
     outside = re.compile(r"\.\./shared|parents\[2\]|[\"']shared[\"']\s*/")
     offenders = []
     for top in ("botpoly_admin", "tests", "benchmarks"):
