@@ -568,6 +568,18 @@ def settle_position(manager: TenantManager, tenant_id: str, token_id: str, won: 
     return trade_row(manager.scope(tenant_id).rows("trades", "id = :id", {"id": settled_id})[0])
 
 
+def _pending_row(conn: Any, tenant_id: str, client_order_id: str) -> dict[str, Any]:
+    """The resting (pending) ledger row of *client_order_id*, read inside the caller's
+    write transaction; NotFound when the order is not resting."""
+    cur = conn.execute(
+        "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
+        "AND status = 'pending'", (tenant_id, client_order_id))
+    found = cur.fetchone()
+    if found is None:
+        raise NotFound(f"no pending order {client_order_id!r}")
+    return dict(zip([c[0] for c in cur.description], found, strict=True))
+
+
 def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str, *,
                     filled_shares: Decimal, avg_price: Decimal | None = None,
                     fee: Decimal = Decimal("0"), cancel_rest: bool = True) -> dict[str, Any]:
@@ -578,15 +590,7 @@ def resolve_pending(manager: TenantManager, tenant_id: str, client_order_id: str
     now = clock.now()
     ts_text = clock.iso(now)
     with transaction(manager.db) as conn:
-        cur = conn.execute(
-            "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
-            "AND status = 'pending'",
-            (tenant_id, client_order_id),
-        )
-        found = cur.fetchone()
-        if found is None:
-            raise NotFound(f"no pending order {client_order_id!r}")
-        row = dict(zip([c[0] for c in cur.description], found, strict=True))
+        row = _pending_row(conn, tenant_id, client_order_id)
         tenant = _tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")
         if filled < 0 or filled > row["shares_micros"]:
@@ -643,13 +647,7 @@ def fill_resting(manager: TenantManager, tenant_id: str, client_order_id: str, *
     now = clock.now()
     ts_text = clock.iso(now)
     with transaction(manager.db) as conn:
-        cur = conn.execute(
-            "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
-            "AND status = 'pending'", (tenant_id, client_order_id))
-        found = cur.fetchone()
-        if found is None:
-            raise NotFound(f"no pending order {client_order_id!r}")
-        row = dict(zip([c[0] for c in cur.description], found, strict=True))
+        row = _pending_row(conn, tenant_id, client_order_id)
         tenant = _tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")
         if not 0 < filled < row["shares_micros"]:
