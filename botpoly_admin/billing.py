@@ -13,8 +13,8 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin.ledger import parse_period, period_bounds
-from botpoly_admin.models import PRICING, TIERS, TenantTier
+from botpoly_admin.clock import parse_period, period_bounds
+from botpoly_admin.models import PRICING, TIERS, TenantTier, effective_quota
 
 if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
@@ -49,7 +49,6 @@ def billing_report(manager: TenantManager, period: str) -> dict[str, Any]:
     """One line per tenant for *period* (YYYY-MM), and totals."""
     period = parse_period(period)
     start, end = period_bounds(period)
-    from botpoly_admin.tenants import effective_quota
 
     history: dict[str, dict[str, str]] = {}
     for row in manager.db.query(

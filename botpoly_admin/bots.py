@@ -68,9 +68,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from botpoly_admin import clock, reconciliation
+from botpoly_admin import clock, policy, reconciliation
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
-from botpoly_admin.models import TenantConfig, TenantStatus, TradingMode
+from botpoly_admin.models import TenantConfig, TradingMode
 from botpoly_admin.secrets import key_source_stamp
 from botpoly_admin.store import select, transaction
 
@@ -114,21 +114,12 @@ class DesiredState(StrEnum):
     STOPPED = "stopped"
 
 
-# A tenant's bot may run only when the tenant is active, or in trial before its end
-# (docs/architecture.md invariant 5). ``:now`` is business time (clock.now()) as clock.iso text.
-ELIGIBLE_SQL = (
-    "(t.status = 'active' OR (t.status = 'trial' AND "
-    "(t.trial_ends_at IS NULL OR t.trial_ends_at > :now)))"
-)
-
-
-def wall_now() -> datetime:
-    """The real UTC time, for leases and heartbeats (``BOTPOLY_NOW`` does not apply)."""
-    return clock.real_now()
+# Whether a tenant may trade is one rule (policy.py); the SQL rendering keeps its name here.
+ELIGIBLE_SQL = policy.MAY_TRADE_SQL
 
 
 def _wall_iso(offset_s: float = 0.0) -> str:
-    return clock.iso(wall_now() + timedelta(seconds=offset_s))
+    return clock.iso(clock.wall_now() + timedelta(seconds=offset_s))
 
 
 def _pid_namespace() -> str | None:
@@ -175,17 +166,8 @@ def owner_gone(owner: str) -> bool:
 
 def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
     """Why this tenant's bot may not run, or None when it may."""
-    now = now or clock.now()
-    if tenant.status is TenantStatus.ACTIVE:
-        return None
-    if tenant.status is TenantStatus.TRIAL:
-        if tenant.trial_ends_at and clock.parse_utc(tenant.trial_ends_at) <= now:
-            return (f"tenant {tenant.email}'s trial ended at {tenant.trial_ends_at}: its bot "
-                    f"cannot start (activate it: botpoly-admin tenants activate {tenant.email})")
-        return None
-    hint = (f" (activate it first: botpoly-admin tenants activate {tenant.email})"
-            if tenant.status is TenantStatus.SUSPENDED else "")
-    return f"tenant {tenant.email} is {tenant.status.value}: its bot cannot start{hint}"
+    return policy.bot_refusal(tenant.status, tenant.email, tenant.trial_ends_at,
+                              now or clock.now())
 
 
 def short_error(exc: BaseException) -> str:
@@ -388,7 +370,7 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
         sql += " WHERE b.tenant_id = :tenant_id"
         params["tenant_id"] = manager.resolve(tenant).tenant_id
     sql += " ORDER BY t.created_at, t.rowid"
-    now = wall_now()
+    now = clock.wall_now()
     rows = select(manager.db, sql, params)
     gone = gone_owners(r["owner"] for r in rows)
     return [_status_row(r, now, gone) for r in rows]

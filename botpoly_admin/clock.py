@@ -30,6 +30,11 @@ def real_now() -> datetime:
     return datetime.now(UTC)
 
 
+def wall_now() -> datetime:
+    """The real UTC time, for leases and heartbeats (``BOTPOLY_NOW`` does not apply)."""
+    return real_now()
+
+
 def fake_now() -> datetime | None:
     """The time ``BOTPOLY_NOW`` fixes, or None when the clock is real."""
     fixed = os.environ.get(ENV_NOW)
@@ -72,3 +77,36 @@ def period_of(value: datetime) -> str:
 def day_of(value: datetime) -> str:
     """Return the UTC day ('YYYY-MM-DD') that *value* falls in."""
     return value.astimezone(UTC).isoformat()[:10]
+
+
+# --- periods (a quota period is a UTC month, "YYYY-MM") -----------------------------
+
+PERIOD_FORMAT = "%Y-%m"
+
+
+def parse_period(text: str) -> str:
+    """Validate a period 'YYYY-MM' (a UTC month) and return it."""
+    try:
+        parsed = datetime.strptime(text.strip(), PERIOD_FORMAT)
+    except ValueError:
+        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}") from None
+    if len(text.strip()) != 7:
+        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}")
+    if parsed.year < 1970 or (parsed.year, parsed.month) > (9999, 11):
+        # A period ends where the next one starts: 9999-12 would end in the year 10000,
+        # which no date reaches; and nothing was traded before 1970.
+        raise InvalidInput(f"period {text.strip()} is out of range: periods run from 1970-01 "
+                           "to 9999-11 (a period ends on the first of the next month, and "
+                           "dates stop at the year 9999)")
+    return f"{parsed.year:04d}-{parsed.month:02d}"  # strftime drops the zeros of year 1
+
+
+def next_period(period: str) -> str:
+    """The month after *period*."""
+    year, month = int(period[:4]), int(period[5:7])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def period_bounds(period: str) -> tuple[str, str]:
+    """ISO timestamps [start, end) of a period."""
+    return f"{period}-01T00:00:00Z", f"{next_period(period)}-01T00:00:00Z"

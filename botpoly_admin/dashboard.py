@@ -35,10 +35,9 @@ from rich.table import Table
 from rich.text import Text
 
 from botpoly_admin import clock, reconciliation
-from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state, wall_now
-from botpoly_admin.models import from_micros, quota_text
+from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state
+from botpoly_admin.models import effective_quota, from_micros, quota_text
 from botpoly_admin.store import select
-from botpoly_admin.tenants import effective_quota
 from botpoly_admin.text import printable
 
 if TYPE_CHECKING:
@@ -204,7 +203,7 @@ def tenant_lines(
     )
     lines = []
     rows = select(manager.db, sql, params)
-    wall = wall_now()
+    wall = clock.wall_now()
     gone = gone_owners(r["owner"] for r in rows)
     for r in rows:
         bot_state = shown_state(r, wall, gone)

@@ -27,11 +27,12 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, reconciliation
-from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators, wall_now
+from botpoly_admin import clock, policy, reconciliation
+from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators
+from botpoly_admin.clock import period_bounds
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, StoreError
-from botpoly_admin.ledger import cash_micros, period_bounds
-from botpoly_admin.models import from_micros
+from botpoly_admin.ledger import cash_micros
+from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
 from botpoly_admin.store import MIGRATIONS, is_ours, migrate, select, transaction
 
@@ -106,7 +107,7 @@ def run_checks(manager: TenantManager) -> list[Check]:
     damaged file fails with the SQLite error as its row instead of stopping the rest.
     """
     db = manager.db
-    ctx = _Context(db, manager.db_path, clock.iso(clock.now()), clock.iso(wall_now()))
+    ctx = _Context(db, manager.db_path, clock.iso(clock.now()), clock.iso(clock.wall_now()))
     results = []
     db.conn.execute("BEGIN")
     try:
@@ -178,7 +179,6 @@ def _quota(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     """Periods over the tenant's quota. Only today's quota is stored, so a period over
     it is corruption only if that quota already held then: an operator who lowered the
     quota or the tier at or after the period's start explains it (an ok, with a note)."""
-    from botpoly_admin.tenants import effective_quota
 
     offending, explained = [], []
     for r in select(ctx.db, "SELECT u.tenant_id, u.period, u.trades_used, t.tier, "
@@ -329,8 +329,7 @@ def _eligible(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
         SELECT b.tenant_id, b.owner, b.state, t.status, t.trial_ends_at
         FROM bots b JOIN tenants t USING (tenant_id)
         WHERE b.owner IS NOT NULL AND b.lease_expires_at >= :wall AND b.state != 'stopped'
-        AND NOT (t.status = 'active' OR (t.status = 'trial'
-                 AND (t.trial_ends_at IS NULL OR t.trial_ends_at > :now)))
+        AND NOT """ + policy.MAY_TRADE_SQL + """
         ORDER BY b.tenant_id""", {"wall": ctx.wall, "now": ctx.now}), None
 
 
@@ -656,7 +655,7 @@ def lease_holders(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     orchestrators with a fresh heartbeat, one row each."""
     holders = select(db, "SELECT owner, count(*) AS bots, max(lease_expires_at) AS until "
                          "FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ? "
-                         "GROUP BY owner ORDER BY owner", (clock.iso(wall_now()),))
+                         "GROUP BY owner ORDER BY owner", (clock.iso(clock.wall_now()),))
     known = {h["owner"] for h in holders}
     for orchestrator in live_orchestrators(db, ORCHESTRATOR_FRESH_S):
         if orchestrator["owner"] not in known:

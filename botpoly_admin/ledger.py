@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock
+from botpoly_admin import clock, policy
 from botpoly_admin.errors import (
     Conflict,
     InvalidInput,
@@ -36,7 +36,7 @@ from botpoly_admin.errors import (
 from botpoly_admin.models import (
     MAX_COUNT,
     MICROS_PER_UNIT,
-    TenantStatus,
+    effective_quota,
     from_micros,
     to_decimal,
     to_micros,
@@ -51,40 +51,11 @@ COUNTED_STATUSES = ("pending", "partial", "filled")
 TRADE_STATUSES = ("pending", "filled", "partial", "failed", "cancelled", "settled")
 STATUS_ALIASES = {"completed": "filled", "success": "filled", "canceled": "cancelled"}
 SIDES = ("BUY", "SELL")
-PERIOD_FORMAT = "%Y-%m"
 
 log = logging.getLogger(__name__)
 
 
 # --- values -------------------------------------------------------------------------------
-
-
-def parse_period(text: str) -> str:
-    """Validate a period 'YYYY-MM' (a UTC month) and return it."""
-    try:
-        parsed = datetime.strptime(text.strip(), PERIOD_FORMAT)
-    except ValueError:
-        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}") from None
-    if len(text.strip()) != 7:
-        raise InvalidInput(f"period must be YYYY-MM (e.g. 2026-11), got {text!r}")
-    if parsed.year < 1970 or (parsed.year, parsed.month) > (9999, 11):
-        # A period ends where the next one starts: 9999-12 would end in the year 10000,
-        # which no date reaches; and nothing was traded before 1970.
-        raise InvalidInput(f"period {text.strip()} is out of range: periods run from 1970-01 "
-                           "to 9999-11 (a period ends on the first of the next month, and "
-                           "dates stop at the year 9999)")
-    return f"{parsed.year:04d}-{parsed.month:02d}"  # strftime drops the zeros of year 1
-
-
-def next_period(period: str) -> str:
-    """The month after *period*."""
-    year, month = int(period[:4]), int(period[5:7])
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
-
-
-def period_bounds(period: str) -> tuple[str, str]:
-    """ISO timestamps [start, end) of a period."""
-    return f"{period}-01T00:00:00Z", f"{next_period(period)}-01T00:00:00Z"
 
 
 def mul_micros(shares_micros: int, price_micros: int, rounding: str = ROUND_HALF_EVEN) -> int:
@@ -207,12 +178,9 @@ def _tenant_row(conn: Any, tenant_id: str) -> dict[str, Any]:
 
 
 def _require_trading(row: Mapping[str, Any], now: datetime) -> None:
-    status = row["status"]
-    if status in (TenantStatus.SUSPENDED, TenantStatus.EXPIRED):
-        raise TradingNotAllowed(f"tenant {row['email']} is {status}: trades cannot be recorded")
-    if status == TenantStatus.TRIAL and row["trial_ends_at"] and \
-            clock.parse_utc(row["trial_ends_at"]) <= now:
-        raise TradingNotAllowed(f"tenant {row['email']}'s trial ended at {row['trial_ends_at']}")
+    reason = policy.trade_refusal(row["status"], row["email"], row["trial_ends_at"], now)
+    if reason is not None:
+        raise TradingNotAllowed(reason)
 
 
 def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
@@ -225,7 +193,6 @@ def _take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     that halt stops new exposure, never its reduction. The monthly quota stops
     everything (it is never exceeded; opening orders leave units for the exits).
     """
-    from botpoly_admin.tenants import effective_quota
 
     tenant_id = row["tenant_id"]
     quota = effective_quota(row)
@@ -755,7 +722,6 @@ def release_stale_reservations(manager: TenantManager, tenant_id: str,
 def quota_status(manager: TenantManager, tenant_id: str | None = None,
                  period: str | None = None) -> list[dict[str, Any]]:
     """Period, used, reserved, limit and remaining for every tenant (or one)."""
-    from botpoly_admin.tenants import effective_quota
 
     period = period or clock.period_of(clock.now())
     day = clock.day_of(clock.now())
@@ -878,7 +844,6 @@ def increment_usage(manager: TenantManager, tenant_id: str, n: int = 1) -> int:
 
     Raises QuotaExceeded when that would pass the quota; returns trades used.
     """
-    from botpoly_admin.tenants import effective_quota
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInput(f"usage can only be incremented by a whole number >= 1, got {n!r}")
@@ -949,7 +914,7 @@ def _close_plan(conn: Any, now: datetime) -> tuple[list[dict[str, Any]], list[di
     current = min(clock.period_of(now), clock.period_of(clock.real_now()))
     last_closed = conn.execute("SELECT max(period) FROM quota_periods").fetchone()[0]
     if last_closed:
-        start = next_period(last_closed)
+        start = clock.next_period(last_closed)
     else:
         first = conn.execute(
             "SELECT min(p) FROM (SELECT min(substr(created_at, 1, 7)) AS p FROM tenants "
@@ -966,7 +931,7 @@ def _close_plan(conn: Any, now: datetime) -> tuple[list[dict[str, Any]], list[di
         ).fetchone()
         to_close.append({"period": period, "tenants_with_usage": totals[0],
                          "trades": totals[1], "api_calls": totals[2]})
-        period = next_period(period)
+        period = clock.next_period(period)
     expiring = [
         {"tenant_id": tenant_id, "email": email, "trial_ends_at": trial_ends_at}
         for tenant_id, email, trial_ends_at in conn.execute(

@@ -5,6 +5,7 @@ The tier table of docs/architecture.md lives here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import Enum, StrEnum
@@ -260,3 +261,12 @@ class TenantMetrics:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for rendering and JSON."""
         return asdict(self)
+
+
+def effective_quota(row: Mapping[str, Any]) -> int | None:
+    """Monthly trade quota of a tenant row: override, else tier default (None = unlimited)."""
+    if row["quota_unlimited"]:
+        return None
+    if row["monthly_trades_quota"] is not None:
+        return int(row["monthly_trades_quota"])
+    return TIERS[TenantTier(row["tier"])].monthly_trades

@@ -238,7 +238,7 @@ class _Runner:
         self.last_error: str | None = None
         self.built_mark = ""  # bots.settings_mark when its bot was last built
         self.refused_mark: str | None = None  # the mark it was refused under
-        self.heartbeat_at: str | None = clock.iso(bots.wall_now())
+        self.heartbeat_at: str | None = clock.iso(clock.wall_now())
         self.lease_until = 0.0  # monotonic: start no cycle after this
         self.lease_lost = False
         self.finished = False  # torn down; its lease is released on the next sync
@@ -864,7 +864,7 @@ class Orchestrator:
                     (runner.state == BotState.REFUSED and not self._refusal_lifted(runner)):
                 # Still no quota, or still refused: skip the cycle (it would only be
                 # refused again), stay alive.
-                runner.heartbeat_at = clock.iso(bots.wall_now())
+                runner.heartbeat_at = clock.iso(clock.wall_now())
                 runner.version += 1
             else:
                 next_due = self._cycle(runner, start, next_due)
@@ -922,7 +922,7 @@ class Orchestrator:
         runner.failures = 0
         runner.cycles += 1
         runner.last_cycle_ms = report.duration_ms or elapsed_ms
-        runner.heartbeat_at = clock.iso(bots.wall_now())
+        runner.heartbeat_at = clock.iso(clock.wall_now())
         runner.version += 1
         with self._lock:
             self._cycles += 1
@@ -935,7 +935,7 @@ class Orchestrator:
         runner.restarts += 1
         runner.last_error = bots.short_error(exc)
         runner.state = BotState.ERROR.value
-        runner.heartbeat_at = clock.iso(bots.wall_now())
+        runner.heartbeat_at = clock.iso(clock.wall_now())
         runner.version += 1
         with self._lock:
             self._failures += 1
@@ -958,7 +958,7 @@ class Orchestrator:
         runner.state = BotState.REFUSED.value
         runner.last_error = reason
         runner.refused_mark = runner.built_mark
-        runner.heartbeat_at = clock.iso(bots.wall_now())
+        runner.heartbeat_at = clock.iso(clock.wall_now())
         runner.version += 1
         with self._lock:
             self._failures += 1
@@ -992,11 +992,11 @@ class Orchestrator:
 
     def _run_event(self, kind: str, message: str) -> None:
         """Something about the whole run (no tenant): logged, and shown like a bot's."""
-        self._events.append(BotEvent(clock.iso(bots.wall_now()), "", "", kind, message))
+        self._events.append(BotEvent(clock.iso(clock.wall_now()), "", "", kind, message))
         log.warning("orchestrator %s: %s", self.owner, message)
 
     def _event(self, runner: _Runner, kind: str, message: str) -> None:
-        self._events.append(BotEvent(clock.iso(bots.wall_now()), runner.tenant_id,
+        self._events.append(BotEvent(clock.iso(clock.wall_now()), runner.tenant_id,
                                      runner.name, kind, message))
         # Errors (with their traceback) and refusals are logged where they happen.
         if kind not in ("error", "refused"):

@@ -17,7 +17,6 @@ import getpass
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -28,19 +27,19 @@ from typing import Any
 import sqlite_utils
 
 from botpoly_admin import clock
-from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound, StoreError
+from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput, NotFound
 from botpoly_admin.models import (
     CREDENTIAL_NAMES,
     MAX_COUNT,
     MAX_MARKETS,
     SETTING_KEYS,
     TEXT_LIMITS,
-    TIERS,
     TenantConfig,
     TenantMetrics,
     TenantStatus,
     TenantTier,
     TradingMode,
+    effective_quota,
     from_micros,
     parse_mode,
     parse_status,
@@ -60,8 +59,9 @@ from botpoly_admin.secrets import (
 )
 from botpoly_admin.store import (
     DEFAULT_DB_PATH,
+    SQLiteStore,
+    TenantScope,
     check_creatable,
-    connect,
     no_database_yet,
     resolve_db_path,
     select,
@@ -77,21 +77,6 @@ MAX_NAME_LENGTH = TEXT_LIMITS["name"]
 ID_PREFIX_RE = re.compile(r"[0-9a-f-]{6,36}")
 SHORT_ID_PREFIX_RE = re.compile(r"[0-9a-f]{1,5}")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-
-# Tables whose rows belong to one tenant: reached only through TenantScope.
-TENANT_TABLES = (
-    "credentials",
-    "usage",
-    "daily_usage",
-    "trades",
-    "positions",
-    "equity_snapshots",
-    "bots",
-    "reservations",
-    "order_intents",
-    "live_reconciliations",
-    "live_redemptions",
-)
 
 # Fields update_tenant accepts, besides SETTING_KEYS and CREDENTIAL_NAMES.
 EDITABLE_FIELDS = (
@@ -150,58 +135,6 @@ def _undecryptable(row: Mapping[str, Any], ring: KeyRing) -> str:
             "configured: its ciphertext is damaged; set the credential again")
 
 
-def effective_quota(row: Mapping[str, Any]) -> int | None:
-    """Monthly trade quota of a tenant row: override, else tier default (None = unlimited)."""
-    if row["quota_unlimited"]:
-        return None
-    if row["monthly_trades_quota"] is not None:
-        return int(row["monthly_trades_quota"])
-    return TIERS[TenantTier(row["tier"])].monthly_trades
-
-
-class TenantScope:
-    """The one access path to tenant-owned rows: every query is filtered by tenant_id."""
-
-    def __init__(self, db: sqlite_utils.Database, tenant_id: str) -> None:
-        if not tenant_id:
-            raise InvalidInput("a tenant id is required")
-        self.db = db
-        self.tenant_id = tenant_id
-
-    def _check(self, table: str) -> None:
-        if table not in TENANT_TABLES:
-            raise InvalidInput(f"{table} is not a tenant-owned table")
-
-    def rows(
-        self,
-        table: str,
-        where: str = "",
-        params: Mapping[str, Any] | None = None,
-        *,
-        order_by: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Rows of *table* belonging to this tenant, with an optional extra filter."""
-        self._check(table)
-        sql = f"SELECT * FROM [{table}] WHERE tenant_id = :tenant_id"
-        if where:
-            sql += f" AND ({where})"
-        if order_by:
-            sql += f" ORDER BY {order_by}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return select(self.db, sql, {**(params or {}), "tenant_id": self.tenant_id})
-
-    def count(self, table: str, where: str = "", params: Mapping[str, Any] | None = None) -> int:
-        """How many of this tenant's rows in *table* match."""
-        self._check(table)
-        sql = f"SELECT count(*) FROM [{table}] WHERE tenant_id = :tenant_id"
-        if where:
-            sql += f" AND ({where})"
-        row = self.db.execute(sql, {**(params or {}), "tenant_id": self.tenant_id}).fetchone()
-        return int(row[0])
-
-
 class TenantManager:
     """Create, read, update and delete tenants; keep their credentials; audit every change.
 
@@ -221,51 +154,60 @@ class TenantManager:
         actor: str | None = None,
         open_now: bool = True,
     ) -> None:
-        self.db_path = resolve_db_path(db_path)
+        path = resolve_db_path(db_path)
         # The guide's default location: data/ is made on first use, as it did.
-        self._make_data_dir = create and self.db_path == DEFAULT_DB_PATH
+        make_data_dir = create and path == DEFAULT_DB_PATH
+        self.store = SQLiteStore(path, create=create, make_data_dir=make_data_dir,
+                                 actor=actor or os_user())
         self.create = create
         self.trial_days = trial_days
         self.notify = notify or (lambda message: log.warning("%s", message))
-        self.actor = actor or os_user()
-        self._local = threading.local()
         # The verified keys, and the (check token, key source) they were verified for.
         self._keyring: tuple[tuple[object, ...], KeyRing] | None = None
-        if open_now or not create or not no_database_yet(self.db_path):
+        if open_now or not create or not no_database_yet(path):
             self.db  # open (and create) now, as the guide's constructor did  # noqa: B018
-        elif not self._make_data_dir:
+        elif not make_data_dir:
             # Created on first use, so a command refused for bad input leaves no
             # empty database (or data/ directory) behind; a path that cannot work
             # still fails now.
-            check_creatable(self.db_path)
+            check_creatable(path)
 
-    # --- connections ------------------------------------------------------------------
+    # --- the store (the manager also stands in for it: see docs/architecture.md) -----
 
     @property
     def db(self) -> sqlite_utils.Database:
         """This thread's connection (one per thread, opened on first use)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            if self._make_data_dir:
-                try:
-                    self.db_path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot create {self.db_path.parent}: "
-                                     f"{exc.strerror}") from None
-            db = connect(self.db_path, create=self.create)
-            self._local.db = db
-        return db
+        return self.store.db
+
+    @property
+    def db_path(self) -> Path:
+        """The database file."""
+        return self.store.db_path
+
+    @property
+    def actor(self) -> str:
+        """Who acts through this manager (recorded in the audit log)."""
+        return self.store.actor
+
+    @actor.setter
+    def actor(self, value: str) -> None:
+        self.store.actor = value
 
     def close(self) -> None:
         """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.close()
-            self._local.db = None
+        self.store.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """One short write transaction on this thread's connection."""
+        return self.store.transaction()
+
+    def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dicts."""
+        return self.store.select(sql, params)
 
     def scope(self, tenant_id: str) -> TenantScope:
         """Tenant-scoped access to tenant-owned tables."""
-        return TenantScope(self.db, tenant_id)
+        return self.store.scope(tenant_id)
 
     def audit(
         self,
@@ -1141,7 +1083,7 @@ class TenantManager:
 
         tenant = self.resolve(tenant_id)
         tid = tenant.tenant_id
-        period = (ledger.parse_period(period) if period is not None
+        period = (clock.parse_period(period) if period is not None
                   else clock.period_of(clock.now()))
         scope = self.scope(tid)
         figures = ledger.trade_figures(self, tid)
@@ -1191,13 +1133,12 @@ class TenantManager:
             by_status[r["status"]] += r["n"]
             if r["status"] == "active":
                 mrr += PRICING[TenantTier(r["tier"])] * r["n"]
-        from botpoly_admin.bots import wall_now
 
         # Leases live on the real clock (BOTPOLY_NOW does not apply to them): a bot
         # runs while a runner holds an unexpired lease, whatever state it reports.
         running = self.db.execute(
             "SELECT count(*) FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ?",
-            (clock.iso(wall_now()),),
+            (clock.iso(clock.wall_now()),),
         ).fetchone()[0]
         trades = self.db.execute(
             "SELECT COALESCE(sum(trades_used), 0) FROM usage WHERE period = ?", (period,)

@@ -40,8 +40,8 @@ def age_lease(manager: TenantManager, tenant_id: str, owner: str, seconds: float
         manager.db.conn.execute(
             "UPDATE bots SET owner = ?, lease_expires_at = ?, heartbeat_at = ?, "
             "state = 'running' WHERE tenant_id = ?",
-            (owner, clock.iso(bots.wall_now() + timedelta(seconds=seconds)),
-             clock.iso(bots.wall_now() - timedelta(seconds=heartbeat_age)), tenant_id))
+            (owner, clock.iso(clock.wall_now() + timedelta(seconds=seconds)),
+             clock.iso(clock.wall_now() - timedelta(seconds=heartbeat_age)), tenant_id))
 
 
 # --- desired state and who may run ---------------------------------------------------------
@@ -158,7 +158,7 @@ def test_leases_follow_the_wall_clock_even_when_business_time_is_frozen(
     monkeypatch.setenv("BOTPOLY_NOW", "2020-06-01T00:00:00Z")
     bots.acquire(manager.db, "host:1:aaaa", [t.tenant_id], ttl_s=10)
     expires = clock.parse_utc(bots.bot_status(manager, t.tenant_id)["lease_expires_at"])
-    assert timedelta(seconds=8) <= expires - bots.wall_now() <= timedelta(seconds=11)
+    assert timedelta(seconds=8) <= expires - clock.wall_now() <= timedelta(seconds=11)
 
 
 def test_orchestrator_registry(manager) -> None:

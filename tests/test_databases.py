@@ -226,7 +226,7 @@ def _legacy_database(path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     for script in store.MIGRATIONS[:upto]:
-        for statement in store._statements(script):
+        for statement in store.migrations._statements(script):
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {upto}")
     conn.execute(
@@ -315,7 +315,7 @@ def test_restore_from_another_applications_file_is_refused(tmp_path: Path, db_sn
     conn = sqlite3.connect(fake)
     conn.execute("PRAGMA application_id = 1598903374")
     conn.execute("PRAGMA user_version = 2")
-    for table in sorted(store.OUR_TABLES):
+    for table in sorted(store.sqlite.OUR_TABLES):
         conn.execute(f"CREATE TABLE {table} (x)")
     conn.commit()
     conn.close()

@@ -158,7 +158,7 @@ def test_quotas_reset_under_an_allowed_future_clock_closes_only_ended_months(
     assert all(p < real_period for p in closed), closed
     assert len(closed) <= 1  # the tenant was created this month: nothing before it
     # The real cron job still closes the month once it ends.
-    later = ledger.next_period(real_period) + "-01T00:00:05Z"
+    later = clock.next_period(real_period) + "-01T00:00:05Z"
     result = invoke(db_path, "quotas", "reset", "--json",
                     env={"BOTPOLY_NOW": later, "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
     assert result.exit_code == 0
@@ -170,7 +170,7 @@ def test_close_periods_waits_for_the_real_end_of_the_month(
     manager = TenantManager(db_path)
     manager.create_tenant(name="Ann", email="ann@example.com")
     real_period = clock.period_of(clock.real_now())
-    next_month = ledger.next_period(real_period)
+    next_month = clock.next_period(real_period)
     monkeypatch.setenv("BOTPOLY_NOW", f"{next_month}-01T00:00:05Z")
     result = ledger.close_periods(manager)
     assert real_period not in [c["period"] for c in result["closed"]]

@@ -120,7 +120,7 @@ def test_the_migration_gives_each_position_the_strategy_of_its_fills(tmp_path, m
 
     path = tmp_path / "old.db"
     before = store.MIGRATIONS.index(store.SCHEMA_STRATEGY_POSITIONS)
-    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS[:before])
+    monkeypatch.setattr(store.migrations, "MIGRATIONS", store.MIGRATIONS[:before])
     old = TenantManager(path)
     tid = old.create_tenant("O", "o@example.com", "pro", status="active").tenant_id
     row = ("2026-11-02T00:00:00Z", "2026-11", "2026-11-02")

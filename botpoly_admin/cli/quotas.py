@@ -54,11 +54,12 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
         botpoly-admin quotas show
         botpoly-admin quotas show john@example.com --json
     """
-    from botpoly_admin import ledger
+    from botpoly_admin import clock, ledger
 
     manager = app.manager()
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
-    rows = ledger.quota_status(manager, tenant_id, ledger.parse_period(period) if period is not None else None)
+    rows = ledger.quota_status(manager, tenant_id,
+                               clock.parse_period(period) if period is not None else None)
     if fmt == "table":
         app.render([_view(r) for r in rows], fmt, columns=QUOTA_COLUMNS,
                    title="Monthly trade quotas", empty="no tenants yet")

@@ -1,0 +1,40 @@
+"""The store: the one seam between the library and its database.
+
+``Store`` (``store.base``) is what every database-touching function takes;
+``SQLiteStore`` (``store.sqlite``) is today's implementation; ``schema`` holds the
+versioned migrations and ``migrations`` applies them. See docs/architecture.md,
+"The store".
+"""
+
+from __future__ import annotations
+
+from botpoly_admin.store.base import Store
+from botpoly_admin.store.migrations import migrate, schema_version
+from botpoly_admin.store.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_APPLICATION_ID,
+    SCHEMA_STRATEGY_POSITIONS,
+)
+from botpoly_admin.store.scope import TENANT_TABLES, TenantScope
+from botpoly_admin.store.sql import select, transaction
+from botpoly_admin.store.sqlite import (
+    BUSY_TIMEOUT_S,
+    DEFAULT_DB_PATH,
+    SQLiteStore,
+    check_creatable,
+    check_ours,
+    check_regular_file,
+    connect,
+    is_ours,
+    no_database_yet,
+    resolve_db_path,
+)
+
+__all__ = [
+    "APPLICATION_ID", "BUSY_TIMEOUT_S", "DEFAULT_DB_PATH", "MIGRATIONS",
+    "SCHEMA_APPLICATION_ID", "SCHEMA_STRATEGY_POSITIONS", "SQLiteStore", "Store",
+    "TENANT_TABLES", "TenantScope", "check_creatable", "check_ours", "check_regular_file",
+    "connect", "is_ours", "migrate", "no_database_yet", "resolve_db_path", "schema_version",
+    "select", "transaction",
+]
