@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import invoke
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import Conflict, QuotaExceeded
@@ -307,14 +308,10 @@ def test_reset_with_an_empty_tenant_does_not_run_the_global_reset(manager, db_pa
                                                                  db_snapshot) -> None:
     """`quotas reset --tenant "$T"` with an empty $T once ran the monthly job (closed
     periods, expired trials) instead of refusing, unlike `run --tenant ''`."""
-    from click.testing import CliRunner
-
-    from botpoly_admin.cli import cli
-
     manager.create_tenant(name="Tia", email="tia@example.com", trial_days=0)
     manager.close()
     before = db_snapshot()
-    result = CliRunner().invoke(cli, ["--db", str(db_path), "quotas", "reset", "--tenant", ""],
-                                env={"BOTPOLY_NOW": "2099-01-01T00:00:00Z"})
+    result = invoke(db_path, "quotas", "reset", "--tenant", "",
+                    env={"BOTPOLY_NOW": "2099-01-01T00:00:00Z"})
     assert_clean_error(result, 2)
     assert db_snapshot() == before
