@@ -16,7 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from processes import background, cli, query, wait_for
+from factories import cli
+from processes import background, query, wait_for
 from test_live_guardrails import make, valid_creds
 
 from botpoly_admin import bots

@@ -22,10 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import click
 import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
+from factories import cli
 from fake_exchange import FakeClob
 
 from botpoly_admin.cli import cli as root_command
@@ -51,8 +49,6 @@ from botpoly_admin.secrets import (
     remember,
 )
 from botpoly_admin.tenants import TenantManager
-
-BIN = Path(sys.executable).parent / "botpoly-admin"
 
 
 def distinctive_credentials(tenant: str) -> dict[str, str]:
@@ -114,9 +110,8 @@ class Shell:
 
     def __call__(self, *args: str, input: str | None = None, rc: int = 0,
                  verbose: str = "-v", timeout: float = 60) -> Ran:
-        proc = subprocess.run([str(BIN), "--db", str(self.db), verbose, *args],
-                              input=input, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = cli(self.db, verbose, *args, input=input, timeout=timeout,
+                   env={"PYTHONUNBUFFERED": "1"})
         ran = Ran(args, proc.returncode, proc.stdout, proc.stderr)
         self.ran.append(ran)
         assert proc.returncode == rc, (args, proc.returncode, proc.stdout, proc.stderr)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import CLI
 from hypothesis import given
 from hypothesis import strategies as st
-from processes import CLI, in_a_terminal
+from processes import in_a_terminal
 
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.secrets import ENV_KEYS, generate_key, key_id, mask
