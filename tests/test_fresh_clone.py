@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_exchange import FIXTURES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "polymarket"
 # What a clone does not have: the virtualenv, caches, local databases, build output.
 UNTRACKED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache",
                                    ".ruff_cache", ".hypothesis", "*.egg-info", "build",
@@ -34,8 +34,8 @@ def copy_repository(into: Path) -> Path:
 
 
 def test_every_recorded_response_says_where_it_came_from_and_when() -> None:
-    sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
-    recorded = sorted(p.name for p in FIXTURES.glob("*.json"))
+    sources = (FIXTURES_DIR / "SOURCES.md").read_text(encoding="utf-8")
+    recorded = sorted(p.name for p in FIXTURES_DIR.glob("*.json"))
     assert recorded, "no recorded responses in tests/fixtures/polymarket"
     for name in recorded:
         rows = [line for line in sources.splitlines() if line.startswith(f"| {name} |")]
