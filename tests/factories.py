@@ -1,7 +1,7 @@
-"""What tests build things with, one definition each: a tenant, ledger trades, and
-the CLI run in-process or as a process. ``conftest.py`` turns them into fixtures;
-a test module that needs its own kind of tenant binds this one's arguments
-(``functools.partial``) instead of writing another."""
+"""What tests build things with, one definition each: a tenant, ledger trades, the
+CLI run in-process or as a process, and the CLI's command tree. ``conftest.py`` turns
+them into fixtures; a test module that needs its own kind of tenant binds this one's
+arguments (``functools.partial``) instead of writing another."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import click
 from click.testing import CliRunner, Result
 
 from botpoly_admin import bots
@@ -69,3 +70,24 @@ def cli(db_path: Path, *args: str, env: dict[str, str] | None = None,
     """Run ``botpoly-admin --db DB ARGS`` as a process, to completion."""
     return subprocess.run([CLI, "--db", str(db_path), *args], capture_output=True, text=True,
                           input=input, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def commands(*, groups: bool = False) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the CLI with the words that reach it, in name order: the leaf
+    commands, and with *groups* the groups too (each before its commands, the root as
+    ``()``). Groups are asked for their commands, so a group that loads them lazily is
+    walked as well."""
+    found = []
+
+    def visit(command: click.Command, path: tuple[str, ...]) -> None:
+        if not isinstance(command, click.Group):
+            found.append((path, command))
+            return
+        if groups:
+            found.append((path, command))
+        ctx = click.Context(command)
+        for name in sorted(command.list_commands(ctx)):
+            visit(command.get_command(ctx, name), (*path, name))
+
+    visit(root_command, ())
+    return found

@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from factories import BIN, invoke
+from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import cli
 from botpoly_admin.secrets import ENV_KEYS, generate_key
 from botpoly_admin.tenants import TenantManager
 
@@ -364,18 +362,9 @@ def test_usage_errors_under_json_are_printed_as_json(john, db_path, args) -> Non
 # --- help, version --------------------------------------------------------------------------
 
 
-def _walk(group: click.Group, path: tuple[str, ...] = ()):
-    yield path, group
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from _walk(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 def test_every_command_has_help_with_an_example() -> None:
     seen = []
-    for path, command in _walk(cli):
+    for path, command in commands(groups=True):
         result = invoke(None, *path, "--help")
         assert result.exit_code == 0, (path, result.output)
         assert "Example" in result.output, f"`{' '.join(path) or 'botpoly-admin'}` help: no Example"

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from factories import invoke, make_tenant
+from factories import commands, invoke, make_tenant
 
 from botpoly_admin import clock, ledger
-from botpoly_admin.cli import cli
 from botpoly_admin.cli.app import READ_ONLY_COMMANDS, READ_ONLY_WITH
 from botpoly_admin.tenants import TenantManager
 
@@ -44,17 +42,6 @@ def invoke_in_future(db_path: Path, *args: str, env: dict[str, str] | None = Non
                      input: str = ""):
     """The CLI with the business clock at FUTURE."""
     return invoke(db_path, *args, input=input, env={"BOTPOLY_NOW": FUTURE, **(env or {})})
-
-
-def every_command() -> list[str]:
-    def walk(group: click.Group, prefix: str):
-        for name, command in group.commands.items():
-            path = f"{prefix}{name}"
-            if isinstance(command, click.Group):
-                yield from walk(command, f"{path} ")
-            else:
-                yield path
-    return sorted(walk(cli, ""))
 
 
 WRITES = [
@@ -123,9 +110,9 @@ def test_a_read_works_and_says_the_clock_is_fake(world, db_path: Path, db_snapsh
 
 
 def test_every_command_is_classified_and_no_listed_read_is_stale() -> None:
-    commands = set(every_command())
-    assert set(READ_ONLY_COMMANDS) <= commands and set(READ_ONLY_WITH) <= commands
-    writers = commands - set(READ_ONLY_COMMANDS)
+    every_command = {" ".join(path) for path, _ in commands()}
+    assert set(READ_ONLY_COMMANDS) <= every_command and set(READ_ONLY_WITH) <= every_command
+    writers = every_command - set(READ_ONLY_COMMANDS)
     tested = {" ".join(a for a in args if not a.startswith("-") and "@" not in a)
               for args in WRITES}
     # Every writer is refused by some test above (a word-prefix of its arguments).

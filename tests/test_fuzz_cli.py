@@ -59,6 +59,7 @@ import click
 import pytest
 from cli_checks import database_dump
 from click.testing import CliRunner
+from factories import commands
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -81,23 +82,13 @@ FUZZ_SETTINGS = settings(
 
 # --- the commands ----------------------------------------------------------------------------
 
-def walk(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
-                                                                        click.Command]]:
-    """Every leaf command under *group* with the words that reach it."""
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from walk(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 # `markets record` polls an exchange for --duration seconds (at least one) and writes a
 # file: not something to run hundreds of times.
 EXCLUDED = {("markets", "record")}
 # Commands that run until stopped: fuzzed with a short --duration added last.
 TIMED = {("run",), ("start-bot",)}
-COMMANDS = [(path, command) for path, command in walk(cli) if path not in EXCLUDED]
-COMMAND_BY_PATH = dict(walk(cli))
+COMMANDS = [(path, command) for path, command in commands() if path not in EXCLUDED]
+COMMAND_BY_PATH = dict(commands())
 # Tokens never generated: `dashboard --watch` refreshes until Ctrl-C.
 FORBIDDEN_TOKENS = {"--watch"}
 

@@ -15,24 +15,14 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from factories import BIN, invoke
+from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import cli
 from botpoly_admin.tenants import TenantManager
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from _commands(command, (*path, name))
-        else:
-            yield (*path, name), command
 
 
 def _env() -> dict[str, str]:
@@ -44,7 +34,7 @@ def _env() -> dict[str, str]:
 # --- usage errors ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+@pytest.mark.parametrize("path", [p for p, _ in commands()], ids=" ".join)
 def test_a_usage_error_is_one_line(path) -> None:
     """One `Error:` line, as every error: Click's usage line,
     hint and error took three, the usage line wrapped mid-word (for `tenants
