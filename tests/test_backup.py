@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
-from factories import CLI, buy, cli, make_tenant
+from factories import CLI, buy, cli, make_tenant, sell
 from processes import wait_for
 
 from botpoly_admin import bots, clock, ledger, store
-from botpoly_admin.ledger import Trade
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
@@ -141,8 +140,7 @@ def test_a_round_trip_restores_tenants_and_trades_exactly(tenants, manager, db_p
 
     # Everything changes afterwards...
     manager.create_tenant("Cid", "cid@example.com", "pro", status="active")
-    manager.record_trade(tenants[0], Trade(side="SELL", shares=D(4), price=D("0.5"),
-                                           token_id="tok"))
+    manager.record_trade(tenants[0], sell("tok", "4", "0.5"))
     ledger.set_quota(manager, tenants[1], trades=5)
     manager.delete_tenant(tenants[1], purge=True)
     assert content(db_path) != before

@@ -51,7 +51,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,12 +58,11 @@ import click
 import pytest
 from cli_checks import database_dump
 from click.testing import CliRunner
-from factories import commands
+from factories import buy, commands, sell
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from botpoly_admin.cli import cli
-from botpoly_admin.ledger import Trade
 
 NOW = "2026-11-15T12:00:00Z"
 WATCHDOG_S = 20
@@ -314,14 +312,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         tia = manager.create_tenant("Tia", "tia@example.com", "basic", trial_days=0)
         manager.delete_tenant(bob.tenant_id)
         manager.set_credential(john.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-        for side, shares, price in [("BUY", "10", "0.40"), ("BUY", "5", "0.55"),
-                                    ("SELL", "4", "0.60")]:
-            manager.record_trade(john.tenant_id, Trade(
-                side=side, shares=Decimal(shares), price=Decimal(price), token_id="sim-0-yes",
-                market="sim-0", outcome="Yes", strategy="momentum"))
-        manager.record_trade(john.tenant_id, Trade(
-            side="BUY", shares=Decimal("3"), price=Decimal("0.30"), token_id="sim-1-no",
-            market="sim-1", outcome="No", status="failed"))
+        for fill, shares, price in [(buy, "10", "0.40"), (buy, "5", "0.55"),
+                                    (sell, "4", "0.60")]:
+            manager.record_trade(john.tenant_id, fill("sim-0-yes", shares, price, market="sim-0",
+                                                      outcome="Yes", strategy="momentum"))
+        manager.record_trade(john.tenant_id, buy("sim-1-no", "3", "0.30", market="sim-1",
+                                                 outcome="No", status="failed"))
         bots.start_bot(manager, john.tenant_id)
         manager.close()
         ids = {"JOHN": john.tenant_id, "JOHN_EMAIL": john.email,
