@@ -273,8 +273,8 @@ def test_errors_under_json_keep_the_envelope(world, run_cli) -> None:
     pytest.param("daily_loss_limit=nan", id="daily-loss-limit-nan"),
 ])
 def test_bad_daily_loss_limit_is_refused(john, db_path, db_snapshot, setting) -> None:
-    """Once accepted, after which every cycle of the bot died with
-    decimal.InvalidOperation (`ConversionSyntax` for 'abc')."""
+    """A daily loss limit that is not a finite number is refused at input (a bot could
+    not compare its P&L with it): exit 2, one line, nothing changed."""
     before = db_snapshot()
     result = invoke(db_path, "tenants", "update", "john@example.com", "--set", setting)
     assert_clean_error(result, 2)
@@ -287,8 +287,8 @@ def test_bad_daily_loss_limit_is_refused(john, db_path, db_snapshot, setting) ->
     pytest.param("momentum.max_hold_seconds=1e400", id="max-hold-1e400"),
 ])
 def test_unbounded_strategy_parameter_is_refused(john, db_path, db_snapshot, param) -> None:
-    """Parameters with only a lower bound once took 1e400; the bot then failed every
-    cycle (InvalidOperation, or OverflowError for max_hold_seconds)."""
+    """A parameter with only a lower bound still refuses a value no cycle could compute
+    with: 1e400 as a stake, a number of pairs or a holding time."""
     before = db_snapshot()
     result = invoke(db_path, "tenants", "update", "john@example.com", "--param", param)
     assert_clean_error(result, 2)
@@ -328,8 +328,9 @@ def test_unbounded_strategy_parameter_is_refused(john, db_path, db_snapshot, par
 def test_huge_or_out_of_range_value_is_a_clean_usage_error(
     john, db_path, db_snapshot, args
 ) -> None:
-    """Each once ended in a traceback (decimal.InvalidOperation, OverflowError,
-    sqlite3.IntegrityError, ValueError) instead of one `Error:` line."""
+    """A value past what its field can hold (money in micro-units, SQLite's integers,
+    years 1 to 9999 in UTC) is a usage error: one `Error:` line, exit 2, no traceback,
+    nothing changed."""
     before = db_snapshot()
     result = invoke(db_path, *args)
     assert_clean_error(result, 2)
@@ -339,7 +340,7 @@ def test_huge_or_out_of_range_value_is_a_clean_usage_error(
 def test_create_tenant_with_clock_near_year_9999_is_a_clean_error(db_path, db_snapshot) -> None:
     before = db_snapshot()
     result = invoke(db_path, "create-tenant", "--name", "Z", "--email", "z@example.com",
-                     env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
+                    env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
     assert result.exit_code in (1, 2), result.output
     assert_clean_error(result, result.exit_code)
     assert db_snapshot() == before

@@ -1,4 +1,4 @@
-"""complement_arb's pairs are bought whole or not at all (issue 14, defect 5).
+"""complement_arb's pairs are bought whole or not at all.
 
 Both legs pass every limit (API calls, quota, daily trades, cash, position) before
 the first leaves; legs that fill unequally are evened out in the same cycle (the

@@ -128,8 +128,8 @@ def test_creating_commands_create_the_database_and_its_directory(tmp_path: Path,
     ["keys", "rotate"],
 ])
 def test_a_typo_in_db_creates_nothing(tmp_path: Path, args) -> None:
-    """A typo in --db: these once failed (or, for --dry-run, which promises to change
-    nothing, succeeded) and left a brand-new empty database behind."""
+    """A typo in --db: a command that needs an existing database fails (--dry-run,
+    which promises to change nothing, too) and leaves no new empty database behind."""
     missing = tmp_path / "typo.db"
     result = invoke(missing, *args)
     assert result.exit_code == 1, result.output

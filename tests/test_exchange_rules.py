@@ -92,7 +92,7 @@ def test_paper_does_not_fill_a_millionth_of_a_share(tmp_path: Path) -> None:
     manager, tid, broker = paper(tmp_path)
     result = broker.execute(intent(NEGRISK, "BUY", "0.000001", "0.43"), NEGRISK)
 
-    assert result.status is OrderStatus.FAILED and result.fills == ()  # today: filled
+    assert result.status is OrderStatus.FAILED and result.fills == ()  # not filled
     assert "0.01 share step" in result.message
     [row] = ledger.list_trades(manager, tid)
     assert row["status"] == "failed"

@@ -1,8 +1,9 @@
-"""The fake clock must not write (issue 10).
+"""The fake clock must not write.
 
-Reproduced: ``BOTPOLY_NOW=2027-01-01T00:00:05Z botpoly-admin quotas reset`` closed the
-open month with partial totals and expired trials early; ``BOTPOLY_NOW=9999-12-31T23:59:59Z``
-wrote 95,675 periods, after which the real cron job never closed a month again.
+Under ``BOTPOLY_NOW`` a writing command is refused and a reading one runs with a
+notice: ``quotas reset`` at a future date would close the open month with partial
+totals and expire trials early, and at year 9999 write a period for every month in
+between. Whatever the clock, only months the real clock has ended are closed.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def test_paper_takers_pay_the_markets_fee(tmp_path: Path) -> None:
 
     [row] = ledger.list_trades(manager, tid)
     # 10 × 0.25 × (0.5 × 0.5)² = 0.15625
-    assert (row["notional"], row["fee"]) == (D(5), D("0.15625"))  # today: fee 0
+    assert (row["notional"], row["fee"]) == (D(5), D("0.15625"))  # a taker pays
     assert ledger.equity(manager, tid)["cash"] == D("994.84375")
 
 

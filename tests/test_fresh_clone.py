@@ -1,10 +1,9 @@
 """A fresh clone stands on its own: its tests read nothing outside the repository, and
 CI (``.ci/run``) runs the README's test command in such a clone.
 
-``tests/test_paper.py`` once read the fixtures from a ``shared`` folder beside the
-repository, which existed beside CI's
-checkout but not on a user's machine: these tests copy the repository where nothing is
-beside it and run there.
+A folder beside the checkout (a ``shared`` one, say) may exist on CI's machine but
+not on a user's: these tests copy the repository where nothing is beside it and run
+there.
 """
 
 from __future__ import annotations
@@ -47,7 +46,8 @@ def test_every_recorded_response_says_where_it_came_from_and_when() -> None:
 
 
 def test_no_file_reads_outside_the_repository() -> None:
-    """The old layout reached the fixtures two folders up, in ``shared``."""
+    """No source reaches two folders up or into a ``shared`` folder beside the
+    repository."""
     outside = re.compile(r"\.\./shared|parents\[2\]|[\"']shared[\"']\s*/")
     offenders = []
     for top in ("botpoly_admin", "tests", "benchmarks"):

@@ -1,4 +1,4 @@
-"""Halts stop new exposure, never its reduction (issue 14, defect 7).
+"""Halts stop new exposure, never its reduction.
 
 The daily loss limit (measured on equity) and max_daily_trades refuse buys but let
 stop-loss and take-profit sells through; the monthly quota keeps one unit per open
@@ -87,8 +87,7 @@ def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_dai
 
 def test_the_quota_keeps_a_unit_for_each_open_position(manager) -> None:
     """Quota 2 with one position open: opening another would leave no unit for the
-    first one's exit. Before the fix the entry took the last unit and the exit was
-    refused ("monthly trade quota used up") for the rest of the month."""
+    first one's exit, so the bot opens nothing more and the exit still gets its unit."""
     tid = momentum_tenant(manager, monthly_trades_quota=2)
     hold(manager, tid, X)
     feed = HandFeed()

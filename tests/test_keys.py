@@ -1,9 +1,9 @@
-"""Keys cannot lock an operator out (issue 10, "Keys: no lock-out").
+"""Keys cannot lock an operator out.
 
-Reproduced: the key file deleted and `keys generate` run made a new key silently;
-then listing, showing, suspending, trades, metrics, clearing credentials and purging a
-tenant all failed with "wrong key?", and `run` refused paper bots. Only commands that
-need a plaintext may need the key.
+With the key file lost or replaced, `keys generate` refuses to make a new key while
+the database holds secrets; listing, showing, suspending, trades, metrics, clearing
+credentials and purging a tenant keep working, and `run` runs paper bots. Only
+commands that need a plaintext need the key, and they refuse clearly.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_commands_that_need_a_plaintext_refuse_clearly_and_change_nothing(
     expected = "no secret key configured" if how == "missing" else "does not match"
     before = db_snapshot()
     result = invoke(db_path, "tenants", "credentials", "set", "ann@example.com",
-                     "binance_secret", "--stdin", input=BINANCE_KEY)
+                    "binance_secret", "--stdin", input=BINANCE_KEY)
     assert_clean_error(result, 1)
     assert expected in result.stderr
     result = invoke(db_path, "keys", "rotate", "--yes")
@@ -151,7 +151,7 @@ def test_a_paper_bot_runs_although_a_stored_secret_does_not_decrypt(
     lose_the_key(db_path, "wrong")
     assert invoke(db_path, "bots", "start", "ann@example.com").exit_code == 0
     result = invoke(db_path, "run", "--tenant", "ann@example.com", "--cycles", "2",
-                     "--interval", "0.05", "--no-live")
+                    "--interval", "0.05", "--no-live")
     assert result.exit_code == 0, result.output[-800:]
     status = json.loads(invoke(db_path, "bots", "status", "ann@example.com", "--json").stdout)
     assert status[0]["cycles"] >= 2 and status[0]["state"] != "refused", status
@@ -358,8 +358,8 @@ def test_keys_status_with_environment_keys_has_no_archive(
     ["tenants", "credentials", "set", "ann@example.com", "binance_secret", "--stdin"],
 ])
 def test_a_key_file_that_is_a_directory(world, db_path, tmp_path, db_snapshot, command) -> None:
-    """BOTPOLY_KEY_FILE pointing at a (0700) directory gave an IsADirectoryError
-    traceback."""
+    """BOTPOLY_KEY_FILE pointing at a (0700) directory: one `Error:` line, exit 1,
+    nothing changed."""
     key_dir = tmp_path / "keys"
     key_dir.mkdir(mode=0o700)
     os.chmod(key_dir, 0o700)
@@ -371,7 +371,8 @@ def test_a_key_file_that_is_a_directory(world, db_path, tmp_path, db_snapshot, c
 
 
 def test_a_key_file_with_binary_garbage(world, db_path, db_snapshot) -> None:
-    """A 0600 key file holding non-UTF-8 bytes gave a UnicodeDecodeError traceback."""
+    """A 0600 key file holding non-UTF-8 bytes: one `Error:` line, exit 1, nothing
+    changed."""
     key_file = db_path.with_suffix(".key")
     key_file.write_bytes(b"\xff\xfe\x00garbage")
     os.chmod(key_file, 0o600)

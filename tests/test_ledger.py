@@ -225,8 +225,8 @@ def test_cancelling_a_resting_order_gives_its_quota_back(manager, tenant) -> Non
 
 def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
         manager, tenant) -> None:
-    # BUG: _release_quota clamps trades_used at 0 after `quotas reset --tenant`, so the
-    # cancelled order's unit is lost from trades_adjustment and invariant 1 breaks.
+    # After `quotas reset --tenant` the cancelled order's unit is given back through
+    # trades_adjustment (trades_used is not clamped at 0), so invariant 1 holds.
     manager.record_trade(tenant, buy("A", "10", "0.40", status="pending",
                                      client_order_id="rest"))
     ledger.reset_tenant_period(manager, tenant)
@@ -358,9 +358,9 @@ def test_reservations_count_against_the_quota(manager, two_trades, db_snapshot) 
 
 def test_releasing_a_reservation_twice_does_not_free_another_orders_unit(
         manager, two_trades) -> None:
-    # BUG: release_reservation does not know which reservation it releases, so a second
-    # release of the same one gives back the unit held by another order in flight,
-    # and the tenant ends above its quota.
+    # A reservation is released once: a second release of the same one must not give
+    # back the unit held by another order in flight (the tenant would end above its
+    # quota).
     first = manager.reserve_trade(two_trades)
     second = manager.reserve_trade(two_trades)
     manager.release_reservation(first)
@@ -463,8 +463,8 @@ def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_tr
 @pytest.mark.parametrize("n", [-1, 0.5])
 def test_increment_usage_refuses_a_negative_or_fractional_count(
         manager, two_trades, n) -> None:
-    # BUG: increment_usage(t, -1) silently lowers trades_used (a quota bypass), and a
-    # count below the usage raises sqlite3.IntegrityError instead of InvalidInput.
+    # A negative count would lower trades_used (a quota bypass), and a count below the
+    # usage must be InvalidInput, not a database error.
     manager.increment_usage(two_trades)
     with pytest.raises(InvalidInput):
         manager.increment_usage(two_trades, n)
@@ -503,8 +503,8 @@ def test_bad_trades_are_refused_and_write_nothing(manager, tenant, db_snapshot, 
 ])
 def test_values_that_round_out_of_range_in_micro_units_are_refused(
         manager, tenant, db_snapshot, trade) -> None:
-    # BUG: Trade.validated checks the Decimal before it is rounded to micro-units, so a
-    # price of 0.9999999 is stored as exactly 1 and a size of 4e-7 as a filled 0.
+    # Values are checked as they will be stored, in micro-units: a price of 0.9999999
+    # would be exactly 1, and a size of 4e-7 a filled 0.
     before = db_snapshot()
     with pytest.raises(InvalidInput):
         manager.record_trade(tenant, {"side": "BUY", **trade})
@@ -512,8 +512,8 @@ def test_values_that_round_out_of_range_in_micro_units_are_refused(
 
 
 def test_a_failed_order_realizes_no_pnl(manager, tenant) -> None:
-    # BUG: the guide's form takes `pnl` as realized whatever the status, so a failed
-    # order with a pnl moves cash and counts as a winning round trip.
+    # The guide's `pnl` is realized only when the order filled: a failed order with a
+    # pnl moves no cash and is no round trip.
     manager.record_trade(tenant, {"market_id": "m", "side": "SELL", "amount": 1,
                                   "price": 0.5, "pnl": 50, "status": "failed"})
     assert ledger.equity(manager, tenant)["cash"] == D(1000)

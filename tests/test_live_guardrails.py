@@ -154,7 +154,7 @@ def test_a_restored_key_file_is_picked_up_without_a_restart(manager, db_path, fa
 
 def test_keys_rotated_by_another_process_are_picked_up(manager, db_path) -> None:
     """A long-running process (``run``) that loaded the keys before a ``keys rotate``
-    elsewhere still decrypts afterwards (it used to keep the dropped key and fail)."""
+    elsewhere still decrypts afterwards: it reads the new keys, not the dropped one."""
     tenant_id = live_trader(manager, "Ann", creds=valid_creds())
     before = manager.get_credentials(tenant_id)
 
@@ -165,7 +165,8 @@ def test_keys_rotated_by_another_process_are_picked_up(manager, db_path) -> None
 
 def test_keys_rotate_refuses_while_a_credential_does_not_decrypt(manager, db_path, run_cli,
                                                                  db_snapshot):
-    """It used to end in a traceback (InvalidToken), after writing a new key."""
+    """`keys rotate` refuses with one line that names the credential and what to do,
+    before it writes a new key, and changes nothing."""
     tenant_id = live_trader(manager, "Lost", creds=valid_creds())
     encrypt_under_lost_key(manager, tenant_id, "polymarket_api_secret")
     key_file = db_path.with_suffix(".key")

@@ -1,4 +1,4 @@
-"""Live orders follow only the exchange's own books (issue 14, defect 1).
+"""Live orders follow only the exchange's own books.
 
 A tenant in live mode, with credentials that would work, whose bot runs on the
 simulated feed or on a replay file must not reach the live broker: the bot is

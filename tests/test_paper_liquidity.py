@@ -75,7 +75,7 @@ def test_the_same_quoted_shares_do_not_fill_twice_across_cycles(tmp_path) -> Non
     script.queue = [order("m1-yes", Side.BUY, 15, "0.50")]
     bot.run_cycle()  # the book is unchanged: only 5 of its 20 shares are left for us
 
-    assert shares(manager, tid, "m1-yes") == D(20)  # today: 30, 10 more than were quoted
+    assert shares(manager, tid, "m1-yes") == D(20)  # all that was quoted, not 30
     statuses = sorted(t["status"] for t in ledger.list_trades(manager, tid))
     assert statuses == ["filled", "partial"]
 
@@ -154,7 +154,7 @@ def test_a_resting_buy_fills_at_its_limit_as_maker_without_fee_and_the_rest_keep
     rows = {t["client_order_id"]: t for t in ledger.list_trades(manager, tid)}
     fill = rows["gtc-1-fill-1"]
     assert (fill["status"], fill["shares"], fill["price"]) == ("filled", D(30), D("0.5"))
-    assert (fill["notional"], fill["fee"]) == (D(15), D(0))  # today: 0.45, with a fee
+    assert (fill["notional"], fill["fee"]) == (D(15), D(0))  # not 0.45 with a taker fee
     assert (rows["gtc-1"]["status"], rows["gtc-1"]["shares"]) == ("pending", D(70))
     # Cash: 10,000 − 15 paid − 35 still reserved for the 70 resting.
     assert ledger.equity(manager, tid)["cash"] == D(9950)
@@ -201,7 +201,7 @@ def resting_bot(tmp_path: Path, **kw) -> tuple[TenantManager, str, Feed, Script,
     0.40/0.50 (yes) and 0.50/0.60 (no), without a hash."""
     script = Script()
     manager, tid, feed, bot = bot_with(tmp_path, script, **{"capital": 1000,
-                                                             "max_position_size": 1000, **kw})
+                                                            "max_position_size": 1000, **kw})
     feed.set("m1-yes", bids=[(0.40, 500)], asks=[(0.50, 500)])
     feed.set("m1-no", bids=[(0.50, 500)], asks=[(0.60, 500)])
     return manager, tid, feed, script, bot
@@ -425,8 +425,7 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
 
 def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
     """A part fill of a resting order is its strategy's lot, as a taker fill is: the
-    strategy can sell all it bought (the part fill once went to no strategy, and the
-    sell of the whole lot was refused)."""
+    strategy can sell all it bought."""
     manager = TenantManager(tmp_path / "t.db")
     tid = paper_trader(manager)
     broker = PaperBroker(manager, tid)

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -430,14 +429,12 @@ def test_key_file_written_atomically_leaves_no_temp_file(
 
 def test_non_utf8_secret_on_stdin(manager: TenantManager, tenant, db_path: Path,
                                   secret_key: bytes, db_snapshot) -> None:
-    """Bytes that are not UTF-8 piped to --stdin gave `UnicodeEncodeError: ... surrogates
-    not allowed` (a traceback); now `Error: ...`, exit 2, nothing stored. A real
-    subprocess, as an operator's pipe would be."""
+    """Bytes that are not UTF-8 piped to --stdin: one `Error:` line, exit 2, nothing
+    stored. A real subprocess, as an operator's pipe would be."""
     manager.close()
     before = db_snapshot()
-    exe = Path(sys.executable).parent / "botpoly-admin"
     proc = subprocess.run(
-        [str(exe), "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+        [CLI, "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
          "binance_api_key", "--stdin"],
         input=b"\xff\xfeabcdefghijklmnop", capture_output=True, timeout=60,
         env={**os.environ, "BOTPOLY_SECRET_KEYS": secret_key.decode()},
@@ -472,8 +469,8 @@ def test_stdin_drops_only_the_trailing_line_break(manager: TenantManager, tenant
 def test_stdin_keeps_everything_else_so_a_damaged_value_is_refused(
         manager: TenantManager, tenant, run_cli, secret_key: bytes, db_snapshot,
         data: str) -> None:
-    """It used to strip all surrounding whitespace: a value with a stray space or a
-    second line break was stored as if it were right."""
+    """--stdin takes the value as piped (one final line break aside): a value with a
+    stray space or a second line break is refused, not stored as if it were right."""
     manager.close()
     before = db_snapshot()
     result = set_from_stdin(run_cli, "binance_api_key", data)
@@ -542,15 +539,14 @@ def test_malformed_credentials_are_refused_at_set_without_showing_them(
 
 
 def cli_process(db_path: Path, *args: str, key: bytes, **kwargs) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "botpoly-admin"
-    return subprocess.Popen([str(exe), "--db", str(db_path), *args],
+    return subprocess.Popen([CLI, "--db", str(db_path), *args],
                             env={**os.environ, "BOTPOLY_SECRET_KEYS": key.decode()}, **kwargs)
 
 
 def test_piping_a_secret_without_stdin_is_our_one_line_error(
         manager: TenantManager, tenant, db_path: Path, secret_key: bytes, db_snapshot) -> None:
-    """It was Python's GetPassWarning (with a file path) and a prompt read in the
-    clear; a real pipe, with no terminal."""
+    """A secret piped without --stdin, with no terminal: our one-line error, not
+    Python's GetPassWarning and a prompt read in the clear. A real pipe."""
     manager.close()
     before = db_snapshot()
     proc = cli_process(db_path, "tenants", "credentials", "set", "ann@example.com",

@@ -1,4 +1,4 @@
-"""Positions, lots and P&L belong to the strategy that opened them (issue 14, defect 6).
+"""Positions, lots and P&L belong to the strategy that opened them.
 
 A strategy sees and sells only what it holds: ``momentum`` never exits
 ``complement_arb``'s hedge legs, the risk book's sellable shares are per strategy,
