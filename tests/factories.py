@@ -55,7 +55,7 @@ def sell(token: str, shares: str, price: str, fee: str = "0", **kw: Any) -> Trad
                  fee=Decimal(fee), token_id=token, **kw)
 
 
-def invoke(db_path: Path | None, *args: str, input: str | None = None,
+def invoke(db_path: Path | None, *args: str, input: str | bytes | None = None,
            env: dict[str, str] | None = None, catch_exceptions: bool = False) -> Result:
     """Run ``botpoly-admin --db DB ARGS`` in-process (no ``--db`` if *db_path* is None).
 

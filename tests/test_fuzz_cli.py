@@ -57,12 +57,9 @@ from types import SimpleNamespace
 import click
 import pytest
 from cli_checks import database_dump
-from click.testing import CliRunner
-from factories import buy, commands, sell
+from factories import buy, commands, invoke, sell
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
-from botpoly_admin.cli import cli
 
 NOW = "2026-11-15T12:00:00Z"
 WATCHDOG_S = 20
@@ -389,15 +386,15 @@ def watchdog(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def invoke(args: list[str], stdin: bytes = b""):
-    """Run the CLI in-process, exceptions caught into the result."""
+def run_guarded(args: list[str], stdin: bytes = b""):
+    """Run the CLI in-process, exceptions caught into the result, under the watchdog."""
     # configure_logging keeps one stderr handler bound to the sys.stderr of the first
     # invocation; CliRunner swaps sys.stderr per invocation, so drop it between runs.
     root = logging.getLogger("botpoly_admin")
     for handler in [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]:
         root.removeHandler(handler)
     with watchdog(WATCHDOG_S):
-        return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=True)
+        return invoke(None, *args, input=stdin, catch_exceptions=True)
 
 
 def requested_format(case: Case, args: list[str]) -> str | None:
@@ -457,7 +454,7 @@ def fill(token: str, names: dict[str, str]) -> str:
 
 def run_case(args: list[str], case: Case, label: str):
     """Invoke the CLI; check no traceback and an exit code of 0, 1 or 2."""
-    result = invoke(args, case.stdin)
+    result = run_guarded(args, case.stdin)
     shown = f"args={args!r}\nexit={result.exit_code}\n{result.output[-1500:]}"
     event(f"{label} -> exit {result.exit_code}")  # see --hypothesis-show-statistics
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -498,9 +495,9 @@ def check_case(template: SimpleNamespace, case: Case) -> None:
         elif case.command in READ_ONLY:
             assert database_dump(db) == before, f"a read command changed the database\n{shown}"
         assert whole_pages(db), f"the database file has bytes that are no page\n{shown}"
-        check = invoke(["--db", str(db), "db", "check"])
+        check = run_guarded(["--db", str(db), "db", "check"])
         assert check.exit_code == 0, f"db check fails after\n{shown}\n\n{check.output}"
-        keys = invoke(["--db", str(db), "keys", "status"])
+        keys = run_guarded(["--db", str(db), "keys", "status"])
         assert keys.exit_code == 0 and "Key matches database: NO" not in keys.output, (
             f"the secrets are unreadable after\n{shown}\n\n{keys.output}")
 
@@ -529,7 +526,7 @@ def test_every_command_is_fuzzed() -> None:
 
 def test_template_database_is_valid(template: SimpleNamespace, fuzz_env: None) -> None:
     """The properties below mean something only if the seeded database passes `db check`."""
-    result = invoke(["--db", str(template.directory / DB_NAME), "db", "check"])
+    result = run_guarded(["--db", str(template.directory / DB_NAME), "db", "check"])
     assert result.exit_code == 0, result.output
 
 
