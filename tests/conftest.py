@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file per test, and a CLI runner bound to it."""
+"""Shared fixtures, built on factories.py: a real SQLite file per test, a manager and a
+CLI runner bound to it, and John."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from cli_checks import database_dump
-from click.testing import CliRunner
+from factories import invoke, make_tenant
 
-from botpoly_admin.cli import cli
+from botpoly_admin.models import TenantConfig
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
@@ -54,15 +55,23 @@ def manager(db_path: Path) -> TenantManager:
 
 
 @pytest.fixture
+def john(manager: TenantManager) -> TenantConfig:
+    """John, an active pro tenant trading complement_arb and momentum, written and the
+    test's connection closed (as before a CLI command runs)."""
+    tenant = manager.get_tenant(make_tenant(manager, "John",
+                                            enabled_strategies=["complement_arb", "momentum"]))
+    manager.close()
+    return tenant
+
+
+@pytest.fixture
 def run_cli(db_path: Path):
     """Invoke the CLI against the test database; returns the click Result."""
-    runner = CliRunner()
 
-    def invoke(*args: str, input: str | None = None, db: Path | None = None):
-        return runner.invoke(cli, ["--db", str(db or db_path), *args], input=input,
-                             catch_exceptions=False)
+    def run(*args: str, input: str | None = None, db: Path | None = None):
+        return invoke(db or db_path, *args, input=input)
 
-    return invoke
+    return run
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
+from factories import make_tenant
 from fake_exchange import NEGRISK_TOKEN, FakeClob, FakeExchange, RecordedRequest
 
 from botpoly_admin import ledger
@@ -21,22 +23,16 @@ from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import OrderIntent
 
-
-def make_tenant(manager: TenantManager, creds: dict[str, str] | None, *,
-                email: str = "live@example.com", tier: str = "pro",
-                mode: str = "live", **kw: Any) -> str:
-    """A paid, active tenant trading live with *creds* stored."""
-    tenant = manager.create_tenant("Live Co", email, tier, status="active", trading_mode=mode,
-                                   capital=1000, max_daily_trades=50, **kw)
-    for name, value in (creds or {}).items():
-        manager.set_credential(tenant.tenant_id, name, value)
-    return tenant.tenant_id
+# A paid, active tenant trading live (live@example.com, 1000 USD, 50 trades a day);
+# give it its credentials with ``creds=``.
+live_tenant = partial(make_tenant, name="Live Co", mode="live", capital=1000,
+                      max_daily_trades=50)
 
 
 @pytest.fixture
 def tenant(manager: TenantManager, secret_key: bytes, creds: dict[str, str]) -> str:
     """A live tenant holding the fake CLOB's account credentials."""
-    return make_tenant(manager, creds)
+    return live_tenant(manager, creds=creds)
 
 
 @pytest.fixture

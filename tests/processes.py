@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-BIN = Path(sys.executable).parent
-CLI = str(BIN / "botpoly-admin")
+from factories import CLI, cli  # noqa: F401  (cli: test_crash and test_contention import it here)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
@@ -52,13 +50,6 @@ def bots_held_by(db_path: Path, pid: int) -> dict[str, dict[str, Any]]:
 def last_trade_id(db_path: Path) -> int:
     """The id of the newest ledger row (0 if none)."""
     return query(db_path, "SELECT COALESCE(max(id), 0) FROM trades")[0][0]
-
-
-def cli(db_path: Path, *args: str, env: dict[str, str] | None = None,
-        input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``botpoly-admin --db DB ARGS`` to completion."""
-    return subprocess.run([CLI, "--db", str(db_path), *args], capture_output=True, text=True,
-                          input=input, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def start(db_path: Path, *args: str, out: Path, env: dict[str, str] | None = None

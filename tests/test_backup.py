@@ -8,31 +8,24 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import CLI, buy, cli, make_tenant, sell
 from processes import wait_for
 
 from botpoly_admin import bots, clock, ledger, store
-from botpoly_admin.ledger import Trade
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
-BIN = Path(sys.executable).parent
 D = Decimal
 SECRET = "0x" + "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 # What a restore must bring back exactly (the audit log gains the restore's own row).
 TABLES = ("tenants", "trades", "positions", "usage", "daily_usage", "credentials", "bots",
           "equity_snapshots", "quota_periods", "meta")
-
-
-def cli(db_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "botpoly-admin"), "--db", str(db_path), *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def scalar(db_path: Path, sql: str) -> object:
@@ -60,11 +53,10 @@ def listing(directory: Path) -> list[str]:
 @pytest.fixture
 def tenants(manager: TenantManager, secret_key: bytes) -> list[str]:
     """Two tenants with trades and positions, one with a credential."""
-    ann = manager.create_tenant("Ann", "ann@example.com", "pro", status="active").tenant_id
-    bob = manager.create_tenant("Bob", "bob@example.com", "basic", status="active").tenant_id
+    ann = make_tenant(manager, "Ann")
+    bob = make_tenant(manager, "Bob", "basic")
     for tid in (ann, bob):
-        manager.record_trade(tid, Trade(side="BUY", shares=D(10), price=D("0.4"),
-                                        token_id="tok", market="m"))
+        manager.record_trade(tid, buy("tok", "10", "0.4", market="m"))
     manager.set_credential(ann, "polymarket_private_key", SECRET)
     return [ann, bob]
 
@@ -76,15 +68,13 @@ def tenants(manager: TenantManager, secret_key: bytes) -> list[str]:
 def test_backup_while_run_trades_and_restore_only_once_it_stops(manager, db_path,
                                                                 tmp_path) -> None:
     for name in ("Ann", "Bob", "Cid"):
-        tenant = manager.create_tenant(name, f"{name.lower()}@example.com", "pro",
-                                       status="active", max_daily_trades=1000,
-                                       enabled_strategies=("complement_arb", "momentum"))
-        bots.start_bot(manager, tenant.tenant_id)
+        make_tenant(manager, name, max_daily_trades=1000,
+                    enabled_strategies=("complement_arb", "momentum"), start=True)
     backups = tmp_path / "backups"
     backups.mkdir()
     copy = backups / "tenants-copy.db"
     with (tmp_path / "run.out").open("w") as out:
-        run = subprocess.Popen([str(BIN / "botpoly-admin"), "--db", str(db_path), "run",
+        run = subprocess.Popen([CLI, "--db", str(db_path), "run",
                                 "--interval", "0.05", "--no-live", "--duration", "60"],
                                stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -150,8 +140,7 @@ def test_a_round_trip_restores_tenants_and_trades_exactly(tenants, manager, db_p
 
     # Everything changes afterwards...
     manager.create_tenant("Cid", "cid@example.com", "pro", status="active")
-    manager.record_trade(tenants[0], Trade(side="SELL", shares=D(4), price=D("0.5"),
-                                           token_id="tok"))
+    manager.record_trade(tenants[0], sell("tok", "4", "0.5"))
     ledger.set_quota(manager, tenants[1], trades=5)
     manager.delete_tenant(tenants[1], purge=True)
     assert content(db_path) != before

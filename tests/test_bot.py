@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+from factories import make_tenant
+
 from botpoly_admin import integrity, ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
@@ -11,19 +15,18 @@ from botpoly_admin.trading.feeds.simulated import SimulatedFeed
 
 def test_a_bot_settles_a_market_that_resolved_while_it_was_stopped(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tenant = manager.create_tenant("S", "s@example.com", "pro", status="active",
-                                   capital=10_000, max_daily_trades=1000)
+    tid = make_tenant(manager, "S", capital=10_000, max_daily_trades=1000)
     feed = SimulatedFeed(seed=5, n_markets=2)
     market = next(m for m in feed.markets() if m.kind == "binary")
     token = market.outcomes[0].token_id
-    ledger.record_trade(manager, tenant.tenant_id, {
+    ledger.record_trade(manager, tid, {
         "token_id": token, "market": market.market_id, "side": "BUY", "shares": 10,
         "price": feed.book(token).best_ask, "client_order_id": "held"})
     # The bot is away while the market resolves and drops off the feed's listing.
     while market.market_id in {m.market_id for m in feed.markets()}:
         feed.tick()
-    TenantBot(manager, tenant.tenant_id, feed).run_cycle()
-    rows = ledger.positions(manager, tenant.tenant_id)
+    TenantBot(manager, tid, feed).run_cycle()
+    rows = ledger.positions(manager, tid)
     assert [(r["token_id"], r["state"]) for r in rows] == [(token, "settled")]
     assert integrity.check_invariants(manager) == []
 
@@ -47,12 +50,11 @@ class SuspendingBroker(PaperBroker):
 def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) -> None:
     db_path = tmp_path / "t.db"
     manager = TenantManager(db_path)
-    tenant = manager.create_tenant("S", "s@example.com", "pro", status="active",
-                                   capital=10_000, max_daily_trades=1000,
-                                   enabled_strategies=["complement_arb", "momentum"])
-    broker = SuspendingBroker(manager, tenant.tenant_id, db_path)
+    tid = make_tenant(manager, "S", capital=10_000, max_daily_trades=1000,
+                      enabled_strategies=["complement_arb", "momentum"])
+    broker = SuspendingBroker(manager, tid, db_path)
     feed = SimulatedFeed(seed=3)
-    bot = TenantBot(manager, tenant.tenant_id, feed, broker=broker)
+    bot = TenantBot(manager, tid, feed, broker=broker)
     for _ in range(200):
         report = bot.run_cycle()  # must not raise: a suspension is not a bot failure
         if broker.sent:
@@ -61,7 +63,7 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
     assert broker.sent == 1, "no order reached the broker in 200 cycles"
     assert report.state == "stopped"
     assert any("suspended" in reason for reason in report.refused)
-    assert ledger.list_trades(manager, tenant.tenant_id) == []
+    assert ledger.list_trades(manager, tid) == []
     assert integrity.check_invariants(manager) == []
 
 
@@ -86,11 +88,11 @@ def _replay_without_reference(tmp_path, polls: int = 12):
 
 def test_a_missing_reference_price_does_not_fail_a_strategy_that_does_not_need_it(
         tmp_path) -> None:
-    """Before the fix every cycle failed: NotFound: no reference price for BTCUSDT."""
+    """A replay without BTCUSDT: complement_arb, which needs no reference price, runs
+    every cycle without raising NotFound."""
     manager = TenantManager(tmp_path / "t.db")
-    tid = manager.create_tenant("A", "a@example.com", "pro", status="active", capital=10_000,
-                                max_daily_trades=1000,
-                                enabled_strategies=["complement_arb"]).tenant_id
+    tid = make_tenant(manager, "A", capital=10_000, max_daily_trades=1000,
+                      enabled_strategies=["complement_arb"])
     feed = _replay_without_reference(tmp_path)
     bot = TenantBot(manager, tid, feed)
     for _ in range(feed.snapshots):
@@ -102,13 +104,9 @@ def test_a_missing_reference_price_does_not_fail_a_strategy_that_does_not_need_i
 
 def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
         tmp_path, caplog) -> None:
-    import logging
-
     manager = TenantManager(tmp_path / "t.db")
-    tid = manager.create_tenant("B", "b@example.com", "pro", status="active", capital=10_000,
-                                max_daily_trades=1000,
-                                enabled_strategies=["btc_lag", "complement_arb", "momentum"]
-                                ).tenant_id
+    tid = make_tenant(manager, "B", capital=10_000, max_daily_trades=1000,
+                      enabled_strategies=["btc_lag", "complement_arb", "momentum"])
     feed = _replay_without_reference(tmp_path)
     bot = TenantBot(manager, tid, feed)
     sat_out = 0

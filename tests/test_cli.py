@@ -12,18 +12,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
+from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import cli
 from botpoly_admin.secrets import ENV_KEYS, generate_key
 from botpoly_admin.tenants import TenantManager
 
 PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
-BIN = Path(sys.executable).parent
 
 
 def assert_error(result, exit_code: int, message: str, *, usage: bool = False) -> None:
@@ -271,29 +268,15 @@ def test_errors_under_json_keep_the_envelope(world, run_cli) -> None:
 # --- values that must be refused: exit 2, one line, nothing changed -------------------------
 
 
-@pytest.fixture
-def trader(manager):
-    """A pro tenant with two strategies enabled, on a fresh database."""
-    tenant = manager.create_tenant(name="John", email="john@example.com", tier="pro",
-                                   status="active",
-                                   enabled_strategies=["complement_arb", "momentum"])
-    manager.close()
-    return tenant
-
-
-def _invoke(db_path: Path, *args: str, env=None):
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], env=env)
-
-
 @pytest.mark.parametrize("setting", [
     pytest.param("daily_loss_limit=abc", id="daily-loss-limit-not-a-number"),
     pytest.param("daily_loss_limit=nan", id="daily-loss-limit-nan"),
 ])
-def test_bad_daily_loss_limit_is_refused(trader, db_path, db_snapshot, setting) -> None:
-    """Once accepted, after which every cycle of the bot died with
-    decimal.InvalidOperation (`ConversionSyntax` for 'abc')."""
+def test_bad_daily_loss_limit_is_refused(john, db_path, db_snapshot, setting) -> None:
+    """A daily loss limit that is not a finite number is refused at input (a bot could
+    not compare its P&L with it): exit 2, one line, nothing changed."""
     before = db_snapshot()
-    result = _invoke(db_path, "tenants", "update", "john@example.com", "--set", setting)
+    result = invoke(db_path, "tenants", "update", "john@example.com", "--set", setting)
     assert_clean_error(result, 2)
     assert db_snapshot() == before
 
@@ -303,11 +286,11 @@ def test_bad_daily_loss_limit_is_refused(trader, db_path, db_snapshot, setting) 
     pytest.param("complement_arb.max_pairs=1e400", id="max-pairs-1e400"),
     pytest.param("momentum.max_hold_seconds=1e400", id="max-hold-1e400"),
 ])
-def test_unbounded_strategy_parameter_is_refused(trader, db_path, db_snapshot, param) -> None:
-    """Parameters with only a lower bound once took 1e400; the bot then failed every
-    cycle (InvalidOperation, or OverflowError for max_hold_seconds)."""
+def test_unbounded_strategy_parameter_is_refused(john, db_path, db_snapshot, param) -> None:
+    """A parameter with only a lower bound still refuses a value no cycle could compute
+    with: 1e400 as a stake, a number of pairs or a holding time."""
     before = db_snapshot()
-    result = _invoke(db_path, "tenants", "update", "john@example.com", "--param", param)
+    result = invoke(db_path, "tenants", "update", "john@example.com", "--param", param)
     assert_clean_error(result, 2)
     assert db_snapshot() == before
 
@@ -343,20 +326,21 @@ def test_unbounded_strategy_parameter_is_refused(trader, db_path, db_snapshot, p
     pytest.param(["billing", "report", "--period", "0001-01"], id="billing-period-year-1"),
 ])
 def test_huge_or_out_of_range_value_is_a_clean_usage_error(
-    trader, db_path, db_snapshot, args
+    john, db_path, db_snapshot, args
 ) -> None:
-    """Each once ended in a traceback (decimal.InvalidOperation, OverflowError,
-    sqlite3.IntegrityError, ValueError) instead of one `Error:` line."""
+    """A value past what its field can hold (money in micro-units, SQLite's integers,
+    years 1 to 9999 in UTC) is a usage error: one `Error:` line, exit 2, no traceback,
+    nothing changed."""
     before = db_snapshot()
-    result = _invoke(db_path, *args)
+    result = invoke(db_path, *args)
     assert_clean_error(result, 2)
     assert db_snapshot() == before
 
 
 def test_create_tenant_with_clock_near_year_9999_is_a_clean_error(db_path, db_snapshot) -> None:
     before = db_snapshot()
-    result = _invoke(db_path, "create-tenant", "--name", "Z", "--email", "z@example.com",
-                     env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
+    result = invoke(db_path, "create-tenant", "--name", "Z", "--email", "z@example.com",
+                    env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z"})
     assert result.exit_code in (1, 2), result.output
     assert_clean_error(result, result.exit_code)
     assert db_snapshot() == before
@@ -367,10 +351,10 @@ def test_create_tenant_with_clock_near_year_9999_is_a_clean_error(db_path, db_sn
     ["tenants", "update", "john@example.com", "--param", "bad", "--json"],
     ["quotas", "set", "john@example.com", "--json"],
 ])
-def test_usage_errors_under_json_are_printed_as_json(trader, db_path, args) -> None:
+def test_usage_errors_under_json_are_printed_as_json(john, db_path, args) -> None:
     """README: 'under --json the same error is also printed to stdout as {"error": ...,
     "exit_code": ...}', Click's usage errors included."""
-    result = _invoke(db_path, *args)
+    result = invoke(db_path, *args)
     assert result.exit_code == 2
     payload = json.loads(result.stdout)
     assert payload["exit_code"] == 2 and payload["error"]
@@ -379,20 +363,10 @@ def test_usage_errors_under_json_are_printed_as_json(trader, db_path, args) -> N
 # --- help, version --------------------------------------------------------------------------
 
 
-def _walk(group: click.Group, path: tuple[str, ...] = ()):
-    yield path, group
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from _walk(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 def test_every_command_has_help_with_an_example() -> None:
-    runner = CliRunner()
     seen = []
-    for path, command in _walk(cli):
-        result = runner.invoke(cli, [*path, "--help"], catch_exceptions=False)
+    for path, command in commands(groups=True):
+        result = invoke(None, *path, "--help")
         assert result.exit_code == 0, (path, result.output)
         assert "Example" in result.output, f"`{' '.join(path) or 'botpoly-admin'}` help: no Example"
         assert command.help and command.help.strip(), path
@@ -405,13 +379,13 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 def test_version() -> None:
-    result = CliRunner().invoke(cli, ["--version"])
+    result = invoke(None, "--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"botpoly-admin, version {__version__}"
 
 
 def test_no_arguments_shows_usage() -> None:
-    result = CliRunner().invoke(cli, [])
+    result = invoke(None)
     assert result.exit_code in (0, 2)
     assert "Usage: " in result.output and "create-tenant" in result.output
 
@@ -622,18 +596,14 @@ def test_guide_cli_lines_as_written(tmp_path: Path) -> None:
 
 
 def test_an_empty_db_path_is_refused_not_read_as_the_default(tmp_path, monkeypatch) -> None:
-    from click.testing import CliRunner
-
-    from botpoly_admin.cli import cli
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BOTPOLY_DB", raising=False)
     for args in (["--db", "", "list-tenants"], ["--db", " ", "create-tenant", "--name", "A",
                                                  "--email", "a@example.com"]):
-        result = CliRunner().invoke(cli, args)
+        result = invoke(None, *args)
         assert result.exit_code == 2, result.output
         assert "'--db': must not be empty" in result.stderr
-    as_json = CliRunner().invoke(cli, ["--db", "", "list-tenants", "--json"])
+    as_json = invoke(None, "--db", "", "list-tenants", "--json")
     assert json.loads(as_json.stdout) == {
         "error": "Invalid value for '--db': must not be empty (leave --db out for "
                  "data/tenants.db)", "exit_code": 2}

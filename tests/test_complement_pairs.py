@@ -1,4 +1,4 @@
-"""complement_arb's pairs are bought whole or not at all (issue 14, defect 5).
+"""complement_arb's pairs are bought whole or not at all.
 
 Both legs pass every limit (API calls, quota, daily trades, cash, position) before
 the first leaves; legs that fill unequally are evened out in the same cycle (the
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from functools import partial
+
+from factories import make_tenant
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import ExchangeError
@@ -77,11 +80,9 @@ class ExchangeBroker(PaperBroker):
         return result
 
 
-def tenant(manager: TenantManager, **kw) -> str:
-    args = {"status": "active", "capital": 1000, "max_daily_trades": 1000,
-            "max_position_size": 100, "enabled_strategies": ["complement_arb"]}
-    args.update(kw)
-    return manager.create_tenant("C", "c@example.com", "pro", **args).tenant_id
+# An active pro tenant trading complement_arb alone: 1000 USD, 100 a market.
+pair_trader = partial(make_tenant, name="C", capital=1000, max_daily_trades=1000,
+                      max_position_size=100, enabled_strategies=["complement_arb"])
 
 
 def held(manager: TenantManager, tid: str) -> dict[str, Decimal]:
@@ -108,7 +109,7 @@ def test_a_second_leg_that_fills_less_is_evened_out_by_selling_when_the_edge_is_
     """The 20 YES against 10 NO of the issue: the rest of NO now costs 0.60, so the
     pair has no edge left; the 10 YES over are sold in the same cycle."""
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, second_leg_thinned("0.60"))
     with caplog.at_level(logging.INFO, logger="botpoly_admin.trading.bot"):
@@ -124,7 +125,7 @@ def test_a_second_leg_that_fills_less_is_evened_out_by_selling_when_the_edge_is_
 
 def test_a_second_leg_that_fills_less_is_completed_while_the_edge_remains(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, second_leg_thinned("0.47"))
     TenantBot(manager, tid, exchange, broker=broker).run_cycle()
@@ -136,7 +137,7 @@ def test_a_second_leg_that_fills_less_is_completed_while_the_edge_remains(tmp_pa
 def test_a_pair_needs_both_api_calls_before_its_first_leg_leaves(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     # Two calls a minute: one for the cycle's market snapshot, one left; a pair needs two.
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     manager.update_tenant(tid, rate_limits={"api_calls_per_minute": 2})
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange)
@@ -148,14 +149,14 @@ def test_a_pair_needs_both_api_calls_before_its_first_leg_leaves(tmp_path) -> No
 
 def test_the_last_quota_units_do_not_buy_one_leg_of_a_pair(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager, monthly_trades_quota=1)
+    tid = pair_trader(manager, monthly_trades_quota=1)
     TenantBot(manager, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {}
 
 
 def test_the_last_daily_trade_does_not_buy_one_leg_of_a_pair(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager, max_daily_trades=1)
+    tid = pair_trader(manager, max_daily_trades=1)
     TenantBot(manager, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {}
 
@@ -163,7 +164,7 @@ def test_the_last_daily_trade_does_not_buy_one_leg_of_a_pair(tmp_path) -> None:
 def test_cash_for_one_leg_only_buys_no_leg(tmp_path) -> None:
     """Risk checks both legs as one: cash for the YES leg alone is not enough."""
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager, capital=5)
+    tid = pair_trader(manager, capital=5)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange)
     TenantBot(manager, tid, exchange, broker=broker).run_cycle()
@@ -181,7 +182,7 @@ def _unmatched(manager: TenantManager, tid: str) -> None:
 def test_an_imbalance_found_in_the_ledger_is_repaired_at_the_start_of_a_cycle(
         tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     _unmatched(manager, tid)
     # No edge anywhere: the repair is the only order.
     exchange = Exchange(yes_asks=(("0.70", "100"),), no_asks=(("0.70", "100"),))
@@ -194,7 +195,7 @@ def test_a_halted_tenant_still_repairs_a_naked_leg_by_selling(tmp_path) -> None:
     """max_daily_trades reached: no new exposure (not even the missing leg, though the
     edge is there), but the excess is sold."""
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager, max_daily_trades=2)
+    tid = pair_trader(manager, max_daily_trades=2)
     _unmatched(manager, tid)
     report = TenantBot(manager, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
@@ -214,7 +215,7 @@ def failing_no_leg(times: int):
 
 def test_a_second_leg_that_fails_is_bought_again_while_the_edge_remains(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(1))
     report = TenantBot(manager, tid, exchange, broker=broker).run_cycle()  # does not raise
@@ -224,7 +225,7 @@ def test_a_second_leg_that_fails_is_bought_again_while_the_edge_remains(tmp_path
 
 def test_a_second_leg_that_keeps_failing_has_its_first_leg_sold_back(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(99))
     TenantBot(manager, tid, exchange, broker=broker).run_cycle()

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from factories import buy, sell
 from rich.console import Console
 
 from botpoly_admin import bots, ledger
@@ -129,9 +130,9 @@ def test_sparkline(values, expected) -> None:
 
 def trade(manager: TenantManager, tenant_id: str, side: str, shares: str, price: str,
           token: str = "tok-1") -> None:
-    manager.record_trade(tenant_id, ledger.Trade(side=side, shares=Decimal(shares),
-                                                 price=Decimal(price), token_id=token,
-                                                 market="m-1", outcome="Yes"))
+    """Record a filled trade of *token* (outcome Yes of market m-1)."""
+    fill = {"BUY": buy, "SELL": sell}[side]
+    manager.record_trade(tenant_id, fill(token, shares, price, market="m-1", outcome="Yes"))
 
 
 def populate(manager: TenantManager, n: int) -> list[str]:

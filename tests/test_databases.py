@@ -17,18 +17,10 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
+from factories import cli, invoke
 
 from botpoly_admin import store
-from botpoly_admin.cli import cli
 from botpoly_admin.tenants import TenantManager
-
-BIN = Path(sys.executable).parent
-
-
-def invoke(*args: str, db: Path | None = None, input: str | None = None):
-    prefix = ["--db", str(db)] if db is not None else []
-    return CliRunner().invoke(cli, [*prefix, *args], input=input)
 
 
 def listing(directory: Path) -> dict[str, bytes | None]:
@@ -99,7 +91,7 @@ def test_a_command_on_a_missing_database_creates_nothing(tmp_path: Path, args) -
     """Run where an operator might (the default data/tenants.db, cwd = tmp_path): exit 1,
     `no database at PATH (create one with ...)`, and no data/ directory or file."""
     before = listing(tmp_path)
-    result = invoke(*args)
+    result = invoke(None, *args)
     assert_clean_error(result, 1)
     assert "no database at data/tenants.db (create one with" in result.stderr, result.stderr
     assert listing(tmp_path) == before
@@ -107,7 +99,7 @@ def test_a_command_on_a_missing_database_creates_nothing(tmp_path: Path, args) -
 
 def test_billing_report_on_a_missing_database_prints_no_total(tmp_path: Path) -> None:
     """A cron billing script must not get "Total: 0 USD" and exit 0 from a wrong path."""
-    result = invoke("billing", "report", "--period", "2026-11", db=tmp_path / "typo.db")
+    result = invoke(tmp_path / "typo.db", "billing", "report", "--period", "2026-11")
     assert_clean_error(result, 1)
     assert "Total" not in result.output
     assert not (tmp_path / "typo.db").exists()
@@ -119,13 +111,13 @@ def test_billing_report_on_a_missing_database_prints_no_total(tmp_path: Path) ->
     ["db", "migrate"],
 ])
 def test_creating_commands_create_the_database_and_its_directory(tmp_path: Path, args) -> None:
-    result = invoke(*args)
+    result = invoke(None, *args)
     assert result.exit_code == 0, result.output
     db = tmp_path / "data" / "tenants.db"
     assert db.is_file()
     assert application_id(db) == store.APPLICATION_ID
     # ... after which the reads work.
-    assert invoke("list-tenants").exit_code == 0
+    assert invoke(None, "list-tenants").exit_code == 0
 
 
 @pytest.mark.parametrize("args", [
@@ -136,10 +128,10 @@ def test_creating_commands_create_the_database_and_its_directory(tmp_path: Path,
     ["keys", "rotate"],
 ])
 def test_a_typo_in_db_creates_nothing(tmp_path: Path, args) -> None:
-    """A typo in --db: these once failed (or, for --dry-run, which promises to change
-    nothing, succeeded) and left a brand-new empty database behind."""
+    """A typo in --db: a command that needs an existing database fails (--dry-run,
+    which promises to change nothing, too) and leaves no new empty database behind."""
     missing = tmp_path / "typo.db"
-    result = invoke(*args, db=missing)
+    result = invoke(missing, *args)
     assert result.exit_code == 1, result.output
     assert not missing.exists()
 
@@ -197,7 +189,7 @@ def test_another_applications_database_is_refused_and_untouched(tmp_path: Path, 
     target = tmp_path / "app" / "other.db"
     make(target)
     before = listing(tmp_path)
-    result = invoke(*args, db=target)
+    result = invoke(target, *args)
     assert_clean_error(result, 1)
     assert "not a botpoly-admin" in result.stderr, result.stderr
     # Byte for byte: no table added, no WAL switch, no -wal/-shm/-journal, no key file.
@@ -211,8 +203,8 @@ def test_an_empty_sqlite_file_becomes_ours(tmp_path: Path) -> None:
     conn = sqlite3.connect(target)
     conn.execute("VACUUM")
     conn.close()
-    assert invoke("create-tenant", "--name", "Ann", "--email", "ann@example.com",
-                  db=target).exit_code == 0
+    assert invoke(target, "create-tenant", "--name", "Ann",
+                  "--email", "ann@example.com").exit_code == 0
     assert application_id(target) == store.APPLICATION_ID
 
 
@@ -245,7 +237,7 @@ def test_a_database_from_before_the_application_id_opens_and_gets_it(tmp_path: P
     target = tmp_path / "old.db"
     _legacy_database(target)
     assert header_application_id(target) == 0
-    result = invoke(*args, db=target)
+    result = invoke(target, *args)
     assert result.exit_code == 0, result.output
     assert application_id(target) == store.APPLICATION_ID
     conn = sqlite3.connect(target)
@@ -275,7 +267,7 @@ def test_our_id_still_in_the_wal_is_recognised(tmp_path: Path) -> None:
                                   ["create-tenant", "--name", "A", "--email", "a@ex.com"],
                                   ["db", "migrate"]])
 def test_dev_null_is_refused(args) -> None:
-    result = invoke(*args, db=Path("/dev/null"))
+    result = invoke(Path("/dev/null"), *args)
     assert_clean_error(result, 1)
     assert "/dev/null is a character device, not a regular file" in result.stderr
 
@@ -283,7 +275,7 @@ def test_dev_null_is_refused(args) -> None:
 @pytest.mark.parametrize("args", [["list-tenants"],
                                   ["create-tenant", "--name", "A", "--email", "a@ex.com"]])
 def test_a_directory_is_refused(tmp_path: Path, args) -> None:
-    result = invoke(*args, db=tmp_path)
+    result = invoke(tmp_path, *args)
     assert_clean_error(result, 1)
     assert "database path is a directory" in result.stderr
 
@@ -296,8 +288,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path, args) -> None:
     timeout shows the command answers at once instead."""
     fifo = tmp_path / "pipe.db"
     os.mkfifo(fifo)
-    proc = subprocess.run([str(BIN / "botpoly-admin"), "--db", str(fifo), *args],
-                          capture_output=True, text=True, timeout=60)
+    proc = cli(fifo, *args)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"Error: database path {fifo} is a FIFO (named pipe), not a regular file"]
@@ -320,7 +311,7 @@ def test_restore_from_another_applications_file_is_refused(tmp_path: Path, db_sn
     conn.commit()
     conn.close()
     before = db_snapshot()
-    result = invoke("db", "restore", str(fake), "--yes", db=db_path)
+    result = invoke(db_path, "db", "restore", str(fake), "--yes")
     assert_clean_error(result, 2)
     assert "not a botpoly-admin one" in result.stderr
     assert db_snapshot() == before
@@ -331,7 +322,7 @@ def test_restore_from_a_backup_taken_before_the_application_id(tmp_path: Path,
     old = tmp_path / "old-backup.db"
     _legacy_database(old)
     TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
-    result = invoke("db", "restore", str(old), "--yes", db=db_path)
+    result = invoke(db_path, "db", "restore", str(old), "--yes")
     assert result.exit_code == 0, result.output
     assert [t.name for t in TenantManager(db_path, create=False).list_tenants()] == ["Old Timer"]
     assert application_id(db_path) == store.APPLICATION_ID

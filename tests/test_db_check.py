@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cli_checks import assert_clean_error
 from cryptography.fernet import Fernet
+from factories import buy, make_tenant, sell
 
 from botpoly_admin import bots, clock, integrity, ledger
-from botpoly_admin.ledger import Trade
 from botpoly_admin.orchestrator import Orchestrator
 from botpoly_admin.secrets import generate_key, key_id
 from botpoly_admin.tenants import TenantManager
@@ -26,22 +26,13 @@ PRIVATE_KEY = "0x" + "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715
 API_SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I="
 
 
-def buy(token: str, shares: str, price: str, **kw) -> Trade:
-    return Trade(side="BUY", shares=D(shares), price=D(price), token_id=token, **kw)
-
-
-def sell(token: str, shares: str, price: str, **kw) -> Trade:
-    return Trade(side="SELL", shares=D(shares), price=D(price), token_id=token, **kw)
-
-
 @pytest.fixture
 def ids(manager: TenantManager, secret_key: bytes) -> dict[str, str]:
     """A sound database: three tenants with trades and positions, two credentials, a
     bot set to run."""
-    ann = manager.create_tenant("Ann", "ann@example.com", "pro", status="active",
-                                capital=1000).tenant_id
-    bob = manager.create_tenant("Bob", "bob@example.com", "free").tenant_id  # trial
-    cid = manager.create_tenant("Cid", "cid@example.com", "basic", status="active").tenant_id
+    ann = make_tenant(manager, "Ann", capital=1000)
+    bob = make_tenant(manager, "Bob", "free", status="trial")
+    cid = make_tenant(manager, "Cid", "basic")
     manager.record_trade(ann, buy("A", "10", "0.5"))
     manager.record_trade(ann, buy("B", "20", "0.3"))
     manager.record_trade(ann, sell("A", "4", "0.6"))

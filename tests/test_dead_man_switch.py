@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeClob
-from live_support import intent, make_tenant, quota, rows
+from live_support import intent, live_tenant, quota, rows
 
 from botpoly_admin import integrity
 from botpoly_admin.models import TenantTier, TradingMode
@@ -59,9 +59,9 @@ def heartbeat_threads() -> list[threading.Thread]:
 def test_heartbeats_chain_their_ids_with_one_sender_per_key(manager, secret_key, creds, clob,
                                                            fake_exchange):
     # Two tenants on one API key (one account run as two books): one switch, one sender.
-    first = LiveBroker.for_tenant(manager, make_tenant(manager, creds), heartbeat_s=0.05)
-    second = LiveBroker.for_tenant(manager, make_tenant(manager, creds, email="b@example.com"),
-                                   heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager, live_tenant(manager, creds=creds), heartbeat_s=0.05)
+    other = live_tenant(manager, creds=creds, email="b@example.com")
+    second = LiveBroker.for_tenant(manager, other, heartbeat_s=0.05)
     assert clob.wait_heartbeats(6)
     assert len(heartbeat_threads()) == 1
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import make_tenant
 from fake_exchange import load_fixture
 from hand_market import D, Feed, Script, order
 
@@ -83,8 +84,7 @@ def test_the_larger_of_the_markets_and_the_books_minimum_applies() -> None:
 
 def paper(tmp_path: Path) -> tuple[TenantManager, str, PaperBroker]:
     manager = TenantManager(tmp_path / "t.db")
-    tid = manager.create_tenant("X", "x@example.com", "pro", status="active", capital=1000,
-                                max_daily_trades=1000, max_position_size=1000).tenant_id
+    tid = make_tenant(manager, "X", capital=1000, max_daily_trades=1000, max_position_size=1000)
     return manager, tid, PaperBroker(manager, tid)
 
 
@@ -92,7 +92,7 @@ def test_paper_does_not_fill_a_millionth_of_a_share(tmp_path: Path) -> None:
     manager, tid, broker = paper(tmp_path)
     result = broker.execute(intent(NEGRISK, "BUY", "0.000001", "0.43"), NEGRISK)
 
-    assert result.status is OrderStatus.FAILED and result.fills == ()  # today: filled
+    assert result.status is OrderStatus.FAILED and result.fills == ()  # not filled
     assert "0.01 share step" in result.message
     [row] = ledger.list_trades(manager, tid)
     assert row["status"] == "failed"
@@ -161,9 +161,8 @@ def test_the_bot_refuses_an_order_below_the_minimum_with_its_reason(tmp_path: Pa
 
 @pytest.fixture
 def tenant_with_strategies(manager: TenantManager) -> str:
-    return manager.create_tenant("S", "s@example.com", "pro", status="active",
-                                 enabled_strategies=["complement_arb", "momentum",
-                                                     "btc_lag"]).tenant_id
+    return make_tenant(manager, "S", enabled_strategies=["complement_arb", "momentum",
+                                                         "btc_lag"])
 
 
 @pytest.mark.parametrize(("param", "why"), [

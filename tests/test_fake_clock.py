@@ -1,8 +1,9 @@
-"""The fake clock must not write (issue 10).
+"""The fake clock must not write.
 
-Reproduced: ``BOTPOLY_NOW=2027-01-01T00:00:05Z botpoly-admin quotas reset`` closed the
-open month with partial totals and expired trials early; ``BOTPOLY_NOW=9999-12-31T23:59:59Z``
-wrote 95,675 periods, after which the real cron job never closed a month again.
+Under ``BOTPOLY_NOW`` a writing command is refused and a reading one runs with a
+notice: ``quotas reset`` at a future date would close the open month with partial
+totals and expire trials early, and at year 9999 write a period for every month in
+between. Whatever the clock, only months the real clock has ended are closed.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
+from factories import commands, invoke, make_tenant
 
 from botpoly_admin import clock, ledger
-from botpoly_admin.cli import cli
 from botpoly_admin.cli.app import READ_ONLY_COMMANDS, READ_ONLY_WITH
 from botpoly_admin.tenants import TenantManager
 
@@ -31,29 +30,19 @@ def _operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def world(db_path: Path) -> TenantManager:
+    """Ann, a pro tenant in trial, with one trade."""
     manager = TenantManager(db_path)
-    ann = manager.create_tenant(name="Ann", email="ann@example.com", tier="pro")
-    manager.record_trade(ann.tenant_id, {"market_id": "m1", "side": "BUY", "amount": 10,
-                                         "price": 0.5, "status": "filled"})
+    ann = make_tenant(manager, "Ann", status="trial")
+    manager.record_trade(ann, {"market_id": "m1", "side": "BUY", "amount": 10, "price": 0.5,
+                               "status": "filled"})
     manager.close()
     return manager
 
 
-def invoke(db_path: Path, *args: str, env: dict[str, str] | None = None, input: str = ""):
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input,
-                              env={"BOTPOLY_NOW": FUTURE, **(env or {})},
-                              catch_exceptions=False)
-
-
-def every_command() -> list[str]:
-    def walk(group: click.Group, prefix: str):
-        for name, command in group.commands.items():
-            path = f"{prefix}{name}"
-            if isinstance(command, click.Group):
-                yield from walk(command, f"{path} ")
-            else:
-                yield path
-    return sorted(walk(cli, ""))
+def invoke_in_future(db_path: Path, *args: str, env: dict[str, str] | None = None,
+                     input: str = ""):
+    """The CLI with the business clock at FUTURE."""
+    return invoke(db_path, *args, input=input, env={"BOTPOLY_NOW": FUTURE, **(env or {})})
 
 
 WRITES = [
@@ -87,14 +76,14 @@ WRITES = [
 def test_a_command_that_writes_is_refused_under_a_fake_clock(
         world, db_path: Path, db_snapshot, args) -> None:
     before = db_snapshot()
-    result = invoke(db_path, *args, input="x" * 64)
+    result = invoke_in_future(db_path, *args, input="x" * 64)
     assert_clean_error(result, 2)
     assert "BOTPOLY_NOW" in result.stderr and "BOTPOLY_ALLOW_FAKE_CLOCK=1" in result.stderr
     assert db_snapshot() == before
 
 
 def test_the_refusal_under_json_is_json(world, db_path: Path) -> None:
-    result = invoke(db_path, "quotas", "reset", "--json")
+    result = invoke_in_future(db_path, "quotas", "reset", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["exit_code"] == 2
 
@@ -114,7 +103,7 @@ READS = [
 def test_a_read_works_and_says_the_clock_is_fake(world, db_path: Path, db_snapshot,
                                                  args) -> None:
     before = db_snapshot()
-    result = invoke(db_path, *args)
+    result = invoke_in_future(db_path, *args)
     assert result.exit_code == 0, result.output[-600:]
     assert f"the clock is fake (BOTPOLY_NOW={FUTURE})" in result.stderr
     assert "the clock is fake" not in result.stdout
@@ -122,9 +111,9 @@ def test_a_read_works_and_says_the_clock_is_fake(world, db_path: Path, db_snapsh
 
 
 def test_every_command_is_classified_and_no_listed_read_is_stale() -> None:
-    commands = set(every_command())
-    assert set(READ_ONLY_COMMANDS) <= commands and set(READ_ONLY_WITH) <= commands
-    writers = commands - set(READ_ONLY_COMMANDS)
+    every_command = {" ".join(path) for path, _ in commands()}
+    assert set(READ_ONLY_COMMANDS) <= every_command and set(READ_ONLY_WITH) <= every_command
+    writers = every_command - set(READ_ONLY_COMMANDS)
     tested = {" ".join(a for a in args if not a.startswith("-") and "@" not in a)
               for args in WRITES}
     # Every writer is refused by some test above (a word-prefix of its arguments).
@@ -133,14 +122,14 @@ def test_every_command_is_classified_and_no_listed_read_is_stale() -> None:
 
 
 def test_allowed_writes_run(world, db_path: Path) -> None:
-    result = invoke(db_path, "tenants", "suspend", "ann@example.com",
-                    env={"BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    result = invoke_in_future(db_path, "tenants", "suspend", "ann@example.com",
+                              env={"BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
     assert result.exit_code == 0, result.output
     assert TenantManager(db_path).resolve("ann@example.com").status.value == "suspended"
 
 
 def test_the_real_clock_is_quiet(world, db_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["--db", str(db_path), "list-tenants"])
+    result = invoke(db_path, "list-tenants")
     assert result.exit_code == 0 and "clock" not in result.stderr
 
 
@@ -150,8 +139,9 @@ def test_the_real_clock_is_quiet(world, db_path: Path) -> None:
 def test_quotas_reset_under_an_allowed_future_clock_closes_only_ended_months(
         world, db_path: Path) -> None:
     real_period = clock.period_of(clock.real_now())
-    result = invoke(db_path, "quotas", "reset", "--json",
-                    env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z", "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    result = invoke_in_future(db_path, "quotas", "reset", "--json",
+                              env={"BOTPOLY_NOW": "9999-12-31T23:59:59Z",
+                                   "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
     assert result.exit_code == 0, result.output
     manager = TenantManager(db_path)
     closed = [r[0] for r in manager.db.execute("SELECT period FROM quota_periods")]
@@ -159,8 +149,8 @@ def test_quotas_reset_under_an_allowed_future_clock_closes_only_ended_months(
     assert len(closed) <= 1  # the tenant was created this month: nothing before it
     # The real cron job still closes the month once it ends.
     later = clock.next_period(real_period) + "-01T00:00:05Z"
-    result = invoke(db_path, "quotas", "reset", "--json",
-                    env={"BOTPOLY_NOW": later, "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
+    result = invoke_in_future(db_path, "quotas", "reset", "--json",
+                              env={"BOTPOLY_NOW": later, "BOTPOLY_ALLOW_FAKE_CLOCK": "1"})
     assert result.exit_code == 0
 
 

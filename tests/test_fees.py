@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import make_tenant
 from fake_exchange import BTC_UPDOWN_CONDITION, FakeExchange, load_fixture
 from hand_market import D, Feed, Script, order
 
@@ -178,8 +179,7 @@ def test_run_has_no_process_wide_fee_rate(run_cli) -> None:
 def fee_bot(tmp_path: Path, fees: FeeSchedule) -> tuple[TenantManager, str, Feed, Script,
                                                         TenantBot]:
     manager = TenantManager(tmp_path / "t.db")
-    tid = manager.create_tenant("F", "f@example.com", "pro", status="active", capital=1000,
-                                max_daily_trades=1000, max_position_size=1000).tenant_id
+    tid = make_tenant(manager, "F", capital=1000, max_daily_trades=1000, max_position_size=1000)
     feed = Feed()
     feed.add("m1", fees=fees)
     feed.set("m1-yes", bids=[("0.45", "500")], asks=[("0.50", "500")])
@@ -197,7 +197,7 @@ def test_paper_takers_pay_the_markets_fee(tmp_path: Path) -> None:
 
     [row] = ledger.list_trades(manager, tid)
     # 10 × 0.25 × (0.5 × 0.5)² = 0.15625
-    assert (row["notional"], row["fee"]) == (D(5), D("0.15625"))  # today: fee 0
+    assert (row["notional"], row["fee"]) == (D(5), D("0.15625"))  # a taker pays
     assert ledger.equity(manager, tid)["cash"] == D("994.84375")
 
 

@@ -1,10 +1,9 @@
 """A fresh clone stands on its own: its tests read nothing outside the repository, and
 CI (``.ci/run``) runs the README's test command in such a clone.
 
-``tests/test_paper.py`` once read the fixtures from a ``shared`` folder beside the
-repository, which existed beside CI's
-checkout but not on a user's machine: these tests copy the repository where nothing is
-beside it and run there.
+A folder beside the checkout (a ``shared`` one, say) may exist on CI's machine but
+not on a user's: these tests copy the repository where nothing is beside it and run
+there.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_exchange import FIXTURES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "polymarket"
 # What a clone does not have: the virtualenv, caches, local databases, build output.
 UNTRACKED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache",
                                    ".ruff_cache", ".hypothesis", "*.egg-info", "build",
@@ -34,8 +33,8 @@ def copy_repository(into: Path) -> Path:
 
 
 def test_every_recorded_response_says_where_it_came_from_and_when() -> None:
-    sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
-    recorded = sorted(p.name for p in FIXTURES.glob("*.json"))
+    sources = (FIXTURES_DIR / "SOURCES.md").read_text(encoding="utf-8")
+    recorded = sorted(p.name for p in FIXTURES_DIR.glob("*.json"))
     assert recorded, "no recorded responses in tests/fixtures/polymarket"
     for name in recorded:
         rows = [line for line in sources.splitlines() if line.startswith(f"| {name} |")]
@@ -47,7 +46,8 @@ def test_every_recorded_response_says_where_it_came_from_and_when() -> None:
 
 
 def test_no_file_reads_outside_the_repository() -> None:
-    """The old layout reached the fixtures two folders up, in ``shared``."""
+    """No source reaches two folders up or into a ``shared`` folder beside the
+    repository."""
     outside = re.compile(r"\.\./shared|parents\[2\]|[\"']shared[\"']\s*/")
     offenders = []
     for top in ("botpoly_admin", "tests", "benchmarks"):

@@ -51,19 +51,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
 import click
 import pytest
 from cli_checks import database_dump
-from click.testing import CliRunner
+from factories import buy, commands, invoke, sell
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
-from botpoly_admin.cli import cli
-from botpoly_admin.ledger import Trade
 
 NOW = "2026-11-15T12:00:00Z"
 WATCHDOG_S = 20
@@ -81,23 +77,13 @@ FUZZ_SETTINGS = settings(
 
 # --- the commands ----------------------------------------------------------------------------
 
-def walk(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
-                                                                        click.Command]]:
-    """Every leaf command under *group* with the words that reach it."""
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from walk(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 # `markets record` polls an exchange for --duration seconds (at least one) and writes a
 # file: not something to run hundreds of times.
 EXCLUDED = {("markets", "record")}
 # Commands that run until stopped: fuzzed with a short --duration added last.
 TIMED = {("run",), ("start-bot",)}
-COMMANDS = [(path, command) for path, command in walk(cli) if path not in EXCLUDED]
-COMMAND_BY_PATH = dict(walk(cli))
+COMMANDS = [(path, command) for path, command in commands() if path not in EXCLUDED]
+COMMAND_BY_PATH = dict(commands())
 # Tokens never generated: `dashboard --watch` refreshes until Ctrl-C.
 FORBIDDEN_TOKENS = {"--watch"}
 
@@ -323,14 +309,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         tia = manager.create_tenant("Tia", "tia@example.com", "basic", trial_days=0)
         manager.delete_tenant(bob.tenant_id)
         manager.set_credential(john.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-        for side, shares, price in [("BUY", "10", "0.40"), ("BUY", "5", "0.55"),
-                                    ("SELL", "4", "0.60")]:
-            manager.record_trade(john.tenant_id, Trade(
-                side=side, shares=Decimal(shares), price=Decimal(price), token_id="sim-0-yes",
-                market="sim-0", outcome="Yes", strategy="momentum"))
-        manager.record_trade(john.tenant_id, Trade(
-            side="BUY", shares=Decimal("3"), price=Decimal("0.30"), token_id="sim-1-no",
-            market="sim-1", outcome="No", status="failed"))
+        for fill, shares, price in [(buy, "10", "0.40"), (buy, "5", "0.55"),
+                                    (sell, "4", "0.60")]:
+            manager.record_trade(john.tenant_id, fill("sim-0-yes", shares, price, market="sim-0",
+                                                      outcome="Yes", strategy="momentum"))
+        manager.record_trade(john.tenant_id, buy("sim-1-no", "3", "0.30", market="sim-1",
+                                                 outcome="No", status="failed"))
         bots.start_bot(manager, john.tenant_id)
         manager.close()
         ids = {"JOHN": john.tenant_id, "JOHN_EMAIL": john.email,
@@ -402,15 +386,15 @@ def watchdog(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def invoke(args: list[str], stdin: bytes = b""):
-    """Run the CLI in-process, exceptions caught into the result."""
+def run_guarded(args: list[str], stdin: bytes = b""):
+    """Run the CLI in-process, exceptions caught into the result, under the watchdog."""
     # configure_logging keeps one stderr handler bound to the sys.stderr of the first
     # invocation; CliRunner swaps sys.stderr per invocation, so drop it between runs.
     root = logging.getLogger("botpoly_admin")
     for handler in [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]:
         root.removeHandler(handler)
     with watchdog(WATCHDOG_S):
-        return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=True)
+        return invoke(None, *args, input=stdin, catch_exceptions=True)
 
 
 def requested_format(case: Case, args: list[str]) -> str | None:
@@ -470,7 +454,7 @@ def fill(token: str, names: dict[str, str]) -> str:
 
 def run_case(args: list[str], case: Case, label: str):
     """Invoke the CLI; check no traceback and an exit code of 0, 1 or 2."""
-    result = invoke(args, case.stdin)
+    result = run_guarded(args, case.stdin)
     shown = f"args={args!r}\nexit={result.exit_code}\n{result.output[-1500:]}"
     event(f"{label} -> exit {result.exit_code}")  # see --hypothesis-show-statistics
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -511,9 +495,9 @@ def check_case(template: SimpleNamespace, case: Case) -> None:
         elif case.command in READ_ONLY:
             assert database_dump(db) == before, f"a read command changed the database\n{shown}"
         assert whole_pages(db), f"the database file has bytes that are no page\n{shown}"
-        check = invoke(["--db", str(db), "db", "check"])
+        check = run_guarded(["--db", str(db), "db", "check"])
         assert check.exit_code == 0, f"db check fails after\n{shown}\n\n{check.output}"
-        keys = invoke(["--db", str(db), "keys", "status"])
+        keys = run_guarded(["--db", str(db), "keys", "status"])
         assert keys.exit_code == 0 and "Key matches database: NO" not in keys.output, (
             f"the secrets are unreadable after\n{shown}\n\n{keys.output}")
 
@@ -542,7 +526,7 @@ def test_every_command_is_fuzzed() -> None:
 
 def test_template_database_is_valid(template: SimpleNamespace, fuzz_env: None) -> None:
     """The properties below mean something only if the seeded database passes `db check`."""
-    result = invoke(["--db", str(template.directory / DB_NAME), "db", "check"])
+    result = run_guarded(["--db", str(template.directory / DB_NAME), "db", "check"])
     assert result.exit_code == 0, result.output
 
 

@@ -1,4 +1,4 @@
-"""Halts stop new exposure, never its reduction (issue 14, defect 7).
+"""Halts stop new exposure, never its reduction.
 
 The daily loss limit (measured on equity) and max_daily_trades refuse buys but let
 stop-loss and take-profit sells through; the monthly quota keeps one unit per open
@@ -9,11 +9,15 @@ close; a bot halted by max_daily_trades shows ``paused_daily``.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
+import pytest
+from factories import buy, make_tenant
 from processes import background, wait_for
 from test_strategy_books import HandFeed
 
 from botpoly_admin import bots, integrity, ledger
+from botpoly_admin.errors import QuotaExceeded
 from botpoly_admin.orchestrator import Orchestrator
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
@@ -26,19 +30,18 @@ MOMENTUM = {"momentum": {"lookback": 1, "threshold": "0.01", "take_profit": "0.0
                          "stop_loss": "0.03"}}
 
 
-def momentum_tenant(manager: TenantManager, **kw) -> str:
-    args = {"status": "active", "capital": 1000, "max_daily_trades": 1000,
-            "max_position_size": 500, "enabled_strategies": ["momentum"],
-            "strategy_params": MOMENTUM}
-    args.update(kw)
-    return manager.create_tenant("H", "h@example.com", "pro", **args).tenant_id
+# An active pro tenant trading momentum alone, with room everywhere but the limit a
+# test narrows.
+momentum_tenant = partial(make_tenant, name="H", capital=1000, max_daily_trades=1000,
+                          max_position_size=500, enabled_strategies=["momentum"],
+                          strategy_params=MOMENTUM)
 
 
-def buy(manager: TenantManager, tid: str, token: str, shares: int = 100,
-        price: str = "0.50") -> None:
-    ledger.record_trade(manager, tid, {"token_id": token, "market": "m1", "side": "BUY",
-                                       "shares": shares, "price": price,
-                                       "strategy": "momentum"})
+def hold(manager: TenantManager, tid: str, token: str, shares: str = "100",
+         price: str = "0.50") -> None:
+    """Record momentum's BUY of *shares* of *token* (market m1): a lot it holds."""
+    ledger.record_trade(manager, tid, buy(token, shares, price, market="m1",
+                                          strategy="momentum"))
 
 
 def sides(manager: TenantManager, tid: str) -> list[tuple[str, str]]:
@@ -48,8 +51,8 @@ def sides(manager: TenantManager, tid: str) -> list[tuple[str, str]]:
 
 def test_a_daily_loss_halt_still_lets_a_stop_loss_sell_out(manager) -> None:
     tid = momentum_tenant(manager, settings={"daily_loss_limit": 5})
-    buy(manager, tid, X)
-    buy(manager, tid, Y, price="0.60")
+    hold(manager, tid, X)
+    hold(manager, tid, Y, price="0.60")
     ledger.record_trade(manager, tid, {"token_id": Y, "market": "m1", "side": "SELL",
                                        "shares": 100, "price": "0.50",
                                        "strategy": "momentum"})  # -10 realized today
@@ -66,8 +69,8 @@ def test_a_daily_loss_halt_still_lets_a_stop_loss_sell_out(manager) -> None:
 def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_daily(
         manager) -> None:
     tid = momentum_tenant(manager, max_daily_trades=2)
-    buy(manager, tid, X)
-    buy(manager, tid, Y)
+    hold(manager, tid, X)
+    hold(manager, tid, Y)
     feed = HandFeed()
     feed.quote(X, "0.56", "0.58", "500")  # X: take-profit
     feed.quote(Y, "0.50", "0.52", "500")
@@ -84,10 +87,9 @@ def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_dai
 
 def test_the_quota_keeps_a_unit_for_each_open_position(manager) -> None:
     """Quota 2 with one position open: opening another would leave no unit for the
-    first one's exit. Before the fix the entry took the last unit and the exit was
-    refused ("monthly trade quota used up") for the rest of the month."""
+    first one's exit, so the bot opens nothing more and the exit still gets its unit."""
     tid = momentum_tenant(manager, monthly_trades_quota=2)
-    buy(manager, tid, X)
+    hold(manager, tid, X)
     feed = HandFeed()
     feed.quote(X, "0.50", "0.52", "500")
     bot = TenantBot(manager, tid, feed)
@@ -130,7 +132,7 @@ def test_the_daily_loss_limit_counts_a_mark_down_since_the_days_start(
         manager, monkeypatch) -> None:
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-02T12:00:00Z")
     tid = momentum_tenant(manager, settings={"daily_loss_limit": 8})
-    buy(manager, tid, X)  # 100 at 0.50
+    hold(manager, tid, X)  # 100 at 0.50
     ledger.finish_cycle(manager, tid, marks={X: D("0.45")}, compute_seconds=0)  # -5 at close
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-03T12:00:00Z")
     ledger.mark_positions(manager, tid, {X: D("0.40")})
@@ -147,24 +149,19 @@ def test_the_daily_loss_limit_counts_a_mark_down_since_the_days_start(
 
 
 def test_a_bot_halted_by_max_daily_trades_shows_paused_daily(manager, db_path) -> None:
-    tenant = manager.create_tenant("D", "d@example.com", "pro", status="active",
-                                   enabled_strategies=["momentum"], max_daily_trades=0)
-    bots.start_bot(manager, tenant.tenant_id)
+    tid = make_tenant(manager, "D", enabled_strategies=["momentum"], max_daily_trades=0,
+                      start=True)
     orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1)
     with background(orchestrator):
-        assert wait_for(lambda: bots.bot_status(TenantManager(db_path), tenant.tenant_id)
+        assert wait_for(lambda: bots.bot_status(TenantManager(db_path), tid)
                         ["state"] == "paused_daily")
 
 
 def test_the_ledger_counts_a_sell_past_max_daily_trades_but_not_a_buy(manager) -> None:
-    import pytest
-
-    from botpoly_admin.errors import QuotaExceeded
-
     tid = momentum_tenant(manager, max_daily_trades=1)
-    buy(manager, tid, X)
+    hold(manager, tid, X)
     with pytest.raises(QuotaExceeded):
-        buy(manager, tid, Y)
+        hold(manager, tid, Y)
     with pytest.raises(QuotaExceeded):  # the guide's form proves no holding: not an exit
         manager.record_trade(tid, {"market_id": "m1", "side": "SELL", "amount": 1,
                                    "price": 0.5, "pnl": 1})

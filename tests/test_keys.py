@@ -1,9 +1,9 @@
-"""Keys cannot lock an operator out (issue 10, "Keys: no lock-out").
+"""Keys cannot lock an operator out.
 
-Reproduced: the key file deleted and `keys generate` run made a new key silently;
-then listing, showing, suspending, trades, metrics, clearing credentials and purging a
-tenant all failed with "wrong key?", and `run` refused paper bots. Only commands that
-need a plaintext may need the key.
+With the key file lost or replaced, `keys generate` refuses to make a new key while
+the database holds secrets; listing, showing, suspending, trades, metrics, clearing
+credentials and purging a tenant keep working, and `run` runs paper bots. Only
+commands that need a plaintext need the key, and they refuse clearly.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
-from processes import CLI, in_a_terminal
+from factories import CLI, invoke
+from processes import in_a_terminal
 
-from botpoly_admin.cli import cli
 from botpoly_admin.clock import now, period_of
 from botpoly_admin.errors import CredentialsError
 from botpoly_admin.secrets import (
@@ -50,11 +49,6 @@ def world(db_path: Path) -> dict[str, str]:
     return ids
 
 
-def cli_run(db_path: Path, *args: str, input: str | None = None):
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input,
-                              catch_exceptions=False)
-
-
 def lose_the_key(db_path: Path, how: str) -> None:
     """The key file gone (no key), or replaced by an unrelated one (wrong key)."""
     key_file = db_path.with_suffix(".key")
@@ -70,7 +64,7 @@ def test_keys_generate_refuses_when_the_database_holds_credentials(
         world, db_path: Path, db_snapshot) -> None:
     lose_the_key(db_path, "missing")
     before = db_snapshot()
-    result = cli_run(db_path, "keys", "generate")
+    result = invoke(db_path, "keys", "generate")
     assert_clean_error(result, 1)
     assert "restore the key file" in result.stderr and "keys rotate" in result.stderr
     assert "2 encrypted credential(s)" in result.stderr
@@ -83,7 +77,7 @@ def test_keys_generate_refuses_when_only_a_key_check_is_left(
     TenantManager(db_path).clear_credentials(world["cy"])
     lose_the_key(db_path, "missing")
     before = db_snapshot()
-    result = cli_run(db_path, "keys", "generate")
+    result = invoke(db_path, "keys", "generate")
     assert_clean_error(result, 1)
     assert "key check" in result.stderr
     assert db_snapshot() == before
@@ -91,7 +85,7 @@ def test_keys_generate_refuses_when_only_a_key_check_is_left(
 
 def test_keys_generate_on_a_database_without_secrets(db_path: Path) -> None:
     TenantManager(db_path).create_tenant(name="Ann", email="ann@example.com")
-    result = cli_run(db_path, "keys", "generate")
+    result = invoke(db_path, "keys", "generate")
     assert result.exit_code == 0, result.output
     assert "back it up" in result.stdout
     assert stat.S_IMODE(db_path.with_suffix(".key").stat().st_mode) == 0o600
@@ -120,7 +114,7 @@ def test_every_command_that_needs_no_plaintext_works_without_the_key(
         ("tenants", "credentials", "clear", "cy@example.com", "binance_api_key"),
         ("tenants", "delete", ann, "--purge", "--yes"),
     ):
-        result = cli_run(db_path, *args)
+        result = invoke(db_path, *args)
         assert result.exit_code == 0, (args, result.output[-500:])
         assert "wrong key" not in result.output and "Traceback" not in result.output
 
@@ -129,10 +123,10 @@ def test_every_command_that_needs_no_plaintext_works_without_the_key(
 def test_a_credential_that_does_not_decrypt_is_shown_as_such(
         world, db_path: Path, how: str) -> None:
     lose_the_key(db_path, how)
-    shown = json.loads(cli_run(db_path, "tenants", "show", "ann@example.com", "--json").stdout)
+    shown = json.loads(invoke(db_path, "tenants", "show", "ann@example.com", "--json").stdout)
     assert shown["credentials"]["binance_api_key"] == UNDECRYPTABLE
     assert shown["credentials"]["binance_secret"] is None
-    table = cli_run(db_path, "tenants", "credentials", "show", "ann@example.com").stdout
+    table = invoke(db_path, "tenants", "credentials", "show", "ann@example.com").stdout
     assert "cannot decrypt with the current keys" in table
     assert BINANCE_KEY[-4:] not in table
 
@@ -143,11 +137,11 @@ def test_commands_that_need_a_plaintext_refuse_clearly_and_change_nothing(
     lose_the_key(db_path, how)
     expected = "no secret key configured" if how == "missing" else "does not match"
     before = db_snapshot()
-    result = cli_run(db_path, "tenants", "credentials", "set", "ann@example.com",
-                     "binance_secret", "--stdin", input=BINANCE_KEY)
+    result = invoke(db_path, "tenants", "credentials", "set", "ann@example.com",
+                    "binance_secret", "--stdin", input=BINANCE_KEY)
     assert_clean_error(result, 1)
     assert expected in result.stderr
-    result = cli_run(db_path, "keys", "rotate", "--yes")
+    result = invoke(db_path, "keys", "rotate", "--yes")
     assert_clean_error(result, 1)
     assert db_snapshot() == before
 
@@ -155,11 +149,11 @@ def test_commands_that_need_a_plaintext_refuse_clearly_and_change_nothing(
 def test_a_paper_bot_runs_although_a_stored_secret_does_not_decrypt(
         world, db_path: Path) -> None:
     lose_the_key(db_path, "wrong")
-    assert cli_run(db_path, "bots", "start", "ann@example.com").exit_code == 0
-    result = cli_run(db_path, "run", "--tenant", "ann@example.com", "--cycles", "2",
-                     "--interval", "0.05", "--no-live")
+    assert invoke(db_path, "bots", "start", "ann@example.com").exit_code == 0
+    result = invoke(db_path, "run", "--tenant", "ann@example.com", "--cycles", "2",
+                    "--interval", "0.05", "--no-live")
     assert result.exit_code == 0, result.output[-800:]
-    status = json.loads(cli_run(db_path, "bots", "status", "ann@example.com", "--json").stdout)
+    status = json.loads(invoke(db_path, "bots", "status", "ann@example.com", "--json").stdout)
     assert status[0]["cycles"] >= 2 and status[0]["state"] != "refused", status
 
 
@@ -172,12 +166,12 @@ def test_drop_undecryptable_asks_then_drops_and_audits(world, db_path: Path) -> 
     # The wrong key cannot store anything yet.
     with pytest.raises(CredentialsError, match="does not match"):
         manager.set_credential(world["ann"], "binance_secret", BINANCE_KEY)
-    refused = cli_run(db_path, "keys", "drop-undecryptable", input="n\n")
+    refused = invoke(db_path, "keys", "drop-undecryptable", input="n\n")
     assert refused.exit_code == 1
     assert "ann@example.com" in refused.output and "binance_api_key" in refused.output
     assert TenantManager(db_path).db.execute("SELECT count(*) FROM credentials").fetchone()[0] == 2
 
-    result = cli_run(db_path, "keys", "drop-undecryptable", "--yes")
+    result = invoke(db_path, "keys", "drop-undecryptable", "--yes")
     assert result.exit_code == 0, result.output
     assert "Dropped 2 credential(s)" in result.stdout
     fresh = TenantManager(db_path)
@@ -192,8 +186,8 @@ def test_drop_undecryptable_asks_then_drops_and_audits(world, db_path: Path) -> 
 
 def test_drop_undecryptable_without_any_key_then_generate(world, db_path: Path) -> None:
     lose_the_key(db_path, "missing")
-    assert cli_run(db_path, "keys", "drop-undecryptable", "--yes").exit_code == 0
-    result = cli_run(db_path, "keys", "generate")
+    assert invoke(db_path, "keys", "drop-undecryptable", "--yes").exit_code == 0
+    result = invoke(db_path, "keys", "generate")
     assert result.exit_code == 0, result.output
     TenantManager(db_path).set_credential(world["cy"], "binance_api_key", BINANCE_KEY)
 
@@ -204,7 +198,7 @@ def test_drop_undecryptable_keeps_what_decrypts(world, db_path: Path,
     # Cy's credential damaged: it no longer decrypts under the (right) key.
     manager.db.execute("UPDATE credentials SET ciphertext = 'gAAAAdamaged' "
                        "WHERE tenant_id = ?", (world["cy"],))
-    result = cli_run(db_path, "keys", "drop-undecryptable", "--yes", "--json")
+    result = invoke(db_path, "keys", "drop-undecryptable", "--yes", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(d["email"], d["name"]) for d in data["dropped"]] == [
@@ -214,7 +208,7 @@ def test_drop_undecryptable_keeps_what_decrypts(world, db_path: Path,
 
 
 def test_drop_undecryptable_with_nothing_to_drop(world, db_path: Path) -> None:
-    result = cli_run(db_path, "keys", "drop-undecryptable")
+    result = invoke(db_path, "keys", "drop-undecryptable")
     assert result.exit_code == 0, result.output
     assert "Nothing to drop" in result.stdout
 
@@ -225,7 +219,7 @@ def test_drop_undecryptable_with_nothing_to_drop(world, db_path: Path) -> None:
 def test_rotate_asks_for_confirmation(world, db_path: Path, db_snapshot) -> None:
     key_file = db_path.with_suffix(".key")
     before = (db_snapshot(), key_file.read_bytes())
-    result = cli_run(db_path, "keys", "rotate", input="n\n")
+    result = invoke(db_path, "keys", "rotate", input="n\n")
     assert result.exit_code == 1
     assert "Re-encrypt 2 secret(s)" in result.output
     assert (db_snapshot(), key_file.read_bytes()) == before
@@ -234,7 +228,7 @@ def test_rotate_asks_for_confirmation(world, db_path: Path, db_snapshot) -> None
 def test_rotate_archives_the_retired_key_and_says_to_back_up(world, db_path: Path) -> None:
     key_file = db_path.with_suffix(".key")
     old_key = key_file.read_bytes().strip()
-    result = cli_run(db_path, "keys", "rotate", input="y\n")
+    result = invoke(db_path, "keys", "rotate", input="y\n")
     assert result.exit_code == 0, result.output
     archive = archive_file_for(key_file)
     assert "back up" in result.stdout.lower() and str(key_file) in result.stdout
@@ -245,17 +239,17 @@ def test_rotate_archives_the_retired_key_and_says_to_back_up(world, db_path: Pat
     assert new_key != old_key and len(key_file.read_bytes().split()) == 1
     assert old_key.decode() not in result.output and new_key.decode() not in result.output
     # A second rotation keeps both retired keys, the newest first.
-    assert cli_run(db_path, "keys", "rotate", "--yes").exit_code == 0
+    assert invoke(db_path, "keys", "rotate", "--yes").exit_code == 0
     assert archive.read_bytes().split() == [new_key, old_key]
 
 
 def test_a_backup_from_before_rotation_still_decrypts_after_restore(
         world, db_path: Path, tmp_path: Path) -> None:
     backup = tmp_path / "before.db"
-    assert cli_run(db_path, "db", "backup", str(backup)).exit_code == 0
-    assert cli_run(db_path, "keys", "rotate", "--yes").exit_code == 0
-    assert cli_run(db_path, "keys", "rotate", "--yes").exit_code == 0
-    restored = cli_run(db_path, "db", "restore", str(backup), "--yes")
+    assert invoke(db_path, "db", "backup", str(backup)).exit_code == 0
+    assert invoke(db_path, "keys", "rotate", "--yes").exit_code == 0
+    assert invoke(db_path, "keys", "rotate", "--yes").exit_code == 0
+    restored = invoke(db_path, "db", "restore", str(backup), "--yes")
     assert restored.exit_code == 0, restored.output
     assert "do not decrypt" not in restored.output
     manager = TenantManager(db_path)
@@ -323,7 +317,7 @@ def test_rotate_shows_progress_on_a_terminal(world, db_path: Path) -> None:
 
 
 def test_rotate_progress_is_quiet_under_json_and_without_a_terminal(world, db_path) -> None:
-    result = cli_run(db_path, "keys", "rotate", "--yes", "--json")
+    result = invoke(db_path, "keys", "rotate", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     data = json.loads(result.stdout)
@@ -338,11 +332,11 @@ def test_keys_status_shows_the_archive_but_no_key_material(world, db_path: Path)
     old_key = key_file.read_bytes().strip()
     TenantManager(db_path).rotate_keys()
     new_key = key_file.read_bytes().strip()
-    result = cli_run(db_path, "keys", "status", "--json")
+    result = invoke(db_path, "keys", "status", "--json")
     data = json.loads(result.stdout)
     assert data["archive"] == str(archive_file_for(key_file))
     assert data["retired"] == [{"key_id": key_id(old_key), "secrets": 0}]
-    table = cli_run(db_path, "keys", "status")
+    table = invoke(db_path, "keys", "status")
     assert "Retired keys" in table.stdout and key_id(old_key) in table.stdout
     for text in (result.output, table.output):
         for key in (old_key.decode(), new_key.decode()):
@@ -352,7 +346,7 @@ def test_keys_status_shows_the_archive_but_no_key_material(world, db_path: Path)
 def test_keys_status_with_environment_keys_has_no_archive(
         world, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_KEYS, db_path.with_suffix(".key").read_text().strip())
-    data = json.loads(cli_run(db_path, "keys", "status", "--json").stdout)
+    data = json.loads(invoke(db_path, "keys", "status", "--json").stdout)
     assert data["source"] == "env" and data["archive"] is None and data["retired"] == []
 
 
@@ -364,23 +358,24 @@ def test_keys_status_with_environment_keys_has_no_archive(
     ["tenants", "credentials", "set", "ann@example.com", "binance_secret", "--stdin"],
 ])
 def test_a_key_file_that_is_a_directory(world, db_path, tmp_path, db_snapshot, command) -> None:
-    """BOTPOLY_KEY_FILE pointing at a (0700) directory gave an IsADirectoryError
-    traceback."""
+    """BOTPOLY_KEY_FILE pointing at a (0700) directory: one `Error:` line, exit 1,
+    nothing changed."""
     key_dir = tmp_path / "keys"
     key_dir.mkdir(mode=0o700)
     os.chmod(key_dir, 0o700)
     before = db_snapshot()
-    result = CliRunner().invoke(cli, ["--db", str(db_path), *command], input=BINANCE_KEY,
-                                env={"BOTPOLY_KEY_FILE": str(key_dir)})
+    result = invoke(db_path, *command, input=BINANCE_KEY,
+                    env={"BOTPOLY_KEY_FILE": str(key_dir)})
     assert_clean_error(result, 1)
     assert db_snapshot() == before
 
 
 def test_a_key_file_with_binary_garbage(world, db_path, db_snapshot) -> None:
-    """A 0600 key file holding non-UTF-8 bytes gave a UnicodeDecodeError traceback."""
+    """A 0600 key file holding non-UTF-8 bytes: one `Error:` line, exit 1, nothing
+    changed."""
     key_file = db_path.with_suffix(".key")
     key_file.write_bytes(b"\xff\xfe\x00garbage")
     os.chmod(key_file, 0o600)
     before = db_snapshot()
-    assert_clean_error(cli_run(db_path, "keys", "status"), 1)
+    assert_clean_error(invoke(db_path, "keys", "status"), 1)
     assert db_snapshot() == before

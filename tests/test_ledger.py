@@ -9,6 +9,7 @@ import sqlite3
 from decimal import Decimal
 
 import pytest
+from factories import buy, make_tenant, sell
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import (
@@ -19,6 +20,10 @@ from botpoly_admin.errors import (
     TradingNotAllowed,
 )
 from botpoly_admin.ledger import Trade
+from botpoly_admin.trading.brokers import PaperBroker, record_execution
+from botpoly_admin.trading.market import Level, OrderBook
+from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
+from botpoly_admin.trading.paper import simulate_fill
 
 D = Decimal
 NOW = "2026-11-10T12:00:00Z"
@@ -28,23 +33,13 @@ NOW = "2026-11-10T12:00:00Z"
 def tenant(manager, monkeypatch) -> str:
     """An active pro tenant with 1000 USD and room for 100 trades a day."""
     monkeypatch.setenv("BOTPOLY_NOW", NOW)
-    return manager.create_tenant("Alice", "alice@example.com", "pro", status="active",
-                                 capital=1000, max_daily_trades=100).tenant_id
+    return make_tenant(manager, "Alice", capital=1000, max_daily_trades=100)
 
 
 def usage(manager, tenant_id: str, period: str = "2026-11") -> tuple[int, int]:
     """(trades_used, trades_reserved) of a period."""
     row = ledger.quota_status(manager, tenant_id, period)[0]
     return row["used"], row["reserved"]
-
-
-def buy(token: str, shares: str, price: str, fee: str = "0", **kw) -> Trade:
-    return Trade(side="BUY", shares=D(shares), price=D(price), fee=D(fee), token_id=token, **kw)
-
-
-def sell(token: str, shares: str, price: str, fee: str = "0", **kw) -> Trade:
-    return Trade(side="SELL", shares=D(shares), price=D(price), fee=D(fee), token_id=token,
-                 **kw)
 
 
 def guide(price: str = "0.5", **kw) -> dict:
@@ -230,12 +225,63 @@ def test_cancelling_a_resting_order_gives_its_quota_back(manager, tenant) -> Non
 
 def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
         manager, tenant) -> None:
-    # BUG: _release_quota clamps trades_used at 0 after `quotas reset --tenant`, so the
-    # cancelled order's unit is lost from trades_adjustment and invariant 1 breaks.
+    # After `quotas reset --tenant` the cancelled order's unit is given back through
+    # trades_adjustment (trades_used is not clamped at 0), so invariant 1 holds.
     manager.record_trade(tenant, buy("A", "10", "0.40", status="pending",
                                      client_order_id="rest"))
     ledger.reset_tenant_period(manager, tenant)
     ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(0))
+    assert integrity.check_invariants(manager) == []
+
+
+# A GTC order that part fills is two rows (``C`` with the fill, ``C-rest`` pending, which
+# counts against no quota unit of its own): with the last unit of the quota, or with the
+# one unit a live broker reserved before sending, the rest is still written and reserves
+# its cash, or a rest resting on the exchange would be in no ledger row.
+GTC_BOOK = OrderBook("tok-yes", "m1", (Level(D("0.40"), D(100)),),
+                     (Level(D("0.50"), D(40)), Level(D("0.60"), D(100))))  # 40 at 0.50
+
+
+def gtc_buy() -> OrderIntent:
+    """A GTC BUY of 100 at 0.50: against GTC_BOOK, 40 fill and 60 rest."""
+    return OrderIntent("tok-yes", "m1", Side.BUY, D(100), D("0.50"), "plugin",
+                       time_in_force=TimeInForce.GTC)
+
+
+def rows_by_order(manager, tenant_id: str) -> dict[str, tuple[str, Decimal]]:
+    """(status, shares) of each ledger row, by client order id."""
+    return {t["client_order_id"]: (t["status"], t["shares"])
+            for t in ledger.list_trades(manager, tenant_id)}
+
+
+def test_a_part_filled_gtc_order_with_the_last_quota_unit_keeps_its_rest(manager) -> None:
+    tid = make_tenant(manager, "G", capital=1000, max_daily_trades=1000,
+                      monthly_trades_quota=1)
+    intent = gtc_buy()
+    result = PaperBroker(manager, tid).execute(intent, GTC_BOOK)
+    assert result.filled == D(40)
+    rows = rows_by_order(manager, tid)
+    assert rows[intent.client_order_id] == ("partial", D(40))
+    # Whatever the broker reports as resting is in the ledger, and reserves its cash.
+    if result.resting:
+        assert rows[intent.client_order_id + "-rest"] == ("pending", result.resting)
+    assert ledger.equity(manager, tid)["cash"] == D(1000) - D(20) - result.resting * D("0.5")
+    assert integrity.check_invariants(manager) == []
+
+
+def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> None:
+    # The live broker's ledger side, without the network: one unit reserved before the
+    # order is sent; the exchange then reports 40 filled and 60 resting on the book.
+    tid = make_tenant(manager, "G", capital=1000, max_daily_trades=1,
+                      monthly_trades_quota=5)
+    reservation = ledger.reserve_trade(manager, tid)
+    result = simulate_fill(gtc_buy(), GTC_BOOK)
+    record_execution(manager, tid, result, "live", exchange_order_id="0xabc",
+                     reservation=reservation)
+    rows = rows_by_order(manager, tid)
+    assert rows[result.intent.client_order_id] == ("partial", D(40))
+    # The order resting on the exchange is in the ledger, where reconciliation finds it.
+    assert rows[result.intent.client_order_id + "-rest"] == ("pending", D(60))
     assert integrity.check_invariants(manager) == []
 
 
@@ -312,9 +358,9 @@ def test_reservations_count_against_the_quota(manager, two_trades, db_snapshot) 
 
 def test_releasing_a_reservation_twice_does_not_free_another_orders_unit(
         manager, two_trades) -> None:
-    # BUG: release_reservation does not know which reservation it releases, so a second
-    # release of the same one gives back the unit held by another order in flight,
-    # and the tenant ends above its quota.
+    # A reservation is released once: a second release of the same one must not give
+    # back the unit held by another order in flight (the tenant would end above its
+    # quota).
     first = manager.reserve_trade(two_trades)
     second = manager.reserve_trade(two_trades)
     manager.release_reservation(first)
@@ -417,8 +463,8 @@ def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_tr
 @pytest.mark.parametrize("n", [-1, 0.5])
 def test_increment_usage_refuses_a_negative_or_fractional_count(
         manager, two_trades, n) -> None:
-    # BUG: increment_usage(t, -1) silently lowers trades_used (a quota bypass), and a
-    # count below the usage raises sqlite3.IntegrityError instead of InvalidInput.
+    # A negative count would lower trades_used (a quota bypass), and a count below the
+    # usage must be InvalidInput, not a database error.
     manager.increment_usage(two_trades)
     with pytest.raises(InvalidInput):
         manager.increment_usage(two_trades, n)
@@ -457,8 +503,8 @@ def test_bad_trades_are_refused_and_write_nothing(manager, tenant, db_snapshot, 
 ])
 def test_values_that_round_out_of_range_in_micro_units_are_refused(
         manager, tenant, db_snapshot, trade) -> None:
-    # BUG: Trade.validated checks the Decimal before it is rounded to micro-units, so a
-    # price of 0.9999999 is stored as exactly 1 and a size of 4e-7 as a filled 0.
+    # Values are checked as they will be stored, in micro-units: a price of 0.9999999
+    # would be exactly 1, and a size of 4e-7 a filled 0.
     before = db_snapshot()
     with pytest.raises(InvalidInput):
         manager.record_trade(tenant, {"side": "BUY", **trade})
@@ -466,8 +512,8 @@ def test_values_that_round_out_of_range_in_micro_units_are_refused(
 
 
 def test_a_failed_order_realizes_no_pnl(manager, tenant) -> None:
-    # BUG: the guide's form takes `pnl` as realized whatever the status, so a failed
-    # order with a pnl moves cash and counts as a winning round trip.
+    # The guide's `pnl` is realized only when the order filled: a failed order with a
+    # pnl moves no cash and is no round trip.
     manager.record_trade(tenant, {"market_id": "m", "side": "SELL", "amount": 1,
                                   "price": 0.5, "pnl": 50, "status": "failed"})
     assert ledger.equity(manager, tenant)["cash"] == D(1000)

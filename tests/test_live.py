@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
-from live_support import intent, make_tenant, posts, quota, rows
+from live_support import intent, live_tenant, posts, quota, rows
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import (
@@ -209,7 +209,7 @@ def test_work_resting_sends_nothing_without_pending_orders(broker, fake_exchange
 
 def test_quota_is_reserved_before_sending(manager, secret_key, creds, clob, book,
                                           fake_exchange):
-    tenant_id = make_tenant(manager, creds, monthly_trades_quota=1)
+    tenant_id = live_tenant(manager, creds=creds, monthly_trades_quota=1)
     live = LiveBroker.for_tenant(manager, tenant_id)
     live.execute(intent(), book)
 
@@ -325,7 +325,7 @@ def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
 
 
 def test_free_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange):
-    tenant_id = make_tenant(manager, creds, tier="free", mode="paper")
+    tenant_id = live_tenant(manager, creds=creds, tier="free", mode="paper")
 
     with pytest.raises(Conflict, match="free tier"):
         LiveBroker.for_tenant(manager, tenant_id)
@@ -333,7 +333,7 @@ def test_free_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange)
 
 
 def test_paper_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange):
-    tenant_id = make_tenant(manager, creds, mode="paper")
+    tenant_id = live_tenant(manager, creds=creds, mode="paper")
 
     with pytest.raises(Conflict, match="trading_mode to live"):
         LiveBroker.for_tenant(manager, tenant_id)
@@ -343,7 +343,7 @@ def test_paper_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange
 def test_missing_credentials_are_named(manager, secret_key, creds, clob, fake_exchange):
     partial = {k: v for k, v in creds.items() if k not in ("polymarket_wallet",
                                                            "polymarket_api_passphrase")}
-    tenant_id = make_tenant(manager, partial)
+    tenant_id = live_tenant(manager, creds=partial)
 
     with pytest.raises(CredentialsError,
                        match="missing polymarket_wallet, polymarket_api_passphrase$"):
@@ -352,7 +352,7 @@ def test_missing_credentials_are_named(manager, secret_key, creds, clob, fake_ex
 
 
 def test_no_credentials_at_all(manager, clob, fake_exchange):
-    tenant_id = make_tenant(manager, None)
+    tenant_id = live_tenant(manager)
 
     with pytest.raises(CredentialsError, match="missing polymarket_private_key"):
         LiveBroker.for_tenant(manager, tenant_id)
@@ -430,7 +430,7 @@ def test_hanging_host_is_a_clear_error_in_bounded_time(manager, tenant, clob, fa
 def test_no_secret_in_logs_or_error_messages(manager, secret_key, creds, clob, book,
                                              fake_exchange, caplog):
     caplog.set_level(logging.DEBUG)
-    tenant_id = make_tenant(manager, creds)
+    tenant_id = live_tenant(manager, creds=creds)
     messages = []
     live = LiveBroker.for_tenant(manager, tenant_id)
     live.execute(intent(size="10", price="0.40"), book)
@@ -476,7 +476,7 @@ def test_a_proxy_wallet_order_is_made_by_the_wallet_and_signed_by_the_key(
     from polymarket._internal.wallet import derive_proxy_wallet_address
 
     proxy = derive_proxy_wallet_address(signer.address, PRODUCTION_CONFIG.wallet_derivation)
-    tenant_id = make_tenant(manager, {**creds, "polymarket_wallet": proxy})
+    tenant_id = live_tenant(manager, creds={**creds, "polymarket_wallet": proxy})
     live = LiveBroker.for_tenant(manager, tenant_id)
 
     live.execute(intent(), book)

@@ -18,10 +18,12 @@ import re
 import secrets
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
 from eth_account import Account
+from factories import make_tenant
 from processes import background, wait_for
 
 from botpoly_admin import bots
@@ -46,14 +48,11 @@ def valid_creds() -> dict[str, str]:
     }
 
 
-def make(manager: TenantManager, name: str, *, tier: str = "pro", mode: str = "live",
-         creds: dict[str, str] | None = None) -> str:
-    tenant = manager.create_tenant(name, f"{name.lower()}@example.com", tier, status="active",
-                                   trading_mode=mode, enabled_strategies=STRATEGIES,
-                                   max_daily_trades=1000)
-    for cred, value in (creds or {}).items():
-        manager.set_credential(tenant.tenant_id, cred, value)
-    return tenant.tenant_id
+# An active pro tenant trading complement_arb and momentum live, 1000 trades a day
+# (``mode="paper"`` for a paper one); give it credentials with ``creds=``.
+live_trader = partial(make_tenant, mode="live", enabled_strategies=STRATEGIES,
+                      max_daily_trades=1000)
+make = live_trader  # the name test_live_workers imports
 
 
 def encrypt_under_lost_key(manager: TenantManager, tenant_id: str, name: str) -> str:
@@ -87,32 +86,32 @@ def broken_tenant(manager: TenantManager, case: str) -> tuple[str, str]:
     """A live tenant that cannot trade live, and a regex of the reason it is refused."""
     creds = valid_creds()
     if case == "no credentials":
-        return make(manager, "Nil"), "cannot trade live: missing polymarket_private_key"
+        return live_trader(manager, "Nil"), "cannot trade live: missing polymarket_private_key"
     if case == "missing two":
-        partial = {k: v for k, v in creds.items()
-                   if k not in ("polymarket_wallet", "polymarket_api_passphrase")}
-        return (make(manager, "Two", creds=partial),
+        incomplete = {k: v for k, v in creds.items()
+                      if k not in ("polymarket_wallet", "polymarket_api_passphrase")}
+        return (live_trader(manager, "Two", creds=incomplete),
                 "missing polymarket_wallet, polymarket_api_passphrase")
     if case == "lost key":
-        tid = make(manager, "Lost", creds=creds)
+        tid = live_trader(manager, "Lost", creds=creds)
         lost = encrypt_under_lost_key(manager, tid, "polymarket_api_secret")
         return tid, (rf"cannot decrypt the credentials of tenant lost@example\.com: "
                      rf"polymarket_api_secret does not decrypt with the current keys: it was "
                      rf"encrypted under key {lost}, which is not configured .*rotated or wrong "
                      "key file")
     if case == "damaged":
-        tid = make(manager, "Dam", creds=creds)
+        tid = live_trader(manager, "Dam", creds=creds)
         manager.db.execute("UPDATE credentials SET ciphertext = 'garbage' "
                            "WHERE tenant_id = ? AND name = 'polymarket_api_key'", (tid,))
         manager.db.conn.commit()
         return tid, "polymarket_api_key does not decrypt .* its ciphertext is damaged"
     if case == "malformed key":
-        return (make(manager, "Bad", creds={**creds, "polymarket_private_key": "0x1234"}),
+        return (live_trader(manager, "Bad", creds={**creds, "polymarket_private_key": "0x1234"}),
                 "polymarket_private_key of tenant bad@example.com is not a valid private key")
     # A free tenant is never in live mode (the library refuses it and a CHECK
     # constraint forbids it): the broker refuses it first thing anyway.
     assert case == "free tier"
-    return (make(manager, "Free", tier="free", mode="paper", creds=creds),
+    return (live_trader(manager, "Free", tier="free", mode="paper", creds=creds),
             "tenant free@example.com is on the free tier: free tenants trade paper only")
 
 
@@ -134,7 +133,7 @@ def test_a_restored_key_file_is_picked_up_without_a_restart(manager, db_path, fa
     old = generate_key()
     key_file = db_path.with_suffix(".key")
     write_key_file(key_file, [old])
-    tenant_id = make(manager, "Ann", creds=valid_creds())
+    tenant_id = live_trader(manager, "Ann", creds=valid_creds())
     manager.rotate_keys()  # the file now holds only the new key
     archive_file_for(key_file).unlink()  # and the retired key is lost too
     new = key_file.read_bytes().split()
@@ -155,8 +154,8 @@ def test_a_restored_key_file_is_picked_up_without_a_restart(manager, db_path, fa
 
 def test_keys_rotated_by_another_process_are_picked_up(manager, db_path) -> None:
     """A long-running process (``run``) that loaded the keys before a ``keys rotate``
-    elsewhere still decrypts afterwards (it used to keep the dropped key and fail)."""
-    tenant_id = make(manager, "Ann", creds=valid_creds())
+    elsewhere still decrypts afterwards: it reads the new keys, not the dropped one."""
+    tenant_id = live_trader(manager, "Ann", creds=valid_creds())
     before = manager.get_credentials(tenant_id)
 
     TenantManager(db_path).rotate_keys()  # another process
@@ -166,8 +165,9 @@ def test_keys_rotated_by_another_process_are_picked_up(manager, db_path) -> None
 
 def test_keys_rotate_refuses_while_a_credential_does_not_decrypt(manager, db_path, run_cli,
                                                                  db_snapshot):
-    """It used to end in a traceback (InvalidToken), after writing a new key."""
-    tenant_id = make(manager, "Lost", creds=valid_creds())
+    """`keys rotate` refuses with one line that names the credential and what to do,
+    before it writes a new key, and changes nothing."""
+    tenant_id = live_trader(manager, "Lost", creds=valid_creds())
     encrypt_under_lost_key(manager, tenant_id, "polymarket_api_secret")
     key_file = db_path.with_suffix(".key")
     before, keys = db_snapshot(), key_file.read_bytes()
@@ -218,7 +218,7 @@ def test_start_refusal_under_json_is_the_error_envelope(manager, secret_key, fak
 
 
 def test_start_of_several_is_all_or_none(manager, secret_key, fake_exchange, run_cli):
-    good = make(manager, "Paper", mode="paper")
+    good = live_trader(manager, "Paper", mode="paper")
     bad, _ = broken_tenant(manager, "no credentials")
 
     result = run_cli("bots", "start", good, bad)
@@ -229,7 +229,7 @@ def test_start_of_several_is_all_or_none(manager, secret_key, fake_exchange, run
 
 def test_a_live_tenant_with_usable_credentials_starts_without_a_request(
         manager, secret_key, fake_exchange, run_cli):
-    tenant_id = make(manager, "Ann", creds=valid_creds())
+    tenant_id = live_trader(manager, "Ann", creds=valid_creds())
 
     result = run_cli("start-bot", tenant_id)
 
@@ -243,7 +243,7 @@ def test_a_live_tenant_with_usable_credentials_starts_without_a_request(
     ("pro", "live", ("--tier", "free")),
 ])
 def test_a_free_tenant_can_never_be_live(manager, run_cli, db_snapshot, tier, mode, change):
-    tenant_id = make(manager, "Ann", tier=tier, mode=mode)
+    tenant_id = live_trader(manager, "Ann", tier=tier, mode=mode)
     before = db_snapshot()
 
     result = run_cli("tenants", "update", tenant_id, *change)
@@ -264,7 +264,7 @@ def test_run_refuses_broken_live_bots_shows_why_and_never_retries(
     """Four live tenants that cannot trade (switched to live after their bots were
     started, which is when the orchestrator meets the problem) next to a paper one."""
     caplog.set_level("INFO", logger="botpoly_admin")
-    paper = make(manager, "Paper", mode="paper")
+    paper = live_trader(manager, "Paper", mode="paper")
     broken = {}
     for case in ("no credentials", "lost key", "damaged", "malformed key"):
         tenant_id, reason = broken_tenant(manager, case)
@@ -357,7 +357,7 @@ def test_a_refused_bot_started_again_once_fixed_is_no_longer_refused(
 
 def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
         manager, secret_key, fake_exchange):
-    tenant_id = make(manager, "Ann", mode="paper")
+    tenant_id = live_trader(manager, "Ann", mode="paper")
     bots.start_bot(manager, tenant_id)
     manager.update_tenant(tenant_id, trading_mode="live")  # no credentials
     # A short backoff: a retry on a timer instead of on a change would show at once.
@@ -387,7 +387,7 @@ def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
 
 
 def test_a_foreground_run_stops_on_a_refusal(manager, secret_key, fake_exchange):
-    tenant_id = make(manager, "Ann", mode="paper")
+    tenant_id = live_trader(manager, "Ann", mode="paper")
     bots.start_bot(manager, tenant_id)
     manager.update_tenant(tenant_id, trading_mode="live")
     orchestrator = Orchestrator(manager, interval_s=0.05, tenant_ids=[tenant_id],

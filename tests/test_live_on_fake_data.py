@@ -1,4 +1,4 @@
-"""Live orders follow only the exchange's own books (issue 14, defect 1).
+"""Live orders follow only the exchange's own books.
 
 A tenant in live mode, with credentials that would work, whose bot runs on the
 simulated feed or on a replay file must not reach the live broker: the bot is
@@ -16,8 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from processes import background, cli, query, wait_for
-from test_live_guardrails import make, valid_creds
+from factories import cli
+from processes import background, query, wait_for
+from test_live_guardrails import live_trader, valid_creds
 
 from botpoly_admin import bots
 from botpoly_admin.orchestrator import Orchestrator
@@ -31,8 +32,8 @@ REASON = "live orders follow only the exchange's own books (--feed polymarket)"
 @pytest.fixture
 def tenants(manager: TenantManager, secret_key, fake_exchange) -> dict[str, str]:
     """A live tenant with well-formed credentials and a paper one, both set to run."""
-    ids = {"live": make(manager, "Liv", creds=valid_creds()),
-           "paper": make(manager, "Pap", mode="paper")}
+    ids = {"live": live_trader(manager, "Liv", creds=valid_creds()),
+           "paper": live_trader(manager, "Pap", mode="paper")}
     bots.start_bots(manager, list(ids.values()))
     assert fake_exchange.requests == []
     return ids
@@ -105,7 +106,7 @@ def test_run_paper_trades_every_bot_as_paper_and_says_so(db_path, tenants, fake_
 @pytest.mark.slow
 def test_start_bot_foreground_refuses_a_live_tenant_on_fake_data(db_path, manager, secret_key,
                                                                  fake_exchange, db_snapshot):
-    tenant_id = make(manager, "Liv", creds=valid_creds())
+    tenant_id = live_trader(manager, "Liv", creds=valid_creds())
     before = db_snapshot()
 
     refused = cli(db_path, "start-bot", tenant_id, "--foreground", "--cycles", "2",
@@ -148,7 +149,7 @@ def test_paper_never_trades_what_a_tenant_holds_from_live_trading(
     """A paper bot (a paper run, or a tenant switched back to paper) would fill a resting
     live order against a book the exchange never quoted, or sell live shares on paper:
     the ledger would no longer match the wallet. It is refused instead."""
-    tenant_id = make(manager, "Liv", creds=valid_creds())
+    tenant_id = live_trader(manager, "Liv", creds=valid_creds())
     intent = OrderIntent(token_id="tok-1", market_id="mkt-1", side=Side.BUY,
                          size=Decimal(10), limit_price=Decimal("0.40"), strategy="momentum",
                          time_in_force=TimeInForce.GTC, client_order_id="live-1")

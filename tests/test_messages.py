@@ -12,33 +12,17 @@ import re
 import select
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
+from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import cli
 from botpoly_admin.tenants import TenantManager
 
-BIN = Path(sys.executable).parent
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def invoke(db_path: Path, *args: str, input: str | None = None, env=None):
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input, env=env)
-
-
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from _commands(command, (*path, name))
-        else:
-            yield (*path, name), command
 
 
 def _env() -> dict[str, str]:
@@ -50,25 +34,25 @@ def _env() -> dict[str, str]:
 # --- usage errors ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+@pytest.mark.parametrize("path", [p for p, _ in commands()], ids=" ".join)
 def test_a_usage_error_is_one_line(path) -> None:
     """One `Error:` line, as every error: Click's usage line,
     hint and error took three, the usage line wrapped mid-word (for `tenants
     credentials set`, in the middle of 'polymarket_wallet')."""
-    result = CliRunner().invoke(cli, [*path, "--no-such-option"])
+    result = invoke(None, *path, "--no-such-option")
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: No such option"), lines
 
 
 def test_credentials_set_usage_names_its_arguments() -> None:
-    result = CliRunner().invoke(cli, ["tenants", "credentials", "set"])
+    result = invoke(None, "tenants", "credentials", "set")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "Error: Missing argument 'TENANT'."]
-    helped = CliRunner().invoke(cli, ["tenants", "credentials", "set", "--help"])
+    helped = invoke(None, "tenants", "credentials", "set", "--help")
     assert "Usage: cli tenants credentials set [OPTIONS] TENANT NAME" in helped.stdout
-    bad = CliRunner().invoke(cli, ["tenants", "credentials", "set", "x", "nope"])
+    bad = invoke(None, "tenants", "credentials", "set", "x", "nope")
     assert "'nope' is not one of 'polymarket_private_key'" in bad.stderr
 
 
@@ -99,7 +83,7 @@ def test_one_format_alone_still_works(db_path) -> None:
 
 
 def test_strategies_list_csv() -> None:
-    result = CliRunner().invoke(cli, ["strategies", "list", "--csv"])
+    result = invoke(None, "strategies", "list", "--csv")
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
     assert {"complement_arb", "momentum", "btc_lag"} <= set(rows)
@@ -109,7 +93,7 @@ def test_strategies_list_csv() -> None:
 
 @pytest.mark.parametrize("flag", ["-V", "--version"])
 def test_version_flags(flag) -> None:
-    result = CliRunner().invoke(cli, [flag])
+    result = invoke(None, flag)
     assert result.exit_code == 0
     assert result.output.strip() == f"botpoly-admin, version {__version__}"
 
@@ -269,7 +253,7 @@ def test_free_tier_for_a_live_tenant_suggests_paper(db_path, db_snapshot) -> Non
 
 
 def test_simulated_markets_end_in_the_future() -> None:
-    result = CliRunner().invoke(cli, ["markets", "list", "--json"])
+    result = invoke(None, "markets", "list", "--json")
     assert result.exit_code == 0, result.output
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ends = [m["ends_at"] for m in json.loads(result.stdout) if m["status"] == "open"]

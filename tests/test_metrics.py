@@ -14,9 +14,10 @@ import statistics
 from decimal import Decimal
 
 import pytest
+from factories import buy, sell
+from test_complement_pairs import NO, YES, Exchange, pair_trader
 
 from botpoly_admin import integrity, ledger
-from botpoly_admin.ledger import Trade
 from botpoly_admin.metrics import (
     calendar_curve,
     daily_returns,
@@ -25,6 +26,8 @@ from botpoly_admin.metrics import (
     sharpe_ratio,
     win_rate,
 )
+from botpoly_admin.tenants import TenantManager
+from botpoly_admin.trading.bot import TenantBot
 
 D = Decimal
 
@@ -103,26 +106,21 @@ def _seed_ledger(manager, monkeypatch) -> str:
     tenant = manager.create_tenant("Metrics", "m@example.com", "pro", status="active",
                                    capital=1000, max_daily_trades=50)
     tid = tenant.tenant_id
-    manager.record_trade(tid, Trade(side="BUY", shares=D(100), price=D("0.40"),
-                                    fee=D("0.20"), token_id="A"))
-    manager.record_trade(tid, Trade(side="BUY", shares=D(50), price=D("0.60"),
-                                    fee=D("0.30"), token_id="B"))
+    manager.record_trade(tid, buy("A", "100", "0.40", fee="0.20"))
+    manager.record_trade(tid, buy("B", "50", "0.60", fee="0.30"))
     ledger.snapshot_equity(manager, tid)
 
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-03T10:00:00Z")
-    manager.record_trade(tid, Trade(side="SELL", shares=D(100), price=D("0.55"),
-                                    fee=D("0.25"), token_id="A"))
-    manager.record_trade(tid, Trade(side="BUY", shares=D(5), price=D("0.5"), token_id="A",
-                                    status="failed"))
+    manager.record_trade(tid, sell("A", "100", "0.55", fee="0.25"))
+    manager.record_trade(tid, buy("A", "5", "0.5", status="failed"))
     ledger.snapshot_equity(manager, tid)
 
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-04T10:00:00Z")
-    manager.record_trade(tid, Trade(side="SELL", shares=D(20), price=D("0.50"),
-                                    fee=D("0.10"), token_id="B"))
-    manager.record_trade(tid, Trade(side="BUY", shares=D(10), price=D("0.30"), token_id="C"))
+    manager.record_trade(tid, sell("B", "20", "0.50", fee="0.10"))
+    manager.record_trade(tid, buy("C", "10", "0.30"))
     ledger.settle_position(manager, tid, "C", won=False)
-    manager.record_trade(tid, Trade(side="BUY", shares=D(10), price=D("0.20"), token_id="D",
-                                    status="pending", client_order_id="rest-1"))
+    manager.record_trade(tid, buy("D", "10", "0.20", status="pending",
+                                  client_order_id="rest-1"))
     ledger.resolve_pending(manager, tid, "rest-1", filled_shares=D(0))
     ledger.mark_positions(manager, tid, {"B": D("0.45")})
     ledger.snapshot_equity(manager, tid)
@@ -370,8 +368,7 @@ def test_a_loss_on_the_first_day_is_a_drawdown_from_the_starting_capital(
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-02T10:00:00Z")
     tid = manager.create_tenant("Day1", "d1@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=50).tenant_id
-    manager.record_trade(tid, Trade(side="BUY", shares=D(200), price=D("0.49"),
-                                    token_id="A", strategy="s"))
+    manager.record_trade(tid, buy("A", "200", "0.49", strategy="s"))
     ledger.mark_positions(manager, tid, {"A": D(0)})  # the market collapsed
     ledger.snapshot_equity(manager, tid)
     assert ledger.equity_curve(manager, tid) == [("2026-11-02", D(902))]
@@ -430,13 +427,8 @@ def test_settlement_rows_carry_the_tenants_mode(manager) -> None:
 
 
 def test_a_profitable_complement_pair_is_one_winning_round_trip(tmp_path) -> None:
-    from test_complement_pairs import NO, YES, Exchange, tenant
-
-    from botpoly_admin.tenants import TenantManager
-    from botpoly_admin.trading.bot import TenantBot
-
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = pair_trader(manager)
     TenantBot(manager, tid, Exchange()).run_cycle()
     legs = ledger.list_trades(manager, tid)
     assert len({t["group_id"] for t in legs}) == 1 and legs[0]["group_id"]
@@ -451,12 +443,11 @@ def test_a_profitable_complement_pair_is_one_winning_round_trip(tmp_path) -> Non
 def test_metrics_by_strategy(run_cli, manager) -> None:
     tid = manager.create_tenant("S", "s@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=50).tenant_id
-    for strategy, sell in (("a", "0.60"), ("b", "0.30")):
-        ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "BUY",
-                                           "shares": 10, "price": "0.50",
-                                           "strategy": strategy})
-        ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "SELL",
-                                           "shares": 5, "price": sell, "strategy": strategy})
+    for strategy, exit_price in (("a", "0.60"), ("b", "0.30")):
+        ledger.record_trade(manager, tid, buy("tok", "10", "0.50", market="m",
+                                              strategy=strategy))
+        ledger.record_trade(manager, tid, sell("tok", "5", exit_price, market="m",
+                                               strategy=strategy))
     result = run_cli("metrics", "s@example.com", "--by-strategy", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["strategy"]: r for r in json.loads(result.output)}

@@ -3,7 +3,9 @@
 - It takes liquidity: quoted shares it took are gone for that tenant until the book
   changes, across cycles and across its strategies.
 - A resting (GTC) order fills at its limit price, as maker, with no fee, and what
-  the book cannot fill keeps resting.
+  the book cannot fill keeps resting. Resting orders count toward the position limit
+  and, once filled, the daily loss limit; one whose market resolved is cancelled, and
+  one with nothing left to sell does not fail the bot's cycles.
 - The ledger records the exact sum of the level fills, rounded against the trader.
 - Over random books and order sequences, cash and positions are the sum of the fills
   and no fill is at a price the book did not quote.
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import tempfile
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
+from factories import make_tenant
 from hand_market import GTC, D, Feed, Script, order
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,16 +41,15 @@ from botpoly_admin.trading.paper import level_notional
 CRYPTO = FeeSchedule(rate=D("0.25"), exponent=D(2), taker_only=True, rebate_rate=D("0.2"))
 
 
-def tenant(manager: TenantManager, **kw) -> str:
-    args = {"status": "active", "capital": 10_000, "max_daily_trades": 1000,
-            "max_position_size": 10_000, **kw}
-    return manager.create_tenant("P", "p@example.com", "pro", **args).tenant_id
+# An active pro tenant with 10,000 USD and room everywhere.
+paper_trader = partial(make_tenant, name="P", capital=10_000, max_daily_trades=1000,
+                       max_position_size=10_000)
 
 
 def bot_with(tmp_path: Path, *scripts: Script, fees: FeeSchedule = NO_FEES, **kw
              ) -> tuple[TenantManager, str, Feed, TenantBot]:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager, **kw)
+    tid = paper_trader(manager, **kw)
     feed = Feed()
     feed.add("m1", fees=fees)
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.50", "20")], hash="h1")
@@ -72,7 +75,7 @@ def test_the_same_quoted_shares_do_not_fill_twice_across_cycles(tmp_path) -> Non
     script.queue = [order("m1-yes", Side.BUY, 15, "0.50")]
     bot.run_cycle()  # the book is unchanged: only 5 of its 20 shares are left for us
 
-    assert shares(manager, tid, "m1-yes") == D(20)  # today: 30, 10 more than were quoted
+    assert shares(manager, tid, "m1-yes") == D(20)  # all that was quoted, not 30
     statuses = sorted(t["status"] for t in ledger.list_trades(manager, tid))
     assert statuses == ["filled", "partial"]
 
@@ -101,7 +104,7 @@ def test_a_changed_book_quotes_afresh(tmp_path) -> None:
 
 def test_a_book_without_a_hash_is_the_same_book_while_its_levels_are(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = paper_trader(manager)
     broker = PaperBroker(manager, tid)
     asks = (Level(D("0.5"), D("20")),)
     book = OrderBook("m1-yes", "m1", (), asks, ts_ms=1)
@@ -114,7 +117,7 @@ def test_a_book_without_a_hash_is_the_same_book_while_its_levels_are(tmp_path) -
 
 def test_the_memory_of_books_not_traded_for_an_hour_is_dropped(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = paper_trader(manager)
     now = [0.0]
     broker = PaperBroker(manager, tid, monotonic=lambda: now[0])
     book = OrderBook("m1-yes", "m1", (), (Level(D("0.5"), D("20")),), hash="h")
@@ -151,7 +154,7 @@ def test_a_resting_buy_fills_at_its_limit_as_maker_without_fee_and_the_rest_keep
     rows = {t["client_order_id"]: t for t in ledger.list_trades(manager, tid)}
     fill = rows["gtc-1-fill-1"]
     assert (fill["status"], fill["shares"], fill["price"]) == ("filled", D(30), D("0.5"))
-    assert (fill["notional"], fill["fee"]) == (D(15), D(0))  # today: 0.45, with a fee
+    assert (fill["notional"], fill["fee"]) == (D(15), D(0))  # not 0.45 with a taker fee
     assert (rows["gtc-1"]["status"], rows["gtc-1"]["shares"]) == ("pending", D(70))
     # Cash: 10,000 − 15 paid − 35 still reserved for the 70 resting.
     assert ledger.equity(manager, tid)["cash"] == D(9950)
@@ -188,12 +191,95 @@ def test_the_rest_of_a_part_filled_resting_order_gives_no_unit_back_when_cancell
     assert integrity.check_invariants(manager) == []
 
 
+# --- resting orders in the bot's risk and settlement --------------------------------------------
+# No built-in strategy sends GTC orders, but the strategy interface and both brokers take
+# them, so a plugin strategy (the scripted one here) reaches these paths.
+
+
+def resting_bot(tmp_path: Path, **kw) -> tuple[TenantManager, str, Feed, Script, TenantBot]:
+    """A bot with one script, 1000 USD and 1000 a market; m1's books 500 deep at
+    0.40/0.50 (yes) and 0.50/0.60 (no), without a hash."""
+    script = Script()
+    manager, tid, feed, bot = bot_with(tmp_path, script, **{"capital": 1000,
+                                                            "max_position_size": 1000, **kw})
+    feed.set("m1-yes", bids=[(0.40, 500)], asks=[(0.50, 500)])
+    feed.set("m1-no", bids=[(0.50, 500)], asks=[(0.60, 500)])
+    return manager, tid, feed, script, bot
+
+
+def test_a_resting_sell_whose_shares_were_sold_meanwhile_does_not_fail_later_cycles(
+        tmp_path) -> None:
+    manager, tid, feed, script, bot = resting_bot(tmp_path)
+    script.queue = [order("m1-yes", Side.BUY, 100, 0.50)]
+    bot.run_cycle()
+    script.queue = [order("m1-yes", Side.SELL, 100, 0.70, GTC)]  # rests: best bid 0.40
+    bot.run_cycle()
+    # Risk sees 100 shares held (the resting sell reserves none) and lets this through.
+    script.queue = [order("m1-yes", Side.SELL, 100, 0.40)]
+    bot.run_cycle()
+    feed.set("m1-yes", bids=[(0.70, 500)], asks=[(0.75, 500)])  # the resting sell crosses
+    # The resting sell has nothing left to sell: working it must not raise, cycle after
+    # cycle (a bot whose cycle raises fails and is restarted with backoff).
+    bot.run_cycle()
+    bot.run_cycle()
+    held = sum((p["shares"] for p in ledger.positions(manager, tid)), D(0))
+    assert held == 0
+    assert integrity.check_invariants(manager) == []
+
+
+def test_a_resting_sell_that_fills_at_a_loss_counts_toward_the_daily_loss_limit(
+        tmp_path) -> None:
+    manager, tid, feed, script, bot = resting_bot(tmp_path, settings={"daily_loss_limit": 10})
+    script.queue = [order("m1-yes", Side.BUY, 100, 0.50)]
+    bot.run_cycle()
+    script.queue = [order("m1-yes", Side.SELL, 100, 0.30, GTC)]
+    feed.set("m1-yes", bids=[(0.20, 500)], asks=[(0.50, 500)])
+    bot.run_cycle()  # rests
+    feed.set("m1-yes", bids=[(0.30, 500)], asks=[(0.50, 500)])
+    bot.run_cycle()  # the resting sell fills: 100 × (0.30 − 0.50) = −20 realized
+    assert ledger.equity(manager, tid)["realized_pnl"] == D(-20)
+    assert ledger.daily_realized_pnl(manager, tid) == D(-20)
+    script.queue = [order("m1-yes", Side.BUY, 10, 0.50)]
+    assert bot.run_cycle().state == "paused_risk"  # −20 is past the limit of 10: no buy
+
+
+def test_resting_buys_count_toward_max_position_size(tmp_path) -> None:
+    manager, tid, feed, script, bot = resting_bot(tmp_path, max_position_size=100)
+    feed.set("m1-yes", bids=[(0.30, 500)], asks=[(0.95, 500)])
+    # Two cycles, each a resting BUY of 90 notional in m1 (limit 100 per market):
+    # together they would hold 180.
+    script.queue = [order("m1-yes", Side.BUY, 100, 0.90, GTC)]
+    bot.run_cycle()
+    script.queue = [order("m1-yes", Side.BUY, 100, 0.90, GTC)]
+    bot.run_cycle()
+    feed.set("m1-yes", bids=[(0.30, 500)], asks=[(0.90, 500)])
+    bot.run_cycle()  # whatever rests fills
+    cost = sum((p["cost"] for p in ledger.positions(manager, tid)), D(0))
+    assert cost <= D(100)
+
+
+def test_a_resting_order_in_a_market_that_resolved_and_left_the_listing_is_cancelled(
+        tmp_path) -> None:
+    manager, tid, feed, script, bot = resting_bot(tmp_path)
+    script.queue = [order("m1-yes", Side.BUY, 100, 0.40, GTC)]  # rests, reserves 40
+    bot.run_cycle()
+    assert ledger.equity(manager, tid)["cash"] == D(960)
+    # The market resolves and drops off the feed's listing (no position is held in it).
+    feed.resolve_and_delist("m1", "m1-no")
+    bot.run_cycle()
+    bot.run_cycle()
+    statuses = [t["status"] for t in ledger.list_trades(manager, tid)]
+    assert statuses == ["cancelled"]
+    assert ledger.equity(manager, tid)["cash"] == D(1000)  # the 40 reserved come back
+    assert integrity.check_invariants(manager) == []
+
+
 # --- exact costs -----------------------------------------------------------------------------
 
 
 def test_the_ledger_records_the_exact_sum_of_the_level_fills(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = paper_trader(manager)
     # 3 at 0.333 + 4 at 0.334 = 0.999 + 1.336 = 2.335; average 0.333571428…
     book = OrderBook("m1-yes", "m1", (), (Level(D("0.333"), D(3)), Level(D("0.334"), D(4))),
                      tick_size=D("0.001"), min_order_size=D(5))
@@ -208,7 +294,7 @@ def test_the_ledger_records_the_exact_sum_of_the_level_fills(tmp_path) -> None:
 
 def test_rounding_never_favours_the_trader(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = paper_trader(manager)
     broker = PaperBroker(manager, tid)
     fees = FeeSchedule(rate=D("0.07"), exponent=D(1))
     # 5.55 × 0.555 = 3.08025 exactly; a fee of 0.07 × 5.55 × 0.555 × 0.445 = 0.0959497…
@@ -258,7 +344,7 @@ def test_cash_and_positions_are_the_sum_of_fills_and_every_fill_was_quoted(steps
     market = Market("m1", "?", (Outcome("Yes", "m1-yes"), Outcome("No", "m1-no")), fees=fees)
     with tempfile.TemporaryDirectory() as tmp:
         manager = TenantManager(Path(tmp) / "t.db")
-        tid = tenant(manager, capital=1_000_000)
+        tid = paper_trader(manager, capital=1_000_000)
         broker = PaperBroker(manager, tid)
         taken: dict[tuple[str, Decimal, str], Decimal] = {}
         spent = D(0)
@@ -296,7 +382,7 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
     resting buys reserve."""
     with tempfile.TemporaryDirectory() as tmp:
         manager = TenantManager(Path(tmp) / "t.db")
-        tid = tenant(manager, capital=1_000_000)
+        tid = paper_trader(manager, capital=1_000_000)
         broker = PaperBroker(manager, tid)
         taker: dict[str, Decimal] = {}  # client order id -> average price filled at once
         maker: dict[str, Decimal] = {}  # resting row id -> its limit
@@ -339,10 +425,9 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
 
 def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
     """A part fill of a resting order is its strategy's lot, as a taker fill is: the
-    strategy can sell all it bought (the part fill once went to no strategy, and the
-    sell of the whole lot was refused)."""
+    strategy can sell all it bought."""
     manager = TenantManager(tmp_path / "t.db")
-    tid = tenant(manager)
+    tid = paper_trader(manager)
     broker = PaperBroker(manager, tid)
     empty = OrderBook("m1-yes", "m1", (), (), hash="b0")
     broker.execute(order("m1-yes", Side.BUY, 10, "0.10", GTC), empty)

@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import invoke
 
 from botpoly_admin import integrity, ledger
 from botpoly_admin.errors import Conflict, QuotaExceeded
@@ -96,7 +97,7 @@ def test_set_override_unlimited_and_tier_default(run_cli, manager, january) -> N
 ], ids=["negative", "fraction", "word", "superscript-digit", "trades-and-unlimited", "none"])
 def test_set_refuses_bad_input_and_changes_nothing(run_cli, manager, january, db_snapshot,
                                                    args, code, message) -> None:
-    # "²".isdigit() is True but int("²") raises ValueError: today a traceback (BUG).
+    # "²".isdigit() is True but int("²") raises ValueError: it is refused like a word.
     before = db_snapshot()
     result = run_cli("quotas", "set", "acme@example.com", *args)
     assert result.exit_code == code
@@ -144,8 +145,8 @@ def test_json_errors_use_the_same_envelope(run_cli, manager, january) -> None:
 
 @pytest.mark.parametrize("command", [["quotas", "show"], ["metrics", "john@example.com"]])
 def test_period_0001_01_is_refused_not_echoed_as_1_01(run_cli, manager, command) -> None:
-    """strftime('%Y') gives '1' for year 1 on Linux: the period once came back as '1-01',
-    which is not YYYY-MM (and billing then crashed)."""
+    """Period 0001-01 is refused, not echoed as '1-01' (strftime('%Y') gives '1' for
+    year 1 on Linux, which is not YYYY-MM)."""
     manager.create_tenant(name="John", email="john@example.com", tier="pro")
     result = run_cli(*command, "--period", "0001-01", "--json")
     assert result.exit_code == 2, result.output
@@ -305,16 +306,12 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
 
 def test_reset_with_an_empty_tenant_does_not_run_the_global_reset(manager, db_path,
                                                                  db_snapshot) -> None:
-    """`quotas reset --tenant "$T"` with an empty $T once ran the monthly job (closed
-    periods, expired trials) instead of refusing, unlike `run --tenant ''`."""
-    from click.testing import CliRunner
-
-    from botpoly_admin.cli import cli
-
+    """`quotas reset --tenant "$T"` with an empty $T is refused, as `run --tenant ''`
+    is, instead of running the monthly job (closing periods, expiring trials)."""
     manager.create_tenant(name="Tia", email="tia@example.com", trial_days=0)
     manager.close()
     before = db_snapshot()
-    result = CliRunner().invoke(cli, ["--db", str(db_path), "quotas", "reset", "--tenant", ""],
-                                env={"BOTPOLY_NOW": "2099-01-01T00:00:00Z"})
+    result = invoke(db_path, "quotas", "reset", "--tenant", "",
+                    env={"BOTPOLY_NOW": "2099-01-01T00:00:00Z"})
     assert_clean_error(result, 2)
     assert db_snapshot() == before

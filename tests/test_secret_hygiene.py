@@ -22,10 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import click
 import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
+from factories import cli, commands
 from fake_exchange import FakeClob
 
 from botpoly_admin.cli import cli as root_command
@@ -51,8 +49,6 @@ from botpoly_admin.secrets import (
     remember,
 )
 from botpoly_admin.tenants import TenantManager
-
-BIN = Path(sys.executable).parent / "botpoly-admin"
 
 
 def distinctive_credentials(tenant: str) -> dict[str, str]:
@@ -114,9 +110,8 @@ class Shell:
 
     def __call__(self, *args: str, input: str | None = None, rc: int = 0,
                  verbose: str = "-v", timeout: float = 60) -> Ran:
-        proc = subprocess.run([str(BIN), "--db", str(self.db), verbose, *args],
-                              input=input, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = cli(self.db, verbose, *args, input=input, timeout=timeout,
+                   env={"PYTHONUNBUFFERED": "1"})
         ran = Ran(args, proc.returncode, proc.stdout, proc.stderr)
         self.ran.append(ran)
         assert proc.returncode == rc, (args, proc.returncode, proc.stdout, proc.stderr)
@@ -144,17 +139,6 @@ class Shell:
                 path.append(token)
             paths.add(" ".join(path))
         return paths
-
-
-def every_command(group: click.Group = root_command, prefix: str = "") -> set[str]:
-    """Every leaf command of the CLI, walking the click tree."""
-    found = set()
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            found |= every_command(command, f"{prefix}{name} ")
-        else:
-            found.add(prefix + name)
-    return found
 
 
 def database_bytes(db: Path) -> dict[str, bytes]:
@@ -294,7 +278,7 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange):
     at_rest += [database_bytes(db), database_bytes(backup)]
 
     # --- every command ran -------------------------------------------------------------
-    missing = every_command() - sh.commands_run()
+    missing = {" ".join(path) for path, _ in commands()} - sh.commands_run()
     assert not missing, f"commands the hygiene test does not run yet: {sorted(missing)}"
 
     # --- and no secret shows anywhere ----------------------------------------------------

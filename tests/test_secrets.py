@@ -7,14 +7,14 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
+from factories import CLI, make_tenant
 from hypothesis import given
 from hypothesis import strategies as st
-from processes import CLI, in_a_terminal
+from processes import in_a_terminal
 
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.secrets import ENV_KEYS, generate_key, key_id, mask
@@ -55,8 +55,9 @@ def stored(manager: TenantManager) -> list[dict]:
 
 
 @pytest.fixture
-def tenant(manager: TenantManager):
-    return manager.create_tenant(name="Ann", email="ann@example.com", tier="pro")
+def tenant(manager: TenantManager) -> str:
+    """Ann, a pro tenant in trial."""
+    return make_tenant(manager, "Ann", status="trial")
 
 
 # --- at rest --------------------------------------------------------------------------------
@@ -65,15 +66,15 @@ def tenant(manager: TenantManager):
 def test_secrets_are_stored_as_ciphertext(
     manager: TenantManager, tenant, secret_key: bytes
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-    manager.update_tenant(tenant.tenant_id, polymarket_api_secret=API_SECRET)
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
+    manager.update_tenant(tenant, polymarket_api_secret=API_SECRET)
     rows = stored(manager)
     assert [r["name"] for r in rows] == ["polymarket_api_secret", "polymarket_private_key"]
     for row in rows:
-        assert row["tenant_id"] == tenant.tenant_id
+        assert row["tenant_id"] == tenant
         assert PRIVATE_KEY not in row["ciphertext"] and API_SECRET not in row["ciphertext"]
         assert row["key_id"] == key_id(secret_key)
-    assert manager.get_credentials(tenant.tenant_id) == {
+    assert manager.get_credentials(tenant) == {
         "polymarket_private_key": PRIVATE_KEY,
         "polymarket_api_secret": API_SECRET,
     }
@@ -82,8 +83,8 @@ def test_secrets_are_stored_as_ciphertext(
 def test_no_plaintext_in_database_files_after_set_and_rotate(
     manager: TenantManager, tenant, db_path: Path
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-    manager.set_credential(tenant.tenant_id, "polymarket_api_secret", API_SECRET)
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant, "polymarket_api_secret", API_SECRET)
     assert_no_plaintext(db_path, PRIVATE_KEY, API_SECRET)  # before any checkpoint: in the WAL
     checkpoint(db_path)
     assert_no_plaintext(db_path, PRIVATE_KEY, API_SECRET)
@@ -92,24 +93,24 @@ def test_no_plaintext_in_database_files_after_set_and_rotate(
     assert_no_plaintext(db_path, PRIVATE_KEY, API_SECRET)
     checkpoint(db_path)
     assert_no_plaintext(db_path, PRIVATE_KEY, API_SECRET)
-    assert manager.get_credentials(tenant.tenant_id)["polymarket_private_key"] == PRIVATE_KEY
+    assert manager.get_credentials(tenant)["polymarket_private_key"] == PRIVATE_KEY
 
 
 def test_unknown_or_empty_credential_is_refused(manager: TenantManager, tenant) -> None:
     with pytest.raises(InvalidInput, match="unknown credential"):
-        manager.set_credential(tenant.tenant_id, "ssh_key", "x" * 20)
+        manager.set_credential(tenant, "ssh_key", "x" * 20)
     with pytest.raises(InvalidInput, match="must not be empty"):
-        manager.set_credential(tenant.tenant_id, "binance_secret", "   ")
+        manager.set_credential(tenant, "binance_secret", "   ")
     assert stored(manager) == []
 
 
 def test_clear_credentials(manager: TenantManager, tenant, secret_key: bytes) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
-    manager.set_credential(tenant.tenant_id, "binance_secret", "binance-secret-123456")
-    assert manager.clear_credentials(tenant.tenant_id, "binance_api_key") == 1
-    assert manager.get_credentials(tenant.tenant_id) == {"binance_secret": "binance-secret-123456"}
-    assert manager.clear_credentials(tenant.tenant_id) == 1
-    assert manager.get_credentials(tenant.tenant_id) == {}
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_secret", "binance-secret-123456")
+    assert manager.clear_credentials(tenant, "binance_api_key") == 1
+    assert manager.get_credentials(tenant) == {"binance_secret": "binance-secret-123456"}
+    assert manager.clear_credentials(tenant) == 1
+    assert manager.get_credentials(tenant) == {}
 
 
 # --- key file -------------------------------------------------------------------------------
@@ -148,31 +149,31 @@ def test_key_file_is_created_notice_goes_to_stderr(run_cli, db_path: Path) -> No
 def test_key_file_readable_by_others_is_refused(
     manager: TenantManager, tenant, db_path: Path, mode: int
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     key_path = db_path.with_suffix(".key")
     key_path.chmod(mode)
     fresh = TenantManager(db_path)
     with pytest.raises(CredentialsError, match=rf"chmod 600 {key_path}") as excinfo:
-        fresh.get_credentials(tenant.tenant_id)
+        fresh.get_credentials(tenant)
     assert f"{mode:04o}" in str(excinfo.value)
     with pytest.raises(CredentialsError, match="accessible by group or others"):
-        fresh.set_credential(tenant.tenant_id, "binance_secret", "another-secret-123456")
+        fresh.set_credential(tenant, "binance_secret", "another-secret-123456")
     key_path.chmod(0o600)
-    assert TenantManager(db_path).get_credentials(tenant.tenant_id) == {
+    assert TenantManager(db_path).get_credentials(tenant) == {
         "binance_api_key": "binance-key-123456"
     }
 
 
 def test_missing_key_when_secrets_exist(manager: TenantManager, tenant, db_path: Path) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     key_path = db_path.with_suffix(".key")
     key_path.unlink()
     fresh = TenantManager(db_path)
     with pytest.raises(CredentialsError, match="no secret key configured"):
-        fresh.get_credentials(tenant.tenant_id)
+        fresh.get_credentials(tenant)
     # Setting another secret must not quietly create a new key (the old secrets would be lost).
     with pytest.raises(CredentialsError, match="no secret key configured"):
-        fresh.set_credential(tenant.tenant_id, "binance_secret", "binance-secret-123456")
+        fresh.set_credential(tenant, "binance_secret", "binance-secret-123456")
     assert not key_path.exists()
     assert len(stored(fresh)) == 1
 
@@ -248,7 +249,7 @@ def test_malformed_key_is_a_credentials_error(
 ) -> None:
     monkeypatch.setenv(ENV_KEYS, "not-a-fernet-key")
     with pytest.raises(CredentialsError, match="malformed secret key"):
-        manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+        manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     assert stored(manager) == []
 
 
@@ -256,8 +257,8 @@ def test_malformed_key_is_a_credentials_error(
 
 
 def test_rotation_with_a_key_file(manager: TenantManager, tenant, db_path: Path) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-    manager.set_credential(tenant.tenant_id, "polymarket_api_secret", API_SECRET)
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant, "polymarket_api_secret", API_SECRET)
     key_path = db_path.with_suffix(".key")
     old_key = key_path.read_text().strip()
     old_cipher = {r["name"]: r["ciphertext"] for r in stored(manager)}
@@ -273,7 +274,7 @@ def test_rotation_with_a_key_file(manager: TenantManager, tenant, db_path: Path)
         assert row["key_id"] == key_id(new_key.encode())
         assert row["ciphertext"] != old_cipher[row["name"]]
     # A fresh process, with only the new key, reads everything.
-    assert TenantManager(db_path).get_credentials(tenant.tenant_id) == {
+    assert TenantManager(db_path).get_credentials(tenant) == {
         "polymarket_private_key": PRIVATE_KEY,
         "polymarket_api_secret": API_SECRET,
     }
@@ -282,12 +283,12 @@ def test_rotation_with_a_key_file(manager: TenantManager, tenant, db_path: Path)
 def test_old_key_no_longer_needed_nor_accepted_after_rotation(
     manager: TenantManager, tenant, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
     old_key = db_path.with_suffix(".key").read_text().strip()
     manager.rotate_keys()
     monkeypatch.setenv(ENV_KEYS, old_key)
     with pytest.raises(CredentialsError, match="does not match"):
-        TenantManager(db_path).get_credentials(tenant.tenant_id)
+        TenantManager(db_path).get_credentials(tenant)
 
 
 def test_rotation_with_two_keys_in_the_environment(
@@ -341,7 +342,7 @@ def test_rotation_without_secrets(manager: TenantManager, secret_key: bytes) -> 
 def test_keys_status_shows_no_key_material(
     manager: TenantManager, tenant, db_path: Path, run_cli
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     key = db_path.with_suffix(".key").read_text().strip()
     status = manager.keys_status()
     assert status["source"] == "file" and status["verified"] is True
@@ -360,7 +361,7 @@ def test_keys_status_with_env_keys_shows_no_key_material(
 ) -> None:
     keys = [generate_key().decode(), generate_key().decode()]
     monkeypatch.setenv(ENV_KEYS, ",".join(keys))
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     result = run_cli("keys", "status", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -402,9 +403,9 @@ def test_mask_reveals_at_most_the_last_four_of_long_values(value: str) -> None:
 def test_tenant_views_show_masked_values_only(
     manager: TenantManager, tenant, secret_key: bytes
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-    manager.set_credential(tenant.tenant_id, "polymarket_api_passphrase", "short-pass")
-    view = manager.get_tenant(tenant.tenant_id)
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant, "polymarket_api_passphrase", "short-pass")
+    view = manager.get_tenant(tenant)
     assert view.credentials["polymarket_private_key"] == "****2318"
     assert view.credentials["polymarket_api_passphrase"] == "****"
     assert view.credentials["binance_api_key"] is None
@@ -416,7 +417,7 @@ def test_tenant_views_show_masked_values_only(
 def test_key_file_written_atomically_leaves_no_temp_file(
     manager: TenantManager, tenant, db_path: Path
 ) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
     manager.rotate_keys()
     leftovers = [p.name for p in db_path.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
@@ -428,14 +429,12 @@ def test_key_file_written_atomically_leaves_no_temp_file(
 
 def test_non_utf8_secret_on_stdin(manager: TenantManager, tenant, db_path: Path,
                                   secret_key: bytes, db_snapshot) -> None:
-    """Bytes that are not UTF-8 piped to --stdin gave `UnicodeEncodeError: ... surrogates
-    not allowed` (a traceback); now `Error: ...`, exit 2, nothing stored. A real
-    subprocess, as an operator's pipe would be."""
+    """Bytes that are not UTF-8 piped to --stdin: one `Error:` line, exit 2, nothing
+    stored. A real subprocess, as an operator's pipe would be."""
     manager.close()
     before = db_snapshot()
-    exe = Path(sys.executable).parent / "botpoly-admin"
     proc = subprocess.run(
-        [str(exe), "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+        [CLI, "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
          "binance_api_key", "--stdin"],
         input=b"\xff\xfeabcdefghijklmnop", capture_output=True, timeout=60,
         env={**os.environ, "BOTPOLY_SECRET_KEYS": secret_key.decode()},
@@ -461,7 +460,7 @@ def test_stdin_drops_only_the_trailing_line_break(manager: TenantManager, tenant
     manager.close()
     result = set_from_stdin(run_cli, "binance_api_key", data)
     assert result.exit_code == 0, result.output
-    assert TenantManager(manager.db_path).get_credentials(tenant.tenant_id) == {
+    assert TenantManager(manager.db_path).get_credentials(tenant) == {
         "binance_api_key": BINANCE}
 
 
@@ -470,8 +469,8 @@ def test_stdin_drops_only_the_trailing_line_break(manager: TenantManager, tenant
 def test_stdin_keeps_everything_else_so_a_damaged_value_is_refused(
         manager: TenantManager, tenant, run_cli, secret_key: bytes, db_snapshot,
         data: str) -> None:
-    """It used to strip all surrounding whitespace: a value with a stray space or a
-    second line break was stored as if it were right."""
+    """--stdin takes the value as piped (one final line break aside): a value with a
+    stray space or a second line break is refused, not stored as if it were right."""
     manager.close()
     before = db_snapshot()
     result = set_from_stdin(run_cli, "binance_api_key", data)
@@ -523,7 +522,7 @@ def test_well_formed_credentials_are_accepted(manager: TenantManager, tenant, ru
     manager.close()
     result = set_from_stdin(run_cli, name, value + "\n")
     assert result.exit_code == 0, result.output
-    assert TenantManager(manager.db_path).get_credentials(tenant.tenant_id) == {name: value}
+    assert TenantManager(manager.db_path).get_credentials(tenant) == {name: value}
 
 
 @pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in BAD.items() for v in vs])
@@ -540,15 +539,14 @@ def test_malformed_credentials_are_refused_at_set_without_showing_them(
 
 
 def cli_process(db_path: Path, *args: str, key: bytes, **kwargs) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "botpoly-admin"
-    return subprocess.Popen([str(exe), "--db", str(db_path), *args],
+    return subprocess.Popen([CLI, "--db", str(db_path), *args],
                             env={**os.environ, "BOTPOLY_SECRET_KEYS": key.decode()}, **kwargs)
 
 
 def test_piping_a_secret_without_stdin_is_our_one_line_error(
         manager: TenantManager, tenant, db_path: Path, secret_key: bytes, db_snapshot) -> None:
-    """It was Python's GetPassWarning (with a file path) and a prompt read in the
-    clear; a real pipe, with no terminal."""
+    """A secret piped without --stdin, with no terminal: our one-line error, not
+    Python's GetPassWarning and a prompt read in the clear. A real pipe."""
     manager.close()
     before = db_snapshot()
     proc = cli_process(db_path, "tenants", "credentials", "set", "ann@example.com",
@@ -572,7 +570,7 @@ def test_a_hidden_prompt_in_a_terminal(manager: TenantManager, tenant, db_path: 
         {"BOTPOLY_SECRET_KEYS": secret_key.decode()}, [BINANCE, BINANCE])
     assert code == 0, screen
     assert "Repeat for confirmation" in screen and BINANCE not in screen  # not echoed
-    assert TenantManager(db_path).get_credentials(tenant.tenant_id) == {
+    assert TenantManager(db_path).get_credentials(tenant) == {
         "binance_api_key": BINANCE}
 
 

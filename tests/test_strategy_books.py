@@ -1,4 +1,4 @@
-"""Positions, lots and P&L belong to the strategy that opened them (issue 14, defect 6).
+"""Positions, lots and P&L belong to the strategy that opened them.
 
 A strategy sees and sells only what it holds: ``momentum`` never exits
 ``complement_arb``'s hedge legs, the risk book's sellable shares are per strategy,
@@ -61,7 +61,7 @@ def held(manager: TenantManager, tid: str) -> dict[tuple[str, str], Decimal]:
 
 def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
     """The README's strategy mix: arb buys a pair, YES then jumps past momentum's
-    take-profit. Before the fix momentum sold the YES leg and left NO naked."""
+    take-profit. Momentum holds none of it, so it sells nothing: the hedge stays whole."""
     manager = TenantManager(tmp_path / "t.db")
     tid = manager.create_tenant(
         "M", "m@example.com", "pro", status="active", capital=1000, max_daily_trades=1000,

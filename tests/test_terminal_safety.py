@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_clean_error
-from click.testing import CliRunner
+from factories import invoke, make_tenant
 from rich.console import Console
 
-from botpoly_admin.cli import cli
 from botpoly_admin.dashboard import (
     LiveBot,
     LiveSnapshot,
@@ -56,10 +55,6 @@ MARKUP = "[bold red]x[/]"
 LEGACY_NAME = "Evil\x1b]0;pwned\x07\nINFO forged line\u202e"
 
 
-def invoke(db_path: Path, *args: str, input: str | None = None):
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], input=input)
-
-
 def assert_no_raw_controls(text: str) -> None:
     """Only line breaks between lines, and no other control or bidi character."""
     for line in text.splitlines():
@@ -68,11 +63,10 @@ def assert_no_raw_controls(text: str) -> None:
 
 
 @pytest.fixture
-def ann(manager: TenantManager):
-    tenant = manager.create_tenant(name="Ann", email="ann@example.com", tier="pro",
-                                   status="active")
+def ann(manager: TenantManager) -> None:
+    """Ann, an active pro tenant, written and the test's connection closed."""
+    make_tenant(manager, "Ann")
     manager.close()
-    return tenant
 
 
 @pytest.fixture
