@@ -34,7 +34,7 @@ def migrate(app: App) -> None:
     from botpoly_admin import store
 
     manager = app.manager(create=True)
-    click.echo(f"Database {manager.db_path} is at schema version "
+    click.echo(f"Database {manager.store.location} is at schema version "
                f"{store.schema_version(manager.db)} (latest {len(store.MIGRATIONS)})")
 
 

@@ -20,6 +20,8 @@ def schema_version(db: sqlite_utils.Database) -> int:
 
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply pending migrations; return the version numbers applied (empty if none)."""
+    if dialect_of(db) != "sqlite":
+        return db.migrate()  # type: ignore[no-any-return]
     applied: list[int] = []
     try:
         current = schema_version(db)

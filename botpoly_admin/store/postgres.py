@@ -167,14 +167,21 @@ class _BoolDumper(Dumper):
 class PgCursor(psycopg.Cursor[Any]):
     """A cursor that also answers ``lastrowid``, as sqlite3's does."""
 
+    _lastrowid: int | None = None
+
     @property
     def lastrowid(self) -> int | None:
-        """The id an INSERT of one row just drew from its table's identity column
-        (``lastval()``). Prefer ``RETURNING id``, which both backends support."""
-        if self.rowcount != 1 or not (self.statusmessage or "").startswith("INSERT"):
-            return None
-        row = self.connection.execute("SELECT lastval()").fetchone()
-        return int(row[0]) if row else None
+        """The id an INSERT of one row drew from its table's identity column.
+
+        Asked of the server (``lastval()``) on first read, so read it right after the
+        INSERT, before another one on this connection draws a newer id; new SQL says
+        ``RETURNING id`` instead, which both backends support.
+        """
+        if self._lastrowid is None and self.rowcount == 1 and \
+                (self.statusmessage or "").startswith("INSERT"):
+            row = self.connection.execute("SELECT lastval()").fetchone()
+            self._lastrowid = int(row[0]) if row else None
+        return self._lastrowid
 
 
 # --- the handle the library holds -------------------------------------------------
@@ -242,6 +249,10 @@ class PgDatabase:
     def schema_version(self) -> int:
         """How many migrations this database has applied."""
         return int(self.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()[0])
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the version numbers applied."""
+        return migrate(self)
 
     @contextmanager
     def transaction(self, tenant_id: str | None = None) -> Iterator[PgConnection]:
