@@ -180,6 +180,50 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
                    "(recorded in the audit log)")
 
 
+@db_group.command("copy")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The empty PostgreSQL database to copy into (postgresql://...).")
+@output_options()
+@pass_app
+def copy(app: App, url: str, fmt: str) -> None:
+    """Copy this SQLite installation into an empty PostgreSQL database, and verify it.
+
+    Every table (the audit log included) is copied from one snapshot in one
+    transaction, with the id sequences where SQLite left them; row counts and a
+    digest of every row are compared before it commits. Refused, with nothing
+    written, if the target holds any row or another application's tables, or
+    while `run` uses this database. The secret keys are not in the database: the
+    new installation needs the same ones.
+
+    \b
+    Example:
+        botpoly-admin --db data/tenants.db db copy --to postgresql://bp@db.internal/botpoly
+        BOTPOLY_DB=postgresql://bp@db.internal/botpoly botpoly-admin db check
+    """
+    from botpoly_admin.integrity import key_location
+    from botpoly_admin.maintenance.copy import copy_to_postgres
+    from botpoly_admin.store import is_database_url, resolve_location
+
+    if not is_database_url(url):
+        raise click.UsageError("--to must be a postgresql:// URL")
+    if is_database_url(resolve_location(app.db)):
+        raise click.UsageError("db copy copies a SQLite database: give its file with --db "
+                               "or BOTPOLY_DB")
+    manager = app.manager()
+    report = copy_to_postgres(manager.store, url).as_dict()
+    key = key_location(manager.db_path)
+    notice(f"the secret key is not in the database: run the PostgreSQL installation with "
+           f"the same key ({'key file ' if key['source'] == 'file' else ''}{key['where']}), "
+           "through BOTPOLY_SECRET_KEYS or BOTPOLY_KEY_FILE")
+    if fmt == "json":
+        app.render(report, fmt)
+    else:
+        app.render(report["tables"], fmt)
+        click.echo(f"Copied {report['source']} to {report['target']}: {report['rows']:,} "
+                   f"row(s) in {len(report['tables'])} tables, schema version "
+                   f"{report['schema_version']}, verified")
+
+
 def register(cli: click.Group) -> None:
     """Attach this module's commands to the root group."""
     cli.add_command(db_group)
