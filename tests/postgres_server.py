@@ -71,6 +71,18 @@ def _reachable_by_nobody(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in (*path.parents, path))
 
 
+def _copy_install(bindir: Path, into: Path) -> Path:
+    """Copy the installation of *bindir* where ``nobody`` can run it (bundled binaries
+    inside a private checkout, mode 0700), keeping the layout their RPATH expects
+    (pgserver's: ``$ORIGIN/../../../pgserver.libs``); return the copy's bin."""
+    install = bindir.parent
+    package = install.parent
+    shutil.copytree(install, into / package.name / install.name, symlinks=True)
+    for libs in package.parent.glob(f"{package.name}.libs"):
+        shutil.copytree(libs, into / libs.name, symlinks=True)
+    return into / package.name / install.name / bindir.name
+
+
 @dataclass
 class PostgresServer:
     """A running cluster: where it listens and how to log in."""
@@ -105,10 +117,7 @@ def _start(bindir: Path, root: Path) -> tuple[PostgresServer, list[str], dict[st
     if as_root:
         os.chown(root, NOBODY, NOBODY)
         if not _reachable_by_nobody(bindir):
-            # Bundled binaries inside a private checkout (mode 0700): copy the install.
-            copy = root / "pginstall"
-            shutil.copytree(bindir.parent, copy, symlinks=True)
-            bindir = copy / "bin"
+            bindir = _copy_install(bindir, root / "pg")
     password = secrets.token_urlsafe(16)
     pwfile = root / "pw"
     pwfile.write_text(password + "\n")
