@@ -104,6 +104,25 @@ def test_every_row_and_the_sequence_positions_are_copied(installation: Path, pg_
     copied.close()
 
 
+def test_every_tenants_rows_read_the_same_through_both_stores(installation: Path,
+                                                              pg_url: str):
+    """The round trip: what the library reads through TenantScope is the same on the
+    SQLite source and on its PostgreSQL copy, table by table, tenant by tenant."""
+    assert copy(installation, pg_url).exit_code == 0
+    lite, pg = store.open_store(installation, create=False), store.open_store(pg_url,
+                                                                              create=False)
+    tenants = [r["tenant_id"] for r in lite.select("SELECT tenant_id FROM tenants")]
+    assert sorted(tenants) == sorted(r["tenant_id"] for r in pg.select(
+        "SELECT tenant_id FROM tenants"))
+    for tenant in tenants:
+        for table in store.TENANT_TABLES:
+            assert sorted(pg.scope(tenant).rows(table), key=repr) == \
+                sorted(lite.scope(tenant).rows(table), key=repr), (tenant, table)
+            assert pg.scope(tenant).count(table) == lite.scope(tenant).count(table)
+    lite.close()
+    pg.close()
+
+
 def test_a_second_copy_into_the_same_database_is_refused(installation: Path, pg_url: str):
     assert copy(installation, pg_url).exit_code == 0
     with psycopg.connect(pg_url) as conn:
