@@ -73,6 +73,8 @@ def test_redact_url_hides_the_password_only():
     assert redact_url("postgresql://bp:s3cret@db.internal:5433/botpoly") == \
         "postgresql://bp:***@db.internal:5433/botpoly"
     assert redact_url("postgresql://bp@db.internal/botpoly") == "postgresql://bp@db.internal/botpoly"
+    assert redact_url("postgresql://db.internal/botpoly?user=bp&password=s3cret&sslmode=require") \
+        == "postgresql://db.internal/botpoly?user=bp&password=***&sslmode=require"
 
 
 # --- the contract, on both backends ---------------------------------------------------
