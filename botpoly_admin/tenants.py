@@ -57,16 +57,7 @@ from botpoly_admin.secrets import (
     load_keyring,
     mask,
 )
-from botpoly_admin.store import (
-    DEFAULT_DB_PATH,
-    SQLiteStore,
-    TenantScope,
-    check_creatable,
-    no_database_yet,
-    resolve_db_path,
-    select,
-    transaction,
-)
+from botpoly_admin.store import TenantScope, open_store, select, transaction
 from botpoly_admin.text import check_text
 
 log = logging.getLogger(__name__)
@@ -154,23 +145,13 @@ class TenantManager:
         actor: str | None = None,
         open_now: bool = True,
     ) -> None:
-        path = resolve_db_path(db_path)
-        # The guide's default location: data/ is made on first use, as it did.
-        make_data_dir = create and path == DEFAULT_DB_PATH
-        self.store = SQLiteStore(path, create=create, make_data_dir=make_data_dir,
-                                 actor=actor or os_user())
+        self.store = open_store(db_path, create=create, actor=actor or os_user(),
+                                open_now=open_now)
         self.create = create
         self.trial_days = trial_days
         self.notify = notify or (lambda message: log.warning("%s", message))
         # The verified keys, and the (check token, key source) they were verified for.
         self._keyring: tuple[tuple[object, ...], KeyRing] | None = None
-        if open_now or not create or not no_database_yet(path):
-            self.db  # open (and create) now, as the guide's constructor did  # noqa: B018
-        elif not make_data_dir:
-            # Created on first use, so a command refused for bad input leaves no
-            # empty database (or data/ directory) behind; a path that cannot work
-            # still fails now.
-            check_creatable(path)
 
     # --- the store (the manager also stands in for it: see docs/architecture.md) -----
 

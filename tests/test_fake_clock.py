@@ -68,6 +68,7 @@ WRITES = [
     ("db", "migrate"),
     ("db", "backup", "copy.db"),
     ("db", "restore", "tenants.db", "--yes"),
+    ("db", "copy", "--to", "postgresql://bp@127.0.0.1:9/botpoly"),
     ("markets", "record", "--feed", "simulated", "--duration", "1", "--out", "rec.jsonl"),
 ]
 

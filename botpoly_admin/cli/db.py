@@ -34,7 +34,7 @@ def migrate(app: App) -> None:
     from botpoly_admin import store
 
     manager = app.manager(create=True)
-    click.echo(f"Database {manager.db_path} is at schema version "
+    click.echo(f"Database {manager.store.location} is at schema version "
                f"{store.schema_version(manager.db)} (latest {len(store.MIGRATIONS)})")
 
 
@@ -48,13 +48,19 @@ def path(app: App, fmt: str) -> None:
     Example:
         botpoly-admin db path
     """
-    from botpoly_admin.store import resolve_db_path
+    from botpoly_admin.store import resolve_location
 
-    resolved = resolve_db_path(app.db)
-    if fmt == "json":
-        app.render({"path": str(resolved), "exists": resolved.exists()}, fmt)
+    resolved = resolve_location(app.db)
+    if isinstance(resolved, str):  # a PostgreSQL URL: shown without its password
+        from botpoly_admin.store.postgres import redact_url
+
+        shown, exists = redact_url(resolved), None
     else:
-        click.echo(str(resolved))
+        shown, exists = str(resolved), resolved.exists()
+    if fmt == "json":
+        app.render({"path": shown, "exists": exists}, fmt)
+    else:
+        click.echo(shown)
 
 
 @db_group.command("check")
@@ -117,6 +123,7 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     """
     from botpoly_admin import integrity
 
+    refuse_on_postgres(app, "backup")
     result = integrity.backup(app.manager(), path, force=force)
     key = result["key_not_included"]
     notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
@@ -160,6 +167,7 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
                    f"tenant(s)) with the backup {plan['source']} ({plan['tenants']} "
                    "tenant(s))?", err=True)
 
+    refuse_on_postgres(app, "restore")
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
     result = integrity.restore(app.manager(create=True), path, confirm)
@@ -178,6 +186,65 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         click.echo(f"Restored {result['target']} from {result['source']}: "
                    f"{result['tenants']} tenant(s), schema version {result['schema_version']} "
                    "(recorded in the audit log)")
+
+
+@db_group.command("copy")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The empty PostgreSQL database to copy into (postgresql://...).")
+@output_options()
+@pass_app
+def copy(app: App, url: str, fmt: str) -> None:
+    """Copy this SQLite installation into an empty PostgreSQL database, and verify it.
+
+    Every table (the audit log included) is copied from one snapshot in one
+    transaction, with the id sequences where SQLite left them; row counts and a
+    digest of every row are compared before it commits. Refused, with nothing
+    written, if the target holds any row or another application's tables, or
+    while `run` uses this database. The secret keys are not in the database: the
+    new installation needs the same ones.
+
+    \b
+    Example:
+        botpoly-admin --db data/tenants.db db copy --to postgresql://bp@db.internal/botpoly
+        BOTPOLY_DB=postgresql://bp@db.internal/botpoly botpoly-admin db check
+    """
+    from botpoly_admin.integrity import key_location
+    from botpoly_admin.maintenance.copy import copy_to_postgres
+    from botpoly_admin.store import is_database_url, resolve_location
+
+    if not is_database_url(url):
+        raise click.UsageError("--to must be a postgresql:// URL")
+    if is_database_url(resolve_location(app.db)):
+        raise click.UsageError("db copy copies a SQLite database: give its file with --db "
+                               "or BOTPOLY_DB")
+    manager = app.manager()
+    report = copy_to_postgres(manager.store, url).as_dict()
+    key = key_location(manager.db_path)
+    notice(f"the secret key is not in the database: run the PostgreSQL installation with "
+           f"the same key ({'key file ' if key['source'] == 'file' else ''}{key['where']}), "
+           "through BOTPOLY_SECRET_KEYS or BOTPOLY_KEY_FILE")
+    if fmt == "json":
+        app.render(report, fmt)
+    else:
+        app.render(report["tables"], fmt)
+        click.echo(f"Copied {report['source']} to {report['target']}: {report['rows']:,} "
+                   f"row(s) in {len(report['tables'])} tables, schema version "
+                   f"{report['schema_version']}, verified")
+
+
+# What PostgreSQL's own tools do for `db backup` and `db restore` on a PostgreSQL URL.
+PG_TOOLS = {"backup": "pg_dump --format=custom --file=BACKUP URL",
+            "restore": "pg_restore --clean --if-exists --dbname=URL BACKUP"}
+
+
+def refuse_on_postgres(app: App, command: str) -> None:
+    """Say which PostgreSQL tool does *command* when --db is a PostgreSQL URL."""
+    from botpoly_admin.store import is_database_url, resolve_location
+
+    if is_database_url(resolve_location(app.db)):
+        raise click.UsageError(f"db {command} works on a SQLite file; on PostgreSQL use "
+                               f"its own tool: {PG_TOOLS[command]} (the keys are not in "
+                               "the database either way)")
 
 
 def register(cli: click.Group) -> None:

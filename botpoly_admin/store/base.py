@@ -3,9 +3,11 @@
 Every function that reads or writes the database takes a ``Store``: this thread's
 connection (``db``), one short write ``transaction()``, plain reads (``select``), and
 tenant-scoped access (``scope``). ``actor`` names who acts through this handle; the
-audit log records it. ``dialect`` is the hook a second backend (PostgreSQL, issue 13)
-keys its SQL differences on. ``SQLiteStore`` (``store.sqlite``) is the implementation
-today; see docs/architecture.md, "The store".
+audit log records it. ``dialect`` ("sqlite" or "postgresql") is the hook SQL that
+differs between the backends keys on; ``location`` names the database in messages
+(a path, or a URL without its password). ``SQLiteStore`` (``store.sqlite``) and
+``PostgresStore`` (``store.postgres``) implement it; see docs/architecture.md, "The
+store", for the contract a backend meets.
 """
 
 from __future__ import annotations
@@ -14,35 +16,77 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import sqlite_utils
+from typing import Any, Protocol
 
 from botpoly_admin.store.scope import TenantScope
 from botpoly_admin.store.sql import select, transaction
+
+# The errors every backend raises, whatever its driver: the DB-API classes the library
+# has always caught. A constraint broken (unique, check, foreign key) is an
+# IntegrityError; a lock not had in time or a connection lost an OperationalError.
+DatabaseError = sqlite3.DatabaseError
+IntegrityError = sqlite3.IntegrityError
+OperationalError = sqlite3.OperationalError
+
+
+class Cursor(Protocol):
+    """What a statement returns: rows (tuples) and what the statement did."""
+
+    @property
+    def description(self) -> Any: ...
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def lastrowid(self) -> int | None: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """A connection: one statement at a time, SQLite's ``?``/``:name`` parameters."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+
+class Database(Protocol):
+    """This thread's database handle (a sqlite_utils ``Database``, or a
+    ``postgres.PgDatabase``): the subset of it the library uses."""
+
+    @property
+    def conn(self) -> Connection: ...
+    def execute(self, sql: str, parameters: Any = ...) -> Cursor: ...
+    def query(self, sql: str, params: Any = ...) -> Iterator[dict[str, Any]]: ...
 
 
 class Store(ABC):
     """A database the library reads and writes; one connection per thread."""
 
     dialect: str = ""
+    location: str = ""
 
     def __init__(self, *, actor: str = "") -> None:
         self.actor = actor
 
     @property
     @abstractmethod
-    def db(self) -> sqlite_utils.Database:
-        """This thread's connection."""
+    def db(self) -> Any:
+        """This thread's connection (a ``Database``)."""
 
     @abstractmethod
     def close(self) -> None:
         """Close this thread's connection."""
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction on this thread's connection."""
-        with transaction(self.db) as conn:
+    def transaction(self, tenant_id: str | None = None) -> Iterator[Connection]:
+        """One short write transaction on this thread's connection.
+
+        Writers are serialized, as SQLite's ``BEGIN IMMEDIATE`` does. With
+        *tenant_id* the block promises to write only that tenant's rows, and on
+        PostgreSQL then waits only for writers of the same tenant (and for those
+        that name none).
+        """
+        with transaction(self.db, tenant_id) as conn:
             yield conn
 
     def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:

@@ -8,16 +8,20 @@ import sqlite_utils
 
 from botpoly_admin.errors import StoreError
 from botpoly_admin.store.schema import MIGRATIONS
-from botpoly_admin.store.sql import transaction
+from botpoly_admin.store.sql import dialect_of, transaction
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
     """Return how many migrations this database has applied."""
+    if dialect_of(db) != "sqlite":
+        return db.schema_version()  # type: ignore[no-any-return]
     return int(db.conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply pending migrations; return the version numbers applied (empty if none)."""
+    if dialect_of(db) != "sqlite":
+        return db.migrate()  # type: ignore[no-any-return]
     applied: list[int] = []
     try:
         current = schema_version(db)

@@ -50,7 +50,7 @@ class TenantScope:
     ) -> list[dict[str, Any]]:
         """Rows of *table* belonging to this tenant, with an optional extra filter."""
         self._check(table)
-        sql = f"SELECT * FROM [{table}] WHERE tenant_id = :tenant_id"
+        sql = f'SELECT * FROM "{table}" WHERE tenant_id = :tenant_id'
         if where:
             sql += f" AND ({where})"
         if order_by:
@@ -62,7 +62,7 @@ class TenantScope:
     def count(self, table: str, where: str = "", params: Mapping[str, Any] | None = None) -> int:
         """How many of this tenant's rows in *table* match."""
         self._check(table)
-        sql = f"SELECT count(*) FROM [{table}] WHERE tenant_id = :tenant_id"
+        sql = f'SELECT count(*) FROM "{table}" WHERE tenant_id = :tenant_id'
         if where:
             sql += f" AND ({where})"
         row = self.db.execute(sql, {**(params or {}), "tenant_id": self.tenant_id}).fetchone()

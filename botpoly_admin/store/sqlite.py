@@ -211,6 +211,7 @@ class SQLiteStore(Store):
                  make_data_dir: bool = False, actor: str = "") -> None:
         super().__init__(actor=actor)
         self.db_path = Path(path)
+        self.location = str(self.db_path)
         self.create = create
         self.make_data_dir = make_data_dir
         self._local = threading.local()

@@ -1,0 +1,439 @@
+"""The PostgreSQL implementation of the store (psycopg 3).
+
+A ``PostgresStore`` opens one connection per thread, as ``SQLiteStore`` does, and
+hands the library a database handle (``PgDatabase``) that answers the store's
+contract (docs/architecture.md, "The store") the way a sqlite_utils ``Database``
+does: ``db.conn.execute(sql, params)``, ``db.execute``, ``db.query``, cursors with
+``fetchone``/``fetchall``/iteration/``description``/``rowcount``/``lastrowid``.
+
+- SQL keeps SQLite's parameters (``?`` and ``:name``); ``translate`` rewrites them
+  to psycopg's, outside string literals, quoted identifiers and comments.
+- Values come back as from SQLite: integers as ``int`` (sums of BIGINT too, which
+  PostgreSQL returns as numeric), fractions as ``float``, comparisons as 0/1.
+- A write ``transaction()`` is READ COMMITTED plus a transaction-scoped advisory
+  lock: exclusive for the whole database by default, which is what SQLite's
+  ``BEGIN IMMEDIATE`` gives (one writer at a time), so every read-check-write the
+  ledger does stays correct unchanged; ``transaction(tenant_id=...)`` instead takes
+  the database lock shared and the tenant's lock exclusive, so writers of different
+  tenants run side by side. The quota's conditional upsert needs neither: an
+  ``INSERT … ON CONFLICT DO UPDATE … WHERE`` locks the row and evaluates its WHERE
+  on the latest committed version (tests/test_postgres_store.py).
+- Errors come as the DB-API family the library already catches
+  (``store.IntegrityError``, ``store.OperationalError``, ``store.DatabaseError``);
+  a statement PostgreSQL cannot parse or resolve (SQLite-only SQL that has not been
+  ported yet) is a one-line ``StoreError``.
+- The schema: ``schema_pg.PG_MIGRATIONS``, with the application id and the version
+  in the one-row table ``botpoly_schema`` (SQLite keeps both in its file header).
+  A database with another application's tables, or a newer schema, is refused
+  before anything is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.adapt import Dumper, Loader
+
+from botpoly_admin.errors import StoreError
+from botpoly_admin.store.base import DatabaseError, IntegrityError, OperationalError, Store
+from botpoly_admin.store.opening import is_database_url
+from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
+from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
+
+# How long opening a connection may wait for an unreachable or starting server.
+CONNECT_WAIT_S = 10.0
+# SQLite's busy timeout: how long a writer queues for the write lock.
+LOCK_TIMEOUT_S = 30.0
+# A session idle inside a transaction this long (a stopped or partitioned process) is
+# ended by the server, so it cannot hold the write lock for ever.
+IDLE_IN_TRANSACTION_S = 60.0
+# The advisory lock of writers (and of migrations): the application id, "BPLY".
+WRITE_LOCK = APPLICATION_ID
+SCHEMA_TABLE = "botpoly_schema"
+# The directory whose files belong beside a PostgreSQL database on this machine: the
+# key file (data/<database>.key unless BOTPOLY_KEY_FILE or BOTPOLY_SECRET_KEYS) and
+# the log of `run`, as data/ holds them for the default SQLite database.
+LOCAL_DIR = Path("data")
+
+
+def redact_url(url: str) -> str:
+    """*url* without its password (``user:***@``, ``password=***``), for messages."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password=" in parts.query:
+        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
+def database_name(url: str) -> str:
+    """The database a URL names (its path), else the user's name, as libpq defaults."""
+    parts = urlsplit(url)
+    return unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
+
+
+# --- SQL: SQLite's parameters in psycopg's --------------------------------------------
+
+_TOKEN = re.compile(r"""
+    '(?:[^']|'')*'            # a string literal
+  | "(?:[^"]|"")*"            # a quoted identifier
+  | --[^\n]*                  # a line comment
+  | /\*.*?\*/                 # a block comment
+  | ::                        # a cast, not a parameter
+  | :[A-Za-z_][A-Za-z0-9_]*   # a named parameter
+  | [?%]                      # a positional parameter, or a percent sign to escape
+""", re.VERBOSE | re.DOTALL)
+
+
+@functools.lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """*sql* with SQLite's ``?`` and ``:name`` parameters as psycopg's ``%s`` and
+    ``%(name)s``, and every other ``%`` doubled (in literals too: psycopg reads them
+    everywhere); a ``?`` or ``:name`` inside a literal, a quoted identifier or a
+    comment, and a ``::`` cast, stay as they are."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        if token[0] == ":" and token != "::":
+            return f"%({token[1:]})s"
+        return token.replace("%", "%%")  # psycopg reads % even inside literals
+
+    return _TOKEN.sub(replace, sql)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def database_error(exc: psycopg.Error) -> Exception:
+    """The store's error for a psycopg error: the family the library catches."""
+    message = _first_line(exc)
+    if isinstance(exc, psycopg.IntegrityError):
+        return IntegrityError(message)
+    if isinstance(exc, psycopg.OperationalError):
+        return OperationalError(message)
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    # Class 42 (syntax, undefined function, table or column) and 0A (feature not
+    # supported): SQL written for SQLite that PostgreSQL does not take.
+    if sqlstate.startswith(("42", "0A")):
+        return StoreError(f"not yet supported on PostgreSQL (this statement is "
+                          f"SQLite's): {message}")
+    return DatabaseError(message)
+
+
+# --- values: as SQLite gives them -------------------------------------------------
+
+
+class _NumericLoader(Loader):
+    """numeric (sum() of BIGINT, for one) as an int when whole, else a float."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+class _BoolLoader(Loader):
+    """A comparison's result as 0 or 1, as SQLite has no boolean."""
+
+    def load(self, data: Any) -> int:
+        return 1 if bytes(data) == b"t" else 0
+
+
+class _BoolDumper(Dumper):
+    """True and False into the 0/1 INTEGER columns, as SQLite stores them."""
+
+    oid = psycopg.adapters.types["int8"].oid
+
+    def dump(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class PgCursor(psycopg.Cursor[Any]):
+    """A cursor that also answers ``lastrowid``, as sqlite3's does."""
+
+    _lastrowid: int | None = None
+
+    @property
+    def lastrowid(self) -> int | None:
+        """The id an INSERT of one row drew from its table's identity column.
+
+        Asked of the server (``lastval()``) on first read, so read it right after the
+        INSERT, before another one on this connection draws a newer id; new SQL says
+        ``RETURNING id`` instead, which both backends support.
+        """
+        if self._lastrowid is None and self.rowcount == 1 and \
+                (self.statusmessage or "").startswith("INSERT"):
+            row = self.connection.execute("SELECT lastval()").fetchone()
+            self._lastrowid = int(row[0]) if row else None
+        return self._lastrowid
+
+
+# --- the handle the library holds -------------------------------------------------
+
+
+class PgConnection:
+    """``execute(sql, params)`` with SQLite's parameters and errors, like sqlite3's."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Any = ()) -> PgCursor:
+        """Run one statement; return its cursor."""
+        try:
+            # Always with parameters: psycopg undoubles the escaped % only then.
+            return self.raw.execute(translate(sql), parameters if parameters is not None
+                                    else ())  # type: ignore[return-value]
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.raw.close()
+
+
+def _lock_key(tenant_id: str) -> int:
+    """A tenant's advisory lock: 64 bits of a hash of its id."""
+    digest = hashlib.blake2b(tenant_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PgDatabase:
+    """This thread's PostgreSQL connection, shaped as the store's contract wants."""
+
+    dialect = "postgresql"
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.conn = PgConnection(raw)
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The psycopg connection (for COPY and other PostgreSQL-only work)."""
+        return self.conn.raw
+
+    def execute(self, sql: str, parameters: Any = ()) -> PgCursor:
+        """Run one statement; return its cursor."""
+        return self.conn.execute(sql, parameters)
+
+    def query(self, sql: str, parameters: Any = ()) -> Iterator[dict[str, Any]]:
+        """Rows of a query as dicts."""
+        yield from self.select(sql, parameters)
+
+    def select(self, sql: str, parameters: Any = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dicts."""
+        cursor = self.execute(sql, parameters)
+        keys = [d[0] for d in cursor.description or ()]
+        return [dict(zip(keys, row, strict=True)) for row in cursor]
+
+    def table_names(self) -> list[str]:
+        """The tables of the schema in use."""
+        return [r[0] for r in self.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "ORDER BY tablename")]
+
+    def schema_version(self) -> int:
+        """How many migrations this database has applied."""
+        return int(self.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()[0])
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the version numbers applied."""
+        return migrate(self)
+
+    @contextmanager
+    def transaction(self, tenant_id: str | None = None) -> Iterator[PgConnection]:
+        """One short write transaction: the database's write lock (shared, plus the
+        tenant's lock, when *tenant_id* is given), rolled back on any exception."""
+        try:
+            with self.raw.transaction():
+                if tenant_id is None:
+                    self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                else:
+                    self.raw.execute(
+                        "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s)",
+                        (WRITE_LOCK, _lock_key(tenant_id)))
+                yield self.conn
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+# --- opening ----------------------------------------------------------------------
+
+
+def _refusal(exc: psycopg.OperationalError, shown: str) -> StoreError | None:
+    """A connection error that waiting will not cure, as a one-line StoreError."""
+    message = _first_line(exc)
+    text = str(exc)
+    if ("password authentication failed" in text or "no password supplied" in text
+            or ("role" in text and "does not exist" in text)):
+        return StoreError(f"PostgreSQL at {shown} refused the login: {message} "
+                          "(check the user and password in the URL)")
+    if "database" in text and "does not exist" in text:
+        return StoreError(f"{message} at {shown}: create it first (createdb)")
+    return None
+
+
+def open_connection(url: str, *, wait_s: float = CONNECT_WAIT_S) -> psycopg.Connection[Any]:
+    """A psycopg connection to *url* in autocommit mode, set up for the store.
+
+    A server that does not answer is retried until *wait_s* has passed, then a
+    one-line StoreError; a refused login or a missing database fails at once.
+    """
+    shown = redact_url(url)
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        left = max(deadline - time.monotonic(), 0.0)
+        try:
+            raw = psycopg.connect(url, autocommit=True, cursor_factory=PgCursor,
+                                  connect_timeout=max(2, int(left + 0.999)))
+            break
+        except psycopg.OperationalError as exc:
+            refused = _refusal(exc, shown)
+            if refused is not None:
+                raise refused from None
+            if time.monotonic() + delay > deadline:
+                raise StoreError(f"cannot reach PostgreSQL at {shown} after {wait_s:g} s: "
+                                 f"{_first_line(exc)}") from None
+            time.sleep(delay)  # back off: the server may be starting
+            delay = min(delay * 2, 1.0)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL at {shown}: {_first_line(exc)}") from None
+    raw.adapters.register_loader("numeric", _NumericLoader)
+    raw.adapters.register_loader("bool", _BoolLoader)
+    raw.adapters.register_dumper(bool, _BoolDumper)
+    raw.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+    raw.execute(f"SET idle_in_transaction_session_timeout = "
+                f"'{int(IDLE_IN_TRANSACTION_S * 1000)}ms'")
+    raw.execute("SET TIME ZONE 'UTC'")
+    return raw
+
+
+def _header(db: PgDatabase) -> tuple[int, int] | None:
+    """(application id, schema version) of the database, None if it has no header."""
+    if SCHEMA_TABLE not in db.table_names():
+        return None
+    row = db.execute(f"SELECT application_id, version FROM {SCHEMA_TABLE}").fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def check_ours(db: PgDatabase, shown: str) -> tuple[int, int] | None:
+    """Raise StoreError unless the database is botpoly-admin's or holds no table;
+    return its header (None for an empty database)."""
+    header = _header(db)
+    if header is None:
+        tables = db.table_names()
+        if tables:
+            listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(f"{shown} holds another application's tables ({listed}), "
+                             "not a botpoly-admin database: left untouched")
+        return None
+    if header[0] != APPLICATION_ID:
+        raise StoreError(f"{shown} is another application's database (application id "
+                         f"{header[0]:#010x}), not a botpoly-admin one: left untouched")
+    if header[1] > len(MIGRATIONS):
+        raise StoreError(f"database schema version {header[1]} is newer than this "
+                         f"botpoly-admin ({len(MIGRATIONS)}); upgrade botpoly-admin")
+    return header
+
+
+def migrate(db: PgDatabase, *, shown: str = "the database", create: bool = True) -> list[int]:
+    """Apply pending migrations in one transaction; return the versions applied.
+
+    Refuses, before writing anything, another application's database, a newer
+    schema, and (``create=False``) a database without the schema.
+    """
+    header = check_ours(db, shown)
+    if header is not None and header[1] == len(PG_MIGRATIONS):
+        return []  # the usual case: read without taking the write lock
+    with db.transaction():
+        header = check_ours(db, shown)  # again, under the lock: another may have migrated
+        if header is None:
+            if not create:
+                raise StoreError(f"no botpoly-admin database at {shown} (create it with "
+                                 f"`botpoly-admin --db URL db migrate`)")
+            db.execute(f"CREATE TABLE {SCHEMA_TABLE} (one BIGINT PRIMARY KEY DEFAULT 1 "
+                       "CHECK (one = 1), application_id BIGINT NOT NULL, "
+                       "version BIGINT NOT NULL)")
+            db.execute(f"INSERT INTO {SCHEMA_TABLE} (application_id, version) VALUES (?, 0)",
+                       (APPLICATION_ID,))
+            current = 0
+        else:
+            current = header[1]
+        applied = list(range(current + 1, len(PG_MIGRATIONS) + 1))
+        for version in applied:
+            for statement in render(PG_MIGRATIONS[version - 1]):
+                db.execute(statement)
+        if applied:
+            db.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (applied[-1],))
+    return applied
+
+
+def connect(url: str, *, create: bool = True, wait_s: float = CONNECT_WAIT_S) -> PgDatabase:
+    """Open (and, when *create*, migrate) the PostgreSQL database at *url*."""
+    db = PgDatabase(open_connection(url, wait_s=wait_s))
+    try:
+        migrate(db, shown=redact_url(url), create=create)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class PostgresStore(Store):
+    """One PostgreSQL database, with one connection per thread (opened on first use).
+
+    ``create=False`` refuses a database without botpoly-admin's schema; *wait_s*
+    bounds how long opening waits for an unreachable server.
+    """
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, create: bool = True, actor: str = "",
+                 wait_s: float = CONNECT_WAIT_S) -> None:
+        super().__init__(actor=actor)
+        if not is_database_url(url):
+            raise StoreError(f"not a PostgreSQL URL: {redact_url(str(url))}")
+        self.url = url
+        self.create = create
+        self.wait_s = wait_s
+        self.location = redact_url(url)
+        self.db_path = LOCAL_DIR / f"{database_name(url)}.pg"
+        self._local = threading.local()
+
+    @property
+    def db(self) -> PgDatabase:  # type: ignore[override]
+        """This thread's connection (one per thread, opened on first use, opened
+        again after the server dropped it)."""
+        db: PgDatabase | None = getattr(self._local, "db", None)
+        if db is None or db.raw.closed or db.raw.broken:
+            db = connect(self.url, create=self.create, wait_s=self.wait_s)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
