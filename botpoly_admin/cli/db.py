@@ -178,8 +178,3 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         click.echo(f"Restored {result['target']} from {result['source']}: "
                    f"{result['tenants']} tenant(s), schema version {result['schema_version']} "
                    "(recorded in the audit log)")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(db_group)
