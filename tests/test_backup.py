@@ -17,7 +17,7 @@ from cli_checks import assert_clean_error
 from factories import CLI, buy, cli, make_tenant, sell
 from processes import wait_for
 
-from botpoly_admin import bots, clock, ledger, store
+from botpoly_admin import bots, clock, ledger, maintenance, store
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
@@ -159,6 +159,22 @@ def test_a_round_trip_restores_tenants_and_trades_exactly(tenants, manager, db_p
     assert run_cli("db", "check").exit_code == 0
     assert manager.get_credentials(tenants[0]) == {"polymarket_private_key": SECRET}
     assert SECRET not in made.output + restored.output
+
+
+def test_backup_check_and_restore_take_the_store_alone(tenants, manager, db_path,
+                                                     tmp_path) -> None:
+    """The library's maintenance works on a ``SQLiteStore``: no TenantManager needed, and
+    the restore is audited under the store's actor."""
+    ops = store.SQLiteStore(db_path, create=False, actor="ops")
+    copy = tmp_path / "copy.db"
+    assert maintenance.backup(ops, copy)["tenants"] == 2
+    manager.delete_tenant(tenants[1], purge=True)
+    result = maintenance.restore(ops, copy)
+    assert (result["restored"], result["tenants"]) == (True, 2)
+    assert maintenance.check_invariants(ops) == []
+    last = manager.list_audit(limit=1)[0]
+    assert (last["action"], last["actor"], last["tenant_id"]) == ("db.restore", "ops", None)
+    ops.close()
 
 
 def test_a_restore_onto_a_new_machine_creates_the_database(tenants, db_path, tmp_path,

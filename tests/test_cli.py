@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
 import pytest
 from cli_checks import assert_clean_error
+from click.testing import CliRunner
 from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
+from botpoly_admin.cli import COMMANDS, cli
 from botpoly_admin.secrets import ENV_KEYS, generate_key
 from botpoly_admin.tenants import TenantManager
 
@@ -378,6 +381,29 @@ def test_every_command_has_help_with_an_example() -> None:
         assert expected in seen
 
 
+def test_help_lists_each_command_as_the_command_describes_itself() -> None:
+    """`--help` lists the registry's summaries without importing any command: each must
+    give what the command's own help gives, at any terminal width."""
+    for name, lazy in COMMANDS.items():
+        command = lazy.load()
+        assert command.name == name
+        for limit in (20, 45, 70, 400):
+            assert (click.Command(name, help=lazy.summary).get_short_help_str(limit)
+                    == command.get_short_help_str(limit)), name
+    ctx = click.Context(cli, info_name="botpoly-admin")
+    listed, loaded = ctx.make_formatter(), ctx.make_formatter()
+    cli.format_commands(ctx, listed)
+    click.Group.format_commands(cli, ctx, loaded)  # Click's own: loads every command
+    assert listed.getvalue() == loaded.getvalue()
+
+
+def test_an_unknown_command_is_a_usage_error_with_suggestions() -> None:
+    result = CliRunner().invoke(cli, ["list-tenant"])
+    assert result.exit_code == 2
+    assert "No such command 'list-tenant'" in result.output
+    assert "'list-tenants'" in result.output
+
+
 def test_version() -> None:
     result = invoke(None, "--version")
     assert result.exit_code == 0
@@ -536,6 +562,56 @@ def test_python_dash_m_help() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: botpoly-admin [OPTIONS] COMMAND")
     assert "create-tenant" in result.stdout and "Example" in result.stdout
+
+
+# Never needed to list commands or tenants: the runner, the live screen, the exchange SDKs,
+# the cipher.
+HEAVY = ("botpoly_admin.orchestrator", "botpoly_admin.runtime", "botpoly_admin.trading",
+         "rich.live", "cryptography", "polymarket", "binance", "eth_account", "httpx")
+IMPORTED_BY = """
+import sys
+from botpoly_admin.cli import cli
+try:
+    cli.main(sys.argv[2:], prog_name="botpoly-admin")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+with open(sys.argv[1], "w") as out:
+    out.write("\\n".join(sys.modules))
+"""
+
+
+def imported_by(tmp_path: Path, *args: str) -> set[str]:
+    """The modules a fresh process has imported once it has run ``botpoly-admin *args``."""
+    listing = tmp_path / "modules.txt"
+    subprocess.run([sys.executable, "-c", IMPORTED_BY, str(listing), *args], check=True,
+                   capture_output=True, env=subprocess_env(), cwd=tmp_path, timeout=60)
+    return set(listing.read_text().split())
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY))
+
+
+@pytest.mark.slow
+def test_help_imports_no_command_module(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "--help")
+    assert heavy(modules) == []
+    assert sorted(m for m in modules if m.startswith("botpoly_admin.cli.")) == [
+        "botpoly_admin.cli.app", "botpoly_admin.cli.lazy"]
+    assert "sqlite_utils" not in modules and "botpoly_admin.tenants" not in modules
+
+
+@pytest.mark.slow
+def test_list_tenants_imports_only_what_it_uses(db_path: Path, tmp_path: Path) -> None:
+    manager = TenantManager(db_path)
+    for name in ("Ann", "Bob", "Cid"):
+        manager.create_tenant(name=name, email=f"{name.lower()}@example.com", tier="pro")
+    manager.close()
+    modules = imported_by(tmp_path, "--db", str(db_path), "list-tenants")
+    assert heavy(modules) == []
+    assert sorted(m for m in modules if m.startswith("botpoly_admin.cli.")) == [
+        "botpoly_admin.cli.app", "botpoly_admin.cli.lazy", "botpoly_admin.cli.render",
+        "botpoly_admin.cli.tenants"]
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +17,15 @@ from cli_checks import assert_clean_error
 from cryptography.fernet import Fernet
 from factories import buy, make_tenant, sell
 
-from botpoly_admin import bots, clock, integrity, ledger
+from botpoly_admin import bots, clock, ledger, maintenance
+from botpoly_admin.errors import StoreError
+from botpoly_admin.maintenance import scan
 from botpoly_admin.orchestrator import Orchestrator
 from botpoly_admin.secrets import generate_key, key_id
 from botpoly_admin.tenants import TenantManager
 
 D = Decimal
-CHECK_NAMES = [name for name, _, _ in integrity.CHECKS]
+CHECK_NAMES = [name for name, _, _ in maintenance.CHECKS]
 PRIVATE_KEY = "0x" + "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d"
 API_SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I="
 
@@ -87,7 +91,7 @@ def test_a_sound_database_passes_every_check(ids, run_cli, manager) -> None:
     assert result.exit_code == 0
     assert len(re.findall(r"^ok +\w+: ", result.stdout, re.MULTILINE)) == len(CHECK_NAMES)
     assert f"OK: all {len(CHECK_NAMES)} checks pass" in result.stdout
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
     assert PRIVATE_KEY not in result.output and API_SECRET not in result.output
 
 
@@ -118,7 +122,7 @@ def test_usage_that_does_not_match_the_trades_fails(ids, manager, run_cli) -> No
         {"tenant_id": ids["ann"], "period": period, "trades_used": 5, "adjustment": 0,
          "counted": 3}]
     table(run_cli, "usage_matches_trades", ids["ann"])
-    assert integrity.check_invariants(manager) == [
+    assert maintenance.check_invariants(manager) == [
         f"usage_matches_trades: tenant_id={ids['ann']}, period={period}, trades_used=5, "
         "adjustment=0, counted=3"]
 
@@ -243,7 +247,7 @@ def test_a_row_of_an_unknown_tenant_fails_both_orphan_checks(ids, manager, run_c
 
 
 def test_every_tenant_owned_table_is_checked_for_orphans(manager) -> None:
-    assert integrity.tenant_owned_tables(manager.db) == sorted(
+    assert maintenance.tenant_owned_tables(manager.db) == sorted(
         ["bots", "credentials", "daily_usage", "equity_snapshots", "live_reconciliations",
          "live_redemptions",
          "order_intents", "positions", "reservations", "trades", "usage"])
@@ -260,7 +264,7 @@ def test_offending_rows_are_capped_with_their_total(ids, manager, run_cli) -> No
     assert orphans["rows"][0]["tenant_id"] == "ghost-00"
     text = table(run_cli, "no_orphan_rows", "ghost-19", "... and 5 more (25 in all)")
     assert "ghost-20" not in text
-    problems = integrity.check_invariants(manager)
+    problems = maintenance.check_invariants(manager)
     assert "no_orphan_rows: ... and 5 more" in problems
 
 
@@ -373,15 +377,56 @@ def test_a_secret_that_every_database_holds_is_no_leak(ids, manager, run_cli) ->
 
 def test_the_search_finds_needles_across_chunks(tmp_path, monkeypatch) -> None:
     """Every needle length from 8 bytes up, at every alignment, across a chunk border."""
-    monkeypatch.setattr(integrity, "_READ_BYTES", 64)
+    monkeypatch.setattr(scan, "_READ_BYTES", 64)
     needles = [bytes([65 + n]) * 3 + f"-{n:02d}-".encode() + b"z" * n for n in range(0, 30)]
     path = tmp_path / "blob"
     found = {}
     for offset in range(0, 70, 7):
         for needle in needles:
             path.write_bytes(b"\x00" * offset + needle + b"\x00" * 50)
-            found[needle, offset] = list(integrity._scan_files([path], [needle, b"nothere!"]))
+            found[needle, offset] = list(scan.scan_files([path], [needle, b"nothere!"]))
     assert all(hits == [(path, needle)] for (needle, _), hits in found.items())
+
+
+# SQLite's shared-lock bytes (os_unix.c: PENDING_BYTE + 2, 510 bytes). Another process
+# can write-lock them only when no connection anywhere holds the database.
+SHARED_FIRST, SHARED_SIZE = 0x40000002, 510
+PROBE = """
+import fcntl, sys
+with open(sys.argv[1], "r+b") as handle:
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
+    except OSError:
+        print("held")
+    else:
+        print("free")
+"""
+
+
+def held_by_a_connection(db_path: Path) -> bool:
+    """Whether some process holds SQLite's shared lock on *db_path*, asked by another."""
+    out = subprocess.run([sys.executable, "-c", PROBE, str(db_path), str(SHARED_FIRST),
+                          str(SHARED_SIZE)], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "held"
+
+
+def test_the_plaintext_search_keeps_this_processs_locks_on_the_database(
+        ids, manager, db_path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it:
+    the search must not, or a second process closing its last connection would find
+    the database unused and checkpoint and delete the WAL under this one's."""
+    assert manager.db  # open: in WAL mode a connection holds a shared lock until closed
+    assert held_by_a_connection(db_path)
+    checks = {c.name: c for c in maintenance.run_checks(manager)}
+    assert checks["no_plaintext_secrets"].ok and checks["no_plaintext_secrets"].note is None
+    assert held_by_a_connection(db_path)
+    manager.close()
+    assert not held_by_a_connection(db_path)
+
+
+def test_a_file_that_cannot_be_read_is_a_clean_error(tmp_path) -> None:
+    with pytest.raises(StoreError, match=r"cannot read .*: cat: .*Is a directory"):
+        list(scan.scan_files([tmp_path], [b"xxxxxxxxx"]))
 
 
 # --- SQLite's own checks -------------------------------------------------------------------
@@ -402,7 +447,7 @@ def test_an_index_that_does_not_match_its_table_fails_sqlites_integrity_check(
 
 
 def test_the_checks_read_one_snapshot_and_leave_no_transaction_open(ids, manager) -> None:
-    integrity.run_checks(manager)
+    maintenance.run_checks(manager)
     assert not manager.db.conn.in_transaction
     # and the connection still writes
     manager.record_trade(ids["cid"], buy("C", "1", "0.2"))

@@ -606,7 +606,7 @@ def markets_cli():
     def root(ctx: click.Context) -> None:
         ctx.obj = App()
 
-    markets.register(root)
+    root.add_command(markets.markets_group)
     runner = CliRunner()
     return lambda *args: runner.invoke(root, ["markets", *args], catch_exceptions=False)
 

@@ -1,7 +1,9 @@
 """The ``botpoly-admin`` command line: a thin Click layer over the library.
 
-One module per command group; this module only wires them together. Heavy imports
-(exchange SDKs, cryptography) happen inside the commands that need them.
+One module per command group; this module only lists them (``COMMANDS``). A group's
+module is imported when one of its commands runs, not before (``cli.lazy``): ``--help``
+imports none. Heavy imports (exchange SDKs, cryptography) happen inside the commands
+that need them.
 """
 
 from __future__ import annotations
@@ -9,20 +11,30 @@ from __future__ import annotations
 import click
 
 from botpoly_admin import __version__
-from botpoly_admin.cli import (
-    audit,
-    bots,
-    dashboard,
-    db,
-    keys,
-    markets,
-    quotas,
-    reports,
-    strategies,
-    tenants,
-    trades,
-)
 from botpoly_admin.cli.app import App, BotpolyGroup, configure_logging
+from botpoly_admin.cli.lazy import Lazy
+
+# Every top-level command: where it lives and the first sentence of its help (what
+# --help lists; tests/test_cli.py checks it against the command). One line per command.
+COMMANDS = {
+    "create-tenant": Lazy("botpoly_admin.cli.tenants:create_tenant", "Create a tenant."),
+    "list-tenants": Lazy("botpoly_admin.cli.tenants:list_tenants", "List tenants (trial ones included) with plan, status and quota use."),
+    "tenants": Lazy("botpoly_admin.cli.tenants:tenants_group", "Create, inspect, change and remove tenants and their credentials."),
+    "quotas": Lazy("botpoly_admin.cli.quotas:quotas_group", "Show, override and reset monthly trade quotas."),
+    "trades": Lazy("botpoly_admin.cli.trades:trades_group", "Read a tenant's trade ledger."),
+    "start-bot": Lazy("botpoly_admin.cli.bots:start_bot", "Start a tenant's bot: set it to run, for the orchestrator to pick up."),
+    "bots": Lazy("botpoly_admin.cli.bots:bots_group", "Start, stop and inspect tenants' bots (the orchestrator runs them)."),
+    "run": Lazy("botpoly_admin.cli.bots:run", "Run every bot set to run, in this process, until Ctrl-C, SIGTERM or SIGHUP."),
+    "dashboard": Lazy("botpoly_admin.cli.dashboard:dashboard", "Tenants by tier and status, MRR, running bots, and per active tenant: bot state, quota, trades, win rate, P&L and an equity sparkline."),
+    "metrics": Lazy("botpoly_admin.cli.reports:metrics", "A tenant's trades, fill rate, win rate, P&L, Sharpe ratio and drawdown."),
+    "stats": Lazy("botpoly_admin.cli.reports:stats", "Tenants by tier and status, bots running, trades this period and MRR."),
+    "billing": Lazy("botpoly_admin.cli.reports:billing_group", "Billing reports per period."),
+    "strategies": Lazy("botpoly_admin.cli.strategies:strategies_group", "Strategies a tenant can enable (built-ins and installed plugins)."),
+    "markets": Lazy("botpoly_admin.cli.markets:markets_group", "Look at market data (simulated, Polymarket, Binance, replay) and record it."),
+    "keys": Lazy("botpoly_admin.cli.keys:keys_group", "Manage the keys that encrypt tenant credentials (never shows key material)."),
+    "db": Lazy("botpoly_admin.cli.db:db_group", "Inspect, check, migrate, back up and restore the database."),
+    "audit": Lazy("botpoly_admin.cli.audit:audit_group", "Read the audit log (every change, by OS user; never a secret)."),
+}
 
 
 def _not_empty(value: str | None) -> str | None:
@@ -33,7 +45,8 @@ def _not_empty(value: str | None) -> str | None:
     return value
 
 
-@click.group(cls=BotpolyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BotpolyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
     "db_path",
@@ -58,12 +71,6 @@ def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
     """
     ctx.obj = App(db=db_path, verbose=verbose)
     configure_logging(verbose)
-
-
-# Each group module registers its commands; the order is the order of --help.
-for module in (tenants, quotas, trades, bots, dashboard, reports, strategies, markets, keys, db,
-               audit):
-    module.register(cli)
 
 
 def main() -> None:

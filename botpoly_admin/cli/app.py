@@ -17,11 +17,11 @@ import math
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from botpoly_admin.cli.lazy import LazyGroup
 from botpoly_admin.errors import BotpolyError, InvalidInput
 
 if TYPE_CHECKING:
@@ -30,14 +30,14 @@ if TYPE_CHECKING:
     from botpoly_admin.tenants import TenantManager
 
 
-@dataclass
 class App:
     """What every command shares: where the database is and how to talk."""
 
-    db: str | None = None
-    verbose: int = 0
-    fmt: str = "table"
-    _manager: TenantManager | None = field(default=None, repr=False)
+    def __init__(self, db: str | None = None, verbose: int = 0) -> None:
+        self.db = db
+        self.verbose = verbose
+        self.fmt = "table"
+        self._manager: TenantManager | None = None
 
     def manager(self, *, create: bool = False) -> TenantManager:
         """The TenantManager for ``--db`` / ``BOTPOLY_DB`` (opened once per command).
@@ -166,8 +166,9 @@ def output_options(csv: bool = False) -> Callable[[Callable[..., Any]], Callable
     return decorator
 
 
-class BotpolyGroup(click.Group):
-    """A group that turns library errors into one-line errors with the right exit code."""
+class BotpolyGroup(LazyGroup):
+    """The root group: loads its commands lazily, and turns library errors into one-line
+    errors with the right exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # Remembered before parsing, so a usage error of a --json command can still

@@ -34,8 +34,3 @@ def list_(app: App, tenant: str | None, limit: int, fmt: str) -> None:
     app.render(rows, fmt, columns=[("ts", "Time"), ("actor", "Actor"), ("action", "Action"),
                                    ("tenant_id", "Tenant"), ("details", "Details")]
                if fmt == "table" else None, empty="no audit entries")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(audit_group)

@@ -574,10 +574,3 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(start_bot)
-    cli.add_command(bots_group)
-    cli.add_command(run)

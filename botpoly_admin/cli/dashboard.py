@@ -48,8 +48,3 @@ def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
                 screen.update(build_dashboard(collect(manager)), refresh=True)
         except KeyboardInterrupt:
             pass
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(dashboard)

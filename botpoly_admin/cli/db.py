@@ -82,7 +82,7 @@ def check(app: App, fmt: str) -> None:
         botpoly-admin db check --json | jq '.checks[] | select(.ok | not)'
     """
     from botpoly_admin.cli.app import CommandError
-    from botpoly_admin.integrity import run_checks
+    from botpoly_admin.maintenance import run_checks
 
     checks = run_checks(app.manager())
     failed = [c.name for c in checks if not c.ok]
@@ -121,10 +121,10 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
         botpoly-admin db backup backups/tenants-$(date +%F).db
         botpoly-admin db backup /mnt/backup/tenants.db --force --json
     """
-    from botpoly_admin import integrity
+    from botpoly_admin import maintenance
 
     refuse_on_postgres(app, "backup")
-    result = integrity.backup(app.manager(), path, force=force)
+    result = maintenance.backup(app.manager(), path, force=force)
     key = result["key_not_included"]
     notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
            "is NOT in the backup: back it up separately, or the backup's credentials "
@@ -155,7 +155,7 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         botpoly-admin db restore backups/tenants-2026-11-01.db
         botpoly-admin --db data/tenants.db db restore /mnt/backup/tenants.db --yes
     """
-    from botpoly_admin import integrity
+    from botpoly_admin import maintenance
     from botpoly_admin.cli.app import ask
     from botpoly_admin.errors import BotpolyError
 
@@ -170,7 +170,7 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
     refuse_on_postgres(app, "restore")
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
-    result = integrity.restore(app.manager(create=True), path, confirm)
+    result = maintenance.restore(app.manager(create=True), path, confirm)
     if not result["restored"]:
         # A library error, so that --json answers with its error envelope too.
         raise BotpolyError("aborted: nothing was restored")
@@ -208,7 +208,7 @@ def copy(app: App, url: str, fmt: str) -> None:
         botpoly-admin --db data/tenants.db db copy --to postgresql://bp@db.internal/botpoly
         BOTPOLY_DB=postgresql://bp@db.internal/botpoly botpoly-admin db check
     """
-    from botpoly_admin.integrity import key_location
+    from botpoly_admin.maintenance import key_location
     from botpoly_admin.maintenance.copy import copy_to_postgres
     from botpoly_admin.store import is_database_url, resolve_location
 
@@ -246,7 +246,3 @@ def refuse_on_postgres(app: App, command: str) -> None:
                                f"its own tool: {PG_TOOLS[command]} (the keys are not in "
                                "the database either way)")
 
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(db_group)

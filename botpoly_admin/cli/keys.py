@@ -174,8 +174,3 @@ def status(app: App, fmt: str) -> None:
         if result["retired"]:
             app.render(result["retired"], fmt, columns=[("key_id", "Retired key id"),
                                                         ("secrets", "Secrets")])
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(keys_group)

@@ -252,8 +252,3 @@ def record_(app: App, feed_spec: str, tokens: tuple[str, ...], auto: str | None,
     row = {**asdict(summary), "stopped_early": stop.is_set()}
     app.render(row, fmt, columns=RECORD_COLUMNS if fmt != "json" else None,
                title="Recording")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(markets_group)

@@ -163,8 +163,3 @@ def reset(app: App, tenant: str | None, dry_run: bool, yes: bool, fmt: str) -> N
     verb = "[dry run] would expire" if dry_run else "Expired"
     for item in result["expired_trials"]:
         click.echo(f"{verb} trial of {printable(item['email'])} (ended {item['trial_ends_at']})")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(quotas_group)

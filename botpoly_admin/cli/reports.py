@@ -134,10 +134,3 @@ def report(app: App, period: str, fmt: str) -> None:
     click.echo(f"Total: {totals['charge_usd']} USD from {totals['billed_tenants']} of "
                f"{totals['tenants']} tenant(s); {totals['trades_used']} trades, "
                f"{totals['api_calls']} API calls")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(metrics)
-    cli.add_command(stats)
-    cli.add_command(billing_group)

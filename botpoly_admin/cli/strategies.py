@@ -75,8 +75,3 @@ def _bounds(low: object, high: object) -> str:
     if low is None:
         return f" (<= {high})"
     return f" ({low}..{high})"
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(strategies_group)

@@ -411,10 +411,3 @@ def credentials_clear(app: App, tenant: str, name: str | None) -> None:
     """
     removed = app.manager().clear_credentials(tenant, name)
     click.echo(f"Removed {removed} credential(s)")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(create_tenant)
-    cli.add_command(list_tenants)
-    cli.add_command(tenants_group)

@@ -51,8 +51,3 @@ def list_(app: App, tenant: str, since: str | None, until: str | None, status: s
     )
     app.render(rows, fmt, columns=TRADE_COLUMNS if fmt == "table" else None,
                title="Trades", empty="no trades")
-
-
-def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root group."""
-    cli.add_command(trades_group)
