@@ -93,8 +93,8 @@ from botpoly_admin.errors import (
 from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier, TradingMode, from_micros
 from botpoly_admin.trading import heartbeats, rules
 from botpoly_admin.trading.brokers import record_execution
-from botpoly_admin.trading.feeds import call_upstream
 from botpoly_admin.trading.feeds.polymarket import polymarket_environment, translate_sdk_errors
+from botpoly_admin.trading.feeds.upstream import call_upstream
 from botpoly_admin.trading.market import Market, OrderBook
 from botpoly_admin.trading.orders import (
     ExecutionResult,
