@@ -18,6 +18,7 @@ from fake_exchange import NEGRISK_TOKEN, FakeClob, FakeExchange, RecordedRequest
 from botpoly_admin import ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
+from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import OrderIntent
 
@@ -31,6 +32,14 @@ def make_tenant(manager: TenantManager, creds: dict[str, str] | None, *,
     for name, value in (creds or {}).items():
         manager.set_credential(tenant.tenant_id, name, value)
     return tenant.tenant_id
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_sdk_clients() -> Iterator[None]:
+    """Each test ends as a stopping process does: the SDK clients that brokers gave
+    back are closed (they would otherwise hold connections to a stopped fake)."""
+    yield
+    CLIENTS.close_all()
 
 
 @pytest.fixture
