@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from botpoly_admin.errors import Conflict, CredentialsError
-from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier, TradingMode
+from botpoly_admin.models import CREDENTIAL_NAMES, TenantConfig, TenantTier, TradingMode
 from botpoly_admin.secrets import credential_problem
 
 if TYPE_CHECKING:
-    from botpoly_admin.models import TenantConfig
     from botpoly_admin.tenants import TenantManager
 
 POLYMARKET_CREDENTIALS = tuple(n for n in CREDENTIAL_NAMES if n.startswith("polymarket_"))
