@@ -18,6 +18,8 @@ stored wallet and L2 API credentials. The package, top-down:
   reconciled with the wallet (``botpoly_admin.reconciliation``), a clean stop;
 - ``redemption``: winning shares redeemed on chain, credited only once the wallet
   shows them gone;
+- ``heartbeats``: one order-heartbeat sender per API key (the exchange's dead-man
+  switch);
 - ``reads``: what the broker reads from the ledger, one small function per read.
 
 Orders (``execute``): IOC intents become the SDK's FAK market orders bounded by the
@@ -29,7 +31,7 @@ known not to be on the exchange. The fee recorded is the taker fee the exchange
 charges: the trades' ``fee_rate_bps`` × shares × (p × (1 − p))^exponent, the exponent
 from the market's CLOB fee data (``fd.e``); makers pay nothing.
 
-The dead-man switch (``trading.heartbeats``): a broker joins its API key's heartbeat
+The dead-man switch (``heartbeats``): a broker joins its API key's heartbeat
 at start, so the exchange cancels the key's open orders about ten seconds after the
 process stops sending. ``close`` (a clean stop) cancels and verifies the resting
 orders the bot owns and settles their rows first.

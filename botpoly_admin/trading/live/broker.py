@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from botpoly_admin.errors import CredentialsError, ExchangeError
 from botpoly_admin.store import Store
-from botpoly_admin.trading import heartbeats
 from botpoly_admin.trading.feeds.polymarket import polymarket_environment
+from botpoly_admin.trading.live import heartbeats
 from botpoly_admin.trading.live.account import ClobAccount
 from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.live.credentials import live_credentials

@@ -39,9 +39,10 @@ from botpoly_admin.errors import (
     TemporaryExchangeError,
 )
 from botpoly_admin.store import Store
-from botpoly_admin.trading import heartbeats, rules
+from botpoly_admin.trading import rules
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.feeds.upstream import call_upstream
+from botpoly_admin.trading.live import heartbeats
 from botpoly_admin.trading.live.account import (
     ABSENT,
     OPEN_STATUSES,
