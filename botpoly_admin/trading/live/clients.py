@@ -1,10 +1,9 @@
 """The SDK's ``SecureClient`` for a live tenant: built once per credentials, reused.
 
-Building a ``SecureClient`` costs about a fifth of a second of CPU on an idle core
-(and more on a busy one): it opens ten httpx clients, and each loads the system's CA
-bundle while holding the GIL. A live bot whose host hangs fails its start and is
-started again after a backoff, over and over; building a client each time stalled
-every paper bot of the process for that long. So a broker takes its client from
+Building a ``SecureClient`` costs about a quarter of a second of CPU: it opens ten
+httpx clients, and each loads the CA bundle. A live bot whose host hangs fails its
+start and is started again after a backoff, over and over; building a client each
+time took that CPU from the paper bots' workers every time. So a broker takes its client from
 ``CLIENTS`` and gives it back when it closes, and the next broker of the same tenant
 with the same credentials and hosts takes the same client, without building one.
 
