@@ -418,7 +418,7 @@ def test_unreachable_host_is_a_clear_error_in_bounded_time(manager, tenant):
 
 def test_a_broker_started_again_reuses_the_sdk_client_of_the_same_credentials(
         manager, tenant, clob, book, fake_exchange):
-    """Building an SDK client costs a fifth of a second of CPU (ten CA-bundle loads):
+    """Building an SDK client costs a quarter of a second of CPU (ten CA-bundle loads):
     a broker started again takes the client its predecessor gave back, also after a
     start that failed, as a hanging host's bot does again and again."""
     first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)

@@ -9,7 +9,7 @@ stored wallet and L2 API credentials. The package, top-down:
   tier, paper mode, missing, undecryptable or malformed credentials), which
   ``bots.start_bots`` runs too;
 - ``clients``: the SDK client, built once per tenant and credentials and reused
-  across broker rebuilds (building one costs a fifth of a second of CPU);
+  across broker rebuilds (building one costs a quarter of a second of CPU);
 - ``account``: ``ClobAccount``, the SDK boundary (every request, error
   translation, signing and the order's hash);
 - ``submission``: orders written ahead (``botpoly_admin.intents``) and resolved by
