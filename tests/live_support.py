@@ -20,6 +20,7 @@ from fake_exchange import NEGRISK_TOKEN, FakeClob, FakeExchange, RecordedRequest
 from botpoly_admin import ledger
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
+from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import OrderIntent
 
@@ -27,6 +28,14 @@ from botpoly_admin.trading.orders import OrderIntent
 # give it its credentials with ``creds=``.
 live_tenant = partial(make_tenant, name="Live Co", mode="live", capital=1000,
                       max_daily_trades=50)
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_sdk_clients() -> Iterator[None]:
+    """Each test ends as a stopping process does: the SDK clients that brokers gave
+    back are closed (they would otherwise hold connections to a stopped fake)."""
+    yield
+    CLIENTS.close_all()
 
 
 @pytest.fixture

@@ -23,10 +23,9 @@ from live_support import intent, live_tenant, quota, rows
 
 from botpoly_admin import integrity
 from botpoly_admin.models import TenantTier, TradingMode
-from botpoly_admin.trading import heartbeats
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.feeds import open_feed
-from botpoly_admin.trading.live import LiveBroker
+from botpoly_admin.trading.live import LiveBroker, heartbeats
 
 
 class Clock:
@@ -121,7 +120,7 @@ CHILD = textwrap.dedent("""
     import sys, json, threading
     from decimal import Decimal
     from botpoly_admin.tenants import TenantManager
-    from botpoly_admin.trading.live import LiveBroker
+    from botpoly_admin.trading.live import LiveBroker, heartbeats
     from botpoly_admin.trading.market import OrderBook
     from botpoly_admin.trading.orders import OrderIntent
 

@@ -21,7 +21,7 @@ from fake_exchange import (
 )
 
 from botpoly_admin.errors import ExchangeError, InvalidInput, NotFound
-from botpoly_admin.trading.feeds import call_upstream, open_feed
+from botpoly_admin.trading.feeds import open_feed
 from botpoly_admin.trading.feeds.binance import BinanceFeed
 from botpoly_admin.trading.feeds.polymarket import (
     PRODUCTION_CLOB_URL,
@@ -34,6 +34,7 @@ from botpoly_admin.trading.feeds.polymarket import (
 )
 from botpoly_admin.trading.feeds.replay import ReplayFeed, record
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
+from botpoly_admin.trading.feeds.upstream import call_upstream
 from botpoly_admin.trading.market import OrderBook
 
 BTC_BOOK = "book_btc_updown_5m_2026-03-22.json"

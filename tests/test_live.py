@@ -33,6 +33,7 @@ from botpoly_admin.errors import (
 )
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
+from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.market import OrderBook
 from botpoly_admin.trading.orders import OrderStatus
 
@@ -413,6 +414,61 @@ def test_unreachable_host_is_a_clear_error_in_bounded_time(manager, tenant):
     with pytest.raises(ExchangeError, match=r"cannot reach Polymarket at http://127\.0\.0\.1:9"):
         LiveBroker.for_tenant(manager, tenant)
     assert time.monotonic() - started < 10
+
+
+def test_a_broker_started_again_reuses_the_sdk_client_of_the_same_credentials(
+        manager, tenant, clob, book, fake_exchange):
+    """Building an SDK client costs a quarter of a second of CPU (ten CA-bundle loads):
+    a broker started again takes the client its predecessor gave back, also after a
+    start that failed, as a hanging host's bot does again and again."""
+    first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    first.close()
+    built = CLIENTS.built
+    fake_exchange.fail(503, path="/data/orders")
+    with pytest.raises(ExchangeError, match="tried 3 times"):
+        LiveBroker.for_tenant(manager, tenant, tries=3)
+    fake_exchange.clear_faults()
+
+    second = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    second.execute(intent(size="10", price="0.40"), book)
+
+    assert second.client is first.client
+    assert CLIENTS.built == built
+    # A broker of the same tenant running meanwhile gets a client of its own.
+    meanwhile = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    assert meanwhile.client is not second.client
+    assert CLIENTS.built == built + 1
+    meanwhile.close(cancel_resting=False)
+    second.close()
+    assert _closed(meanwhile.client)  # one idle client per tenant: the last given back
+    assert not _closed(second.client)
+
+
+def test_new_credentials_build_a_new_sdk_client_and_close_the_old_one(
+        manager, tenant, clob, book, fake_exchange):
+    first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    first.close()
+    built = CLIENTS.built
+    clob.api_key, clob.passphrase = "0f0e7a4c-77b1-4bd6-9c1e-4f9b8f1b2d3c", "ab" * 16
+    manager.set_credential(tenant, "polymarket_api_key", clob.api_key)
+    manager.set_credential(tenant, "polymarket_api_passphrase", clob.passphrase)
+
+    rotated = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    result = rotated.execute(intent(size="10", price="0.40"), book)
+    rotated.close()
+
+    assert result.status is OrderStatus.PENDING
+    assert rotated.client is not first.client
+    assert CLIENTS.built == built + 1
+    assert _closed(first.client)
+    CLIENTS.close_all()  # the process stops
+    assert _closed(rotated.client)
+
+
+def _closed(client) -> bool:
+    """Whether the SDK client's connections are closed (its CLOB transport's httpx
+    client, the SDK's private seam the broker sets timeouts through)."""
+    return client._ctx.clob._client.is_closed and client._ctx.secure_clob._client.is_closed
 
 
 def test_hanging_host_is_a_clear_error_in_bounded_time(manager, tenant, clob, fake_exchange):

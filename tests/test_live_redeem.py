@@ -19,8 +19,8 @@ from fake_exchange import NEGRISK_TOKEN
 from live_support import intent, rows
 
 from botpoly_admin import clock, ledger, reconciliation
-from botpoly_admin.trading import live
 from botpoly_admin.trading.live import LiveBroker
+from botpoly_admin.trading.live.redemption import REDEEM_RETRY_S, REDEEM_UNKNOWN_AFTER_S
 
 
 def raw_sends(fake_exchange) -> int:
@@ -80,7 +80,7 @@ def test_a_mined_redemption_waits_for_the_wallet_and_is_not_sent_again(
     clob.holdings[NEGRISK_TOKEN] = Decimal("10")  # the balance API lags the chain
     clob.cash -= Decimal("10")
 
-    later(broker, 3 * live.REDEEM_UNKNOWN_AFTER_S)
+    later(broker, 3 * REDEEM_UNKNOWN_AFTER_S)
     assert broker.settle(NEGRISK_TOKEN, won=True) is None
     assert broker.settle(NEGRISK_TOKEN, won=True) is None
 
@@ -98,7 +98,7 @@ def test_a_lost_reply_is_not_sent_again_and_the_wallet_tells(
     failed = reconciliation.redemption(manager, tenant, NEGRISK_TOKEN)
     assert failed["state"] == "failed"
     assert ledger.equity(manager, tenant)["cash"] == won
-    later(broker, live.REDEEM_RETRY_S + 1)
+    later(broker, REDEEM_RETRY_S + 1)
     settled = broker.settle(NEGRISK_TOKEN, won=True)
 
     assert settled["notional"] == Decimal("10")  # the wallet shows the shares gone
@@ -126,7 +126,7 @@ def test_a_refused_redemption_stays_unredeemed_uncredited_and_is_retried_later(
     assert "insufficient funds for gas" in drift
 
     clob.refuse_transactions = None
-    later(broker, live.REDEEM_RETRY_S + 1)
+    later(broker, REDEEM_RETRY_S + 1)
     assert broker.settle(NEGRISK_TOKEN, won=True) is None  # sent and mined now
     settled = broker.settle(NEGRISK_TOKEN, won=True)
 
@@ -142,15 +142,15 @@ def test_an_unreachable_rpc_node_is_retried_with_a_growing_delay(
 
     broker.settle(NEGRISK_TOKEN, won=True)
     first = reconciliation.redemption(manager, tenant, NEGRISK_TOKEN)
-    later(broker, live.REDEEM_RETRY_S + 1)
+    later(broker, REDEEM_RETRY_S + 1)
     broker.settle(NEGRISK_TOKEN, won=True)
     second = reconciliation.redemption(manager, tenant, NEGRISK_TOKEN)
 
     assert (first["state"], second["state"], second["attempts"]) == ("failed", "failed", 2)
     assert "503" in second["last_error"]
     waited = clock.parse_utc(second["next_try_at"]) - broker.now()  # stored to the second
-    assert timedelta(seconds=2 * live.REDEEM_RETRY_S - 1) < waited <= \
-        timedelta(seconds=2 * live.REDEEM_RETRY_S)
+    assert timedelta(seconds=2 * REDEEM_RETRY_S - 1) < waited <= \
+        timedelta(seconds=2 * REDEEM_RETRY_S)
     assert ledger.equity(manager, tenant)["cash"] == won
 
 
@@ -162,12 +162,12 @@ def test_a_redemption_cut_off_mid_call_is_not_sent_again_before_it_could_have_la
 
     assert broker.settle(NEGRISK_TOKEN, won=True) is None
     assert raw_sends(fake_exchange) == 0
-    later(broker, live.REDEEM_UNKNOWN_AFTER_S + 1)
+    later(broker, REDEEM_UNKNOWN_AFTER_S + 1)
     broker.settle(NEGRISK_TOKEN, won=True)  # still held: counted as failed, due later
     assert reconciliation.redemption(manager, tenant, NEGRISK_TOKEN)["state"] == "failed"
     assert raw_sends(fake_exchange) == 0
 
-    later(broker, live.REDEEM_UNKNOWN_AFTER_S + live.REDEEM_RETRY_S + 2)
+    later(broker, REDEEM_UNKNOWN_AFTER_S + REDEEM_RETRY_S + 2)
     broker.settle(NEGRISK_TOKEN, won=True)
     assert raw_sends(fake_exchange) == 1
     assert broker.settle(NEGRISK_TOKEN, won=True)["notional"] == Decimal("10")

@@ -27,6 +27,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from botpoly_admin.trading.market import Market, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side
 
+# The CLOB takes share sizes in whole hundredths; strategies size in the same steps.
 SHARE_STEP = Decimal("0.01")
 DEFAULT_MIN_ORDER_SIZE = Decimal(5)
 MIN_MARKETABLE_BUY = Decimal(1)

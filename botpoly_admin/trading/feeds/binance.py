@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock
 from botpoly_admin.errors import ExchangeError, InvalidInput, NotFound, TemporaryExchangeError
-from botpoly_admin.trading.feeds import call_upstream
+from botpoly_admin.trading.feeds.upstream import call_upstream
 from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ from botpoly_admin.errors import (
     NotFound,
     TemporaryExchangeError,
 )
-from botpoly_admin.trading.feeds import call_upstream
+from botpoly_admin.trading.feeds.upstream import call_upstream
 from botpoly_admin.trading.market import (
     NO_FEES,
     FeeSchedule,

@@ -30,6 +30,7 @@ from typing import Any
 
 from botpoly_admin import clock
 from botpoly_admin.errors import BotpolyError, InvalidInput, NotFound
+from botpoly_admin.trading.feeds.polymarket import market_from_gamma, market_to_gamma
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 
 KINDS = ("book", "market", "reference")
@@ -167,8 +168,6 @@ def _parse_line(line: str) -> _Event:
     if kind == "book":
         return _Event(ts, _parse_book(payload))
     if kind == "market":
-        from botpoly_admin.trading.feeds.polymarket import market_from_gamma
-
         return _Event(ts, market_from_gamma(payload))
     return _Event(ts, _parse_reference(payload, ts))
 
@@ -309,8 +308,6 @@ class _Writer:
         self._file.flush()
 
     def markets(self, ts: int, feed: MarketData, market_ids: Iterable[str]) -> None:
-        from botpoly_admin.trading.feeds.polymarket import market_to_gamma
-
         rows = [{"ts": ts, "market": market_to_gamma(feed.market(m))} for m in market_ids if m]
         self.lines(rows)
 

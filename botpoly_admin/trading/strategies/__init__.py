@@ -52,6 +52,7 @@ from botpoly_admin.models import to_decimal
 from botpoly_admin.trading.market import FeeSchedule, Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 from botpoly_admin.trading.paper import fee_for
+from botpoly_admin.trading.rules import SHARE_STEP
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ ENTRY_POINT_GROUP = "botpoly_admin.strategies"
 # for another version is reported instead of being run against a contract it
 # does not know.
 INTERFACE_VERSION = 2  # 2: fees are each market's ``Market.fees``, no ``ctx.fee_rate``
-
-# Polymarket's CLOB takes share sizes with 2 decimals.
-SHARE_STEP = Decimal("0.01")
 
 _PARAM_TYPES = (int, Decimal, bool, str)
 _TRUE = frozenset({"true", "yes", "on", "1"})

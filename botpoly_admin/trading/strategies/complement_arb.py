@@ -8,9 +8,8 @@ from uuid import uuid4
 from botpoly_admin.trading.market import FeeSchedule, Level, Market
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
 from botpoly_admin.trading.paper import fee_for
-from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE
+from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE, SHARE_STEP
 from botpoly_admin.trading.strategies import (
-    SHARE_STEP,
     Param,
     PositionView,
     Strategy,
