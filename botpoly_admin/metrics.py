@@ -170,3 +170,33 @@ def round_trip_pnls(closing: Iterable[tuple[str | None, Number]]) -> list[Decima
             groups[group] = len(trips)
             trips.append(value)
     return trips
+
+
+@dataclass(frozen=True)
+class TradeFigures:
+    """A ledger's orders and round trips: what trade counts, fill and win rates read."""
+
+    orders: OrderCounts
+    round_trips: list[Decimal]
+
+    @property
+    def winning_round_trips(self) -> int:
+        """Round trips that made money."""
+        return sum(1 for pnl in self.round_trips if pnl > 0)
+
+    @property
+    def win_rate(self) -> float | None:
+        """Percentage of winning round trips (None without any)."""
+        return win_rate(self.round_trips)
+
+
+def trade_figures(rows: Iterable[tuple[str, str, str, int, str | None, Number]]
+                  ) -> TradeFigures:
+    """Orders and round trips from ledger rows (client order id, status, side,
+    closes_position, group id, realized P&L): settlements are no orders
+    (``order_counts``), closing rows make the round trips (``round_trip_pnls``)."""
+    rows = list(rows)
+    return TradeFigures(
+        orders=order_counts((r[0], r[1]) for r in rows if r[2] != "SETTLE"),
+        round_trips=round_trip_pnls((r[4], r[5]) for r in rows if r[3]),
+    )

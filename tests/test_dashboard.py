@@ -9,15 +9,13 @@ import pytest
 from rich.console import Console
 
 from botpoly_admin import bots, ledger
-from botpoly_admin.dashboard import (
+from botpoly_admin.cli.views import build_dashboard, build_live_table, sparkline
+from botpoly_admin.reports.dashboard import (
     DashboardSnapshot,
     LiveBot,
     LiveSnapshot,
     TenantLine,
-    build_dashboard,
-    build_live_table,
     collect,
-    sparkline,
     tenant_lines,
 )
 from botpoly_admin.tenants import TenantManager
@@ -152,7 +150,7 @@ def populate(manager: TenantManager, n: int) -> list[str]:
 
 def test_tenant_lines_agree_with_get_tenant_metrics(manager: TenantManager) -> None:
     ids = populate(manager, 3)
-    lines = {line.tenant_id: line for line in tenant_lines(manager)}
+    lines = {line.tenant_id: line for line in tenant_lines(manager, figures=True)}
     assert list(lines) == ids  # active and trial tenants only, in creation order
     for tid in ids:
         m = manager.get_tenant_metrics(tid)

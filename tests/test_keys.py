@@ -306,7 +306,8 @@ def test_rotation_reports_progress_over_thousands_of_secrets(db_path: Path) -> N
                 "capital_micros, max_position_micros, max_daily_trades, created_at, "
                 "updated_at) VALUES (?, 'T', ?, ?, 'pro', 'active', 1, 1, 1, 'x', 'x')",
                 (tid, f"t{i}@example.com", f"t{i}@example.com"))
-            manager.db.execute("INSERT INTO credentials VALUES (?, 'binance_api_key', ?, ?, ?)",
+            manager.db.execute("INSERT INTO credentials (tenant_id, name, ciphertext, key_id, "
+                               "updated_at) VALUES (?, 'binance_api_key', ?, ?, ?)",
                                (tid, *rows))
     seen: list[tuple[int, int]] = []
     result = manager.rotate_keys(progress=lambda done, total: seen.append((done, total)))

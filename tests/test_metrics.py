@@ -241,21 +241,21 @@ def _billing_tenants(manager, monkeypatch) -> None:
 
 
 def test_billing_report_lines_and_totals(manager, monkeypatch) -> None:
-    from botpoly_admin.billing import billing_report
+    from botpoly_admin.reports.billing import billing_report
 
     _billing_tenants(manager, monkeypatch)
-    report = billing_report(manager, "2026-10")
+    report = billing_report(manager.store, "2026-10")
     charges = {line["email"]: line["charge_usd"] for line in report["lines"]}
     assert charges == {"b@example.com": 29, "p@example.com": 99, "t@example.com": 0,
                        "f@example.com": 0}
     assert report["totals"]["charge_usd"] == 128
     assert (report["totals"]["tenants"], report["totals"]["billed_tenants"]) == (4, 2)
-    assert billing_report(manager, "2026-11")["totals"]["charge_usd"] == 128 + 99
+    assert billing_report(manager.store, "2026-11")["totals"]["charge_usd"] == 128 + 99
 
 
 def test_billing_uses_the_tier_and_status_in_force_at_the_periods_end(
         manager, monkeypatch) -> None:
-    from botpoly_admin.billing import billing_report
+    from botpoly_admin.reports.billing import billing_report
 
     _billing_tenants(manager, monkeypatch)
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T00:00:00Z")
@@ -263,11 +263,11 @@ def test_billing_uses_the_tier_and_status_in_force_at_the_periods_end(
     manager.set_status("t@example.com", "active")          # the trial converts
     manager.update_tenant("p@example.com", tier="enterprise")
     october = {line["email"]: line["charge_usd"]
-               for line in billing_report(manager, "2026-10")["lines"]}
+               for line in billing_report(manager.store, "2026-10")["lines"]}
     assert october == {"b@example.com": 29, "p@example.com": 99, "t@example.com": 0,
                        "f@example.com": 0}
     november = {line["email"]: (line["tier"], line["charge_usd"])
-                for line in billing_report(manager, "2026-11")["lines"]}
+                for line in billing_report(manager.store, "2026-11")["lines"]}
     assert november == {"b@example.com": ("basic", 0), "p@example.com": ("enterprise", 499),
                         "t@example.com": ("enterprise", 499), "f@example.com": ("free", 0),
                         "l@example.com": ("pro", 99)}
