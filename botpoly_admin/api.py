@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
-from botpoly_admin import audit, ledger, tenants
+from botpoly_admin import audit, tenants
 from botpoly_admin.models import (
     TenantConfig,
     TenantMetrics,
@@ -31,7 +31,6 @@ from botpoly_admin.models import (
     TenantTier,
     parse_status,
 )
-from botpoly_admin.reports import stats
 from botpoly_admin.secrets import KeyRing
 from botpoly_admin.store import (
     DEFAULT_DB_PATH,
@@ -163,6 +162,8 @@ class TenantManager:
                       **updates: Any) -> TenantConfig:
         """Change fields, settings or credentials of a tenant (``tenants.update``); a
         capital that would leave negative cash is refused."""
+        from botpoly_admin import ledger
+
         return tenants.update(self.store, tenant_id, updates, secrets=self.vault,
                               merge_params=merge_params,
                               cash_in_use=lambda conn, tid: -ledger.cash_micros(conn, tid, 0))
@@ -234,6 +235,8 @@ class TenantManager:
         return self.vault.drop_undecryptable()
 
     # --- audit, ledger, reports -----------------------------------------------------
+    # The ledger and the reports load on first use: `list-tenants` and the other tenant
+    # commands start without them (benchmarks/bench_cli.py).
 
     def list_audit(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent audit rows, newest first, optionally for one tenant."""
@@ -247,6 +250,8 @@ class TenantManager:
         ``ledger.Trade``. Returns the stored row, or None for a repeated client order id.
         Raises QuotaExceeded (nothing written) when the quota is used up.
         """
+        from botpoly_admin import ledger
+
         # The guide's API has no bot cycle after it to snapshot equity: the trade moves
         # the equity curve (and so Sharpe and drawdown) in its own transaction.
         kwargs.setdefault("snapshot", True)
@@ -261,25 +266,37 @@ class TenantManager:
 
     def check_quota(self, tenant_id: str) -> bool:
         """True when the tenant may record another trade this period (guide's meaning)."""
+        from botpoly_admin import ledger
+
         tenant = self.get_tenant(tenant_id) or self.get_tenant_by_email(tenant_id)
         return tenant is not None and ledger.check_quota(self, tenant.tenant_id)
 
     def increment_usage(self, tenant_id: str, n: int = 1) -> int:
         """Take quota units without a trade (guide's meaning); returns trades used."""
+        from botpoly_admin import ledger
+
         return ledger.increment_usage(self, tenant_id, n)
 
     def reserve_trade(self, tenant_id: str) -> Any:
         """Hold a quota unit before sending a live order (commit via record_trade)."""
+        from botpoly_admin import ledger
+
         return ledger.reserve_trade(self, self._ledger_id(tenant_id))
 
     def release_reservation(self, reservation: Any) -> bool:
         """Give back a reserved quota unit (the order failed); False if already used."""
+        from botpoly_admin import ledger
+
         return ledger.release_reservation(self, reservation)
 
     def get_tenant_metrics(self, tenant_id: str, period: str | None = None) -> TenantMetrics:
         """Trades, fill rate, win rate, P&L, Sharpe, drawdown and resource use of a tenant."""
+        from botpoly_admin.reports import stats
+
         return stats.tenant_metrics(self.store, tenant_id, period)
 
     def get_stats(self) -> dict[str, Any]:
         """Tenants by tier and status, bots running, trades this period, MRR."""
+        from botpoly_admin.reports import stats
+
         return stats.stats(self.store)

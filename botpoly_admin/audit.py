@@ -3,8 +3,10 @@
 Every change an operator (or a cron job, or a runner) makes is one row of
 ``audit_log``: when (``ts``, business time), who (``actor``, the OS user), what
 (``action``), to which tenant (``tenant_id``, NULL for database-wide events) and the
-event's own fields (``details``, a JSON object). Each kind of event is a frozen
-dataclass below; its fields are exactly the keys of ``details``. ``record`` is the
+event's own fields (``details``, a JSON object). Each kind of event is a named
+tuple below (cheaper to define than a dataclass: this module loads with every
+command): ``action`` names the kind, ``tenant_id`` comes first, and the other fields
+are exactly the keys of ``details``. ``record`` is the
 one writer, inside the caller's transaction; the readers (``entries``,
 ``plans_at``, ``quota_changed_since``) are the only code that reads rows back.
 The schema is also in docs/architecture.md ("The audit log"); no event carries a
@@ -16,73 +18,57 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, NamedTuple
 
 from botpoly_admin import clock
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.store import Store, select
 
-
-@dataclass(frozen=True)
-class Event:
-    """One audit event. ``action`` names its kind; the other fields are its details."""
-
-    action: ClassVar[str] = ""
-    tenant_id: str | None
-
-    def details(self) -> dict[str, Any]:
-        """The JSON object stored in ``audit_log.details``."""
-        data = asdict(self)
-        del data["tenant_id"]
-        return data
-
-
 # --- tenants --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TenantCreated(Event):
+class TenantCreated(NamedTuple):
     """A tenant was created with this plan and status."""
 
-    action: ClassVar[str] = "tenant.create"
+    action = "tenant.create"
+    tenant_id: str | None
     name: str
     email: str
     tier: str
     status: str
 
 
-@dataclass(frozen=True)
-class TenantUpdated(Event):
+class TenantUpdated(NamedTuple):
     """Fields of a tenant changed: *fields* names them all (credential names
     included), *values* holds the new values of the non-secret ones as given."""
 
-    action: ClassVar[str] = "tenant.update"
+    action = "tenant.update"
+    tenant_id: str | None
     fields: list[str]
     values: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class TenantDeleted(Event):
+class TenantDeleted(NamedTuple):
     """A soft delete: the tenant is expired, its data kept."""
 
-    action: ClassVar[str] = "tenant.delete"
+    action = "tenant.delete"
+    tenant_id: str | None
     email: str
 
 
-@dataclass(frozen=True)
-class TenantPurged(Event):
+class TenantPurged(NamedTuple):
     """A tenant and every row it owned were removed."""
 
-    action: ClassVar[str] = "tenant.purge"
+    action = "tenant.purge"
+    tenant_id: str | None
     email: str
 
 
-@dataclass(frozen=True)
-class TrialExpired(Event):
+class TrialExpired(NamedTuple):
     """The monthly job expired a trial past its end."""
 
-    action: ClassVar[str] = "tenant.trial_expired"
+    action = "tenant.trial_expired"
+    tenant_id: str | None
     trial_ends_at: str | None
     status: str = "expired"
 
@@ -90,46 +76,46 @@ class TrialExpired(Event):
 # --- credentials and keys ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CredentialSet(Event):
+class CredentialSet(NamedTuple):
     """A credential was stored (its name only, never its value)."""
 
-    action: ClassVar[str] = "credentials.set"
+    action = "credentials.set"
+    tenant_id: str | None
     name: str
 
 
-@dataclass(frozen=True)
-class CredentialsCleared(Event):
+class CredentialsCleared(NamedTuple):
     """Credentials were removed: one by *name*, or ``all``."""
 
-    action: ClassVar[str] = "credentials.clear"
+    action = "credentials.clear"
+    tenant_id: str | None
     name: str
     removed: int
 
 
-@dataclass(frozen=True)
-class KeyGenerated(Event):
+class KeyGenerated(NamedTuple):
     """A key file was created."""
 
-    action: ClassVar[str] = "keys.generate"
+    action = "keys.generate"
+    tenant_id: str | None
     key_file: str
 
 
-@dataclass(frozen=True)
-class KeysRotated(Event):
+class KeysRotated(NamedTuple):
     """Every secret was re-encrypted under a new primary key."""
 
-    action: ClassVar[str] = "keys.rotate"
+    action = "keys.rotate"
+    tenant_id: str | None
     secrets: int
     primary_key_id: str
     retired_key_ids: list[str]
 
 
-@dataclass(frozen=True)
-class UndecryptableDropped(Event):
+class UndecryptableDropped(NamedTuple):
     """Credentials the keys could not decrypt were deleted (tenant id → names)."""
 
-    action: ClassVar[str] = "keys.drop_undecryptable"
+    action = "keys.drop_undecryptable"
+    tenant_id: str | None
     dropped: int
     credentials: dict[str, list[str]]
     key_check_reset: bool
@@ -138,59 +124,64 @@ class UndecryptableDropped(Event):
 # --- quotas, bots, the database ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QuotaSet(Event):
+class QuotaSet(NamedTuple):
     """A tenant's monthly quota was overridden, made unlimited or reset to its tier's."""
 
-    action: ClassVar[str] = "quota.set"
+    action = "quota.set"
+    tenant_id: str | None
     trades: int | None
     unlimited: bool
     tier_default: bool
 
 
-@dataclass(frozen=True)
-class QuotaResetTenant(Event):
+class QuotaResetTenant(NamedTuple):
     """One tenant's trade count for the current period was set back to zero."""
 
-    action: ClassVar[str] = "quota.reset_tenant"
+    action = "quota.reset_tenant"
+    tenant_id: str | None
     period: str
     trades_used_before: int
 
 
-@dataclass(frozen=True)
-class PeriodsClosed(Event):
+class PeriodsClosed(NamedTuple):
     """The monthly job closed these periods and expired this many trials."""
 
-    action: ClassVar[str] = "quota.close_periods"
+    action = "quota.close_periods"
+    tenant_id: str | None
     closed: list[str]
     expired_trials: int
 
 
-@dataclass(frozen=True)
-class BotStarted(Event):
+class BotStarted(NamedTuple):
     """The operator asked for the tenant's bot to run."""
 
-    action: ClassVar[str] = "bot.start"
+    action = "bot.start"
+    tenant_id: str | None
     desired_state: str = "running"
 
 
-@dataclass(frozen=True)
-class BotStopped(Event):
+class BotStopped(NamedTuple):
     """The operator asked for the tenant's bot to stop."""
 
-    action: ClassVar[str] = "bot.stop"
+    action = "bot.stop"
+    tenant_id: str | None
     desired_state: str = "stopped"
 
 
-@dataclass(frozen=True)
-class DatabaseRestored(Event):
+class DatabaseRestored(NamedTuple):
     """The database was replaced by a backup (recorded in the restored database)."""
 
-    action: ClassVar[str] = "db.restore"
+    action = "db.restore"
+    tenant_id: str | None
     source: str
     tenants: int
     schema_version: int
 
+
+Event = (TenantCreated | TenantUpdated | TenantDeleted | TenantPurged | TrialExpired
+         | CredentialSet | CredentialsCleared | KeyGenerated | KeysRotated
+         | UndecryptableDropped | QuotaSet | QuotaResetTenant | PeriodsClosed | BotStarted
+         | BotStopped | DatabaseRestored)
 
 EVENTS: dict[str, type[Event]] = {kind.action: kind for kind in (
     TenantCreated, TenantUpdated, TenantDeleted, TenantPurged, TrialExpired,
@@ -209,11 +200,22 @@ def event(action: str, tenant_id: str | None, details: Mapping[str, Any] | None 
     kind = EVENTS.get(action)
     if kind is None:
         raise InvalidInput(f"unknown audit action {action!r}")
-    names = {f.name for f in fields(kind)} - {"tenant_id"}
-    unknown = sorted(set(details or {}) - names)
+    unknown = sorted(set(details or {}) - set(kind._fields[1:]))
     if unknown:
         raise InvalidInput(f"audit action {action!r} has no field {unknown[0]!r}")
-    return kind(tenant_id=tenant_id, **dict(details or {}))
+    try:
+        return kind(tenant_id, **dict(details or {}))
+    except TypeError:
+        missing = sorted(set(kind._fields[1:]) - set(kind._field_defaults) - set(details or {}))
+        raise InvalidInput(f"audit action {action!r} needs {', '.join(missing)}") from None
+
+
+def details(entry: Event) -> dict[str, Any]:
+    """The JSON object an event stores in ``audit_log.details``: its fields but the
+    tenant's id."""
+    data = entry._asdict()
+    del data["tenant_id"]
+    return data
 
 
 def record(conn: sqlite3.Connection, actor: str, entry: Event) -> None:
@@ -221,7 +223,7 @@ def record(conn: sqlite3.Connection, actor: str, entry: Event) -> None:
     conn.execute(
         "INSERT INTO audit_log (ts, actor, action, tenant_id, details) VALUES (?, ?, ?, ?, ?)",
         (clock.iso(clock.now()), actor, entry.action, entry.tenant_id,
-         json.dumps(entry.details(), default=str, sort_keys=True)),
+         json.dumps(details(entry), default=str, sort_keys=True)),
     )
 
 
@@ -239,8 +241,7 @@ def entries(store: Store, tenant_id: str | None = None, limit: int = 100
     return rows
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """A tenant's tier and status as the audit log says they were (None: not said)."""
 
     tier: str | None = None
