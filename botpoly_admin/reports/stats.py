@@ -9,12 +9,13 @@ for all the dashboard shows). Equity and P&L are the ledger's (``ledger.equity``
 from __future__ import annotations
 
 import itertools
+from operator import itemgetter
 from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
 from botpoly_admin import clock, ledger, metrics, tenants
-from botpoly_admin.models import PRICING, TenantMetrics, TenantStatus, TenantTier, from_micros
+from botpoly_admin.models import PRICING, TenantMetrics, TenantStatus, TenantTier
 from botpoly_admin.reports.billing import tenant_storage_bytes
 from botpoly_admin.store import Store
 
@@ -38,10 +39,11 @@ def trade_figures(store: Store, tenant_ids: Collection[str] | None = None
     cursor = store.db.conn.execute(
         f"SELECT tenant_id, {FIGURE_COLUMNS} FROM trades {where} ORDER BY tenant_id", params)
     figures = {}
-    for tenant_id, rows in itertools.groupby(cursor, key=lambda row: row[0]):
+    # Realized P&L stays in micro-units: only its sign and its sums count here.
+    without_tenant = itemgetter(1, 2, 3, 4, 5, 6)
+    for tenant_id, rows in itertools.groupby(cursor, key=itemgetter(0)):
         if wanted is None or tenant_id in wanted:
-            figures[tenant_id] = metrics.trade_figures(
-                (r[1], r[2], r[3], r[4], r[5], from_micros(r[6])) for r in rows)
+            figures[tenant_id] = metrics.trade_figures(map(without_tenant, rows))
     return figures
 
 
