@@ -373,7 +373,9 @@ def create(
         )
         audit.record(conn, store.actor, audit.TenantCreated(
             row["tenant_id"], row["name"], row["email"], row["tier"], row["status"]))
-    return resolve(store, row["tenant_id"])
+    # A new tenant has no credential to show yet.
+    return _configs(store, _rows(store, "t.tenant_id = :id", {"id": row["tenant_id"]}),
+                    credentials=False)[0]
 
 
 def update(store: Store, ref: str, changes: Mapping[str, Any], *, secrets: vault.Vault,

@@ -22,7 +22,10 @@ from botpoly_admin.metrics import (
     daily_returns,
     drawdown_details,
     max_drawdown,
+    order_counts,
+    round_trip_pnls,
     sharpe_ratio,
+    trade_figures,
     win_rate,
 )
 
@@ -30,6 +33,37 @@ D = Decimal
 
 
 # --- pure functions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows, outcome", [
+    ([("c", "filled")], "filled"),
+    ([("c", "partial")], "partial"),
+    ([("c", "failed")], "failed"),
+    ([("c", "cancelled")], "cancelled"),
+    ([("c", "pending")], "pending"),
+    ([("c", "settled")], "failed"),  # not an order's outcome
+    ([("c", "partial"), ("c-rest", "filled")], "filled"),  # the rest filled later
+    ([("c", "partial"), ("c-rest", "cancelled")], "partial"),
+    ([("c", "partial"), ("c-rest", "pending")], "partial"),  # still resting
+    ([("c-rest", "filled"), ("c", "pending")], "filled"),
+    ([("c", "failed"), ("c-rest", "cancelled")], "cancelled"),
+    ([("c", "failed"), ("c-rest", "settled")], "failed"),
+    ([("c-rest", "pending")], "pending"),  # a rest whose order row is gone
+])
+def test_an_order_and_its_rest_are_one_order(rows, outcome) -> None:
+    counts = order_counts(rows)
+    assert counts.total == 1
+    assert {k: v for k, v in counts.__dict__.items() if v and k != "total"} == {outcome: 1}
+
+
+def test_trade_figures_split_orders_from_round_trips() -> None:
+    rows = [("b1", "filled", "BUY", 0, None, 0), ("s1", "filled", "SELL", 1, None, 5),
+            ("b2", "failed", "BUY", 0, None, 0), ("x", "settled", "SETTLE", 1, "g", -2),
+            ("y", "settled", "SETTLE", 1, "g", 3)]
+    figures = trade_figures(rows)
+    assert (figures.orders.total, figures.orders.filled, figures.orders.failed) == (3, 2, 1)
+    assert figures.round_trips == round_trip_pnls([(None, 5), ("g", 1)]) == [D(5), D(1)]
+    assert (figures.winning_round_trips, figures.win_rate) == (2, 100.0)
 
 
 def test_flat_curve_has_no_sharpe_and_no_drawdown() -> None:
