@@ -9,9 +9,9 @@ for all the dashboard shows). Equity and P&L are the ledger's (``ledger.equity``
 from __future__ import annotations
 
 import itertools
-from operator import itemgetter
 from collections.abc import Collection
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from botpoly_admin import clock, ledger, metrics, tenants
