@@ -25,7 +25,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy, so `import botpoly_admin` (and CLI start-up) stays cheap.
     if name == "TenantManager":
-        from botpoly_admin.tenants import TenantManager
+        from botpoly_admin.api import TenantManager
 
         return TenantManager
     if name in ("TenantTier", "TenantStatus", "TenantConfig", "TenantMetrics", "TradingMode"):

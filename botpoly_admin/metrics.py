@@ -15,6 +15,7 @@ Formulas (also in the README):
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -130,27 +131,34 @@ class OrderCounts:
 
 
 REST_SUFFIX = "-rest"
+OUTCOMES = ("filled", "partial", "failed", "cancelled", "pending")
+TRADED = frozenset({"filled", "partial"})
 
 
 def order_counts(rows: Iterable[tuple[str, str]]) -> OrderCounts:
     """Count orders from (client order id, status) ledger rows of orders (settlements
     excluded). A GTC order that filled in part and rested the rest has two rows, ``C``
     and ``C-rest``: they are one order, filled once the rest filled."""
-    orders: dict[str, dict[str, str]] = {}
+    orders: dict[str, str] = {}
+    rests: dict[str, str] = {}
     for client_order_id, status in rows:
-        rest = client_order_id.endswith(REST_SUFFIX)
-        base = client_order_id[: -len(REST_SUFFIX)] if rest else client_order_id
-        orders.setdefault(base, {})["rest" if rest else "order"] = status
-    counts = {"filled": 0, "partial": 0, "failed": 0, "cancelled": 0, "pending": 0}
-    for parts in orders.values():
-        statuses = set(parts.values())
-        final = parts.get("rest", parts.get("order", ""))
-        if statuses & {"filled", "partial"}:
-            outcome = "filled" if final == "filled" else "partial"
+        if client_order_id.endswith(REST_SUFFIX):
+            rests[client_order_id[: -len(REST_SUFFIX)]] = status
         else:
-            outcome = final if final in counts else "failed"
-        counts[outcome] += 1
-    return OrderCounts(total=len(orders), **counts)
+            orders[client_order_id] = status
+    counts = dict.fromkeys(OUTCOMES, 0)
+    # An order in one row (nearly all of them) ends as its status says.
+    alone = Counter(status for cid, status in orders.items() if cid not in rests)
+    alone.update(status for cid, status in rests.items() if cid not in orders)
+    for status, n in alone.items():
+        counts[status if status in counts else "failed"] += n
+    for cid in rests.keys() & orders.keys():
+        order, rest = orders[cid], rests[cid]
+        if order in TRADED or rest in TRADED:
+            counts["filled" if rest == "filled" else "partial"] += 1
+        else:
+            counts[rest if rest in counts else "failed"] += 1
+    return OrderCounts(total=len(orders.keys() | rests.keys()), **counts)
 
 
 def round_trip_pnls(closing: Iterable[tuple[str | None, Number]]) -> list[Decimal]:
@@ -170,3 +178,33 @@ def round_trip_pnls(closing: Iterable[tuple[str | None, Number]]) -> list[Decima
             groups[group] = len(trips)
             trips.append(value)
     return trips
+
+
+@dataclass(frozen=True)
+class TradeFigures:
+    """A ledger's orders and round trips: what trade counts, fill and win rates read."""
+
+    orders: OrderCounts
+    round_trips: list[Decimal]
+
+    @property
+    def winning_round_trips(self) -> int:
+        """Round trips that made money."""
+        return sum(1 for pnl in self.round_trips if pnl > 0)
+
+    @property
+    def win_rate(self) -> float | None:
+        """Percentage of winning round trips (None without any)."""
+        return win_rate(self.round_trips)
+
+
+def trade_figures(rows: Iterable[tuple[str, str, str, int, str | None, Number]]
+                  ) -> TradeFigures:
+    """Orders and round trips from ledger rows (client order id, status, side,
+    closes_position, group id, realized P&L): settlements are no orders
+    (``order_counts``), closing rows make the round trips (``round_trip_pnls``)."""
+    rows = list(rows)
+    return TradeFigures(
+        orders=order_counts((r[0], r[1]) for r in rows if r[2] != "SETTLE"),
+        round_trips=round_trip_pnls((r[4], r[5]) for r in rows if r[3]),
+    )

@@ -10,15 +10,13 @@ from factories import buy, sell
 from rich.console import Console
 
 from botpoly_admin import bots, ledger
-from botpoly_admin.dashboard import (
+from botpoly_admin.cli.views import build_dashboard, build_live_table, sparkline
+from botpoly_admin.reports.dashboard import (
     DashboardSnapshot,
     LiveBot,
     LiveSnapshot,
     TenantLine,
-    build_dashboard,
-    build_live_table,
     collect,
-    sparkline,
     tenant_lines,
 )
 from botpoly_admin.tenants import TenantManager
@@ -153,7 +151,7 @@ def populate(manager: TenantManager, n: int) -> list[str]:
 
 def test_tenant_lines_agree_with_get_tenant_metrics(manager: TenantManager) -> None:
     ids = populate(manager, 3)
-    lines = {line.tenant_id: line for line in tenant_lines(manager)}
+    lines = {line.tenant_id: line for line in tenant_lines(manager, figures=True)}
     assert list(lines) == ids  # active and trial tenants only, in creation order
     for tid in ids:
         m = manager.get_tenant_metrics(tid)
@@ -165,6 +163,39 @@ def test_tenant_lines_agree_with_get_tenant_metrics(manager: TenantManager) -> N
         assert line.equity == ledger.equity(manager, tid)["equity"]
         assert line.equity_curve[0] == Decimal(1000) and line.equity_curve[-1] == line.equity
         assert (line.quota_used, line.quota_limit, line.trades_today) == (3, 10_000, 3)
+
+
+def test_a_pair_is_one_round_trip_and_a_resting_buy_keeps_its_cash(
+        manager: TenantManager) -> None:
+    """The dashboard reads trades, round trips and equity as the metrics and the ledger
+    do: a complement pair closed together is one round trip, an order filled in part
+    whose rest still rests is one order that traded, and the cash a resting buy
+    reserves is still the tenant's equity."""
+    tid = manager.create_tenant("Pat", "pat@example.com", "pro", status="active",
+                                max_daily_trades=50).tenant_id
+    for token, price in (("yes", "0.40"), ("no", "0.50")):
+        manager.record_trade(tid, ledger.Trade(side="BUY", shares=Decimal(10),
+                                               price=Decimal(price), token_id=token,
+                                               group_id="pair-1"))
+    for token, price in (("yes", "0.70"), ("no", "0.30")):  # +3.00 and -2.00: one win
+        manager.record_trade(tid, ledger.Trade(side="SELL", shares=Decimal(10),
+                                               price=Decimal(price), token_id=token,
+                                               group_id="pair-2"))
+    manager.record_trade(tid, ledger.Trade(side="BUY", shares=Decimal(4), price=Decimal("0.2"),
+                                           token_id="t3", status="partial",
+                                           client_order_id="order-9"))
+    manager.record_trade(tid, ledger.Trade(side="BUY", shares=Decimal(6), price=Decimal("0.2"),
+                                           token_id="t3", status="pending",
+                                           client_order_id="order-9-rest",
+                                           counts_against_quota=False))
+    [line] = tenant_lines(manager, [tid], statuses=None, figures=True)
+    m = manager.get_tenant_metrics(tid)
+    assert (line.round_trips, line.win_rate) == (m.round_trips, m.win_rate) == (1, 100.0)
+    assert line.trades == 5  # four filled orders and the one filled in part
+    assert line.pnl == m.total_pnl == Decimal(1)
+    assert line.equity == ledger.equity(manager, tid)["equity"] == Decimal(1001)
+    [bare] = tenant_lines(manager, [tid], statuses=None)  # the live screen's read
+    assert (bare.trades, bare.round_trips, bare.pnl) == (None, None, line.pnl)
 
 
 def count_queries(manager: TenantManager) -> int:

@@ -131,6 +131,34 @@ def test_a_credential_that_does_not_decrypt_is_shown_as_such(
     assert BINANCE_KEY[-4:] not in table
 
 
+def test_suspend_works_with_the_key_file_gone(world, db_path: Path) -> None:
+    lose_the_key(db_path, "missing")
+    result = invoke(db_path, "tenants", "suspend", "ann@example.com")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(invoke(db_path, "tenants", "show", "ann@example.com", "--json").stdout)
+    assert shown["status"] == "suspended"
+    assert shown["credentials"]["binance_api_key"] == UNDECRYPTABLE
+
+
+def test_showing_and_changing_tenants_decrypts_nothing(world, db_path: Path) -> None:
+    """Masked views come from the hint stored beside the ciphertext: no read of a
+    ciphertext, so a damaged one under a configured key still shows its hint (a
+    decryption would have said it cannot be read)."""
+    manager = TenantManager(db_path)
+    manager.db.execute("UPDATE credentials SET ciphertext = 'gAAAAdamaged' "
+                       "WHERE tenant_id = ?", (world["cy"],))
+    statements: list[str] = []
+    manager.db.conn.set_trace_callback(statements.append)
+    shown = {t.email: t.credentials["binance_api_key"] for t in manager.list_tenants()}
+    manager.set_status("cy@example.com", "suspended")
+    manager.update_tenant(world["ann"], capital="2000")
+    manager.resolve(world["ann"][:8])
+    manager.db.conn.set_trace_callback(None)
+    assert shown == {"ann@example.com": "****" + BINANCE_KEY[-4:],
+                     "cy@example.com": "****" + BINANCE_KEY[-4:]}
+    assert [s for s in statements if "ciphertext" in s] == []
+
+
 @pytest.mark.parametrize("how", ["missing", "wrong"])
 def test_commands_that_need_a_plaintext_refuse_clearly_and_change_nothing(
         world, db_path: Path, db_snapshot, how: str) -> None:
@@ -300,7 +328,8 @@ def test_rotation_reports_progress_over_thousands_of_secrets(db_path: Path) -> N
                 "capital_micros, max_position_micros, max_daily_trades, created_at, "
                 "updated_at) VALUES (?, 'T', ?, ?, 'pro', 'active', 1, 1, 1, 'x', 'x')",
                 (tid, f"t{i}@example.com", f"t{i}@example.com"))
-            manager.db.execute("INSERT INTO credentials VALUES (?, 'binance_api_key', ?, ?, ?)",
+            manager.db.execute("INSERT INTO credentials (tenant_id, name, ciphertext, key_id, "
+                               "updated_at) VALUES (?, 'binance_api_key', ?, ?, ?)",
                                (tid, *rows))
     seen: list[tuple[int, int]] = []
     result = manager.rotate_keys(progress=lambda done, total: seen.append((done, total)))

@@ -23,7 +23,10 @@ from botpoly_admin.metrics import (
     daily_returns,
     drawdown_details,
     max_drawdown,
+    order_counts,
+    round_trip_pnls,
     sharpe_ratio,
+    trade_figures,
     win_rate,
 )
 from botpoly_admin.tenants import TenantManager
@@ -33,6 +36,37 @@ D = Decimal
 
 
 # --- pure functions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows, outcome", [
+    ([("c", "filled")], "filled"),
+    ([("c", "partial")], "partial"),
+    ([("c", "failed")], "failed"),
+    ([("c", "cancelled")], "cancelled"),
+    ([("c", "pending")], "pending"),
+    ([("c", "settled")], "failed"),  # not an order's outcome
+    ([("c", "partial"), ("c-rest", "filled")], "filled"),  # the rest filled later
+    ([("c", "partial"), ("c-rest", "cancelled")], "partial"),
+    ([("c", "partial"), ("c-rest", "pending")], "partial"),  # still resting
+    ([("c-rest", "filled"), ("c", "pending")], "filled"),
+    ([("c", "failed"), ("c-rest", "cancelled")], "cancelled"),
+    ([("c", "failed"), ("c-rest", "settled")], "failed"),
+    ([("c-rest", "pending")], "pending"),  # a rest whose order row is gone
+])
+def test_an_order_and_its_rest_are_one_order(rows, outcome) -> None:
+    counts = order_counts(rows)
+    assert counts.total == 1
+    assert {k: v for k, v in counts.__dict__.items() if v and k != "total"} == {outcome: 1}
+
+
+def test_trade_figures_split_orders_from_round_trips() -> None:
+    rows = [("b1", "filled", "BUY", 0, None, 0), ("s1", "filled", "SELL", 1, None, 5),
+            ("b2", "failed", "BUY", 0, None, 0), ("x", "settled", "SETTLE", 1, "g", -2),
+            ("y", "settled", "SETTLE", 1, "g", 3)]
+    figures = trade_figures(rows)
+    assert (figures.orders.total, figures.orders.filled, figures.orders.failed) == (3, 2, 1)
+    assert figures.round_trips == round_trip_pnls([(None, 5), ("g", 1)]) == [D(5), D(1)]
+    assert (figures.winning_round_trips, figures.win_rate) == (2, 100.0)
 
 
 def test_flat_curve_has_no_sharpe_and_no_drawdown() -> None:
@@ -239,21 +273,21 @@ def _billing_tenants(manager, monkeypatch) -> None:
 
 
 def test_billing_report_lines_and_totals(manager, monkeypatch) -> None:
-    from botpoly_admin.billing import billing_report
+    from botpoly_admin.reports.billing import billing_report
 
     _billing_tenants(manager, monkeypatch)
-    report = billing_report(manager, "2026-10")
+    report = billing_report(manager.store, "2026-10")
     charges = {line["email"]: line["charge_usd"] for line in report["lines"]}
     assert charges == {"b@example.com": 29, "p@example.com": 99, "t@example.com": 0,
                        "f@example.com": 0}
     assert report["totals"]["charge_usd"] == 128
     assert (report["totals"]["tenants"], report["totals"]["billed_tenants"]) == (4, 2)
-    assert billing_report(manager, "2026-11")["totals"]["charge_usd"] == 128 + 99
+    assert billing_report(manager.store, "2026-11")["totals"]["charge_usd"] == 128 + 99
 
 
 def test_billing_uses_the_tier_and_status_in_force_at_the_periods_end(
         manager, monkeypatch) -> None:
-    from botpoly_admin.billing import billing_report
+    from botpoly_admin.reports.billing import billing_report
 
     _billing_tenants(manager, monkeypatch)
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T00:00:00Z")
@@ -261,11 +295,11 @@ def test_billing_uses_the_tier_and_status_in_force_at_the_periods_end(
     manager.set_status("t@example.com", "active")          # the trial converts
     manager.update_tenant("p@example.com", tier="enterprise")
     october = {line["email"]: line["charge_usd"]
-               for line in billing_report(manager, "2026-10")["lines"]}
+               for line in billing_report(manager.store, "2026-10")["lines"]}
     assert october == {"b@example.com": 29, "p@example.com": 99, "t@example.com": 0,
                        "f@example.com": 0}
     november = {line["email"]: (line["tier"], line["charge_usd"])
-                for line in billing_report(manager, "2026-11")["lines"]}
+                for line in billing_report(manager.store, "2026-11")["lines"]}
     assert november == {"b@example.com": ("basic", 0), "p@example.com": ("enterprise", 499),
                         "t@example.com": ("enterprise", 499), "f@example.com": ("free", 0),
                         "l@example.com": ("pro", 99)}

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from processes import in_a_terminal
 
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
+from botpoly_admin.models import CREDENTIAL_NAMES
 from botpoly_admin.secrets import ENV_KEYS, generate_key, key_id, mask
 from botpoly_admin.tenants import TenantManager
 
@@ -412,6 +413,30 @@ def test_tenant_views_show_masked_values_only(
     listed = manager.list_tenants()[0]
     text = json.dumps([view.to_dict(), listed.to_dict()], default=str)
     assert PRIVATE_KEY not in text and "short-pass" not in text
+
+
+def test_the_stored_hint_is_the_mask_and_nothing_more(
+        manager: TenantManager, tenant, secret_key: bytes) -> None:
+    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant.tenant_id, "polymarket_api_passphrase", "short-pass")
+    hints = dict(manager.db.execute("SELECT name, hint FROM credentials").fetchall())
+    assert hints == {"polymarket_private_key": "****" + PRIVATE_KEY[-4:],
+                     "polymarket_api_passphrase": "****"}
+
+
+def test_a_credential_stored_before_hints_shows_set_until_it_is_decrypted(
+        manager: TenantManager, tenant, secret_key: bytes) -> None:
+    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant.tenant_id, "binance_secret", "binance-secret-7890")
+    manager.db.execute("UPDATE credentials SET hint = NULL")  # as migrated from before
+    assert manager.resolve(tenant.tenant_id).credentials["binance_api_key"] == "set"
+    manager.get_credentials(tenant.tenant_id)  # the live broker's read fills the hints in
+    assert manager.resolve(tenant.tenant_id).credentials["binance_api_key"] == "****3456"
+    manager.db.execute("UPDATE credentials SET hint = NULL")
+    manager.rotate_keys()  # so does a rotation
+    assert manager.resolve(tenant.tenant_id).credentials == {
+        **dict.fromkeys(CREDENTIAL_NAMES), "binance_api_key": "****3456",
+        "binance_secret": "****7890"}
 
 
 def test_key_file_written_atomically_leaves_no_temp_file(

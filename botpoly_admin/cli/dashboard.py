@@ -26,25 +26,26 @@ def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
         botpoly-admin dashboard --json
     """
     from botpoly_admin.cli.render import make_console
-    from botpoly_admin.dashboard import build_dashboard, collect
+    from botpoly_admin.cli.views import build_dashboard
+    from botpoly_admin.reports.dashboard import collect
 
     if watch and fmt != "table":
         raise click.UsageError("--watch refreshes a screen; use --json without it")
-    manager = app.manager(create=False)
+    store = app.manager(create=False).store
     if fmt != "table":
-        app.render(collect(manager).to_dict(), fmt)
+        app.render(collect(store).to_dict(), fmt)
         return
     console = make_console()
     if not watch:
-        console.print(build_dashboard(collect(manager)))
+        console.print(build_dashboard(collect(store)))
         return
     from rich.live import Live
 
-    with Live(build_dashboard(collect(manager)), console=console, auto_refresh=False,
+    with Live(build_dashboard(collect(store)), console=console, auto_refresh=False,
               screen=False) as screen:
         try:
             while True:
                 time.sleep(interval)
-                screen.update(build_dashboard(collect(manager)), refresh=True)
+                screen.update(build_dashboard(collect(store)), refresh=True)
         except KeyboardInterrupt:
             pass

@@ -116,9 +116,9 @@ def report(app: App, period: str, fmt: str) -> None:
     Example:
         botpoly-admin billing report --period 2026-11 --csv
     """
-    from botpoly_admin.billing import billing_report
+    from botpoly_admin.reports.billing import billing_report
 
-    result = billing_report(app.manager(), period)
+    result = billing_report(app.manager().store, period)
     if fmt == "json":
         app.render(result, fmt)
         return

@@ -283,7 +283,13 @@ CREATE TABLE live_redemptions (
 )
 """
 
+# What a masked view of a credential shows (botpoly_admin.vault): ``secrets.mask`` of
+# the value, written when it is set, so showing a tenant decrypts nothing. Rows from
+# before it have none until the vault next decrypts them.
+SCHEMA_CREDENTIAL_HINTS = "ALTER TABLE credentials ADD COLUMN hint TEXT"
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
-                         SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS]
+                         SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS,
+                         SCHEMA_CREDENTIAL_HINTS]
 
 
