@@ -417,8 +417,8 @@ def test_tenant_views_show_masked_values_only(
 
 def test_the_stored_hint_is_the_mask_and_nothing_more(
         manager: TenantManager, tenant, secret_key: bytes) -> None:
-    manager.set_credential(tenant.tenant_id, "polymarket_private_key", PRIVATE_KEY)
-    manager.set_credential(tenant.tenant_id, "polymarket_api_passphrase", "short-pass")
+    manager.set_credential(tenant, "polymarket_private_key", PRIVATE_KEY)
+    manager.set_credential(tenant, "polymarket_api_passphrase", "short-pass")
     hints = dict(manager.db.execute("SELECT name, hint FROM credentials").fetchall())
     assert hints == {"polymarket_private_key": "****" + PRIVATE_KEY[-4:],
                      "polymarket_api_passphrase": "****"}
@@ -426,15 +426,15 @@ def test_the_stored_hint_is_the_mask_and_nothing_more(
 
 def test_a_credential_stored_before_hints_shows_set_until_it_is_decrypted(
         manager: TenantManager, tenant, secret_key: bytes) -> None:
-    manager.set_credential(tenant.tenant_id, "binance_api_key", "binance-key-123456")
-    manager.set_credential(tenant.tenant_id, "binance_secret", "binance-secret-7890")
+    manager.set_credential(tenant, "binance_api_key", "binance-key-123456")
+    manager.set_credential(tenant, "binance_secret", "binance-secret-7890")
     manager.db.execute("UPDATE credentials SET hint = NULL")  # as migrated from before
-    assert manager.resolve(tenant.tenant_id).credentials["binance_api_key"] == "set"
-    manager.get_credentials(tenant.tenant_id)  # the live broker's read fills the hints in
-    assert manager.resolve(tenant.tenant_id).credentials["binance_api_key"] == "****3456"
+    assert manager.resolve(tenant).credentials["binance_api_key"] == "set"
+    manager.get_credentials(tenant)  # the live broker's read fills the hints in
+    assert manager.resolve(tenant).credentials["binance_api_key"] == "****3456"
     manager.db.execute("UPDATE credentials SET hint = NULL")
     manager.rotate_keys()  # so does a rotation
-    assert manager.resolve(tenant.tenant_id).credentials == {
+    assert manager.resolve(tenant).credentials == {
         **dict.fromkeys(CREDENTIAL_NAMES), "binance_api_key": "****3456",
         "binance_secret": "****7890"}
 

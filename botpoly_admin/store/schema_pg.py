@@ -279,9 +279,11 @@ CREATE TABLE live_redemptions (
 )
 """
 
+PG_SCHEMA_CREDENTIAL_HINTS = 'ALTER TABLE credentials ADD COLUMN hint TEXT COLLATE "C"'
+
 PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_STRATEGY_POSITIONS,
                             PG_SCHEMA_APPLICATION_ID, PG_SCHEMA_ORDER_INTENTS,
-                            PG_SCHEMA_LIVE_REDEMPTIONS]
+                            PG_SCHEMA_LIVE_REDEMPTIONS, PG_SCHEMA_CREDENTIAL_HINTS]
 
 _TEXT_COLUMN = re.compile(r"^(\s+\w+ TEXT)\b", re.MULTILINE)
 
