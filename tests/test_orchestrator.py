@@ -7,10 +7,12 @@ cycles, one that raises every cycle, one that probes for overlapping cycles.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,11 +25,11 @@ from pathlib import Path
 
 import pytest
 from processes import background, wait_for
-from rich.console import Console
 
 from botpoly_admin import bots, integrity, ledger
 from botpoly_admin.errors import Conflict, ExchangeError, InvalidInput, NotFound
-from botpoly_admin.orchestrator import MultiTenantOrchestrator, Orchestrator
+from botpoly_admin.owners import new_owner_id, owner_gone
+from botpoly_admin.runtime import MultiTenantOrchestrator, Orchestrator
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import CycleReport
 
@@ -101,7 +103,7 @@ def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
 
     orchestrator = Orchestrator(manager, interval_s=0.05, bot_factory=factory,
                                 backoff_base_s=0.05, backoff_max_s=0.1)
-    with caplog.at_level(logging.ERROR, logger="botpoly_admin.orchestrator"):
+    with caplog.at_level(logging.ERROR, logger="botpoly_admin.runtime"):
         orchestrator.run(duration_s=0.5)
     failed = {r.getMessage().split(" (")[0]: r for r in caplog.records if "failed" in r.message}
     assert failed["bot of Bug"].exc_info is not None  # a bug: the traceback helps
@@ -300,7 +302,7 @@ def test_a_dead_runners_expired_lease_is_taken_over_a_live_one_is_not(manager, d
         manager.db.conn.execute(
             "UPDATE bots SET owner = 'gone:1:dead', lease_expires_at = '2020-01-01T00:00:00Z', "
             "state = 'running' WHERE tenant_id = ?", (dead,))
-    bots.acquire(manager.db, "elsewhere:2:live", [alive], ttl_s=60)
+    bots.acquire(manager, "elsewhere:2:live", [alive], ttl_s=60)
     orchestrator = Orchestrator(manager, interval_s=0.05,
                                 bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     orchestrator.run(duration_s=0.3)
@@ -369,9 +371,9 @@ def test_multi_tenant_orchestrator_as_in_the_guide(manager, db_path) -> None:
         assert orchestrator.orchestrator.is_running(trial)
         assert orchestrator.stop_tenant_bot(john) is True
         assert rows(db_path)[john]["desired_state"] == "stopped"
-        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-        orchestrator.print_dashboard(console)
-        assert "Tina" in console.export_text()
+        out = io.StringIO()
+        orchestrator.print_dashboard(out)
+        assert "Tina" in out.getvalue()
         assert orchestrator.stop_all() == [trial]
     finally:
         orchestrator.shutdown()
@@ -514,7 +516,7 @@ def test_a_second_foreground_run_is_refused_while_the_lease_is_held(manager, db_
 
 KILLABLE = """
 import sys
-from botpoly_admin.orchestrator import Orchestrator
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.tenants import TenantManager
 Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
 """
@@ -547,12 +549,8 @@ def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
 
 def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) -> None:
     """Another host, an owner id without a pid namespace, a live pid: not provably dead."""
-    import socket
-
-    from botpoly_admin.bots import owner_gone
-
     here = socket.gethostname()
-    me = bots.new_owner_id()
+    me = new_owner_id()
     namespace = me.rsplit(".", 1)[1]
     assert owner_gone(f"{here}:999999999:abcd.{namespace}")  # no such pid
     assert not owner_gone(f"elsewhere:999999999:abcd.{namespace}")
@@ -561,13 +559,13 @@ def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) 
     assert not owner_gone(f"{here}:{os.getppid()}:abcd.{namespace}")  # alive
     assert not owner_gone(me)  # this very process
     tid = make(manager, "Held")
-    bots.acquire(manager.db, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
-    assert bots.acquire(manager.db, me, [tid]) == {}
-    bots.sync(manager.db, f"elsewhere:999999999:abcd.{namespace}")
+    bots.acquire(manager, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
+    assert bots.acquire(manager, me, [tid]) == {}
+    bots.sync(manager, f"elsewhere:999999999:abcd.{namespace}")
     with manager.db.conn:
         manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
                                 (f"{here}:999999999:abcd.{namespace}", tid))
-    assert bots.acquire(manager.db, me, [tid])[tid]["taken_from"].startswith(here)
+    assert bots.acquire(manager, me, [tid])[tid]["taken_from"].startswith(here)
 
 
 @pytest.mark.slow
