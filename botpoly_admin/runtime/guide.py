@@ -122,8 +122,9 @@ class MultiTenantOrchestrator:
         if thread is None or not thread.is_alive():
             return
         self.orchestrator.request_stop("shutdown")
+        settings = self.orchestrator.settings
         thread.join(timeout if timeout is not None
-                    else self.orchestrator.shutdown_timeout_s + 2 * self.orchestrator.interval_s)
+                    else settings.shutdown_timeout_s + 2 * settings.interval_s)
 
     def get_tenant_status(self, tenant_id: str) -> dict[str, Any]:
         """The guide's status dict: tenant_id, name, tier, status, bot_running,

@@ -76,11 +76,11 @@ class Orchestrator:
         # One limiter for every bot of the process; each bot meters the calls it was
         # allowed into usage itself, in its cycle's bookkeeping transaction.
         self.tenant_limits = TenantRateLimiter()
-        self.stats_ = RunStats(clock.monotonic())
+        self.counters = RunStats(clock.monotonic())
         self.events = EventLog()
         self.workers = Workers(store.close, settings=self.settings, clock=clock)
         self.jobs = Jobs(store, bot_factory or self._tenant_bot, self.market,
-                         settings=self.settings, clock=clock, stats=self.stats_,
+                         settings=self.settings, clock=clock, stats=self.counters,
                          events=self.events, schedule=self.workers.schedule,
                          request_stop=self.request_stop)
         self.jobs.live_pool = self.workers.live
@@ -98,16 +98,6 @@ class Orchestrator:
         self._stop_reason = ""
         self._running = threading.Event()
         self._ticks = 0
-
-    @property
-    def interval_s(self) -> float:
-        """Seconds between two cycles of a bot (one tick)."""
-        return self.settings.interval_s
-
-    @property
-    def shutdown_timeout_s(self) -> float:
-        """How long a stop waits for the bots' last cycles."""
-        return self.settings.shutdown_timeout_s
 
     def _tenant_bot(self, store: Store, tenant_id: str, market: MarketData) -> BotLike:
         return TenantBot(store, tenant_id, market, limiter=self.tenant_limits,
@@ -132,7 +122,7 @@ class Orchestrator:
         self.jobs.max_cycles = self.fleet.max_cycles = cycles
         with self.clock.joined():
             started_at = self.clock.monotonic()
-            self.stats_.restart(started_at)
+            self.counters.restart(started_at)
             deadline = None if duration_s is None else started_at + duration_s
             self._start()
             try:
@@ -324,7 +314,7 @@ class Orchestrator:
 
     def stats(self, *, reset_window: bool = False) -> dict[str, Any]:
         """Counters: since start, and over the window since the last reset (benchmarks)."""
-        stats: dict[str, Any] = self.stats_.read(
+        stats: dict[str, Any] = self.counters.read(
             self.clock.monotonic(), self.market.stats()["upstream_requests"],
             self.settings.max_workers, reset_window=reset_window)
         stats.update(ticks=self._ticks, bots=len(self.fleet.runners), **self.workers.counts())
