@@ -108,7 +108,7 @@ def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
 
     orchestrator = Orchestrator(manager, interval_s=0.05, bot_factory=factory,
                                 backoff_base_s=0.05, backoff_max_s=0.1, clock=VirtualClock())
-    with caplog.at_level(logging.ERROR, logger="botpoly_admin.runtime"):
+    with caplog.at_level(logging.ERROR, logger="botpoly_admin.orchestrator"):
         orchestrator.run(duration_s=0.5)
     failed = {r.getMessage().split(" (")[0]: r for r in caplog.records if "failed" in r.message}
     assert failed["bot of Bug"].exc_info is not None  # a bug: the traceback helps

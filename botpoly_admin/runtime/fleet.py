@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 from botpoly_admin import bots
 from botpoly_admin.runtime.clocks import RunClock
 from botpoly_admin.runtime.runner import EventLog, Runner
-from botpoly_admin.runtime.settings import LEASE_MARGIN_S, RunSettings
+from botpoly_admin.runtime.settings import LEASE_MARGIN_S, LOG_NAME, RunSettings
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOG_NAME)
 
 
 class Fleet:

@@ -37,7 +37,7 @@ from botpoly_admin.bots import BotState
 from botpoly_admin.errors import BotpolyError, CredentialsError, LiveRefused
 from botpoly_admin.runtime.clocks import RunClock
 from botpoly_admin.runtime.runner import EventLog, Runner, short_error
-from botpoly_admin.runtime.settings import RunSettings
+from botpoly_admin.runtime.settings import LOG_NAME, RunSettings
 from botpoly_admin.runtime.stats import RunStats
 from botpoly_admin.trading.market import MarketData
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from botpoly_admin.store import Store
     from botpoly_admin.trading.bot import CycleReport
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOG_NAME)
 
 
 class BotLike(Protocol):

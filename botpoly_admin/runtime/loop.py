@@ -36,6 +36,7 @@ from botpoly_admin.runtime.settings import (
     DEFAULT_INTERVAL_S,
     DEFAULT_MAX_WORKERS,
     HEARTBEAT_EVERY_S,
+    LOG_NAME,
     RunSettings,
     open_market,
 )
@@ -49,7 +50,7 @@ from botpoly_admin.trading.market import MarketData
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOG_NAME)
 
 SHUTDOWN_POLL_S = 0.05
 

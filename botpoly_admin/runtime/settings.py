@@ -18,6 +18,9 @@ from botpoly_admin.trading.cache import RateLimiter, SharedMarketData
 from botpoly_admin.trading.feeds import open_feed
 from botpoly_admin.trading.market import MarketData
 
+# The runtime's logger, one name for all its modules: the one operators know from the
+# log file (and filter on).
+LOG_NAME = "botpoly_admin.orchestrator"
 DEFAULT_MAX_WORKERS = 1  # measured best for paper bots; see runtime/__init__.py
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_BACKOFF_BASE_S = 1.0
