@@ -42,6 +42,7 @@ from botpoly_admin.runtime.stats import RunStats
 from botpoly_admin.trading.market import MarketData
 
 if TYPE_CHECKING:
+    from botpoly_admin.runtime.pool import WorkerPool
     from botpoly_admin.store import Store
     from botpoly_admin.trading.bot import CycleReport
 
@@ -82,7 +83,7 @@ class Jobs:
         self.max_cycles: int | None = None  # a bounded run: each bot's turns
         self.finished: queue.SimpleQueue[Runner] = queue.SimpleQueue()  # torn down
         self.on_finished: Callable[[], None] = lambda: None
-        self.live_pool: object = None  # the live workers' pool (stats keep its bots apart)
+        self.live_pool: WorkerPool | None = None  # the live workers' (stats keep them apart)
 
     def run(self, runner: Runner, due: float) -> None:
         """One job of *runner*: a cycle, a skipped turn, or the teardown."""
