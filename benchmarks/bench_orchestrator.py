@@ -9,7 +9,7 @@ Targets (issue 5), on the 2-core benchmark machine, 1,000 tenants at a 1-second 
 
 Also printed: p50 lag, peak RSS, failures; half the tenants (headroom); and the same
 load with 4 workers and with one thread per tenant (``--max-workers`` = the number of
-tenants), which is why the default is one worker (see ``botpoly_admin/orchestrator.py``).
+tenants), which is why the default is one worker (see ``botpoly_admin/runtime/__init__.py``).
 
 One hanging live tenant (issue 14, defect 10): 500 paper tenants on the polymarket
 feed of a local fake exchange (``tests/fake_exchange.py``, in a process of its own,
@@ -106,7 +106,7 @@ def add_live_tenant(path: Path) -> None:
 def child(db: Path, workers: int, interval: float, warmup: float, seconds: float,
           feed: str = "simulated") -> None:
     """Run the orchestrator on *db*; print one JSON line of measurements."""
-    from botpoly_admin.orchestrator import Orchestrator
+    from botpoly_admin.runtime import Orchestrator
     from botpoly_admin.tenants import TenantManager
 
     manager = TenantManager(db, create=False)
@@ -186,7 +186,7 @@ def verdict(ok: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the configurations and print the report."""
-    from botpoly_admin.orchestrator import DEFAULT_MAX_WORKERS
+    from botpoly_admin.runtime import DEFAULT_MAX_WORKERS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)

@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(models, name)
     if name == "MultiTenantOrchestrator":
-        from botpoly_admin.orchestrator import MultiTenantOrchestrator
+        from botpoly_admin.runtime import MultiTenantOrchestrator
 
         return MultiTenantOrchestrator
     raise AttributeError(f"module 'botpoly_admin' has no attribute {name!r}")

@@ -4,7 +4,7 @@ The database is the only channel between a shell and the orchestrator: ``start-b
 typed in one terminal writes ``bots.desired_state``; ``botpoly-admin run`` in another
 reads it on its next tick. This module is that database side: desired state (with the
 rule of who may trade), leases, per-bot progress, status rows and the registry of
-running orchestrators. The threads that act on it live in ``botpoly_admin.orchestrator``.
+running orchestrators. The threads that act on it live in ``botpoly_admin.runtime``.
 
 Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     A runner (an orchestrator process, or ``start-bot --foreground``) runs a bot only
@@ -15,7 +15,7 @@ Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     holds on each tick, in the same transaction that records progress. A runner that
     dies stops renewing and, once the TTL has passed, another runner takes the bot
     over; on the same machine a runner does not wait that long: an owner whose
-    process is gone (``owner_gone``: same host and pid namespace, pid not alive) loses
+    process is gone (``owners.owner_gone``: same host and pid namespace, pid not alive) loses
     its leases at once. A runner that finds a lease gone (it stalled for longer than
     the TTL and was taken over) stops that bot without touching the row.
 
@@ -39,42 +39,30 @@ Refusals (live trading it cannot do)
     A tenant in live mode must be on a paid tier and have all five Polymarket
     credentials, decrypting with the current keys and well formed
     (``trading.live.live_credentials``, which sends no request). ``start_bot`` checks
-    that up front and refuses with the reason, changing nothing. A bot that meets the
-    problem later (credentials cleared, a key file swapped, the exchange refusing its
-    API key) is put in state ``refused`` by its runner, with the reason in
-    ``last_error``, and is *not* retried with backoff: retrying cannot help until the
-    operator changes something, and a refused API key should not be sent again and
-    again. A live tenant whose bot runs on market data that is not the exchange's
-    (the simulated or a replay feed) is refused the same way (``TenantBot.broker``,
-    ``LiveRefused``), unless the run is a paper run. Its runner keeps the lease (so
-    ``bots status`` and the dashboard show
-    ``refused`` and the reason) and tries again only once ``settings_mark`` changes:
-    the tenant updated, its credentials set or cleared, or the keys rotated or the
-    key file replaced. ``bots start --all`` does not check credentials (one broken
-    tenant must not block the others); such a bot shows ``refused`` once it runs.
+    that up front and refuses with the reason, changing nothing; ``bots start --all``
+    does not (one broken tenant must not block the others). A bot that meets the
+    problem once it runs is put in state ``refused`` by its runner (see
+    ``runtime.jobs``), which keeps the lease, so ``bots status`` and the dashboard
+    show the reason, and tries again only once ``settings_mark`` changes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from botpoly_admin import clock, policy, reconciliation
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.models import TenantConfig, TradingMode
+from botpoly_admin.owners import gone_owners
 from botpoly_admin.secrets import key_source_stamp
-from botpoly_admin.store import select, transaction
 
 if TYPE_CHECKING:
+    from botpoly_admin.store import Store
     from botpoly_admin.tenants import TenantManager
 
 DEFAULT_LEASE_TTL_S = 10.0
@@ -82,7 +70,6 @@ DEFAULT_LEASE_TTL_S = 10.0
 ORCHESTRATOR_FRESH_S = 10.0
 # Rows of orchestrators silent for this long are removed when another one registers.
 ORCHESTRATOR_FORGET_S = 24 * 3600.0
-MAX_ERROR_CHARS = 500
 # A held bot whose heartbeat is older than this is shown stale (runners beat every
 # second at least; this leaves room for a loaded machine).
 STALE_AFTER_S = 5.0
@@ -114,54 +101,11 @@ class DesiredState(StrEnum):
     STOPPED = "stopped"
 
 
-# Whether a tenant may trade is one rule (policy.py); the SQL rendering keeps its name here.
-ELIGIBLE_SQL = policy.MAY_TRADE_SQL
+ELIGIBLE_SQL = policy.MAY_TRADE_SQL  # whether a tenant may trade: one rule (policy.py)
 
 
 def _wall_iso(offset_s: float = 0.0) -> str:
     return clock.iso(clock.wall_now() + timedelta(seconds=offset_s))
-
-
-def _pid_namespace() -> str | None:
-    """This process's pid namespace (Linux), so two containers sharing a hostname are
-    never taken for one machine; None where it cannot be known."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return None
-
-
-def new_owner_id() -> str:
-    """A runner's identity: ``host:pid:random[.pidns]``, unique even across pid reuse.
-
-    The pid namespace lets ``owner_gone`` prove an owner dead; without it, an owner's
-    leases are only taken over once they expire.
-    """
-    namespace = _pid_namespace()
-    tag = uuid.uuid4().hex[:8] + (f".{namespace}" if namespace else "")
-    return f"{socket.gethostname()}:{os.getpid()}:{tag}"
-
-
-def owner_gone(owner: str) -> bool:
-    """True when *owner* ran on this machine (same host and pid namespace) and its
-    process no longer exists: its leases can be taken at once.
-
-    False whenever that cannot be proven (another machine, an unknown namespace, a
-    pid alive, or reused by another process): such leases are waited out.
-    """
-    host, _, rest = owner.partition(":")
-    pid, _, tag = rest.partition(":")
-    namespace = _pid_namespace()
-    if host != socket.gethostname() or namespace is None or not tag.endswith(f".{namespace}") \
-            or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, another user's
-        return False
-    return False
 
 
 def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
@@ -170,19 +114,13 @@ def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
                               now or clock.now())
 
 
-def short_error(exc: BaseException) -> str:
-    """One line naming an exception, bounded in length, for ``bots.last_error``."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
-
-
 # --- desired state ------------------------------------------------------------------------
 
 
 def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: DesiredState,
                  action: str, *, clear_refused: bool = True) -> None:
     now = _wall_iso()
-    with transaction(manager.db) as conn:
+    with manager.transaction() as conn:
         for tenant_id in tenant_ids:
             conn.execute(
                 "INSERT INTO bots (tenant_id, desired_state, updated_at) VALUES (?, ?, ?) "
@@ -246,7 +184,7 @@ def _check_live(manager: TenantManager, config: TenantConfig) -> None:
         raise Conflict(f"{exc}{hint}") from None
 
 
-def settings_mark(manager: TenantManager, tenant_id: str) -> str:
+def settings_mark(store: Store, tenant_id: str) -> str:
     """A digest of what decides whether a tenant can trade as configured.
 
     Its tier, mode and last update, its credentials (names, keys, ciphertexts), the
@@ -254,12 +192,12 @@ def settings_mark(manager: TenantManager, tenant_id: str) -> str:
     A refused bot is tried again only when this changes. No secret is decrypted.
     """
     parts: list[object] = [
-        manager.db.execute("SELECT tier, trading_mode, status, updated_at FROM tenants "
-                           "WHERE tenant_id = ?", (tenant_id,)).fetchone(),
-        manager.db.execute("SELECT name, key_id, ciphertext FROM credentials "
-                           "WHERE tenant_id = ? ORDER BY name", (tenant_id,)).fetchall(),
-        manager.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone(),
-        key_source_stamp(manager.db_path),
+        store.db.execute("SELECT tier, trading_mode, status, updated_at FROM tenants "
+                         "WHERE tenant_id = ?", (tenant_id,)).fetchone(),
+        store.db.execute("SELECT name, key_id, ciphertext FROM credentials "
+                         "WHERE tenant_id = ? ORDER BY name", (tenant_id,)).fetchall(),
+        store.db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone(),
+        key_source_stamp(store.db_path),
     ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
@@ -279,8 +217,8 @@ def start_all(manager: TenantManager) -> list[str]:
     such a bot shows ``refused``, with the reason, once an orchestrator runs it.
     """
     now = clock.iso(clock.now())
-    rows = select(manager.db, f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
-                              "ORDER BY t.created_at, t.rowid", {"now": now})
+    rows = manager.select(f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
+                          "ORDER BY t.created_at, t.rowid", {"now": now})
     ids = [r["tenant_id"] for r in rows]
     # Live credentials are not checked here, so a refused bot keeps saying why.
     _set_desired(manager, ids, DesiredState.RUNNING, "bot.start", clear_refused=False)
@@ -289,8 +227,8 @@ def start_all(manager: TenantManager) -> list[str]:
 
 def stop_all(manager: TenantManager, tenant_ids: Collection[str] | None = None) -> list[str]:
     """Ask every bot that should run (or those of *tenant_ids*) to stop; return their ids."""
-    rows = select(manager.db, "SELECT tenant_id FROM bots WHERE desired_state = 'running' "
-                              "ORDER BY tenant_id")
+    rows = manager.select("SELECT tenant_id FROM bots WHERE desired_state = 'running' "
+                          "ORDER BY tenant_id")
     ids = [r["tenant_id"] for r in rows]
     if tenant_ids is not None:
         ids = [tid for tid in ids if tid in set(tenant_ids)]
@@ -326,11 +264,6 @@ def shown_state(row: Mapping[str, Any], now: datetime, gone: Collection[str] = (
     if owner in gone or (row["heartbeat_at"] or "") < fresh:
         return STALE
     return state
-
-
-def gone_owners(owners: Iterable[str | None]) -> set[str]:
-    """Those of *owners* known dead (``owner_gone``), each checked once."""
-    return {o for o in set(owners) if o is not None and owner_gone(o)}
 
 
 def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) -> dict[str, Any]:
@@ -371,7 +304,7 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
         params["tenant_id"] = manager.resolve(tenant).tenant_id
     sql += " ORDER BY t.created_at, t.rowid"
     now = clock.wall_now()
-    rows = select(manager.db, sql, params)
+    rows = manager.select(sql, params)
     gone = gone_owners(r["owner"] for r in rows)
     return [_status_row(r, now, gone) for r in rows]
 
@@ -408,14 +341,13 @@ def _in_list(ids: Sequence[str], prefix: str = "id") -> tuple[str, dict[str, str
     return ", ".join(f":{name}" for name in names), names
 
 
-def runnable(db: sqlite_utils.Database, tenant_ids: Collection[str] | None = None
+def runnable(store: Store, tenant_ids: Collection[str] | None = None
              ) -> dict[str, dict[str, Any]]:
     """Bots that should run now: desired running and tenant allowed to trade.
 
     Keyed by tenant id, with the tenant's name, email, tier and trading mode.
     """
-    rows = select(
-        db,
+    rows = store.select(
         "SELECT b.tenant_id, t.name, t.email, t.tier, t.trading_mode FROM bots b "
         f"JOIN tenants t USING (tenant_id) WHERE b.desired_state = 'running' AND {ELIGIBLE_SQL} "
         "ORDER BY t.created_at, t.rowid",
@@ -425,14 +357,14 @@ def runnable(db: sqlite_utils.Database, tenant_ids: Collection[str] | None = Non
     return {r["tenant_id"]: r for r in rows if wanted is None or r["tenant_id"] in wanted}
 
 
-def why_not_runnable(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> dict[str, str]:
+def why_not_runnable(store: Store, tenant_ids: Sequence[str]) -> dict[str, str]:
     """For bots that must stop: the reason, in a few words (for logs and the screen)."""
     reasons: dict[str, str] = {}
     now = clock.iso(clock.now())
     for chunk in _chunks(list(tenant_ids)):
         in_list, params = _in_list(chunk)
-        rows = select(db, "SELECT t.tenant_id, t.status, t.trial_ends_at FROM tenants t "
-                          f"WHERE t.tenant_id IN ({in_list})", params)
+        rows = store.select("SELECT t.tenant_id, t.status, t.trial_ends_at FROM tenants t "
+                            f"WHERE t.tenant_id IN ({in_list})", params)
         for r in rows:
             if r["status"] in ("suspended", "expired"):
                 reasons[r["tenant_id"]] = f"tenant {r['status']}"
@@ -445,10 +377,10 @@ def why_not_runnable(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> di
     return reasons
 
 
-def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
+def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
             ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict[str, dict[str, Any]]:
     """Take the leases of *tenant_ids* that are free, ours, expired, or held by an owner
-    whose process is gone (``owner_gone``), in one transaction.
+    whose process is gone (``owners.owner_gone``), in one transaction.
 
     Only bots that should run (desired running, tenant allowed to trade) are taken.
     Returns the ones taken, with their stored ``cycles`` and ``restarts`` counters
@@ -458,7 +390,7 @@ def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
         return {}
     now = _wall_iso()
     taken: dict[str, dict[str, Any]] = {}
-    with transaction(db) as conn:
+    with store.transaction() as conn:
         for chunk in _chunks(list(tenant_ids)):
             in_list, params = _in_list(chunk)
             held = dict(conn.execute(
@@ -487,13 +419,13 @@ def acquire(db: sqlite_utils.Database, owner: str, tenant_ids: Sequence[str],
     return taken
 
 
-def holders(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> dict[str, int]:
+def holders(store: Store, tenant_ids: Sequence[str]) -> dict[str, int]:
     """Who holds a live lease on any of *tenant_ids*: owner → how many, most first."""
     counts: dict[str, int] = {}
     now = _wall_iso()
     for chunk in _chunks(list(tenant_ids)):
         in_list, params = _in_list(chunk)
-        for owner, count in db.execute(
+        for owner, count in store.db.execute(
                 f"SELECT owner, count(*) FROM bots WHERE tenant_id IN ({in_list}) "
                 "AND owner IS NOT NULL AND lease_expires_at >= :wall GROUP BY owner",
                 {**params, "wall": now}).fetchall():
@@ -501,13 +433,27 @@ def holders(db: sqlite_utils.Database, tenant_ids: Sequence[str]) -> dict[str, i
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def lease_holder(db: sqlite_utils.Database, tenant_id: str) -> dict[str, Any] | None:
+def lease_holder(store: Store, tenant_id: str) -> dict[str, Any] | None:
     """Who holds a live lease on this bot (owner, lease_expires_at), or None."""
-    row = db.execute(
+    row = store.db.execute(
         "SELECT owner, lease_expires_at FROM bots WHERE tenant_id = ? AND owner IS NOT NULL "
         "AND lease_expires_at >= ?", (tenant_id, _wall_iso()),
     ).fetchone()
     return None if row is None else {"owner": row[0], "lease_expires_at": row[1]}
+
+
+def foreground_refusal(store: Store, tenant_id: str) -> str:
+    """Why a foreground run could not take this bot: its lease is held elsewhere, or
+    the tenant may not trade (or its bot is not set to run)."""
+    (tenant,) = store.select("SELECT email, status, trial_ends_at FROM tenants "
+                             "WHERE tenant_id = ?", (tenant_id,))
+    holder = lease_holder(store, tenant_id)
+    if holder is not None:
+        return (f"the bot of {tenant['email']} is already running in {holder['owner']} "
+                f"(lease until {holder['lease_expires_at']}); stop it there first")
+    return (policy.bot_refusal(tenant["status"], tenant["email"], tenant["trial_ends_at"],
+                               clock.now())
+            or f"the bot of {tenant['email']} is not set to run")
 
 
 @dataclass(frozen=True)
@@ -524,7 +470,7 @@ class Progress:
 
 
 def sync(
-    db: sqlite_utils.Database,
+    store: Store,
     owner: str,
     *,
     ttl_s: float = DEFAULT_LEASE_TTL_S,
@@ -541,7 +487,7 @@ def sync(
     *orchestrator*, beats its heartbeat.
     """
     now = _wall_iso()
-    with transaction(db) as conn:
+    with store.transaction() as conn:
         if orchestrator:
             conn.execute("UPDATE orchestrators SET heartbeat_at = ? WHERE owner = ?",
                          (now, owner))
@@ -578,9 +524,9 @@ RELEASED_STATE = ("CASE WHEN COALESCE(?, state) = 'refused' AND desired_state = 
                   "THEN 'refused' ELSE 'stopped' END")
 
 
-def release_all(db: sqlite_utils.Database, owner: str) -> int:
+def release_all(store: Store, owner: str) -> int:
     """Release every lease *owner* holds (state stopped); return how many."""
-    with transaction(db) as conn:
+    with store.transaction() as conn:
         cursor = conn.execute(
             f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
             "updated_at = ? WHERE owner = ?", (None, _wall_iso(), owner))
@@ -591,11 +537,11 @@ def release_all(db: sqlite_utils.Database, owner: str) -> int:
 # --- the orchestrator registry ------------------------------------------------------------
 
 
-def register_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
+def register_orchestrator(store: Store, owner: str) -> None:
     """Record a running orchestrator (and forget ones silent for a day)."""
     now = _wall_iso()
     host, pid, _ = owner.rsplit(":", 2)
-    with transaction(db) as conn:
+    with store.transaction() as conn:
         conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
                      (_wall_iso(-ORCHESTRATOR_FORGET_S),))
         conn.execute(
@@ -603,20 +549,21 @@ def register_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
             "VALUES (?, ?, ?, ?, ?)", (owner, int(pid), host, now, now))
 
 
-def unregister_orchestrator(db: sqlite_utils.Database, owner: str) -> None:
+def unregister_orchestrator(store: Store, owner: str) -> None:
     """Remove a stopping orchestrator's row."""
-    with transaction(db) as conn:
+    with store.transaction() as conn:
         conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
 
 
-def live_orchestrators(db: sqlite_utils.Database, fresh_s: float = ORCHESTRATOR_FRESH_S
+def live_orchestrators(store: Store, fresh_s: float = ORCHESTRATOR_FRESH_S
                        ) -> list[dict[str, Any]]:
     """Orchestrators whose heartbeat is fresher than *fresh_s* seconds and whose process
     is not known to be gone, newest first."""
     if fresh_s <= 0:
         raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
-    rows = select(db, "SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
-                      "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC", (_wall_iso(-fresh_s),))
+    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
+                        "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC",
+                        (_wall_iso(-fresh_s),))
     gone = gone_owners(r["owner"] for r in rows)
     return [r for r in rows if r["owner"] not in gone]
 

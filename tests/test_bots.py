@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from botpoly_admin import bots, clock
+from botpoly_admin import bots, clock, owners
 from botpoly_admin.errors import Conflict, NotFound
 from botpoly_admin.tenants import TenantManager
 
@@ -100,41 +100,41 @@ def test_one_owner_at_a_time_and_an_expired_lease_is_taken_over(manager, db_path
     a, b = tenant(manager, "A"), tenant(manager, "B")
     bots.start_all(manager)
     ids = [a.tenant_id, b.tenant_id]
-    assert set(bots.acquire(manager.db, "host:1:aaaa", ids)) == set(ids)
-    assert bots.acquire(manager.db, "host:2:bbbb", ids) == {}  # held: refused
-    assert set(bots.acquire(manager.db, "host:1:aaaa", ids)) == set(ids)  # ours: renewed
+    assert set(bots.acquire(manager, "host:1:aaaa", ids)) == set(ids)
+    assert bots.acquire(manager, "host:2:bbbb", ids) == {}  # held: refused
+    assert set(bots.acquire(manager, "host:1:aaaa", ids)) == set(ids)  # ours: renewed
     age_lease(manager, a.tenant_id, "host:1:aaaa", -2)  # its runner died 2 s ago
-    assert set(bots.acquire(manager.db, "host:2:bbbb", ids)) == {a.tenant_id}
+    assert set(bots.acquire(manager, "host:2:bbbb", ids)) == {a.tenant_id}
     assert bot_row(db_path, a.tenant_id)["owner"] == "host:2:bbbb"
     # The old owner finds out on its next sync, and keeps only what is still its own.
-    assert bots.sync(manager.db, "host:1:aaaa") == {b.tenant_id}
+    assert bots.sync(manager, "host:1:aaaa") == {b.tenant_id}
 
 
 def test_a_lease_is_only_taken_for_a_bot_that_should_run(manager) -> None:
     t = tenant(manager, "Sam")
     bots.start_bot(manager, t.tenant_id)
     manager.set_status(t.tenant_id, "suspended")  # desired state still says running
-    assert bots.acquire(manager.db, "host:1:aaaa", [t.tenant_id]) == {}
+    assert bots.acquire(manager, "host:1:aaaa", [t.tenant_id]) == {}
     manager.set_status(t.tenant_id, "active")
     bots.stop_bot(manager, t.tenant_id)
-    assert bots.acquire(manager.db, "host:1:aaaa", [t.tenant_id]) == {}
-    assert bots.runnable(manager.db) == {}
+    assert bots.acquire(manager, "host:1:aaaa", [t.tenant_id]) == {}
+    assert bots.runnable(manager) == {}
 
 
 def test_sync_records_progress_and_releases(manager, db_path) -> None:
     t = tenant(manager, "Pat")
     bots.start_bot(manager, t.tenant_id)
     owner = "host:1:aaaa"
-    assert bots.acquire(manager.db, owner, [t.tenant_id])[t.tenant_id] == {
+    assert bots.acquire(manager, owner, [t.tenant_id])[t.tenant_id] == {
         "cycles": 0, "restarts": 0}
     progress = bots.Progress(t.tenant_id, "paused_quota", "2026-01-01T00:00:00Z", 7, 1.5, 2,
                              "ValueError: x")
-    held = bots.sync(manager.db, owner, progress=[progress])
+    held = bots.sync(manager, owner, progress=[progress])
     assert held == {t.tenant_id}
     row = bot_row(db_path, t.tenant_id)
     assert (row["state"], row["cycles"], row["restarts"], row["last_error"]) == (
         "paused_quota", 7, 2, "ValueError: x")
-    assert bots.sync(manager.db, owner, released=[progress]) == set()
+    assert bots.sync(manager, owner, released=[progress]) == set()
     row = bot_row(db_path, t.tenant_id)
     assert (row["owner"], row["lease_expires_at"], row["state"], row["cycles"]) == (
         None, None, "stopped", 7)
@@ -156,20 +156,20 @@ def test_leases_follow_the_wall_clock_even_when_business_time_is_frozen(
     t = tenant(manager, "Fay")
     bots.start_bot(manager, t.tenant_id)
     monkeypatch.setenv("BOTPOLY_NOW", "2020-06-01T00:00:00Z")
-    bots.acquire(manager.db, "host:1:aaaa", [t.tenant_id], ttl_s=10)
+    bots.acquire(manager, "host:1:aaaa", [t.tenant_id], ttl_s=10)
     expires = clock.parse_utc(bots.bot_status(manager, t.tenant_id)["lease_expires_at"])
     assert timedelta(seconds=8) <= expires - clock.wall_now() <= timedelta(seconds=11)
 
 
 def test_orchestrator_registry(manager) -> None:
-    assert bots.live_orchestrators(manager.db) == []
-    bots.register_orchestrator(manager.db, "host:42:abcd")
-    (live,) = bots.live_orchestrators(manager.db)
+    assert bots.live_orchestrators(manager) == []
+    bots.register_orchestrator(manager, "host:42:abcd")
+    (live,) = bots.live_orchestrators(manager)
     assert (live["owner"], live["pid"], live["host"]) == ("host:42:abcd", 42, "host")
     with manager.db.conn:
         manager.db.conn.execute("UPDATE orchestrators SET heartbeat_at = '2020-01-01T00:00:00Z'")
-    assert bots.live_orchestrators(manager.db) == []  # stale: taken for dead
-    bots.unregister_orchestrator(manager.db, "host:42:abcd")
+    assert bots.live_orchestrators(manager) == []  # stale: taken for dead
+    bots.unregister_orchestrator(manager, "host:42:abcd")
     assert manager.db.execute("SELECT count(*) FROM orchestrators").fetchone()[0] == 0
 
 
@@ -188,7 +188,7 @@ def test_start_bot_without_an_orchestrator_says_how_to_start_one(manager, run_cl
 
 def test_start_bot_with_a_live_orchestrator(manager, run_cli) -> None:
     tenant(manager, "John")
-    bots.register_orchestrator(manager.db, "host:42:abcd")
+    bots.register_orchestrator(manager, "host:42:abcd")
     result = run_cli("start-bot", "john@example.com", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -298,7 +298,7 @@ def test_a_held_bot_is_shown_running_only_while_its_heartbeat_is_fresh(manager,
 def test_a_runner_whose_process_is_gone_is_shown_stale_at_once(manager) -> None:
     t = tenant(manager, "Dee")
     bots.start_bot(manager, t.tenant_id)
-    namespace = bots.new_owner_id().rsplit(".", 1)[1]
+    namespace = owners.new_owner_id().rsplit(".", 1)[1]
     import socket
 
     age_lease(manager, t.tenant_id, f"{socket.gethostname()}:999999999:abcd.{namespace}", 30)

@@ -43,16 +43,35 @@ SEED = int(os.environ.get("BOTPOLY_TEST_SEED") or random.SystemRandom().randrang
 # --- two writers at once ---------------------------------------------------------------
 
 
+def waiting_for_the_lock(pid: int) -> bool:
+    """True while process *pid* sleeps in a timer sleep twice in a row: SQLite's busy
+    handler, retrying a locked database, sleeps that way between tries, and the
+    commands raced here sleep nowhere else. (Linux; elsewhere, after a second.)"""
+    wchan = Path(f"/proc/{pid}/wchan")
+    if not wchan.exists():
+        time.sleep(1.0)
+        return True
+    seen = 0
+    for _ in range(2):
+        try:
+            seen += "nanosleep" in wchan.read_text()
+        except OSError:
+            return False
+        time.sleep(0.005)
+    return seen == 2
+
+
 def at_once(db_path: Path, starters: list[Callable[[], subprocess.Popen]]) -> list[int]:
     """Start the processes while holding the write lock, so each has read what it reads
-    before waiting for the lock; release it; return their exit codes."""
+    before waiting for the lock; release it once every one waits; return their exit
+    codes."""
     holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     runs = [begin() for begin in starters]
     try:
         wal = Path(f"{db_path}-wal")
-        assert wait_for(lambda: all(has_open(p.pid, wal) for p in runs), timeout=30)
-        time.sleep(1.0)  # from opening the database to waiting for the lock
+        assert wait_for(lambda: all(has_open(p.pid, wal) and waiting_for_the_lock(p.pid)
+                                    for p in runs), timeout=30)
         holder.execute("ROLLBACK")
         return [p.wait(timeout=60) for p in runs]
     finally:

@@ -14,7 +14,7 @@ from processes import background, wait_for
 from test_live_guardrails import make, valid_creds
 
 from botpoly_admin import bots
-from botpoly_admin.orchestrator import Orchestrator
+from botpoly_admin.runtime import Orchestrator
 
 
 def test_paper_bots_keep_cycling_while_a_live_tenants_exchange_hangs(

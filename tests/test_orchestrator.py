@@ -2,15 +2,21 @@
 
 Bots that must trade are the real ``TenantBot`` on the simulated feed. Lifecycle tests
 inject a bot factory (a collaborator the orchestrator takes): a bot that counts its
-cycles, one that raises every cycle, one that probes for overlapping cycles.
+cycles, one that raises every cycle, one that probes for overlapping cycles. Tests of
+timing (backoff, lag, stuck cycles) inject a ``VirtualClock`` as well: the run's real
+threads on a time that moves only when all of them wait, so every figure is exact and
+nothing depends on how busy the machine is. A few runs keep the real clock, with
+generous bounds, as smoke tests.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,12 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from processes import background, wait_for
-from rich.console import Console
+from processes import background, kill, wait_for
+from virtual_clock import VirtualClock
 
 from botpoly_admin import bots, integrity, ledger
 from botpoly_admin.errors import Conflict, ExchangeError, InvalidInput, NotFound
-from botpoly_admin.orchestrator import MultiTenantOrchestrator, Orchestrator
+from botpoly_admin.owners import new_owner_id, owner_gone
+from botpoly_admin.runtime import MultiTenantOrchestrator, Orchestrator
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import CycleReport
 
@@ -100,7 +107,7 @@ def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
         return FailingBot() if tenant_id == bug else UnreachableBot()
 
     orchestrator = Orchestrator(manager, interval_s=0.05, bot_factory=factory,
-                                backoff_base_s=0.05, backoff_max_s=0.1)
+                                backoff_base_s=0.05, backoff_max_s=0.1, clock=VirtualClock())
     with caplog.at_level(logging.ERROR, logger="botpoly_admin.orchestrator"):
         orchestrator.run(duration_s=0.5)
     failed = {r.getMessage().split(" (")[0]: r for r in caplog.records if "failed" in r.message}
@@ -138,12 +145,13 @@ def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_p
 def test_a_failing_bot_is_isolated_and_restarted_with_backoff(manager, db_path) -> None:
     good = [make(manager, f"Good{i}") for i in range(3)]
     bad = make(manager, "Bad")
+    clock = VirtualClock()
     counts: Counter = Counter()
     builds: list[float] = []
 
     def factory(m: TenantManager, tenant_id: str, feed) -> object:
         if tenant_id == bad:
-            builds.append(time.monotonic())
+            builds.append(clock.monotonic())
             return FailingBot()
         return CountingBot(tenant_id, counts)
 
@@ -153,21 +161,21 @@ def test_a_failing_bot_is_isolated_and_restarted_with_backoff(manager, db_path) 
         seen.add(bots.bot_status(manager, bad)["state"])
 
     orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=2, bot_factory=factory,
-                                backoff_base_s=0.05, backoff_max_s=0.4)
+                                backoff_base_s=0.05, backoff_max_s=0.4, clock=clock)
     summary = orchestrator.run(duration_s=1.6, on_tick=on_tick)
-    # The others kept their pace (32 cycles in 1.6 s at 0.05 s; loose bounds, since
-    # machines are shared) and their lag stayed low.
-    assert all(counts[tid] >= 20 for tid in good), counts
-    assert summary.lag_p99_ms is not None and summary.lag_p99_ms < 400
+    # The others kept their pace: a cycle every 0.05 s for 1.6 s, none late.
+    assert all(counts[tid] in (32, 33) for tid in good), counts
+    assert summary.lag_p99_ms is not None and summary.lag_p99_ms < 1e-6
     row = bots.bot_status(manager, bad)
     assert row["last_error"] == "RuntimeError: boom"
     assert "error" in seen  # visible while it ran
-    # Backoff: 0.05, 0.1, 0.2, 0.4, 0.4, ... -> about 6 restarts in 1.6 s, not 32.
-    assert 3 <= row["restarts"] <= 12, row["restarts"]
+    # Backoff: rebuilt after 0.05, 0.1, 0.2, then every 0.4 (the cap), never sooner.
     gaps = [b - a for a, b in zip(builds, builds[1:], strict=False)]
-    assert gaps[2] > 1.5 * gaps[0]  # exponential
-    assert max(gaps) < 0.4 + 0.3  # capped at 0.4 (uncapped, the next gap would be 0.8)
-    assert summary.failures == row["restarts"]
+    assert gaps == pytest.approx([0.05, 0.1, 0.2] + [0.4] * (len(gaps) - 3))
+    # The 4th of 4 bots, staggered to 0.0375 s into the run: built at 0.0375, 0.0875,
+    # 0.1875, 0.3875, 0.7875, 1.1875 and 1.5875 (the next would be past 1.6).
+    assert len(builds) == 7
+    assert row["restarts"] == summary.failures == len(builds)
 
 
 def test_a_suspended_tenants_bot_stops_within_a_few_ticks(manager, db_path) -> None:
@@ -177,9 +185,10 @@ def test_a_suspended_tenants_bot_stops_within_a_few_ticks(manager, db_path) -> N
         assert wait_for(lambda: orchestrator.is_running(suspend))
         other_shell = TenantManager(db_path)
         other_shell.set_status(suspend, "suspended")
-        suspended_at = time.monotonic()
-        assert wait_for(lambda: rows(db_path)[suspend]["owner"] is None, timeout=3)
-        assert time.monotonic() - suspended_at < 3  # a few ticks, with room for a busy host
+        suspended_at = orchestrator.stats()["ticks"]
+        assert wait_for(lambda: rows(db_path)[suspend]["owner"] is None, timeout=5)
+        # Seen on the next tick, released on the one after (or the same one).
+        assert orchestrator.stats()["ticks"] - suspended_at <= 3
         row = rows(db_path)[suspend]
         assert (row["state"], row["desired_state"]) == ("stopped", "running")
         cycles = rows(db_path)[keep]["cycles"]
@@ -199,8 +208,10 @@ def test_quota_pauses_the_bot_and_the_next_period_resumes_it(manager, db_path,
         assert wait_for(lambda: rows(db_path)[tid]["state"] == "paused_quota", timeout=10)
         assert ledger.quota_status(manager, tid)[0]["used"] == 2  # never past the quota
         # Frozen business time does not freeze leases: the bot keeps being renewed.
-        time.sleep(0.3)
+        paused_at = orchestrator.stats()["ticks"]
+        assert wait_for(lambda: orchestrator.stats()["ticks"] >= paused_at + 5)
         assert orchestrator.is_running(tid)
+        assert rows(db_path)[tid]["owner"] == orchestrator.owner
         monkeypatch.setenv("BOTPOLY_NOW", "2026-12-01T00:00:05Z")
         assert wait_for(lambda: ledger.quota_status(manager, tid)[0]["used"] > 0, timeout=10)
     assert ledger.quota_status(manager, tid, "2026-11")[0]["used"] == 2
@@ -210,50 +221,62 @@ def test_quota_pauses_the_bot_and_the_next_period_resumes_it(manager, db_path,
 
 def test_a_bot_waits_for_a_free_worker_and_is_never_dropped(manager) -> None:
     ids = [make(manager, f"W{i}") for i in range(6)]
+    clock = VirtualClock()
     counts: Counter = Counter()
 
     class SlowBot(CountingBot):
         def run_cycle(self) -> CycleReport:
-            time.sleep(0.02)
+            clock.sleep(0.02)
             return super().run_cycle()
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1,
+    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1, clock=clock,
                                 bot_factory=lambda m, t, f: SlowBot(t, counts))
     summary = orchestrator.run(duration_s=1.0)
-    # One worker can do 50 cycles a second: 6 bots share it, none is starved.
-    assert all(counts[tid] >= 5 for tid in ids), counts
-    assert max(counts.values()) - min(counts.values()) <= 3
-    assert summary.lag_p50_ms is not None and summary.lag_p50_ms > 10  # they waited
+    # One worker does 50 cycles a second; 6 bots want 120: they share it, none starved.
+    assert 49 <= sum(counts.values()) <= 51, counts
+    assert set(counts) == set(ids) and max(counts.values()) - min(counts.values()) <= 1
+    assert summary.lag_p50_ms is not None and summary.lag_p50_ms > 50  # they waited
 
 
 def test_a_hung_bot_gets_a_spare_worker_so_the_others_go_on(manager) -> None:
     hung, *others = [make(manager, f"H{i}") for i in range(3)]
+    clock = VirtualClock()
     counts: Counter = Counter()
-    release = threading.Event()
 
     class HungBot(CountingBot):
         def run_cycle(self) -> CycleReport:
-            release.wait(10)  # a network call without a timeout
+            if counts[self.tenant_id] == 0:
+                clock.sleep(10)  # a network call that takes its time
             return super().run_cycle()
 
     def factory(m: TenantManager, tenant_id: str, feed) -> object:
         return (HungBot if tenant_id == hung else CountingBot)(tenant_id, counts)
 
+    workers: dict[float, int] = {}
+
+    def on_tick(o: Orchestrator) -> None:
+        workers[round(o.stats()["elapsed_s"], 2)] = o.stats()["workers"]
+
     orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1, stuck_after_s=0.2,
-                                bot_factory=factory)
-    with background(orchestrator):
-        assert wait_for(lambda: all(counts[t] >= 10 for t in others), timeout=8), counts
-        assert orchestrator.stats()["workers"] == 2  # one stuck, one spare
-        assert any(e.kind == "stuck" and e.tenant_id == hung
-                   for e in orchestrator.drain_events())
-        release.set()
-        assert wait_for(lambda: counts[hung] >= 3)
-        assert wait_for(lambda: orchestrator.stats()["workers"] == 1)  # the spare retired
+                                bot_factory=factory, clock=clock)
+    orchestrator.run(duration_s=12, on_tick=on_tick)
+    stuck = [e for e in orchestrator.drain_events() if e.kind == "stuck"]
+    assert [e.tenant_id for e in stuck] == [hung]
+    # Stuck once its cycle passed 0.2 s (first seen on the tick at 0.25): a spare took
+    # over; the stuck cycle ended at 10 s and the pool went back to one worker.
+    assert {n for t, n in workers.items() if t < 0.25} == {1}
+    assert {n for t, n in workers.items() if 0.25 <= t < 10} == {2}
+    assert {n for t, n in workers.items() if t > 10.1} == {1}
+    # The others cycled all along, every 0.05 s (240 turns in 12 s; the few they lost
+    # while the stuck cycle held the only worker are mostly made up).
+    assert all(230 <= counts[t] <= 241 for t in others), counts
+    assert 38 <= counts[hung] <= 45  # one at 10 s, then every 0.05 s
 
 
 def test_two_orchestrators_never_run_a_bot_twice(manager, db_path) -> None:
     ids = [make(manager, f"P{i}") for i in range(6)]
     active: Counter = Counter()
+    cycles: Counter = Counter()
     ran: dict[str, set[str]] = {}
     overlaps: list[str] = []
     lock = threading.Lock()
@@ -269,9 +292,10 @@ def test_two_orchestrators_never_run_a_bot_twice(manager, db_path) -> None:
                     if active[self.tenant_id] > 1:
                         overlaps.append(self.tenant_id)
                     ran.setdefault(name, set()).add(self.tenant_id)
-                time.sleep(0.005)
+                time.sleep(0.005)  # a cycle that lasts: room for another to overlap it
                 with lock:
                     active[self.tenant_id] -= 1
+                    cycles[self.tenant_id] += 1
                 return CycleReport()
 
             def stop(self) -> None:
@@ -284,11 +308,13 @@ def test_two_orchestrators_never_run_a_bot_twice(manager, db_path) -> None:
     with background(b):
         with background(a):
             assert wait_for(lambda: len(a.running_ids()) + len(b.running_ids()) == 6)
-            time.sleep(0.3)
+            before = dict(cycles)
+            assert wait_for(lambda: all(cycles[t] >= before.get(t, 0) + 5 for t in ids))
             assert not set(a.running_ids()) & set(b.running_ids())
         # a stopped cleanly: b takes its bots over.
         assert wait_for(lambda: len(b.running_ids()) == 6)
-        time.sleep(0.2)
+        before = dict(cycles)
+        assert wait_for(lambda: all(cycles[t] >= before[t] + 5 for t in ids))
     assert overlaps == []
     assert set().union(*ran.values()) == set(ids)
     assert {r["owner"] for r in rows(db_path).values()} == {None}
@@ -300,7 +326,7 @@ def test_a_dead_runners_expired_lease_is_taken_over_a_live_one_is_not(manager, d
         manager.db.conn.execute(
             "UPDATE bots SET owner = 'gone:1:dead', lease_expires_at = '2020-01-01T00:00:00Z', "
             "state = 'running' WHERE tenant_id = ?", (dead,))
-    bots.acquire(manager.db, "elsewhere:2:live", [alive], ttl_s=60)
+    bots.acquire(manager, "elsewhere:2:live", [alive], ttl_s=60)
     orchestrator = Orchestrator(manager, interval_s=0.05,
                                 bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     orchestrator.run(duration_s=0.3)
@@ -369,9 +395,9 @@ def test_multi_tenant_orchestrator_as_in_the_guide(manager, db_path) -> None:
         assert orchestrator.orchestrator.is_running(trial)
         assert orchestrator.stop_tenant_bot(john) is True
         assert rows(db_path)[john]["desired_state"] == "stopped"
-        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115
-        orchestrator.print_dashboard(console)
-        assert "Tina" in console.export_text()
+        out = io.StringIO()
+        orchestrator.print_dashboard(out)
+        assert "Tina" in out.getvalue()
         assert orchestrator.stop_all() == [trial]
     finally:
         orchestrator.shutdown()
@@ -475,7 +501,9 @@ def test_two_run_processes_split_the_bots_and_take_over(manager, db_path, tmp_pa
             process(db_path, b_out, "run", "--interval", "0.1", "--no-live") as b:
         assert wait_for(lambda: orchestrators(db_path) == 2, timeout=10)
         assert wait_for(lambda: all(r["owner"] for r in rows(db_path).values()), timeout=10)
-        time.sleep(0.5)
+        assert wait_for(lambda: all(r["cycles"] >= 3 for r in rows(db_path).values()),
+                        timeout=10)
+        assert wait_for(lambda: len(owners(a_out)) + len(owners(b_out)) >= 6)
         a_bots, b_bots = owners(a_out), owners(b_out)
         assert not set(a_bots) & set(b_bots)  # no bot started by both
         assert len(a_bots) + len(b_bots) == 6
@@ -514,7 +542,7 @@ def test_a_second_foreground_run_is_refused_while_the_lease_is_held(manager, db_
 
 KILLABLE = """
 import sys
-from botpoly_admin.orchestrator import Orchestrator
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.tenants import TenantManager
 Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
 """
@@ -545,14 +573,57 @@ def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
     assert orchestrators(db_path) == 0  # the dead one's row went with its leases
 
 
+HANGING = """
+import sys, time
+from pathlib import Path
+from botpoly_admin.cli.run_screen import _signals
+from botpoly_admin.runtime import Orchestrator
+from botpoly_admin.tenants import TenantManager
+from botpoly_admin.trading.bot import CycleReport
+
+class Hanging:
+    def run_cycle(self):
+        Path(sys.argv[2]).touch()
+        time.sleep(60)  # a cycle that will not end within the clean stop
+        return CycleReport()
+
+    def stop(self):
+        pass
+
+orchestrator = Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1,
+                            bot_factory=lambda m, t, f: Hanging())
+with _signals(orchestrator):
+    orchestrator.run()
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_releases_every_lease_and_exits_at_once(manager, db_path,
+                                                                tmp_path) -> None:
+    tid = make(manager, "Hang")
+    started, err = tmp_path / "cycle-started", tmp_path / "stderr"
+    with err.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", HANGING, str(db_path), str(started)],
+                                stderr=sink, text=True)
+    try:
+        assert wait_for(started.exists, timeout=20)
+        assert rows(db_path)[tid]["owner"] is not None
+        proc.send_signal(signal.SIGINT)  # a clean stop waits for the cycle...
+        assert wait_for(lambda: "stopping every bot cleanly (Ctrl-C again to exit at once)"
+                        in err.read_text())
+        proc.send_signal(signal.SIGINT)  # ...a second Ctrl-C does not
+        assert proc.wait(timeout=15) == 130
+    finally:
+        kill(proc)
+    assert "Exiting at once (1 lease(s) released)." in err.read_text()
+    assert rows(db_path)[tid]["owner"] is None
+    assert orchestrators(db_path) == 0
+
+
 def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) -> None:
     """Another host, an owner id without a pid namespace, a live pid: not provably dead."""
-    import socket
-
-    from botpoly_admin.bots import owner_gone
-
     here = socket.gethostname()
-    me = bots.new_owner_id()
+    me = new_owner_id()
     namespace = me.rsplit(".", 1)[1]
     assert owner_gone(f"{here}:999999999:abcd.{namespace}")  # no such pid
     assert not owner_gone(f"elsewhere:999999999:abcd.{namespace}")
@@ -561,13 +632,13 @@ def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) 
     assert not owner_gone(f"{here}:{os.getppid()}:abcd.{namespace}")  # alive
     assert not owner_gone(me)  # this very process
     tid = make(manager, "Held")
-    bots.acquire(manager.db, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
-    assert bots.acquire(manager.db, me, [tid]) == {}
-    bots.sync(manager.db, f"elsewhere:999999999:abcd.{namespace}")
+    bots.acquire(manager, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
+    assert bots.acquire(manager, me, [tid]) == {}
+    bots.sync(manager, f"elsewhere:999999999:abcd.{namespace}")
     with manager.db.conn:
         manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
                                 (f"{here}:999999999:abcd.{namespace}", tid))
-    assert bots.acquire(manager.db, me, [tid])[tid]["taken_from"].startswith(here)
+    assert bots.acquire(manager, me, [tid])[tid]["taken_from"].startswith(here)
 
 
 @pytest.mark.slow

@@ -335,7 +335,7 @@ def decrypted(manager: TenantManager, secret_key: bytes) -> str:
 
 def test_a_decrypted_secret_logged_by_mistake_is_masked_in_the_log_file(decrypted, tmp_path):
     from botpoly_admin.cli.app import configure_logging
-    from botpoly_admin.cli.bots import _logging_to
+    from botpoly_admin.cli.run_screen import _logging_to
 
     path = tmp_path / "botpoly.log"
     log = logging.getLogger("botpoly_admin.trading.live")
@@ -360,7 +360,7 @@ def test_a_decrypted_secret_logged_by_mistake_is_masked_in_the_log_file(decrypte
 
 def test_every_handler_the_cli_creates_redacts(tmp_path):
     from botpoly_admin.cli.app import configure_logging
-    from botpoly_admin.cli.bots import _logging_to
+    from botpoly_admin.cli.run_screen import _logging_to
 
     configure_logging(1)
     root = logging.getLogger("botpoly_admin")

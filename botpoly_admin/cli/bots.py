@@ -4,24 +4,15 @@
 terminal, or under systemd/tmux/docker) makes it so. ``start-bot --foreground`` runs
 one tenant's bot in this terminal instead, holding its lease like an orchestrator.
 
-While a run is in progress the main thread draws the screen (a rich ``Live`` table
-built from a snapshot each tick, or log lines without a terminal) and handles
-SIGINT/SIGTERM/SIGHUP; bot threads never write to the console. Logs go to a rotating
-file next to the database and, with ``-v``, to stderr.
+While a run is in progress the main thread draws the screen and handles
+SIGINT/SIGTERM/SIGHUP (``cli.run_screen``). Logs go to a rotating file next to the
+database and, with ``-v``, to stderr.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from logging.handlers import RotatingFileHandler
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +28,13 @@ from botpoly_admin.cli.app import (
     refuse_store_file,
     tenant_argument,
 )
-from botpoly_admin.orchestrator import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
+from botpoly_admin.runtime import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
 
 if TYPE_CHECKING:
-    from botpoly_admin.orchestrator import BotEvent, Orchestrator, RunSummary
+    from botpoly_admin.runtime import RunSummary
     from botpoly_admin.tenants import TenantManager
 
 LOG_FILE_NAME = "botpoly.log"
-LOG_MAX_BYTES = 5_000_000
-LOG_BACKUPS = 3
-STATUS_LINE_EVERY_S = 10.0
 
 STATUS_COLUMNS = [
     ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("desired_state", "Desired"),
@@ -143,7 +131,7 @@ def _orchestrator_notice(app: App, manager: TenantManager, tenant: str) -> bool:
     """Tell the operator whether an orchestrator will pick the change up; True if one runs."""
     from botpoly_admin import bots
 
-    live = bots.live_orchestrators(manager.db)
+    live = bots.live_orchestrators(manager)
     if live:
         app.say(f"Orchestrator {live[0]['owner']} is running: it acts within a tick.")
         return True
@@ -193,9 +181,10 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     if foreground:
         # Whatever can refuse the run is checked before the bot is set to run, so a
         # refused command changes nothing.
+        from botpoly_admin.cli.run_screen import run_in_terminal
         from botpoly_admin.errors import LiveRefused
         from botpoly_admin.models import TradingMode
-        from botpoly_admin.orchestrator import Orchestrator
+        from botpoly_admin.runtime import Orchestrator
         from botpoly_admin.trading.bot import live_feed_refusal
 
         config = bots.check_start(manager, tenant)
@@ -216,8 +205,8 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
         _orchestrator_notice(app, manager, tenant)
         return
     _paper_notice(app, paper)
-    summary = _run(app, orchestrator, duration=duration, cycles=cycles, table=table,
-                   log_path=log_path)
+    summary = run_in_terminal(app, orchestrator, duration=duration, cycles=cycles,
+                              table=table, log_path=log_path)
     if fmt != "table":
         app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
                    fmt)
@@ -385,7 +374,8 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
         botpoly-admin run --paper --feed replay:data/replay/sim.jsonl
         botpoly-admin run --lease-ttl 30    # tolerate longer stalls, take over later
     """
-    from botpoly_admin.orchestrator import Orchestrator
+    from botpoly_admin.cli.run_screen import run_in_terminal
+    from botpoly_admin.runtime import Orchestrator
 
     _refuse_live_only(paper)
     manager = app.manager(create=False)
@@ -395,7 +385,8 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
                                 paper=paper, live_workers=live_workers)
     log_path = _log_path(app, manager, log_file)
     _paper_notice(app, paper)
-    _run(app, orchestrator, duration=duration, cycles=cycles, table=table, log_path=log_path)
+    run_in_terminal(app, orchestrator, duration=duration, cycles=cycles, table=table,
+                    log_path=log_path)
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:
@@ -418,159 +409,3 @@ def _log_path(app: App, manager: TenantManager, log_file: Path | None) -> Path:
     return path
 
 
-def _run(app: App, orchestrator: Orchestrator, *, duration: float | None,
-         cycles: int | None, table: bool | None, log_path: Path) -> RunSummary:
-    """Run *orchestrator* in this (main) thread with the screen, the log file and signals."""
-    if table is None:
-        table = sys.stdout.isatty() and app.fmt == "table"
-    with _logging_to(log_path, app.verbose), _signals(orchestrator):
-        if table:
-            summary = _run_live(orchestrator, duration, cycles)
-        else:
-            summary = _run_lines(orchestrator, duration, cycles, err=app.fmt != "table")
-    if app.fmt == "table":
-        rate = summary.cycles / summary.elapsed_s if summary.elapsed_s else 0.0
-        app.say(f"Stopped ({summary.stop_reason}): {summary.bots_started} bot(s), "
-                f"{summary.cycles:,} cycles in {summary.elapsed_s:.1f}s ({rate:,.1f}/s), "
-                f"{summary.failures} failed; log in {log_path}")
-    if summary.bots_stuck:
-        click.echo(f"Warning: {len(summary.bots_stuck)} bot(s) were still in a cycle; their "
-                   "leases expire by themselves", err=True)
-    return summary
-
-
-def _run_live(orchestrator: Orchestrator, duration: float | None,
-              cycles: int | None) -> RunSummary:
-    from rich.console import Console
-    from rich.live import Live
-
-    from botpoly_admin.dashboard import build_live_table
-
-    console = Console()
-    rows = max(console.height - 10, 5)
-    # Live redirects this process's stdout/stderr writes (the signal notice) above the
-    # table; nothing else writes to the console while it runs.
-    with Live(build_live_table(orchestrator.live_snapshot(rows)), console=console,
-              auto_refresh=False) as screen:
-
-        def on_tick(o: Orchestrator) -> None:
-            o.drain_events()  # they are in the log file; the table shows the states
-            screen.update(build_live_table(o.live_snapshot(rows)), refresh=True)
-
-        return orchestrator.run(duration_s=duration, cycles=cycles, on_tick=on_tick)
-
-
-def _event_line(event: BotEvent) -> str:
-    from botpoly_admin.text import printable  # names and errors are stored text
-
-    if not event.tenant_id:  # about the whole run
-        return printable(f"{event.at} {event.kind:<9} {event.message}")
-    return printable(f"{event.at} {event.kind:<9} {event.name} ({event.tenant_id[:8]}): "
-                     f"{event.message}")
-
-
-def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int | None,
-               *, err: bool = False) -> RunSummary:
-    """Log lines on stdout (stderr under --json): events as they happen, and a status
-    line every few seconds."""
-    last_status = time.monotonic()
-
-    def on_tick(o: Orchestrator) -> None:
-        nonlocal last_status
-        for event in o.drain_events():
-            click.echo(_event_line(event), err=err)
-        if time.monotonic() - last_status >= STATUS_LINE_EVERY_S:
-            last_status = time.monotonic()
-            stats = o.stats()
-            lag = "-" if stats["lag_p99_ms"] is None else f"{stats['lag_p99_ms']:.1f}"
-            click.echo(f"status: {stats['bots']} bots, {stats['cycles']:,} cycles "
-                       f"({stats['cycles_per_s']:,.1f}/s), {stats['failures']} failed, "
-                       f"lag p99 {lag} ms, {stats['queued']} queued", err=err)
-
-    return orchestrator.run(duration_s=duration, cycles=cycles, on_tick=on_tick)
-
-
-@contextmanager
-def _logging_to(path: Path, verbose: int) -> Iterator[None]:
-    """Send the library's logs to a rotating file (and to stderr only with -v), known
-    secrets masked."""
-    from botpoly_admin.secrets import SecretRedactor
-    from botpoly_admin.text import EscapingFilter
-
-    root = logging.getLogger("botpoly_admin")
-    handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
-                                  encoding="utf-8", delay=True)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    handler.addFilter(SecretRedactor())
-    handler.addFilter(EscapingFilter())
-    handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-    stderr_handlers = [h for h in root.handlers if getattr(h, "_botpoly_stderr", False)]
-    saved = (root.level, [h.level for h in stderr_handlers])
-    root.addHandler(handler)
-    root.setLevel(min(root.level, handler.level))
-    if not verbose:
-        for h in stderr_handlers:  # bot threads never write to the console
-            h.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(saved[0])
-        for h, level in zip(stderr_handlers, saved[1], strict=True):
-            h.setLevel(level)
-
-
-def _detach_from_terminal() -> None:
-    """The terminal is gone (SIGHUP): send what this process still prints to /dev/null,
-    so a write to the dead terminal cannot fail the clean stop. The log file keeps
-    everything."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream.isatty():
-                    os.dup2(devnull, stream.fileno())
-            except (OSError, ValueError):
-                continue
-    finally:
-        os.close(devnull)
-
-
-@contextmanager
-def _signals(orchestrator: Orchestrator) -> Iterator[None]:
-    """First SIGINT/SIGTERM/SIGHUP: stop cleanly. A second one: release leases, exit at
-    once. SIGHUP (the terminal closed) also stops printing to that terminal."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-
-    def echo(message: str) -> None:
-        with suppress(OSError):  # the terminal is gone
-            click.echo(message, err=True)
-
-    def handle(signum: int, frame: Any) -> None:
-        received.append(signum)
-        name = signal.Signals(signum).name
-        if len(received) == 1:
-            echo(f"\n{name}: stopping every bot cleanly (Ctrl-C again to exit at once)...")
-            if signum == signal.SIGHUP:
-                _detach_from_terminal()
-            orchestrator.request_stop(f"{name} received")
-            return
-        if signum == signal.SIGHUP:  # a terminal closing during the stop: keep stopping
-            _detach_from_terminal()
-            return
-        released = orchestrator.abort()
-        echo(f"Exiting at once ({released} lease(s) released).")
-        os._exit(130)
-
-    previous = {s: signal.signal(s, handle)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

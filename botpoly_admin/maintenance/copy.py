@@ -121,7 +121,7 @@ def _refuse_non_empty(target: PgDatabase, shown: str) -> None:
 
 
 def _refuse_if_in_use(source: SQLiteStore) -> None:
-    holders = lease_holders(source.db)
+    holders = lease_holders(source)
     if holders:
         raise Conflict(f"cannot copy {source.location} while runner {holders[0]['owner']} uses "
                        "it: its later trades would be missing from the copy; stop "

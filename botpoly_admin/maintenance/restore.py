@@ -18,30 +18,28 @@ from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators
 from botpoly_admin.errors import Conflict, InvalidInput, StoreError
 from botpoly_admin.maintenance.check import credential_status
 from botpoly_admin.maintenance.verify import inspect_database, read_only
-from botpoly_admin.store import migrate, select, transaction
+from botpoly_admin.store import migrate, transaction
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from botpoly_admin.store import SQLiteStore
+    from botpoly_admin.store import SQLiteStore, Store
 
 
-def lease_holders(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def lease_holders(store: Store) -> list[dict[str, Any]]:
     """Runners using the database now: owners of live leases (real clock) and
     orchestrators with a fresh heartbeat, one row each."""
-    holders = select(db, "SELECT owner, count(*) AS bots, max(lease_expires_at) AS until "
-                         "FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ? "
-                         "GROUP BY owner ORDER BY owner", (clock.iso(clock.wall_now()),))
+    holders = store.select("SELECT owner, count(*) AS bots, max(lease_expires_at) AS until "
+                           "FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ? "
+                           "GROUP BY owner ORDER BY owner", (clock.iso(clock.wall_now()),))
     known = {h["owner"] for h in holders}
-    for orchestrator in live_orchestrators(db, ORCHESTRATOR_FRESH_S):
+    for orchestrator in live_orchestrators(store, ORCHESTRATOR_FRESH_S):
         if orchestrator["owner"] not in known:
             holders.append({"owner": orchestrator["owner"], "bots": 0,
                             "until": orchestrator["heartbeat_at"]})
     return holders
 
 
-def _refuse_if_in_use(db: sqlite_utils.Database, db_path: Path) -> None:
-    holders = lease_holders(db)
+def _refuse_if_in_use(store: Store, db_path: Path) -> None:
+    holders = lease_holders(store)
     if not holders:
         return
     first = holders[0]
@@ -82,13 +80,13 @@ def restore(store: SQLiteStore, source: Path,
     if target.exists() and source.samefile(target):
         raise InvalidInput(f"{source} is the database itself")
     db = store.db
-    _refuse_if_in_use(db, target)
+    _refuse_if_in_use(store, target)
     plan = {"source": str(source), "target": str(target), "schema_version":
             info["schema_version"], "tenants": info["tenants"],
             "target_tenants": db.conn.execute("SELECT count(*) FROM tenants").fetchone()[0]}
     if confirm is not None and not confirm(plan):
         return {**plan, "restored": False}
-    _refuse_if_in_use(db, target)
+    _refuse_if_in_use(store, target)
     try:
         backup_conn = read_only(source)
         try:

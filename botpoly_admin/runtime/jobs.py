@@ -1,0 +1,203 @@
+"""What a worker does with a due runner: a cycle, a skipped turn, or the teardown.
+
+Failures
+    An exception out of a cycle (or out of building the bot) is logged with its
+    traceback when it is a bug (one line when it is one of ours, ``BotpolyError``),
+    recorded in ``bots.last_error``, and the bot is rebuilt and retried after an
+    exponential backoff (``backoff_base_s`` doubling up to ``backoff_max_s``). Until a
+    cycle succeeds again its state is ``error``. It never holds a worker while it
+    waits.
+
+Refusals
+    A ``CredentialsError`` (a live tenant without usable credentials, a key that no
+    longer decrypts them, the exchange refusing its API key) or a ``LiveRefused`` (a
+    live tenant on market data that is not the exchange's, a paper broker for a
+    tenant with live exposure; see ``TenantBot.broker``) is not a crash: retrying
+    cannot fix it. The bot's state becomes ``refused`` with the reason in
+    ``last_error``, logged once as a warning without a traceback, and it is not
+    rebuilt until ``bots.settings_mark`` changes (checked each interval, no request
+    sent). A foreground run stops instead.
+
+Pauses
+    A cycle reporting ``paused_quota`` (monthly quota used up) makes its runner check
+    the quota before each later cycle instead of running it; the bot resumes by itself
+    when the quota allows again (a new period, or a higher quota).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from botpoly_admin import bots, ledger
+from botpoly_admin.bots import BotState
+from botpoly_admin.errors import BotpolyError, CredentialsError, LiveRefused
+from botpoly_admin.runtime.clocks import RunClock
+from botpoly_admin.runtime.runner import EventLog, Runner, short_error
+from botpoly_admin.runtime.settings import LOG_NAME, RunSettings
+from botpoly_admin.runtime.stats import RunStats
+from botpoly_admin.trading.market import MarketData
+
+if TYPE_CHECKING:
+    from botpoly_admin.runtime.pool import WorkerPool
+    from botpoly_admin.store import Store
+    from botpoly_admin.trading.bot import CycleReport
+
+log = logging.getLogger(LOG_NAME)
+
+
+class BotLike(Protocol):
+    """What a run needs of a bot (``trading.bot.TenantBot`` is one)."""
+
+    def run_cycle(self) -> CycleReport:
+        """Run one cycle; an exception is a failed cycle."""
+        ...
+
+    def stop(self) -> None:
+        """Release what the bot holds; called once, after its last cycle."""
+        ...
+
+
+BotFactory = Callable[["Store", str, MarketData], BotLike]
+
+
+class Jobs:
+    """Runs runners' jobs on the workers' threads (one job of a runner at a time)."""
+
+    def __init__(self, store: Store, factory: BotFactory, market: MarketData, *,
+                 settings: RunSettings, clock: RunClock, stats: RunStats, events: EventLog,
+                 schedule: Callable[[Runner, float], None],
+                 request_stop: Callable[[str], None]) -> None:
+        self.store = store
+        self.factory = factory
+        self.market = market
+        self.settings = settings
+        self.clock = clock
+        self.stats = stats
+        self.events = events
+        self.schedule = schedule
+        self.request_stop = request_stop
+        self.max_cycles: int | None = None  # a bounded run: each bot's turns
+        self.finished: queue.SimpleQueue[Runner] = queue.SimpleQueue()  # torn down
+        self.on_finished: Callable[[], None] = lambda: None
+        self.live_pool: WorkerPool | None = None  # the live workers' (stats keep them apart)
+
+    def run(self, runner: Runner, due: float) -> None:
+        """One job of *runner*: a cycle, a skipped turn, or the teardown."""
+        try:
+            if runner.stop.is_set():
+                self._teardown(runner)
+                return
+            start = self.clock.monotonic()
+            if start > runner.lease_until:
+                # The lease was not renewed in time: wait for the control thread.
+                self.schedule(runner, start + self.settings.interval_s)
+                return
+            self.stats.lag(start - due, live=runner.pool is self.live_pool)
+            next_due = max(due + self.settings.interval_s, start)
+            if (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) or \
+                    (runner.state == BotState.REFUSED and not self._refusal_lifted(runner)):
+                # Still no quota, or still refused: skip the cycle (it would only be
+                # refused again), stay alive.
+                runner.skipped(self.clock.wall())
+            else:
+                next_due = self._cycle(runner, start, next_due)
+            runner.attempts += 1  # skipped and failed turns count: bounded runs end
+            if self.max_cycles is not None and runner.attempts >= self.max_cycles:
+                runner.stop_reason = f"{runner.attempts} cycles done"
+                runner.stop.set()
+            if runner.stop.is_set():
+                self._teardown(runner)
+            else:
+                self.schedule(runner, next_due)
+        except BaseException:
+            # Only a bug of ours gets here; never lose the runner silently.
+            log.exception("orchestrator job for %s failed", runner.tenant_id)
+            self._teardown(runner)
+
+    def _quota_left(self, runner: Runner) -> bool:
+        try:
+            return ledger.check_quota(self.store, runner.tenant_id)
+        except (sqlite3.Error, BotpolyError):
+            return False
+
+    def _refusal_lifted(self, runner: Runner) -> bool:
+        """True once what the bot was refused under has changed (no request sent)."""
+        try:
+            return bots.settings_mark(self.store, runner.tenant_id) != runner.refused_mark
+        except (sqlite3.Error, BotpolyError):
+            return False
+
+    def _cycle(self, runner: Runner, start: float, next_due: float) -> float:
+        """Run one cycle (building the bot first if needed); return the next due time."""
+        try:
+            if runner.bot is None:
+                runner.built_mark = bots.settings_mark(self.store, runner.tenant_id)
+                runner.bot = self.factory(self.store, runner.tenant_id, self.market)
+            report = runner.bot.run_cycle()
+        except (CredentialsError, LiveRefused) as exc:
+            return self._refused(runner, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded, not fatal
+            return self._failed(runner, exc)
+        elapsed = self.clock.monotonic() - start
+        left = runner.cycled(report, elapsed * 1000, self.clock.wall())
+        if left is not None and BotState.THROTTLED not in (left, runner.state):
+            # Throttling comes and goes every minute on small plans: not worth a line.
+            detail = "; ".join(report.refused[-1:]) if runner.state != "running" else "resumed"
+            self._event(runner, "state", runner.state + (f": {detail}" if detail else ""))
+        self.stats.cycle(elapsed, live=runner.pool is self.live_pool)
+        return next_due
+
+    def _failed(self, runner: Runner, exc: Exception) -> float:
+        runner.failed(short_error(exc), self.clock.wall())
+        self.stats.failure()
+        delay = self.settings.backoff_s(runner.failures)
+        # An error of ours (exchange unreachable, ...) says all in one line; anything
+        # else is a bug, and its traceback is what a developer needs.
+        log.error("bot of %s (%s) failed: %s; restart #%d in %.1fs", runner.name,
+                  runner.tenant_id, runner.last_error, runner.restarts, delay,
+                  exc_info=None if isinstance(exc, BotpolyError) else exc)
+        self._event(runner, "error", f"{runner.last_error}; restart #{runner.restarts} in "
+                                     f"{delay:g}s")
+        self._stop_bot(runner)
+        return self.clock.monotonic() + delay
+
+    def _refused(self, runner: Runner, exc: CredentialsError | LiveRefused) -> float:
+        """The bot cannot trade as configured: refused, no retry until its settings
+        change."""
+        reason = short_error(exc)
+        news = runner.refused(reason, self.clock.wall())
+        self.stats.failure()
+        self._stop_bot(runner)
+        if news:  # the same refusal after an unrelated change is not news
+            log.warning("bot of %s (%s) refused: %s; not retried until its tenant, "
+                        "credentials or keys change", runner.name, runner.tenant_id, reason)
+            self._event(runner, "refused", reason)
+        if self.settings.foreground:
+            self.request_stop(f"refused: {reason}")
+        return self.clock.monotonic() + self.settings.interval_s
+
+    @staticmethod
+    def _stop_bot(runner: Runner) -> None:
+        bot, runner.bot = runner.bot, None
+        if bot is None:
+            return
+        try:
+            bot.stop()
+        except Exception:  # noqa: BLE001 - a bot failing to stop must not stop the others
+            log.exception("bot of %s failed to stop", runner.tenant_id)
+
+    def _teardown(self, runner: Runner) -> None:
+        self._stop_bot(runner)
+        runner.finished_now()
+        self.finished.put(runner)
+        self.on_finished()
+
+    def _event(self, runner: Runner, kind: str, message: str) -> None:
+        self.events.add(self.clock.wall(), runner, kind, message)
+        # Errors (with their traceback) and refusals are logged where they happen.
+        if kind not in ("error", "refused"):
+            log.info("bot of %s (%s): %s %s", runner.name, runner.tenant_id, kind, message)
