@@ -18,9 +18,10 @@ from botpoly_admin.store.base import (
     IntegrityError,
     OperationalError,
     Store,
+    is_database_url,
 )
 from botpoly_admin.store.migrations import migrate, schema_version
-from botpoly_admin.store.opening import is_database_url, open_store, resolve_location
+from botpoly_admin.store.opening import open_store, resolve_location
 from botpoly_admin.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,

@@ -29,6 +29,14 @@ IntegrityError = sqlite3.IntegrityError
 OperationalError = sqlite3.OperationalError
 
 
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_database_url(location: object) -> bool:
+    """Whether *location* is a database URL rather than a file path."""
+    return isinstance(location, str) and location.startswith(URL_PREFIXES)
+
+
 class Cursor(Protocol):
     """What a statement returns: rows (tuples) and what the statement did."""
 

@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from botpoly_admin.store.base import Store
+from botpoly_admin.store.base import Store, is_database_url
 from botpoly_admin.store.sqlite import (
     DEFAULT_DB_PATH,
     SQLiteStore,
     check_creatable,
     no_database_yet,
 )
-
-URL_PREFIXES = ("postgresql://", "postgres://")
-
-
-def is_database_url(location: object) -> bool:
-    """Whether *location* is a database URL rather than a file path."""
-    return isinstance(location, str) and location.startswith(URL_PREFIXES)
 
 
 def resolve_location(location: str | os.PathLike[str] | None = None) -> Path | str:

@@ -46,8 +46,13 @@ import psycopg
 from psycopg.adapt import Dumper, Loader
 
 from botpoly_admin.errors import StoreError
-from botpoly_admin.store.base import DatabaseError, IntegrityError, OperationalError, Store
-from botpoly_admin.store.opening import is_database_url
+from botpoly_admin.store.base import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    Store,
+    is_database_url,
+)
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
 
