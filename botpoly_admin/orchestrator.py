@@ -436,6 +436,7 @@ class Orchestrator:
         foreground: bool = False,
         paper: bool = False,
         live_workers: int | None = None,
+        observe_lag: Callable[[float], None] | None = None,
     ) -> None:
         if not interval_s > 0:
             raise InvalidInput(f"interval must be > 0 seconds, got {interval_s}")
@@ -468,6 +469,8 @@ class Orchestrator:
         self.foreground = foreground
         self.paper = paper
         self.live_workers = live_workers
+        # Called on the worker with each job's lag in seconds (run --metrics-port).
+        self.observe_lag = observe_lag
         upstream = feed if not isinstance(feed, str) else self._open_feed(feed, seed)
         self.feed_name = feed if isinstance(feed, str) else upstream.name
         network = self.feed_name in ("polymarket", "binance")
@@ -859,6 +862,8 @@ class Orchestrator:
             with self._lock:
                 (self._live_lags if runner.pool is self._live_pool else self._lags).append(
                     start - due)
+            if self.observe_lag is not None:
+                self.observe_lag(start - due)
             next_due = max(due + self.interval_s, start)
             if (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) or \
                     (runner.state == BotState.REFUSED and not self._refusal_lifted(runner)):

@@ -10,6 +10,7 @@ import click
 
 from botpoly_admin import __version__
 from botpoly_admin.cli import (
+    api,
     audit,
     bots,
     dashboard,
@@ -18,6 +19,7 @@ from botpoly_admin.cli import (
     markets,
     quotas,
     reports,
+    serve,
     strategies,
     tenants,
     trades,
@@ -62,7 +64,7 @@ def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
 
 # Each group module registers its commands; the order is the order of --help.
 for module in (tenants, quotas, trades, bots, dashboard, reports, strategies, markets, keys, db,
-               audit):
+               audit, api, serve):
     module.register(cli)
 
 

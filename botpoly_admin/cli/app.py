@@ -79,7 +79,7 @@ READ_ONLY_COMMANDS = frozenset({
     "list-tenants", "tenants list", "tenants show", "tenants credentials show",
     "quotas show", "trades list", "bots status", "dashboard", "metrics", "stats",
     "billing report", "strategies list", "markets list", "markets book", "keys status",
-    "db path", "db check", "audit list",
+    "db path", "db check", "audit list", "api keys list",
 })
 # Writers that change nothing with this option set.
 READ_ONLY_WITH = {"quotas reset": "dry_run"}
