@@ -12,7 +12,7 @@ from botpoly_admin.cli import cli
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
-pytest_plugins = ["fake_exchange", "live_support"]
+pytest_plugins = ["fake_exchange", "live_support", "api_support"]
 
 # A closed port: a test that forgets the fake exchange fails fast instead of
 # reaching a real exchange.

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from api_support import World, api, clock, make_client, token_for, world  # noqa: F401
+from api_support import World, make_client, token_for
 from cli_checks import credential_value, database_dump
 
 from botpoly_admin import bots

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from api_support import World, api, clock, token_for, world  # noqa: F401
+from api_support import World, token_for
 from processes import cli
 
 CLI_ROUNDS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api_support import World, api, clock, make_client, token_for, world  # noqa: F401
+from api_support import World, make_client, token_for
 
 from botpoly_admin import clock as business_clock
 from botpoly_admin.trading.cache import TenantRateLimiter

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from api_support import World, api, clock, make_client, token_for, world  # noqa: F401
+from api_support import World, make_client, token_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from botpoly_admin import bots
@@ -28,7 +28,7 @@ def scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 
 def test_metrics_read_the_database_at_scrape_time(api, world: World) -> None:
     manager = world.manager
-    for n in range(3):
+    for _ in range(3):
         manager.record_trade(world.john.tenant_id, {"market_id": "m", "side": "BUY",
                                                     "amount": 10, "price": 0.5})
     manager.record_trade(world.ann.tenant_id, {"market_id": "m", "side": "BUY", "amount": 5,

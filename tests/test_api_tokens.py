@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from api_support import World, api, clock, token_for, world  # noqa: F401
+from api_support import World, token_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,7 +404,7 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
                                 bot_factory=metrics.bot_factory if metrics else None)
     log_path = _log_path(app, manager, log_file)
     _paper_notice(app, paper)
-    with metrics.serving(orchestrator) if metrics else suppress():
+    with metrics.serving(orchestrator) if metrics else nullcontext():
         _run(app, orchestrator, duration=duration, cycles=cycles, table=table,
              log_path=log_path)
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from botpoly_admin import ledger
 from botpoly_admin.billing import billing_report
 from botpoly_admin.dashboard import collect
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import TenantStatus, TenantTier
-from botpoly_admin.server.auth import Caller
 from botpoly_admin.server.schemas import TenantPatch
-from botpoly_admin.server.service import admin_only
+from botpoly_admin.server.service import AdminCaller
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -25,7 +24,7 @@ MAX_PAGE = 10_000
 
 
 @router.get("/tenants", response_model=None)
-def list_tenants(response: Response, caller: Caller = Depends(admin_only),
+def list_tenants(response: Response, caller: AdminCaller,
                  status: TenantStatus | None = None, tier: TenantTier | None = None,
                  limit: int = Query(100, ge=1, le=MAX_PAGE),
                  offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
@@ -39,13 +38,13 @@ def list_tenants(response: Response, caller: Caller = Depends(admin_only),
 
 
 @router.get("/stats", response_model=None)
-def stats(caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+def stats(caller: AdminCaller) -> dict[str, Any]:
     """Tenants by tier and status, bots running, trades this period, MRR."""
     return caller.manager.get_stats()
 
 
 @router.get("/billing", response_model=None)
-def billing(caller: Caller = Depends(admin_only),
+def billing(caller: AdminCaller,
             period: str = Query(..., description="The month to bill, YYYY-MM")
             ) -> dict[str, Any]:
     """One line per tenant and totals (as ``billing report --json``)."""
@@ -53,14 +52,14 @@ def billing(caller: Caller = Depends(admin_only),
 
 
 @router.get("/dashboard", response_model=None)
-def dashboard(caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+def dashboard(caller: AdminCaller) -> dict[str, Any]:
     """The dashboard's snapshot (as ``dashboard --json``)."""
     return collect(caller.manager).to_dict()
 
 
 @router.patch("/tenants/{tenant_id}", response_model=None)
 def patch_tenant(tenant_id: str, body: TenantPatch,
-                 caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+                 caller: AdminCaller) -> dict[str, Any]:
     """Change a tenant's plan, monthly quota, status, rate limits or trial end."""
     tenant = caller.tenant(tenant_id)
     fields = body.model_dump(exclude_unset=True)
@@ -82,21 +81,21 @@ def patch_tenant(tenant_id: str, body: TenantPatch,
 
 
 @router.post("/tenants/{tenant_id}/suspend", response_model=None)
-def suspend(tenant_id: str, caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+def suspend(tenant_id: str, caller: AdminCaller) -> dict[str, Any]:
     """Suspend a tenant: its bot stops and cannot be started."""
     tenant = caller.tenant(tenant_id)
     return caller.manager.set_status(tenant.tenant_id, TenantStatus.SUSPENDED).to_dict()
 
 
 @router.post("/tenants/{tenant_id}/activate", response_model=None)
-def activate(tenant_id: str, caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+def activate(tenant_id: str, caller: AdminCaller) -> dict[str, Any]:
     """Activate a tenant (end of trial, or back from suspension)."""
     tenant = caller.tenant(tenant_id)
     return caller.manager.set_status(tenant.tenant_id, TenantStatus.ACTIVE).to_dict()
 
 
 @router.delete("/tenants/{tenant_id}", response_model=None)
-def delete(tenant_id: str, caller: Caller = Depends(admin_only)) -> dict[str, Any]:
+def delete(tenant_id: str, caller: AdminCaller) -> dict[str, Any]:
     """Delete a tenant softly, as ``tenants delete``: status expired, its bot set to
     stop, its data kept."""
     tenant = caller.tenant(tenant_id)

@@ -13,7 +13,7 @@ from botpoly_admin import __version__
 from botpoly_admin.server import admin_routes, service_routes, tenant_routes
 from botpoly_admin.server.metrics import ApiMetrics, RequestMetrics
 from botpoly_admin.server.responses import ApiJSONResponse, install_error_handlers
-from botpoly_admin.server.service import Service, ServerSettings
+from botpoly_admin.server.service import ServerSettings, Service
 
 __all__ = ["ServerSettings", "create_app"]
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -77,8 +78,8 @@ x_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                 description="An API key (as POST /token takes it).")
 
 
-def presented_key(guide: str | None = Depends(api_key_header),
-                  x_key: str | None = Depends(x_api_key_header)) -> str | None:
+def presented_key(guide: Annotated[str | None, Depends(api_key_header)],
+                  x_key: Annotated[str | None, Depends(x_api_key_header)]) -> str | None:
     """The API key in ``api-key`` or ``X-API-Key``, if any."""
     return guide or x_key
 
@@ -98,9 +99,9 @@ def _key_of_request(svc: Service, credentials: HTTPAuthorizationCredentials | No
 
 
 def maybe_authenticated(
-    svc: Service = Depends(service),
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    key_text: str | None = Depends(presented_key),
+    svc: Annotated[Service, Depends(service)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    key_text: Annotated[str | None, Depends(presented_key)],
 ) -> Caller | None:
     """The caller, rate limit taken; None for a request without credentials."""
     key = _key_of_request(svc, credentials, key_text)
@@ -110,7 +111,7 @@ def maybe_authenticated(
     return svc.caller(key)
 
 
-def authenticated(caller: Caller | None = Depends(maybe_authenticated)) -> Caller:
+def authenticated(caller: Annotated[Caller | None, Depends(maybe_authenticated)]) -> Caller:
     """The caller; 401 without credentials."""
     if caller is None:
         raise InvalidApiKey("authentication required: Authorization: Bearer <token from "
@@ -118,8 +119,16 @@ def authenticated(caller: Caller | None = Depends(maybe_authenticated)) -> Calle
     return caller
 
 
-def admin_only(caller: Caller = Depends(authenticated)) -> Caller:
+def admin_only(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     """The caller, if its key is an admin key; 403 otherwise."""
     if not caller.is_admin:
         raise HTTPException(403, "admin endpoints need an admin key or an admin token")
     return caller
+
+
+# What endpoints declare (FastAPI resolves each once per request).
+ServiceDep = Annotated[Service, Depends(service)]
+PresentedKey = Annotated[str | None, Depends(presented_key)]
+MaybeCaller = Annotated[Caller | None, Depends(maybe_authenticated)]
+AnyCaller = Annotated[Caller, Depends(authenticated)]
+AdminCaller = Annotated[Caller, Depends(admin_only)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from botpoly_admin import apikeys, bots
 from botpoly_admin.apikeys import InvalidApiKey
 from botpoly_admin.server.responses import ApiJSONResponse
-from botpoly_admin.server.service import Service, presented_key, service
+from botpoly_admin.server.service import PresentedKey, ServiceDep
 from botpoly_admin.store import MIGRATIONS, schema_version
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,7 @@ router = APIRouter(tags=["service"])
 
 
 @router.post("/token", response_model=None)
-def token(key_text: str | None = Depends(presented_key),
-          svc: Service = Depends(service)) -> dict[str, Any]:
+def token(key_text: PresentedKey, svc: ServiceDep) -> dict[str, Any]:
     """Exchange an API key (``X-API-Key`` header) for a JWT good for 15 minutes:
     ``{"access_token", "token_type", "expires_in"}``. Counts as one API call."""
     if key_text is None:
@@ -32,7 +31,7 @@ def token(key_text: str | None = Depends(presented_key),
 
 
 @router.get("/healthz", response_model=None)
-def healthz(svc: Service = Depends(service)) -> ApiJSONResponse:
+def healthz(svc: ServiceDep) -> ApiJSONResponse:
     """Without auth: the database answers, its migrations are current, and orchestrator
     heartbeats are fresh (at least one live orchestrator while any bot is set to run).
     200 when all three hold, 503 otherwise."""

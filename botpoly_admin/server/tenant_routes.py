@@ -9,26 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from botpoly_admin import bots, clock, ledger
 from botpoly_admin.apikeys import create_key
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import CREDENTIAL_NAMES, TenantTier
 from botpoly_admin.secrets import credential_problem
-from botpoly_admin.server.auth import Caller, acting_as
+from botpoly_admin.server.auth import acting_as
 from botpoly_admin.server.schemas import (
     SIGNUP_FIELDS,
     TENANT_EDITABLE,
     TenantCreate,
     TenantUpdate,
 )
-from botpoly_admin.server.service import (
-    Service,
-    authenticated,
-    maybe_authenticated,
-    service,
-)
+from botpoly_admin.server.service import AnyCaller, MaybeCaller, ServiceDep
 
 router = APIRouter(tags=["tenants"])
 
@@ -37,8 +32,8 @@ MAX_PAGE = 10_000
 
 @router.post("/tenants", status_code=201, response_model=None)
 def create_tenant(request: Request, body: TenantCreate,
-                  caller: Caller | None = Depends(maybe_authenticated),
-                  svc: Service = Depends(service)) -> dict[str, Any]:
+                  caller: MaybeCaller,
+                  svc: ServiceDep) -> dict[str, Any]:
     """Create a tenant. An admin creates any tenant (as ``create-tenant``). Without
     credentials, and only when the server runs with ``--allow-signup``, anyone signs
     up: a free tenant in trial, answered with ``tenant_id``, a ``token`` and an API
@@ -70,14 +65,14 @@ def create_tenant(request: Request, body: TenantCreate,
 
 
 @router.get("/tenants/{tenant_id}", response_model=None)
-def get_tenant(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[str, Any]:
+def get_tenant(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """One tenant, as ``tenants show --json`` (credentials masked)."""
     return caller.tenant(tenant_id).to_dict()
 
 
 @router.put("/tenants/{tenant_id}", response_model=None)
 def update_tenant(tenant_id: str, body: TenantUpdate,
-                  caller: Caller = Depends(authenticated)) -> dict[str, Any]:
+                  caller: AnyCaller) -> dict[str, Any]:
     """Change a tenant; only the fields given change, in one transaction.
 
     A tenant may change its strategies (and their parameters, merged per strategy as
@@ -113,7 +108,7 @@ def update_tenant(tenant_id: str, body: TenantUpdate,
 
 
 @router.post("/tenants/{tenant_id}/bot/start", response_model=None)
-def start_bot(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[str, Any]:
+def start_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """Set the bot to run (as ``start-bot --json``); a running orchestrator starts it.
     Refused (409) for a suspended or expired tenant, an ended trial, or a live tenant
     without usable credentials."""
@@ -124,14 +119,14 @@ def start_bot(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[s
 
 
 @router.post("/tenants/{tenant_id}/bot/stop", response_model=None)
-def stop_bot(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[str, Any]:
+def stop_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """Set the bot to stop (as ``bots stop``); the orchestrator stops it cleanly."""
     tenant = caller.tenant(tenant_id)
     return bots.stop_bot(caller.manager, tenant.tenant_id)
 
 
 @router.get("/tenants/{tenant_id}/status", response_model=None)
-def bot_status(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[str, Any]:
+def bot_status(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """The bot's desired state, state, owner, heartbeat, cycles and errors (as ``bots
     status TENANT --json``)."""
     tenant = caller.tenant(tenant_id)
@@ -139,7 +134,7 @@ def bot_status(tenant_id: str, caller: Caller = Depends(authenticated)) -> dict[
 
 
 @router.get("/tenants/{tenant_id}/metrics", response_model=None)
-def tenant_metrics(tenant_id: str, caller: Caller = Depends(authenticated),
+def tenant_metrics(tenant_id: str, caller: AnyCaller,
                    period: str | None = Query(None, description="YYYY-MM (usage figures)"),
                    by_strategy: bool = False) -> Any:
     """Trades, fill rate, win rate, P&L, Sharpe and drawdown (as ``metrics --json``;
@@ -153,7 +148,7 @@ def tenant_metrics(tenant_id: str, caller: Caller = Depends(authenticated),
 
 
 @router.get("/tenants/{tenant_id}/trades", response_model=None)
-def trades(tenant_id: str, response: Response, caller: Caller = Depends(authenticated),
+def trades(tenant_id: str, response: Response, caller: AnyCaller,
            since: str | None = Query(None, description="ISO-8601 UTC, inclusive"),
            until: str | None = Query(None, description="ISO-8601 UTC, exclusive"),
            status: str | None = None,
@@ -174,7 +169,7 @@ def trades(tenant_id: str, response: Response, caller: Caller = Depends(authenti
 
 
 @router.get("/tenants/{tenant_id}/quota", response_model=None)
-def quota(tenant_id: str, caller: Caller = Depends(authenticated),
+def quota(tenant_id: str, caller: AnyCaller,
           period: str | None = Query(None, description="YYYY-MM")) -> dict[str, Any]:
     """Period, trades used and reserved, limit and remaining (as ``quotas show
     TENANT --json``)."""
@@ -184,7 +179,7 @@ def quota(tenant_id: str, caller: Caller = Depends(authenticated),
 
 
 @router.get("/tenants/{tenant_id}/positions", response_model=None)
-def positions(tenant_id: str, caller: Caller = Depends(authenticated)
+def positions(tenant_id: str, caller: AnyCaller
               ) -> list[dict[str, Any]]:
     """Open and closed positions per token and strategy, with marks and P&L."""
     tenant = caller.tenant(tenant_id)
