@@ -80,6 +80,9 @@ WRITES = [
     ("db", "backup", "copy.db"),
     ("db", "restore", "tenants.db", "--yes"),
     ("markets", "record", "--feed", "simulated", "--duration", "1", "--out", "rec.jsonl"),
+    ("api", "keys", "create", "--admin"),
+    ("api", "keys", "revoke", "0123456789ab"),
+    ("serve", "--port", "0"),
 ]
 
 
@@ -106,7 +109,7 @@ READS = [
     ("bots", "status"), ("dashboard",), ("metrics", "ann@example.com"), ("stats",),
     ("billing", "report", "--period", "2026-12"), ("strategies", "list"),
     ("markets", "list", "--feed", "simulated"), ("keys", "status"), ("db", "path"),
-    ("db", "check"), ("audit", "list"),
+    ("db", "check"), ("audit", "list"), ("api", "keys", "list"),
 ]
 
 
