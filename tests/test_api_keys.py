@@ -133,3 +133,17 @@ def test_serve_refuses_a_missing_database(run_cli, tmp_path: Path) -> None:
     result = run_cli("serve", db=missing)
     assert_clean_error(result, 1)
     assert "no database at" in result.stderr and not missing.exists()
+
+
+def test_db_check_passes_with_keys_and_finds_an_orphan_tenant_key(
+        run_cli, john: str, manager: TenantManager) -> None:
+    apikeys.create_key(manager, tenant_id=None)
+    apikeys.create_key(manager, tenant_id=john)
+    assert run_cli("db", "check").exit_code == 0
+    manager.db.execute("PRAGMA foreign_keys = OFF")
+    manager.db.execute("UPDATE api_keys SET tenant_id = 'ghost' WHERE tenant_id = ?", (john,))
+    result = run_cli("db", "check", "--json")
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["no_orphan_rows"]["rows"] == [{"table": "api_keys", "tenant_id": "ghost",
+                                                 "rows": 1}]
