@@ -300,6 +300,7 @@ def ask(prompt: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return prompt(*args, **kwargs)
     except UnicodeDecodeError:
+        click.echo(err=bool(kwargs.get("err")))  # end the prompt's line: the error is one
         raise click.UsageError("standard input is not UTF-8 text") from None
 
 
