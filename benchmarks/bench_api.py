@@ -11,8 +11,9 @@ Figures (issue 12), measured in this one run so the ratios compare like with lik
 Each request of ours checks the token, looks up its key (revocation), reads the
 tenant's plan, counts the call against its rate limit and meters it into
 ``usage.api_calls`` (a write), then resolves the tenant and masks its credentials.
-The load generator (httpx, asyncio) runs in this process and is itself Python, so
-the bare endpoint's figure is partly the generator's ceiling. Prints a report and
+The load generator (a thread per client, each on its own keep-alive connection)
+runs in this process and is itself Python on the same cores, so the bare endpoint's
+figure is partly the generator's ceiling. Prints a report and
 always exits 0: it is a report, not a test.
 
     python benchmarks/bench_api.py [--clients 50] [--seconds 5] [--starts 3]
@@ -21,7 +22,7 @@ always exits 0: it is a report, not a test.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import os
 import shutil
 import socket
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -105,27 +107,36 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def load(base: str, paths_and_headers: list[tuple[str, dict[str, str]]],
-               seconds: float) -> tuple[int, list[float], int]:
-    """Each (path, headers) is one client looping for *seconds*: requests done,
-    latencies, errors."""
+def load(port: int, clients: list[tuple[str, dict[str, str]]],
+         seconds: float) -> tuple[list[float], int]:
+    """Each (path, headers) is one client, a thread on its own keep-alive connection,
+    looping for *seconds*: the latencies of its requests, and how many failed."""
     latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=len(paths_and_headers))
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
-        deadline = time.perf_counter() + seconds
+    errors = [0]
+    deadline = time.perf_counter() + seconds
 
-        async def client(path: str, headers: dict[str, str]) -> None:
-            nonlocal errors
+    def client(path: str, headers: dict[str, str]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        try:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                response = await http.get(path, headers=headers)
-                latencies.append(time.perf_counter() - sent)
-                if response.status_code != 200:
-                    errors += 1
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                mine.append(time.perf_counter() - sent)
+                if response.status != 200:
+                    errors[0] += 1
+        finally:
+            connection.close()
+            latencies.extend(mine)
 
-        await asyncio.gather(*(client(p, h) for p, h in paths_and_headers))
-    return len(latencies), latencies, errors
+    threads = [threading.Thread(target=client, args=pair) for pair in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
 
 
 def p99(values: list[float]) -> float:
@@ -133,12 +144,13 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def measure(base: str, clients: list[tuple[str, dict[str, str]]],
+def measure(port: int, clients: list[tuple[str, dict[str, str]]],
             seconds: float) -> tuple[float, float, int]:
-    asyncio.run(load(base, clients, min(1.0, seconds)))  # warm up: connections, caches
+    """Requests a second, p99 latency and errors of *clients* against *port*."""
+    load(port, clients, min(1.0, seconds))  # warm up: connections, caches
     started = time.perf_counter()
-    done, latencies, errors = asyncio.run(load(base, clients, seconds))
-    return done / (time.perf_counter() - started), p99(latencies), errors
+    latencies, errors = load(port, clients, seconds)
+    return len(latencies) / (time.perf_counter() - started), p99(latencies), errors
 
 
 def main(argv: list[str]) -> int:
@@ -180,7 +192,7 @@ def main(argv: list[str]) -> int:
                         if name == "serve" else {"access_token": "-"}
                     clients.append((f"/tenants/{tenant_id}",
                                     {"Authorization": f"Bearer {token['access_token']}"}))
-                figures[name] = measure(base, clients, args.seconds)
+                figures[name] = measure(port, clients, args.seconds)
             finally:
                 stop(proc)
     finally:

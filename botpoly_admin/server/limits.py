@@ -15,6 +15,7 @@ counts its own (the monthly ``api_calls`` meter is shared through the database).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -55,9 +56,13 @@ class ApiLimits:
         self.tenants = TenantRateLimiter(on_calls=self._meter, clock=clock)
         self.admins = TenantRateLimiter(clock=clock)
         self.signups = _HourlyLimiter(clock=clock)
+        self._meter_lock = threading.Lock()
 
     def _meter(self, tenant_id: str, calls: int) -> None:
-        ledger.add_usage(self.manager, tenant_id, api_calls=calls)
+        # One request thread at a time: the others wait on this lock, handed over at
+        # once, rather than in SQLite's busy handler, which sleeps in growing steps.
+        with self._meter_lock:
+            ledger.add_usage(self.manager, tenant_id, api_calls=calls)
 
     def take(self, key: ApiKey) -> None:
         """Count one call of *key*'s tenant (or of the admin key), or raise RateLimited."""

@@ -3,6 +3,10 @@
 ``authenticated``: a bearer token (or an admin key in ``api-key``/``X-API-Key``),
 then the caller's rate limit; ``admin_only`` on top of it; ``maybe_authenticated``
 for ``POST /tenants``, which anyone may call when signup is on.
+
+Dependencies that only look at the request are ``async``: FastAPI runs a plain
+``def`` dependency on its thread pool, a hand-over per dependency per request. The
+ones that read the database (``maybe_authenticated``) stay ``def``.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class Service:
         return Caller(key, acting_as(self.manager, key.key_id))
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
     """The app's Service."""
     return request.app.state.service
 
@@ -78,7 +82,7 @@ x_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                 description="An API key (as POST /token takes it).")
 
 
-def presented_key(guide: Annotated[str | None, Depends(api_key_header)],
+async def presented_key(guide: Annotated[str | None, Depends(api_key_header)],
                   x_key: Annotated[str | None, Depends(x_api_key_header)]) -> str | None:
     """The API key in ``api-key`` or ``X-API-Key``, if any."""
     return guide or x_key
@@ -111,7 +115,7 @@ def maybe_authenticated(
     return svc.caller(key)
 
 
-def authenticated(caller: Annotated[Caller | None, Depends(maybe_authenticated)]) -> Caller:
+async def authenticated(caller: Annotated[Caller | None, Depends(maybe_authenticated)]) -> Caller:
     """The caller; 401 without credentials."""
     if caller is None:
         raise InvalidApiKey("authentication required: Authorization: Bearer <token from "
@@ -119,7 +123,7 @@ def authenticated(caller: Annotated[Caller | None, Depends(maybe_authenticated)]
     return caller
 
 
-def admin_only(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+async def admin_only(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     """The caller, if its key is an admin key; 403 otherwise."""
     if not caller.is_admin:
         raise HTTPException(403, "admin endpoints need an admin key or an admin token")
