@@ -13,7 +13,7 @@ from botpoly_admin.models import TenantConfig
 from botpoly_admin.secrets import generate_key
 from botpoly_admin.tenants import TenantManager
 
-pytest_plugins = ["fake_exchange", "live_support", "postgres_server"]
+pytest_plugins = ["fake_exchange", "live_support", "postgres_server", "api_support"]
 
 # A closed port: a test that forgets the fake exchange fails fast instead of
 # reaching a real exchange.

@@ -248,7 +248,8 @@ def test_a_row_of_an_unknown_tenant_fails_both_orphan_checks(ids, manager, run_c
 
 def test_every_tenant_owned_table_is_checked_for_orphans(manager) -> None:
     assert maintenance.tenant_owned_tables(manager.db) == sorted(
-        ["bots", "credentials", "daily_usage", "equity_snapshots", "live_reconciliations",
+        ["api_keys", "bots", "credentials", "daily_usage", "equity_snapshots",
+         "live_reconciliations",
          "live_redemptions",
          "order_intents", "positions", "reservations", "trades", "usage"])
 

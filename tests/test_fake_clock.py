@@ -70,6 +70,9 @@ WRITES = [
     ("db", "restore", "tenants.db", "--yes"),
     ("db", "copy", "--to", "postgresql://bp@127.0.0.1:9/botpoly"),
     ("markets", "record", "--feed", "simulated", "--duration", "1", "--out", "rec.jsonl"),
+    ("api", "keys", "create", "--admin"),
+    ("api", "keys", "revoke", "0123456789ab"),
+    ("serve", "--port", "0"),
 ]
 
 
@@ -96,7 +99,7 @@ READS = [
     ("bots", "status"), ("dashboard",), ("metrics", "ann@example.com"), ("stats",),
     ("billing", "report", "--period", "2026-12"), ("strategies", "list"),
     ("markets", "list", "--feed", "simulated"), ("keys", "status"), ("db", "path"),
-    ("db", "check"), ("audit", "list"),
+    ("db", "check"), ("audit", "list"), ("api", "keys", "list"),
 ]
 
 

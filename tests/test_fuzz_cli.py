@@ -32,8 +32,8 @@ one and argument values here never contain one (in-process they would reach
 and the stdin strategy includes them (``tenants credentials set --stdin``).
 
 Commands that would run forever or wait on the network are bounded: ``run`` and
-``start-bot`` always get a short ``--duration`` last, ``dashboard --watch`` and
-``markets record`` are left out, and the exchange URLs point at a closed port
+``start-bot`` always get a short ``--duration`` last, ``dashboard --watch``,
+``markets record`` and ``serve`` are left out, and the exchange URLs point at a closed port
 (conftest), so the polymarket feed fails within about a second. A watchdog turns a
 command that still hangs into a failure instead of a stuck test run.
 """
@@ -78,8 +78,9 @@ FUZZ_SETTINGS = settings(
 # --- the commands ----------------------------------------------------------------------------
 
 # `markets record` polls an exchange for --duration seconds (at least one) and writes a
-# file: not something to run hundreds of times.
-EXCLUDED = {("markets", "record")}
+# file: not something to run hundreds of times. `serve` listens until a signal
+# (tests/test_serve.py runs it as a process; tests/test_api*.py fuzz its inputs).
+EXCLUDED = {("markets", "record"), ("serve",)}
 # Commands that run until stopped: fuzzed with a short --duration added last.
 TIMED = {("run",), ("start-bot",)}
 COMMANDS = [(path, command) for path, command in commands() if path not in EXCLUDED]

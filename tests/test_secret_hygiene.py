@@ -276,6 +276,14 @@ def test_every_command_keeps_every_secret_out_of_sight(tmp_path, fake_exchange, 
     lost = sh("tenants", "credentials", "show", "ann@example.com")
     assert "cannot decrypt with the current keys" in lost.stdout
     sh.reads("audit", "list")
+    api_key_id = json.loads(sh("api", "keys", "create", "--tenant", "ann@example.com",
+                               "--json").stdout)["key_id"]
+    sh("api", "keys", "create", "--admin", "--name", "ops")
+    sh.reads("api", "keys", "list", csv=True)
+    sh("api", "keys", "revoke", api_key_id)
+    # `serve` runs until a signal: refused here; tests/test_serve.py checks a real one's
+    # output for the credentials it was sent.
+    sh("serve", "--port", "65536", rc=2)
     at_rest += [database_bytes(db), database_bytes(backup)]
 
     # --- every command ran -------------------------------------------------------------

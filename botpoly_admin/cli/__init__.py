@@ -34,6 +34,8 @@ COMMANDS = {
     "keys": Lazy("botpoly_admin.cli.keys:keys_group", "Manage the keys that encrypt tenant credentials (never shows key material)."),
     "db": Lazy("botpoly_admin.cli.db:db_group", "Inspect, check, migrate, back up and restore the database."),
     "audit": Lazy("botpoly_admin.cli.audit:audit_group", "Read the audit log (every change, by OS user; never a secret)."),
+    "api": Lazy("botpoly_admin.cli.api:api_group", "The REST API's keys (`botpoly-admin serve` runs the API)."),
+    "serve": Lazy("botpoly_admin.cli.serve:serve", "Serve the REST API in the foreground until Ctrl-C or SIGTERM."),
 }
 
 

@@ -79,7 +79,7 @@ READ_ONLY_COMMANDS = frozenset({
     "list-tenants", "tenants list", "tenants show", "tenants credentials show",
     "quotas show", "trades list", "bots status", "dashboard", "metrics", "stats",
     "billing report", "strategies list", "markets list", "markets book", "keys status",
-    "db path", "db check", "audit list",
+    "db path", "db check", "audit list", "api keys list",
 })
 # Writers that change nothing with this option set.
 READ_ONLY_WITH = {"quotas reset": "dry_run"}
@@ -301,6 +301,7 @@ def ask(prompt: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return prompt(*args, **kwargs)
     except UnicodeDecodeError:
+        click.echo(err=bool(kwargs.get("err")))  # end the prompt's line: the error is one
         raise click.UsageError("standard input is not UTF-8 text") from None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -350,12 +351,17 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
               help="At most N threads for live bots' cycles, which wait on the exchange "
                    "(default: one per live bot, so a hanging exchange host holds up no other "
                    "bot). Live trading only: not with --paper.")
+@click.option("--metrics-port", metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics of this run at http://HOST:PORT/metrics "
+                   "(HOST 127.0.0.1 unless given; needs the api extra).")
+@click.option("--metrics-tenant-labels", is_flag=True,
+              help="Per-tenant series in those metrics (off: one series per tenant).")
 @run_options
 @pass_app
 def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int | None,
-        lease_ttl: float | None, feed: str, seed: int, interval: float,
-        duration: float | None, cycles: int | None, table: bool | None,
-        log_file: Path | None, paper: bool) -> None:
+        lease_ttl: float | None, metrics_port: str | None, metrics_tenant_labels: bool,
+        feed: str, seed: int, interval: float, duration: float | None, cycles: int | None,
+        table: bool | None, log_file: Path | None, paper: bool) -> None:
     """Run every bot set to run, in this process, until Ctrl-C, SIGTERM or SIGHUP.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
@@ -373,20 +379,25 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
         botpoly-admin run --feed polymarket --max-workers 2
         botpoly-admin run --paper --feed replay:data/replay/sim.jsonl
         botpoly-admin run --lease-ttl 30    # tolerate longer stalls, take over later
+        botpoly-admin run --metrics-port 9108
     """
     from botpoly_admin.cli.run_screen import run_in_terminal
+    from botpoly_admin.cli.serve import run_metrics
     from botpoly_admin.runtime import Orchestrator
 
     _refuse_live_only(paper)
     manager = app.manager(create=False)
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
+    metrics = run_metrics(app, manager, metrics_port, metrics_tenant_labels)
     orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
                                 max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
-                                paper=paper, live_workers=live_workers)
+                                paper=paper, live_workers=live_workers,
+                                bot_factory=metrics.bot_factory if metrics else None)
     log_path = _log_path(app, manager, log_file)
     _paper_notice(app, paper)
-    run_in_terminal(app, orchestrator, duration=duration, cycles=cycles, table=table,
-                    log_path=log_path)
+    with metrics.serving(orchestrator) if metrics else nullcontext():
+        run_in_terminal(app, orchestrator, duration=duration, cycles=cycles, table=table,
+                        log_path=log_path)
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:

@@ -268,7 +268,9 @@ def _orphans(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     def rows() -> Iterator[dict[str, Any]]:
         for table in tenant_owned_tables(ctx.db):
             yield from select(ctx.db, f"SELECT '{table}' AS \"table\", x.tenant_id, "
-                                      f"count(*) AS \"rows\" FROM [{table}] x WHERE NOT EXISTS "
+                                      f"count(*) AS \"rows\" FROM [{table}] x "
+                                      # NULL: a row of no tenant (an admin API key)
+                                      "WHERE x.tenant_id IS NOT NULL AND NOT EXISTS "
                                       "(SELECT 1 FROM tenants t WHERE t.tenant_id = x.tenant_id) "
                                       "GROUP BY x.tenant_id ORDER BY x.tenant_id")
 

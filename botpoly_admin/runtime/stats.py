@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LAG_SAMPLES = 200_000
@@ -47,6 +47,8 @@ class RunStats:
         self.failures = 0
         self._cycle_s = 0.0  # time inside the shared workers' cycles
         self._window = _Mark(started_at, 0, 0, 0.0)
+        # Told every lag as it is recorded, on the worker (run --metrics-port's histogram).
+        self.observe_lag: Callable[[float], None] | None = None
 
     def restart(self, at: float) -> None:
         """Count the run from *at* (when it starts, not when it was built)."""
@@ -58,6 +60,8 @@ class RunStats:
         """A cycle started *seconds* after it fell due."""
         with self._lock:
             (self._live_lags if live else self._lags).append(seconds)
+        if self.observe_lag is not None:
+            self.observe_lag(seconds)
 
     def cycle(self, seconds: float, *, live: bool) -> None:
         """A cycle ended well after *seconds*."""

@@ -288,8 +288,27 @@ CREATE TABLE live_redemptions (
 # before it have none until the vault next decrypts them.
 SCHEMA_CREDENTIAL_HINTS = "ALTER TABLE credentials ADD COLUMN hint TEXT"
 
+# API keys of the REST API (botpoly_admin.apikeys): only a SHA-256 of each key's secret
+# is kept (the key is shown once); an admin key has no tenant, a tenant key exactly one.
+# Revoked keys stay (revoked_at) for the audit trail; a purged tenant's keys go with it.
+SCHEMA_API_KEYS = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT,
+    scope TEXT NOT NULL CHECK (scope IN ('admin', 'tenant')),
+    tenant_id TEXT REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    secret_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT,
+    CHECK ((scope = 'admin') = (tenant_id IS NULL))
+);
+CREATE INDEX idx_api_keys_tenant ON api_keys(tenant_id)
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
                          SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS,
-                         SCHEMA_CREDENTIAL_HINTS]
+                         SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS]
 
 

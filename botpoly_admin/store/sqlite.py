@@ -144,9 +144,13 @@ _OURS: set[tuple[str, int, int]] = set()
 _OURS_LOCK = threading.Lock()
 
 
-def _check_ours_once(db_path: Path) -> None:
+def _ours_key(db_path: Path) -> tuple[str, int, int]:
     info = db_path.stat()
-    key = (str(db_path.resolve()), info.st_dev, info.st_ino)
+    return (str(db_path.resolve()), info.st_dev, info.st_ino)
+
+
+def _check_ours_once(db_path: Path) -> None:
+    key = _ours_key(db_path)
     with _OURS_LOCK:
         if key in _OURS:
             return
@@ -195,6 +199,11 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
     # No plugin scan: it walks every installed package's entry points (CLI start-up).
     db = sqlite_utils.Database(conn, execute_plugins=False)
     migrate(db)
+    # A file this process created is ours too: never read outside SQLite again while
+    # this connection holds its locks (a second manager on it would, and a `serve` or a
+    # test process lost its locks that way; another process then reset the WAL).
+    with _OURS_LOCK:
+        _OURS.add(_ours_key(db_path))
     return db
 
 

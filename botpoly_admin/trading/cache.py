@@ -288,6 +288,22 @@ class TenantRateLimiter:
             self._on_calls(tenant_id, n)
         return allowed
 
+    def retry_after(self, tenant_id: str, limit_per_minute: int, n: int = 1) -> float:
+        """Seconds until *n* more calls of *tenant_id* would fit in *limit_per_minute*
+        (0 when they fit now): what an HTTP 429 says in ``Retry-After``."""
+        with self._lock:
+            now = self._clock()
+            live = [(ts, calls) for ts, calls in self._calls.get(tenant_id, ())
+                    if ts > now - self.WINDOW_S]
+        count = sum(calls for _, calls in live)
+        if count + n <= limit_per_minute:
+            return 0.0
+        for ts, calls in live:  # oldest first: each frees its calls one window after it
+            count -= calls
+            if count + n <= limit_per_minute:
+                return ts + self.WINDOW_S - now
+        return self.WINDOW_S  # more than the limit at once: never within one window
+
     def used(self, tenant_id: str) -> int:
         """Calls *tenant_id* made in the last 60 seconds (for dashboards)."""
         with self._lock:
