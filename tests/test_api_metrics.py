@@ -9,7 +9,7 @@ import pytest
 from api_support import World, make_client, token_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from botpoly_admin import bots
+from botpoly_admin import bots, owners
 from botpoly_admin.server.run_metrics import refusal_reason
 
 
@@ -101,11 +101,11 @@ def test_healthz_reports_the_database_migrations_and_orchestrators(api, world: W
     assert health.status_code == 503
     assert health.json()["orchestrators"] == {"ok": False, "fresh": 0, "bots_set_to_run": 1,
                                               "last_heartbeat_at": None}
-    owner = bots.new_owner_id()
-    bots.register_orchestrator(world.manager.db, owner)
+    owner = owners.new_owner_id()
+    bots.register_orchestrator(world.manager.store, owner)
     health = api.get("/healthz")
     assert health.status_code == 200 and health.json()["orchestrators"]["fresh"] == 1
-    bots.unregister_orchestrator(world.manager.db, owner)
+    bots.unregister_orchestrator(world.manager.store, owner)
 
 
 @pytest.mark.parametrize(("text", "label"), [

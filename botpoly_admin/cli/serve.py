@@ -15,7 +15,7 @@ import click
 from botpoly_admin.cli.app import App, CommandError, pass_app
 
 if TYPE_CHECKING:
-    from botpoly_admin.orchestrator import Orchestrator
+    from botpoly_admin.runtime import Orchestrator
     from botpoly_admin.server.run_metrics import RunMetrics
     from botpoly_admin.tenants import TenantManager
 

@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 
 from botpoly_admin import ledger
-from botpoly_admin.billing import billing_report
-from botpoly_admin.dashboard import collect
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import TenantStatus, TenantTier
+from botpoly_admin.reports.billing import billing_report
+from botpoly_admin.reports.dashboard import collect
 from botpoly_admin.server.schemas import TenantPatch
 from botpoly_admin.server.service import AdminCaller
 
@@ -48,13 +48,13 @@ def billing(caller: AdminCaller,
             period: str = Query(..., description="The month to bill, YYYY-MM")
             ) -> dict[str, Any]:
     """One line per tenant and totals (as ``billing report --json``)."""
-    return billing_report(caller.manager, period)
+    return billing_report(caller.manager.store, period)
 
 
 @router.get("/dashboard", response_model=None)
 def dashboard(caller: AdminCaller) -> dict[str, Any]:
     """The dashboard's snapshot (as ``dashboard --json``)."""
-    return collect(caller.manager).to_dict()
+    return collect(caller.manager.store).to_dict()
 
 
 @router.patch("/tenants/{tenant_id}", response_model=None)

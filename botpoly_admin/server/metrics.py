@@ -94,7 +94,7 @@ class DatabaseCollector(Collector):
         yield mrr
         live = GaugeMetricFamily("botpoly_orchestrators_live", "Orchestrators (`run`) with "
                                  "a fresh heartbeat")
-        live.add_metric([], len(bots.live_orchestrators(self.manager.db)))
+        live.add_metric([], len(bots.live_orchestrators(self.manager.store)))
         yield live
         if self.tenant_labels:
             yield from _tenant_families(rows, quotas)

@@ -44,7 +44,7 @@ def healthz(svc: ServiceDep) -> ApiJSONResponse:
         db["ok"] = True
         migrations["version"] = schema_version(conn)
         migrations["ok"] = migrations["version"] == len(MIGRATIONS)
-        live = bots.live_orchestrators(conn)
+        live = bots.live_orchestrators(svc.manager.store)
         wanted = conn.execute(
             "SELECT count(*) FROM bots WHERE desired_state = 'running'").fetchone()[0]
         orchestrators.update(ok=bool(live) or wanted == 0, fresh=len(live),

@@ -114,7 +114,7 @@ def start_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     without usable credentials."""
     tenant = caller.tenant(tenant_id)
     row = bots.start_bot(caller.manager, tenant.tenant_id)
-    running = bool(bots.live_orchestrators(caller.manager.db))
+    running = bool(bots.live_orchestrators(caller.manager.store))
     return {**row, "orchestrator_running": running}
 
 

@@ -281,9 +281,27 @@ CREATE TABLE live_redemptions (
 
 PG_SCHEMA_CREDENTIAL_HINTS = 'ALTER TABLE credentials ADD COLUMN hint TEXT COLLATE "C"'
 
+# The same DDL on both backends (render() orders its TEXT columns byte-wise).
+PG_SCHEMA_API_KEYS = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT,
+    scope TEXT NOT NULL CHECK (scope IN ('admin', 'tenant')),
+    tenant_id TEXT REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    secret_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT,
+    CHECK ((scope = 'admin') = (tenant_id IS NULL))
+);
+CREATE INDEX idx_api_keys_tenant ON api_keys(tenant_id)
+"""
+
 PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_STRATEGY_POSITIONS,
                             PG_SCHEMA_APPLICATION_ID, PG_SCHEMA_ORDER_INTENTS,
-                            PG_SCHEMA_LIVE_REDEMPTIONS, PG_SCHEMA_CREDENTIAL_HINTS]
+                            PG_SCHEMA_LIVE_REDEMPTIONS, PG_SCHEMA_CREDENTIAL_HINTS,
+                            PG_SCHEMA_API_KEYS]
 
 _TEXT_COLUMN = re.compile(r"^(\s+\w+ TEXT)\b", re.MULTILINE)
 
