@@ -7,6 +7,8 @@ the same records as plain dicts (JSON- and table-ready) for reports and the CLI.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,10 +21,14 @@ from botpoly_admin.models import from_micros
 from botpoly_admin.store import Store
 
 MICRO = Decimal("0.000001")
+# Micro-units become Decimal by Decimal(micros).scaleb(-6): exact, only the exponent
+# moves (written out, not called: these run for every row the bot reads every cycle).
 
 
-def _amount(micros: int) -> Decimal:
-    return Decimal(micros).scaleb(-6)  # exact: only the exponent moves
+@functools.lru_cache(maxsize=4096)
+def _when(text: str) -> datetime:
+    # The bot reads every held position's opening time every cycle: parsed once.
+    return clock.parse_utc(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +52,12 @@ class Position:
         """A ``positions`` row."""
         mark = row["mark_micros"]
         return cls(token_id=row["token_id"], strategy=row["strategy"], market=row["market"],
-                   outcome=row["outcome"], shares=_amount(row["shares_micros"]),
-                   cost=_amount(row["cost_micros"]),
-                   realized_pnl=_amount(row["realized_pnl_micros"]),
-                   mark=None if mark is None else _amount(mark), state=row["state"],
-                   opened_at=row["opened_at"])
+                   outcome=row["outcome"],
+                   shares=Decimal(row["shares_micros"]).scaleb(-6),
+                   cost=Decimal(row["cost_micros"]).scaleb(-6),
+                   realized_pnl=Decimal(row["realized_pnl_micros"]).scaleb(-6),
+                   mark=None if mark is None else Decimal(mark).scaleb(-6),
+                   state=row["state"], opened_at=row["opened_at"])
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -71,7 +78,7 @@ class Position:
     @property
     def opened(self) -> datetime | None:
         """When the shares held were first bought."""
-        return clock.parse_utc(self.opened_at) if self.opened_at else None
+        return _when(self.opened_at) if self.opened_at else None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, as ``positions`` lists it."""
@@ -109,18 +116,9 @@ class TradeRecord:
     group_id: str | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> TradeRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> TradeRecord:
         """A ``trades`` row (or the values ``record_trade`` inserted)."""
-        return cls(
-            id=row["id"], tenant_id=row["tenant_id"], ts=row["ts"], market=row["market"],
-            token_id=row["token_id"], outcome=row["outcome"], side=row["side"],
-            shares=_amount(row["shares_micros"]), price=_amount(row["price_micros"]),
-            notional=_amount(row["notional_micros"]), fee=_amount(row["fee_micros"]),
-            realized_pnl=_amount(row["realized_pnl_micros"]), status=row["status"],
-            mode=row["mode"], strategy=row["strategy"],
-            client_order_id=row["client_order_id"],
-            exchange_order_id=row["exchange_order_id"], group_id=row.get("group_id"),
-        )
+        return cls(**trade_row(row))
 
     @property
     def reserved(self) -> Decimal:
@@ -132,9 +130,21 @@ class TradeRecord:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def trade_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A ledger row with amounts as Decimal and without storage-only columns."""
-    return TradeRecord.from_row(row).as_dict()
+def trade_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger row as plain data (``TradeRecord.as_dict``), straight from its row."""
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "ts": row["ts"],
+        "market": row["market"], "token_id": row["token_id"], "outcome": row["outcome"],
+        "side": row["side"],
+        "shares": Decimal(row["shares_micros"]).scaleb(-6),
+        "price": Decimal(row["price_micros"]).scaleb(-6),
+        "notional": Decimal(row["notional_micros"]).scaleb(-6),
+        "fee": Decimal(row["fee_micros"]).scaleb(-6),
+        "realized_pnl": Decimal(row["realized_pnl_micros"]).scaleb(-6),
+        "status": row["status"], "mode": row["mode"], "strategy": row["strategy"],
+        "client_order_id": row["client_order_id"],
+        "exchange_order_id": row["exchange_order_id"], "group_id": row.get("group_id"),
+    }
 
 
 def holdings(store: Store, tenant_id: str) -> list[Position]:

@@ -119,6 +119,8 @@ class Trade:
             raise InvalidInput(f"notional must be >= 0, got {self.notional}")
         if self.mode not in ("paper", "live"):
             raise InvalidInput(f"unknown mode {self.mode!r}")
+        if side == self.side and status == self.status:
+            return self  # the engine's trades come normalised: no copy per trade
         return replace(self, side=side, status=status)
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlite_utils
@@ -39,11 +38,9 @@ class Store(ABC):
     def close(self) -> None:
         """Close this thread's connection."""
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One short write transaction on this thread's connection."""
-        with transaction(self.db) as conn:
-            yield conn
+        return transaction(self.db)  # not re-wrapped: it runs for every trade and cycle
 
     def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""

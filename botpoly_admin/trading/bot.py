@@ -31,40 +31,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
-from botpoly_admin.errors import (
-    CredentialsError,
-    ExchangeError,
-    LiveRefused,
-    NotFound,
-    OrderInDoubt,
-    QuotaExceeded,
-    TemporaryExchangeError,
-    TradingNotAllowed,
-)
+from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, TemporaryExchangeError
 from botpoly_admin.ledger import Position, TradeRecord
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
+from botpoly_admin.trading.cache import TenantRateLimiter
+from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
-from botpoly_admin.trading.orders import OrderIntent
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
-from botpoly_admin.trading.strategies import (
-    PositionView,
-    Strategy,
-    StrategyContext,
-    get_strategy,
-    tradable,
-)
+from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
     from botpoly_admin.tenants import TenantManager
-    from botpoly_admin.trading.cache import TenantRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +56,6 @@ log = logging.getLogger(__name__)
 # replayed book is not a price anyone can trade at (issue 14, defect 1).
 LIVE_FEEDS = frozenset({"polymarket"})
 SNAPSHOT_EVERY_S = 5.0  # marks and equity of a bot that did not trade
-
-
-@dataclass
-class CycleReport:
-    """What one cycle did, for the bots table and the live screen."""
-
-    # running | paused_quota | paused_risk | paused_daily | throttled | stopped
-    state: str = "running"
-    api_calls: int = 0  # accepted by the tenant's rate limit, metered into usage
-    intents: int = 0
-    trades: int = 0
-    refused: list[str] = field(default_factory=list)
-    filled_tokens: set[str] = field(default_factory=set)
-    settled: int = 0
-    duration_ms: float = 0.0
 
 
 def live_feed_refusal(feed_name: str) -> str | None:
@@ -129,11 +98,7 @@ class TenantBot:
         self.feed = feed
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
-        if limiter is None:
-            from botpoly_admin.trading.cache import TenantRateLimiter
-
-            limiter = TenantRateLimiter()
-        self.limiter = limiter
+        self.limiter = limiter if limiter is not None else TenantRateLimiter()
         self._broker = broker
         self._strategies: list[Strategy] = []
         self._started: set[str] = set()  # strategies whose on_start has run
@@ -292,184 +257,16 @@ class TenantBot:
         else:
             # Halts stop new exposure, never its reduction: the strategies still run,
             # so exits and pair rebalancing go out while the bot is paused.
-            self._trade(report, tenant, open_markets, books, by_owner, by_market, risk,
-                        broker, now)
+            strategies = self._load_strategies(tenant.enabled_strategies,
+                                               tenant.strategy_params)
+            references, missing = self._references(strategies, open_markets)
+            Dispatch(store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
+                     report=report, risk=risk, now=now, markets=open_markets, books=books,
+                     by_market=by_market, states=self._states, fresh_books=self._books,
+                     references=references).run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
         return _marks(held, books, report.filled_tokens)
-
-    def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
-               books: dict[str, OrderBook], by_owner: dict[str, dict[str, PositionView]],
-               by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
-               now: Any) -> None:
-        strategies = self._load_strategies(tenant.enabled_strategies, tenant.strategy_params)
-        if not strategies:
-            return
-        references, missing = self._references(strategies, markets)
-        intents: list[OrderIntent] = []
-        contexts: dict[str, StrategyContext] = {}
-        by_name: dict[str, Strategy] = {}
-        for strategy in strategies:
-            lacking = sorted(strategy.reference_symbols() & missing.keys())
-            if lacking:
-                # One missing input benches the strategy that needs it, not the cycle.
-                why = "; ".join(missing[symbol] for symbol in lacking)
-                report.refused.append(f"{strategy.name} sits this cycle out: {why}")
-                log.info("tenant %s: %s sits this cycle out: %s", self.tenant_id,
-                         strategy.name, why)
-                continue
-            by_name[strategy.name] = strategy
-            ctx = contexts[strategy.name] = self._context(
-                strategy, now, markets, books, references, by_owner.get(strategy.name, {}),
-                by_market, risk, tenant)
-            if strategy.name not in self._started:
-                strategy.on_start(ctx)
-                self._started.add(strategy.name)
-            intents.extend(strategy.on_cycle(ctx))
-        report.intents = len(intents)
-        # An order group (a complement pair) is one unit: checked against every limit
-        # and given all its API calls before its first leg leaves.
-        units: list[list[OrderIntent]] = []
-        grouped: dict[str, list[OrderIntent]] = {}
-        for intent in intents:
-            if not intent.group:
-                units.append([intent])
-            elif intent.group in grouped:
-                grouped[intent.group].append(intent)
-            else:
-                grouped[intent.group] = [intent]
-                units.append(grouped[intent.group])
-        for unit in units:
-            if not self._send(report, tenant, unit, books, risk, broker, by_name, contexts):
-                break
-            strategy = by_name.get(unit[0].strategy)
-            if len(unit) > 1 and strategy is not None:
-                # Legs that filled unequally are evened out at once, not next cycle.
-                market = next((m for m in markets if m.market_id == unit[0].market_id), None)
-                if market is not None and not self._even_out(
-                        report, tenant, strategy, market, books, references, by_market,
-                        risk, broker, by_name, contexts, now):
-                    break
-
-    def _context(self, strategy: Strategy, now: Any, markets: list[Market],
-                 books: dict[str, OrderBook], references: dict[str, ReferencePrice],
-                 positions: Mapping[str, PositionView],
-                 by_market: dict[str, Decimal], risk: RiskBook, tenant: Any,
-                 *, may_open: bool | None = None) -> StrategyContext:
-        """What *strategy* sees: *positions* are its own (token id -> view)."""
-        return StrategyContext(
-            now=now, markets=markets, books=books, reference_prices=references,
-            positions=positions, free_cash=risk.free_cash,
-            max_position_notional=tenant.max_position_size,
-            state=self._states.setdefault(strategy.name, {}),
-            market_notional=by_market,
-            may_open=not risk.opening_halted if may_open is None else may_open,
-        )
-
-    def _send(self, report: CycleReport, tenant: Any, unit: list[OrderIntent],
-              books: dict[str, OrderBook], risk: RiskBook, broker: Broker,
-              by_name: dict[str, Strategy], contexts: dict[str, StrategyContext]) -> bool:
-        """Check and execute one unit (an order, or a group's legs); False when the
-        cycle must stop sending (rate limit spent, quota gone, tenant suspended)."""
-        first = unit[0]
-        missing_book = next((i.token_id for i in unit if i.token_id not in books), None)
-        if missing_book is not None:
-            reason: str | None = f"no book for {missing_book}"
-        elif len(unit) > 1:
-            reason = risk.check_group(unit)
-        else:
-            reason = risk.check(first)
-        if reason is not None:
-            report.refused.append(reason)
-            log.info("tenant %s refused %s %s %s: %s", self.tenant_id, first.strategy,
-                     first.side, first.token_id, reason)
-            return True
-        if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute,
-                                        len(unit)):
-            report.refused.append("API rate limit reached for this minute"
-                                  + (f" (group {first.group} needs {len(unit)} calls)"
-                                     if len(unit) > 1 else ""))
-            report.state = "throttled"
-            return False
-        report.api_calls += len(unit)
-        for intent in unit:
-            if intent.reason.startswith("rebalance"):
-                log.info("tenant %s %s %s %s %s: %s", self.tenant_id, intent.strategy,
-                         intent.side, intent.size, intent.token_id, intent.reason)
-            try:
-                result = broker.execute(intent, books[intent.token_id],
-                                        risk.markets.get(intent.market_id))
-            except QuotaExceeded as exc:
-                report.refused.append(str(exc))
-                report.state = "paused_quota"
-                return False
-            except TradingNotAllowed as exc:
-                # Suspended (or out of trial) since this cycle began: as at its start,
-                # not a failure; the orchestrator stops the bot on its next tick.
-                report.refused.append(str(exc))
-                report.state = "stopped"
-                return False
-            except OrderInDoubt as exc:
-                # A live order of this token may be on the exchange: nothing more is sent
-                # for the token until a look-up resolves it; the other tokens trade on (a
-                # group's legs already sent are evened out by the caller).
-                report.refused.append(str(exc))
-                log.warning("tenant %s: %s", self.tenant_id, exc)
-                return True
-            except ExchangeError as exc:
-                if intent is first:
-                    raise  # nothing of the unit left: a failed cycle, retried as ever
-                # A later leg failed after the first went out: the group is evened out
-                # now (by the caller) rather than left naked until the cycle fails.
-                report.refused.append(f"group {first.group}: {exc}")
-                log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
-                            intent.token_id, first.group, exc)
-                return True
-            if result.filled > 0:
-                report.trades += 1
-                report.filled_tokens.add(intent.token_id)
-            strategy = by_name.get(intent.strategy)
-            if strategy is not None and result.filled > 0:
-                strategy.on_fill(contexts[strategy.name], result)
-        return True
-
-    def _even_out(self, report: CycleReport, tenant: Any, strategy: Strategy, market: Market,
-                  books: dict[str, OrderBook], references: dict[str, ReferencePrice],
-                  by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
-                  by_name: dict[str, Strategy], contexts: dict[str, StrategyContext],
-                  now: Any) -> bool:
-        """Ask *strategy* to even out its positions in *market*, read from the ledger,
-        against fresh books: first as the tenant's limits allow (buying the missing
-        side while the edge remains), then exits only; False when sending must stop."""
-        fresh: dict[str, OrderBook] | None = None
-        for may_open in (None, False):
-            held = {p.token_id: _view(p) for p in ledger.holdings(self.store, self.tenant_id)
-                    if p.strategy == strategy.name and p.market == market.market_id}
-            ctx = self._context(strategy, now, [market], fresh or books, references, held,
-                                by_market, risk, tenant, may_open=may_open)
-            repair = strategy.even_out(ctx, market)
-            if not repair:
-                return True
-            if fresh is None:
-                # The legs just moved the book: judge the edge on what it shows now.
-                fresh = {**books, **self._books([market])}
-                ctx = self._context(strategy, now, [market], fresh, references, held,
-                                    by_market, risk, tenant, may_open=may_open)
-                repair = strategy.even_out(ctx, market)
-            # The ledger's shares are what may be sold now.
-            for token_id, view in held.items():
-                risk.shares_held[strategy.name, token_id] = view.shares
-            try:
-                for intent in repair:
-                    if not self._send(report, tenant, [intent], fresh, risk, broker,
-                                      by_name, contexts):
-                        return False
-            except ExchangeError as exc:
-                if may_open is False:
-                    raise  # the exits failed too: a failed cycle; the next one repairs
-                log.warning("tenant %s: evening out %s failed: %s; exits only now",
-                            self.tenant_id, market.market_id, exc)
-        return True
 
     def _references(self, strategies: list[Strategy], markets: list[Market]
                     ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
@@ -552,16 +349,11 @@ class TenantBot:
 
 
 
-def _view(position: Position) -> PositionView:
-    return PositionView(token_id=position.token_id, shares=position.shares,
-                        avg_cost=position.avg_price or Decimal(0), opened_at=position.opened)
-
-
 def _views_by_owner(held: list[Position]) -> dict[str, dict[str, PositionView]]:
     """What each strategy sees of its own positions: strategy -> token id -> view."""
     views: dict[str, dict[str, PositionView]] = {}
     for p in held:
-        views.setdefault(p.strategy, {})[p.token_id] = _view(p)
+        views.setdefault(p.strategy, {})[p.token_id] = position_view(p)
     return views
 
 
