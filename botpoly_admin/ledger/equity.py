@@ -1,4 +1,4 @@
-"""Cash and equity: one definition, in one SQL statement.
+"""Cash and equity: one definition, read in one SQL statement.
 
     cash    = capital + realized P&L − cost of open positions − cash reserved by
               resting BUY orders (their notional and fee)
@@ -6,11 +6,11 @@
     unrealized P&L = open positions' value − their cost
 
 Realized P&L is the positions' plus that of trades recorded without a token (the
-guide's form, which moves no position). ``TOTALS_SQL`` reads every term with one pass
-over the tenant's positions; ``Totals`` turns them into cash and equity. The checks
-before a buy (``cash_micros``), the bot's per-cycle allowance (``quotas.allowance``),
-``equity`` and the daily snapshots all read it, so free cash is computed in one
-place (docs/architecture.md invariant 3: it never goes below zero).
+guide's form, which moves no position). Each term is written once, as SQL over the
+tenant's positions, and cash once, as ``free_cash``. ``TOTALS_SQL`` reads every term
+in one pass (``Totals``: the bot's per-cycle allowance, ``equity``, the daily
+snapshots); ``CASH_SQL`` reads only the terms of cash (``cash_micros``: the check
+before every buy). Free cash never goes below zero (docs/architecture.md invariant 3).
 """
 
 from __future__ import annotations
@@ -26,19 +26,27 @@ from botpoly_admin.errors import NotFound
 from botpoly_admin.models import from_micros, to_micros
 from botpoly_admin.store import Store
 
-# One row of a tenant's totals in micro-units; binds :t (the tenant id).
-TOTALS_SQL = """
-SELECT COALESCE(sum(realized_pnl_micros), 0)
-         + (SELECT COALESCE(sum(realized_pnl_micros), 0) FROM trades
-            WHERE tenant_id = :t AND token_id IS NULL) AS realized,
-       COALESCE(sum(cost_micros), 0) AS cost,
-       COALESCE(sum(CASE WHEN shares_micros > 0 THEN CASE WHEN mark_micros IS NULL
-           THEN cost_micros ELSE shares_micros * mark_micros / 1000000 END END), 0) AS value,
-       (SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades
-        WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY') AS reserved,
-       count(CASE WHEN shares_micros > 0 THEN 1 END) AS open_positions
-FROM positions WHERE tenant_id = :t
-"""
+# The terms, over a tenant's positions (binds :t, the tenant id), in micro-units.
+_REALIZED = ("COALESCE(sum(realized_pnl_micros), 0) + (SELECT COALESCE(sum(realized_pnl_micros), "
+             "0) FROM trades WHERE tenant_id = :t AND token_id IS NULL)")
+_COST = "COALESCE(sum(cost_micros), 0)"
+_VALUE = ("COALESCE(sum(CASE WHEN shares_micros > 0 THEN CASE WHEN mark_micros IS NULL "
+          "THEN cost_micros ELSE shares_micros * mark_micros / 1000000 END END), 0)")
+_RESERVED = ("(SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
+             "WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY')")
+_OPEN = "count(CASE WHEN shares_micros > 0 THEN 1 END)"
+# Every term (``Totals``), and those of free cash alone (the check before every buy,
+# which needs no mark: half the work).
+TOTALS_SQL = (f"SELECT {_REALIZED} AS realized, {_COST} AS cost, {_VALUE} AS value, "
+              f"{_RESERVED} AS reserved, {_OPEN} AS open_positions "
+              "FROM positions WHERE tenant_id = :t")
+CASH_SQL = f"SELECT {_REALIZED}, {_COST}, {_RESERVED} FROM positions WHERE tenant_id = :t"
+
+
+def free_cash(capital: int, realized: int, cost: int, reserved: int) -> int:
+    """Free cash, what a new BUY may spend: capital + realized P&L − cost of the shares
+    held − cash reserved by resting buys."""
+    return capital + realized - cost - reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +60,8 @@ class Totals:
     open_positions: int  # positions (per strategy and token) holding shares
 
     def cash(self, capital: int) -> int:
-        """Free cash: what a new BUY may spend."""
-        return capital + self.realized - self.cost - self.reserved
+        """Free cash (``free_cash``)."""
+        return free_cash(capital, self.realized, self.cost, self.reserved)
 
     def equity(self, capital: int) -> int:
         """Cash, reserved cash and open positions at their mark."""
@@ -72,7 +80,7 @@ def totals(db: Any, tenant_id: str) -> Totals:
 
 def cash_micros(conn: Any, tenant_id: str, capital_micros: int) -> int:
     """Free cash in micro-units (one statement: it runs before every buy)."""
-    return totals(conn, tenant_id).cash(capital_micros)
+    return free_cash(capital_micros, *conn.execute(CASH_SQL, {"t": tenant_id}).fetchone())
 
 
 def _capital_and_totals(db: Any, tenant_id: str) -> tuple[int, Totals]:
