@@ -1,4 +1,4 @@
-"""Cash and equity: one definition, read in one SQL statement.
+"""Cash and equity, each defined once.
 
     cash    = capital + realized P&L − cost of open positions − cash reserved by
               resting BUY orders (their notional and fee)
