@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -53,16 +54,21 @@ def measure(script: str, source: Path) -> dict[str, float]:
     return result
 
 
-def side_by_side(script: str, commit: str, key: str, pairs: int = 3
-                 ) -> tuple[float, float] | None:
-    """The median of *key* over *pairs* alternating runs of *script*: (the package of
-    *commit*, this checkout's), or None when *commit* cannot be exported."""
+def side_by_side(script: str, commit: str, key: Any, pairs: int = 3) -> tuple[Any, Any] | None:
+    """The median of *key* (or of each key of a tuple of keys) over *pairs* alternating
+    runs of *script*: (the package of *commit*, this checkout's), or None when
+    *commit* cannot be exported."""
+    keys = key if isinstance(key, tuple) else (key,)
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
         source = export(commit, Path(tmp))
         if source is None:
             return None
-        runs: dict[str, list[float]] = {"baseline": [], "project": []}
+        runs: dict[str, list[dict[str, float]]] = {"baseline": [], "project": []}
         for _ in range(pairs):
-            runs["baseline"].append(measure(script, source)[key])
-            runs["project"].append(measure(script, REPO)[key])
-    return statistics.median(runs["baseline"]), statistics.median(runs["project"])
+            runs["baseline"].append(measure(script, source))
+            runs["project"].append(measure(script, REPO))
+    medians = {side: tuple(statistics.median(run[k] for run in found) for k in keys)
+               for side, found in runs.items()}
+    if not isinstance(key, tuple):
+        return medians["baseline"][0], medians["project"][0]
+    return medians["baseline"], medians["project"]

@@ -70,14 +70,15 @@ def run(n_tenants: int, tmp: Path) -> tuple[list[float], float]:
 
 def against(commit: str, what: str, goal: float) -> None:
     """Median CPU time of a paper cycle of this checkout against *commit*'s, side by side."""
-    medians = side_by_side("cycle_cost.py", commit, "cpu_median_ms")
+    medians = side_by_side("cycle_cost.py", commit, ("cpu_median_ms", "statements_per_cycle"))
     if medians is None:
         return
-    base, project = medians
+    (base, base_statements), (project, statements) = medians
     ratio = project / base
     print(f"paper run_cycle CPU median, {commit} ({what}) vs this checkout: {base:.2f} ms "
           f"vs {project:.2f} ms = {ratio:.2f}x ({'PASS' if ratio <= goal else 'FAIL'}, "
-          f"goal <= {goal:.2f}x)")
+          f"goal <= {goal:.2f}x); SQL statements per cycle {base_statements:.1f} vs "
+          f"{statements:.1f}")
     record("engine", f"paper run_cycle CPU vs {what}", project=f"{project:.2f} ms",
            baseline=f"{base:.2f} ms ({commit})", ratio=f"{ratio:.2f}x",
            goal=f"<= {goal:.2f}x baseline", passed=ratio <= goal)

@@ -611,3 +611,18 @@ def test_last_active_is_stamped_once_a_minute(manager, tenant, monkeypatch) -> N
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T12:01:05Z")
     manager.record_trade(tenant, guide())
     assert last_active() == "2026-11-10T12:01:05Z"
+
+
+def test_marks_move_every_open_position_of_their_tokens_and_nothing_else(
+        manager, tenant) -> None:
+    manager.record_trade(tenant, buy("A", "10", "0.40", strategy="s1"))
+    manager.record_trade(tenant, buy("A", "5", "0.40", strategy="s2"))
+    manager.record_trade(tenant, buy("B", "10", "0.30"))
+    manager.record_trade(tenant, buy("C", "10", "0.20"))
+    manager.record_trade(tenant, sell("C", "10", "0.25"))  # closed: keeps its last mark
+    ledger.mark_positions(manager, tenant, {"A": D("0.5"), "B": D("0.35"), "C": D("0.9"),
+                                            "Z": D("0.1")})  # Z is not held
+    marks = {(p["token_id"], p["strategy"]): p["mark"] for p in ledger.positions(manager,
+                                                                               tenant)}
+    assert marks == {("A", "s1"): D("0.5"), ("A", "s2"): D("0.5"), ("B", ""): D("0.35"),
+                     ("C", ""): None}

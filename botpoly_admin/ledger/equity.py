@@ -130,12 +130,20 @@ def snapshot_equity(store: Store, tenant_id: str) -> dict[str, Decimal]:
 
 
 def _mark(conn: Any, tenant_id: str, marks: Mapping[str, Decimal]) -> None:
-    for token_id, price in marks.items():  # tokens not held match no row
-        conn.execute(
-            "UPDATE positions SET mark_micros = ? WHERE tenant_id = ? AND token_id = ? "
-            "AND state = 'open'",
-            (to_micros(price, "mark"), tenant_id, token_id),
-        )
+    """Every mark in one statement (a bot marks every held token whose midpoint moved,
+    each cycle); tokens not held match no row."""
+    if not marks:
+        return
+    params: list[Any] = []
+    for token_id, price in marks.items():
+        params += (token_id, to_micros(price, "mark"))
+    conn.execute(
+        "UPDATE positions SET mark_micros = CASE token_id "
+        + "WHEN ? THEN ? " * len(marks)
+        + f"END WHERE tenant_id = ? AND state = 'open' AND token_id IN "
+          f"({', '.join('?' * len(marks))})",
+        (*params, tenant_id, *marks),
+    )
 
 
 def mark_positions(store: Store, tenant_id: str, marks: Mapping[str, Decimal]) -> None:
