@@ -5,24 +5,25 @@
 - upstream market-data requests per cycle round for 1, 10 and 100 tenants watching
   the same markets through one ``SharedMarketData`` (goal: flat in the number of
   tenants);
-- the cost of issue 14's money-safety checks (per-market fees, the exchange's order
-  rules, liquidity taken, exact costs): the paper cycle of this checkout against the
-  same cycle of the commit before them (``BASELINE_COMMIT``), each in its own
-  subprocess (``cycle_cost.py``), alternating, in this one run (goal: at most 10 %
+- the paper cycle of this checkout against the same cycle of earlier commits, each
+  in its own subprocess (``cycle_cost.py``), alternating, in this one run
+  (``baseline.py``), by the thread's CPU time per cycle (which other processes on a
+  shared machine do not inflate): the commit before issue 14's money-safety checks
+  (per-market fees, the exchange's order rules, liquidity taken, exact costs; goal:
+  at most 10 % more) and the commit before issue 11's redesign (goal: at most 5 %
   more). Skipped, with a message, without git history.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
+from baseline import ISSUE_14_BASELINE, REDESIGN_BASELINE, side_by_side
 from results import record
 
 from botpoly_admin.tenants import TenantManager
@@ -33,10 +34,6 @@ from botpoly_admin.trading.feeds.simulated import SimulatedFeed
 STRATEGIES = ["complement_arb", "momentum", "btc_lag"]
 MARKETS = 20
 ROUNDS = 60
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-BASELINE_COMMIT = "975d1b6"  # the engine before issue 14 (fees, order rules, paper realism)
-PAIRS = 3  # alternating baseline/project subprocess runs
 
 
 def tenants(manager: TenantManager, n: int) -> list[str]:
@@ -71,53 +68,20 @@ def run(n_tenants: int, tmp: Path) -> tuple[list[float], float]:
     return times, per_round
 
 
-def export_baseline(tmp: Path) -> Path | None:
-    """The package of BASELINE_COMMIT exported into *tmp*, or None (with the reason
-    printed) when this checkout has no git history to export it from."""
-    target = tmp / "baseline"
-    target.mkdir()
-    try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE_COMMIT,
-                                  "botpoly_admin"], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True,
-                       capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        print(f"cycle cost against {BASELINE_COMMIT}: skipped, cannot export it with git "
-              f"({detail.decode(errors='replace').strip() or exc})")
-        return None
-    return target
-
-
-def cycle_cost(source: Path) -> dict[str, float]:
-    """One ``cycle_cost.py`` run against the package in *source*."""
-    out = subprocess.run([sys.executable, str(HERE / "cycle_cost.py"), str(source)],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    expected = (source / "botpoly_admin").resolve()
-    if Path(result["package"]) != expected:  # measured the wrong code: say so, loudly
-        raise RuntimeError(f"cycle_cost.py loaded {result['package']}, not {expected}")
-    return result
-
-
-def checks_overhead() -> None:
-    """Median paper cycle of this checkout against BASELINE_COMMIT, side by side."""
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
-        baseline_dir = export_baseline(Path(tmp))
-        if baseline_dir is None:
-            return
-        runs: dict[str, list[float]] = {"baseline": [], "project": []}
-        for _ in range(PAIRS):
-            runs["baseline"].append(cycle_cost(baseline_dir)["median_ms"])
-            runs["project"].append(cycle_cost(REPO)["median_ms"])
-    base, project = statistics.median(runs["baseline"]), statistics.median(runs["project"])
+def against(commit: str, what: str, goal: float) -> None:
+    """Median CPU time of a paper cycle of this checkout against *commit*'s, side by side."""
+    medians = side_by_side("cycle_cost.py", commit, ("cpu_median_ms", "statements_per_cycle"))
+    if medians is None:
+        return
+    (base, base_statements), (project, statements) = medians
     ratio = project / base
-    print(f"paper run_cycle median, {BASELINE_COMMIT} vs this checkout ({PAIRS} alternating "
-          f"runs each): {base:.2f} ms vs {project:.2f} ms = {ratio:.2f}x "
-          f"({'PASS' if ratio <= 1.10 else 'FAIL'}, goal <= 1.10x)")
-    record("engine", "paper run_cycle with issue-14 checks", project=f"{project:.2f} ms",
-           baseline=f"{base:.2f} ms ({BASELINE_COMMIT})", ratio=f"{ratio:.2f}x",
-           goal="<= 1.10x baseline", passed=ratio <= 1.10)
+    print(f"paper run_cycle CPU median, {commit} ({what}) vs this checkout: {base:.2f} ms "
+          f"vs {project:.2f} ms = {ratio:.2f}x ({'PASS' if ratio <= goal else 'FAIL'}, "
+          f"goal <= {goal:.2f}x); SQL statements per cycle {base_statements:.1f} vs "
+          f"{statements:.1f}")
+    record("engine", f"paper run_cycle CPU vs {what}", project=f"{project:.2f} ms",
+           baseline=f"{base:.2f} ms ({commit})", ratio=f"{ratio:.2f}x",
+           goal=f"<= {goal:.2f}x baseline", passed=ratio <= goal)
 
 
 def main() -> int:
@@ -142,7 +106,8 @@ def main() -> int:
            passed=flat)
     record("engine", "paper run_cycle median, 1 tenant", project=f"{rows[0][1]:.2f} ms",
            goal="reported (no goal)", passed=None)
-    checks_overhead()
+    against(ISSUE_14_BASELINE, "before issue 14's checks", 1.10)
+    against(REDESIGN_BASELINE, "before issue 11's redesign", 1.05)
     return 0
 
 

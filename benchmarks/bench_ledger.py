@@ -12,6 +12,10 @@ and run one ``BEGIN IMMEDIATE … COMMIT`` transaction per trade:
 
 Target: the ledger reaches at least 50% of the raw loop's throughput.
 
+Then the engine form against the commit before issue 11's redesign
+(``baseline.REDESIGN_BASELINE``), each in its own subprocess (``record_cost.py``),
+alternating, by the thread's CPU time: the redesign keeps at least 95% of it.
+
     .venv/bin/python benchmarks/bench_ledger.py            # N=5000 each
     .venv/bin/python benchmarks/bench_ledger.py -n 2000 --profile
 """
@@ -32,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from baseline import REDESIGN_BASELINE, side_by_side
 from results import record
 
 from botpoly_admin.ledger import Trade
@@ -174,6 +179,21 @@ def statements_per_trade(path: Path) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+def against_redesign(goal: float = 0.95) -> None:
+    """record_trade throughput (CPU) of this checkout against REDESIGN_BASELINE's."""
+    rates = side_by_side("record_cost.py", REDESIGN_BASELINE, "cpu_per_s")
+    if rates is None:
+        return
+    base, project = rates
+    ratio = project / base
+    print(f"record_trade (engine form) by CPU time, {REDESIGN_BASELINE} (before issue 11's "
+          f"redesign) vs this checkout: {base:,.0f}/s vs {project:,.0f}/s = {ratio:.2f}x "
+          f"({'PASS' if ratio >= goal else 'FAIL'}, goal >= {goal:.2f}x)")
+    record("ledger", "record_trade (CPU) vs before issue 11's redesign",
+           project=f"{project:,.0f}/s", baseline=f"{base:,.0f}/s ({REDESIGN_BASELINE})",
+           ratio=f"{ratio:.2f}x", goal=f">= {goal:.2f}x baseline", passed=ratio >= goal)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the loops side by side and print ops/s, ratios and PASS/FAIL."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -204,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         record("ledger", "record_trade, guide's dict (trades/s)", project=f"{guide_ops:,.0f}/s",
                baseline=f"{raw_ops:,.0f}/s (raw sqlite3)", ratio=f"{ratio:.2f}x",
                goal=f">= {TARGET_RATIO}x baseline", passed=ratio >= TARGET_RATIO)
+        against_redesign()
         if args.profile or verdict == "FAIL":
             profile = cProfile.Profile()
             bench_ledger(Path(tmp) / "profiled.db", args.n, profile)

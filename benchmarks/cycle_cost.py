@@ -1,10 +1,12 @@
 """Time paper ``TenantBot.run_cycle`` of the botpoly_admin found in one source directory.
 
 ``bench_engine.py`` runs this file in a subprocess per code base (this checkout, and
-the pre-issue-14 commit exported by ``git archive``), so each measures its own
-package with nothing else changed: ``python cycle_cost.py SRC_DIR`` puts SRC_DIR first
-on ``sys.path``, imports ``botpoly_admin`` from there, and prints one JSON line with
-the median and p95 cycle time in ms and the directory the package was loaded from.
+earlier commits exported by ``git archive``: see ``baseline.py``), so each measures
+its own package with nothing else changed: ``python cycle_cost.py SRC_DIR`` puts
+SRC_DIR first on ``sys.path``, imports ``botpoly_admin`` from there, and prints one
+JSON line with the median and p95 cycle time in ms, the median of this thread's CPU
+time per cycle (which other processes on a shared machine do not inflate), and the
+directory the package was loaded from, and (counted apart) SQL statements per cycle.
 Only APIs that both code bases share are used.
 """
 
@@ -17,6 +19,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 TENANTS = 10
 MARKETS = 20
@@ -45,16 +48,36 @@ def measure(source: Path) -> dict[str, object]:
         for bot in bots:  # warm-up: strategies loaded, first snapshot taken
             bot.run_cycle()
         times: list[float] = []
+        cpu: list[float] = []
         for _ in range(ROUNDS):
             feed.tick()
             for bot in bots:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.thread_time()
                 bot.run_cycle()
+                cpu.append((time.thread_time() - cpu_started) * 1000)
                 times.append((time.perf_counter() - started) * 1000)
+        statements = count_statements(manager.db.conn, bots, feed)
         manager.close()
     return {"median_ms": statistics.median(times),
             "p95_ms": statistics.quantiles(times, n=20)[18],
+            "cpu_median_ms": statistics.median(cpu),
+            "statements_per_cycle": statements,
             "package": str(Path(botpoly_admin.__file__).parent)}
+
+
+def count_statements(conn: Any, bots: list[Any], feed: Any, rounds: int = 10) -> float:
+    """SQL statements per cycle (BEGIN and COMMIT included) over *rounds* more rounds,
+    counted apart from the timed ones (the trace callback costs time)."""
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        for _ in range(rounds):
+            feed.tick()
+            for bot in bots:
+                bot.run_cycle()
+    finally:
+        conn.set_trace_callback(None)
+    return len(statements) / (rounds * len(bots))
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ class TenantManager:
         """Take quota units without a trade (guide's meaning); returns trades used."""
         from botpoly_admin import ledger
 
-        return ledger.increment_usage(self, tenant_id, n)
+        return ledger.increment_usage(self, self._ledger_id(tenant_id), n)
 
     def reserve_trade(self, tenant_id: str) -> Any:
         """Hold a quota unit before sending a live order (commit via record_trade)."""

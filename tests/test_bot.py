@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from factories import make_tenant
 
 from botpoly_admin import integrity, ledger
@@ -120,3 +125,52 @@ def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
     assert any("btc_lag sits this cycle out" in r.getMessage() for r in caplog.records)
     strategies = {t["strategy"] for t in ledger.list_trades(manager, tid)}
     assert strategies and "btc_lag" not in strategies
+
+
+@pytest.fixture
+def starter_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
+    """An installed strategy plugin that records its on_start and on_cycle calls."""
+    (tmp_path / "startplug_mod.py").write_text(textwrap.dedent("""
+        from botpoly_admin.trading.strategies import Strategy
+
+        CALLS = []
+
+        class Starter(Strategy):
+            name = "starter"
+            version = "0.1"
+
+            def on_start(self, ctx):
+                CALLS.append(("start", id(self)))
+                ctx.state["warm"] = True
+
+            def on_cycle(self, ctx):
+                CALLS.append(("cycle", id(self), ctx.state.get("warm")))
+                return []
+        """))
+    dist = tmp_path / "startplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: startplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[botpoly_admin.strategies]\nstarter = startplug_mod:Starter\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import startplug_mod
+
+    yield startplug_mod.CALLS
+    sys.modules.pop("startplug_mod", None)
+
+
+def test_on_start_runs_once_before_a_strategys_first_cycle(tmp_path, starter_plugin) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    tenant = manager.create_tenant("S", "s@example.com", "pro", status="active",
+                                   enabled_strategies=["starter"])
+    feed = SimulatedFeed(seed=1)
+    bot = TenantBot(manager, tenant.tenant_id, feed)
+    for _ in range(3):
+        bot.run_cycle()
+        feed.tick()
+    first = starter_plugin[0][1]
+    assert starter_plugin == [("start", first)] + [("cycle", first, True)] * 3
+    starter_plugin.clear()
+    TenantBot(manager, tenant.tenant_id, feed).run_cycle()  # a restart: a new instance
+    [(start, again), (cycle, same, warm)] = starter_plugin
+    assert (start, cycle, warm, same) == ("start", "cycle", True, again)

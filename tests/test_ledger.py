@@ -20,6 +20,7 @@ from botpoly_admin.errors import (
     TradingNotAllowed,
 )
 from botpoly_admin.ledger import Trade
+from botpoly_admin.store import SQLiteStore
 from botpoly_admin.trading.brokers import PaperBroker, record_execution
 from botpoly_admin.trading.market import Level, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
@@ -603,3 +604,71 @@ def test_stale_reservations_are_released_and_fresh_ones_kept(manager, monkeypatc
     assert status["reserved"] == 1
     assert ledger.release_reservation(manager, old) is False  # already given back
     assert ledger.release_reservation(manager, fresh) is True
+
+
+# --- the store, one definition of cash, typed reads ---------------------------------------
+
+
+def test_the_ledger_takes_a_store_without_a_manager(manager, tenant, db_path) -> None:
+    store = SQLiteStore(db_path, create=False, actor="cron")
+    ledger.record_trade(store, tenant, buy("A", "10", "0.40", market="m"))
+    ledger.record_trade(store, tenant, sell("A", "4", "0.50", market="m"))
+    ledger.mark_positions(store, tenant, {"A": D("0.45")})
+    [pos] = ledger.holdings(store, tenant)
+    # 6 shares left at cost 4.00 × 6/10 = 2.40, marked at 0.45 = 2.70.
+    assert (pos.shares, pos.cost, pos.avg_price, pos.value) == (D(6), D("2.4"), D("0.4"),
+                                                                D("2.7"))
+    assert pos.unrealized_pnl == D("0.3") and pos.realized_pnl == D("0.4")
+    assert ledger.equity(store, tenant)["equity"] == D("1000.7")  # 1000 + 0.40 + 0.30
+    assert ledger.set_quota(store, tenant, trades=50)["limit"] == 50
+    [audit] = [r for r in manager.list_audit(tenant) if r["action"] == "quota.set"]
+    assert audit["actor"] == "cron"
+    assert integrity.check_invariants(manager) == []
+
+
+def test_free_cash_is_one_number_for_every_reader(manager, tenant) -> None:
+    manager.record_trade(tenant, buy("A", "10", "0.40", fee="0.01"))  # 4.01 in A
+    manager.record_trade(tenant, buy("B", "5", "0.20", status="pending",
+                                     client_order_id="rest"))  # 1.00 reserved
+    manager.record_trade(tenant, guide(side="SELL", pnl="2.5"))  # the guide's pnl
+    ledger.mark_positions(manager, tenant, {"A": D("0.50")})
+    # cash = 1000 + 2.50 − 4.01 − 1.00 = 997.49; equity adds the reserve and A at 5.00.
+    eq = ledger.equity(manager, tenant)
+    allowance = ledger.allowance(manager, manager.get_tenant(tenant))
+    with manager.transaction() as conn:
+        cash = ledger.cash_micros(conn, tenant, 1000 * 1_000_000)
+    assert eq["cash"] == allowance.free_cash == D(cash).scaleb(-6) == D("997.49")
+    assert (eq["equity"], eq["unrealized_pnl"]) == (D("1003.49"), D("0.99"))
+    assert allowance.open_positions == 1
+    [order] = ledger.resting_orders(manager, tenant)
+    assert (order.client_order_id, order.shares, order.price, order.reserved) == (
+        "rest", D(5), D("0.2"), D("1"))
+
+
+def test_last_active_is_stamped_once_a_minute(manager, tenant, monkeypatch) -> None:
+    def last_active() -> str:
+        return manager.get_tenant(tenant).last_active
+
+    manager.record_trade(tenant, guide())
+    assert last_active() == NOW
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T12:00:40Z")
+    manager.record_trade(tenant, guide())
+    assert last_active() == NOW  # the same minute: not written again
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T12:01:05Z")
+    manager.record_trade(tenant, guide())
+    assert last_active() == "2026-11-10T12:01:05Z"
+
+
+def test_marks_move_every_open_position_of_their_tokens_and_nothing_else(
+        manager, tenant) -> None:
+    manager.record_trade(tenant, buy("A", "10", "0.40", strategy="s1"))
+    manager.record_trade(tenant, buy("A", "5", "0.40", strategy="s2"))
+    manager.record_trade(tenant, buy("B", "10", "0.30"))
+    manager.record_trade(tenant, buy("C", "10", "0.20"))
+    manager.record_trade(tenant, sell("C", "10", "0.25"))  # closed: keeps its last mark
+    ledger.mark_positions(manager, tenant, {"A": D("0.5"), "B": D("0.35"), "C": D("0.9"),
+                                            "Z": D("0.1")})  # Z is not held
+    marks = {(p["token_id"], p["strategy"]): p["mark"] for p in ledger.positions(manager,
+                                                                               tenant)}
+    assert marks == {("A", "s1"): D("0.5"), ("A", "s2"): D("0.5"), ("B", ""): D("0.35"),
+                     ("C", ""): None}

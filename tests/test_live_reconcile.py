@@ -14,7 +14,8 @@ from decimal import Decimal
 from fake_exchange import NEGRISK_TOKEN
 from live_support import intent, rows
 
-from botpoly_admin import bots, integrity, ledger, reconciliation
+from botpoly_admin import bots, integrity, ledger
+from botpoly_admin.ledger import reconciliation
 from botpoly_admin.trading.live import LiveBroker
 
 

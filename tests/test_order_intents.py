@@ -24,8 +24,9 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
 from live_support import intent, posts, quota, rows
 
-from botpoly_admin import clock, integrity, intents, ledger
+from botpoly_admin import clock, integrity, ledger
 from botpoly_admin.errors import OrderInDoubt
+from botpoly_admin.ledger import intents
 from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.orders import OrderStatus

@@ -58,7 +58,7 @@ def show(app: App, tenant: str | None, period: str | None, fmt: str) -> None:
 
     manager = app.manager()
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
-    rows = ledger.quota_status(manager, tenant_id,
+    rows = ledger.quota_status(manager.store, tenant_id,
                                clock.parse_period(period) if period is not None else None)
     if fmt == "table":
         app.render([_view(r) for r in rows], fmt, columns=QUOTA_COLUMNS,
@@ -93,8 +93,9 @@ def set_(app: App, tenant: str, trades: str | None, unlimited: bool, tier_defaul
         if not (trades.strip().isascii() and trades.strip().isdigit()):
             raise click.UsageError(f"--trades must be a whole number >= 0, got {trades!r}")
         count = int(trades)
-    row = ledger.set_quota(app.manager(), tenant, trades=count, unlimited=unlimited,
-                           tier_default=tier_default)
+    manager = app.manager()
+    row = ledger.set_quota(manager.store, manager.resolve(tenant).tenant_id, trades=count,
+                           unlimited=unlimited, tier_default=tier_default)
     if fmt != "table":
         app.render(row, fmt)
         return
@@ -128,20 +129,20 @@ def reset(app: App, tenant: str | None, dry_run: bool, yes: bool, fmt: str) -> N
 
     manager = app.manager()
     if tenant is not None:
+        tenant_id = manager.resolve(tenant).tenant_id
+        row = ledger.quota_status(manager.store, tenant_id)[0]
         if dry_run:
-            row = ledger.quota_status(manager, manager.resolve(tenant).tenant_id)[0]
             result = {"tenant_id": row["tenant_id"], "email": row["email"],
                       "period": row["period"], "trades_used_before": row["used"],
                       "trades_used": row["used"], "dry_run": True}
         else:
-            row = ledger.quota_status(manager, manager.resolve(tenant).tenant_id)[0]
             # On stderr: stdout stays clean for --json.
             if not yes and not ask(
                 click.confirm, f"Zero {printable(row['email'])}'s {row['used']} trade(s) of "
                 f"{row['period']}? It may then trade its whole quota again.", err=True
             ):
                 raise CommandError("aborted: nothing was changed")
-            result = {**ledger.reset_tenant_period(manager, tenant), "dry_run": False}
+            result = {**ledger.reset_tenant_period(manager.store, tenant_id), "dry_run": False}
         if fmt != "table":
             app.render(result, fmt)
             return
@@ -149,7 +150,7 @@ def reset(app: App, tenant: str | None, dry_run: bool, yes: bool, fmt: str) -> N
         click.echo(f"{verb} {printable(result['email'])}'s trades for {result['period']} "
                    f"({result['trades_used_before']} used before)")
         return
-    result = ledger.close_periods(manager, dry_run=dry_run)
+    result = ledger.close_periods(manager.store, dry_run=dry_run)
     if fmt != "table":
         app.render(result, fmt)
         return

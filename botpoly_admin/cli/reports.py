@@ -44,7 +44,8 @@ def metrics(app: App, tenant: str, period: str | None, by_strategy: bool, fmt: s
 
         if period is not None:
             raise click.UsageError("--by-strategy covers the whole ledger; drop --period")
-        rows = ledger.strategy_metrics(app.manager(), tenant)
+        manager = app.manager()
+        rows = ledger.strategy_metrics(manager.store, manager.resolve(tenant).tenant_id)
         if fmt != "table":
             app.render(rows, fmt)
             return

@@ -44,7 +44,7 @@ def list_(app: App, tenant: str, since: str | None, until: str | None, status: s
     from botpoly_admin import clock, ledger
 
     rows = ledger.list_trades(
-        app.manager(), tenant,
+        app.manager().store, app.manager().resolve(tenant).tenant_id,
         since=clock.parse_utc(since, "--since") if since else None,
         until=clock.parse_utc(until, "--until") if until else None,
         status=status, limit=limit,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from botpoly_admin.store.scope import TenantScope
@@ -85,17 +85,15 @@ class Store(ABC):
     def close(self) -> None:
         """Close this thread's connection."""
 
-    @contextmanager
-    def transaction(self, tenant_id: str | None = None) -> Iterator[Connection]:
+    def transaction(self, tenant_id: str | None = None) -> AbstractContextManager[Connection]:
         """One short write transaction on this thread's connection.
 
         Writers are serialized, as SQLite's ``BEGIN IMMEDIATE`` does. With
         *tenant_id* the block promises to write only that tenant's rows, and on
         PostgreSQL then waits only for writers of the same tenant (and for those
-        that name none).
+        that name none). Not re-wrapped: it runs for every trade and cycle.
         """
-        with transaction(self.db, tenant_id) as conn:
-            yield conn
+        return transaction(self.db, tenant_id)
 
     def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""

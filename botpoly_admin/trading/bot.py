@@ -7,8 +7,10 @@
    (so a plan's calls/minute is how often its bot may look at the market);
 3. settle positions in markets that resolved, and work resting orders;
 4. build each enabled strategy a read-only ``StrategyContext`` with its own
-   positions (a strategy sells only what it holds) and collect its intents; a
-   strategy whose input (a reference price) is missing sits the cycle out, logged;
+   positions (a strategy sells only what it holds) and collect its intents
+   (``on_start`` first, once per strategy instance: before its first cycle, after a
+   restart or a change of the tenant's strategies); a strategy whose input (a
+   reference price) is missing sits the cycle out, logged;
 5. pass each intent, or each order group (a complement pair) as one, through the
    tenant's ``RiskBook``; a refused one is logged with its reason, never raised;
 6. execute approved intents through the broker (paper, or live for a paid tenant
@@ -28,38 +30,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger
 from botpoly_admin.bots import refusal
-from botpoly_admin.errors import (
-    CredentialsError,
-    ExchangeError,
-    LiveRefused,
-    NotFound,
-    OrderInDoubt,
-    QuotaExceeded,
-    TemporaryExchangeError,
-    TradingNotAllowed,
-)
+from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, TemporaryExchangeError
+from botpoly_admin.ledger import Position, TradeRecord
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
+from botpoly_admin.trading.cache import TenantRateLimiter
+from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
-from botpoly_admin.trading.orders import OrderIntent
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
-from botpoly_admin.trading.strategies import (
-    PositionView,
-    Strategy,
-    StrategyContext,
-    get_strategy,
-    tradable,
-)
+from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
+    from botpoly_admin.store import Store
     from botpoly_admin.tenants import TenantManager
-    from botpoly_admin.trading.cache import TenantRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +56,6 @@ log = logging.getLogger(__name__)
 # replayed book is not a price anyone can trade at (issue 14, defect 1).
 LIVE_FEEDS = frozenset({"polymarket"})
 SNAPSHOT_EVERY_S = 5.0  # marks and equity of a bot that did not trade
-
-
-@dataclass
-class CycleReport:
-    """What one cycle did, for the bots table and the live screen."""
-
-    # running | paused_quota | paused_risk | paused_daily | throttled | stopped
-    state: str = "running"
-    api_calls: int = 0  # accepted by the tenant's rate limit, metered into usage
-    intents: int = 0
-    trades: int = 0
-    refused: list[str] = field(default_factory=list)
-    filled_tokens: set[str] = field(default_factory=set)
-    settled: int = 0
-    duration_ms: float = 0.0
 
 
 def live_feed_refusal(feed_name: str) -> str | None:
@@ -94,15 +68,11 @@ def live_feed_refusal(feed_name: str) -> str | None:
             "the whole run as paper with --paper)")
 
 
-def live_exposure(manager: TenantManager, tenant_id: str) -> str:
+def live_exposure(store: Store, tenant_id: str) -> str:
     """What the tenant still has open from live trading ("" if nothing): resting live
     orders and positions in tokens it traded live, which only the live broker may
     work, sell or settle."""
-    resting, held = manager.db.execute(
-        "SELECT (SELECT count(*) FROM trades WHERE tenant_id = :t AND status = 'pending' "
-        "AND mode = 'live'), (SELECT count(*) FROM positions p WHERE p.tenant_id = :t "
-        "AND p.shares_micros > 0 AND EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = :t "
-        "AND t.token_id = p.token_id AND t.mode = 'live'))", {"t": tenant_id}).fetchone()
+    resting, held = ledger.live_exposure(store, tenant_id)
     parts = [f"{n} {what}" for n, what in ((resting, "resting live order(s)"),
                                             (held, "position(s) bought live")) if n]
     return f"it holds {' and '.join(parts)}" if parts else ""
@@ -121,19 +91,17 @@ class TenantBot:
         broker: Broker | None = None,
         paper: bool = False,
     ) -> None:
-        self.manager = manager
+        self.manager = manager  # the tenant's settings and, live, its credentials
+        self.store = manager.store  # the ledger
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
         self.tenant_id = manager.resolve(tenant_id).tenant_id
         self.feed = feed
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
-        if limiter is None:
-            from botpoly_admin.trading.cache import TenantRateLimiter
-
-            limiter = TenantRateLimiter()
-        self.limiter = limiter
+        self.limiter = limiter if limiter is not None else TenantRateLimiter()
         self._broker = broker
         self._strategies: list[Strategy] = []
+        self._started: set[str] = set()  # strategies whose on_start has run
         self._states: dict[str, dict[str, Any]] = {}
         self._config_key: str | None = None  # what the strategies were built from
         self._last_snapshot = float("-inf")
@@ -148,6 +116,7 @@ class TenantBot:
         key = repr((names, params))  # both come fresh from JSON each cycle: stable order
         if key != self._config_key:
             self._strategies = [get_strategy(name)(params.get(name, {})) for name in names]
+            self._started.clear()  # new instances: each starts before its first cycle
             self._config_key = key
         return self._strategies
 
@@ -177,13 +146,13 @@ class TenantBot:
 
             self._broker = LiveBroker.for_tenant(self.manager, self.tenant_id)
         else:
-            exposure = live_exposure(self.manager, self.tenant_id)
+            exposure = live_exposure(self.store, self.tenant_id)
             if exposure:
                 raise LiveRefused(
                     f"{exposure}: paper trading would fill, sell or settle them against "
                     "books the exchange never quoted (trade it live on --feed polymarket "
                     "until they are closed)")
-            self._broker = PaperBroker(self.manager, self.tenant_id)
+            self._broker = PaperBroker(self.store, self.tenant_id)
         return self._broker
 
     # --- the cycle ----------------------------------------------------------------
@@ -203,7 +172,7 @@ class TenantBot:
         due = time.monotonic() - self._last_snapshot >= SNAPSHOT_EVERY_S
         if due or report.trades > 0 or report.settled > 0:
             # Metering rides along with the snapshot (and is flushed by stop()).
-            ledger.finish_cycle(self.manager, self.tenant_id, marks=marks,
+            ledger.finish_cycle(self.store, self.tenant_id, marks=marks,
                                 compute_seconds=self._compute_s, api_calls=self._api_calls)
             self._compute_s, self._api_calls = 0.0, 0
             self._last_snapshot = time.monotonic()
@@ -241,19 +210,16 @@ class TenantBot:
         # Before anything is settled or recorded: a bot that may not trade as it is
         # configured here (live on replayed data, say) must not write either.
         broker = self.broker(tenant.trading_mode, tenant.tier)
-        held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
-        scope = self.manager.scope(self.tenant_id)
-        pending = scope.rows("trades", "status = 'pending'")
+        held = ledger.holdings(self.store, self.tenant_id)
+        pending = ledger.resting_orders(self.store, self.tenant_id)
         # Markets the tenant is exposed to stay in view (and settle) whatever it watches.
-        exposed = {p["market"] for p in held if p["market"]} | {
-            r["market"] for r in pending if r["market"]}
+        exposed = {p.market for p in held if p.market} | {o.market for o in pending if o.market}
         markets = self._watched(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
         resolved.update(self._resolved_unlisted(exposed, markets))
-        broker = self.broker(tenant.trading_mode, tenant.tier)
         report.settled = self._settle(held, resolved, broker)
         if report.settled:
-            held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+            held = ledger.holdings(self.store, self.tenant_id)
         open_markets = [m for m in markets if tradable(m)]
         books = self._books(open_markets)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
@@ -263,33 +229,17 @@ class TenantBot:
         filled_resting = broker.work_resting(books, resolved_tokens) if working else 0
         report.trades += filled_resting
         if filled_resting:
-            held = [p for p in ledger.positions(self.manager, self.tenant_id) if p["shares"] > 0]
+            held = ledger.holdings(self.store, self.tenant_id)
         if pending:
-            pending = scope.rows("trades", "status = 'pending'")
+            pending = ledger.resting_orders(self.store, self.tenant_id)
         # Positions belong to the strategy that opened them: each strategy sees and
         # sells only its own (docs/architecture.md, positions per strategy).
-        positions = {(p["strategy"], p["token_id"]): _view(p) for p in held}
-        # Exposure per market (the tenant's limit): positions at cost plus resting buys
-        # at their limit; shares free to sell per strategy: held minus those already
-        # offered by its resting sells.
-        by_market: dict[str, Decimal] = {}
-        for p in held:
-            key = p["market"] or p["token_id"]
-            by_market[key] = by_market.get(key, Decimal(0)) + p["cost"]
-        sellable = {key: view.shares for key, view in positions.items()}
-        for r in pending:
-            amount = Decimal(r["notional_micros"] + r["fee_micros"]).scaleb(-6)
-            owner = (r["strategy"] or "", r["token_id"])
-            if r["side"] == "BUY":
-                key = r["market"] or r["token_id"]
-                by_market[key] = by_market.get(key, Decimal(0)) + amount
-            elif owner in sellable:
-                sellable[owner] -= Decimal(r["shares_micros"]).scaleb(-6)
-        quota = ledger.allowance(self.manager, tenant)
-        cash = quota.free_cash
+        by_owner = _views_by_owner(held)
+        by_market, sellable = _exposure(held, pending)
+        quota = ledger.allowance(self.store, tenant)
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
-            free_cash=cash,
+            free_cash=quota.free_cash,
             max_position_notional=tenant.max_position_size,
             position_notional=by_market,
             shares_held=sellable,
@@ -307,193 +257,16 @@ class TenantBot:
         else:
             # Halts stop new exposure, never its reduction: the strategies still run,
             # so exits and pair rebalancing go out while the bot is paused.
-            self._trade(report, tenant, open_markets, books, positions, by_market, risk,
-                        broker, now)
+            strategies = self._load_strategies(tenant.enabled_strategies,
+                                               tenant.strategy_params)
+            references, missing = self._references(strategies, open_markets)
+            Dispatch(store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
+                     report=report, risk=risk, now=now, markets=open_markets, books=books,
+                     by_market=by_market, states=self._states, fresh_books=self._books,
+                     references=references).run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
-        # Held tokens are marked at their midpoint: those whose midpoint moved, and
-        # those first bought this cycle (an unchanged mark is not rewritten).
-        stored = {p["token_id"]: p["mark"] for p in held}
-        marks: dict[str, Decimal] = {}
-        for token_id, book in books.items():
-            mid = book.midpoint
-            if mid is None:
-                continue
-            moved = token_id in stored and stored[token_id] != mid
-            if moved or token_id in report.filled_tokens:
-                marks[token_id] = mid
-        return marks
-
-    def _trade(self, report: CycleReport, tenant: Any, markets: list[Market],
-               books: dict[str, OrderBook], positions: dict[tuple[str, str], PositionView],
-               by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
-               now: Any) -> None:
-        strategies = self._load_strategies(tenant.enabled_strategies, tenant.strategy_params)
-        if not strategies:
-            return
-        references, missing = self._references(strategies, markets)
-        intents: list[OrderIntent] = []
-        contexts: dict[str, StrategyContext] = {}
-        by_name: dict[str, Strategy] = {}
-        for strategy in strategies:
-            lacking = sorted(strategy.reference_symbols() & missing.keys())
-            if lacking:
-                # One missing input benches the strategy that needs it, not the cycle.
-                why = "; ".join(missing[symbol] for symbol in lacking)
-                report.refused.append(f"{strategy.name} sits this cycle out: {why}")
-                log.info("tenant %s: %s sits this cycle out: %s", self.tenant_id,
-                         strategy.name, why)
-                continue
-            by_name[strategy.name] = strategy
-            ctx = contexts[strategy.name] = self._context(
-                strategy, now, markets, books, references, positions, by_market, risk, tenant)
-            intents.extend(strategy.on_cycle(ctx))
-        report.intents = len(intents)
-        # An order group (a complement pair) is one unit: checked against every limit
-        # and given all its API calls before its first leg leaves.
-        units: list[list[OrderIntent]] = []
-        grouped: dict[str, list[OrderIntent]] = {}
-        for intent in intents:
-            if not intent.group:
-                units.append([intent])
-            elif intent.group in grouped:
-                grouped[intent.group].append(intent)
-            else:
-                grouped[intent.group] = [intent]
-                units.append(grouped[intent.group])
-        for unit in units:
-            if not self._send(report, tenant, unit, books, risk, broker, by_name, contexts):
-                break
-            strategy = by_name.get(unit[0].strategy)
-            if len(unit) > 1 and strategy is not None:
-                # Legs that filled unequally are evened out at once, not next cycle.
-                market = next((m for m in markets if m.market_id == unit[0].market_id), None)
-                if market is not None and not self._even_out(
-                        report, tenant, strategy, market, books, references, by_market,
-                        risk, broker, by_name, contexts, now):
-                    break
-
-    def _context(self, strategy: Strategy, now: Any, markets: list[Market],
-                 books: dict[str, OrderBook], references: dict[str, ReferencePrice],
-                 positions: dict[tuple[str, str], PositionView],
-                 by_market: dict[str, Decimal], risk: RiskBook, tenant: Any,
-                 *, may_open: bool | None = None) -> StrategyContext:
-        return StrategyContext(
-            now=now, markets=markets, books=books, reference_prices=references,
-            positions={token: view for (owner, token), view in positions.items()
-                       if owner == strategy.name},
-            free_cash=risk.free_cash, max_position_notional=tenant.max_position_size,
-            state=self._states.setdefault(strategy.name, {}),
-            market_notional=by_market,
-            may_open=not risk.opening_halted if may_open is None else may_open,
-        )
-
-    def _send(self, report: CycleReport, tenant: Any, unit: list[OrderIntent],
-              books: dict[str, OrderBook], risk: RiskBook, broker: Broker,
-              by_name: dict[str, Strategy], contexts: dict[str, StrategyContext]) -> bool:
-        """Check and execute one unit (an order, or a group's legs); False when the
-        cycle must stop sending (rate limit spent, quota gone, tenant suspended)."""
-        first = unit[0]
-        missing_book = next((i.token_id for i in unit if i.token_id not in books), None)
-        if missing_book is not None:
-            reason: str | None = f"no book for {missing_book}"
-        elif len(unit) > 1:
-            reason = risk.check_group(unit)
-        else:
-            reason = risk.check(first)
-        if reason is not None:
-            report.refused.append(reason)
-            log.info("tenant %s refused %s %s %s: %s", self.tenant_id, first.strategy,
-                     first.side, first.token_id, reason)
-            return True
-        if not self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute,
-                                        len(unit)):
-            report.refused.append("API rate limit reached for this minute"
-                                  + (f" (group {first.group} needs {len(unit)} calls)"
-                                     if len(unit) > 1 else ""))
-            report.state = "throttled"
-            return False
-        report.api_calls += len(unit)
-        for intent in unit:
-            if intent.reason.startswith("rebalance"):
-                log.info("tenant %s %s %s %s %s: %s", self.tenant_id, intent.strategy,
-                         intent.side, intent.size, intent.token_id, intent.reason)
-            try:
-                result = broker.execute(intent, books[intent.token_id],
-                                        risk.markets.get(intent.market_id))
-            except QuotaExceeded as exc:
-                report.refused.append(str(exc))
-                report.state = "paused_quota"
-                return False
-            except TradingNotAllowed as exc:
-                # Suspended (or out of trial) since this cycle began: as at its start,
-                # not a failure; the orchestrator stops the bot on its next tick.
-                report.refused.append(str(exc))
-                report.state = "stopped"
-                return False
-            except OrderInDoubt as exc:
-                # A live order of this token may be on the exchange: nothing more is sent
-                # for the token until a look-up resolves it; the other tokens trade on (a
-                # group's legs already sent are evened out by the caller).
-                report.refused.append(str(exc))
-                log.warning("tenant %s: %s", self.tenant_id, exc)
-                return True
-            except ExchangeError as exc:
-                if intent is first:
-                    raise  # nothing of the unit left: a failed cycle, retried as ever
-                # A later leg failed after the first went out: the group is evened out
-                # now (by the caller) rather than left naked until the cycle fails.
-                report.refused.append(f"group {first.group}: {exc}")
-                log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
-                            intent.token_id, first.group, exc)
-                return True
-            if result.filled > 0:
-                report.trades += 1
-                report.filled_tokens.add(intent.token_id)
-            strategy = by_name.get(intent.strategy)
-            if strategy is not None and result.filled > 0:
-                strategy.on_fill(contexts[strategy.name], result)
-        return True
-
-    def _even_out(self, report: CycleReport, tenant: Any, strategy: Strategy, market: Market,
-                  books: dict[str, OrderBook], references: dict[str, ReferencePrice],
-                  by_market: dict[str, Decimal], risk: RiskBook, broker: Broker,
-                  by_name: dict[str, Strategy], contexts: dict[str, StrategyContext],
-                  now: Any) -> bool:
-        """Ask *strategy* to even out its positions in *market*, read from the ledger,
-        against fresh books: first as the tenant's limits allow (buying the missing
-        side while the edge remains), then exits only; False when sending must stop."""
-        fresh: dict[str, OrderBook] | None = None
-        for may_open in (None, False):
-            held = {(p["strategy"], p["token_id"]): _view(p)
-                    for p in ledger.positions(self.manager, self.tenant_id)
-                    if p["shares"] > 0 and p["strategy"] == strategy.name
-                    and p["market"] == market.market_id}
-            ctx = self._context(strategy, now, [market], fresh or books, references, held,
-                                by_market, risk, tenant, may_open=may_open)
-            repair = strategy.even_out(ctx, market)
-            if not repair:
-                return True
-            if fresh is None:
-                # The legs just moved the book: judge the edge on what it shows now.
-                fresh = {**books, **self._books([market])}
-                ctx = self._context(strategy, now, [market], fresh, references, held,
-                                    by_market, risk, tenant, may_open=may_open)
-                repair = strategy.even_out(ctx, market)
-            # The ledger's shares are what may be sold now.
-            for key, view in held.items():
-                risk.shares_held[key] = view.shares
-            try:
-                for intent in repair:
-                    if not self._send(report, tenant, [intent], fresh, risk, broker,
-                                      by_name, contexts):
-                        return False
-            except ExchangeError as exc:
-                if may_open is False:
-                    raise  # the exits failed too: a failed cycle; the next one repairs
-                log.warning("tenant %s: evening out %s failed: %s; exits only now",
-                            self.tenant_id, market.market_id, exc)
-        return True
+        return _marks(held, books, report.filled_tokens)
 
     def _references(self, strategies: list[Strategy], markets: list[Market]
                     ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
@@ -546,17 +319,17 @@ class TenantBot:
                 found[market_id] = market
         return found
 
-    def _settle(self, held: list[dict[str, Any]], resolved: dict[str, Market],
+    def _settle(self, held: list[Position], resolved: dict[str, Market],
                 broker: Broker) -> int:
         """Settle held positions of resolved markets through the broker: 1 per winning
         share, 0 per losing (live: a payout only once redeemed)."""
         settled = 0
         for p in held:
-            market = resolved.get(p["market"] or "")
+            market = resolved.get(p.market or "")
             if market is None:
                 continue
-            won = p["token_id"] == market.winner_token_id
-            if broker.settle(p["token_id"], won, strategy=p["strategy"]):
+            won = p.token_id == market.winner_token_id
+            if broker.settle(p.token_id, won, strategy=p.strategy):
                 settled += 1
         return settled
 
@@ -570,18 +343,52 @@ class TenantBot:
                 broker.close()
         finally:
             if self._compute_s or self._api_calls:
-                ledger.add_usage(self.manager, self.tenant_id, api_calls=self._api_calls,
+                ledger.add_usage(self.store, self.tenant_id, api_calls=self._api_calls,
                                  compute_seconds=self._compute_s)
                 self._compute_s, self._api_calls = 0.0, 0
 
 
 
-def _view(position: dict[str, Any]) -> PositionView:
-    return PositionView(
-        token_id=position["token_id"], shares=position["shares"],
-        avg_cost=position["avg_price"] or Decimal(0),
-        opened_at=clock.parse_utc(position["opened_at"]) if position["opened_at"] else None,
-    )
+def _views_by_owner(held: list[Position]) -> dict[str, dict[str, PositionView]]:
+    """What each strategy sees of its own positions: strategy -> token id -> view."""
+    views: dict[str, dict[str, PositionView]] = {}
+    for p in held:
+        views.setdefault(p.strategy, {})[p.token_id] = position_view(p)
+    return views
+
+
+def _exposure(held: list[Position], pending: list[TradeRecord]
+              ) -> tuple[dict[str, Decimal], dict[tuple[str, str], Decimal]]:
+    """The tenant's exposure per market (the limit is the tenant's): positions at cost
+    plus resting buys at what they reserve; and the shares each strategy may still
+    sell per token: held minus those its resting sells already offer."""
+    by_market: dict[str, Decimal] = {}
+    for p in held:
+        key = p.market or p.token_id
+        by_market[key] = by_market.get(key, Decimal(0)) + p.cost
+    sellable = {(p.strategy, p.token_id): p.shares for p in held}
+    for order in pending:
+        if order.side == "BUY":
+            key = order.market or order.token_id or ""
+            by_market[key] = by_market.get(key, Decimal(0)) + order.reserved
+        elif (owner := (order.strategy or "", order.token_id or "")) in sellable:
+            sellable[owner] -= order.shares
+    return by_market, sellable
+
+
+def _marks(held: list[Position], books: Mapping[str, OrderBook],
+           filled: set[str]) -> dict[str, Decimal]:
+    """Midpoints to store as marks: of held tokens whose midpoint moved, and of those
+    first bought this cycle (an unchanged mark is not rewritten; a token neither held
+    nor filled has no position to mark)."""
+    stored = {p.token_id: p.mark for p in held}
+    marks: dict[str, Decimal] = {}
+    for token_id in dict.fromkeys([*stored, *filled]):
+        book = books.get(token_id)
+        mid = None if book is None else book.midpoint
+        if mid is not None and (token_id in filled or stored[token_id] != mid):
+            marks[token_id] = mid
+    return marks
 
 
 def _paused_state(risk: RiskBook) -> str:

@@ -28,10 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from botpoly_admin import ledger
 from botpoly_admin.errors import InvalidInput
+from botpoly_admin.store import Store
 from botpoly_admin.trading import rules
 from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
 from botpoly_admin.trading.orders import (
@@ -42,9 +43,6 @@ from botpoly_admin.trading.orders import (
     TimeInForce,
 )
 from botpoly_admin.trading.paper import simulate_fill
-
-if TYPE_CHECKING:
-    from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ class Broker(Protocol):
         ...
 
 
-def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionResult,
+def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
                      mode: str, *, exchange_order_id: str | None = None,
                      reservation: ledger.Reservation | None = None) -> list[dict[str, Any]]:
     """Write the ledger rows of one execution (see the module docstring)."""
@@ -88,7 +86,7 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
     if result.filled > 0:
         status = "filled" if result.status is OrderStatus.FILLED else "partial"
         row = ledger.record_trade(
-            manager, tenant_id,
+            store, tenant_id,
             ledger.Trade(shares=result.filled, price=result.avg_price or intent.limit_price,
                          notional=result.notional, fee=result.fee, status=status,
                          client_order_id=intent.client_order_id, **common),
@@ -100,7 +98,7 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
     if result.resting > 0:
         rest_id = intent.client_order_id + ("-rest" if result.filled > 0 else "")
         row = ledger.record_trade(
-            manager, tenant_id,
+            store, tenant_id,
             ledger.Trade(shares=result.resting, price=intent.limit_price, status="pending",
                          client_order_id=rest_id, counts_against_quota=result.filled == 0,
                          **common),
@@ -111,7 +109,7 @@ def record_execution(manager: TenantManager, tenant_id: str, result: ExecutionRe
             rows.append(row)
     if result.filled == 0 and result.resting == 0:
         row = ledger.record_trade(
-            manager, tenant_id,
+            store, tenant_id,
             ledger.Trade(shares=intent.size, price=intent.limit_price, status="failed",
                          client_order_id=intent.client_order_id, **common),
             reservation=reservation,
@@ -136,9 +134,9 @@ class PaperBroker:
     mode = "paper"
     FORGET_AFTER_S = 3600.0
 
-    def __init__(self, manager: TenantManager, tenant_id: str, *,
+    def __init__(self, store: Store, tenant_id: str, *,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.manager = manager
+        self.store = store
         self.tenant_id = tenant_id
         self._monotonic = monotonic
         # (token id, side taken by) -> (book version, {price: shares taken}, last used)
@@ -158,7 +156,7 @@ class PaperBroker:
             result = simulate_fill(order, book, market.fees if market else NO_FEES, taken)
             for fill in result.fills:
                 taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares
-        record_execution(self.manager, self.tenant_id, result, self.mode)
+        record_execution(self.store, self.tenant_id, result, self.mode)
         if result.message:
             log.info("tenant %s order %s: %s", self.tenant_id, intent.client_order_id,
                      result.message)
@@ -178,10 +176,11 @@ class PaperBroker:
         levels = held[1] if held is not None and held[0] == version else {}
         self._taken[book.token_id, side] = (version, levels, now)
         return levels
+
     def settle(self, token_id: str, won: bool, *,
                strategy: str | None = None) -> dict[str, Any] | None:
         """Pay 1 per winning share and 0 per losing one, at once (paper has no chain)."""
-        return ledger.settle_position(self.manager, self.tenant_id, token_id, won,
+        return ledger.settle_position(self.store, self.tenant_id, token_id, won,
                                       strategy=strategy)
 
     def close(self) -> None:
@@ -193,41 +192,37 @@ class PaperBroker:
         fee), for as many shares as the crossing levels hold and this tenant has not
         taken; the rest keeps resting. Cancel the ones whose market resolved."""
         filled = 0
-        pending = self.manager.scope(self.tenant_id).rows("trades", "status = 'pending'")
-        for row in pending:
-            token = row["token_id"]
+        for order in ledger.resting_orders(self.store, self.tenant_id):
+            token = order.token_id or ""
             if token in resolved:
-                ledger.resolve_pending(self.manager, self.tenant_id, row["client_order_id"],
+                ledger.resolve_pending(self.store, self.tenant_id, order.client_order_id,
                                        filled_shares=Decimal(0))
                 continue
             book = books.get(token)
             if book is None:
                 continue
-            size = Decimal(row["shares_micros"]).scaleb(-6)
-            limit = Decimal(row["price_micros"]).scaleb(-6)
             probe = OrderIntent(
-                token_id=token, market_id=row["market"] or "", side=Side(row["side"]),
-                size=size, limit_price=limit, strategy=row["strategy"] or "",
-                time_in_force=TimeInForce.IOC, client_order_id=row["client_order_id"],
+                token_id=token, market_id=order.market or "", side=Side(order.side),
+                size=order.shares, limit_price=order.price, strategy=order.strategy or "",
+                time_in_force=TimeInForce.IOC, client_order_id=order.client_order_id,
             )
             taken = self.taken(book, probe.side)
             crossing = simulate_fill(probe, book, NO_FEES, taken)
             if crossing.filled == 0:
                 continue
             try:
-                if crossing.filled == size:
-                    ledger.resolve_pending(self.manager, self.tenant_id,
-                                           row["client_order_id"], filled_shares=size,
-                                           avg_price=limit)
+                if crossing.filled == order.shares:
+                    ledger.resolve_pending(self.store, self.tenant_id, order.client_order_id,
+                                           filled_shares=order.shares, avg_price=order.price)
                 else:
-                    ledger.fill_resting(self.manager, self.tenant_id, row["client_order_id"],
+                    ledger.fill_resting(self.store, self.tenant_id, order.client_order_id,
                                         filled_shares=crossing.filled)
             except InvalidInput as exc:
                 # A resting sell whose shares were sold meanwhile: withdraw it.
                 log.info("tenant %s: cancelling resting order %s: %s", self.tenant_id,
-                         row["client_order_id"], exc)
-                ledger.resolve_pending(self.manager, self.tenant_id,
-                                       row["client_order_id"], filled_shares=Decimal(0))
+                         order.client_order_id, exc)
+                ledger.resolve_pending(self.store, self.tenant_id, order.client_order_id,
+                                       filled_shares=Decimal(0))
                 continue
             for fill in crossing.fills:
                 taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares

@@ -1,0 +1,390 @@
+"""Recording: trades, fills of resting orders and settlements, each in one transaction
+with its position, usage and quota.
+
+Every function works in one ``BEGIN IMMEDIATE`` transaction on the store. The quota is
+taken in the transaction that records the trade (``quotas.take_quota``), so it cannot
+be exceeded (docs/architecture.md invariant 2); a position moves only by a fill of its
+own strategy, and a BUY needs the free cash (``equity.Totals``) to pay for it
+(invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from botpoly_admin import clock
+from botpoly_admin.errors import Conflict, InvalidInput, NotFound
+from botpoly_admin.ledger.equity import cash_micros, write_snapshot
+from botpoly_admin.ledger.quotas import (
+    add_daily_pnl,
+    release_quota,
+    require_trading,
+    take_quota,
+    tenant_row,
+)
+from botpoly_admin.ledger.reads import trade_row
+from botpoly_admin.ledger.reservations import claim_reservation
+from botpoly_admin.ledger.values import COUNTED_STATUSES, Reservation, Trade, notional_micros
+from botpoly_admin.models import MICROS_PER_UNIT, from_micros, to_micros
+from botpoly_admin.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class LastActive:
+    """Keeps ``tenants.last_active`` to the minute: one write per tenant and minute, not
+    one per trade. What was written is remembered per store, weakly (a store that is
+    gone takes its memory with it)."""
+
+    def __init__(self) -> None:
+        self._written: weakref.WeakKeyDictionary[Any, dict[str, str]] = \
+            weakref.WeakKeyDictionary()
+
+    def touch(self, store: Store, conn: Any, tenant_id: str, now: datetime) -> None:
+        """Stamp the tenant inside the caller's transaction, unless done this minute."""
+        minute = clock.iso(now)[:16]
+        written = self._written.get(store)
+        if written is None:
+            written = self._written.setdefault(store, {})
+        if written.get(tenant_id) == minute:
+            return
+        conn.execute("UPDATE tenants SET last_active = ? WHERE tenant_id = ?",
+                     (clock.iso(now), tenant_id))
+        written[tenant_id] = minute
+
+
+last_active = LastActive()
+
+
+def _insert(conn: Any, values: Mapping[str, Any], *, idempotent: bool = False) -> int | None:
+    """Insert one ledger row; its id, or None when *idempotent* and its client order id
+    is already recorded (the UNIQUE (tenant_id, client_order_id) constraint)."""
+    cur = conn.execute(
+        f"INSERT INTO trades ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
+        + (" ON CONFLICT (tenant_id, client_order_id) DO NOTHING" if idempotent else ""),
+        tuple(values.values()),
+    )
+    return cur.lastrowid if cur.rowcount else None
+
+
+def apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
+               notional: int, ts: str, capital_micros: int) -> tuple[int, bool]:
+    """Move the position of the trade's strategy by one fill; return (realized P&L,
+    whether it closed/reduced). A strategy sells only the shares it holds itself:
+    another strategy's lot in the same token is not its to sell."""
+    strategy = trade.strategy or ""
+    if trade.side == "BUY":
+        cash = cash_micros(conn, tenant_id, capital_micros)
+        if cash < notional + fee:
+            raise InvalidInput(f"not enough free cash for {from_micros(notional + fee)} USD "
+                               f"(have {from_micros(cash)})")
+        conn.execute(
+            "INSERT INTO positions (tenant_id, token_id, strategy, market, outcome, "
+            "shares_micros, cost_micros, state, opened_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) "
+            "ON CONFLICT (tenant_id, token_id, strategy) DO UPDATE SET "
+            "shares_micros = shares_micros + excluded.shares_micros, "
+            "cost_micros = cost_micros + excluded.cost_micros, state = 'open', "
+            "opened_at = CASE WHEN positions.shares_micros = 0 THEN excluded.opened_at "
+            "ELSE positions.opened_at END, "
+            "market = COALESCE(positions.market, excluded.market), "
+            "outcome = COALESCE(positions.outcome, excluded.outcome), "
+            "updated_at = excluded.updated_at",
+            (tenant_id, trade.token_id, strategy, trade.market, trade.outcome, shares,
+             notional + fee, ts, ts),
+        )
+        return 0, False
+    pos = conn.execute(
+        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ? "
+        "AND strategy = ?",
+        (tenant_id, trade.token_id, strategy),
+    ).fetchone()
+    held, cost = pos if pos else (0, 0)
+    if shares > held:
+        raise InvalidInput(
+            f"cannot sell {from_micros(shares)} shares of {trade.token_id}: "
+            f"{from_micros(held)} held" + (f" by strategy {strategy}" if strategy else "")
+        )
+    cost_out = cost if shares == held else (cost * shares) // held
+    realized = notional - fee - cost_out
+    conn.execute(
+        "UPDATE positions SET shares_micros = shares_micros - ?, cost_micros = cost_micros - ?, "
+        "realized_pnl_micros = realized_pnl_micros + ?, "
+        "state = CASE WHEN shares_micros - ? = 0 THEN 'closed' ELSE 'open' END, updated_at = ? "
+        "WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
+        (shares, cost_out, realized, shares, ts, tenant_id, trade.token_id, strategy),
+    )
+    return realized, True
+
+
+def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
+                 *, reservation: Reservation | None = None,
+                 snapshot: bool = False) -> dict[str, Any] | None:
+    """Record one trade: ledger row, position, usage and quota in one transaction.
+
+    Returns the stored trade, or None when its client order id was already recorded
+    (idempotent). Raises QuotaExceeded (nothing written) when over the monthly or
+    daily quota; with a *reservation* the quota was taken already and is converted.
+    With *snapshot*, today's equity snapshot is written in the same transaction (the
+    guide's API, which has no bot cycle to snapshot after it).
+    """
+    if not isinstance(trade, Trade):
+        trade = Trade.from_mapping(trade)
+    trade = trade.validated()
+    now = clock.now()
+    ts = trade.ts or now
+    period, day, ts_text = clock.period_of(ts), clock.day_of(ts), clock.iso(ts)
+    client_order_id = trade.client_order_id or uuid.uuid4().hex
+    shares = to_micros(trade.shares, "shares")
+    price = to_micros(trade.price, "price")
+    fee = to_micros(trade.fee, "fee")
+    # Checked again in micro-units: 0.9999999 would round to a price of 1.
+    if not 0 < price < MICROS_PER_UNIT:
+        raise InvalidInput(f"price must be between 0 and 1 (exclusive), got {trade.price}")
+    if shares <= 0 and trade.status in ("filled", "partial", "pending"):
+        raise InvalidInput(f"trade size must be at least 0.000001, got {trade.shares}")
+    notional = notional_micros(trade.side, shares, price) if trade.notional is None \
+        else to_micros(trade.notional, "notional")
+    counted = trade.status in COUNTED_STATUSES and trade.counts_against_quota
+    filled = trade.status in ("filled", "partial")
+    realized, closes = 0, False
+    if trade.token_id is None and filled:
+        # The guide's form names no token: it moves no position, and its pnl is taken
+        # as given, but only for a trade that filled.
+        realized = to_micros(trade.realized_pnl or 0, "pnl")
+        closes = trade.realized_pnl is not None and trade.side == "SELL"
+    if reservation is not None:
+        period, day = reservation.period, reservation.day
+    values = {
+        "tenant_id": tenant_id, "ts": ts_text, "period": period, "day": day,
+        "market": trade.market, "token_id": trade.token_id, "outcome": trade.outcome,
+        "side": trade.side, "shares_micros": shares, "price_micros": price,
+        "notional_micros": notional, "fee_micros": fee, "realized_pnl_micros": realized,
+        "closes_position": int(closes), "status": trade.status, "mode": trade.mode,
+        "strategy": trade.strategy, "counted": int(counted),
+        "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
+        "group_id": trade.group_id,
+    }
+    with store.transaction() as conn:
+        row = tenant_row(conn, tenant_id)
+        if reservation is None:
+            require_trading(row, now)
+        # With a reservation the check was made when the quota was reserved, before
+        # the order left for the exchange: an order sent is recorded even if the
+        # tenant was suspended meanwhile, or the ledger would lose a real trade.
+        elif not claim_reservation(conn, reservation):
+            raise Conflict(f"reservation {reservation.reservation_id} was already used")
+        trade_id = _insert(conn, values, idempotent=True)
+        if trade_id is None:
+            if reservation is not None:
+                release_quota(conn, tenant_id, period, day, reserved=True)
+            return None
+        if counted and reservation is not None:
+            conn.execute(
+                "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0), "
+                "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
+                (tenant_id, period),
+            )
+        elif counted:
+            # A sell of a token moves a position the ledger checks is held: it reduces
+            # exposure. The guide's form names no token, so nothing proves that.
+            take_quota(conn, row, period, day,
+                       reducing=trade.side == "SELL" and trade.token_id is not None)
+        elif reservation is not None:
+            release_quota(conn, tenant_id, period, day, reserved=True)
+        if trade.token_id is not None and filled:
+            realized, closes = apply_fill(conn, tenant_id, trade, shares, price, fee,
+                                          notional, ts_text, row["capital_micros"])
+            if closes:
+                conn.execute(
+                    "UPDATE trades SET realized_pnl_micros = ?, closes_position = 1 "
+                    "WHERE id = ?", (realized, trade_id))
+                values["realized_pnl_micros"], values["closes_position"] = realized, 1
+        elif trade.status == "pending" and trade.side == "BUY" and \
+                cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
+            # The pending row just inserted already reserves its cash.
+            raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
+        if closes and realized:
+            add_daily_pnl(conn, tenant_id, day, realized)
+        if snapshot:
+            write_snapshot(conn, tenant_id, now)
+        last_active.touch(store, conn, tenant_id, now)
+    # After the commit: a line in the log is a trade in the ledger (the crash tests
+    # hold every logged order id against the trades table).
+    log.info("trade recorded: tenant %s order %s %s", tenant_id, client_order_id, trade.status)
+    return trade_row({**values, "id": trade_id})
+
+
+def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
+                    *, strategy: str | None = None,
+                    ts: datetime | None = None) -> dict[str, Any] | None:
+    """Settle a resolved market's position: 1 USD per winning share, 0 per losing one.
+
+    Settles *strategy*'s position in the token, or every strategy's when None, each
+    with its own ``settled`` ledger row (not counted against the quota, in the
+    tenant's trading mode) that closes the position. A position bought in order
+    groups (a complement pair) settles under one group per market and strategy, so
+    the pair's two legs are one round trip in the metrics. Returns the (last)
+    settlement row, or None when there is nothing to settle (idempotent).
+    """
+    when = ts or clock.now()
+    ts_text = clock.iso(when)
+    settled_id = None
+    with store.transaction() as conn:
+        mode = tenant_row(conn, tenant_id)["trading_mode"]
+        held = conn.execute(
+            "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
+            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0 "
+            "AND (? IS NULL OR strategy = ?) ORDER BY strategy",
+            (tenant_id, token_id, strategy, strategy),
+        ).fetchall()
+        for owner, shares, cost, market, outcome in held:
+            payout = shares if won else 0
+            realized = payout - cost
+            conn.execute(
+                "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
+                "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, "
+                "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
+                (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
+            )
+            grouped = conn.execute(
+                "SELECT 1 FROM trades WHERE tenant_id = ? AND token_id = ? "
+                "AND COALESCE(strategy, '') = ? AND side = 'BUY' AND group_id IS NOT NULL "
+                "LIMIT 1", (tenant_id, token_id, owner)).fetchone()
+            base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
+            n = conn.execute(
+                "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+                (tenant_id, base + "%"),
+            ).fetchone()[0]
+            settled_id = _insert(conn, {
+                "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
+                "day": clock.day_of(when), "market": market, "token_id": token_id,
+                "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
+                "price_micros": MICROS_PER_UNIT if won else 0, "notional_micros": payout,
+                "fee_micros": 0, "realized_pnl_micros": realized, "closes_position": 1,
+                "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
+                "client_order_id": f"{base}-{n}" if n else base,
+                "group_id": f"settle-{market}-{owner}" if grouped else None,
+            })
+            add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
+    return None if settled_id is None else _read(store, tenant_id, settled_id)
+
+
+def _read(store: Store, tenant_id: str, trade_id: int) -> dict[str, Any]:
+    return trade_row(store.scope(tenant_id).rows("trades", "id = :id", {"id": trade_id})[0])
+
+
+def _pending_row(conn: Any, tenant_id: str, client_order_id: str) -> dict[str, Any]:
+    """The resting (pending) ledger row of *client_order_id*, read inside the caller's
+    write transaction; NotFound when the order is not resting."""
+    cur = conn.execute(
+        "SELECT * FROM trades WHERE tenant_id = ? AND client_order_id = ? "
+        "AND status = 'pending'", (tenant_id, client_order_id))
+    found = cur.fetchone()
+    if found is None:
+        raise NotFound(f"no pending order {client_order_id!r}")
+    return dict(zip([c[0] for c in cur.description], found, strict=True))
+
+
+def _fill_of(row: Mapping[str, Any], shares: int, price: int) -> Trade:
+    """The fill of *shares* of a resting order's row at *price*, for ``apply_fill``."""
+    return Trade(side=row["side"], shares=from_micros(shares), price=from_micros(price),
+                 token_id=row["token_id"], market=row["market"], outcome=row["outcome"],
+                 strategy=row["strategy"])
+
+
+def resolve_pending(store: Store, tenant_id: str, client_order_id: str, *,
+                    filled_shares: Decimal, avg_price: Decimal | None = None,
+                    fee: Decimal = Decimal("0"), cancel_rest: bool = True) -> dict[str, Any]:
+    """Settle a resting (pending) order: record its fill and/or cancel what is left.
+
+    A pending order that ends with no fill is cancelled and its quota unit given back.
+    """
+    now = clock.now()
+    with store.transaction() as conn:
+        row = _pending_row(conn, tenant_id, client_order_id)
+        tenant = tenant_row(conn, tenant_id)
+        filled = to_micros(filled_shares, "filled shares")
+        if filled < 0 or filled > row["shares_micros"]:
+            raise InvalidInput("filled shares must be between 0 and the order size")
+        if filled == 0:
+            if not cancel_rest:
+                return trade_row(row)
+            conn.execute("UPDATE trades SET status = 'cancelled', counted = 0 WHERE id = ?",
+                         (row["id"],))
+            if row["counted"]:
+                release_quota(conn, tenant_id, row["period"], row["day"], reserved=False)
+        else:
+            price = to_micros(avg_price, "price") if avg_price is not None \
+                else row["price_micros"]
+            fee_m = to_micros(fee, "fee")
+            notional = notional_micros(row["side"], filled, price)
+            # Release the reservation of the resting order before paying for the fill.
+            conn.execute("UPDATE trades SET status = 'partial' WHERE id = ?", (row["id"],))
+            realized, closes = apply_fill(conn, tenant_id, _fill_of(row, filled, price),
+                                          filled, price, fee_m, notional, clock.iso(now),
+                                          tenant["capital_micros"])
+            status = "filled" if filled == row["shares_micros"] else "partial"
+            conn.execute(
+                "UPDATE trades SET status = ?, shares_micros = ?, price_micros = ?, "
+                "notional_micros = ?, fee_micros = ?, realized_pnl_micros = ?, "
+                "closes_position = ? WHERE id = ?",
+                (status, filled, price, notional, fee_m, realized, int(closes), row["id"]),
+            )
+            if closes and realized:  # today's realized P&L feeds the daily loss limit
+                add_daily_pnl(conn, tenant_id, clock.day_of(now), realized)
+    return _read(store, tenant_id, row["id"])
+
+
+def fill_resting(store: Store, tenant_id: str, client_order_id: str, *,
+                 filled_shares: Decimal) -> dict[str, Any]:
+    """Record part of a resting (pending) order filling as maker, at its limit price
+    with no fee, while the rest keeps resting; return the fill's row.
+
+    The fill is a row of its own (``C-fill-N``, status filled) and the pending row
+    keeps the rest, with its cash reservation shrunk to match. The order's quota
+    unit moves to the fill, so cancelling the rest later gives nothing back: an
+    order counts once, however it is split. A fill of the whole rest is
+    ``resolve_pending``.
+    """
+    now = clock.now()
+    ts_text = clock.iso(now)
+    with store.transaction() as conn:
+        row = _pending_row(conn, tenant_id, client_order_id)
+        tenant = tenant_row(conn, tenant_id)
+        filled = to_micros(filled_shares, "filled shares")
+        if not 0 < filled < row["shares_micros"]:
+            raise InvalidInput("a part fill must be more than 0 and less than the order size")
+        price, side = row["price_micros"], row["side"]
+        rest = row["shares_micros"] - filled
+        conn.execute(
+            "UPDATE trades SET shares_micros = ?, notional_micros = ?, counted = 0 "
+            "WHERE id = ?", (rest, notional_micros(side, rest, price), row["id"]))
+        notional = notional_micros(side, filled, price)
+        realized, closes = apply_fill(conn, tenant_id, _fill_of(row, filled, price), filled,
+                                      price, 0, notional, ts_text, tenant["capital_micros"])
+        n = conn.execute(
+            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+            (tenant_id, f"{client_order_id}-fill-%")).fetchone()[0]
+        values = {
+            "tenant_id": tenant_id, "ts": ts_text, "period": row["period"], "day": row["day"],
+            "market": row["market"], "token_id": row["token_id"], "outcome": row["outcome"],
+            "side": side, "shares_micros": filled, "price_micros": price,
+            "notional_micros": notional, "fee_micros": 0, "realized_pnl_micros": realized,
+            "closes_position": int(closes), "status": "filled", "mode": row["mode"],
+            "strategy": row["strategy"], "counted": row["counted"],
+            "group_id": row["group_id"],
+            "client_order_id": f"{client_order_id}-fill-{n + 1}",
+            "exchange_order_id": row["exchange_order_id"],
+        }
+        values["id"] = _insert(conn, values)
+        if closes and realized:  # today's realized P&L feeds the daily loss limit
+            add_daily_pnl(conn, tenant_id, clock.day_of(now), realized)
+    log.info("trade recorded: tenant %s order %s filled", tenant_id, values["client_order_id"])
+    return trade_row(values)
