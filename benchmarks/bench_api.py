@@ -62,8 +62,7 @@ def free_port() -> int:
 
 def seed(db: Path, clients: int) -> list[tuple[str, str]]:
     """*clients* enterprise tenants without a rate limit in sight, a key each."""
-    from botpoly_admin import apikeys
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin import TenantManager, apikeys
 
     manager = TenantManager(db)
     pairs = []

@@ -26,7 +26,7 @@ from pathlib import Path
 from baseline import ISSUE_14_BASELINE, REDESIGN_BASELINE, side_by_side
 from results import record
 
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.cache import SharedMarketData
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed

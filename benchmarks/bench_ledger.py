@@ -39,8 +39,8 @@ from typing import Any
 from baseline import REDESIGN_BASELINE, side_by_side
 from results import record
 
+from botpoly_admin import TenantManager
 from botpoly_admin.ledger import Trade
-from botpoly_admin.tenants import TenantManager
 
 TARGET_RATIO = 0.5
 NOW = "2026-11-10T12:00:00Z"

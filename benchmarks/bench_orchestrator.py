@@ -60,8 +60,7 @@ FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.p
 
 def build_database(path: Path, tenants: int) -> None:
     """N active tenants (pro and enterprise), every bot set to run."""
-    from botpoly_admin import bots
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin import TenantManager, bots
 
     manager = TenantManager(path)
     for i in range(tenants):
@@ -83,8 +82,7 @@ def add_live_tenant(path: Path) -> None:
 
     from eth_account import Account
 
-    from botpoly_admin import bots
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin import TenantManager, bots
 
     manager = TenantManager(path)
     tenant = manager.create_tenant("Live", "live@example.com", "pro", status="active",
@@ -106,8 +104,8 @@ def add_live_tenant(path: Path) -> None:
 def child(db: Path, workers: int, interval: float, warmup: float, seconds: float,
           feed: str = "simulated") -> None:
     """Run the orchestrator on *db*; print one JSON line of measurements."""
+    from botpoly_admin import TenantManager
     from botpoly_admin.runtime import Orchestrator
-    from botpoly_admin.tenants import TenantManager
 
     manager = TenantManager(db, create=False)
     orchestrator = Orchestrator(manager, interval_s=interval, max_workers=workers, seed=1,

@@ -38,8 +38,8 @@ RUNS = 5
 
 def build(path: Path, tenants: int, trades: int) -> None:
     """*tenants* active pro tenants with credentials and *trades* filled trades each."""
+    from botpoly_admin import TenantManager
     from botpoly_admin.ledger import Trade
-    from botpoly_admin.tenants import TenantManager
 
     manager = TenantManager(path, actor="bench")
     for i in range(tenants):
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=300)
     parser.add_argument("--trades", type=int, default=100, help="trades per tenant")
     args = parser.parse_args(argv)
-    from botpoly_admin import integrity
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin import TenantManager, maintenance
 
     with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
         work = Path(tmp)
@@ -90,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.tenants * args.trades:,} trades: {size_mb:.1f} MB, built in "
               f"{time.perf_counter() - started:.1f} s; medians of {RUNS} runs")
 
-        checks = integrity.run_checks(manager)
+        checks = maintenance.run_checks(manager)
         failed = [c.name for c in checks if not c.ok]
         assert not failed, f"a freshly built database fails {failed}"
-        check_s = median_s(lambda: integrity.run_checks(manager))
+        check_s = median_s(lambda: maintenance.run_checks(manager))
 
         def sqlite_checks() -> None:
             conn = sqlite3.connect(db)
@@ -105,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         target = work / "backup.db"
 
         def take_backup() -> None:
-            integrity.backup(manager, target, force=True)
+            maintenance.backup(manager, target, force=True)
 
         backup_s = median_s(take_backup)
         copy_s = median_s(lambda: shutil.copyfile(db, work / "copy.db"))
-        restore_s = median_s(lambda: integrity.restore(manager, target, lambda plan: True))
+        restore_s = median_s(lambda: maintenance.restore(manager, target, lambda plan: True))
         manager.close()
 
     rows = [

@@ -31,7 +31,7 @@ def measure(source: Path) -> dict[str, object]:
     """Median and p95 of every bot's cycle over ROUNDS rounds on a fresh database."""
     sys.path.insert(0, str(source))
     import botpoly_admin
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin import TenantManager
     from botpoly_admin.trading.bot import TenantBot
     from botpoly_admin.trading.cache import SharedMarketData
     from botpoly_admin.trading.feeds.simulated import SimulatedFeed

@@ -29,8 +29,8 @@ def measure(source: Path) -> dict[str, object]:
     sys.path.insert(0, str(source))
     os.environ["BOTPOLY_NOW"] = "2026-11-10T12:00:00Z"  # one period and day for the run
     import botpoly_admin
+    from botpoly_admin import TenantManager
     from botpoly_admin.ledger import Trade
-    from botpoly_admin.tenants import TenantManager
 
     def trade(i: int) -> Trade:
         return Trade(side="BUY" if i % 2 == 0 else "SELL", shares=Decimal(1),

@@ -5,7 +5,8 @@ update_tenant, delete_tenant, list_tenants, get_stats, ...) without its bugs: en
 serialize to JSON, trial tenants are listed, unknown fields are errors, secrets are
 encrypted. Each method hands over to the module that owns the rule: ``tenants``
 (the repository), ``vault`` (credentials and keys), ``audit``, ``ledger`` and
-``reports``. ``MultiTenantOrchestrator`` is ``botpoly_admin.orchestrator``'s.
+``reports``. ``MultiTenantOrchestrator`` lives in ``botpoly_admin.runtime.guide``: it
+pulls in the runtime, which tenant commands must not pay for.
 
 TRANSITION (docs/architecture.md, "The store"): the manager also stands in for its
 store (``db``, ``db_path``, ``transaction()``, ``select()``, ``scope()``, ``actor``,

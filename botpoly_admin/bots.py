@@ -55,15 +55,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, policy, reconciliation
+from botpoly_admin import clock, policy
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
+from botpoly_admin.ledger import reconciliation
 from botpoly_admin.models import TenantConfig, TradingMode
 from botpoly_admin.owners import gone_owners
 from botpoly_admin.secrets import key_source_stamp
 
 if TYPE_CHECKING:
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.store import Store
-    from botpoly_admin.tenants import TenantManager
 
 DEFAULT_LEASE_TTL_S = 10.0
 # An orchestrator whose heartbeat is older than this is taken for dead.

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from botpoly_admin import bots
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 
 DEMO_DB = Path("data") / "demo.db"
 

@@ -80,16 +80,6 @@ LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
 CashInUse = Callable[[sqlite3.Connection, str], int]
 
 
-def __getattr__(name: str) -> Any:
-    # TRANSITION (docs/architecture.md, "Layers"): ``from botpoly_admin.tenants import
-    # TenantManager`` still works while callers move to ``botpoly_admin.api``.
-    if name == "TenantManager":
-        from botpoly_admin.api import TenantManager
-
-        return TenantManager
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _json(text: str) -> Any:
     """Decode a JSON column; most are empty, and a 10,000-tenant listing decodes five
     per tenant."""

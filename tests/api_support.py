@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from botpoly_admin import apikeys
+from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import IssuedKey
 from botpoly_admin.models import TenantConfig
 from botpoly_admin.server.app import create_app
 from botpoly_admin.server.service import ServerSettings
-from botpoly_admin.tenants import TenantManager
 
 
 class FakeClock:

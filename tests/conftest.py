@@ -9,9 +9,9 @@ import pytest
 from cli_checks import database_dump
 from factories import invoke, make_tenant
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.models import TenantConfig
 from botpoly_admin.secrets import generate_key
-from botpoly_admin.tenants import TenantManager
 
 pytest_plugins = ["fake_exchange", "live_support", "postgres_server", "api_support"]
 

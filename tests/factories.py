@@ -16,9 +16,9 @@ import click
 from click.testing import CliRunner, Result
 
 from botpoly_admin import bots
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli import cli as root_command
 from botpoly_admin.ledger import Trade
-from botpoly_admin.tenants import TenantManager
 
 # The virtualenv's scripts, and the installed console script among them.
 BIN = Path(sys.executable).parent

@@ -18,7 +18,7 @@ from factories import make_tenant
 from fake_exchange import NEGRISK_TOKEN, FakeClob, FakeExchange, RecordedRequest
 
 from botpoly_admin import ledger
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.market import OrderBook

@@ -11,8 +11,8 @@ import pytest
 from cli_checks import assert_clean_error, database_dump
 
 from botpoly_admin import apikeys
+from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import InvalidApiKey
-from botpoly_admin.tenants import TenantManager
 
 
 @pytest.fixture

@@ -390,14 +390,12 @@ def test_modules_and_classes_over_the_limits_are_listed(tmp_path: Path) -> None:
 # --- the package itself ----------------------------------------------------------------------
 
 
-@pytest.mark.skip(reason="enabled when the issue-11 moves land")
 def test_botpoly_admin_has_no_import_cycle() -> None:
     cycles = import_cycles(PACKAGE)
     if cycles:
         pytest.fail(listing("import cycles in botpoly_admin", cycles), pytrace=False)
 
 
-@pytest.mark.skip(reason="enabled when the issue-11 moves land")
 def test_only_the_cli_imports_click_or_rich() -> None:
     offenders = renderer_imports(PACKAGE)
     if offenders:
@@ -405,7 +403,6 @@ def test_only_the_cli_imports_click_or_rich() -> None:
                     pytrace=False)
 
 
-@pytest.mark.skip(reason="enabled when the issue-11 moves land")
 def test_no_module_or_class_is_over_the_size_limits() -> None:
     offenders = oversized(PACKAGE)
     if offenders:

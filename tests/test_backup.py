@@ -18,8 +18,8 @@ from factories import CLI, buy, cli, make_tenant, sell
 from processes import wait_for
 
 from botpoly_admin import bots, clock, ledger, maintenance, store
+from botpoly_admin.api import TenantManager
 from botpoly_admin.secrets import generate_key
-from botpoly_admin.tenants import TenantManager
 
 D = Decimal
 SECRET = "0x" + "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from factories import make_tenant
 
-from botpoly_admin import integrity, ledger
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
@@ -33,7 +33,7 @@ def test_a_bot_settles_a_market_that_resolved_while_it_was_stopped(tmp_path) -> 
     TenantBot(manager, tid, feed).run_cycle()
     rows = ledger.positions(manager, tid)
     assert [(r["token_id"], r["state"]) for r in rows] == [(token, "settled")]
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 class SuspendingBroker(PaperBroker):
@@ -69,7 +69,7 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
     assert report.state == "stopped"
     assert any("suspended" in reason for reason in report.refused)
     assert ledger.list_trades(manager, tid) == []
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def _replay_without_reference(tmp_path, polls: int = 12):
@@ -104,7 +104,7 @@ def test_a_missing_reference_price_does_not_fail_a_strategy_that_does_not_need_i
         report = bot.run_cycle()  # must not raise
         assert not any("sits this cycle out" in r for r in report.refused)
         feed.tick()
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(

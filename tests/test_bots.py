@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from botpoly_admin import bots, clock, owners
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, NotFound
-from botpoly_admin.tenants import TenantManager
 
 STATUS_KEYS = {"tenant_id", "desired_state", "state", "owner", "heartbeat_at", "cycles",
                "last_cycle_ms", "restarts", "last_error"}

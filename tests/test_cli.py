@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli import COMMANDS, cli
 from botpoly_admin.secrets import ENV_KEYS, generate_key
-from botpoly_admin.tenants import TenantManager
 
 PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 

@@ -14,9 +14,9 @@ from functools import partial
 
 from factories import make_tenant
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import ExchangeError
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
 from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
@@ -120,7 +120,7 @@ def test_a_second_leg_that_fills_less_is_evened_out_by_selling_when_the_edge_is_
     assert [(t["token_id"], t["shares"], t["strategy"]) for t in sells] == [
         (YES, D(10), "complement_arb")]
     assert any("rebalance: sell" in r.getMessage() for r in caplog.records)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_second_leg_that_fills_less_is_completed_while_the_edge_remains(tmp_path) -> None:
@@ -188,7 +188,7 @@ def test_an_imbalance_found_in_the_ledger_is_repaired_at_the_start_of_a_cycle(
     exchange = Exchange(yes_asks=(("0.70", "100"),), no_asks=(("0.70", "100"),))
     TenantBot(manager, tid, exchange).run_cycle()
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_halted_tenant_still_repairs_a_naked_leg_by_selling(tmp_path) -> None:
@@ -231,4 +231,4 @@ def test_a_second_leg_that_keeps_failing_has_its_first_leg_sold_back(tmp_path) -
     TenantBot(manager, tid, exchange, broker=broker).run_cycle()
     assert held(manager, tid) == {YES: D(0)}
     assert broker.sent == [("BUY", YES, D(20)), ("SELL", YES, D(20))]
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []

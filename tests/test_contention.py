@@ -32,8 +32,8 @@ from processes import (
 )
 
 from botpoly_admin import bots, ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.models import CREDENTIAL_NAMES
-from botpoly_admin.tenants import TenantManager
 
 pytestmark = pytest.mark.slow
 

@@ -33,9 +33,9 @@ from processes import (
 )
 
 from botpoly_admin import bots, ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.models import CREDENTIAL_NAMES
 from botpoly_admin.secrets import key_id, read_key_file
-from botpoly_admin.tenants import TenantManager
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from factories import buy, sell
 from rich.console import Console
 
 from botpoly_admin import bots, ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli.views import build_dashboard, build_live_table, sparkline
 from botpoly_admin.reports.dashboard import (
     DashboardSnapshot,
@@ -19,7 +20,6 @@ from botpoly_admin.reports.dashboard import (
     collect,
     tenant_lines,
 )
-from botpoly_admin.tenants import TenantManager
 
 
 def render(renderable, width: int = 110) -> str:

@@ -20,7 +20,7 @@ from cli_checks import assert_clean_error
 from factories import cli, invoke
 
 from botpoly_admin import store
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 
 
 def listing(directory: Path) -> dict[str, bytes | None]:

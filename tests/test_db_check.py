@@ -18,11 +18,11 @@ from cryptography.fernet import Fernet
 from factories import buy, make_tenant, sell
 
 from botpoly_admin import bots, clock, ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import StoreError
 from botpoly_admin.maintenance import scan
-from botpoly_admin.orchestrator import Orchestrator
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.secrets import generate_key, key_id
-from botpoly_admin.tenants import TenantManager
 
 D = Decimal
 CHECK_NAMES = [name for name, _, _ in maintenance.CHECKS]

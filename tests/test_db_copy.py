@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from botpoly_admin import store
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli import cli
 from botpoly_admin.ledger import Trade
 from botpoly_admin.store.postgres import PostgresStore, redact_url
-from botpoly_admin.tenants import TenantManager
 
 D = Decimal
 NOW = "2026-11-10T12:00:00Z"

@@ -21,7 +21,7 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeClob
 from live_support import intent, live_tenant, quota, rows
 
-from botpoly_admin import integrity
+from botpoly_admin import maintenance
 from botpoly_admin.models import TenantTier, TradingMode
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.feeds import open_feed
@@ -119,7 +119,7 @@ def test_the_exchange_cancels_open_orders_when_heartbeats_stop(broker, manager, 
 CHILD = textwrap.dedent("""
     import sys, json, threading
     from decimal import Decimal
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.trading.live import LiveBroker, heartbeats
     from botpoly_admin.trading.market import OrderBook
     from botpoly_admin.trading.orders import OrderIntent
@@ -165,7 +165,7 @@ def test_a_killed_process_leaves_no_order_resting_past_the_deadline(
     [row] = rows(manager, tenant)
     assert (row["status"], row["exchange_order_id"]) == ("cancelled", order_id)
     assert quota(manager, tenant) == (0, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- a clean stop ------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_a_clean_stop_cancels_verifies_and_records_the_resting_orders(
         ("partial", Decimal("4")), ("cancelled", Decimal("5"))]
     assert quota(manager, tenant) == (1, 0)
     assert heartbeat_threads() == []
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_stopping_the_tenant_bot_closes_its_live_broker(manager, tenant, clob, book,

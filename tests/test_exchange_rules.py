@@ -19,8 +19,8 @@ from factories import make_tenant
 from fake_exchange import load_fixture
 from hand_market import D, Feed, Script, order
 
-from botpoly_admin import integrity, ledger
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.trading import rules
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
@@ -98,7 +98,7 @@ def test_paper_does_not_fill_a_millionth_of_a_share(tmp_path: Path) -> None:
     assert row["status"] == "failed"
     assert ledger.positions(manager, tid) == []
     assert ledger.quota_status(manager, tid)[0]["used"] == 0
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_paper_fills_what_the_sdk_would_sign(tmp_path: Path) -> None:

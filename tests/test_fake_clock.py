@@ -16,8 +16,8 @@ from cli_checks import assert_clean_error
 from factories import commands, invoke, make_tenant
 
 from botpoly_admin import clock, ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli.app import READ_ONLY_COMMANDS, READ_ONLY_WITH
-from botpoly_admin.tenants import TenantManager
 
 FUTURE = "2027-01-01T00:00:05Z"
 

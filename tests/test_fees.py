@@ -21,8 +21,8 @@ from fake_exchange import BTC_UPDOWN_CONDITION, FakeExchange, load_fixture
 from hand_market import D, Feed, Script, order
 
 from botpoly_admin import ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.feeds.polymarket import (
     PolymarketFeed,

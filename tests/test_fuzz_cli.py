@@ -294,7 +294,7 @@ PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f36231
 def template(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A database seeded once: five tenants in every status, a credential, trades, a bot."""
     from botpoly_admin import bots
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
 
     directory = tmp_path_factory.mktemp("fuzz-template")
     with pytest.MonkeyPatch.context() as mp:

@@ -16,10 +16,10 @@ from factories import buy, make_tenant
 from processes import background, wait_for
 from test_strategy_books import HandFeed
 
-from botpoly_admin import bots, integrity, ledger
+from botpoly_admin import bots, ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import QuotaExceeded
-from botpoly_admin.orchestrator import Orchestrator
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.orders import OrderIntent
 from botpoly_admin.trading.risk import RiskBook
@@ -63,7 +63,7 @@ def test_a_daily_loss_halt_still_lets_a_stop_loss_sell_out(manager) -> None:
     assert report.state == "paused_risk"
     assert sides(manager, tid)[-1] == ("SELL", X)
     assert ledger.positions(manager, tid)[0]["shares"] == 0
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_daily(
@@ -82,7 +82,7 @@ def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_dai
     bot.run_cycle()
     assert sides(manager, tid)[-1] == ("SELL", Y)
     assert [s for s in sides(manager, tid) if s[0] == "BUY"] == [("BUY", X), ("BUY", Y)]
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_the_quota_keeps_a_unit_for_each_open_position(manager) -> None:
@@ -169,4 +169,4 @@ def test_the_ledger_counts_a_sell_past_max_daily_trades_but_not_a_buy(manager) -
                                        "shares": 100, "price": "0.55",
                                        "strategy": "momentum"})
     assert ledger.trades_today(manager, tid) == 2
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []

@@ -18,6 +18,7 @@ from cli_checks import assert_clean_error
 from factories import CLI, invoke
 from processes import in_a_terminal
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.clock import now, period_of
 from botpoly_admin.errors import CredentialsError
 from botpoly_admin.secrets import (
@@ -28,7 +29,6 @@ from botpoly_admin.secrets import (
     key_id,
     write_key_file,
 )
-from botpoly_admin.tenants import TenantManager
 
 BINANCE_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 

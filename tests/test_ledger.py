@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from factories import buy, make_tenant, sell
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
 from botpoly_admin.errors import (
     Conflict,
     InvalidInput,
@@ -59,7 +59,7 @@ def test_the_guides_dict_is_recorded(manager, tenant) -> None:
     assert row["token_id"] is None
     assert usage(manager, tenant) == (1, 0)
     assert ledger.positions(manager, tenant) == []  # no token: no position to move
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_the_engine_form_moves_a_position(manager, tenant) -> None:
@@ -74,7 +74,7 @@ def test_the_engine_form_moves_a_position(manager, tenant) -> None:
     # 10 × 0.42 + 0.05 fee + 5 × 0.40 = 4.25 + 2.00 = 6.25 for 15 shares.
     assert (pos["shares"], pos["cost"], pos["state"]) == (D(15), D("6.25"), "open")
     assert usage(manager, tenant) == (2, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_amounts_are_integer_micro_units_in_sqlite_and_decimal_in_python(
@@ -122,7 +122,7 @@ def test_a_client_order_id_is_recorded_once(manager, tenant) -> None:
     assert len(ledger.list_trades(manager, tenant)) == 1
     assert usage(manager, tenant) == (1, 0)
     assert ledger.positions(manager, tenant)[0]["shares"] == D(10)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- positions and cash -------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_buy_then_sell_realizes_pnl_net_of_fees(manager, tenant) -> None:
     assert (eq["cash"], eq["realized_pnl"], eq["equity"]) == (D("1006.58"), D("6.58"),
                                                              D("1006.58"))
     assert ledger.daily_realized_pnl(manager, tenant) == D("6.58")
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_selling_more_than_held_is_refused_and_writes_nothing(
@@ -171,7 +171,7 @@ def test_buying_without_enough_cash_is_refused(manager, monkeypatch, db_snapshot
     assert ledger.equity(manager, tid)["cash"] == D(0)
     with pytest.raises(InvalidInput, match="not enough free cash"):
         manager.record_trade(tid, buy("B", "1", "0.01"))
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_settlement_pays_one_dollar_per_winning_share(manager, tenant) -> None:
@@ -188,7 +188,7 @@ def test_settlement_pays_one_dollar_per_winning_share(manager, tenant) -> None:
                                                                               tenant)}
     assert states == {"WIN": (D(0), "settled"), "LOSE": (D(0), "settled")}
     assert ledger.equity(manager, tenant)["cash"] == D("1003.97")  # 1000 + 6.97 - 3
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- resting orders -----------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_a_resting_order_reserves_cash_and_its_fill_moves_the_position(
     assert usage(manager, tenant) == (1, 0)  # still one trade
     with pytest.raises(NotFound):
         ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(1))
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_cancelling_a_resting_order_gives_its_quota_back(manager, tenant) -> None:
@@ -221,7 +221,7 @@ def test_cancelling_a_resting_order_gives_its_quota_back(manager, tenant) -> Non
     assert cancelled["status"] == "cancelled"
     assert (usage(manager, tenant), ledger.trades_today(manager, tenant)) == ((0, 0), 0)
     assert ledger.equity(manager, tenant)["cash"] == D(1000)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
@@ -232,7 +232,7 @@ def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
                                      client_order_id="rest"))
     ledger.reset_tenant_period(manager, tenant)
     ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(0))
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # A GTC order that part fills is two rows (``C`` with the fill, ``C-rest`` pending, which
@@ -267,7 +267,7 @@ def test_a_part_filled_gtc_order_with_the_last_quota_unit_keeps_its_rest(manager
     if result.resting:
         assert rows[intent.client_order_id + "-rest"] == ("pending", result.resting)
     assert ledger.equity(manager, tid)["cash"] == D(1000) - D(20) - result.resting * D("0.5")
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> None:
@@ -283,7 +283,7 @@ def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> N
     assert rows[result.intent.client_order_id] == ("partial", D(40))
     # The order resting on the exchange is in the ledger, where reconciliation finds it.
     assert rows[result.intent.client_order_id + "-rest"] == ("pending", D(60))
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- reservations -------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_reserve_then_commit(manager, two_trades) -> None:
     assert row["mode"] == "live"
     assert usage(manager, two_trades) == (1, 0)
     assert ledger.trades_today(manager, two_trades) == 1  # taken once, at reservation
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_an_order_sent_before_a_suspension_is_still_recorded(manager, two_trades) -> None:
@@ -324,7 +324,7 @@ def test_an_order_sent_before_a_suspension_is_still_recorded(manager, two_trades
         manager.record_trade(two_trades, buy("A", "1", "0.5"))
     with pytest.raises(TradingNotAllowed, match="suspended"):
         manager.reserve_trade(two_trades)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_reserve_then_release(manager, two_trades) -> None:
@@ -333,7 +333,7 @@ def test_reserve_then_release(manager, two_trades) -> None:
     assert usage(manager, two_trades) == (0, 0)
     assert ledger.trades_today(manager, two_trades) == 0
     assert manager.check_quota(two_trades)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_failed_order_gives_its_reservation_back(manager, two_trades) -> None:
@@ -342,7 +342,7 @@ def test_a_failed_order_gives_its_reservation_back(manager, two_trades) -> None:
                                reservation=reservation)
     assert row["status"] == "failed"
     assert usage(manager, two_trades) == (0, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_reservations_count_against_the_quota(manager, two_trades, db_snapshot) -> None:
@@ -391,7 +391,7 @@ def test_over_quota_raises_and_writes_nothing(manager, two_trades, db_snapshot) 
     # Failed and cancelled orders are not counted, so they are still recorded.
     manager.record_trade(two_trades, guide(status="failed"))
     assert usage(manager, two_trades) == (2, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_tier_default_override_and_unlimited(manager, monkeypatch) -> None:
@@ -415,7 +415,7 @@ def test_tier_default_override_and_unlimited(manager, monkeypatch) -> None:
         manager.record_trade(ent, guide())
     ledger.set_quota(manager, ent, unlimited=True)
     manager.record_trade(ent, guide())
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_new_month_starts_at_zero(manager, two_trades, monkeypatch) -> None:
@@ -444,7 +444,7 @@ def test_the_daily_limit_is_per_utc_day(manager, monkeypatch, db_snapshot) -> No
     manager.record_trade(tid, guide())
     assert ledger.trades_today(manager, tid) == 1
     assert usage(manager, tid) == (3, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_trades) -> None:
@@ -458,7 +458,7 @@ def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_tr
     with pytest.raises(QuotaExceeded):
         manager.record_trade(two_trades, guide())
     assert manager.check_quota("nobody@example.com") is False
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 @pytest.mark.parametrize("n", [-1, 0.5])
@@ -555,12 +555,12 @@ def test_an_unknown_tenant_is_not_found(manager) -> None:
 
 def test_check_invariants_finds_a_broken_ledger(manager, tenant, run_cli) -> None:
     manager.record_trade(tenant, buy("A", "10", "0.5"))
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
     assert run_cli("db", "check").exit_code == 0
     with manager.db.conn:
         manager.db.execute("UPDATE usage SET trades_used = 5")
         manager.db.execute("UPDATE positions SET shares_micros = 1")
-    problems = integrity.check_invariants(manager)
+    problems = maintenance.check_invariants(manager)
     assert problems == [
         f"usage_matches_trades: tenant_id={tenant}, period=2026-11, trades_used=5, "
         "adjustment=0, counted=1",
@@ -569,7 +569,7 @@ def test_check_invariants_finds_a_broken_ledger(manager, tenant, run_cli) -> Non
     ]
     result = run_cli("db", "check")
     assert result.exit_code == 1
-    assert (f"2 of {len(integrity.CHECKS)} checks failed: usage_matches_trades, "
+    assert (f"2 of {len(maintenance.CHECKS)} checks failed: usage_matches_trades, "
             "positions_match_fills") in result.output
 
 
@@ -623,7 +623,7 @@ def test_the_ledger_takes_a_store_without_a_manager(manager, tenant, db_path) ->
     assert ledger.set_quota(store, tenant, trades=50)["limit"] == 50
     [audit] = [r for r in manager.list_audit(tenant) if r["action"] == "quota.set"]
     assert audit["actor"] == "cron"
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_free_cash_is_one_number_for_every_reader(manager, tenant) -> None:

@@ -22,7 +22,8 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
 from live_support import intent, live_tenant, posts, quota, rows
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import (
     Conflict,
     CredentialsError,
@@ -31,7 +32,6 @@ from botpoly_admin.errors import (
     OrderInDoubt,
     QuotaExceeded,
 )
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.live.clients import CLIENTS
 from botpoly_admin.trading.market import OrderBook
@@ -171,7 +171,7 @@ def test_gtc_crossing_the_book_fills_part_and_rests_the_rest(broker, manager, te
     # counted twice.
     assert (settled["status"], settled["shares"]) == ("partial", Decimal("5"))
     assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("13.37")
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, tenant,
@@ -317,7 +317,7 @@ def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
     assert stranger["id"] in caplog.text
     assert quota(manager, tenant) == (1, 0)
     # The unknown order is drift between the ledger and the account, and db check says so.
-    [problem] = integrity.check_invariants(manager)
+    [problem] = maintenance.check_invariants(manager)
     assert problem.startswith("live_ledger_matches_exchange: ")
     assert problem.endswith("drift=1 open order(s) on the exchange not in the ledger")
 

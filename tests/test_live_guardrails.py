@@ -27,10 +27,10 @@ from factories import make_tenant
 from processes import background, wait_for
 
 from botpoly_admin import bots
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, CredentialsError
-from botpoly_admin.orchestrator import Orchestrator
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.secrets import KeyRing, archive_file_for, generate_key, key_id, write_key_file
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import live_credentials
 
 STRATEGIES = ("complement_arb", "momentum")

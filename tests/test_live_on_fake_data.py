@@ -21,8 +21,8 @@ from processes import background, query, wait_for
 from test_live_guardrails import live_trader, valid_creds
 
 from botpoly_admin import bots
-from botpoly_admin.orchestrator import Orchestrator
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent, Side, TimeInForce
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from fake_exchange import NEGRISK_TOKEN
 from live_support import intent, rows
 
-from botpoly_admin import bots, integrity, ledger
+from botpoly_admin import bots, ledger, maintenance
 from botpoly_admin.ledger import reconciliation
 from botpoly_admin.trading.live import LiveBroker
 
@@ -34,7 +34,7 @@ def test_a_ledger_that_matches_the_wallet_has_no_drift(manager, tenant, clob, bo
     assert found["drift"] is None
     assert found["exchange_cash"] == Decimal("1000") - Decimal("4.463")
     assert found["positions"] == []  # ledger and wallet both hold 10 shares
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_cash_drift_is_shown_in_bots_status_the_dashboard_and_db_check(

@@ -18,7 +18,8 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN
 from live_support import intent, rows
 
-from botpoly_admin import clock, ledger, reconciliation
+from botpoly_admin import clock, ledger
+from botpoly_admin.ledger import reconciliation
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.live.redemption import REDEEM_RETRY_S, REDEEM_UNKNOWN_AFTER_S
 

@@ -20,7 +20,7 @@ from cli_checks import assert_clean_error
 from factories import BIN, commands, invoke
 
 from botpoly_admin import __version__
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -17,7 +17,8 @@ import pytest
 from factories import buy, sell
 from test_complement_pairs import NO, YES, Exchange, pair_trader
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.metrics import (
     calendar_curve,
     daily_returns,
@@ -29,7 +30,6 @@ from botpoly_admin.metrics import (
     trade_figures,
     win_rate,
 )
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 
 D = Decimal
@@ -184,7 +184,7 @@ def test_tenant_metrics_on_a_seeded_ledger(manager, monkeypatch) -> None:
     assert (m.max_drawdown_start, m.max_drawdown_end) == ("2026-11-03", "2026-11-04")
     assert m.period == "2026-11"
     assert m.storage_bytes > 0
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_metrics_of_a_tenant_without_trades(manager) -> None:

@@ -31,12 +31,12 @@ import pytest
 from processes import background, kill, wait_for
 from virtual_clock import VirtualClock
 
-from botpoly_admin import bots, integrity, ledger
+from botpoly_admin import bots, ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, ExchangeError, InvalidInput, NotFound
 from botpoly_admin.owners import new_owner_id, owner_gone
 from botpoly_admin.runtime import MultiTenantOrchestrator, Orchestrator
-from botpoly_admin.tenants import TenantManager
-from botpoly_admin.trading.bot import CycleReport
+from botpoly_admin.trading.dispatch import CycleReport
 
 BIN = Path(sys.executable).parent
 STRATEGIES = ("complement_arb", "momentum")
@@ -137,7 +137,7 @@ def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_p
     assert traded > 0
     # Each cycle's market look is one API call of the tenant's plan, metered once.
     assert all(manager.get_tenant_metrics(tid).api_calls >= 25 for tid in [*ids, trial])
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
     # Upstream requests depend on the ticks, not on the number of bots.
     assert summary.upstream_requests <= orchestrator.stats()["ticks"] * 40
 
@@ -515,7 +515,7 @@ def test_two_run_processes_split_the_bots_and_take_over(manager, db_path, tmp_pa
         assert stop(second) == 0
     assert {r["owner"] for r in rows(db_path).values()} == {None}
     assert all(r["cycles"] > 0 for r in rows(db_path).values())
-    assert integrity.check_invariants(TenantManager(db_path)) == []
+    assert maintenance.check_invariants(TenantManager(db_path)) == []
     assert set(rows(db_path)) == set(ids)
 
 
@@ -543,7 +543,7 @@ def test_a_second_foreground_run_is_refused_while_the_lease_is_held(manager, db_
 KILLABLE = """
 import sys
 from botpoly_admin.runtime import Orchestrator
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
 """
 
@@ -578,8 +578,8 @@ import sys, time
 from pathlib import Path
 from botpoly_admin.cli.run_screen import _signals
 from botpoly_admin.runtime import Orchestrator
-from botpoly_admin.tenants import TenantManager
-from botpoly_admin.trading.bot import CycleReport
+from botpoly_admin.api import TenantManager
+from botpoly_admin.trading.dispatch import CycleReport
 
 class Hanging:
     def run_cycle(self):

@@ -24,10 +24,10 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
 from live_support import intent, posts, quota, rows
 
-from botpoly_admin import clock, integrity, ledger
+from botpoly_admin import clock, ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import OrderInDoubt
 from botpoly_admin.ledger import intents
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.orders import OrderStatus
 
@@ -118,7 +118,7 @@ def test_lookups_failing_with_503_keep_the_order_in_doubt_and_its_token_blocked(
     assert [(r["status"], r["shares"]) for r in filled] == [("filled", Decimal("10"))]
     assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("15")
     assert quota(manager, tenant) == (2, 0)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_an_order_that_never_arrived_is_resent_as_the_same_signed_bytes_only(
@@ -288,7 +288,7 @@ def test_a_reservation_held_by_an_order_in_doubt_is_not_released_as_stale(
 CHILD = textwrap.dedent("""
     import sys
     from decimal import Decimal
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.trading.live import LiveBroker
     from botpoly_admin.trading.market import OrderBook
     from botpoly_admin.trading.orders import OrderIntent
@@ -351,4 +351,4 @@ def test_a_process_killed_after_sending_is_resolved_by_the_next_one_exactly_once
     assert intents.unresolved(manager, tenant) == []
     assert quota(manager, tenant) == (1, 0)
     assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []

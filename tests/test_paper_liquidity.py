@@ -23,8 +23,8 @@ from hand_market import GTC, D, Feed, Script, order
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from botpoly_admin import integrity, ledger
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
 from botpoly_admin.trading.market import (
@@ -170,7 +170,7 @@ def test_a_resting_buy_fills_at_its_limit_as_maker_without_fee_and_the_rest_keep
     assert ledger.equity(manager, tid)["cash"] == D(9950)  # 100 × 0.50, no fee
     # One order, one unit of quota, however it was split.
     assert ledger.quota_status(manager, tid)[0]["used"] == 1
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_the_rest_of_a_part_filled_resting_order_gives_no_unit_back_when_cancelled(
@@ -188,7 +188,7 @@ def test_the_rest_of_a_part_filled_resting_order_gives_no_unit_back_when_cancell
     statuses = sorted(t["status"] for t in ledger.list_trades(manager, tid))
     assert statuses == ["cancelled", "filled", "settled"]
     assert ledger.quota_status(manager, tid)[0]["used"] == 1
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- resting orders in the bot's risk and settlement --------------------------------------------
@@ -224,7 +224,7 @@ def test_a_resting_sell_whose_shares_were_sold_meanwhile_does_not_fail_later_cyc
     bot.run_cycle()
     held = sum((p["shares"] for p in ledger.positions(manager, tid)), D(0))
     assert held == 0
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_a_resting_sell_that_fills_at_a_loss_counts_toward_the_daily_loss_limit(
@@ -271,7 +271,7 @@ def test_a_resting_order_in_a_market_that_resolved_and_left_the_listing_is_cance
     statuses = [t["status"] for t in ledger.list_trades(manager, tid)]
     assert statuses == ["cancelled"]
     assert ledger.equity(manager, tid)["cash"] == D(1000)  # the 40 reserved come back
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 # --- exact costs -----------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def test_cash_and_positions_are_the_sum_of_fills_and_every_fill_was_quoted(steps
         cash = ledger.equity(manager, tid)["cash"]
         assert cash == D(1_000_000) - spent
         assert shares(manager, tid, "m1-yes") == held
-        assert integrity.check_invariants(manager) == []
+        assert maintenance.check_invariants(manager) == []
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -420,7 +420,7 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
             elif row["status"] == "pending" and row["side"] == "BUY":
                 cash -= row["notional"]
         assert ledger.equity(manager, tid)["cash"] == cash
-        assert integrity.check_invariants(manager) == []
+        assert maintenance.check_invariants(manager) == []
 
 
 def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
@@ -440,4 +440,4 @@ def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
     assert owners == {("script", D(10))}
     broker.execute(order("m1-yes", Side.SELL, 10, "0.10"), thin)
     assert shares(manager, tid, "m1-yes") == 0
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from botpoly_admin import store
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli import cli
 from botpoly_admin.errors import StoreError
 from botpoly_admin.store.postgres import PostgresStore, redact_url, translate
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS
-from botpoly_admin.tenants import TenantManager
 
 TESTS = Path(__file__).parent
 NOW = "2026-11-05T10:00:00Z"

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from botpoly_admin.integrity import check_invariants
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
+from botpoly_admin.maintenance import check_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ from decimal import Decimal
 
 from botpoly_admin.errors import QuotaExceeded
 from botpoly_admin.ledger import Trade
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.api import TenantManager
 
 db, tenant_id, tag = sys.argv[1], sys.argv[2], sys.argv[3]
 threads, attempts = int(sys.argv[4]), int(sys.argv[5])

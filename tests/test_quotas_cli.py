@@ -9,7 +9,7 @@ import pytest
 from cli_checks import assert_clean_error
 from factories import invoke
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
 from botpoly_admin.errors import Conflict, QuotaExceeded
 
 
@@ -83,7 +83,7 @@ def test_set_override_unlimited_and_tier_default(run_cli, manager, january) -> N
     assert "1000 (tier default), 5 used" in back.output
     audit = [e for e in manager.list_audit(january["active"]) if e["action"] == "quota.set"]
     assert [e["details"]["trades"] for e in audit] == [None, None, 4]
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
@@ -298,7 +298,7 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     _trade(manager, january["active"], 3)  # a full quota again
     with pytest.raises(QuotaExceeded):
         _trade(manager, january["active"])
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
     data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com", "--yes",
                               "--json").stdout)
     assert (data["trades_used_before"], data["trades_used"], data["dry_run"]) == (3, 0, False)

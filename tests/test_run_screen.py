@@ -11,8 +11,9 @@ from rich.console import Console
 from virtual_clock import VirtualClock
 
 from botpoly_admin import bots
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli.run_screen import screen_snapshot
-from botpoly_admin.dashboard import build_live_table
+from botpoly_admin.cli.views import build_live_table
 from botpoly_admin.runtime import (
     BotSnapshot,
     MultiTenantOrchestrator,
@@ -20,8 +21,7 @@ from botpoly_admin.runtime import (
     RunSnapshot,
     dashboard_text,
 )
-from botpoly_admin.tenants import TenantManager
-from botpoly_admin.trading.bot import CycleReport
+from botpoly_admin.trading.dispatch import CycleReport
 
 
 def tenant(manager: TenantManager, name: str, **kw) -> str:

@@ -13,7 +13,7 @@ import pytest
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.runtime import RunSettings
 from botpoly_admin.runtime.runner import MAX_ERROR_CHARS, Runner, short_error
-from botpoly_admin.trading.bot import CycleReport
+from botpoly_admin.trading.dispatch import CycleReport
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROW = {"name": "Ann", "tier": "pro", "trading_mode": "live"}

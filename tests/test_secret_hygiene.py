@@ -34,6 +34,7 @@ from eth_utils import to_checksum_address
 from factories import cli, commands
 from fake_exchange import FakeClob
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli import cli as root_command
 from botpoly_admin.models import CREDENTIAL_NAMES
 from botpoly_admin.secrets import (
@@ -48,7 +49,6 @@ from botpoly_admin.secrets import (
     redact,
     remember,
 )
-from botpoly_admin.tenants import TenantManager
 
 
 def distinctive_credentials(tenant: str) -> dict[str, str]:

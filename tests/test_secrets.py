@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from processes import in_a_terminal
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.models import CREDENTIAL_NAMES
 from botpoly_admin.secrets import ENV_KEYS, generate_key, key_id, mask
-from botpoly_admin.tenants import TenantManager
 
 PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 API_SECRET = "pm-api-secret-Zq8vW3xY7uKp2Lm9"

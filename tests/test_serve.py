@@ -14,8 +14,8 @@ from cli_checks import credential_value
 from processes import cli, kill, start, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.cli.serve import listen
-from botpoly_admin.tenants import TenantManager
 
 LISTENING = re.compile(r"on http://([\d.]+):(\d+)")
 METRICS_AT = re.compile(r"metrics of this run at (http://[\d.]+:\d+/metrics)")

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from botpoly_admin import integrity, ledger
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
 
@@ -82,7 +82,7 @@ def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
                                   ("complement_arb", "m1-no"): D(50)}
     sells = [t for t in ledger.list_trades(manager, tid) if t["side"] == "SELL"]
     assert sells == []
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_each_strategy_has_its_own_lot_cost_and_pnl(manager) -> None:
@@ -99,7 +99,7 @@ def test_each_strategy_has_its_own_lot_cost_and_pnl(manager) -> None:
     # b sold its own lot at a loss of 1.00; a's lot and cost are untouched.
     assert rows["b"]["shares"] == 0 and rows["b"]["realized_pnl"] == D("-1")
     assert rows["a"]["shares"] == 10 and rows["a"]["cost"] == D(4)
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 def test_the_ledger_refuses_a_sell_of_another_strategys_shares(manager, db_snapshot) -> None:
@@ -142,7 +142,7 @@ def test_the_migration_gives_each_position_the_strategy_of_its_fills(tmp_path, m
     assert store.schema_version(manager.db) == len(store.MIGRATIONS)
     assert {(p["token_id"], p["strategy"]) for p in ledger.positions(manager, tid)} == {
         ("solo", "momentum"), ("mixed", "")}
-    assert integrity.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager) == []
 
 
 price = st.integers(min_value=1, max_value=99).map(lambda c: D(c) / 100)
@@ -179,4 +179,4 @@ def test_no_strategys_sells_exceed_its_own_holdings(cycles, threshold) -> None:
                 net[key] = net.get(key, D(0)) + (t["shares"] if t["side"] == "BUY"
                                                  else -t["shares"])
                 assert net[key] >= 0, f"{key[0]} sold {key[1]} it did not hold"
-        assert integrity.check_invariants(manager) == []
+        assert maintenance.check_invariants(manager) == []

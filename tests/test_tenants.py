@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from botpoly_admin import TenantManager as TopLevelTenantManager
 from botpoly_admin import TenantStatus as TopLevelTenantStatus
 from botpoly_admin import TenantTier as TopLevelTenantTier
+from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, InvalidInput, NotFound
 from botpoly_admin.models import TenantStatus, TenantTier, TradingMode
 from botpoly_admin.store import TENANT_TABLES
-from botpoly_admin.tenants import TenantManager
 
 NOW = "2026-03-10T12:00:00Z"
 SECRET = "0xdeadbeefcafebabe0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -22,16 +22,11 @@ from cli_checks import assert_clean_error
 from factories import invoke, make_tenant
 from rich.console import Console
 
-from botpoly_admin.dashboard import (
-    LiveBot,
-    LiveSnapshot,
-    build_dashboard,
-    build_live_table,
-    collect,
-)
+from botpoly_admin.api import TenantManager
+from botpoly_admin.cli.views import build_dashboard, build_live_table
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import TEXT_LIMITS
-from botpoly_admin.tenants import TenantManager
+from botpoly_admin.reports.dashboard import LiveBot, LiveSnapshot, collect
 from botpoly_admin.text import EscapingFilter, check_text, printable
 
 # Each one forges something: a new log line, a terminal title (OSC 0), a cleared

@@ -27,7 +27,7 @@ from botpoly_admin.errors import BotpolyError, InvalidInput
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
 
 
 class App:
@@ -49,7 +49,7 @@ class App:
         (a billing total of 0 USD).
         """
         if self._manager is None:
-            from botpoly_admin.tenants import TenantManager
+            from botpoly_admin.api import TenantManager
 
             self._manager = TenantManager(self.db, create=create, notify=notice,
                                           open_now=False)

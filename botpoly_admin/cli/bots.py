@@ -32,8 +32,8 @@ from botpoly_admin.cli.app import (
 from botpoly_admin.runtime import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
 
 if TYPE_CHECKING:
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.runtime import RunSummary
-    from botpoly_admin.tenants import TenantManager
 
 LOG_FILE_NAME = "botpoly.log"
 

@@ -28,14 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from botpoly_admin.dashboard import (
-    STATE_ORDER,
-    LiveBot,
-    LiveSnapshot,
-    build_live_table,
-    tenant_lines,
-)
+from botpoly_admin.cli.views import build_live_table
 from botpoly_admin.errors import BotpolyError
+from botpoly_admin.reports.dashboard import STATE_ORDER, LiveBot, LiveSnapshot, tenant_lines
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -15,9 +15,9 @@ import click
 from botpoly_admin.cli.app import App, CommandError, pass_app
 
 if TYPE_CHECKING:
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.runtime import Orchestrator
     from botpoly_admin.server.run_metrics import RunMetrics
-    from botpoly_admin.tenants import TenantManager
 
 API_EXTRA = "pip install 'botpoly-admin[api]'"
 

@@ -18,10 +18,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, policy, reconciliation
+from botpoly_admin import clock, policy
 from botpoly_admin.clock import period_bounds
 from botpoly_admin.errors import CredentialsError
-from botpoly_admin.ledger import cash_micros
+from botpoly_admin.ledger import cash_micros, reconciliation
 from botpoly_admin.maintenance.scan import scan_files
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring

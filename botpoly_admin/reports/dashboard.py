@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from botpoly_admin import clock, reconciliation
+from botpoly_admin import clock
 from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state
+from botpoly_admin.ledger import reconciliation
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
 from botpoly_admin.store import Store, select

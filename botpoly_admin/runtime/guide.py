@@ -17,12 +17,12 @@ import threading
 from typing import IO, Any
 
 from botpoly_admin import bots, ledger
-from botpoly_admin.dashboard import NEEDS_ATTENTION, DashboardSnapshot, collect
+from botpoly_admin.api import TenantManager
 from botpoly_admin.models import quota_text
+from botpoly_admin.reports.dashboard import NEEDS_ATTENTION, DashboardSnapshot, collect
 from botpoly_admin.runtime.jobs import BotFactory
 from botpoly_admin.runtime.loop import Orchestrator
 from botpoly_admin.runtime.settings import DEFAULT_INTERVAL_S
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.text import printable
 from botpoly_admin.trading.market import MarketData
 

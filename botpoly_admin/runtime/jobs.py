@@ -44,7 +44,7 @@ from botpoly_admin.trading.market import MarketData
 if TYPE_CHECKING:
     from botpoly_admin.runtime.pool import WorkerPool
     from botpoly_admin.store import Store
-    from botpoly_admin.trading.bot import CycleReport
+    from botpoly_admin.trading.dispatch import CycleReport
 
 log = logging.getLogger(LOG_NAME)
 

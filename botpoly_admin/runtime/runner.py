@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from botpoly_admin.runtime.pool import WorkerPool
-    from botpoly_admin.trading.bot import CycleReport
+    from botpoly_admin.trading.dispatch import CycleReport
 
 # States a bot's cycle may report; anything else counts as running.
 REPORTED_STATES = frozenset({"running", "paused_quota", "paused_risk", "paused_daily",

@@ -27,12 +27,12 @@ from typing import Any
 import jwt
 
 from botpoly_admin import apikeys
+from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import ApiKey, InvalidApiKey
 from botpoly_admin.errors import Conflict, NotFound
 from botpoly_admin.models import TenantConfig
 from botpoly_admin.secrets import key_file_for, read_key_file, write_key_file
 from botpoly_admin.store import Store
-from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
 

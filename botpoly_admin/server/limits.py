@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 
 from botpoly_admin import ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import ApiKey
 from botpoly_admin.errors import BotpolyError, NotFound
-from botpoly_admin.tenants import TenantManager
 from botpoly_admin.trading.cache import TenantRateLimiter
 
 DEFAULT_ADMIN_PER_MINUTE = 1_000

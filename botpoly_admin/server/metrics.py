@@ -27,9 +27,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from botpoly_admin import bots, ledger
+from botpoly_admin.api import TenantManager
 from botpoly_admin.bots import STALE, BotState
 from botpoly_admin.models import TenantTier
-from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
 

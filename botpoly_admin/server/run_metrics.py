@@ -26,10 +26,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from botpoly_admin.api import TenantManager
 from botpoly_admin.runtime import BotEvent, BotLike, Orchestrator
 from botpoly_admin.server.metrics import DatabaseCollector
-from botpoly_admin.tenants import TenantManager
-from botpoly_admin.trading.bot import CycleReport, TenantBot
+from botpoly_admin.trading.bot import TenantBot
+from botpoly_admin.trading.dispatch import CycleReport
 from botpoly_admin.trading.market import MarketData
 
 if TYPE_CHECKING:

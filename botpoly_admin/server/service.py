@@ -22,6 +22,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from botpoly_admin import apikeys
+from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import ApiKey, InvalidApiKey
 from botpoly_admin.server.auth import Caller, Tokens, acting_as, load_jwt_secret
 from botpoly_admin.server.limits import (
@@ -29,7 +30,6 @@ from botpoly_admin.server.limits import (
     DEFAULT_SIGNUPS_PER_HOUR,
     ApiLimits,
 )
-from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
 

@@ -224,7 +224,7 @@ ALTER TABLE trades ADD COLUMN group_id TEXT
 # every open); databases from before it get the mark here, on their next open.
 SCHEMA_APPLICATION_ID = f"PRAGMA application_id = {APPLICATION_ID}"
 
-# Live orders written ahead of sending (botpoly_admin.intents), and the last
+# Live orders written ahead of sending (botpoly_admin.ledger.intents), and the last
 # reconciliation of each live tenant's ledger with its exchange account.
 SCHEMA_ORDER_INTENTS = """
 CREATE TABLE order_intents (
@@ -265,7 +265,7 @@ CREATE TABLE live_reconciliations (
 """
 
 # Redemptions of winning live positions the broker asked the SDK for
-# (botpoly_admin.reconciliation): one row per tenant and token until the payout is
+# (botpoly_admin.ledger.reconciliation): one row per tenant and token until the payout is
 # credited, so a redemption in flight is looked up, never sent again blind.
 SCHEMA_LIVE_REDEMPTIONS = """
 CREATE TABLE live_redemptions (

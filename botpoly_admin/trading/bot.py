@@ -47,8 +47,8 @@ from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
+    from botpoly_admin.api import TenantManager
     from botpoly_admin.store import Store
-    from botpoly_admin.tenants import TenantManager
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ stored wallet and L2 API credentials. The package, top-down:
   across broker rebuilds (building one costs a quarter of a second of CPU);
 - ``account``: ``ClobAccount``, the SDK boundary (every request, error
   translation, signing and the order's hash);
-- ``submission``: orders written ahead (``botpoly_admin.intents``) and resolved by
+- ``submission``: orders written ahead (``botpoly_admin.ledger.intents``) and resolved by
   their hash: never sent twice, a fill recorded once with the exchange's fee;
 - ``resting``: resting orders settled when they leave the book, the ledger
-  reconciled with the wallet (``botpoly_admin.reconciliation``), a clean stop;
+  reconciled with the wallet (``botpoly_admin.ledger.reconciliation``), a clean stop;
 - ``redemption``: winning shares redeemed on chain, credited only once the wallet
   shows them gone;
 - ``heartbeats``: one order-heartbeat sender per API key (the exchange's dead-man

@@ -29,7 +29,7 @@ from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 if TYPE_CHECKING:
     from polymarket import Environment, SecureClient
 
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from botpoly_admin.models import CREDENTIAL_NAMES, TenantConfig, TenantTier, Tra
 from botpoly_admin.secrets import credential_problem
 
 if TYPE_CHECKING:
-    from botpoly_admin.tenants import TenantManager
+    from botpoly_admin.api import TenantManager
 
 POLYMARKET_CREDENTIALS = tuple(n for n in CREDENTIAL_NAMES if n.startswith("polymarket_"))
 

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from botpoly_admin import clock, ledger, reconciliation
+from botpoly_admin import clock, ledger
 from botpoly_admin.errors import CredentialsError, ExchangeError, InvalidInput, NotFound
+from botpoly_admin.ledger import reconciliation
 from botpoly_admin.store import Store
 from botpoly_admin.trading.live.account import ClobAccount
 

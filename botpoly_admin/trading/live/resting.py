@@ -5,7 +5,7 @@
 exchange's open orders. A pending order that left the book is settled once, with
 what its trades filled (``ledger.resolve_pending``); partial fills of an order still
 on the book wait until it leaves. ``reconcile`` also compares the ledger with the
-wallet (``botpoly_admin.reconciliation``): pUSD balance, outcome-token balances,
+wallet (``botpoly_admin.ledger.reconciliation``): pUSD balance, outcome-token balances,
 open orders the ledger does not know. A clean stop cancels and verifies the resting
 orders the bot owns and settles their rows (``cancel_resting``).
 """
@@ -17,8 +17,9 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import intents, ledger, reconciliation
+from botpoly_admin import ledger
 from botpoly_admin.errors import NotFound
+from botpoly_admin.ledger import intents, reconciliation
 from botpoly_admin.store import Store
 from botpoly_admin.trading.live.account import ClobAccount, bare_status
 from botpoly_admin.trading.live.reads import known_order_ids, pending_live_rows, recorded_fill

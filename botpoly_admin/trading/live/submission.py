@@ -2,7 +2,7 @@
 
 ``OrderSubmission.execute`` checks an intent against the exchange's rules, resolves
 every earlier unresolved order of its token, reserves one quota unit, signs the
-order and commits its intent (``botpoly_admin.intents``: client order id, the
+order and commits its intent (``botpoly_admin.ledger.intents``: client order id, the
 order's EIP-712 hash, which is the CLOB's order id, token, side, size, limit price,
 strategy, reservation) before the ``POST /order``. After a lost reply, a timeout, a
 5xx or "duplicate order", the order is looked up by its hash (``GET
@@ -30,7 +30,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import intents, ledger
+from botpoly_admin import ledger
 from botpoly_admin.errors import (
     CredentialsError,
     ExchangeError,
@@ -38,6 +38,7 @@ from botpoly_admin.errors import (
     OrderInDoubt,
     TemporaryExchangeError,
 )
+from botpoly_admin.ledger import intents
 from botpoly_admin.store import Store
 from botpoly_admin.trading import rules
 from botpoly_admin.trading.brokers import record_execution
