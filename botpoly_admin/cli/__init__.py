@@ -53,8 +53,9 @@ def _not_empty(value: str | None) -> str | None:
     "--db",
     "db_path",
     envvar="BOTPOLY_DB",
-    metavar="PATH",
-    help="SQLite database (default: data/tenants.db; env BOTPOLY_DB).",
+    metavar="PATH|URL",
+    help="SQLite database file, or a postgresql:// URL (only some commands yet) "
+         "(default: data/tenants.db; env BOTPOLY_DB).",
     callback=lambda ctx, param, value: _not_empty(value),
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
