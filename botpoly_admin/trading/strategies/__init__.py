@@ -51,7 +51,6 @@ from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import to_decimal
 from botpoly_admin.trading.market import FeeSchedule, Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
-from botpoly_admin.trading.paper import fee_for
 from botpoly_admin.trading.rules import SHARE_STEP
 
 log = logging.getLogger(__name__)
@@ -187,17 +186,19 @@ class StrategyContext:
     def position_room(self, market: Market) -> Decimal:
         """Notional still allowed in *market* under max_position_notional (never
         negative): the limit is the tenant's, so every strategy's exposure counts."""
-        own = sum(
-            (p.cost_basis for o in market.outcomes if (p := self.position(o.token_id)) is not None),
-            Decimal(0),
-        )
+        own = Decimal(0)
+        for outcome in market.outcomes:
+            position = self.positions.get(outcome.token_id)
+            if position is not None and position.shares > 0:
+                own += position.cost_basis
         used = max(own, self.market_notional.get(market.market_id, Decimal(0)))
         return max(Decimal(0), self.max_position_notional - used)
 
 
 def tradable(market: Market) -> bool:
     """True for a market that is open for trading and not resolved."""
-    return market.active and not market.closed and not market.resolved
+    # Every strategy asks this of every market every cycle: the fields, not the property.
+    return market.active and not market.closed and market.winner_token_id is None
 
 
 def two_sided_quote(book: OrderBook | None) -> tuple[Decimal, Decimal] | None:
@@ -207,14 +208,14 @@ def two_sided_quote(book: OrderBook | None) -> tuple[Decimal, Decimal] | None:
     a one-sided book's "midpoint" is just its lone best price (a 0.999 ask with
     no bids reads as 0.999), which would look like a jump.
     """
-    if book is None or book.best_bid is None or book.best_ask is None:
+    if book is None or not book.bids or not book.asks:
         return None
-    return book.best_bid, book.best_ask
+    return book.bids[0].price, book.asks[0].price
 
 
 def buy_cost(price: Decimal, shares: Decimal, fees: FeeSchedule) -> Decimal:
     """Cash a taker BUY of *shares* at *price* needs under the market's *fees*."""
-    return price * shares + fee_for(price, shares, fees)
+    return price * shares + fees.taker_fee(price, shares)
 
 
 def affordable_shares(budget: Decimal, price: Decimal, fees: FeeSchedule) -> Decimal:
@@ -224,9 +225,9 @@ def affordable_shares(budget: Decimal, price: Decimal, fees: FeeSchedule) -> Dec
     """
     if budget <= 0:
         return Decimal(0)
-    per_share = price + fee_for(price, Decimal(1), fees)
+    per_share = price + fees.taker_fee(price, Decimal(1))
     shares = (budget / per_share).quantize(SHARE_STEP, rounding=ROUND_DOWN)
-    # fee_for rounds per fill, so the estimate can be a few micro-units short: step down.
+    # The fee rounds up per fill, so the estimate can be a few micro-units short: step down.
     while shares > 0 and buy_cost(price, shares, fees) > budget:
         shares -= SHARE_STEP
     return shares

@@ -7,7 +7,6 @@ from uuid import uuid4
 
 from botpoly_admin.trading.market import FeeSchedule, Level, Market
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
-from botpoly_admin.trading.paper import fee_for
 from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE, SHARE_STEP
 from botpoly_admin.trading.strategies import (
     Param,
@@ -17,6 +16,8 @@ from botpoly_admin.trading.strategies import (
     buy_cost,
     tradable,
 )
+
+ONE = Decimal(1)
 
 
 class ComplementArb(Strategy):
@@ -65,21 +66,23 @@ class ComplementArb(Strategy):
         """Two IOC BUY intents per market whose outcome pair is priced below 1 − min_edge."""
         intents: list[OrderIntent] = []
         cash_left = ctx.free_cash
+        positions, books = ctx.positions, ctx.books
         for market in ctx.markets:
             if not tradable(market):
                 continue
-            held = any(o.token_id in ctx.positions for o in market.outcomes)
-            repair = self.even_out(ctx, market) if held else []
-            if repair:
-                intents.extend(repair)
-                cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
-                                 Decimal(0))
-                continue
+            first, second = market.outcomes
+            if first.token_id in positions or second.token_id in positions:
+                repair = self.even_out(ctx, market)
+                if repair:
+                    intents.extend(repair)
+                    cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
+                                     Decimal(0))
+                    continue
             if not ctx.may_open:
                 continue
-            first, second = market.outcomes
-            book_a, book_b = ctx.books.get(first.token_id), ctx.books.get(second.token_id)
-            if book_a is None or book_b is None:
+            book_a, book_b = books.get(first.token_id), books.get(second.token_id)
+            if book_a is None or book_b is None \
+                    or not self._edge_at_top(book_a.asks, book_b.asks, market.fees):
                 continue
             budget = min(cash_left, ctx.position_room(market))
             plan = self._match(book_a.asks, book_b.asks, market.fees, budget)
@@ -90,6 +93,21 @@ class ComplementArb(Strategy):
             intents.extend(self._pair_intents(market, pairs, price_a, price_b, cost))
         return intents
 
+    def _edge_at_top(self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...],
+                     fees: FeeSchedule) -> bool:
+        """True when one pair at both best asks keeps more than ``min_edge`` after fees.
+
+        Most books, most of the time, have no edge even at the top: this says so
+        before any sizing (it runs for every market of every tenant every cycle).
+        """
+        if not asks_a or not asks_b:
+            return False
+        min_edge: Decimal = self.params["min_edge"]
+        a, b = asks_a[0].price, asks_b[0].price
+        if 1 - (a + b) <= min_edge:
+            return False  # fees are never negative: no edge before them, none after
+        return 1 - (a + b + fees.taker_fee(a, ONE) + fees.taker_fee(b, ONE)) > min_edge
+
     def _match(
         self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...], fees: FeeSchedule,
         budget: Decimal,
@@ -97,16 +115,10 @@ class ComplementArb(Strategy):
         """Walk both ask ladders; return (pairs, limit A, limit B, cash needed) or None.
 
         Asks are best-first, so each next pair costs at least as much as the one
-        before: the first pair without the edge ends the walk.
+        before: the first pair without the edge ends the walk. Asked only once
+        ``_edge_at_top`` found an edge.
         """
         min_edge: Decimal = self.params["min_edge"]
-        if not asks_a or not asks_b:
-            return None
-        # Most books, most of the time, have no edge even at the top: say so before
-        # building ladders (this runs for every market of every tenant every cycle).
-        a, b = asks_a[0].price, asks_b[0].price
-        if 1 - (a + b + fee_for(a, Decimal(1), fees) + fee_for(b, Decimal(1), fees)) <= min_edge:
-            return None
         wanted: Decimal = self.params["max_pairs"].quantize(SHARE_STEP, rounding=ROUND_DOWN)
         ladder_a, ladder_b = _ladder(asks_a), _ladder(asks_b)
         i = j = 0
@@ -114,11 +126,11 @@ class ComplementArb(Strategy):
         price_a = price_b = Decimal(0)
         while i < len(ladder_a) and j < len(ladder_b) and pairs < wanted:
             (a, left_a), (b, left_b) = ladder_a[i], ladder_b[j]
-            unit = a + b + fee_for(a, Decimal(1), fees) + fee_for(b, Decimal(1), fees)
+            unit = a + b + fees.taker_fee(a, ONE) + fees.taker_fee(b, ONE)
             if 1 - unit <= min_edge:
                 break
             take = min(left_a, left_b, wanted - pairs, _floor_step((budget - cost) / unit))
-            # fee_for rounds per fill, so the exact cost can exceed the estimate by
+            # The fee rounds up per fill, so the exact cost can exceed the estimate by
             # a few micro-units: step down until it fits the budget.
             while take > 0 and cost + _pair_cost(a, b, take, fees) > budget:
                 take -= SHARE_STEP
@@ -180,7 +192,7 @@ class ComplementArb(Strategy):
         size = limit = spent = Decimal(0)
         budget = min(ctx.free_cash, ctx.position_room(market))
         for level in book.asks:
-            unit = long_p.avg_cost + level.price + fee_for(level.price, Decimal(1), market.fees)
+            unit = long_p.avg_cost + level.price + market.fees.taker_fee(level.price, ONE)
             if 1 - unit <= self.params["min_edge"]:
                 break
             take = min(level.size, excess - size)

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
-from botpoly_admin.trading.paper import fee_for
 from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
     Param,
@@ -84,7 +83,9 @@ class Momentum(Strategy):
                 if quote is None:
                     continue
                 bid, ask = quote
-                mids = history.setdefault(outcome.token_id, deque(maxlen=lookback + 1))
+                mids = history.get(outcome.token_id)
+                if mids is None:
+                    mids = history[outcome.token_id] = deque(maxlen=lookback + 1)
                 mids.append((bid + ask) / 2)
 
                 position = ctx.position(outcome.token_id)
@@ -143,7 +144,7 @@ class Momentum(Strategy):
         held = ctx.now - position.opened_at if position.opened_at is not None else None
         # The gain is what a sale nets after the market's taker fee (the cost
         # already includes the fee paid to buy).
-        net = bid - fee_for(bid, Decimal(1), market.fees)
+        net = bid - market.fees.taker_fee(bid, Decimal(1))
         if net >= position.avg_cost + self.params["take_profit"]:
             after_fee = f" ({net} after fee)" if net != bid else ""
             why = f"take-profit: bid {bid}{after_fee}, cost {position.avg_cost}"
