@@ -48,10 +48,14 @@ class OrderStatus(StrEnum):
 
 def quantize(value: Any, what: str = "value") -> Decimal:
     """Round *value* to micro-units (6 decimals, banker's rounding) as a Decimal."""
-    return to_decimal(value, what).quantize(MICRO, rounding=ROUND_HALF_EVEN)
+    # Most values already are finite Decimals: skip to_decimal's parsing for them.
+    number = value if type(value) is Decimal and value.is_finite() else to_decimal(value, what)
+    return number.quantize(MICRO, rounding=ROUND_HALF_EVEN)
 
 
 def _parse_enum(enum: type[Enum], value: Any, what: str) -> Any:
+    if type(value) is enum:
+        return value
     try:
         return enum(value.value if isinstance(value, Enum) else str(value).strip().upper())
     except ValueError:

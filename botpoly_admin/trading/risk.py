@@ -39,7 +39,6 @@ from decimal import Decimal
 from botpoly_admin.trading import rules
 from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side
-from botpoly_admin.trading.paper import fee_for
 
 DEFAULT_DAILY_LOSS_FRACTION = Decimal("0.10")
 
@@ -123,15 +122,16 @@ class RiskBook:
             return (f"monthly quota: {self.trades_left_period} trade(s) left, kept for "
                     f"closing {self.open_positions} open position(s)")
         fees = market.fees if market is not None else NO_FEES
-        cost = intent.max_notional + fee_for(intent.limit_price, intent.size, fees)
+        notional = intent.max_notional
+        cost = notional + fees.taker_fee(intent.limit_price, intent.size)
         if cost > self.free_cash:
             return f"not enough free cash: order needs {cost}, {self.free_cash} free"
         held = self.position_notional.get(intent.market_id, Decimal(0))
-        if held + intent.max_notional > self.max_position_notional:
+        if held + notional > self.max_position_notional:
             return (f"max_position_size: {held} held in {intent.market_id} + "
-                    f"{intent.max_notional} > {self.max_position_notional}")
+                    f"{notional} > {self.max_position_notional}")
         self.free_cash -= cost
-        self.position_notional[intent.market_id] = held + intent.max_notional
+        self.position_notional[intent.market_id] = held + notional
         self.open_positions = after
         self._count()
         return None

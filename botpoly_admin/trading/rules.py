@@ -36,10 +36,13 @@ MIN_MARKETABLE_BUY = Decimal(1)
 def min_order_size(book: OrderBook | None, market: Market | None = None) -> Decimal:
     """The market's minimum order size in shares: the larger of what Gamma and the
     CLOB say (the exchange refuses below either), 5 when neither says."""
-    known = [size for size in (book.min_order_size if book else None,
-                               market.min_order_size if market else None)
-             if size is not None and size > 0]
-    return max(known) if known else DEFAULT_MIN_ORDER_SIZE
+    clob = book.min_order_size if book is not None else None
+    gamma = market.min_order_size if market is not None else None
+    if clob is None or clob <= 0:
+        clob = None
+    if gamma is None or gamma <= 0:
+        return clob if clob is not None else DEFAULT_MIN_ORDER_SIZE
+    return gamma if clob is None or gamma > clob else clob
 
 
 def exchange_terms(intent: OrderIntent, book: OrderBook,
@@ -49,8 +52,9 @@ def exchange_terms(intent: OrderIntent, book: OrderBook,
     The first value is *intent* itself when it is already on the grid.
     """
     tick = book.tick_size
-    rounding = ROUND_FLOOR if intent.side is Side.BUY else ROUND_CEILING
-    price = (intent.limit_price / tick).to_integral_value(rounding) * tick
+    buying = intent.side is Side.BUY
+    price = (intent.limit_price / tick).to_integral_value(
+        ROUND_FLOOR if buying else ROUND_CEILING) * tick
     size = intent.size.quantize(SHARE_STEP, rounding=ROUND_FLOOR)
     if size <= 0:
         return intent, f"not sent: {intent.size} shares is less than the 0.01 share step"
@@ -61,8 +65,7 @@ def exchange_terms(intent: OrderIntent, book: OrderBook,
     if size < minimum:
         return intent, (f"not sent: {_plain(size)} shares is below the market's minimum "
                         f"order of {_plain(minimum)} shares")
-    marketable = intent.side is Side.BUY and book.best_ask is not None \
-        and price >= book.best_ask
+    marketable = buying and bool(book.asks) and price >= book.asks[0].price
     if marketable and size * price < MIN_MARKETABLE_BUY:
         return intent, (f"not sent: a marketable buy must spend at least "
                         f"${MIN_MARKETABLE_BUY}, this one {_plain(size * price)}")
