@@ -94,7 +94,7 @@ def simulate_fill(
                 price=level.price,
                 shares=shares,
                 notional=level_notional(intent.side, level.price, shares),
-                fee=fees.taker_fee(level.price, shares),
+                fee=fee_for(level.price, shares, fees),
             )
         )
         left -= shares
