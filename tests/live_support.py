@@ -47,7 +47,7 @@ def tenant(manager: TenantManager, secret_key: bytes, creds: dict[str, str]) -> 
 @pytest.fixture
 def broker(manager: TenantManager, tenant: str, clob: FakeClob) -> Iterator[LiveBroker]:
     """The tenant's live broker (heartbeats every 50 ms), closed after the test."""
-    live = LiveBroker.for_tenant(manager, tenant, timeout_s=1.0, heartbeat_s=0.05)
+    live = LiveBroker.for_tenant(manager.store, tenant, timeout_s=1.0, heartbeat_s=0.05)
     yield live
     live.close()
 

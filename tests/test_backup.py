@@ -230,7 +230,7 @@ def test_a_live_lease_refuses_the_restore_naming_its_owner(tenants, manager, db_
                                                            db_snapshot) -> None:
     copy = tmp_path / "copy.db"
     assert run_cli("db", "backup", str(copy)).exit_code == 0
-    bots.start_bot(manager, tenants[0])
+    bots.start_bot(manager.store, tenants[0])
     until = clock.iso(datetime.now(UTC) + timedelta(seconds=30))
     manager.db.conn.execute("UPDATE bots SET owner = 'elsewhere:42:cafe0001', "
                             "lease_expires_at = ?, state = 'running'", (until,))
@@ -249,12 +249,12 @@ def test_a_fresh_orchestrator_heartbeat_refuses_the_restore(tenants, manager, tm
                                                             run_cli) -> None:
     copy = tmp_path / "copy.db"
     assert run_cli("db", "backup", str(copy)).exit_code == 0
-    bots.register_orchestrator(manager, "elsewhere:42:cafe0002")
+    bots.register_orchestrator(manager.store, "elsewhere:42:cafe0002")
     result = run_cli("db", "restore", str(copy), "--yes", "--json")
     assert_clean_error(result, 1)
     assert "runner elsewhere:42:cafe0002 is running (heartbeat at" in result.stderr
     assert json.loads(result.stdout)["exit_code"] == 1
-    bots.unregister_orchestrator(manager, "elsewhere:42:cafe0002")
+    bots.unregister_orchestrator(manager.store, "elsewhere:42:cafe0002")
     assert run_cli("db", "restore", str(copy), "--yes").exit_code == 0
 
 

@@ -218,8 +218,8 @@ def test_collect_runs_the_same_queries_for_3_or_12_tenants(db_path, tmp_path) ->
 
 def test_collect_overview_and_json(manager: TenantManager) -> None:
     ids = populate(manager, 2)
-    bots.start_bot(manager, ids[0])
-    bots.acquire(manager, "host:1:aaaa", [ids[0]])
+    bots.start_bot(manager.store, ids[0])
+    bots.acquire(manager.store, "host:1:aaaa", [ids[0]])
     snap = collect(manager)
     assert (snap.total_tenants, snap.bots_running, snap.mrr_usd) == (3, 1, 2 * 99)
     assert snap.bots_by_state == {"running": 1}

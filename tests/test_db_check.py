@@ -45,7 +45,7 @@ def ids(manager: TenantManager, secret_key: bytes) -> dict[str, str]:
         manager.record_trade(cid, buy("C", "1", "0.2", client_order_id=f"cid-{i}"))
     manager.set_credential(ann, "polymarket_private_key", PRIVATE_KEY)
     manager.set_credential(ann, "polymarket_api_secret", API_SECRET)
-    bots.start_bot(manager, ann)
+    bots.start_bot(manager.store, ann)
     return {"ann": ann, "bob": bob, "cid": cid}
 
 
@@ -100,8 +100,8 @@ def test_a_database_after_a_paper_run_passes(manager, run_cli) -> None:
         tenant = manager.create_tenant(name, f"{name.lower()}@example.com", "pro",
                                        status="active", max_daily_trades=1000,
                                        enabled_strategies=("complement_arb", "momentum"))
-        bots.start_bot(manager, tenant.tenant_id)
-    summary = Orchestrator(manager, interval_s=0.01, max_workers=1).run(cycles=15)
+        bots.start_bot(manager.store, tenant.tenant_id)
+    summary = Orchestrator(manager.store, interval_s=0.01, max_workers=1).run(cycles=15)
     assert summary.failures == 0
     assert manager.db.execute("SELECT count(*) FROM trades").fetchone()[0] > 0
     check(run_cli)

@@ -141,7 +141,7 @@ def test_the_bot_refuses_an_order_below_the_minimum_with_its_reason(tmp_path: Pa
     feed.set("m1-yes", bids=[("0.45", "500")], asks=[("0.50", "500")])
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")])
     script = Script()
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: [script]
     script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
 

@@ -185,7 +185,7 @@ def fee_bot(tmp_path: Path, fees: FeeSchedule) -> tuple[TenantManager, str, Feed
     feed.set("m1-yes", bids=[("0.45", "500")], asks=[("0.50", "500")])
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")])
     script = Script()
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: [script]
     return manager, tid, feed, script, bot
 

@@ -59,7 +59,7 @@ def test_a_daily_loss_halt_still_lets_a_stop_loss_sell_out(manager) -> None:
     feed = HandFeed()
     feed.quote(X, "0.40", "0.42", "500")  # X: stop-loss (cost 0.50)
     feed.quote(Y, "0.58", "0.60", "500")
-    report = TenantBot(manager, tid, feed).run_cycle()
+    report = TenantBot(manager.store, tid, feed).run_cycle()
     assert report.state == "paused_risk"
     assert sides(manager, tid)[-1] == ("SELL", X)
     assert ledger.positions(manager, tid)[0]["shares"] == 0
@@ -74,7 +74,7 @@ def test_max_daily_trades_still_lets_a_take_profit_sell_out_and_shows_paused_dai
     feed = HandFeed()
     feed.quote(X, "0.56", "0.58", "500")  # X: take-profit
     feed.quote(Y, "0.50", "0.52", "500")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     report = bot.run_cycle()
     assert sides(manager, tid) == [("BUY", X), ("BUY", Y), ("SELL", X)]
     assert report.state == "paused_daily"
@@ -92,7 +92,7 @@ def test_the_quota_keeps_a_unit_for_each_open_position(manager) -> None:
     hold(manager, tid, X)
     feed = HandFeed()
     feed.quote(X, "0.50", "0.52", "500")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     for bid in ("0.49", "0.51", "0.53"):  # Y keeps rising: momentum would want in
         feed.quote(Y, bid, str(D(bid) + D("0.02")), "500")
         bot.run_cycle()
@@ -144,16 +144,16 @@ def test_the_daily_loss_limit_counts_a_mark_down_since_the_days_start(
     feed = HandFeed()
     feed.quote(X, "0.48", "0.49", "500")  # between stop and target: momentum holds
     feed.quote(Y, "0.50", "0.52", "500")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     assert bot.run_cycle().state == "paused_risk"  # realized alone (0) would not halt
 
 
 def test_a_bot_halted_by_max_daily_trades_shows_paused_daily(manager, db_path) -> None:
     tid = make_tenant(manager, "D", enabled_strategies=["momentum"], max_daily_trades=0,
                       start=True)
-    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1)
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, max_workers=1)
     with background(orchestrator):
-        assert wait_for(lambda: bots.bot_status(TenantManager(db_path), tid)
+        assert wait_for(lambda: bots.bot_status(TenantManager(db_path).store, tid)
                         ["state"] == "paused_daily")
 
 

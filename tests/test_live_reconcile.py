@@ -25,7 +25,7 @@ def balance_requests(fake_exchange) -> int:
 
 def test_a_ledger_that_matches_the_wallet_has_no_drift(manager, tenant, clob, book):
     clob.cash = Decimal("1000")  # the tenant's capital: a wallet run by this bot alone
-    broker = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    broker = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     broker.execute(intent(size="10", price="0.55", tif="IOC"), book)
 
     found = broker.reconcile()["wallet"]
@@ -40,8 +40,8 @@ def test_a_ledger_that_matches_the_wallet_has_no_drift(manager, tenant, clob, bo
 def test_cash_drift_is_shown_in_bots_status_the_dashboard_and_db_check(
         manager, tenant, clob, run_cli):
     clob.cash = Decimal("500")  # the ledger thinks 1,000 pUSD are there
-    LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05).close()
-    bots.start_bot(manager, tenant)
+    LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05).close()
+    bots.start_bot(manager.store, tenant)
 
     status = run_cli("bots", "status", "--json")
     dashboard = run_cli("dashboard", "--json")
@@ -81,7 +81,7 @@ def test_reconciliation_runs_periodically_from_the_cycle(broker, manager, tenant
     broker.work_resting({}, set())
     assert balance_requests(fake_exchange) == before  # not due yet (every 60 s)
 
-    eager = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05, reconcile_every_s=0)
+    eager = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05, reconcile_every_s=0)
     before = balance_requests(fake_exchange)
     eager.work_resting({}, set())
     eager.close()
@@ -102,9 +102,9 @@ def test_a_winning_live_position_is_credited_only_once_redeemed(broker, manager,
     assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
     found = broker.reconcile()["wallet"]
     assert (found["drift"], found["unredeemed"]) == (None, [NEGRISK_TOKEN])
-    assert bots.bot_status(manager, tenant)["drift"] is None  # no bot row yet
-    bots.start_bot(manager, tenant)
-    assert bots.bot_status(manager, tenant)["drift"] == "1 winning position(s) await redemption"
+    assert bots.bot_status(manager.store, tenant)["drift"] is None  # no bot row yet
+    bots.start_bot(manager.store, tenant)
+    assert bots.bot_status(manager.store, tenant)["drift"] == "1 winning position(s) await redemption"
 
     clob.mine()  # redeemed: 1 pUSD a share
     settled = broker.settle(NEGRISK_TOKEN, won=True)

@@ -180,7 +180,7 @@ def test_a_restarted_broker_looks_the_redemption_up_instead_of_sending_it_again(
     broker.settle(NEGRISK_TOKEN, won=True)
     broker.close()
 
-    restarted = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    restarted = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     try:
         assert restarted.settle(NEGRISK_TOKEN, won=True) is None  # still not mined
         clob.mine()

@@ -463,7 +463,7 @@ def test_settlement_rows_carry_the_tenants_mode(manager) -> None:
 def test_a_profitable_complement_pair_is_one_winning_round_trip(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     tid = pair_trader(manager)
-    TenantBot(manager, tid, Exchange()).run_cycle()
+    TenantBot(manager.store, tid, Exchange()).run_cycle()
     legs = ledger.list_trades(manager, tid)
     assert len({t["group_id"] for t in legs}) == 1 and legs[0]["group_id"]
     ledger.settle_position(manager, tid, YES, won=True)

@@ -54,7 +54,7 @@ def bot_with(tmp_path: Path, *scripts: Script, fees: FeeSchedule = NO_FEES, **kw
     feed.add("m1", fees=fees)
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.50", "20")], hash="h1")
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")], hash="n1")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: list(scripts)  # plugin-style strategies
     return manager, tid, feed, bot
 

@@ -72,7 +72,7 @@ def test_a_tenant_gone_from_the_database_still_has_its_row(manager: TenantManage
 
 def test_a_runs_snapshot_holds_its_bots_as_plain_values(manager: TenantManager) -> None:
     ids = [tenant(manager, n) for n in ("Ann", "Bob")]
-    bots.start_bots(manager, ids)
+    bots.start_bots(manager.store, ids)
     counts: Counter = Counter()
 
     class CountingBot:
@@ -87,7 +87,7 @@ def test_a_runs_snapshot_holds_its_bots_as_plain_values(manager: TenantManager) 
             pass
 
     snapshots: list[RunSnapshot] = []
-    orchestrator = Orchestrator(manager, interval_s=0.5, clock=VirtualClock(),
+    orchestrator = Orchestrator(manager.store, interval_s=0.5, clock=VirtualClock(),
                                 bot_factory=lambda m, t, f: CountingBot(t))
     orchestrator.run(duration_s=2.0, on_tick=lambda o: snapshots.append(o.snapshot()))
     during, last = snapshots[-2], snapshots[-1]
@@ -103,10 +103,10 @@ def test_the_guides_dashboard_is_plain_text(manager: TenantManager, monkeypatch)
     tenant(manager, "Tina")
     manager.record_trade(john, {"market_id": "m1", "side": "BUY", "amount": 10, "price": 0.5,
                                 "status": "filled"})
-    bots.start_bot(manager, john)
+    bots.start_bot(manager.store, john)
     owner = "elsewhere:7:beef"
-    bots.acquire(manager, owner, [john])
-    bots.sync(manager, owner, progress=[bots.Progress(john, "error", None, 3, 1.0, 1,
+    bots.acquire(manager.store, owner, [john])
+    bots.sync(manager.store, owner, progress=[bots.Progress(john, "error", None, 3, 1.0, 1,
                                                       "RuntimeError: boom")])
     out = io.StringIO()
     guide = MultiTenantOrchestrator(manager=manager)

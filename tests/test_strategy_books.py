@@ -69,7 +69,7 @@ def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
     feed = HandFeed()
     feed.quote("m1-yes", "0.40", "0.45")
     feed.quote("m1-no", "0.40", "0.45")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot.run_cycle()
     assert held(manager, tid) == {("complement_arb", "m1-yes"): D(50),
                                   ("complement_arb", "m1-no"): D(50)}
@@ -166,7 +166,7 @@ def test_no_strategys_sells_exceed_its_own_holdings(cycles, threshold) -> None:
                                           "take_profit": "0.01", "stop_loss": "0.01"}},
         ).tenant_id
         feed = HandFeed()
-        bot = TenantBot(manager, tid, feed)
+        bot = TenantBot(manager.store, tid, feed)
         for (bid_y, spread_y, size_y), (bid_n, spread_n, size_n) in cycles:
             feed.quote("m1-yes", str(bid_y), str(bid_y + spread_y), str(size_y))
             feed.quote("m1-no", str(bid_n), str(bid_n + spread_n), str(size_n))
