@@ -73,10 +73,10 @@ def posts(exchange: FakeExchange) -> list[RecordedRequest]:
 
 def quota(manager: TenantManager, tenant_id: str) -> tuple[int, int]:
     """(used, reserved) of the tenant's quota this period."""
-    status = ledger.quota_status(manager, tenant_id)[0]
+    status = ledger.quota_status(manager.store, tenant_id)[0]
     return status["used"], status["reserved"]
 
 
 def rows(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's ledger rows, oldest first."""
-    return sorted(ledger.list_trades(manager, tenant_id), key=lambda r: r["id"])
+    return sorted(ledger.list_trades(manager.store, tenant_id), key=lambda r: r["id"])

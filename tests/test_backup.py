@@ -141,7 +141,7 @@ def test_a_round_trip_restores_tenants_and_trades_exactly(tenants, manager, db_p
     # Everything changes afterwards...
     manager.create_tenant("Cid", "cid@example.com", "pro", status="active")
     manager.record_trade(tenants[0], sell("tok", "4", "0.5"))
-    ledger.set_quota(manager, tenants[1], trades=5)
+    ledger.set_quota(manager.store, tenants[1], trades=5)
     manager.delete_tenant(tenants[1], purge=True)
     assert content(db_path) != before
 

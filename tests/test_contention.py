@@ -113,7 +113,7 @@ def test_two_quota_resets_at_once_close_each_period_and_trial_once(
                                     trial_days=7).tenant_id for i in range(20)]
     bots.start_bots(manager.store, trials)
     for tid in trials[:5]:
-        ledger.increment_usage(manager, tid, 3)
+        ledger.increment_usage(manager.store, tid, 3)
     manager.close()
     now = {"BOTPOLY_NOW": "2026-06-01T00:00:05Z"}
     audit_before = query(db_path, "SELECT max(id) FROM audit_log")[0][0]

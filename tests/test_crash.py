@@ -315,7 +315,7 @@ def test_quotas_reset_killed_midway_closes_all_or_nothing(
         bots.start_bots(manager.store, batch)
         tenants += batch
         for j, tid in enumerate(rng.sample(tenants, 150)):
-            ledger.increment_usage(manager, tid, 1 + j % 3)
+            ledger.increment_usage(manager.store, tid, 1 + j % 3)
     manager.close()
     monkeypatch.delenv("BOTPOLY_NOW")
     now = {"BOTPOLY_NOW": "2026-07-01T00:00:05Z"}

@@ -58,7 +58,8 @@ def heartbeat_threads() -> list[threading.Thread]:
 def test_heartbeats_chain_their_ids_with_one_sender_per_key(manager, secret_key, creds, clob,
                                                            fake_exchange):
     # Two tenants on one API key (one account run as two books): one switch, one sender.
-    first = LiveBroker.for_tenant(manager.store, live_tenant(manager, creds=creds), heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager.store, live_tenant(manager, creds=creds),
+                                  heartbeat_s=0.05)
     other = live_tenant(manager, creds=creds, email="b@example.com")
     second = LiveBroker.for_tenant(manager.store, other, heartbeat_s=0.05)
     assert clob.wait_heartbeats(6)
@@ -165,7 +166,7 @@ def test_a_killed_process_leaves_no_order_resting_past_the_deadline(
     [row] = rows(manager, tenant)
     assert (row["status"], row["exchange_order_id"]) == ("cancelled", order_id)
     assert quota(manager, tenant) == (0, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- a clean stop ------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_a_clean_stop_cancels_verifies_and_records_the_resting_orders(
         ("partial", Decimal("4")), ("cancelled", Decimal("5"))]
     assert quota(manager, tenant) == (1, 0)
     assert heartbeat_threads() == []
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_stopping_the_tenant_bot_closes_its_live_broker(manager, tenant, clob, book,

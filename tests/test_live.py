@@ -82,7 +82,7 @@ def test_ioc_buy_fills_across_levels_and_ioc_sell_closes(broker, manager, tenant
     sent = posts(fake_exchange)[0].json()
     assert sent["orderType"] == "FAK"
     assert sent["order"]["makerAmount"] == "5500000"  # pUSD spent at most: 10 × 0.55
-    [position] = ledger.positions(manager, tenant)
+    [position] = ledger.positions(manager.store, tenant)
     assert position["shares"] == Decimal("10")
 
     sold = broker.execute(intent(side="SELL", size="5", price="0.29", tif="IOC"),
@@ -94,7 +94,7 @@ def test_ioc_buy_fills_across_levels_and_ioc_sell_closes(broker, manager, tenant
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "filled"]
     assert all(r["exchange_order_id"] in clob.orders for r in rows(manager, tenant))
     assert quota(manager, tenant) == (2, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("5")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("5")
 
 
 def test_ioc_buy_records_the_shares_its_pusd_asks_for(broker, manager, tenant, clob, book,
@@ -170,8 +170,8 @@ def test_gtc_crossing_the_book_fills_part_and_rests_the_rest(broker, manager, te
     # The order's trades hold 13.37 shares; the 8.37 recorded at placement are not
     # counted twice.
     assert (settled["status"], settled["shares"]) == ("partial", Decimal("5"))
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("13.37")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("13.37")
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, tenant,
@@ -188,7 +188,7 @@ def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, 
     [row] = rows(manager, tenant)
     assert (row["status"], row["shares"], row["price"]) == ("filled", Decimal("10"),
                                                             Decimal("0.4"))
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
     assert quota(manager, tenant) == (1, 0)
 
 
@@ -317,7 +317,7 @@ def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
     assert stranger["id"] in caplog.text
     assert quota(manager, tenant) == (1, 0)
     # The unknown order is drift between the ledger and the account, and db check says so.
-    [problem] = maintenance.check_invariants(manager)
+    [problem] = maintenance.check_invariants(manager.store)
     assert problem.startswith("live_ledger_matches_exchange: ")
     assert problem.endswith("drift=1 open order(s) on the exchange not in the ledger")
 
@@ -549,7 +549,8 @@ def test_tenant_bot_builds_the_live_broker(manager, tenant, clob, fake_exchange)
     from botpoly_admin.trading.bot import TenantBot
     from botpoly_admin.trading.feeds import open_feed
 
-    bot = TenantBot(manager.store, tenant, open_feed("polymarket"))  # live needs the exchange's feed
+    # Live needs the exchange's feed.
+    bot = TenantBot(manager.store, tenant, open_feed("polymarket"))
     live = bot.broker(TradingMode.LIVE, TenantTier.PRO)
 
     assert isinstance(live, LiveBroker)

@@ -29,9 +29,9 @@ from processes import background, wait_for
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, CredentialsError
+from botpoly_admin.live_access import live_credentials
 from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.secrets import KeyRing, archive_file_for, generate_key, key_id, write_key_file
-from botpoly_admin.live_access import live_credentials
 
 STRATEGIES = ("complement_arb", "momentum")
 

@@ -133,11 +133,11 @@ def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_p
         assert after[tid]["desired_state"] == "running"
         assert after[tid]["last_cycle_ms"] > 0
     assert orchestrators(db_path) == 0
-    traded = sum(len(ledger.list_trades(manager, tid)) for tid in [*ids, trial])
+    traded = sum(len(ledger.list_trades(manager.store, tid)) for tid in [*ids, trial])
     assert traded > 0
     # Each cycle's market look is one API call of the tenant's plan, metered once.
     assert all(manager.get_tenant_metrics(tid).api_calls >= 25 for tid in [*ids, trial])
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
     # Upstream requests depend on the ticks, not on the number of bots.
     assert summary.upstream_requests <= orchestrator.stats()["ticks"] * 40
 
@@ -206,15 +206,15 @@ def test_quota_pauses_the_bot_and_the_next_period_resumes_it(manager, db_path,
     orchestrator = Orchestrator(manager.store, interval_s=0.03, max_workers=1)
     with background(orchestrator):
         assert wait_for(lambda: rows(db_path)[tid]["state"] == "paused_quota", timeout=10)
-        assert ledger.quota_status(manager, tid)[0]["used"] == 2  # never past the quota
+        assert ledger.quota_status(manager.store, tid)[0]["used"] == 2  # never past the quota
         # Frozen business time does not freeze leases: the bot keeps being renewed.
         paused_at = orchestrator.stats()["ticks"]
         assert wait_for(lambda: orchestrator.stats()["ticks"] >= paused_at + 5)
         assert orchestrator.is_running(tid)
         assert rows(db_path)[tid]["owner"] == orchestrator.owner
         monkeypatch.setenv("BOTPOLY_NOW", "2026-12-01T00:00:05Z")
-        assert wait_for(lambda: ledger.quota_status(manager, tid)[0]["used"] > 0, timeout=10)
-    assert ledger.quota_status(manager, tid, "2026-11")[0]["used"] == 2
+        assert wait_for(lambda: ledger.quota_status(manager.store, tid)[0]["used"] > 0, timeout=10)
+    assert ledger.quota_status(manager.store, tid, "2026-11")[0]["used"] == 2
     states = [e.message.split(":")[0] for e in orchestrator.drain_events() if e.kind == "state"]
     assert states[:2] == ["paused_quota", "running"]  # paused, then resumed by itself
 

@@ -116,9 +116,9 @@ def test_lookups_failing_with_503_keep_the_order_in_doubt_and_its_token_blocked(
     assert len(sent) == 2 and sent[0].body != sent[1].body
     filled = [r for r in rows(manager, tenant) if r["client_order_id"] == first.client_order_id]
     assert [(r["status"], r["shares"]) for r in filled] == [("filled", Decimal("10"))]
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("15")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("15")
     assert quota(manager, tenant) == (2, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_an_order_that_never_arrived_is_resent_as_the_same_signed_bytes_only(
@@ -204,7 +204,7 @@ def test_a_duplicate_order_answer_is_looked_up_and_the_fill_recorded_once(
     assert (result.status, result.filled) == (OrderStatus.FILLED, Decimal("10"))
     assert [(r["status"], r["shares"]) for r in rows(manager, tenant)] == [
         ("filled", Decimal("10"))]
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
 
 
 # --- fees -------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def test_a_process_killed_after_sending_is_resolved_by_the_next_one_exactly_once
     assert (row["status"], row["shares"], row["exchange_order_id"]) == (
         "filled", Decimal("10"), order_id)
     assert len(posts(fake_exchange)) == 1
-    assert intents.unresolved(manager, tenant) == []
+    assert intents.unresolved(manager.store, tenant) == []
     assert quota(manager, tenant) == (1, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
+    assert maintenance.check_invariants(manager.store) == []
