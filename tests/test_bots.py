@@ -12,6 +12,7 @@ import pytest
 from botpoly_admin import bots, clock, owners
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, NotFound
+from botpoly_admin.store import SQLiteStore
 
 STATUS_KEYS = {"tenant_id", "desired_state", "state", "owner", "heartbeat_at", "cycles",
                "last_cycle_ms", "restarts", "last_error"}
@@ -55,6 +56,26 @@ def test_start_and_stop_set_the_desired_state_and_are_audited(manager: TenantMan
     assert bots.stop_bot(manager.store, john.tenant_id[:8])["desired_state"] == "stopped"
     actions = [a["action"] for a in manager.list_audit(john.tenant_id)]
     assert actions[:2] == ["bot.stop", "bot.start"]
+
+
+def test_bots_are_started_and_stopped_on_a_store_without_a_manager(
+        manager: TenantManager, db_path: Path) -> None:
+    """What the orchestrator, the server and a cron job have: a store, audited as its actor."""
+    john = tenant(manager, "John")
+    tenant(manager, "Ann")
+    store = SQLiteStore(db_path, create=False, actor="cron")
+
+    assert bots.start_bot(store, "john@example.com")["desired_state"] == "running"
+    assert [r["email"] for r in bots.status(store)] == ["john@example.com"]
+    assert sorted(bots.start_all(store)) == sorted(
+        r["tenant_id"] for r in manager.select("SELECT tenant_id FROM tenants"))
+    assert bots.stop_bot(store, john.tenant_id[:8])["desired_state"] == "stopped"
+    assert bots.stop_all(store) == [bots.bot_status(store, "ann@example.com")["tenant_id"]]
+    entries = [(a["actor"], a["action"], a["details"]["desired_state"])
+               for a in manager.list_audit(john.tenant_id)[:3]]
+    assert entries == [("cron", "bot.stop", "stopped"), ("cron", "bot.start", "running"),
+                       ("cron", "bot.start", "running")]
+    store.close()
 
 
 @pytest.mark.parametrize("status, fragment", [

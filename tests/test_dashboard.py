@@ -202,7 +202,7 @@ def count_queries(manager: TenantManager) -> int:
     statements = []
     manager.db.conn.set_trace_callback(statements.append)
     try:
-        collect(manager)
+        collect(manager.store)
     finally:
         manager.db.conn.set_trace_callback(None)
     return sum(1 for s in statements if s.lstrip().upper().startswith("SELECT"))
@@ -220,7 +220,7 @@ def test_collect_overview_and_json(manager: TenantManager) -> None:
     ids = populate(manager, 2)
     bots.start_bot(manager.store, ids[0])
     bots.acquire(manager.store, "host:1:aaaa", [ids[0]])
-    snap = collect(manager)
+    snap = collect(manager.store)
     assert (snap.total_tenants, snap.bots_running, snap.mrr_usd) == (3, 1, 2 * 99)
     assert snap.bots_by_state == {"running": 1}
     assert snap.by_status["suspended"] == 1

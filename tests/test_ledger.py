@@ -277,7 +277,7 @@ def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> N
                       monthly_trades_quota=5)
     reservation = ledger.reserve_trade(manager.store, tid)
     result = simulate_fill(gtc_buy(), GTC_BOOK)
-    record_execution(manager, tid, result, "live", exchange_order_id="0xabc",
+    record_execution(manager.store, tid, result, "live", exchange_order_id="0xabc",
                      reservation=reservation)
     rows = rows_by_order(manager, tid)
     assert rows[result.intent.client_order_id] == ("partial", D(40))

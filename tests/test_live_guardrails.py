@@ -32,6 +32,7 @@ from botpoly_admin.errors import Conflict, CredentialsError
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.secrets import KeyRing, archive_file_for, generate_key, key_id, write_key_file
+from botpoly_admin.store import SQLiteStore
 
 STRATEGIES = ("complement_arb", "momentum")
 
@@ -225,6 +226,19 @@ def test_start_of_several_is_all_or_none(manager, secret_key, fake_exchange, run
 
     assert result.exit_code == 1
     assert bots.bot_status(manager.store, good)["desired_state"] == "stopped"
+
+
+def test_a_store_alone_refuses_a_live_bot_that_could_not_trade(manager, db_path, secret_key,
+                                                               fake_exchange):
+    """The start check needs the store only (the orchestrator's and the server's case)."""
+    tenant_id, reason = broken_tenant(manager, "no credentials")
+    store = SQLiteStore(db_path, create=False, actor="cron")
+
+    with pytest.raises(CredentialsError, match=f"{reason}.*; its bot cannot start"):
+        bots.start_bot(store, tenant_id)
+    assert bots.bot_status(store, tenant_id)["desired_state"] == "stopped"
+    assert fake_exchange.requests == []
+    store.close()
 
 
 def test_a_live_tenant_with_usable_credentials_starts_without_a_request(

@@ -161,7 +161,7 @@ def test_paper_never_trades_what_a_tenant_holds_from_live_trading(
         result = ExecutionResult.from_fills(
             intent, (Fill(price=Decimal("0.40"), shares=Decimal(10), notional=Decimal(4),
                           fee=Decimal(0)),), "")
-    record_execution(manager, tenant_id, result, "live", exchange_order_id="0xabc")
+    record_execution(manager.store, tenant_id, result, "live", exchange_order_id="0xabc")
     bots.start_bot(manager.store, tenant_id)
     orchestrator = Orchestrator(manager.store, interval_s=0.05, paper=True)
 

@@ -442,7 +442,7 @@ def test_a_gtc_order_and_its_later_fill_are_one_trade(manager) -> None:
     intent = OrderIntent("tok", "m", "BUY", D(10), D("0.40"), "s", time_in_force="GTC",
                          client_order_id="gtc-1")
     # 4 shares fill at once, 6 rest; the rest fills later.
-    record_execution(manager, tid, ExecutionResult.from_fills(
+    record_execution(manager.store, tid, ExecutionResult.from_fills(
         intent, [Fill(D("0.40"), D(4), D("1.6"), D(0))]), "paper")
     ledger.resolve_pending(manager.store, tid, "gtc-1-rest", filled_shares=D(6),
                            avg_price=D("0.40"))

@@ -49,14 +49,14 @@ def test_the_screen_shows_the_most_urgent_bots_first_with_their_tenants_figures(
     run = run_of(bot(ann, "Ann", "running"), bot(bob, "Bob", "paused_quota"),
                  bot(cid, "Cid", "error", "RuntimeError: boom"),
                  held_elsewhere={"vm:2:ef01": 3})
-    screen = screen_snapshot(manager, run, max_rows=2)
+    screen = screen_snapshot(manager.store, run, max_rows=2)
     assert [(b.name, b.state) for b in screen.bots] == [("Cid", "error"), ("Bob", "paused_quota")]
     assert screen.bots_total == 3
     assert screen.by_state == {"error": 1, "paused_quota": 1, "running": 1}
     assert screen.bots[0].last_error == "RuntimeError: boom"
     assert (screen.bots[1].trades_today, screen.bots[1].quota_used) == (1, 1)
     assert screen.held_elsewhere == "vm:2:ef01 (3)"
-    assert screen_snapshot(manager, run, max_rows=0).bots == ()
+    assert screen_snapshot(manager.store, run, max_rows=0).bots == ()
     console = Console(file=io.StringIO(), width=120, record=True)
     console.print(build_live_table(screen))
     rendered = console.export_text()
@@ -64,7 +64,7 @@ def test_the_screen_shows_the_most_urgent_bots_first_with_their_tenants_figures(
 
 
 def test_a_tenant_gone_from_the_database_still_has_its_row(manager: TenantManager) -> None:
-    screen = screen_snapshot(manager, run_of(bot("gone", "Gone", "stopped")), max_rows=5)
+    screen = screen_snapshot(manager.store, run_of(bot("gone", "Gone", "stopped")), max_rows=5)
     (row,) = screen.bots
     assert (row.name, row.trades_today, row.quota_limit, row.pnl) == ("Gone", 0, None,
                                                                       Decimal(0))
