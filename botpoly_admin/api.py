@@ -8,9 +8,10 @@ encrypted. Each method hands over to the module that owns the rule: ``tenants``
 ``reports``. ``MultiTenantOrchestrator`` lives in ``botpoly_admin.runtime.guide``: it
 pulls in the runtime, which tenant commands must not pay for.
 
-TRANSITION (docs/architecture.md, "The store"): the manager also stands in for its
-store (``db``, ``db_path``, ``transaction()``, ``select()``, ``scope()``, ``actor``,
-``audit()``), so code that still takes a manager keeps working.
+The library takes the store (``manager.store``), never the manager. TRANSITION
+(docs/architecture.md, "The store"): the manager still stands in for its store
+(``db``, ``db_path``, ``transaction()``, ``select()``, ``scope()``, ``actor``,
+``audit()``) for the benchmarks, which pass a manager where a store is expected.
 """
 
 from __future__ import annotations
