@@ -8,9 +8,10 @@ encrypted. Each method hands over to the module that owns the rule: ``tenants``
 ``reports``. ``MultiTenantOrchestrator`` lives in ``botpoly_admin.runtime.guide``: it
 pulls in the runtime, which tenant commands must not pay for.
 
-TRANSITION (docs/architecture.md, "The store"): the manager also stands in for its
-store (``db``, ``db_path``, ``transaction()``, ``select()``, ``scope()``, ``actor``,
-``audit()``), so code that still takes a manager keeps working.
+The library takes the store (``manager.store``), never the manager. TRANSITION
+(docs/architecture.md, "The store"): the manager still stands in for its store
+(``db``, ``db_path``, ``transaction()``, ``select()``, ``scope()``, ``actor``,
+``audit()``) for the benchmarks, which pass a manager where a store is expected.
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class TenantManager:
         # The guide's API has no bot cycle after it to snapshot equity: the trade moves
         # the equity curve (and so Sharpe and drawdown) in its own transaction.
         kwargs.setdefault("snapshot", True)
-        return ledger.record_trade(self, self._ledger_id(tenant_id), trade, **kwargs)
+        return ledger.record_trade(self.store, self._ledger_id(tenant_id), trade, **kwargs)
 
     def _ledger_id(self, ref: str) -> str:
         """A full tenant id goes straight to the ledger, which checks it exists inside
@@ -253,25 +254,25 @@ class TenantManager:
         from botpoly_admin import ledger
 
         tenant = self.get_tenant(tenant_id) or self.get_tenant_by_email(tenant_id)
-        return tenant is not None and ledger.check_quota(self, tenant.tenant_id)
+        return tenant is not None and ledger.check_quota(self.store, tenant.tenant_id)
 
     def increment_usage(self, tenant_id: str, n: int = 1) -> int:
         """Take quota units without a trade (guide's meaning); returns trades used."""
         from botpoly_admin import ledger
 
-        return ledger.increment_usage(self, self._ledger_id(tenant_id), n)
+        return ledger.increment_usage(self.store, self._ledger_id(tenant_id), n)
 
     def reserve_trade(self, tenant_id: str) -> Any:
         """Hold a quota unit before sending a live order (commit via record_trade)."""
         from botpoly_admin import ledger
 
-        return ledger.reserve_trade(self, self._ledger_id(tenant_id))
+        return ledger.reserve_trade(self.store, self._ledger_id(tenant_id))
 
     def release_reservation(self, reservation: Any) -> bool:
         """Give back a reserved quota unit (the order failed); False if already used."""
         from botpoly_admin import ledger
 
-        return ledger.release_reservation(self, reservation)
+        return ledger.release_reservation(self.store, reservation)
 
     def get_tenant_metrics(self, tenant_id: str, period: str | None = None) -> TenantMetrics:
         """Trades, fill rate, win rate, P&L, Sharpe, drawdown and resource use of a tenant."""

@@ -38,7 +38,7 @@ Clocks
 Refusals (live trading it cannot do)
     A tenant in live mode must be on a paid tier and have all five Polymarket
     credentials, decrypting with the current keys and well formed
-    (``trading.live.live_credentials``, which sends no request). ``start_bot`` checks
+    (``live_access.live_credentials``, which sends no request). ``start_bot`` checks
     that up front and refuses with the reason, changing nothing; ``bots start --all``
     does not (one broken tenant must not block the others). A bot that meets the
     problem once it runs is put in state ``refused`` by its runner (see
@@ -55,15 +55,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, policy
+from botpoly_admin import audit, clock, policy, tenants
 from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.ledger import reconciliation
+from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TradingMode
 from botpoly_admin.owners import gone_owners
 from botpoly_admin.secrets import key_source_stamp
 
 if TYPE_CHECKING:
-    from botpoly_admin.api import TenantManager
     from botpoly_admin.store import Store
 
 DEFAULT_LEASE_TTL_S = 10.0
@@ -118,10 +118,11 @@ def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
 # --- desired state ------------------------------------------------------------------------
 
 
-def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: DesiredState,
-                 action: str, *, clear_refused: bool = True) -> None:
+def _set_desired(store: Store, tenant_ids: Sequence[str], desired: DesiredState, *,
+                 clear_refused: bool = True) -> None:
     now = _wall_iso()
-    with manager.transaction() as conn:
+    asked = audit.BotStarted if desired is DesiredState.RUNNING else audit.BotStopped
+    with store.transaction() as conn:
         for tenant_id in tenant_ids:
             conn.execute(
                 "INSERT INTO bots (tenant_id, desired_state, updated_at) VALUES (?, ?, ?) "
@@ -134,51 +135,49 @@ def _set_desired(manager: TenantManager, tenant_ids: Sequence[str], desired: Des
                 # again after passing the start checks (its credentials were fixed).
                 conn.execute("UPDATE bots SET state = 'stopped' WHERE tenant_id = ? "
                              "AND owner IS NULL AND state = 'refused'", (tenant_id,))
-            manager.audit(conn, action, tenant_id, {"desired_state": desired.value})
+            audit.record(conn, store.actor, asked(tenant_id))
 
 
-def start_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
+def start_bot(store: Store, tenant: str) -> dict[str, Any]:
     """Ask for a tenant's bot to run (``desired_state = running``); return its status.
 
     Raises NotFound for an unknown tenant and Conflict, with the reason and what to do,
     for a suspended or expired tenant or a trial that has ended.
     """
-    return start_bots(manager, [tenant])[0]
+    return start_bots(store, [tenant])[0]
 
 
-def start_bots(manager: TenantManager, tenants: Sequence[str]) -> list[dict[str, Any]]:
+def start_bots(store: Store, refs: Sequence[str]) -> list[dict[str, Any]]:
     """``start_bot`` for several tenants, all or none: every one is checked first.
 
     A tenant in live mode that cannot trade live (free tier, credentials missing,
     undecryptable or malformed) is refused too: CredentialsError or Conflict with the
     reason, checked without any request to the exchange.
     """
-    configs = [check_start(manager, t) for t in tenants]
+    configs = [check_start(store, ref) for ref in refs]
     ids = list(dict.fromkeys(c.tenant_id for c in configs))
-    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start")
-    return [bot_status(manager, tid) for tid in ids]
+    _set_desired(store, ids, DesiredState.RUNNING)
+    return [bot_status(store, tid) for tid in ids]
 
 
-def check_start(manager: TenantManager, tenant: str) -> TenantConfig:
+def check_start(store: Store, tenant: str) -> TenantConfig:
     """The tenant, if its bot may start; else NotFound, Conflict or CredentialsError with
     the reason (``start_bots``' checks, which change nothing)."""
-    config = manager.resolve(tenant)
+    config = tenants.resolve(store, tenant)
     reason = refusal(config)
     if reason:
         raise Conflict(reason)
     if config.trading_mode is TradingMode.LIVE:
-        _check_live(manager, config)
+        _check_live(store, config)
     return config
 
 
-def _check_live(manager: TenantManager, config: TenantConfig) -> None:
+def _check_live(store: Store, config: TenantConfig) -> None:
     """Refuse a live tenant's bot that could not trade live, before anything changes."""
-    from botpoly_admin.trading.live import live_credentials
-
     hint = (f"; its bot cannot start (fix that, or trade paper: botpoly-admin tenants "
             f"update {config.email} --trading-mode paper)")
     try:
-        live_credentials(manager, config.tenant_id)
+        live_credentials(store, config.tenant_id)
     except CredentialsError as exc:
         raise CredentialsError(f"{exc}{hint}") from None
     except Conflict as exc:
@@ -203,14 +202,14 @@ def settings_mark(store: Store, tenant_id: str) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def stop_bot(manager: TenantManager, tenant: str) -> dict[str, Any]:
+def stop_bot(store: Store, tenant: str) -> dict[str, Any]:
     """Ask for a tenant's bot to stop (``desired_state = stopped``); return its status."""
-    config = manager.resolve(tenant)
-    _set_desired(manager, [config.tenant_id], DesiredState.STOPPED, "bot.stop")
-    return bot_status(manager, config.tenant_id)
+    config = tenants.resolve(store, tenant)
+    _set_desired(store, [config.tenant_id], DesiredState.STOPPED)
+    return bot_status(store, config.tenant_id)
 
 
-def start_all(manager: TenantManager) -> list[str]:
+def start_all(store: Store) -> list[str]:
     """Ask for every tenant allowed to trade (active, or trial in its trial) to run.
 
     Returns the tenant ids set running; suspended, expired and ended trials are skipped.
@@ -218,22 +217,22 @@ def start_all(manager: TenantManager) -> list[str]:
     such a bot shows ``refused``, with the reason, once an orchestrator runs it.
     """
     now = clock.iso(clock.now())
-    rows = manager.select(f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
-                          "ORDER BY t.created_at, t.rowid", {"now": now})
+    rows = store.select(f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
+                        "ORDER BY t.created_at, t.rowid", {"now": now})
     ids = [r["tenant_id"] for r in rows]
     # Live credentials are not checked here, so a refused bot keeps saying why.
-    _set_desired(manager, ids, DesiredState.RUNNING, "bot.start", clear_refused=False)
+    _set_desired(store, ids, DesiredState.RUNNING, clear_refused=False)
     return ids
 
 
-def stop_all(manager: TenantManager, tenant_ids: Collection[str] | None = None) -> list[str]:
+def stop_all(store: Store, tenant_ids: Collection[str] | None = None) -> list[str]:
     """Ask every bot that should run (or those of *tenant_ids*) to stop; return their ids."""
-    rows = manager.select("SELECT tenant_id FROM bots WHERE desired_state = 'running' "
-                          "ORDER BY tenant_id")
+    rows = store.select("SELECT tenant_id FROM bots WHERE desired_state = 'running' "
+                        "ORDER BY tenant_id")
     ids = [r["tenant_id"] for r in rows]
     if tenant_ids is not None:
         ids = [tid for tid in ids if tid in set(tenant_ids)]
-    _set_desired(manager, ids, DesiredState.STOPPED, "bot.stop")
+    _set_desired(store, ids, DesiredState.STOPPED)
     return ids
 
 
@@ -291,7 +290,7 @@ def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) ->
     }
 
 
-def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, Any]]:
+def status(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
     """One row per bot (every tenant that was ever started), or one tenant's.
 
     ``state`` is what the bot is doing now (``shown_state``): a held state (running,
@@ -302,18 +301,18 @@ def status(manager: TenantManager, tenant: str | None = None) -> list[dict[str, 
     sql, params = STATUS_SELECT, {}
     if tenant is not None:
         sql += " WHERE b.tenant_id = :tenant_id"
-        params["tenant_id"] = manager.resolve(tenant).tenant_id
+        params["tenant_id"] = tenants.resolve(store, tenant).tenant_id
     sql += " ORDER BY t.created_at, t.rowid"
     now = clock.wall_now()
-    rows = manager.select(sql, params)
+    rows = store.select(sql, params)
     gone = gone_owners(r["owner"] for r in rows)
     return [_status_row(r, now, gone) for r in rows]
 
 
-def bot_status(manager: TenantManager, tenant: str) -> dict[str, Any]:
+def bot_status(store: Store, tenant: str) -> dict[str, Any]:
     """The status row of one tenant's bot (desired stopped, never run, if it has none)."""
-    config = manager.resolve(tenant)
-    rows = status(manager, config.tenant_id)
+    config = tenants.resolve(store, tenant)
+    rows = status(store, config.tenant_id)
     if rows:
         return rows[0]
     return {

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for tenant_id in ids:
         tenant = manager.resolve(tenant_id)
         if bots.refusal(tenant) is None:
-            bots.start_bot(manager, tenant_id)
+            bots.start_bot(manager.store, tenant_id)
         else:  # a trial that ended since the last demo: show it, do not fail
             print(f"  skipped: {bots.refusal(tenant)}")
     manager.close()

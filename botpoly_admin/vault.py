@@ -139,7 +139,9 @@ class Vault:
     restored key file done by another one.
     """
 
-    def __init__(self, store: Store, notify: Callable[[str], None]) -> None:
+    def __init__(self, store: Store, notify: Callable[[str], None] | None = None) -> None:
+        """*notify* is told where a new key file was made (only storing a credential
+        makes one)."""
         self.store = store
         self.notify = notify
         self._verified: tuple[tuple[object, ...], KeyRing] | None = None

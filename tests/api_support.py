@@ -60,9 +60,9 @@ def world(manager: TenantManager) -> World:
                                  enabled_strategies=["momentum"])
     ann = manager.create_tenant("Ann", "ann@example.com", "free")
     return World(manager, john, ann,
-                 apikeys.create_key(manager, tenant_id=None, name="ops"),
-                 apikeys.create_key(manager, tenant_id=john.tenant_id),
-                 apikeys.create_key(manager, tenant_id=ann.tenant_id))
+                 apikeys.create_key(manager.store, tenant_id=None, name="ops"),
+                 apikeys.create_key(manager.store, tenant_id=john.tenant_id),
+                 apikeys.create_key(manager.store, tenant_id=ann.tenant_id))
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def make_tenant(manager: TenantManager, name: str = "Ann", tier: str = "pro", *,
     for credential, value in (creds or {}).items():
         manager.set_credential(tenant_id, credential, value)
     if start:
-        bots.start_bot(manager, tenant_id)
+        bots.start_bot(manager.store, tenant_id)
     return tenant_id
 
 

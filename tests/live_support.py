@@ -47,7 +47,7 @@ def tenant(manager: TenantManager, secret_key: bytes, creds: dict[str, str]) -> 
 @pytest.fixture
 def broker(manager: TenantManager, tenant: str, clob: FakeClob) -> Iterator[LiveBroker]:
     """The tenant's live broker (heartbeats every 50 ms), closed after the test."""
-    live = LiveBroker.for_tenant(manager, tenant, timeout_s=1.0, heartbeat_s=0.05)
+    live = LiveBroker.for_tenant(manager.store, tenant, timeout_s=1.0, heartbeat_s=0.05)
     yield live
     live.close()
 
@@ -73,10 +73,10 @@ def posts(exchange: FakeExchange) -> list[RecordedRequest]:
 
 def quota(manager: TenantManager, tenant_id: str) -> tuple[int, int]:
     """(used, reserved) of the tenant's quota this period."""
-    status = ledger.quota_status(manager, tenant_id)[0]
+    status = ledger.quota_status(manager.store, tenant_id)[0]
     return status["used"], status["reserved"]
 
 
 def rows(manager: TenantManager, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's ledger rows, oldest first."""
-    return sorted(ledger.list_trades(manager, tenant_id), key=lambda r: r["id"])
+    return sorted(ledger.list_trades(manager.store, tenant_id), key=lambda r: r["id"])

@@ -306,7 +306,7 @@ def test_bot_start_and_stop_set_the_desired_state(api, world: World) -> None:
     john = token_for(api, world.john_key)
     started = api.post(f"/tenants/{world.john.tenant_id}/bot/start", headers=john).json()
     assert started["desired_state"] == "running" and started["orchestrator_running"] is False
-    assert bots.bot_status(world.manager, world.john.tenant_id)["desired_state"] == "running"
+    assert bots.bot_status(world.manager.store, world.john.tenant_id)["desired_state"] == "running"
     stopped = api.post(f"/tenants/{world.john.tenant_id}/bot/stop", headers=john).json()
     assert stopped["desired_state"] == "stopped"
     actions = [(r["action"], r["actor"]) for r in

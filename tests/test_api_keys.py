@@ -31,7 +31,7 @@ def test_create_prints_the_key_once_and_stores_its_hash(run_cli, john: str, db_p
     assert len(secret) >= 43  # 32 random bytes, base64url
     dump = "\n".join(database_dump(db_path))
     assert secret not in dump
-    stored = apikeys.authenticate(manager, key)
+    stored = apikeys.authenticate(manager.store, key)
     assert (stored.scope, stored.name, stored.tenant_id) == ("admin", "ops", None)
     # Listed without the key or its hash, ever.
     listing = run_cli("api", "keys", "list", "--json")
@@ -45,7 +45,7 @@ def test_a_tenant_key_by_email_and_its_audit(run_cli, john: str,
     assert result.exit_code == 0, result.output
     created = json.loads(result.stdout)
     assert created["scope"] == "tenant" and created["tenant_id"] == john
-    assert apikeys.authenticate(manager, created["api_key"]).scope_claim == f"tenant:{john}"
+    assert apikeys.authenticate(manager.store, created["api_key"]).scope_claim == f"tenant:{john}"
     audit = manager.list_audit(tenant_id=john)[0]
     assert audit["action"] == "apikey.create" and created["api_key"] not in json.dumps(audit)
     assert audit["details"]["key_id"] == created["key_id"]
@@ -67,12 +67,12 @@ def test_create_refusals_change_nothing(run_cli, john: str, db_path: Path, args,
 
 
 def test_revoke_and_list(run_cli, john: str, manager: TenantManager) -> None:
-    admin = apikeys.create_key(manager, tenant_id=None)
-    tenant = apikeys.create_key(manager, tenant_id=john)
+    admin = apikeys.create_key(manager.store, tenant_id=None)
+    tenant = apikeys.create_key(manager.store, tenant_id=john)
     result = run_cli("api", "keys", "revoke", tenant.key.key_id)
     assert result.exit_code == 0 and f"Revoked API key {tenant.key.key_id}" in result.stdout
     with pytest.raises(InvalidApiKey):
-        apikeys.authenticate(manager, tenant.api_key)
+        apikeys.authenticate(manager.store, tenant.api_key)
     active = json.loads(run_cli("api", "keys", "list", "--json").stdout)
     assert [row["key_id"] for row in active] == [admin.key.key_id]
     every = json.loads(run_cli("api", "keys", "list", "--all", "--json").stdout)
@@ -91,16 +91,16 @@ def test_revoke_and_list(run_cli, john: str, manager: TenantManager) -> None:
 
 def test_a_revoked_key_or_a_wrong_secret_reads_the_same(manager: TenantManager,
                                                         john: str) -> None:
-    key = apikeys.create_key(manager, tenant_id=john)
+    key = apikeys.create_key(manager.store, tenant_id=john)
     wrong = key.api_key[:-3] + ("AAA" if not key.api_key.endswith("AAA") else "BBB")
     messages = set()
     for presented in (wrong, f"bpk_{'0' * 12}_{key.api_key.split('_', 2)[2]}"):
         with pytest.raises(InvalidApiKey) as caught:
-            apikeys.authenticate(manager, presented)
+            apikeys.authenticate(manager.store, presented)
         messages.add(str(caught.value))
-    apikeys.revoke_key(manager, key.key.key_id)
+    apikeys.revoke_key(manager.store, key.key.key_id)
     with pytest.raises(InvalidApiKey) as caught:
-        apikeys.authenticate(manager, key.api_key)
+        apikeys.authenticate(manager.store, key.api_key)
     messages.add(str(caught.value))
     assert messages == {"unknown or revoked API key"}
 
@@ -137,8 +137,8 @@ def test_serve_refuses_a_missing_database(run_cli, tmp_path: Path) -> None:
 
 def test_db_check_passes_with_keys_and_finds_an_orphan_tenant_key(
         run_cli, john: str, manager: TenantManager) -> None:
-    apikeys.create_key(manager, tenant_id=None)
-    apikeys.create_key(manager, tenant_id=john)
+    apikeys.create_key(manager.store, tenant_id=None)
+    apikeys.create_key(manager.store, tenant_id=john)
     assert run_cli("db", "check").exit_code == 0
     manager.db.execute("PRAGMA foreign_keys = OFF")
     manager.db.execute("UPDATE api_keys SET tenant_id = 'ghost' WHERE tenant_id = ?", (john,))

@@ -41,7 +41,7 @@ def test_every_key_of_a_tenant_shares_its_plan_and_other_tenants_are_apart(
         api, world: World, clock) -> None:
     from botpoly_admin import apikeys
 
-    second = apikeys.create_key(world.manager, tenant_id=world.ann.tenant_id)
+    second = apikeys.create_key(world.manager.store, tenant_id=world.ann.tenant_id)
     first = token_for(api, world.ann_key)
     other = token_for(api, second)
     path = f"/tenants/{world.ann.tenant_id}/quota"
@@ -73,7 +73,7 @@ def test_the_override_and_a_new_plan_apply_at_once(api, world: World, clock) -> 
 def test_the_api_and_the_bots_meter_the_same_api_calls(api, world: World) -> None:
     from botpoly_admin import ledger
 
-    ledger.add_usage(world.manager, world.john.tenant_id, api_calls=40)  # a bot's cycles
+    ledger.add_usage(world.manager.store, world.john.tenant_id, api_calls=40)  # a bot's cycles
     headers = token_for(api, world.john_key)
     api.get(f"/tenants/{world.john.tenant_id}/metrics", headers=headers)
     metrics = api.get(f"/tenants/{world.john.tenant_id}/metrics", headers=headers).json()

@@ -33,7 +33,7 @@ def test_metrics_read_the_database_at_scrape_time(api, world: World) -> None:
                                                     "amount": 10, "price": 0.5})
     manager.record_trade(world.ann.tenant_id, {"market_id": "m", "side": "BUY", "amount": 5,
                                                "price": 0.5, "status": "failed"})
-    bots.start_bot(manager, world.john.tenant_id)
+    bots.start_bot(manager.store, world.john.tenant_id)
     samples = scrape(api)
     assert samples["botpoly_database_up"][()] == 1
     assert samples["botpoly_bots"][(("state", "stopped"),)] == 1
@@ -96,7 +96,7 @@ def test_healthz_reports_the_database_migrations_and_orchestrators(api, world: W
     assert body["migrations"]["ok"] and body["migrations"]["version"] == \
         body["migrations"]["expected"]
     # A bot set to run with no orchestrator beating: not healthy.
-    bots.start_bot(world.manager, world.john.tenant_id)
+    bots.start_bot(world.manager.store, world.john.tenant_id)
     health = api.get("/healthz")
     assert health.status_code == 503
     assert health.json()["orchestrators"] == {"ok": False, "fresh": 0, "bots_set_to_run": 1,

@@ -162,7 +162,7 @@ def test_revoking_a_key_invalidates_its_tokens_at_once(api, world: World, run_cl
     assert api.post("/token", headers={"X-API-Key": world.john_key.api_key}).status_code == 401
     # Other keys are untouched; a revoked admin key loses its header access too.
     assert api.get("/admin/stats", headers=admin).status_code == 200
-    apikeys.revoke_key(world.manager, world.admin.key.key_id)
+    apikeys.revoke_key(world.manager.store, world.admin.key.key_id)
     assert api.get("/admin/stats", headers=admin).status_code == 401
 
 
@@ -170,5 +170,5 @@ def test_purging_a_tenant_removes_its_keys_and_tokens(api, world: World) -> None
     headers = token_for(api, world.john_key)
     world.manager.delete_tenant(world.john.tenant_id, purge=True)
     assert_refused(api, world, headers["Authorization"][7:], "no longer exists")
-    assert apikeys.list_keys(world.manager, include_revoked=True) == [world.admin.key,
+    assert apikeys.list_keys(world.manager.store, include_revoked=True) == [world.admin.key,
                                                                       world.ann_key.key]

@@ -17,9 +17,9 @@ def test_every_change_is_one_typed_event_with_exactly_its_fields(
     manager.update_tenant(ann.tenant_id, capital="2000", custom_domain="bots.example.com")
     manager.set_credential(ann.tenant_id, "binance_api_key", "binance-key-123456")
     manager.clear_credentials(ann.tenant_id)
-    ledger.set_quota(manager, ann.tenant_id, trades=50)
-    bots.start_bot(manager, ann.tenant_id)
-    bots.stop_bot(manager, ann.tenant_id)
+    ledger.set_quota(manager.store, ann.tenant_id, trades=50)
+    bots.start_bot(manager.store, ann.tenant_id)
+    bots.stop_bot(manager.store, ann.tenant_id)
     manager.rotate_keys()
     manager.delete_tenant(ann.tenant_id)
     rows = audit.entries(manager.store)
@@ -79,7 +79,7 @@ def test_quota_changed_since_sees_quota_and_tier_changes_only(
     monkeypatch.setenv("BOTPOLY_NOW", "2026-10-07T00:00:00Z")
     manager.update_tenant(tid, tier="basic")
     monkeypatch.setenv("BOTPOLY_NOW", "2026-10-08T00:00:00Z")
-    ledger.set_quota(manager, tid, trades=10)
+    ledger.set_quota(manager.store, tid, trades=10)
     assert audit.quota_changed_since(manager.store, tid, "2026-10-01T00:00:00Z") == (
         "2026-10-08T00:00:00Z")
     assert audit.quota_changed_since(manager.store, tid, "2026-10-09T00:00:00Z") is None

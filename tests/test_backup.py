@@ -141,7 +141,7 @@ def test_a_round_trip_restores_tenants_and_trades_exactly(tenants, manager, db_p
     # Everything changes afterwards...
     manager.create_tenant("Cid", "cid@example.com", "pro", status="active")
     manager.record_trade(tenants[0], sell("tok", "4", "0.5"))
-    ledger.set_quota(manager, tenants[1], trades=5)
+    ledger.set_quota(manager.store, tenants[1], trades=5)
     manager.delete_tenant(tenants[1], purge=True)
     assert content(db_path) != before
 
@@ -230,7 +230,7 @@ def test_a_live_lease_refuses_the_restore_naming_its_owner(tenants, manager, db_
                                                            db_snapshot) -> None:
     copy = tmp_path / "copy.db"
     assert run_cli("db", "backup", str(copy)).exit_code == 0
-    bots.start_bot(manager, tenants[0])
+    bots.start_bot(manager.store, tenants[0])
     until = clock.iso(datetime.now(UTC) + timedelta(seconds=30))
     manager.db.conn.execute("UPDATE bots SET owner = 'elsewhere:42:cafe0001', "
                             "lease_expires_at = ?, state = 'running'", (until,))
@@ -249,12 +249,12 @@ def test_a_fresh_orchestrator_heartbeat_refuses_the_restore(tenants, manager, tm
                                                             run_cli) -> None:
     copy = tmp_path / "copy.db"
     assert run_cli("db", "backup", str(copy)).exit_code == 0
-    bots.register_orchestrator(manager, "elsewhere:42:cafe0002")
+    bots.register_orchestrator(manager.store, "elsewhere:42:cafe0002")
     result = run_cli("db", "restore", str(copy), "--yes", "--json")
     assert_clean_error(result, 1)
     assert "runner elsewhere:42:cafe0002 is running (heartbeat at" in result.stderr
     assert json.loads(result.stdout)["exit_code"] == 1
-    bots.unregister_orchestrator(manager, "elsewhere:42:cafe0002")
+    bots.unregister_orchestrator(manager.store, "elsewhere:42:cafe0002")
     assert run_cli("db", "restore", str(copy), "--yes").exit_code == 0
 
 

@@ -24,16 +24,16 @@ def test_a_bot_settles_a_market_that_resolved_while_it_was_stopped(tmp_path) -> 
     feed = SimulatedFeed(seed=5, n_markets=2)
     market = next(m for m in feed.markets() if m.kind == "binary")
     token = market.outcomes[0].token_id
-    ledger.record_trade(manager, tid, {
+    ledger.record_trade(manager.store, tid, {
         "token_id": token, "market": market.market_id, "side": "BUY", "shares": 10,
         "price": feed.book(token).best_ask, "client_order_id": "held"})
     # The bot is away while the market resolves and drops off the feed's listing.
     while market.market_id in {m.market_id for m in feed.markets()}:
         feed.tick()
-    TenantBot(manager, tid, feed).run_cycle()
-    rows = ledger.positions(manager, tid)
+    TenantBot(manager.store, tid, feed).run_cycle()
+    rows = ledger.positions(manager.store, tid)
     assert [(r["token_id"], r["state"]) for r in rows] == [(token, "settled")]
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 class SuspendingBroker(PaperBroker):
@@ -59,7 +59,7 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
                       enabled_strategies=["complement_arb", "momentum"])
     broker = SuspendingBroker(manager, tid, db_path)
     feed = SimulatedFeed(seed=3)
-    bot = TenantBot(manager, tid, feed, broker=broker)
+    bot = TenantBot(manager.store, tid, feed, broker=broker)
     for _ in range(200):
         report = bot.run_cycle()  # must not raise: a suspension is not a bot failure
         if broker.sent:
@@ -68,8 +68,8 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
     assert broker.sent == 1, "no order reached the broker in 200 cycles"
     assert report.state == "stopped"
     assert any("suspended" in reason for reason in report.refused)
-    assert ledger.list_trades(manager, tid) == []
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.list_trades(manager.store, tid) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def _replay_without_reference(tmp_path, polls: int = 12):
@@ -99,12 +99,12 @@ def test_a_missing_reference_price_does_not_fail_a_strategy_that_does_not_need_i
     tid = make_tenant(manager, "A", capital=10_000, max_daily_trades=1000,
                       enabled_strategies=["complement_arb"])
     feed = _replay_without_reference(tmp_path)
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     for _ in range(feed.snapshots):
         report = bot.run_cycle()  # must not raise
         assert not any("sits this cycle out" in r for r in report.refused)
         feed.tick()
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
@@ -113,7 +113,7 @@ def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
     tid = make_tenant(manager, "B", capital=10_000, max_daily_trades=1000,
                       enabled_strategies=["btc_lag", "complement_arb", "momentum"])
     feed = _replay_without_reference(tmp_path)
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     sat_out = 0
     with caplog.at_level(logging.INFO, logger="botpoly_admin.trading.bot"):
         for _ in range(feed.snapshots):
@@ -123,7 +123,7 @@ def test_a_strategy_whose_input_is_missing_sits_out_and_the_others_trade(
             feed.tick()
     assert sat_out > 0
     assert any("btc_lag sits this cycle out" in r.getMessage() for r in caplog.records)
-    strategies = {t["strategy"] for t in ledger.list_trades(manager, tid)}
+    strategies = {t["strategy"] for t in ledger.list_trades(manager.store, tid)}
     assert strategies and "btc_lag" not in strategies
 
 
@@ -164,13 +164,13 @@ def test_on_start_runs_once_before_a_strategys_first_cycle(tmp_path, starter_plu
     tenant = manager.create_tenant("S", "s@example.com", "pro", status="active",
                                    enabled_strategies=["starter"])
     feed = SimulatedFeed(seed=1)
-    bot = TenantBot(manager, tenant.tenant_id, feed)
+    bot = TenantBot(manager.store, tenant.tenant_id, feed)
     for _ in range(3):
         bot.run_cycle()
         feed.tick()
     first = starter_plugin[0][1]
     assert starter_plugin == [("start", first)] + [("cycle", first, True)] * 3
     starter_plugin.clear()
-    TenantBot(manager, tenant.tenant_id, feed).run_cycle()  # a restart: a new instance
+    TenantBot(manager.store, tenant.tenant_id, feed).run_cycle()  # a restart: a new instance
     [(start, again), (cycle, same, warm)] = starter_plugin
     assert (start, cycle, warm, same) == ("start", "cycle", True, again)

@@ -12,6 +12,7 @@ import pytest
 from botpoly_admin import bots, clock, owners
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, NotFound
+from botpoly_admin.store import SQLiteStore
 
 STATUS_KEYS = {"tenant_id", "desired_state", "state", "owner", "heartbeat_at", "cycles",
                "last_cycle_ms", "restarts", "last_error"}
@@ -49,12 +50,32 @@ def age_lease(manager: TenantManager, tenant_id: str, owner: str, seconds: float
 
 def test_start_and_stop_set_the_desired_state_and_are_audited(manager: TenantManager) -> None:
     john = tenant(manager, "John")
-    row = bots.start_bot(manager, "john@example.com")
+    row = bots.start_bot(manager.store, "john@example.com")
     assert set(row) >= STATUS_KEYS
     assert (row["desired_state"], row["state"], row["owner"]) == ("running", "stopped", None)
-    assert bots.stop_bot(manager, john.tenant_id[:8])["desired_state"] == "stopped"
+    assert bots.stop_bot(manager.store, john.tenant_id[:8])["desired_state"] == "stopped"
     actions = [a["action"] for a in manager.list_audit(john.tenant_id)]
     assert actions[:2] == ["bot.stop", "bot.start"]
+
+
+def test_bots_are_started_and_stopped_on_a_store_without_a_manager(
+        manager: TenantManager, db_path: Path) -> None:
+    """What the orchestrator, the server and a cron job have: a store, audited as its actor."""
+    john = tenant(manager, "John")
+    tenant(manager, "Ann")
+    store = SQLiteStore(db_path, create=False, actor="cron")
+
+    assert bots.start_bot(store, "john@example.com")["desired_state"] == "running"
+    assert [r["email"] for r in bots.status(store)] == ["john@example.com"]
+    assert sorted(bots.start_all(store)) == sorted(
+        r["tenant_id"] for r in manager.select("SELECT tenant_id FROM tenants"))
+    assert bots.stop_bot(store, john.tenant_id[:8])["desired_state"] == "stopped"
+    assert bots.stop_all(store) == [bots.bot_status(store, "ann@example.com")["tenant_id"]]
+    entries = [(a["actor"], a["action"], a["details"]["desired_state"])
+               for a in manager.list_audit(john.tenant_id)[:3]]
+    assert entries == [("cron", "bot.stop", "stopped"), ("cron", "bot.start", "running"),
+                       ("cron", "bot.start", "running")]
+    store.close()
 
 
 @pytest.mark.parametrize("status, fragment", [
@@ -64,21 +85,21 @@ def test_start_and_stop_set_the_desired_state_and_are_audited(manager: TenantMan
 def test_start_is_refused_for_a_tenant_that_may_not_trade(manager, status, fragment) -> None:
     t = tenant(manager, "Ann", status=status)
     with pytest.raises(Conflict, match=fragment):
-        bots.start_bot(manager, t.tenant_id)
-    assert bots.status(manager) == []
+        bots.start_bot(manager.store, t.tenant_id)
+    assert bots.status(manager.store) == []
 
 
 def test_start_is_refused_after_the_trial_and_allowed_during_it(manager) -> None:
     trial = tenant(manager, "Tim", status="trial")
-    assert bots.start_bot(manager, trial.tenant_id)["desired_state"] == "running"
+    assert bots.start_bot(manager.store, trial.tenant_id)["desired_state"] == "running"
     manager.update_tenant(trial.tenant_id, trial_ends_at="2020-01-01T00:00:00Z")
     with pytest.raises(Conflict, match="trial ended at 2020-01-01T00:00:00Z"):
-        bots.start_bot(manager, trial.tenant_id)
+        bots.start_bot(manager.store, trial.tenant_id)
 
 
 def test_start_of_an_unknown_tenant(manager) -> None:
     with pytest.raises(NotFound):
-        bots.start_bot(manager, "nobody@example.com")
+        bots.start_bot(manager.store, "nobody@example.com")
 
 
 def test_start_all_includes_trials_in_their_trial_only(manager) -> None:
@@ -88,9 +109,9 @@ def test_start_all_includes_trials_in_their_trial_only(manager) -> None:
     manager.update_tenant(ended.tenant_id, trial_ends_at="2020-01-01")
     tenant(manager, "Sus", status="suspended")
     tenant(manager, "Exp", status="expired")
-    assert bots.start_all(manager) == [active.tenant_id, trial.tenant_id]
-    assert bots.stop_all(manager) == sorted([active.tenant_id, trial.tenant_id])
-    assert {r["desired_state"] for r in bots.status(manager)} == {"stopped"}
+    assert bots.start_all(manager.store) == [active.tenant_id, trial.tenant_id]
+    assert bots.stop_all(manager.store) == sorted([active.tenant_id, trial.tenant_id])
+    assert {r["desired_state"] for r in bots.status(manager.store)} == {"stopped"}
 
 
 # --- leases --------------------------------------------------------------------------------
@@ -98,43 +119,43 @@ def test_start_all_includes_trials_in_their_trial_only(manager) -> None:
 
 def test_one_owner_at_a_time_and_an_expired_lease_is_taken_over(manager, db_path) -> None:
     a, b = tenant(manager, "A"), tenant(manager, "B")
-    bots.start_all(manager)
+    bots.start_all(manager.store)
     ids = [a.tenant_id, b.tenant_id]
-    assert set(bots.acquire(manager, "host:1:aaaa", ids)) == set(ids)
-    assert bots.acquire(manager, "host:2:bbbb", ids) == {}  # held: refused
-    assert set(bots.acquire(manager, "host:1:aaaa", ids)) == set(ids)  # ours: renewed
+    assert set(bots.acquire(manager.store, "host:1:aaaa", ids)) == set(ids)
+    assert bots.acquire(manager.store, "host:2:bbbb", ids) == {}  # held: refused
+    assert set(bots.acquire(manager.store, "host:1:aaaa", ids)) == set(ids)  # ours: renewed
     age_lease(manager, a.tenant_id, "host:1:aaaa", -2)  # its runner died 2 s ago
-    assert set(bots.acquire(manager, "host:2:bbbb", ids)) == {a.tenant_id}
+    assert set(bots.acquire(manager.store, "host:2:bbbb", ids)) == {a.tenant_id}
     assert bot_row(db_path, a.tenant_id)["owner"] == "host:2:bbbb"
     # The old owner finds out on its next sync, and keeps only what is still its own.
-    assert bots.sync(manager, "host:1:aaaa") == {b.tenant_id}
+    assert bots.sync(manager.store, "host:1:aaaa") == {b.tenant_id}
 
 
 def test_a_lease_is_only_taken_for_a_bot_that_should_run(manager) -> None:
     t = tenant(manager, "Sam")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     manager.set_status(t.tenant_id, "suspended")  # desired state still says running
-    assert bots.acquire(manager, "host:1:aaaa", [t.tenant_id]) == {}
+    assert bots.acquire(manager.store, "host:1:aaaa", [t.tenant_id]) == {}
     manager.set_status(t.tenant_id, "active")
-    bots.stop_bot(manager, t.tenant_id)
-    assert bots.acquire(manager, "host:1:aaaa", [t.tenant_id]) == {}
-    assert bots.runnable(manager) == {}
+    bots.stop_bot(manager.store, t.tenant_id)
+    assert bots.acquire(manager.store, "host:1:aaaa", [t.tenant_id]) == {}
+    assert bots.runnable(manager.store) == {}
 
 
 def test_sync_records_progress_and_releases(manager, db_path) -> None:
     t = tenant(manager, "Pat")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     owner = "host:1:aaaa"
-    assert bots.acquire(manager, owner, [t.tenant_id])[t.tenant_id] == {
+    assert bots.acquire(manager.store, owner, [t.tenant_id])[t.tenant_id] == {
         "cycles": 0, "restarts": 0}
     progress = bots.Progress(t.tenant_id, "paused_quota", "2026-01-01T00:00:00Z", 7, 1.5, 2,
                              "ValueError: x")
-    held = bots.sync(manager, owner, progress=[progress])
+    held = bots.sync(manager.store, owner, progress=[progress])
     assert held == {t.tenant_id}
     row = bot_row(db_path, t.tenant_id)
     assert (row["state"], row["cycles"], row["restarts"], row["last_error"]) == (
         "paused_quota", 7, 2, "ValueError: x")
-    assert bots.sync(manager, owner, released=[progress]) == set()
+    assert bots.sync(manager.store, owner, released=[progress]) == set()
     row = bot_row(db_path, t.tenant_id)
     assert (row["owner"], row["lease_expires_at"], row["state"], row["cycles"]) == (
         None, None, "stopped", 7)
@@ -143,33 +164,33 @@ def test_sync_records_progress_and_releases(manager, db_path) -> None:
 
 def test_status_shows_a_dead_runners_bot_as_stopped(manager) -> None:
     t = tenant(manager, "Dee")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     age_lease(manager, t.tenant_id, "host:9:dead", 30)
-    assert bots.bot_status(manager, t.tenant_id)["state"] == "running"
+    assert bots.bot_status(manager.store, t.tenant_id)["state"] == "running"
     age_lease(manager, t.tenant_id, "host:9:dead", -1)
-    row = bots.bot_status(manager, t.tenant_id)
+    row = bots.bot_status(manager.store, t.tenant_id)
     assert (row["state"], row["owner"]) == ("stopped", None)
 
 
 def test_leases_follow_the_wall_clock_even_when_business_time_is_frozen(
         manager, monkeypatch) -> None:
     t = tenant(manager, "Fay")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     monkeypatch.setenv("BOTPOLY_NOW", "2020-06-01T00:00:00Z")
-    bots.acquire(manager, "host:1:aaaa", [t.tenant_id], ttl_s=10)
-    expires = clock.parse_utc(bots.bot_status(manager, t.tenant_id)["lease_expires_at"])
+    bots.acquire(manager.store, "host:1:aaaa", [t.tenant_id], ttl_s=10)
+    expires = clock.parse_utc(bots.bot_status(manager.store, t.tenant_id)["lease_expires_at"])
     assert timedelta(seconds=8) <= expires - clock.wall_now() <= timedelta(seconds=11)
 
 
 def test_orchestrator_registry(manager) -> None:
-    assert bots.live_orchestrators(manager) == []
-    bots.register_orchestrator(manager, "host:42:abcd")
-    (live,) = bots.live_orchestrators(manager)
+    assert bots.live_orchestrators(manager.store) == []
+    bots.register_orchestrator(manager.store, "host:42:abcd")
+    (live,) = bots.live_orchestrators(manager.store)
     assert (live["owner"], live["pid"], live["host"]) == ("host:42:abcd", 42, "host")
     with manager.db.conn:
         manager.db.conn.execute("UPDATE orchestrators SET heartbeat_at = '2020-01-01T00:00:00Z'")
-    assert bots.live_orchestrators(manager) == []  # stale: taken for dead
-    bots.unregister_orchestrator(manager, "host:42:abcd")
+    assert bots.live_orchestrators(manager.store) == []  # stale: taken for dead
+    bots.unregister_orchestrator(manager.store, "host:42:abcd")
     assert manager.db.execute("SELECT count(*) FROM orchestrators").fetchone()[0] == 0
 
 
@@ -188,7 +209,7 @@ def test_start_bot_without_an_orchestrator_says_how_to_start_one(manager, run_cl
 
 def test_start_bot_with_a_live_orchestrator(manager, run_cli) -> None:
     tenant(manager, "John")
-    bots.register_orchestrator(manager, "host:42:abcd")
+    bots.register_orchestrator(manager.store, "host:42:abcd")
     result = run_cli("start-bot", "john@example.com", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -276,12 +297,12 @@ def test_a_held_bot_is_shown_running_only_while_its_heartbeat_is_fresh(manager,
     """A runner on another host stops beating (killed, hung): its bot is shown stale, not
     running, until its lease expires; the dashboard says since when and who."""
     t = tenant(manager, "Dee")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     age_lease(manager, t.tenant_id, "otherhost:9:dead", 30, heartbeat_age=1)
-    assert bots.bot_status(manager, t.tenant_id)["state"] == "running"
+    assert bots.bot_status(manager.store, t.tenant_id)["state"] == "running"
     age_lease(manager, t.tenant_id, "otherhost:9:dead", 30,
               heartbeat_age=bots.STALE_AFTER_S + 2)
-    row = bots.bot_status(manager, t.tenant_id)
+    row = bots.bot_status(manager.store, t.tenant_id)
     assert (row["state"], row["owner"]) == ("stale", "otherhost:9:dead")
     snapshot = json.loads(run_cli("dashboard", "--json").stdout)
     assert (snapshot["bots_running"], snapshot["bots_by_state"]) == (0, {"stale": 1})
@@ -297,12 +318,12 @@ def test_a_held_bot_is_shown_running_only_while_its_heartbeat_is_fresh(manager,
 
 def test_a_runner_whose_process_is_gone_is_shown_stale_at_once(manager) -> None:
     t = tenant(manager, "Dee")
-    bots.start_bot(manager, t.tenant_id)
+    bots.start_bot(manager.store, t.tenant_id)
     namespace = owners.new_owner_id().rsplit(".", 1)[1]
     import socket
 
     age_lease(manager, t.tenant_id, f"{socket.gethostname()}:999999999:abcd.{namespace}", 30)
-    assert bots.bot_status(manager, t.tenant_id)["state"] == "stale"
+    assert bots.bot_status(manager.store, t.tenant_id)["state"] == "stale"
 # --- run and start-bot refuse what would fail every cycle ------------------------------------
 
 

@@ -86,7 +86,7 @@ pair_trader = partial(make_tenant, name="C", capital=1000, max_daily_trades=1000
 
 
 def held(manager: TenantManager, tid: str) -> dict[str, Decimal]:
-    return {p["token_id"]: p["shares"] for p in ledger.positions(manager, tid)
+    return {p["token_id"]: p["shares"] for p in ledger.positions(manager.store, tid)
             if p["strategy"] == "complement_arb"}
 
 
@@ -113,14 +113,14 @@ def test_a_second_leg_that_fills_less_is_evened_out_by_selling_when_the_edge_is_
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, second_leg_thinned("0.60"))
     with caplog.at_level(logging.INFO, logger="botpoly_admin.trading.bot"):
-        TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+        TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()
     assert broker.sent[:2] == [("BUY", YES, D(20)), ("BUY", NO, D(10))]
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
-    sells = [t for t in ledger.list_trades(manager, tid) if t["side"] == "SELL"]
+    sells = [t for t in ledger.list_trades(manager.store, tid) if t["side"] == "SELL"]
     assert [(t["token_id"], t["shares"], t["strategy"]) for t in sells] == [
         (YES, D(10), "complement_arb")]
     assert any("rebalance: sell" in r.getMessage() for r in caplog.records)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_second_leg_that_fills_less_is_completed_while_the_edge_remains(tmp_path) -> None:
@@ -128,10 +128,10 @@ def test_a_second_leg_that_fills_less_is_completed_while_the_edge_remains(tmp_pa
     tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, second_leg_thinned("0.47"))
-    TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+    TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()
     # 0.45 + 0.47 = 0.92 still leaves more than min_edge: the missing 10 NO are bought.
     assert held(manager, tid) == {YES: D(20), NO: D(20)}
-    assert [t for t in ledger.list_trades(manager, tid) if t["side"] == "SELL"] == []
+    assert [t for t in ledger.list_trades(manager.store, tid) if t["side"] == "SELL"] == []
 
 
 def test_a_pair_needs_both_api_calls_before_its_first_leg_leaves(tmp_path) -> None:
@@ -141,7 +141,7 @@ def test_a_pair_needs_both_api_calls_before_its_first_leg_leaves(tmp_path) -> No
     manager.update_tenant(tid, rate_limits={"api_calls_per_minute": 2})
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange)
-    report = TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+    report = TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()
     assert broker.sent == []
     assert held(manager, tid) == {}
     assert any("needs 2 calls" in r for r in report.refused)
@@ -150,14 +150,14 @@ def test_a_pair_needs_both_api_calls_before_its_first_leg_leaves(tmp_path) -> No
 def test_the_last_quota_units_do_not_buy_one_leg_of_a_pair(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     tid = pair_trader(manager, monthly_trades_quota=1)
-    TenantBot(manager, tid, Exchange()).run_cycle()
+    TenantBot(manager.store, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {}
 
 
 def test_the_last_daily_trade_does_not_buy_one_leg_of_a_pair(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     tid = pair_trader(manager, max_daily_trades=1)
-    TenantBot(manager, tid, Exchange()).run_cycle()
+    TenantBot(manager.store, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {}
 
 
@@ -167,14 +167,14 @@ def test_cash_for_one_leg_only_buys_no_leg(tmp_path) -> None:
     tid = pair_trader(manager, capital=5)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange)
-    TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+    TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()
     assert balanced(manager, tid)
     assert all(filled == held(manager, tid).get(YES) for _, _, filled in broker.sent)
 
 
 def _unmatched(manager: TenantManager, tid: str) -> None:
     for token, n in ((YES, 20), (NO, 10)):
-        ledger.record_trade(manager, tid, {"token_id": token, "market": "m1", "side": "BUY",
+        ledger.record_trade(manager.store, tid, {"token_id": token, "market": "m1", "side": "BUY",
                                            "shares": n, "price": "0.45",
                                            "strategy": "complement_arb"})
 
@@ -186,9 +186,9 @@ def test_an_imbalance_found_in_the_ledger_is_repaired_at_the_start_of_a_cycle(
     _unmatched(manager, tid)
     # No edge anywhere: the repair is the only order.
     exchange = Exchange(yes_asks=(("0.70", "100"),), no_asks=(("0.70", "100"),))
-    TenantBot(manager, tid, exchange).run_cycle()
+    TenantBot(manager.store, tid, exchange).run_cycle()
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_halted_tenant_still_repairs_a_naked_leg_by_selling(tmp_path) -> None:
@@ -197,7 +197,7 @@ def test_a_halted_tenant_still_repairs_a_naked_leg_by_selling(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     tid = pair_trader(manager, max_daily_trades=2)
     _unmatched(manager, tid)
-    report = TenantBot(manager, tid, Exchange()).run_cycle()
+    report = TenantBot(manager.store, tid, Exchange()).run_cycle()
     assert held(manager, tid) == {YES: D(10), NO: D(10)}
     assert report.state == "paused_daily"
 
@@ -218,7 +218,7 @@ def test_a_second_leg_that_fails_is_bought_again_while_the_edge_remains(tmp_path
     tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(1))
-    report = TenantBot(manager, tid, exchange, broker=broker).run_cycle()  # does not raise
+    report = TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()  # does not raise
     assert held(manager, tid) == {YES: D(20), NO: D(20)}
     assert any("temporarily halted" in r for r in report.refused)
 
@@ -228,7 +228,7 @@ def test_a_second_leg_that_keeps_failing_has_its_first_leg_sold_back(tmp_path) -
     tid = pair_trader(manager)
     exchange = Exchange()
     broker = ExchangeBroker(manager, tid, exchange, failing_no_leg(99))
-    TenantBot(manager, tid, exchange, broker=broker).run_cycle()
+    TenantBot(manager.store, tid, exchange, broker=broker).run_cycle()
     assert held(manager, tid) == {YES: D(0)}
     assert broker.sent == [("BUY", YES, D(20)), ("SELL", YES, D(20))]
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []

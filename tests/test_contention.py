@@ -111,9 +111,9 @@ def test_two_quota_resets_at_once_close_each_period_and_trial_once(
     monkeypatch.setenv("BOTPOLY_NOW", "2026-03-02T09:00:00Z")
     trials = [manager.create_tenant(f"Tri{i}", f"tri{i}@example.com", "pro",
                                     trial_days=7).tenant_id for i in range(20)]
-    bots.start_bots(manager, trials)
+    bots.start_bots(manager.store, trials)
     for tid in trials[:5]:
-        ledger.increment_usage(manager, tid, 3)
+        ledger.increment_usage(manager.store, tid, 3)
     manager.close()
     now = {"BOTPOLY_NOW": "2026-06-01T00:00:05Z"}
     audit_before = query(db_path, "SELECT max(id) FROM audit_log")[0][0]
@@ -211,7 +211,7 @@ def test_a_thousand_commands_while_run_drives_a_hundred_bots(
         manager.update_tenant(tenant.tenant_id, rate_limits={"api_calls_per_minute": 100_000},
                               settings={"daily_loss_limit": "1000000"})
         ids.append(tenant.tenant_id)
-    bots.start_bots(manager, ids)
+    bots.start_bots(manager.store, ids)
     manager.set_credential(ids[0], "binance_api_key", "set-up-the-key-file")
     manager.close()
     expected = Expected(ids)

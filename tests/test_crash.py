@@ -57,7 +57,7 @@ def trading_tenants(manager: TenantManager, n: int) -> list[str]:
         manager.update_tenant(tenant.tenant_id, rate_limits={"api_calls_per_minute": 100_000},
                               settings={"daily_loss_limit": "1000000"})
         ids.append(tenant.tenant_id)
-    bots.start_bots(manager, ids)
+    bots.start_bots(manager.store, ids)
     return ids
 
 
@@ -312,10 +312,10 @@ def test_quotas_reset_killed_midway_closes_all_or_nothing(
         monkeypatch.setenv("BOTPOLY_NOW", f"2026-{month:02d}-03T10:00:00Z")
         batch = [manager.create_tenant(f"Tri{month}-{i}", f"tri{month}-{i}@example.com",
                                        "pro", trial_days=7).tenant_id for i in range(500)]
-        bots.start_bots(manager, batch)
+        bots.start_bots(manager.store, batch)
         tenants += batch
         for j, tid in enumerate(rng.sample(tenants, 150)):
-            ledger.increment_usage(manager, tid, 1 + j % 3)
+            ledger.increment_usage(manager.store, tid, 1 + j % 3)
     manager.close()
     monkeypatch.delenv("BOTPOLY_NOW")
     now = {"BOTPOLY_NOW": "2026-07-01T00:00:05Z"}

@@ -142,9 +142,9 @@ def populate(manager: TenantManager, n: int) -> list[str]:
         trade(manager, t.tenant_id, "BUY", "10", "0.40")
         trade(manager, t.tenant_id, "SELL", "4", "0.55" if i % 2 else "0.30")
         trade(manager, t.tenant_id, "BUY", "5", "0.20", token="tok-2")
-        ledger.mark_positions(manager, t.tenant_id, {"tok-1": Decimal("0.5"),
+        ledger.mark_positions(manager.store, t.tenant_id, {"tok-1": Decimal("0.5"),
                                                      "tok-2": Decimal("0.1")})
-        ledger.snapshot_equity(manager, t.tenant_id)
+        ledger.snapshot_equity(manager.store, t.tenant_id)
     manager.create_tenant("Gone", "gone@example.com", status="suspended")
     return ids
 
@@ -160,7 +160,7 @@ def test_tenant_lines_agree_with_get_tenant_metrics(manager: TenantManager) -> N
         assert line.win_rate == m.win_rate
         assert line.round_trips == m.round_trips
         assert line.trades == m.successful_trades
-        assert line.equity == ledger.equity(manager, tid)["equity"]
+        assert line.equity == ledger.equity(manager.store, tid)["equity"]
         assert line.equity_curve[0] == Decimal(1000) and line.equity_curve[-1] == line.equity
         assert (line.quota_used, line.quota_limit, line.trades_today) == (3, 10_000, 3)
 
@@ -193,7 +193,7 @@ def test_a_pair_is_one_round_trip_and_a_resting_buy_keeps_its_cash(
     assert (line.round_trips, line.win_rate) == (m.round_trips, m.win_rate) == (1, 100.0)
     assert line.trades == 5  # four filled orders and the one filled in part
     assert line.pnl == m.total_pnl == Decimal(1)
-    assert line.equity == ledger.equity(manager, tid)["equity"] == Decimal(1001)
+    assert line.equity == ledger.equity(manager.store, tid)["equity"] == Decimal(1001)
     [bare] = tenant_lines(manager, [tid], statuses=None)  # the live screen's read
     assert (bare.trades, bare.round_trips, bare.pnl) == (None, None, line.pnl)
 
@@ -202,7 +202,7 @@ def count_queries(manager: TenantManager) -> int:
     statements = []
     manager.db.conn.set_trace_callback(statements.append)
     try:
-        collect(manager)
+        collect(manager.store)
     finally:
         manager.db.conn.set_trace_callback(None)
     return sum(1 for s in statements if s.lstrip().upper().startswith("SELECT"))
@@ -218,9 +218,9 @@ def test_collect_runs_the_same_queries_for_3_or_12_tenants(db_path, tmp_path) ->
 
 def test_collect_overview_and_json(manager: TenantManager) -> None:
     ids = populate(manager, 2)
-    bots.start_bot(manager, ids[0])
-    bots.acquire(manager, "host:1:aaaa", [ids[0]])
-    snap = collect(manager)
+    bots.start_bot(manager.store, ids[0])
+    bots.acquire(manager.store, "host:1:aaaa", [ids[0]])
+    snap = collect(manager.store)
     assert (snap.total_tenants, snap.bots_running, snap.mrr_usd) == (3, 1, 2 * 99)
     assert snap.bots_by_state == {"running": 1}
     assert snap.by_status["suspended"] == 1

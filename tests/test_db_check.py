@@ -45,7 +45,7 @@ def ids(manager: TenantManager, secret_key: bytes) -> dict[str, str]:
         manager.record_trade(cid, buy("C", "1", "0.2", client_order_id=f"cid-{i}"))
     manager.set_credential(ann, "polymarket_private_key", PRIVATE_KEY)
     manager.set_credential(ann, "polymarket_api_secret", API_SECRET)
-    bots.start_bot(manager, ann)
+    bots.start_bot(manager.store, ann)
     return {"ann": ann, "bob": bob, "cid": cid}
 
 
@@ -91,7 +91,7 @@ def test_a_sound_database_passes_every_check(ids, run_cli, manager) -> None:
     assert result.exit_code == 0
     assert len(re.findall(r"^ok +\w+: ", result.stdout, re.MULTILINE)) == len(CHECK_NAMES)
     assert f"OK: all {len(CHECK_NAMES)} checks pass" in result.stdout
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
     assert PRIVATE_KEY not in result.output and API_SECRET not in result.output
 
 
@@ -100,8 +100,8 @@ def test_a_database_after_a_paper_run_passes(manager, run_cli) -> None:
         tenant = manager.create_tenant(name, f"{name.lower()}@example.com", "pro",
                                        status="active", max_daily_trades=1000,
                                        enabled_strategies=("complement_arb", "momentum"))
-        bots.start_bot(manager, tenant.tenant_id)
-    summary = Orchestrator(manager, interval_s=0.01, max_workers=1).run(cycles=15)
+        bots.start_bot(manager.store, tenant.tenant_id)
+    summary = Orchestrator(manager.store, interval_s=0.01, max_workers=1).run(cycles=15)
     assert summary.failures == 0
     assert manager.db.execute("SELECT count(*) FROM trades").fetchone()[0] > 0
     check(run_cli)
@@ -122,7 +122,7 @@ def test_usage_that_does_not_match_the_trades_fails(ids, manager, run_cli) -> No
         {"tenant_id": ids["ann"], "period": period, "trades_used": 5, "adjustment": 0,
          "counted": 3}]
     table(run_cli, "usage_matches_trades", ids["ann"])
-    assert maintenance.check_invariants(manager) == [
+    assert maintenance.check_invariants(manager.store) == [
         f"usage_matches_trades: tenant_id={ids['ann']}, period={period}, trades_used=5, "
         "adjustment=0, counted=3"]
 
@@ -148,7 +148,7 @@ def test_a_period_over_a_quota_lowered_without_a_trace_fails(ids, manager, run_c
 
 def test_a_quota_lowered_by_the_operator_during_the_period_is_ok_with_a_note(
         ids, manager, run_cli) -> None:
-    ledger.set_quota(manager, ids["cid"], trades=2)
+    ledger.set_quota(manager.store, ids["cid"], trades=2)
     checks = check(run_cli)
     note = checks["quota_respected"]["note"]
     assert ids["cid"] in note and "3 used, quota 2" in note and "not corruption" in note
@@ -158,14 +158,14 @@ def test_a_quota_lowered_by_the_operator_during_the_period_is_ok_with_a_note(
 
 
 def test_a_tier_lowered_during_the_period_is_ok_with_a_note(ids, manager, run_cli) -> None:
-    ledger.increment_usage(manager, ids["cid"], 120)  # an adjustment: invariant 1 holds
+    ledger.increment_usage(manager.store, ids["cid"], 120)  # an adjustment: invariant 1 holds
     manager.update_tenant(ids["cid"], tier="free")  # 123 used, the free tier allows 100
     checks = check(run_cli)
     assert "123 used, quota 100" in checks["quota_respected"]["note"]
 
 
 def test_a_quota_lowered_before_the_period_does_not_excuse_it(ids, manager, run_cli) -> None:
-    ledger.set_quota(manager, ids["cid"], trades=2)
+    ledger.set_quota(manager.store, ids["cid"], trades=2)
     sql(manager, "UPDATE audit_log SET ts = '2000-01-01T00:00:00Z' WHERE action = 'quota.set'")
     checks = check(run_cli, "quota_respected")
     assert checks["quota_respected"]["rows"][0]["tenant_id"] == ids["cid"]
@@ -265,7 +265,7 @@ def test_offending_rows_are_capped_with_their_total(ids, manager, run_cli) -> No
     assert orphans["rows"][0]["tenant_id"] == "ghost-00"
     text = table(run_cli, "no_orphan_rows", "ghost-19", "... and 5 more (25 in all)")
     assert "ghost-20" not in text
-    problems = maintenance.check_invariants(manager)
+    problems = maintenance.check_invariants(manager.store)
     assert "no_orphan_rows: ... and 5 more" in problems
 
 
@@ -418,7 +418,7 @@ def test_the_plaintext_search_keeps_this_processs_locks_on_the_database(
     the database unused and checkpoint and delete the WAL under this one's."""
     assert manager.db  # open: in WAL mode a connection holds a shared lock until closed
     assert held_by_a_connection(db_path)
-    checks = {c.name: c for c in maintenance.run_checks(manager)}
+    checks = {c.name: c for c in maintenance.run_checks(manager.store)}
     assert checks["no_plaintext_secrets"].ok and checks["no_plaintext_secrets"].note is None
     assert held_by_a_connection(db_path)
     manager.close()
@@ -448,7 +448,7 @@ def test_an_index_that_does_not_match_its_table_fails_sqlites_integrity_check(
 
 
 def test_the_checks_read_one_snapshot_and_leave_no_transaction_open(ids, manager) -> None:
-    maintenance.run_checks(manager)
+    maintenance.run_checks(manager.store)
     assert not manager.db.conn.in_transaction
     # and the connection still writes
     manager.record_trade(ids["cid"], buy("C", "1", "0.2"))

@@ -58,9 +58,10 @@ def heartbeat_threads() -> list[threading.Thread]:
 def test_heartbeats_chain_their_ids_with_one_sender_per_key(manager, secret_key, creds, clob,
                                                            fake_exchange):
     # Two tenants on one API key (one account run as two books): one switch, one sender.
-    first = LiveBroker.for_tenant(manager, live_tenant(manager, creds=creds), heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager.store, live_tenant(manager, creds=creds),
+                                  heartbeat_s=0.05)
     other = live_tenant(manager, creds=creds, email="b@example.com")
-    second = LiveBroker.for_tenant(manager, other, heartbeat_s=0.05)
+    second = LiveBroker.for_tenant(manager.store, other, heartbeat_s=0.05)
     assert clob.wait_heartbeats(6)
     assert len(heartbeat_threads()) == 1
 
@@ -94,7 +95,7 @@ def test_no_order_leaves_before_the_switch_is_armed(manager, tenant, clob, book,
     fake_exchange.fail(503, path="/v1/heartbeats")
 
     with pytest.raises(ExchangeError, match="503"):
-        LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+        LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
 
     assert [r for r in fake_exchange.requests_to("/order")] == []
     assert heartbeat_threads() == []
@@ -127,7 +128,7 @@ CHILD = textwrap.dedent("""
     db, token, book = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     manager = TenantManager(db)
     [tenant] = manager.list_tenants()
-    broker = LiveBroker.for_tenant(manager, tenant.tenant_id, heartbeat_s=0.05)
+    broker = LiveBroker.for_tenant(manager.store, tenant.tenant_id, heartbeat_s=0.05)
     order = OrderIntent(token_id=token, market_id="neg-risk", side="BUY", size=Decimal("10"),
                         limit_price=Decimal("0.40"), strategy="test", time_in_force="GTC")
     broker.execute(order, OrderBook.from_clob(book))
@@ -160,12 +161,12 @@ def test_a_killed_process_leaves_no_order_resting_past_the_deadline(
     exchange_clock.advance(10.5)  # nobody sends heartbeats for this key any more
     assert clob.enforce_deadline() == [order_id]
 
-    fresh = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)  # the next start
+    fresh = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)  # the next start
     fresh.close()
     [row] = rows(manager, tenant)
     assert (row["status"], row["exchange_order_id"]) == ("cancelled", order_id)
     assert quota(manager, tenant) == (0, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- a clean stop ------------------------------------------------------------------------
@@ -188,12 +189,12 @@ def test_a_clean_stop_cancels_verifies_and_records_the_resting_orders(
         ("partial", Decimal("4")), ("cancelled", Decimal("5"))]
     assert quota(manager, tenant) == (1, 0)
     assert heartbeat_threads() == []
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_stopping_the_tenant_bot_closes_its_live_broker(manager, tenant, clob, book,
                                                         fake_exchange):
-    bot = TenantBot(manager, tenant, open_feed("polymarket"))
+    bot = TenantBot(manager.store, tenant, open_feed("polymarket"))
     live = bot.broker(TradingMode.LIVE, TenantTier.PRO)
     live.execute(intent(size="10", price="0.40"), book)
 
@@ -218,5 +219,5 @@ def test_a_stop_that_cannot_reach_the_exchange_leaves_the_orders_to_the_deadline
     fake_exchange.clear_faults()
     exchange_clock.advance(heartbeats.DEADLINE_S + 0.5)
     assert clob.enforce_deadline() == [order_id]
-    LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05).close()
+    LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05).close()
     assert rows(manager, tenant)[0]["status"] == "cancelled"

@@ -94,11 +94,11 @@ def test_paper_does_not_fill_a_millionth_of_a_share(tmp_path: Path) -> None:
 
     assert result.status is OrderStatus.FAILED and result.fills == ()  # not filled
     assert "0.01 share step" in result.message
-    [row] = ledger.list_trades(manager, tid)
+    [row] = ledger.list_trades(manager.store, tid)
     assert row["status"] == "failed"
-    assert ledger.positions(manager, tid) == []
-    assert ledger.quota_status(manager, tid)[0]["used"] == 0
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tid) == []
+    assert ledger.quota_status(manager.store, tid)[0]["used"] == 0
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_paper_fills_what_the_sdk_would_sign(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_paper_refuses_a_marketable_buy_under_one_dollar(tmp_path: Path) -> None
     manager, tid, broker = paper(tmp_path)
     result = broker.execute(intent(BTC, "BUY", "100", "0.009"), BTC)
     assert result.status is OrderStatus.FAILED and result.filled == 0
-    assert ledger.quota_status(manager, tid)[0]["used"] == 0
+    assert ledger.quota_status(manager.store, tid)[0]["used"] == 0
 
 
 # --- risk and the bot ---------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_the_bot_refuses_an_order_below_the_minimum_with_its_reason(tmp_path: Pa
     feed.set("m1-yes", bids=[("0.45", "500")], asks=[("0.50", "500")])
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")])
     script = Script()
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: [script]
     script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
 
@@ -152,8 +152,8 @@ def test_the_bot_refuses_an_order_below_the_minimum_with_its_reason(tmp_path: Pa
     assert report.refused == ["not sent: 10 shares is below the market's minimum order of "
                               "15 shares"]
     assert "minimum order of 15 shares" in caplog.text
-    assert ledger.list_trades(manager, tid) == []
-    assert ledger.quota_status(manager, tid)[0]["used"] == 0
+    assert ledger.list_trades(manager.store, tid) == []
+    assert ledger.quota_status(manager.store, tid)[0]["used"] == 0
 
 
 # --- strategy parameters --------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_a_resting_order_below_the_minimum_never_rests(tmp_path: Path) -> None:
                        time_in_force=TimeInForce.GTC)
     result = broker.execute(tiny, NEGRISK)
     assert result.status is OrderStatus.FAILED and result.resting == 0
-    assert ledger.equity(manager, tid)["cash"] == D(1000)  # nothing reserved
+    assert ledger.equity(manager.store, tid)["cash"] == D(1000)  # nothing reserved
 
 
 def test_levels_of_the_recorded_book_are_quoted_in_whole_ticks() -> None:

@@ -166,7 +166,7 @@ def test_close_periods_waits_for_the_real_end_of_the_month(
     real_period = clock.period_of(clock.real_now())
     next_month = clock.next_period(real_period)
     monkeypatch.setenv("BOTPOLY_NOW", f"{next_month}-01T00:00:05Z")
-    result = ledger.close_periods(manager)
+    result = ledger.close_periods(manager.store)
     assert real_period not in [c["period"] for c in result["closed"]]
     assert manager.db.execute("SELECT count(*) FROM quota_periods WHERE period >= ?",
                               (real_period,)).fetchone()[0] == 0

@@ -185,7 +185,7 @@ def fee_bot(tmp_path: Path, fees: FeeSchedule) -> tuple[TenantManager, str, Feed
     feed.set("m1-yes", bids=[("0.45", "500")], asks=[("0.50", "500")])
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")])
     script = Script()
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: [script]
     return manager, tid, feed, script, bot
 
@@ -195,17 +195,17 @@ def test_paper_takers_pay_the_markets_fee(tmp_path: Path) -> None:
     script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
     bot.run_cycle()
 
-    [row] = ledger.list_trades(manager, tid)
+    [row] = ledger.list_trades(manager.store, tid)
     # 10 × 0.25 × (0.5 × 0.5)² = 0.15625
     assert (row["notional"], row["fee"]) == (D(5), D("0.15625"))  # a taker pays
-    assert ledger.equity(manager, tid)["cash"] == D("994.84375")
+    assert ledger.equity(manager.store, tid)["cash"] == D("994.84375")
 
 
 def test_a_fee_free_market_charges_nothing(tmp_path: Path) -> None:
     manager, tid, feed, script, bot = fee_bot(tmp_path, NO_FEES)
     script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
     bot.run_cycle()
-    assert ledger.list_trades(manager, tid)[0]["fee"] == 0
+    assert ledger.list_trades(manager.store, tid)[0]["fee"] == 0
 
 
 def test_the_risk_check_counts_the_markets_fee() -> None:

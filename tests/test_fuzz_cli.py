@@ -316,7 +316,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                                                       outcome="Yes", strategy="momentum"))
         manager.record_trade(john.tenant_id, buy("sim-1-no", "3", "0.30", market="sim-1",
                                                  outcome="No", status="failed"))
-        bots.start_bot(manager, john.tenant_id)
+        bots.start_bot(manager.store, john.tenant_id)
         manager.close()
         ids = {"JOHN": john.tenant_id, "JOHN_EMAIL": john.email,
                "JOHN_EMAIL_UPPER": john.email.upper(), "JOHN_PREFIX": john.tenant_id[:8],

@@ -39,7 +39,7 @@ def tenant(manager, monkeypatch) -> str:
 
 def usage(manager, tenant_id: str, period: str = "2026-11") -> tuple[int, int]:
     """(trades_used, trades_reserved) of a period."""
-    row = ledger.quota_status(manager, tenant_id, period)[0]
+    row = ledger.quota_status(manager.store, tenant_id, period)[0]
     return row["used"], row["reserved"]
 
 
@@ -58,8 +58,8 @@ def test_the_guides_dict_is_recorded(manager, tenant) -> None:
     assert (row["shares"], row["price"], row["notional"]) == (D(100), D("0.5"), D(50))
     assert row["token_id"] is None
     assert usage(manager, tenant) == (1, 0)
-    assert ledger.positions(manager, tenant) == []  # no token: no position to move
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant) == []  # no token: no position to move
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_the_engine_form_moves_a_position(manager, tenant) -> None:
@@ -70,11 +70,11 @@ def test_the_engine_form_moves_a_position(manager, tenant) -> None:
     assert manager.record_trade(tenant, {"side": "BUY", "shares": "5", "price": "0.40",
                                          "token_id": "tok-yes", "market": "0xabc",
                                          "strategy": "momentum"})
-    [pos] = ledger.positions(manager, tenant)
+    [pos] = ledger.positions(manager.store, tenant)
     # 10 × 0.42 + 0.05 fee + 5 × 0.40 = 4.25 + 2.00 = 6.25 for 15 shares.
     assert (pos["shares"], pos["cost"], pos["state"]) == (D(15), D("6.25"), "open")
     assert usage(manager, tenant) == (2, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_amounts_are_integer_micro_units_in_sqlite_and_decimal_in_python(
@@ -111,7 +111,7 @@ def test_a_fill_over_several_levels_records_the_exact_sum_of_its_levels(
     row = manager.record_trade(tenant, buy("t", "20", "0.415", notional=D("8.30"),
                                            fee=D("0.01")))
     assert (row["notional"], row["fee"]) == (D("8.3"), D("0.01"))
-    assert ledger.positions(manager, tenant)[0]["cost"] == D("8.31")
+    assert ledger.positions(manager.store, tenant)[0]["cost"] == D("8.31")
 
 
 def test_a_client_order_id_is_recorded_once(manager, tenant) -> None:
@@ -119,10 +119,10 @@ def test_a_client_order_id_is_recorded_once(manager, tenant) -> None:
     assert manager.record_trade(tenant, trade) is not None
     assert manager.record_trade(tenant, trade) is None
     assert manager.record_trade(tenant, {**guide("0.3"), "client_order_id": "order-42"}) is None
-    assert len(ledger.list_trades(manager, tenant)) == 1
+    assert len(ledger.list_trades(manager.store, tenant)) == 1
     assert usage(manager, tenant) == (1, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == D(10)
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == D(10)
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- positions and cash -------------------------------------------------------------------
@@ -133,19 +133,19 @@ def test_buy_then_sell_realizes_pnl_net_of_fees(manager, tenant) -> None:
     # Sell 60 of 100: cost out 40.20 × 60/100 = 24.12; 33.00 - 0.15 - 24.12 = 8.73.
     first = manager.record_trade(tenant, sell("A", "60", "0.55", fee="0.15"))
     assert first["realized_pnl"] == D("8.73")
-    [pos] = ledger.positions(manager, tenant)
+    [pos] = ledger.positions(manager.store, tenant)
     assert (pos["shares"], pos["cost"], pos["state"]) == (D(40), D("16.08"), "open")
     # Sell the last 40: cost out 16.08; 14.00 - 0.07 - 16.08 = -2.15.
     second = manager.record_trade(tenant, sell("A", "40", "0.35", fee="0.07"))
     assert second["realized_pnl"] == D("-2.15")
-    [pos] = ledger.positions(manager, tenant)
+    [pos] = ledger.positions(manager.store, tenant)
     assert (pos["shares"], pos["cost"], pos["state"]) == (D(0), D(0), "closed")
     assert pos["realized_pnl"] == D("6.58")
-    eq = ledger.equity(manager, tenant)
+    eq = ledger.equity(manager.store, tenant)
     assert (eq["cash"], eq["realized_pnl"], eq["equity"]) == (D("1006.58"), D("6.58"),
                                                              D("1006.58"))
-    assert ledger.daily_realized_pnl(manager, tenant) == D("6.58")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.daily_realized_pnl(manager.store, tenant) == D("6.58")
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_selling_more_than_held_is_refused_and_writes_nothing(
@@ -168,27 +168,27 @@ def test_buying_without_enough_cash_is_refused(manager, monkeypatch, db_snapshot
         manager.record_trade(tid, buy("A", "25", "0.40", fee="0.01"))  # 10.01 > 10
     assert db_snapshot() == before
     manager.record_trade(tid, buy("A", "25", "0.40"))  # exactly 10.00
-    assert ledger.equity(manager, tid)["cash"] == D(0)
+    assert ledger.equity(manager.store, tid)["cash"] == D(0)
     with pytest.raises(InvalidInput, match="not enough free cash"):
         manager.record_trade(tid, buy("B", "1", "0.01"))
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_settlement_pays_one_dollar_per_winning_share(manager, tenant) -> None:
     manager.record_trade(tenant, buy("WIN", "10", "0.30", fee="0.03"))   # cost 3.03
     manager.record_trade(tenant, buy("LOSE", "10", "0.30"))              # cost 3.00
-    won = ledger.settle_position(manager, tenant, "WIN", won=True)
+    won = ledger.settle_position(manager.store, tenant, "WIN", won=True)
     assert (won["side"], won["status"], won["realized_pnl"]) == ("SETTLE", "settled",
                                                                 D("6.97"))  # 10 - 3.03
-    lost = ledger.settle_position(manager, tenant, "LOSE", won=False)
+    lost = ledger.settle_position(manager.store, tenant, "LOSE", won=False)
     assert lost["realized_pnl"] == D("-3")
-    assert ledger.settle_position(manager, tenant, "WIN", won=True) is None  # done already
+    assert ledger.settle_position(manager.store, tenant, "WIN", won=True) is None  # done already
     assert usage(manager, tenant) == (2, 0)  # settlements are not trades of the quota
-    states = {p["token_id"]: (p["shares"], p["state"]) for p in ledger.positions(manager,
+    states = {p["token_id"]: (p["shares"], p["state"]) for p in ledger.positions(manager.store,
                                                                               tenant)}
     assert states == {"WIN": (D(0), "settled"), "LOSE": (D(0), "settled")}
-    assert ledger.equity(manager, tenant)["cash"] == D("1003.97")  # 1000 + 6.97 - 3
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.equity(manager.store, tenant)["cash"] == D("1003.97")  # 1000 + 6.97 - 3
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- resting orders -----------------------------------------------------------------------
@@ -199,29 +199,29 @@ def test_a_resting_order_reserves_cash_and_its_fill_moves_the_position(
     manager.record_trade(tenant, buy("A", "10", "0.40", status="pending",
                                      client_order_id="rest"))
     assert usage(manager, tenant) == (1, 0)
-    eq = ledger.equity(manager, tenant)
+    eq = ledger.equity(manager.store, tenant)
     assert (eq["cash"], eq["equity"]) == (D(996), D(1000))  # 4.00 held for the order
-    filled = ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(6))
+    filled = ledger.resolve_pending(manager.store, tenant, "rest", filled_shares=D(6))
     assert (filled["status"], filled["shares"], filled["notional"]) == ("partial", D(6),
                                                                         D("2.4"))
-    [pos] = ledger.positions(manager, tenant)
+    [pos] = ledger.positions(manager.store, tenant)
     assert (pos["shares"], pos["cost"]) == (D(6), D("2.4"))
-    assert ledger.equity(manager, tenant)["cash"] == D("997.6")
+    assert ledger.equity(manager.store, tenant)["cash"] == D("997.6")
     assert usage(manager, tenant) == (1, 0)  # still one trade
     with pytest.raises(NotFound):
-        ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(1))
-    assert maintenance.check_invariants(manager) == []
+        ledger.resolve_pending(manager.store, tenant, "rest", filled_shares=D(1))
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_cancelling_a_resting_order_gives_its_quota_back(manager, tenant) -> None:
     manager.record_trade(tenant, buy("A", "10", "0.40", status="pending",
                                      client_order_id="rest"))
-    assert (usage(manager, tenant), ledger.trades_today(manager, tenant)) == ((1, 0), 1)
-    cancelled = ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(0))
+    assert (usage(manager, tenant), ledger.trades_today(manager.store, tenant)) == ((1, 0), 1)
+    cancelled = ledger.resolve_pending(manager.store, tenant, "rest", filled_shares=D(0))
     assert cancelled["status"] == "cancelled"
-    assert (usage(manager, tenant), ledger.trades_today(manager, tenant)) == ((0, 0), 0)
-    assert ledger.equity(manager, tenant)["cash"] == D(1000)
-    assert maintenance.check_invariants(manager) == []
+    assert (usage(manager, tenant), ledger.trades_today(manager.store, tenant)) == ((0, 0), 0)
+    assert ledger.equity(manager.store, tenant)["cash"] == D(1000)
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
@@ -230,9 +230,9 @@ def test_cancelling_a_resting_order_after_a_tenant_reset_keeps_usage_consistent(
     # trades_adjustment (trades_used is not clamped at 0), so invariant 1 holds.
     manager.record_trade(tenant, buy("A", "10", "0.40", status="pending",
                                      client_order_id="rest"))
-    ledger.reset_tenant_period(manager, tenant)
-    ledger.resolve_pending(manager, tenant, "rest", filled_shares=D(0))
-    assert maintenance.check_invariants(manager) == []
+    ledger.reset_tenant_period(manager.store, tenant)
+    ledger.resolve_pending(manager.store, tenant, "rest", filled_shares=D(0))
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # A GTC order that part fills is two rows (``C`` with the fill, ``C-rest`` pending, which
@@ -252,7 +252,7 @@ def gtc_buy() -> OrderIntent:
 def rows_by_order(manager, tenant_id: str) -> dict[str, tuple[str, Decimal]]:
     """(status, shares) of each ledger row, by client order id."""
     return {t["client_order_id"]: (t["status"], t["shares"])
-            for t in ledger.list_trades(manager, tenant_id)}
+            for t in ledger.list_trades(manager.store, tenant_id)}
 
 
 def test_a_part_filled_gtc_order_with_the_last_quota_unit_keeps_its_rest(manager) -> None:
@@ -266,8 +266,8 @@ def test_a_part_filled_gtc_order_with_the_last_quota_unit_keeps_its_rest(manager
     # Whatever the broker reports as resting is in the ledger, and reserves its cash.
     if result.resting:
         assert rows[intent.client_order_id + "-rest"] == ("pending", result.resting)
-    assert ledger.equity(manager, tid)["cash"] == D(1000) - D(20) - result.resting * D("0.5")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.equity(manager.store, tid)["cash"] == D(1000) - D(20) - result.resting * D("0.5")
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> None:
@@ -275,15 +275,15 @@ def test_a_live_reservation_covers_the_whole_part_filled_gtc_order(manager) -> N
     # order is sent; the exchange then reports 40 filled and 60 resting on the book.
     tid = make_tenant(manager, "G", capital=1000, max_daily_trades=1,
                       monthly_trades_quota=5)
-    reservation = ledger.reserve_trade(manager, tid)
+    reservation = ledger.reserve_trade(manager.store, tid)
     result = simulate_fill(gtc_buy(), GTC_BOOK)
-    record_execution(manager, tid, result, "live", exchange_order_id="0xabc",
+    record_execution(manager.store, tid, result, "live", exchange_order_id="0xabc",
                      reservation=reservation)
     rows = rows_by_order(manager, tid)
     assert rows[result.intent.client_order_id] == ("partial", D(40))
     # The order resting on the exchange is in the ledger, where reconciliation finds it.
     assert rows[result.intent.client_order_id + "-rest"] == ("pending", D(60))
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- reservations -------------------------------------------------------------------------
@@ -300,14 +300,14 @@ def two_trades(manager, monkeypatch) -> str:
 def test_reserve_then_commit(manager, two_trades) -> None:
     reservation = manager.reserve_trade(two_trades)
     assert usage(manager, two_trades) == (0, 1)
-    assert ledger.quota_status(manager, two_trades)[0]["remaining"] == 1
+    assert ledger.quota_status(manager.store, two_trades)[0]["remaining"] == 1
     row = manager.record_trade(two_trades, buy("A", "1", "0.5", client_order_id="live-1",
                                                mode="live"),
                                reservation=reservation)
     assert row["mode"] == "live"
     assert usage(manager, two_trades) == (1, 0)
-    assert ledger.trades_today(manager, two_trades) == 1  # taken once, at reservation
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.trades_today(manager.store, two_trades) == 1  # taken once, at reservation
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_an_order_sent_before_a_suspension_is_still_recorded(manager, two_trades) -> None:
@@ -324,16 +324,16 @@ def test_an_order_sent_before_a_suspension_is_still_recorded(manager, two_trades
         manager.record_trade(two_trades, buy("A", "1", "0.5"))
     with pytest.raises(TradingNotAllowed, match="suspended"):
         manager.reserve_trade(two_trades)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_reserve_then_release(manager, two_trades) -> None:
     reservation = manager.reserve_trade(two_trades)
     manager.release_reservation(reservation)
     assert usage(manager, two_trades) == (0, 0)
-    assert ledger.trades_today(manager, two_trades) == 0
+    assert ledger.trades_today(manager.store, two_trades) == 0
     assert manager.check_quota(two_trades)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_failed_order_gives_its_reservation_back(manager, two_trades) -> None:
@@ -342,7 +342,7 @@ def test_a_failed_order_gives_its_reservation_back(manager, two_trades) -> None:
                                reservation=reservation)
     assert row["status"] == "failed"
     assert usage(manager, two_trades) == (0, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_reservations_count_against_the_quota(manager, two_trades, db_snapshot) -> None:
@@ -391,7 +391,7 @@ def test_over_quota_raises_and_writes_nothing(manager, two_trades, db_snapshot) 
     # Failed and cancelled orders are not counted, so they are still recorded.
     manager.record_trade(two_trades, guide(status="failed"))
     assert usage(manager, two_trades) == (2, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_tier_default_override_and_unlimited(manager, monkeypatch) -> None:
@@ -406,16 +406,16 @@ def test_tier_default_override_and_unlimited(manager, monkeypatch) -> None:
     with pytest.raises(QuotaExceeded):
         manager.record_trade(free, guide())
     manager.record_trade(ent, guide())  # enterprise: unlimited
-    assert ledger.quota_status(manager, ent)[0]["limit"] is None
-    ledger.set_quota(manager, free, trades=101)  # a white-label override
+    assert ledger.quota_status(manager.store, ent)[0]["limit"] is None
+    ledger.set_quota(manager.store, free, trades=101)  # a white-label override
     manager.record_trade(free, guide())
     assert usage(manager, free) == (101, 0)
-    ledger.set_quota(manager, ent, trades=101)
+    ledger.set_quota(manager.store, ent, trades=101)
     with pytest.raises(QuotaExceeded):
         manager.record_trade(ent, guide())
-    ledger.set_quota(manager, ent, unlimited=True)
+    ledger.set_quota(manager.store, ent, unlimited=True)
     manager.record_trade(ent, guide())
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_new_month_starts_at_zero(manager, two_trades, monkeypatch) -> None:
@@ -442,9 +442,9 @@ def test_the_daily_limit_is_per_utc_day(manager, monkeypatch, db_snapshot) -> No
     assert usage(manager, tid) == (2, 0)
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-11T00:00:00Z")
     manager.record_trade(tid, guide())
-    assert ledger.trades_today(manager, tid) == 1
+    assert ledger.trades_today(manager.store, tid) == 1
     assert usage(manager, tid) == (3, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_trades) -> None:
@@ -458,7 +458,7 @@ def test_check_quota_and_increment_usage_keep_the_guides_meaning(manager, two_tr
     with pytest.raises(QuotaExceeded):
         manager.record_trade(two_trades, guide())
     assert manager.check_quota("nobody@example.com") is False
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 @pytest.mark.parametrize("n", [-1, 0.5])
@@ -517,7 +517,7 @@ def test_a_failed_order_realizes_no_pnl(manager, tenant) -> None:
     # pnl moves no cash and is no round trip.
     manager.record_trade(tenant, {"market_id": "m", "side": "SELL", "amount": 1,
                                   "price": 0.5, "pnl": 50, "status": "failed"})
-    assert ledger.equity(manager, tenant)["cash"] == D(1000)
+    assert ledger.equity(manager.store, tenant)["cash"] == D(1000)
     metrics = manager.get_tenant_metrics(tenant)
     assert (metrics.realized_pnl, metrics.round_trips) == (D(0), 0)
 
@@ -555,12 +555,12 @@ def test_an_unknown_tenant_is_not_found(manager) -> None:
 
 def test_check_invariants_finds_a_broken_ledger(manager, tenant, run_cli) -> None:
     manager.record_trade(tenant, buy("A", "10", "0.5"))
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
     assert run_cli("db", "check").exit_code == 0
     with manager.db.conn:
         manager.db.execute("UPDATE usage SET trades_used = 5")
         manager.db.execute("UPDATE positions SET shares_micros = 1")
-    problems = maintenance.check_invariants(manager)
+    problems = maintenance.check_invariants(manager.store)
     assert problems == [
         f"usage_matches_trades: tenant_id={tenant}, period=2026-11, trades_used=5, "
         "adjustment=0, counted=1",
@@ -576,14 +576,14 @@ def test_check_invariants_finds_a_broken_ledger(manager, tenant, run_cli) -> Non
 def test_one_tenant_never_sees_anothers_trades(manager, tenant) -> None:
     other = manager.create_tenant("Bob", "bob@example.com", "pro", status="active").tenant_id
     manager.record_trade(tenant, buy("A", "10", "0.5", client_order_id="same-id"))
-    assert ledger.list_trades(manager, other) == []
-    assert ledger.positions(manager, other) == []
+    assert ledger.list_trades(manager.store, other) == []
+    assert ledger.positions(manager.store, other) == []
     assert manager.scope(other).count("trades") == 0
     assert manager.scope(other).rows("positions") == []
     # A client order id is unique per tenant, not across tenants.
     assert manager.record_trade(other, buy("A", "1", "0.5", client_order_id="same-id"))
-    assert [t["tenant_id"] for t in ledger.list_trades(manager, tenant)] == [tenant]
-    assert ledger.equity(manager, other)["cash"] == D("999.5")
+    assert [t["tenant_id"] for t in ledger.list_trades(manager.store, tenant)] == [tenant]
+    assert ledger.equity(manager.store, other)["cash"] == D("999.5")
     assert manager.get_tenant_metrics(other).total_trades == 1
     with pytest.raises(InvalidInput, match="not a tenant-owned table"):
         manager.scope(other).rows("tenants")
@@ -596,14 +596,14 @@ def test_stale_reservations_are_released_and_fresh_ones_kept(manager, monkeypatc
 
     tenant = manager.create_tenant("Res", "res@example.com", "basic", status="active")
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T10:00:00Z")
-    old = ledger.reserve_trade(manager, tenant.tenant_id)
+    old = ledger.reserve_trade(manager.store, tenant.tenant_id)
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-10T10:30:00Z")
-    fresh = ledger.reserve_trade(manager, tenant.tenant_id)
-    assert ledger.release_stale_reservations(manager, tenant.tenant_id) == 1
-    status = ledger.quota_status(manager, tenant.tenant_id)[0]
+    fresh = ledger.reserve_trade(manager.store, tenant.tenant_id)
+    assert ledger.release_stale_reservations(manager.store, tenant.tenant_id) == 1
+    status = ledger.quota_status(manager.store, tenant.tenant_id)[0]
     assert status["reserved"] == 1
-    assert ledger.release_reservation(manager, old) is False  # already given back
-    assert ledger.release_reservation(manager, fresh) is True
+    assert ledger.release_reservation(manager.store, old) is False  # already given back
+    assert ledger.release_reservation(manager.store, fresh) is True
 
 
 # --- the store, one definition of cash, typed reads ---------------------------------------
@@ -623,7 +623,7 @@ def test_the_ledger_takes_a_store_without_a_manager(manager, tenant, db_path) ->
     assert ledger.set_quota(store, tenant, trades=50)["limit"] == 50
     [audit] = [r for r in manager.list_audit(tenant) if r["action"] == "quota.set"]
     assert audit["actor"] == "cron"
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_free_cash_is_one_number_for_every_reader(manager, tenant) -> None:
@@ -631,16 +631,16 @@ def test_free_cash_is_one_number_for_every_reader(manager, tenant) -> None:
     manager.record_trade(tenant, buy("B", "5", "0.20", status="pending",
                                      client_order_id="rest"))  # 1.00 reserved
     manager.record_trade(tenant, guide(side="SELL", pnl="2.5"))  # the guide's pnl
-    ledger.mark_positions(manager, tenant, {"A": D("0.50")})
+    ledger.mark_positions(manager.store, tenant, {"A": D("0.50")})
     # cash = 1000 + 2.50 − 4.01 − 1.00 = 997.49; equity adds the reserve and A at 5.00.
-    eq = ledger.equity(manager, tenant)
-    allowance = ledger.allowance(manager, manager.get_tenant(tenant))
+    eq = ledger.equity(manager.store, tenant)
+    allowance = ledger.allowance(manager.store, manager.get_tenant(tenant))
     with manager.transaction() as conn:
         cash = ledger.cash_micros(conn, tenant, 1000 * 1_000_000)
     assert eq["cash"] == allowance.free_cash == D(cash).scaleb(-6) == D("997.49")
     assert (eq["equity"], eq["unrealized_pnl"]) == (D("1003.49"), D("0.99"))
     assert allowance.open_positions == 1
-    [order] = ledger.resting_orders(manager, tenant)
+    [order] = ledger.resting_orders(manager.store, tenant)
     assert (order.client_order_id, order.shares, order.price, order.reserved) == (
         "rest", D(5), D("0.2"), D("1"))
 
@@ -666,9 +666,9 @@ def test_marks_move_every_open_position_of_their_tokens_and_nothing_else(
     manager.record_trade(tenant, buy("B", "10", "0.30"))
     manager.record_trade(tenant, buy("C", "10", "0.20"))
     manager.record_trade(tenant, sell("C", "10", "0.25"))  # closed: keeps its last mark
-    ledger.mark_positions(manager, tenant, {"A": D("0.5"), "B": D("0.35"), "C": D("0.9"),
+    ledger.mark_positions(manager.store, tenant, {"A": D("0.5"), "B": D("0.35"), "C": D("0.9"),
                                             "Z": D("0.1")})  # Z is not held
-    marks = {(p["token_id"], p["strategy"]): p["mark"] for p in ledger.positions(manager,
+    marks = {(p["token_id"], p["strategy"]): p["mark"] for p in ledger.positions(manager.store,
                                                                                tenant)}
     assert marks == {("A", "s1"): D("0.5"), ("A", "s2"): D("0.5"), ("B", ""): D("0.35"),
                      ("C", ""): None}

@@ -82,7 +82,7 @@ def test_ioc_buy_fills_across_levels_and_ioc_sell_closes(broker, manager, tenant
     sent = posts(fake_exchange)[0].json()
     assert sent["orderType"] == "FAK"
     assert sent["order"]["makerAmount"] == "5500000"  # pUSD spent at most: 10 × 0.55
-    [position] = ledger.positions(manager, tenant)
+    [position] = ledger.positions(manager.store, tenant)
     assert position["shares"] == Decimal("10")
 
     sold = broker.execute(intent(side="SELL", size="5", price="0.29", tif="IOC"),
@@ -94,7 +94,7 @@ def test_ioc_buy_fills_across_levels_and_ioc_sell_closes(broker, manager, tenant
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "filled"]
     assert all(r["exchange_order_id"] in clob.orders for r in rows(manager, tenant))
     assert quota(manager, tenant) == (2, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("5")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("5")
 
 
 def test_ioc_buy_records_the_shares_its_pusd_asks_for(broker, manager, tenant, clob, book,
@@ -170,8 +170,8 @@ def test_gtc_crossing_the_book_fills_part_and_rests_the_rest(broker, manager, te
     # The order's trades hold 13.37 shares; the 8.37 recorded at placement are not
     # counted twice.
     assert (settled["status"], settled["shares"]) == ("partial", Decimal("5"))
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("13.37")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("13.37")
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, tenant,
@@ -188,7 +188,7 @@ def test_work_resting_settles_an_order_once_it_leaves_the_book(broker, manager, 
     [row] = rows(manager, tenant)
     assert (row["status"], row["shares"], row["price"]) == ("filled", Decimal("10"),
                                                             Decimal("0.4"))
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
     assert quota(manager, tenant) == (1, 0)
 
 
@@ -211,7 +211,7 @@ def test_work_resting_sends_nothing_without_pending_orders(broker, fake_exchange
 def test_quota_is_reserved_before_sending(manager, secret_key, creds, clob, book,
                                           fake_exchange):
     tenant_id = live_tenant(manager, creds=creds, monthly_trades_quota=1)
-    live = LiveBroker.for_tenant(manager, tenant_id)
+    live = LiveBroker.for_tenant(manager.store, tenant_id)
     live.execute(intent(), book)
 
     with pytest.raises(QuotaExceeded):
@@ -255,7 +255,7 @@ def test_a_lost_response_is_looked_up_before_resending(manager, tenant, clob, bo
         return reply
 
     fake_exchange.route("POST", r"/order", post_then_stall)
-    live = LiveBroker.for_tenant(manager, tenant, timeout_s=0.3)
+    live = LiveBroker.for_tenant(manager.store, tenant, timeout_s=0.3)
 
     live.execute(intent(size="10", price=price, tif=tif), book)
 
@@ -298,7 +298,7 @@ def test_a_failed_send_keeps_the_quota_reserved_and_a_retry_resends_the_same_ord
 
 def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
         manager, tenant, clob, book, caplog):
-    first = LiveBroker.for_tenant(manager, tenant)
+    first = LiveBroker.for_tenant(manager.store, tenant)
     first.execute(intent(size="10", price="0.40"), book)
     first.execute(intent(size="5", price="0.30"), book)
     first.close(cancel_resting=False)  # as if the process died: the orders stay
@@ -310,14 +310,14 @@ def test_reconcile_at_start_settles_gone_orders_and_reports_unknown_ones(
     clob.orders[stranger["id"]] = stranger
 
     with caplog.at_level(logging.WARNING, logger="botpoly_admin.trading.live"):
-        second = LiveBroker.for_tenant(manager, tenant)
+        second = LiveBroker.for_tenant(manager.store, tenant)
     second.close()
 
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "cancelled"]
     assert stranger["id"] in caplog.text
     assert quota(manager, tenant) == (1, 0)
     # The unknown order is drift between the ledger and the account, and db check says so.
-    [problem] = maintenance.check_invariants(manager)
+    [problem] = maintenance.check_invariants(manager.store)
     assert problem.startswith("live_ledger_matches_exchange: ")
     assert problem.endswith("drift=1 open order(s) on the exchange not in the ledger")
 
@@ -329,7 +329,7 @@ def test_free_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange)
     tenant_id = live_tenant(manager, creds=creds, tier="free", mode="paper")
 
     with pytest.raises(Conflict, match="free tier"):
-        LiveBroker.for_tenant(manager, tenant_id)
+        LiveBroker.for_tenant(manager.store, tenant_id)
     assert fake_exchange.requests == []
 
 
@@ -337,7 +337,7 @@ def test_paper_tenant_is_refused(manager, secret_key, creds, clob, fake_exchange
     tenant_id = live_tenant(manager, creds=creds, mode="paper")
 
     with pytest.raises(Conflict, match="trading_mode to live"):
-        LiveBroker.for_tenant(manager, tenant_id)
+        LiveBroker.for_tenant(manager.store, tenant_id)
     assert fake_exchange.requests == []
 
 
@@ -348,7 +348,7 @@ def test_missing_credentials_are_named(manager, secret_key, creds, clob, fake_ex
 
     with pytest.raises(CredentialsError,
                        match="missing polymarket_wallet, polymarket_api_passphrase$"):
-        LiveBroker.for_tenant(manager, tenant_id)
+        LiveBroker.for_tenant(manager.store, tenant_id)
     assert fake_exchange.requests == []
 
 
@@ -356,7 +356,7 @@ def test_no_credentials_at_all(manager, clob, fake_exchange):
     tenant_id = live_tenant(manager)
 
     with pytest.raises(CredentialsError, match="missing polymarket_private_key"):
-        LiveBroker.for_tenant(manager, tenant_id)
+        LiveBroker.for_tenant(manager.store, tenant_id)
     assert fake_exchange.requests == []
 
 
@@ -367,7 +367,7 @@ def test_wrong_secret_key_is_a_clear_credentials_error(tenant, db_path, monkeypa
     monkeypatch.setenv("BOTPOLY_SECRET_KEYS", generate_key().decode())
 
     with pytest.raises(CredentialsError, match="cannot decrypt the credentials") as exc:
-        LiveBroker.for_tenant(TenantManager(db_path), tenant)
+        LiveBroker.for_tenant(TenantManager(db_path).store, tenant)
     assert "\n" not in str(exc.value)
     assert fake_exchange.requests == []
 
@@ -379,7 +379,7 @@ def test_an_undecryptable_credential_is_a_credentials_error(manager, tenant, clo
     manager.db.conn.commit()
 
     with pytest.raises(CredentialsError, match="cannot decrypt"):
-        LiveBroker.for_tenant(manager, tenant)
+        LiveBroker.for_tenant(manager.store, tenant)
     assert fake_exchange.requests == []
 
 
@@ -393,7 +393,7 @@ def test_malformed_credentials_are_refused_without_echoing_them(
     manager.set_credential(tenant, name, value)
 
     with pytest.raises(CredentialsError, match=message) as exc:
-        LiveBroker.for_tenant(manager, tenant)
+        LiveBroker.for_tenant(manager.store, tenant)
     assert value not in str(exc.value)
     assert fake_exchange.requests == []
 
@@ -402,7 +402,7 @@ def test_api_credentials_the_exchange_refuses_are_a_credentials_error(manager, t
     clob.passphrase = "rotated-on-the-website"
 
     with pytest.raises(CredentialsError, match="HTTP 401"):
-        LiveBroker.for_tenant(manager, tenant)
+        LiveBroker.for_tenant(manager.store, tenant)
 
 
 # --- an unreachable or hanging host ---------------------------------------------------
@@ -412,7 +412,7 @@ def test_unreachable_host_is_a_clear_error_in_bounded_time(manager, tenant):
     # No fake exchange: conftest points Polymarket at a closed port of 127.0.0.1.
     started = time.monotonic()
     with pytest.raises(ExchangeError, match=r"cannot reach Polymarket at http://127\.0\.0\.1:9"):
-        LiveBroker.for_tenant(manager, tenant)
+        LiveBroker.for_tenant(manager.store, tenant)
     assert time.monotonic() - started < 10
 
 
@@ -421,21 +421,21 @@ def test_a_broker_started_again_reuses_the_sdk_client_of_the_same_credentials(
     """Building an SDK client costs a quarter of a second of CPU (ten CA-bundle loads):
     a broker started again takes the client its predecessor gave back, also after a
     start that failed, as a hanging host's bot does again and again."""
-    first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     first.close()
     built = CLIENTS.built
     fake_exchange.fail(503, path="/data/orders")
     with pytest.raises(ExchangeError, match="tried 3 times"):
-        LiveBroker.for_tenant(manager, tenant, tries=3)
+        LiveBroker.for_tenant(manager.store, tenant, tries=3)
     fake_exchange.clear_faults()
 
-    second = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    second = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     second.execute(intent(size="10", price="0.40"), book)
 
     assert second.client is first.client
     assert CLIENTS.built == built
     # A broker of the same tenant running meanwhile gets a client of its own.
-    meanwhile = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    meanwhile = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     assert meanwhile.client is not second.client
     assert CLIENTS.built == built + 1
     meanwhile.close(cancel_resting=False)
@@ -446,14 +446,14 @@ def test_a_broker_started_again_reuses_the_sdk_client_of_the_same_credentials(
 
 def test_new_credentials_build_a_new_sdk_client_and_close_the_old_one(
         manager, tenant, clob, book, fake_exchange):
-    first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     first.close()
     built = CLIENTS.built
     clob.api_key, clob.passphrase = "0f0e7a4c-77b1-4bd6-9c1e-4f9b8f1b2d3c", "ab" * 16
     manager.set_credential(tenant, "polymarket_api_key", clob.api_key)
     manager.set_credential(tenant, "polymarket_api_passphrase", clob.passphrase)
 
-    rotated = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    rotated = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     result = rotated.execute(intent(size="10", price="0.40"), book)
     rotated.close()
 
@@ -476,7 +476,7 @@ def test_hanging_host_is_a_clear_error_in_bounded_time(manager, tenant, clob, fa
     started = time.monotonic()
 
     with pytest.raises(ExchangeError, match="tried 3 times"):
-        LiveBroker.for_tenant(manager, tenant, timeout_s=0.3)
+        LiveBroker.for_tenant(manager.store, tenant, timeout_s=0.3)
     assert time.monotonic() - started < 5
 
 
@@ -488,7 +488,7 @@ def test_no_secret_in_logs_or_error_messages(manager, secret_key, creds, clob, b
     caplog.set_level(logging.DEBUG)
     tenant_id = live_tenant(manager, creds=creds)
     messages = []
-    live = LiveBroker.for_tenant(manager, tenant_id)
+    live = LiveBroker.for_tenant(manager.store, tenant_id)
     live.execute(intent(size="10", price="0.40"), book)
     live.execute(intent(size="5", price="0.35", tif="IOC"), book)  # refused: FAK not filled
     live.cancel(rows(manager, tenant_id)[0]["client_order_id"])
@@ -499,7 +499,7 @@ def test_no_secret_in_logs_or_error_messages(manager, secret_key, creds, clob, b
     live.close()
     clob.api_key = "another-key"
     with pytest.raises(CredentialsError) as refused:
-        LiveBroker.for_tenant(manager, tenant_id)
+        LiveBroker.for_tenant(manager.store, tenant_id)
     messages.append(str(refused.value))
 
     secret_values = [creds[n] for n in ("polymarket_private_key", "polymarket_api_key",
@@ -533,7 +533,7 @@ def test_a_proxy_wallet_order_is_made_by_the_wallet_and_signed_by_the_key(
 
     proxy = derive_proxy_wallet_address(signer.address, PRODUCTION_CONFIG.wallet_derivation)
     tenant_id = live_tenant(manager, creds={**creds, "polymarket_wallet": proxy})
-    live = LiveBroker.for_tenant(manager, tenant_id)
+    live = LiveBroker.for_tenant(manager.store, tenant_id)
 
     live.execute(intent(), book)
     live.close()
@@ -549,7 +549,8 @@ def test_tenant_bot_builds_the_live_broker(manager, tenant, clob, fake_exchange)
     from botpoly_admin.trading.bot import TenantBot
     from botpoly_admin.trading.feeds import open_feed
 
-    bot = TenantBot(manager, tenant, open_feed("polymarket"))  # live needs the exchange's feed
+    # Live needs the exchange's feed.
+    bot = TenantBot(manager.store, tenant, open_feed("polymarket"))
     live = bot.broker(TradingMode.LIVE, TenantTier.PRO)
 
     assert isinstance(live, LiveBroker)

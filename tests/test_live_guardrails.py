@@ -29,9 +29,10 @@ from processes import background, wait_for
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import Conflict, CredentialsError
+from botpoly_admin.live_access import live_credentials
 from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.secrets import KeyRing, archive_file_for, generate_key, key_id, write_key_file
-from botpoly_admin.trading.live import live_credentials
+from botpoly_admin.store import SQLiteStore
 
 STRATEGIES = ("complement_arb", "momentum")
 
@@ -121,7 +122,7 @@ def test_live_credentials_refuses_with_the_reason_and_sends_nothing(manager, sec
     tenant_id, reason = broken_tenant(manager, case)
 
     with pytest.raises((CredentialsError, Conflict), match=reason) as refused:
-        live_credentials(manager, tenant_id)
+        live_credentials(manager.store, tenant_id)
     assert "\n" not in str(refused.value)
     assert fake_exchange.requests == []
 
@@ -145,9 +146,9 @@ def test_a_restored_key_file_is_picked_up_without_a_restart(manager, db_path, fa
 
     with pytest.raises(CredentialsError, match=f"encrypted under key {key_id(old)}, which is "
                                                "not configured"):
-        live_credentials(manager, tenant_id)
+        live_credentials(manager.store, tenant_id)
     write_key_file(key_file, [*new, old], replace=True)
-    _, creds = live_credentials(manager, tenant_id)
+    _, creds = live_credentials(manager.store, tenant_id)
     assert creds["polymarket_private_key"] == "0x" + "ab" * 32
     assert fake_exchange.requests == []
 
@@ -224,7 +225,20 @@ def test_start_of_several_is_all_or_none(manager, secret_key, fake_exchange, run
     result = run_cli("bots", "start", good, bad)
 
     assert result.exit_code == 1
-    assert bots.bot_status(manager, good)["desired_state"] == "stopped"
+    assert bots.bot_status(manager.store, good)["desired_state"] == "stopped"
+
+
+def test_a_store_alone_refuses_a_live_bot_that_could_not_trade(manager, db_path, secret_key,
+                                                               fake_exchange):
+    """The start check needs the store only (the orchestrator's and the server's case)."""
+    tenant_id, reason = broken_tenant(manager, "no credentials")
+    store = SQLiteStore(db_path, create=False, actor="cron")
+
+    with pytest.raises(CredentialsError, match=f"{reason}.*; its bot cannot start"):
+        bots.start_bot(store, tenant_id)
+    assert bots.bot_status(store, tenant_id)["desired_state"] == "stopped"
+    assert fake_exchange.requests == []
+    store.close()
 
 
 def test_a_live_tenant_with_usable_credentials_starts_without_a_request(
@@ -234,7 +248,7 @@ def test_a_live_tenant_with_usable_credentials_starts_without_a_request(
     result = run_cli("start-bot", tenant_id)
 
     assert result.exit_code == 0, result.output
-    assert bots.bot_status(manager, tenant_id)["desired_state"] == "running"
+    assert bots.bot_status(manager.store, tenant_id)["desired_state"] == "running"
     assert fake_exchange.requests == []
 
 
@@ -269,17 +283,17 @@ def test_run_refuses_broken_live_bots_shows_why_and_never_retries(
     for case in ("no credentials", "lost key", "damaged", "malformed key"):
         tenant_id, reason = broken_tenant(manager, case)
         set_raw(manager, tenant_id, trading_mode="paper")
-        bots.start_bot(manager, tenant_id)
+        bots.start_bot(manager.store, tenant_id)
         set_raw(manager, tenant_id, trading_mode="live")
         broken[tenant_id] = reason
-    bots.start_bot(manager, paper)
-    orchestrator = Orchestrator(manager, interval_s=0.05, backoff_base_s=0.05,
+    bots.start_bot(manager.store, paper)
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, backoff_base_s=0.05,
                                 backoff_max_s=0.1)
 
     with background(orchestrator):
-        assert wait_for(lambda: all(bots.bot_status(manager, t)["state"] == "refused"
+        assert wait_for(lambda: all(bots.bot_status(manager.store, t)["state"] == "refused"
                                     for t in broken))
-        assert wait_for(lambda: bots.bot_status(manager, paper)["cycles"] >= 20)
+        assert wait_for(lambda: bots.bot_status(manager.store, paper)["cycles"] >= 20)
         status = run_cli("bots", "status", "--json")
         table = run_cli("bots", "status")
         dashboard_json = run_cli("dashboard", "--json")
@@ -317,13 +331,13 @@ def test_a_refused_bot_still_says_why_after_the_run_ends(manager, secret_key, fa
                                                          run_cli):
     tenant_id, reason = broken_tenant(manager, "no credentials")
     set_raw(manager, tenant_id, trading_mode="paper")
-    bots.start_bot(manager, tenant_id)
+    bots.start_bot(manager.store, tenant_id)
     set_raw(manager, tenant_id, trading_mode="live")
-    orchestrator = Orchestrator(manager, interval_s=0.05)
+    orchestrator = Orchestrator(manager.store, interval_s=0.05)
     with background(orchestrator):
-        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
+        assert wait_for(lambda: bots.bot_status(manager.store, tenant_id)["state"] == "refused")
     # The run is over and its lease released: the operator still sees why.
-    row = bots.bot_status(manager, tenant_id)
+    row = bots.bot_status(manager.store, tenant_id)
     assert (row["state"], row["owner"]) == ("refused", None)
     assert re.search(reason, row["last_error"])
     [line] = json.loads(run_cli("dashboard", "--json").stdout)["tenants"]
@@ -332,40 +346,40 @@ def test_a_refused_bot_still_says_why_after_the_run_ends(manager, secret_key, fa
     assert fake_exchange.requests == []
     # `bots start --all` checks no credentials: the bot keeps saying why.
     assert run_cli("bots", "start", "--all").exit_code == 0
-    assert bots.bot_status(manager, tenant_id)["state"] == "refused"
+    assert bots.bot_status(manager.store, tenant_id)["state"] == "refused"
     # Stopping it is done at once: nobody holds it.
     assert run_cli("bots", "stop", tenant_id).exit_code == 0
-    assert bots.bot_status(manager, tenant_id)["state"] == "stopped"
+    assert bots.bot_status(manager.store, tenant_id)["state"] == "stopped"
 
 
 def test_a_refused_bot_started_again_once_fixed_is_no_longer_refused(
         manager, secret_key, fake_exchange, run_cli):
     tenant_id, _ = broken_tenant(manager, "no credentials")
     set_raw(manager, tenant_id, trading_mode="paper")
-    bots.start_bot(manager, tenant_id)
+    bots.start_bot(manager.store, tenant_id)
     set_raw(manager, tenant_id, trading_mode="live")
-    with background(Orchestrator(manager, interval_s=0.05)):
-        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
+    with background(Orchestrator(manager.store, interval_s=0.05)):
+        assert wait_for(lambda: bots.bot_status(manager.store, tenant_id)["state"] == "refused")
     assert run_cli("start-bot", tenant_id).exit_code == 1  # still broken: still refused
-    assert bots.bot_status(manager, tenant_id)["state"] == "refused"
+    assert bots.bot_status(manager.store, tenant_id)["state"] == "refused"
     for name, value in valid_creds().items():
         manager.set_credential(tenant_id, name, value)
     assert run_cli("start-bot", tenant_id).exit_code == 0  # passes the checks now
-    assert bots.bot_status(manager, tenant_id)["state"] == "stopped"
+    assert bots.bot_status(manager.store, tenant_id)["state"] == "stopped"
     assert fake_exchange.requests == []
 
 
 def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
         manager, secret_key, fake_exchange):
     tenant_id = live_trader(manager, "Ann", mode="paper")
-    bots.start_bot(manager, tenant_id)
+    bots.start_bot(manager.store, tenant_id)
     manager.update_tenant(tenant_id, trading_mode="live")  # no credentials
     # A short backoff: a retry on a timer instead of on a change would show at once.
-    orchestrator = Orchestrator(manager, interval_s=0.05, backoff_base_s=0.05,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, backoff_base_s=0.05,
                                 backoff_max_s=0.1)
 
     def reason() -> str:
-        return bots.bot_status(manager, tenant_id)["last_error"] or ""
+        return bots.bot_status(manager.store, tenant_id)["last_error"] or ""
 
     with background(orchestrator):
         assert wait_for(lambda: "missing polymarket_private_key" in reason())
@@ -379,18 +393,18 @@ def test_a_refused_bot_is_retried_once_per_change_and_resumes_when_fixed(
         assert orchestrator.stats()["failures"] == 2
         # Back to paper: it resumes by itself, without a restart or a new start.
         manager.update_tenant(tenant_id, trading_mode="paper")
-        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "running")
-        cycles = bots.bot_status(manager, tenant_id)["cycles"]
-        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["cycles"] > cycles + 3)
+        assert wait_for(lambda: bots.bot_status(manager.store, tenant_id)["state"] == "running")
+        cycles = bots.bot_status(manager.store, tenant_id)["cycles"]
+        assert wait_for(lambda: bots.bot_status(manager.store, tenant_id)["cycles"] > cycles + 3)
 
     assert fake_exchange.requests == []
 
 
 def test_a_foreground_run_stops_on_a_refusal(manager, secret_key, fake_exchange):
     tenant_id = live_trader(manager, "Ann", mode="paper")
-    bots.start_bot(manager, tenant_id)
+    bots.start_bot(manager.store, tenant_id)
     manager.update_tenant(tenant_id, trading_mode="live")
-    orchestrator = Orchestrator(manager, interval_s=0.05, tenant_ids=[tenant_id],
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, tenant_ids=[tenant_id],
                                 foreground=True)
 
     started = time.monotonic()
@@ -400,6 +414,6 @@ def test_a_foreground_run_stops_on_a_refusal(manager, secret_key, fake_exchange)
     assert summary.stop_reason.startswith("refused: CredentialsError: tenant ann@example.com "
                                           "cannot trade live: missing")
     assert (summary.cycles, summary.failures) == (0, 1)
-    row = bots.bot_status(manager, tenant_id)
+    row = bots.bot_status(manager.store, tenant_id)
     assert row["state"] == "refused" and "missing polymarket_private_key" in row["last_error"]
     assert fake_exchange.requests == []

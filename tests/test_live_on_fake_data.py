@@ -34,7 +34,7 @@ def tenants(manager: TenantManager, secret_key, fake_exchange) -> dict[str, str]
     """A live tenant with well-formed credentials and a paper one, both set to run."""
     ids = {"live": live_trader(manager, "Liv", creds=valid_creds()),
            "paper": live_trader(manager, "Pap", mode="paper")}
-    bots.start_bots(manager, list(ids.values()))
+    bots.start_bots(manager.store, list(ids.values()))
     assert fake_exchange.requests == []
     return ids
 
@@ -161,14 +161,14 @@ def test_paper_never_trades_what_a_tenant_holds_from_live_trading(
         result = ExecutionResult.from_fills(
             intent, (Fill(price=Decimal("0.40"), shares=Decimal(10), notional=Decimal(4),
                           fee=Decimal(0)),), "")
-    record_execution(manager, tenant_id, result, "live", exchange_order_id="0xabc")
-    bots.start_bot(manager, tenant_id)
-    orchestrator = Orchestrator(manager, interval_s=0.05, paper=True)
+    record_execution(manager.store, tenant_id, result, "live", exchange_order_id="0xabc")
+    bots.start_bot(manager.store, tenant_id)
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, paper=True)
 
     with background(orchestrator):
-        assert wait_for(lambda: bots.bot_status(manager, tenant_id)["state"] == "refused")
+        assert wait_for(lambda: bots.bot_status(manager.store, tenant_id)["state"] == "refused")
 
-    error = bots.bot_status(manager, tenant_id)["last_error"]
+    error = bots.bot_status(manager.store, tenant_id)["last_error"]
     held = ("1 resting live order(s)" if exposure == "resting order"
             else "1 position(s) bought live")
     assert error.startswith(f"LiveRefused: it holds {held}: paper trading would fill, sell or "

@@ -25,7 +25,7 @@ def balance_requests(fake_exchange) -> int:
 
 def test_a_ledger_that_matches_the_wallet_has_no_drift(manager, tenant, clob, book):
     clob.cash = Decimal("1000")  # the tenant's capital: a wallet run by this bot alone
-    broker = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    broker = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     broker.execute(intent(size="10", price="0.55", tif="IOC"), book)
 
     found = broker.reconcile()["wallet"]
@@ -34,14 +34,14 @@ def test_a_ledger_that_matches_the_wallet_has_no_drift(manager, tenant, clob, bo
     assert found["drift"] is None
     assert found["exchange_cash"] == Decimal("1000") - Decimal("4.463")
     assert found["positions"] == []  # ledger and wallet both hold 10 shares
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_cash_drift_is_shown_in_bots_status_the_dashboard_and_db_check(
         manager, tenant, clob, run_cli):
     clob.cash = Decimal("500")  # the ledger thinks 1,000 pUSD are there
-    LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05).close()
-    bots.start_bot(manager, tenant)
+    LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05).close()
+    bots.start_bot(manager.store, tenant)
 
     status = run_cli("bots", "status", "--json")
     dashboard = run_cli("dashboard", "--json")
@@ -72,7 +72,7 @@ def test_shares_the_wallet_lacks_and_unknown_open_orders_are_drift(broker, manag
     assert found["unknown_open_orders"] == 1
     assert "ledger 10 shares, wallet 4" in found["drift"]
     assert "1 open order(s) on the exchange not in the ledger" in found["drift"]
-    assert reconciliation.latest(manager, tenant)["drift"] == found["drift"]
+    assert reconciliation.latest(manager.store, tenant)["drift"] == found["drift"]
 
 
 def test_reconciliation_runs_periodically_from_the_cycle(broker, manager, tenant, clob,
@@ -81,7 +81,7 @@ def test_reconciliation_runs_periodically_from_the_cycle(broker, manager, tenant
     broker.work_resting({}, set())
     assert balance_requests(fake_exchange) == before  # not due yet (every 60 s)
 
-    eager = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05, reconcile_every_s=0)
+    eager = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05, reconcile_every_s=0)
     before = balance_requests(fake_exchange)
     eager.work_resting({}, set())
     eager.close()
@@ -92,25 +92,26 @@ def test_a_winning_live_position_is_credited_only_once_redeemed(broker, manager,
                                                                 clob, book):
     clob.cash = Decimal("1000")
     broker.execute(intent(size="10", price="0.55", tif="IOC"), book)
-    cash_before = ledger.equity(manager, tenant)["cash"]
+    cash_before = ledger.equity(manager.store, tenant)["cash"]
     clob.resolve(NEGRISK_TOKEN, won=True)
     clob.mine_at_once = False  # the broker's redemption (test_live_redeem) is in flight
 
     assert broker.settle(NEGRISK_TOKEN, won=True) is None  # the shares are still on chain
 
-    assert ledger.equity(manager, tenant)["cash"] == cash_before
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
+    assert ledger.equity(manager.store, tenant)["cash"] == cash_before
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
     found = broker.reconcile()["wallet"]
     assert (found["drift"], found["unredeemed"]) == (None, [NEGRISK_TOKEN])
-    assert bots.bot_status(manager, tenant)["drift"] is None  # no bot row yet
-    bots.start_bot(manager, tenant)
-    assert bots.bot_status(manager, tenant)["drift"] == "1 winning position(s) await redemption"
+    assert bots.bot_status(manager.store, tenant)["drift"] is None  # no bot row yet
+    bots.start_bot(manager.store, tenant)
+    drift = bots.bot_status(manager.store, tenant)["drift"]
+    assert drift == "1 winning position(s) await redemption"
 
     clob.mine()  # redeemed: 1 pUSD a share
     settled = broker.settle(NEGRISK_TOKEN, won=True)
 
     assert (settled["status"], settled["notional"]) == ("settled", Decimal("10"))
-    assert ledger.equity(manager, tenant)["cash"] == cash_before + Decimal("10")
+    assert ledger.equity(manager.store, tenant)["cash"] == cash_before + Decimal("10")
     found = broker.reconcile()["wallet"]
     assert (found["drift"], found["unredeemed"]) == (None, [])
     assert [r["status"] for r in rows(manager, tenant)] == ["filled", "settled"]

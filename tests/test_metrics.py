@@ -142,22 +142,22 @@ def _seed_ledger(manager, monkeypatch) -> str:
     tid = tenant.tenant_id
     manager.record_trade(tid, buy("A", "100", "0.40", fee="0.20"))
     manager.record_trade(tid, buy("B", "50", "0.60", fee="0.30"))
-    ledger.snapshot_equity(manager, tid)
+    ledger.snapshot_equity(manager.store, tid)
 
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-03T10:00:00Z")
     manager.record_trade(tid, sell("A", "100", "0.55", fee="0.25"))
     manager.record_trade(tid, buy("A", "5", "0.5", status="failed"))
-    ledger.snapshot_equity(manager, tid)
+    ledger.snapshot_equity(manager.store, tid)
 
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-04T10:00:00Z")
     manager.record_trade(tid, sell("B", "20", "0.50", fee="0.10"))
     manager.record_trade(tid, buy("C", "10", "0.30"))
-    ledger.settle_position(manager, tid, "C", won=False)
+    ledger.settle_position(manager.store, tid, "C", won=False)
     manager.record_trade(tid, buy("D", "10", "0.20", status="pending",
                                   client_order_id="rest-1"))
-    ledger.resolve_pending(manager, tid, "rest-1", filled_shares=D(0))
-    ledger.mark_positions(manager, tid, {"B": D("0.45")})
-    ledger.snapshot_equity(manager, tid)
+    ledger.resolve_pending(manager.store, tid, "rest-1", filled_shares=D(0))
+    ledger.mark_positions(manager.store, tid, {"B": D("0.45")})
+    ledger.snapshot_equity(manager.store, tid)
     return tid
 
 
@@ -173,7 +173,7 @@ def test_tenant_metrics_on_a_seeded_ledger(manager, monkeypatch) -> None:
     assert m.realized_pnl == D("9.33")
     assert m.unrealized_pnl == D("-4.68")
     assert m.total_pnl == D("4.65") == m.realized_pnl + m.unrealized_pnl
-    assert ledger.equity_curve(manager, tid) == [
+    assert ledger.equity_curve(manager.store, tid) == [
         ("2026-11-02", D(1000)), ("2026-11-03", D("1014.55")), ("2026-11-04", D("1004.65"))]
     # The curve starts at the capital, the close of the day before the first day.
     returns = [1000 / 1000 - 1, 1014.55 / 1000 - 1, 1004.65 / 1014.55 - 1]
@@ -184,7 +184,7 @@ def test_tenant_metrics_on_a_seeded_ledger(manager, monkeypatch) -> None:
     assert (m.max_drawdown_start, m.max_drawdown_end) == ("2026-11-03", "2026-11-04")
     assert m.period == "2026-11"
     assert m.storage_bytes > 0
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_metrics_of_a_tenant_without_trades(manager) -> None:
@@ -197,9 +197,9 @@ def test_metrics_of_a_tenant_without_trades(manager) -> None:
 def test_metrics_counts_api_calls_and_compute_of_the_period(manager, monkeypatch) -> None:
     monkeypatch.setenv("BOTPOLY_NOW", "2026-10-20T00:00:00Z")
     tid = manager.create_tenant("Meter", "meter@example.com", "basic").tenant_id
-    ledger.add_usage(manager, tid, api_calls=7, compute_seconds=1.25)
+    ledger.add_usage(manager.store, tid, api_calls=7, compute_seconds=1.25)
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-03T00:00:00Z")
-    ledger.add_usage(manager, tid, api_calls=3, compute_seconds=0.5)
+    ledger.add_usage(manager.store, tid, api_calls=3, compute_seconds=0.5)
     now = manager.get_tenant_metrics(tid)
     assert (now.period, now.api_calls, now.compute_time_seconds) == ("2026-11", 3, 0.5)
     before = manager.get_tenant_metrics(tid, "2026-10")
@@ -403,9 +403,9 @@ def test_a_loss_on_the_first_day_is_a_drawdown_from_the_starting_capital(
     tid = manager.create_tenant("Day1", "d1@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=50).tenant_id
     manager.record_trade(tid, buy("A", "200", "0.49", strategy="s"))
-    ledger.mark_positions(manager, tid, {"A": D(0)})  # the market collapsed
-    ledger.snapshot_equity(manager, tid)
-    assert ledger.equity_curve(manager, tid) == [("2026-11-02", D(902))]
+    ledger.mark_positions(manager.store, tid, {"A": D(0)})  # the market collapsed
+    ledger.snapshot_equity(manager.store, tid)
+    assert ledger.equity_curve(manager.store, tid) == [("2026-11-02", D(902))]
     m = manager.get_tenant_metrics(tid)
     assert m.max_drawdown == pytest.approx(98 / 1000)
     assert m.max_drawdown_usd == D(98)
@@ -429,7 +429,7 @@ def test_a_trade_through_the_guides_api_moves_equity(manager, monkeypatch) -> No
                                 capital=1000, max_daily_trades=50).tenant_id
     manager.record_trade(tid, {"market_id": "m1", "side": "SELL", "amount": 10,
                                "price": 0.5, "pnl": -40, "status": "filled"})
-    assert ledger.equity_curve(manager, tid) == [("2026-11-02", D(960))]
+    assert ledger.equity_curve(manager.store, tid) == [("2026-11-02", D(960))]
     assert manager.get_tenant_metrics(tid).max_drawdown == pytest.approx(0.04)
 
 
@@ -442,11 +442,11 @@ def test_a_gtc_order_and_its_later_fill_are_one_trade(manager) -> None:
     intent = OrderIntent("tok", "m", "BUY", D(10), D("0.40"), "s", time_in_force="GTC",
                          client_order_id="gtc-1")
     # 4 shares fill at once, 6 rest; the rest fills later.
-    record_execution(manager, tid, ExecutionResult.from_fills(
+    record_execution(manager.store, tid, ExecutionResult.from_fills(
         intent, [Fill(D("0.40"), D(4), D("1.6"), D(0))]), "paper")
-    ledger.resolve_pending(manager, tid, "gtc-1-rest", filled_shares=D(6),
+    ledger.resolve_pending(manager.store, tid, "gtc-1-rest", filled_shares=D(6),
                            avg_price=D("0.40"))
-    assert len(ledger.list_trades(manager, tid)) == 2  # two ledger rows ...
+    assert len(ledger.list_trades(manager.store, tid)) == 2  # two ledger rows ...
     m = manager.get_tenant_metrics(tid)
     assert (m.total_trades, m.successful_trades, m.fill_rate) == (1, 1, 100.0)  # ... one order
 
@@ -454,20 +454,20 @@ def test_a_gtc_order_and_its_later_fill_are_one_trade(manager) -> None:
 def test_settlement_rows_carry_the_tenants_mode(manager) -> None:
     tid = manager.create_tenant("L", "l@example.com", "pro", status="active",
                                 trading_mode="live", capital=1000).tenant_id
-    ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "BUY",
+    ledger.record_trade(manager.store, tid, {"token_id": "tok", "market": "m", "side": "BUY",
                                        "shares": 10, "price": "0.5", "mode": "live"})
-    row = ledger.settle_position(manager, tid, "tok", won=True)
+    row = ledger.settle_position(manager.store, tid, "tok", won=True)
     assert (row["status"], row["mode"]) == ("settled", "live")
 
 
 def test_a_profitable_complement_pair_is_one_winning_round_trip(tmp_path) -> None:
     manager = TenantManager(tmp_path / "t.db")
     tid = pair_trader(manager)
-    TenantBot(manager, tid, Exchange()).run_cycle()
-    legs = ledger.list_trades(manager, tid)
+    TenantBot(manager.store, tid, Exchange()).run_cycle()
+    legs = ledger.list_trades(manager.store, tid)
     assert len({t["group_id"] for t in legs}) == 1 and legs[0]["group_id"]
-    ledger.settle_position(manager, tid, YES, won=True)
-    ledger.settle_position(manager, tid, NO, won=False)
+    ledger.settle_position(manager.store, tid, YES, won=True)
+    ledger.settle_position(manager.store, tid, NO, won=False)
     m = manager.get_tenant_metrics(tid)
     # 20 pairs at 0.45 + 0.45: +11.00 on YES, −9.00 on NO: one round trip, won.
     assert m.realized_pnl == D(2)
@@ -478,9 +478,9 @@ def test_metrics_by_strategy(run_cli, manager) -> None:
     tid = manager.create_tenant("S", "s@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=50).tenant_id
     for strategy, exit_price in (("a", "0.60"), ("b", "0.30")):
-        ledger.record_trade(manager, tid, buy("tok", "10", "0.50", market="m",
+        ledger.record_trade(manager.store, tid, buy("tok", "10", "0.50", market="m",
                                               strategy=strategy))
-        ledger.record_trade(manager, tid, sell("tok", "5", exit_price, market="m",
+        ledger.record_trade(manager.store, tid, sell("tok", "5", exit_price, market="m",
                                                strategy=strategy))
     result = run_cli("metrics", "s@example.com", "--by-strategy", "--json")
     assert result.exit_code == 0, result.output

@@ -47,7 +47,7 @@ def make(manager: TenantManager, name: str, *, tier: str = "pro", status: str = 
     tenant = manager.create_tenant(name, f"{name.lower()}@example.com", tier, status=status,
                                    enabled_strategies=STRATEGIES, max_daily_trades=1000, **kw)
     if start:
-        bots.start_bot(manager, tenant.tenant_id)
+        bots.start_bot(manager.store, tenant.tenant_id)
     return tenant.tenant_id
 
 
@@ -106,7 +106,7 @@ def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
     def factory(m: TenantManager, tenant_id: str, feed) -> object:
         return FailingBot() if tenant_id == bug else UnreachableBot()
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, bot_factory=factory,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, bot_factory=factory,
                                 backoff_base_s=0.05, backoff_max_s=0.1, clock=VirtualClock())
     with caplog.at_level(logging.ERROR, logger="botpoly_admin.orchestrator"):
         orchestrator.run(duration_s=0.5)
@@ -122,7 +122,7 @@ def test_a_bug_is_logged_with_its_traceback_an_expected_error_in_one_line(
 def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_path) -> None:
     ids = [make(manager, name) for name in ("Ann", "Bob", "Cid")]
     trial = make(manager, "Tia", status="trial")
-    orchestrator = Orchestrator(manager, interval_s=0.02, max_workers=2)
+    orchestrator = Orchestrator(manager.store, interval_s=0.02, max_workers=2)
     summary = orchestrator.run(cycles=25)
     assert summary.bots_started == 4 and summary.failures == 0 and not summary.bots_stuck
     assert summary.stop_reason == "25 cycles done"
@@ -133,11 +133,11 @@ def test_bounded_run_trades_and_releases_everything(manager: TenantManager, db_p
         assert after[tid]["desired_state"] == "running"
         assert after[tid]["last_cycle_ms"] > 0
     assert orchestrators(db_path) == 0
-    traded = sum(len(ledger.list_trades(manager, tid)) for tid in [*ids, trial])
+    traded = sum(len(ledger.list_trades(manager.store, tid)) for tid in [*ids, trial])
     assert traded > 0
     # Each cycle's market look is one API call of the tenant's plan, metered once.
     assert all(manager.get_tenant_metrics(tid).api_calls >= 25 for tid in [*ids, trial])
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
     # Upstream requests depend on the ticks, not on the number of bots.
     assert summary.upstream_requests <= orchestrator.stats()["ticks"] * 40
 
@@ -158,15 +158,15 @@ def test_a_failing_bot_is_isolated_and_restarted_with_backoff(manager, db_path) 
     seen: set[str] = set()
 
     def on_tick(o: Orchestrator) -> None:
-        seen.add(bots.bot_status(manager, bad)["state"])
+        seen.add(bots.bot_status(manager.store, bad)["state"])
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=2, bot_factory=factory,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, max_workers=2, bot_factory=factory,
                                 backoff_base_s=0.05, backoff_max_s=0.4, clock=clock)
     summary = orchestrator.run(duration_s=1.6, on_tick=on_tick)
     # The others kept their pace: a cycle every 0.05 s for 1.6 s, none late.
     assert all(counts[tid] in (32, 33) for tid in good), counts
     assert summary.lag_p99_ms is not None and summary.lag_p99_ms < 1e-6
-    row = bots.bot_status(manager, bad)
+    row = bots.bot_status(manager.store, bad)
     assert row["last_error"] == "RuntimeError: boom"
     assert "error" in seen  # visible while it ran
     # Backoff: rebuilt after 0.05, 0.1, 0.2, then every 0.4 (the cap), never sooner.
@@ -180,7 +180,7 @@ def test_a_failing_bot_is_isolated_and_restarted_with_backoff(manager, db_path) 
 
 def test_a_suspended_tenants_bot_stops_within_a_few_ticks(manager, db_path) -> None:
     keep, suspend = make(manager, "Keep"), make(manager, "Sus")
-    orchestrator = Orchestrator(manager, interval_s=0.1, max_workers=2)
+    orchestrator = Orchestrator(manager.store, interval_s=0.1, max_workers=2)
     with background(orchestrator):
         assert wait_for(lambda: orchestrator.is_running(suspend))
         other_shell = TenantManager(db_path)
@@ -203,18 +203,18 @@ def test_quota_pauses_the_bot_and_the_next_period_resumes_it(manager, db_path,
                                                              monkeypatch) -> None:
     monkeypatch.setenv("BOTPOLY_NOW", "2026-11-30T12:00:00Z")
     tid = make(manager, "Quo", monthly_trades_quota=2)
-    orchestrator = Orchestrator(manager, interval_s=0.03, max_workers=1)
+    orchestrator = Orchestrator(manager.store, interval_s=0.03, max_workers=1)
     with background(orchestrator):
         assert wait_for(lambda: rows(db_path)[tid]["state"] == "paused_quota", timeout=10)
-        assert ledger.quota_status(manager, tid)[0]["used"] == 2  # never past the quota
+        assert ledger.quota_status(manager.store, tid)[0]["used"] == 2  # never past the quota
         # Frozen business time does not freeze leases: the bot keeps being renewed.
         paused_at = orchestrator.stats()["ticks"]
         assert wait_for(lambda: orchestrator.stats()["ticks"] >= paused_at + 5)
         assert orchestrator.is_running(tid)
         assert rows(db_path)[tid]["owner"] == orchestrator.owner
         monkeypatch.setenv("BOTPOLY_NOW", "2026-12-01T00:00:05Z")
-        assert wait_for(lambda: ledger.quota_status(manager, tid)[0]["used"] > 0, timeout=10)
-    assert ledger.quota_status(manager, tid, "2026-11")[0]["used"] == 2
+        assert wait_for(lambda: ledger.quota_status(manager.store, tid)[0]["used"] > 0, timeout=10)
+    assert ledger.quota_status(manager.store, tid, "2026-11")[0]["used"] == 2
     states = [e.message.split(":")[0] for e in orchestrator.drain_events() if e.kind == "state"]
     assert states[:2] == ["paused_quota", "running"]  # paused, then resumed by itself
 
@@ -229,7 +229,7 @@ def test_a_bot_waits_for_a_free_worker_and_is_never_dropped(manager) -> None:
             clock.sleep(0.02)
             return super().run_cycle()
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1, clock=clock,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, max_workers=1, clock=clock,
                                 bot_factory=lambda m, t, f: SlowBot(t, counts))
     summary = orchestrator.run(duration_s=1.0)
     # One worker does 50 cycles a second; 6 bots want 120: they share it, none starved.
@@ -257,7 +257,7 @@ def test_a_hung_bot_gets_a_spare_worker_so_the_others_go_on(manager) -> None:
     def on_tick(o: Orchestrator) -> None:
         workers[round(o.stats()["elapsed_s"], 2)] = o.stats()["workers"]
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, max_workers=1, stuck_after_s=0.2,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, max_workers=1, stuck_after_s=0.2,
                                 bot_factory=factory, clock=clock)
     orchestrator.run(duration_s=12, on_tick=on_tick)
     stuck = [e for e in orchestrator.drain_events() if e.kind == "stuck"]
@@ -303,8 +303,8 @@ def test_two_orchestrators_never_run_a_bot_twice(manager, db_path) -> None:
 
         return lambda m, tenant_id, feed: ProbeBot(tenant_id)
 
-    a = Orchestrator(TenantManager(db_path), interval_s=0.02, bot_factory=factory_for("a"))
-    b = Orchestrator(TenantManager(db_path), interval_s=0.02, bot_factory=factory_for("b"))
+    a = Orchestrator(TenantManager(db_path).store, interval_s=0.02, bot_factory=factory_for("a"))
+    b = Orchestrator(TenantManager(db_path).store, interval_s=0.02, bot_factory=factory_for("b"))
     with background(b):
         with background(a):
             assert wait_for(lambda: len(a.running_ids()) + len(b.running_ids()) == 6)
@@ -326,8 +326,8 @@ def test_a_dead_runners_expired_lease_is_taken_over_a_live_one_is_not(manager, d
         manager.db.conn.execute(
             "UPDATE bots SET owner = 'gone:1:dead', lease_expires_at = '2020-01-01T00:00:00Z', "
             "state = 'running' WHERE tenant_id = ?", (dead,))
-    bots.acquire(manager, "elsewhere:2:live", [alive], ttl_s=60)
-    orchestrator = Orchestrator(manager, interval_s=0.05,
+    bots.acquire(manager.store, "elsewhere:2:live", [alive], ttl_s=60)
+    orchestrator = Orchestrator(manager.store, interval_s=0.05,
                                 bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     orchestrator.run(duration_s=0.3)
     assert orchestrator.summary().bots_started == 1
@@ -337,7 +337,7 @@ def test_a_dead_runners_expired_lease_is_taken_over_a_live_one_is_not(manager, d
 
 def test_a_lost_lease_stops_the_bot_without_touching_the_row(manager, db_path) -> None:
     tid = make(manager, "Lost")
-    orchestrator = Orchestrator(manager, interval_s=0.05,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05,
                                 bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     with background(orchestrator):
         assert wait_for(lambda: orchestrator.is_running(tid))
@@ -351,7 +351,7 @@ def test_a_lost_lease_stops_the_bot_without_touching_the_row(manager, db_path) -
 
 def test_abort_releases_every_lease(manager, db_path) -> None:
     ids = [make(manager, f"Ab{i}") for i in range(3)]
-    orchestrator = Orchestrator(manager, interval_s=0.05,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05,
                                 bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     with background(orchestrator):
         assert wait_for(lambda: len(orchestrator.running_ids()) == 3)
@@ -362,15 +362,15 @@ def test_abort_releases_every_lease(manager, db_path) -> None:
 
 def test_bad_orchestrator_settings(manager) -> None:
     with pytest.raises(InvalidInput, match="interval"):
-        Orchestrator(manager, interval_s=0)
+        Orchestrator(manager.store, interval_s=0)
     with pytest.raises(InvalidInput, match="max workers"):
-        Orchestrator(manager, max_workers=0)
+        Orchestrator(manager.store, max_workers=0)
     with pytest.raises(InvalidInput, match="lease TTL"):
-        Orchestrator(manager, interval_s=1, lease_ttl_s=2)
+        Orchestrator(manager.store, interval_s=1, lease_ttl_s=2)
     with pytest.raises(InvalidInput, match="exactly one tenant"):
-        Orchestrator(manager, foreground=True)
+        Orchestrator(manager.store, foreground=True)
     with pytest.raises(InvalidInput, match="duration"):
-        Orchestrator(manager).run(duration_s=-1)
+        Orchestrator(manager.store).run(duration_s=-1)
 
 
 # --- the guide's API ------------------------------------------------------------------------
@@ -544,7 +544,7 @@ KILLABLE = """
 import sys
 from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.api import TenantManager
-Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1, lease_ttl_s=30).run()
+Orchestrator(TenantManager(sys.argv[1]).store, interval_s=0.1, lease_ttl_s=30).run()
 """
 
 
@@ -562,7 +562,7 @@ def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
         victim.wait()
     (dead,) = {rows(db_path)[t]["owner"] for t in ids}
     assert dead.split(":")[1] == str(victim.pid)
-    heir = Orchestrator(manager, interval_s=0.1, lease_ttl_s=30,
+    heir = Orchestrator(manager.store, interval_s=0.1, lease_ttl_s=30,
                         bot_factory=lambda m, t, f: CountingBot(t, Counter()))
     with background(heir):
         # Well before the dead owner's leases expire (30 s).
@@ -590,7 +590,7 @@ class Hanging:
     def stop(self):
         pass
 
-orchestrator = Orchestrator(TenantManager(sys.argv[1]), interval_s=0.1,
+orchestrator = Orchestrator(TenantManager(sys.argv[1]).store, interval_s=0.1,
                             bot_factory=lambda m, t, f: Hanging())
 with _signals(orchestrator):
     orchestrator.run()
@@ -632,13 +632,13 @@ def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) 
     assert not owner_gone(f"{here}:{os.getppid()}:abcd.{namespace}")  # alive
     assert not owner_gone(me)  # this very process
     tid = make(manager, "Held")
-    bots.acquire(manager, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
-    assert bots.acquire(manager, me, [tid]) == {}
-    bots.sync(manager, f"elsewhere:999999999:abcd.{namespace}")
+    bots.acquire(manager.store, f"elsewhere:999999999:abcd.{namespace}", [tid], ttl_s=60)
+    assert bots.acquire(manager.store, me, [tid]) == {}
+    bots.sync(manager.store, f"elsewhere:999999999:abcd.{namespace}")
     with manager.db.conn:
         manager.db.conn.execute("UPDATE bots SET owner = ? WHERE tenant_id = ?",
                                 (f"{here}:999999999:abcd.{namespace}", tid))
-    assert bots.acquire(manager, me, [tid])[tid]["taken_from"].startswith(here)
+    assert bots.acquire(manager.store, me, [tid])[tid]["taken_from"].startswith(here)
 
 
 @pytest.mark.slow
@@ -701,14 +701,14 @@ def test_a_bot_stuck_in_a_cycle_is_shown_stale_the_others_running(manager, db_pa
                 release.wait(30)  # a network call without a timeout
             return super().run_cycle()
 
-    orchestrator = Orchestrator(manager, interval_s=0.05, stuck_after_s=0.2,
+    orchestrator = Orchestrator(manager.store, interval_s=0.05, stuck_after_s=0.2,
                                 bot_factory=lambda m, t, f: HungBot(t, counts))
     try:
         with background(orchestrator):
-            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "stale",
+            assert wait_for(lambda: bots.bot_status(manager.store, hung)["state"] == "stale",
                             timeout=bots.STALE_AFTER_S + 10)
-            assert bots.bot_status(manager, other)["state"] == "running"
+            assert bots.bot_status(manager.store, other)["state"] == "running"
             release.set()
-            assert wait_for(lambda: bots.bot_status(manager, hung)["state"] == "running")
+            assert wait_for(lambda: bots.bot_status(manager.store, hung)["state"] == "running")
     finally:
         release.set()

@@ -116,9 +116,9 @@ def test_lookups_failing_with_503_keep_the_order_in_doubt_and_its_token_blocked(
     assert len(sent) == 2 and sent[0].body != sent[1].body
     filled = [r for r in rows(manager, tenant) if r["client_order_id"] == first.client_order_id]
     assert [(r["status"], r["shares"]) for r in filled] == [("filled", Decimal("10"))]
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("15")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("15")
     assert quota(manager, tenant) == (2, 0)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_an_order_that_never_arrived_is_resent_as_the_same_signed_bytes_only(
@@ -204,7 +204,7 @@ def test_a_duplicate_order_answer_is_looked_up_and_the_fill_recorded_once(
     assert (result.status, result.filled) == (OrderStatus.FILLED, Decimal("10"))
     assert [(r["status"], r["shares"]) for r in rows(manager, tenant)] == [
         ("filled", Decimal("10"))]
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
 
 
 # --- fees -------------------------------------------------------------------------------
@@ -238,20 +238,20 @@ def test_a_fill_found_by_lookup_carries_the_fee_its_trades_report(
 
 def test_after_a_restart_an_absent_order_is_not_placed_once_its_grace_has_passed(
         manager, tenant, clob, book, fake_exchange):
-    first = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    first = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     fake_exchange.fail(503, path="/order")
     with pytest.raises(OrderInDoubt):
         first.execute(intent(size="10", price="0.40"), book)
     first.close(cancel_resting=False)  # the process is gone with its signed bytes
     fake_exchange.clear_faults()
 
-    patient = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    patient = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     assert [i["state"] for i in intent_rows(manager, tenant)] == ["submitting"]
     assert quota(manager, tenant) == (0, 1)
     patient.close()
     sent = len(posts(fake_exchange))
 
-    later = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05, absent_after_s=0)
+    later = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05, absent_after_s=0)
     later.close()
 
     assert len(posts(fake_exchange)) == sent  # resolved, never sent again after a restart
@@ -264,7 +264,7 @@ def test_after_a_restart_an_absent_order_is_not_placed_once_its_grace_has_passed
 
 def test_a_reservation_held_by_an_order_in_doubt_is_not_released_as_stale(
         manager, tenant, clob, book, fake_exchange, monkeypatch):
-    broker = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    broker = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     clob.lag_trades = True  # matched, trades not yet listed: it stays in doubt
     fake_exchange.drop_replies(path="/order", method="POST", times=1)
     with pytest.raises(OrderInDoubt):
@@ -273,11 +273,11 @@ def test_a_reservation_held_by_an_order_in_doubt_is_not_released_as_stale(
     later = clock.now() + timedelta(hours=2)  # far past ledger.STALE_RESERVATION_S
     monkeypatch.setenv("BOTPOLY_NOW", clock.iso(later))
 
-    LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05).close()
+    LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05).close()
 
     assert quota(manager, tenant) == (0, 1)  # still held for the order in doubt
     clob.publish_trades()
-    LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05).close()
+    LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05).close()
     assert [(r["status"], r["shares"]) for r in rows(manager, tenant)] == [
         ("filled", Decimal("10"))]
     assert quota(manager, tenant) == (1, 0)
@@ -297,7 +297,7 @@ CHILD = textwrap.dedent("""
     db, token, book = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     manager = TenantManager(db)
     [tenant] = manager.list_tenants()
-    broker = LiveBroker.for_tenant(manager, tenant.tenant_id, heartbeat_s=0.05)
+    broker = LiveBroker.for_tenant(manager.store, tenant.tenant_id, heartbeat_s=0.05)
     order = OrderIntent(token_id=token, market_id="neg-risk", side="BUY", size=Decimal("10"),
                         limit_price=Decimal("0.55"), strategy="test", time_in_force="IOC")
     broker.execute(order, OrderBook.from_clob(book))
@@ -339,7 +339,7 @@ def test_a_process_killed_after_sending_is_resolved_by_the_next_one_exactly_once
     [written] = intent_rows(manager, tenant)
     assert written["state"] == "submitting"  # ...but had written its intent ahead
 
-    fresh = LiveBroker.for_tenant(manager, tenant, heartbeat_s=0.05)
+    fresh = LiveBroker.for_tenant(manager.store, tenant, heartbeat_s=0.05)
     fresh.reconcile()
     fresh.close()
 
@@ -348,7 +348,7 @@ def test_a_process_killed_after_sending_is_resolved_by_the_next_one_exactly_once
     assert (row["status"], row["shares"], row["exchange_order_id"]) == (
         "filled", Decimal("10"), order_id)
     assert len(posts(fake_exchange)) == 1
-    assert intents.unresolved(manager, tenant) == []
+    assert intents.unresolved(manager.store, tenant) == []
     assert quota(manager, tenant) == (1, 0)
-    assert ledger.positions(manager, tenant)[0]["shares"] == Decimal("10")
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
+    assert maintenance.check_invariants(manager.store) == []

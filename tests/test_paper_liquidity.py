@@ -54,13 +54,14 @@ def bot_with(tmp_path: Path, *scripts: Script, fees: FeeSchedule = NO_FEES, **kw
     feed.add("m1", fees=fees)
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.50", "20")], hash="h1")
     feed.set("m1-no", bids=[("0.45", "500")], asks=[("0.55", "500")], hash="n1")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot._load_strategies = lambda names, params: list(scripts)  # plugin-style strategies
     return manager, tid, feed, bot
 
 
 def shares(manager: TenantManager, tid: str, token: str) -> Decimal:
-    return sum((p["shares"] for p in ledger.positions(manager, tid) if p["token_id"] == token),
+    return sum((p["shares"] for p in ledger.positions(manager.store, tid)
+                if p["token_id"] == token),
                D(0))
 
 
@@ -76,7 +77,7 @@ def test_the_same_quoted_shares_do_not_fill_twice_across_cycles(tmp_path) -> Non
     bot.run_cycle()  # the book is unchanged: only 5 of its 20 shares are left for us
 
     assert shares(manager, tid, "m1-yes") == D(20)  # all that was quoted, not 30
-    statuses = sorted(t["status"] for t in ledger.list_trades(manager, tid))
+    statuses = sorted(t["status"] for t in ledger.list_trades(manager.store, tid))
     assert statuses == ["filled", "partial"]
 
 
@@ -144,33 +145,33 @@ def test_a_resting_buy_fills_at_its_limit_as_maker_without_fee_and_the_rest_keep
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.60", "500")], hash="h1")
     script.queue = [order("m1-yes", Side.BUY, 100, "0.50", GTC, client_order_id="gtc-1")]
     bot.run_cycle()  # nothing crosses: all 100 rest at 0.50
-    assert [t["status"] for t in ledger.list_trades(manager, tid)] == ["pending"]
+    assert [t["status"] for t in ledger.list_trades(manager.store, tid)] == ["pending"]
 
     # Someone sells 30 at 0.45: better than our limit, but a resting order is the maker
     # and trades at its own price.
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.45", "30"), ("0.60", "500")],
              hash="h2")
     bot.run_cycle()
-    rows = {t["client_order_id"]: t for t in ledger.list_trades(manager, tid)}
+    rows = {t["client_order_id"]: t for t in ledger.list_trades(manager.store, tid)}
     fill = rows["gtc-1-fill-1"]
     assert (fill["status"], fill["shares"], fill["price"]) == ("filled", D(30), D("0.5"))
     assert (fill["notional"], fill["fee"]) == (D(15), D(0))  # not 0.45 with a taker fee
     assert (rows["gtc-1"]["status"], rows["gtc-1"]["shares"]) == ("pending", D(70))
     # Cash: 10,000 − 15 paid − 35 still reserved for the 70 resting.
-    assert ledger.equity(manager, tid)["cash"] == D(9950)
+    assert ledger.equity(manager.store, tid)["cash"] == D(9950)
 
     bot.run_cycle()  # the same book: its 30 shares were ours already
     assert shares(manager, tid, "m1-yes") == D(30)
 
     feed.set("m1-yes", bids=[("0.40", "500")], asks=[("0.50", "500")], hash="h3")
     bot.run_cycle()  # the rest fills, at its limit
-    rows = {t["client_order_id"]: t for t in ledger.list_trades(manager, tid)}
+    rows = {t["client_order_id"]: t for t in ledger.list_trades(manager.store, tid)}
     assert (rows["gtc-1"]["status"], rows["gtc-1"]["shares"]) == ("filled", D(70))
     assert shares(manager, tid, "m1-yes") == D(100)
-    assert ledger.equity(manager, tid)["cash"] == D(9950)  # 100 × 0.50, no fee
+    assert ledger.equity(manager.store, tid)["cash"] == D(9950)  # 100 × 0.50, no fee
     # One order, one unit of quota, however it was split.
-    assert ledger.quota_status(manager, tid)[0]["used"] == 1
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.quota_status(manager.store, tid)[0]["used"] == 1
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_the_rest_of_a_part_filled_resting_order_gives_no_unit_back_when_cancelled(
@@ -185,10 +186,10 @@ def test_the_rest_of_a_part_filled_resting_order_gives_no_unit_back_when_cancell
     feed.resolve_and_delist("m1", "m1-no")
     bot.run_cycle()  # the rest is cancelled; the 10 filled shares settle at 0
 
-    statuses = sorted(t["status"] for t in ledger.list_trades(manager, tid))
+    statuses = sorted(t["status"] for t in ledger.list_trades(manager.store, tid))
     assert statuses == ["cancelled", "filled", "settled"]
-    assert ledger.quota_status(manager, tid)[0]["used"] == 1
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.quota_status(manager.store, tid)[0]["used"] == 1
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- resting orders in the bot's risk and settlement --------------------------------------------
@@ -222,9 +223,9 @@ def test_a_resting_sell_whose_shares_were_sold_meanwhile_does_not_fail_later_cyc
     # cycle (a bot whose cycle raises fails and is restarted with backoff).
     bot.run_cycle()
     bot.run_cycle()
-    held = sum((p["shares"] for p in ledger.positions(manager, tid)), D(0))
+    held = sum((p["shares"] for p in ledger.positions(manager.store, tid)), D(0))
     assert held == 0
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_resting_sell_that_fills_at_a_loss_counts_toward_the_daily_loss_limit(
@@ -237,8 +238,8 @@ def test_a_resting_sell_that_fills_at_a_loss_counts_toward_the_daily_loss_limit(
     bot.run_cycle()  # rests
     feed.set("m1-yes", bids=[(0.30, 500)], asks=[(0.50, 500)])
     bot.run_cycle()  # the resting sell fills: 100 × (0.30 − 0.50) = −20 realized
-    assert ledger.equity(manager, tid)["realized_pnl"] == D(-20)
-    assert ledger.daily_realized_pnl(manager, tid) == D(-20)
+    assert ledger.equity(manager.store, tid)["realized_pnl"] == D(-20)
+    assert ledger.daily_realized_pnl(manager.store, tid) == D(-20)
     script.queue = [order("m1-yes", Side.BUY, 10, 0.50)]
     assert bot.run_cycle().state == "paused_risk"  # −20 is past the limit of 10: no buy
 
@@ -254,7 +255,7 @@ def test_resting_buys_count_toward_max_position_size(tmp_path) -> None:
     bot.run_cycle()
     feed.set("m1-yes", bids=[(0.30, 500)], asks=[(0.90, 500)])
     bot.run_cycle()  # whatever rests fills
-    cost = sum((p["cost"] for p in ledger.positions(manager, tid)), D(0))
+    cost = sum((p["cost"] for p in ledger.positions(manager.store, tid)), D(0))
     assert cost <= D(100)
 
 
@@ -263,15 +264,15 @@ def test_a_resting_order_in_a_market_that_resolved_and_left_the_listing_is_cance
     manager, tid, feed, script, bot = resting_bot(tmp_path)
     script.queue = [order("m1-yes", Side.BUY, 100, 0.40, GTC)]  # rests, reserves 40
     bot.run_cycle()
-    assert ledger.equity(manager, tid)["cash"] == D(960)
+    assert ledger.equity(manager.store, tid)["cash"] == D(960)
     # The market resolves and drops off the feed's listing (no position is held in it).
     feed.resolve_and_delist("m1", "m1-no")
     bot.run_cycle()
     bot.run_cycle()
-    statuses = [t["status"] for t in ledger.list_trades(manager, tid)]
+    statuses = [t["status"] for t in ledger.list_trades(manager.store, tid)]
     assert statuses == ["cancelled"]
-    assert ledger.equity(manager, tid)["cash"] == D(1000)  # the 40 reserved come back
-    assert maintenance.check_invariants(manager) == []
+    assert ledger.equity(manager.store, tid)["cash"] == D(1000)  # the 40 reserved come back
+    assert maintenance.check_invariants(manager.store) == []
 
 
 # --- exact costs -----------------------------------------------------------------------------
@@ -285,11 +286,11 @@ def test_the_ledger_records_the_exact_sum_of_the_level_fills(tmp_path) -> None:
                      tick_size=D("0.001"), min_order_size=D(5))
     result = PaperBroker(manager, tid).execute(order("m1-yes", Side.BUY, 7, "0.334"), book)
 
-    [row] = ledger.list_trades(manager, tid)
+    [row] = ledger.list_trades(manager.store, tid)
     assert row["notional"] == D("2.335") == result.notional
     assert row["price"] == D("0.333571")
     # Re-derived from the rounded average it would be 7 × 0.333571 = 2.334997.
-    assert ledger.positions(manager, tid)[0]["cost"] == D("2.335")
+    assert ledger.positions(manager.store, tid)[0]["cost"] == D("2.335")
 
 
 def test_rounding_never_favours_the_trader(tmp_path) -> None:
@@ -366,10 +367,10 @@ def test_cash_and_positions_are_the_sum_of_fills_and_every_fill_was_quoted(steps
                     assert fill.price <= limit if side == "BUY" else fill.price >= limit
                 spent -= result.cash_delta
                 held += result.filled if side == "BUY" else -result.filled
-        cash = ledger.equity(manager, tid)["cash"]
+        cash = ledger.equity(manager.store, tid)["cash"]
         assert cash == D(1_000_000) - spent
         assert shares(manager, tid, "m1-yes") == held
-        assert maintenance.check_invariants(manager) == []
+        assert maintenance.check_invariants(manager.store) == []
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -406,7 +407,7 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
                     rest_id = intent.client_order_id + ("-rest" if result.filled else "")
                     maker[rest_id] = intent.limit_price
         cash = D(1_000_000)
-        for row in ledger.list_trades(manager, tid):
+        for row in ledger.list_trades(manager.store, tid):
             order_id = row["client_order_id"].split("-fill-")[0]
             if row["status"] in ("filled", "partial"):
                 if order_id in maker:
@@ -419,8 +420,8 @@ def test_resting_orders_fill_at_their_limit_and_cash_is_the_sum_of_the_rows(step
                     cash += row["notional"] - row["fee"]
             elif row["status"] == "pending" and row["side"] == "BUY":
                 cash -= row["notional"]
-        assert ledger.equity(manager, tid)["cash"] == cash
-        assert maintenance.check_invariants(manager) == []
+        assert ledger.equity(manager.store, tid)["cash"] == cash
+        assert maintenance.check_invariants(manager.store) == []
 
 
 def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
@@ -435,9 +436,9 @@ def test_a_resting_orders_part_fills_belong_to_its_strategy(tmp_path) -> None:
                      (Level(D("0.10"), D(1)), Level(D("0.12"), D(499))), hash="b1")
     assert broker.work_resting({"m1-yes": thin}, set()) == 1  # 1 of its 10 shares
     broker.execute(order("m1-yes", Side.BUY, 9, "0.20"), thin)
-    owners = {(p["strategy"], p["shares"]) for p in ledger.positions(manager, tid)
+    owners = {(p["strategy"], p["shares"]) for p in ledger.positions(manager.store, tid)
               if p["shares"] > 0}
     assert owners == {("script", D(10))}
     broker.execute(order("m1-yes", Side.SELL, 10, "0.10"), thin)
     assert shares(manager, tid, "m1-yes") == 0
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []

@@ -83,7 +83,7 @@ def test_set_override_unlimited_and_tier_default(run_cli, manager, january) -> N
     assert "1000 (tier default), 5 used" in back.output
     audit = [e for e in manager.list_audit(january["active"]) if e["action"] == "quota.set"]
     assert [e["details"]["trades"] for e in audit] == [None, None, 4]
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
@@ -173,9 +173,9 @@ def test_reset_closes_the_previous_month_once(run_cli, manager, january, monkeyp
     assert _closed_periods(db_path) == [("2026-01", {
         "period": "2026-01", "tenants_with_usage": 2, "trades": 4, "api_calls": 0})]
     # The new month starts at zero by construction; January's usage stays for billing.
-    rows = {r["email"]: r for r in ledger.quota_status(manager)}
+    rows = {r["email"]: r for r in ledger.quota_status(manager.store)}
     assert rows["acme@example.com"]["used"] == 0
-    assert ledger.quota_status(manager, january["active"], "2026-01")[0]["used"] == 3
+    assert ledger.quota_status(manager.store, january["active"], "2026-01")[0]["used"] == 3
 
     after_first = db_snapshot()
     second = run_cli("quotas", "reset")
@@ -278,18 +278,18 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
         _trade(manager, january["active"])
     dry = run_cli("quotas", "reset", "--tenant", "acme@example.com", "--dry-run")
     assert dry.output.strip() == "Would zero acme@example.com's trades for 2026-01 (3 used before)"
-    assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
+    assert ledger.quota_status(manager.store, january["active"])[0]["used"] == 3
     # It asks first: no answer, or no, changes nothing.
     for answer in (None, "n\n"):
         refused = run_cli("quotas", "reset", "--tenant", "acme@example.com", input=answer)
         assert refused.exit_code == 1, refused.output
         assert "Zero acme@example.com's 3 trade(s) of 2026-01?" in refused.stderr
-        assert ledger.quota_status(manager, january["active"])[0]["used"] == 3
+        assert ledger.quota_status(manager.store, january["active"])[0]["used"] == 3
     assert manager.list_audit(january["active"])[0]["action"] != "quota.reset_tenant"
     result = run_cli("quotas", "reset", "--tenant", "acme@example.com", input="y\n")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "Zeroed acme@example.com's trades for 2026-01 (3 used before)"
-    rows = {r["email"]: r["used"] for r in ledger.quota_status(manager)}
+    rows = {r["email"]: r["used"] for r in ledger.quota_status(manager.store)}
     assert rows == {"acme@example.com": 0, "trial@example.com": 1}  # the other one kept
     entry = manager.list_audit(january["active"])[0]
     assert entry["action"] == "quota.reset_tenant"
@@ -298,7 +298,7 @@ def test_reset_one_tenant_zeroes_its_period_and_is_audited(run_cli, manager, jan
     _trade(manager, january["active"], 3)  # a full quota again
     with pytest.raises(QuotaExceeded):
         _trade(manager, january["active"])
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
     data = json.loads(run_cli("quotas", "reset", "--tenant", "acme@example.com", "--yes",
                               "--json").stdout)
     assert (data["trades_used_before"], data["trades_used"], data["dry_run"]) == (3, 0, False)

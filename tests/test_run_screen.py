@@ -49,14 +49,14 @@ def test_the_screen_shows_the_most_urgent_bots_first_with_their_tenants_figures(
     run = run_of(bot(ann, "Ann", "running"), bot(bob, "Bob", "paused_quota"),
                  bot(cid, "Cid", "error", "RuntimeError: boom"),
                  held_elsewhere={"vm:2:ef01": 3})
-    screen = screen_snapshot(manager, run, max_rows=2)
+    screen = screen_snapshot(manager.store, run, max_rows=2)
     assert [(b.name, b.state) for b in screen.bots] == [("Cid", "error"), ("Bob", "paused_quota")]
     assert screen.bots_total == 3
     assert screen.by_state == {"error": 1, "paused_quota": 1, "running": 1}
     assert screen.bots[0].last_error == "RuntimeError: boom"
     assert (screen.bots[1].trades_today, screen.bots[1].quota_used) == (1, 1)
     assert screen.held_elsewhere == "vm:2:ef01 (3)"
-    assert screen_snapshot(manager, run, max_rows=0).bots == ()
+    assert screen_snapshot(manager.store, run, max_rows=0).bots == ()
     console = Console(file=io.StringIO(), width=120, record=True)
     console.print(build_live_table(screen))
     rendered = console.export_text()
@@ -64,7 +64,7 @@ def test_the_screen_shows_the_most_urgent_bots_first_with_their_tenants_figures(
 
 
 def test_a_tenant_gone_from_the_database_still_has_its_row(manager: TenantManager) -> None:
-    screen = screen_snapshot(manager, run_of(bot("gone", "Gone", "stopped")), max_rows=5)
+    screen = screen_snapshot(manager.store, run_of(bot("gone", "Gone", "stopped")), max_rows=5)
     (row,) = screen.bots
     assert (row.name, row.trades_today, row.quota_limit, row.pnl) == ("Gone", 0, None,
                                                                       Decimal(0))
@@ -72,7 +72,7 @@ def test_a_tenant_gone_from_the_database_still_has_its_row(manager: TenantManage
 
 def test_a_runs_snapshot_holds_its_bots_as_plain_values(manager: TenantManager) -> None:
     ids = [tenant(manager, n) for n in ("Ann", "Bob")]
-    bots.start_bots(manager, ids)
+    bots.start_bots(manager.store, ids)
     counts: Counter = Counter()
 
     class CountingBot:
@@ -87,7 +87,7 @@ def test_a_runs_snapshot_holds_its_bots_as_plain_values(manager: TenantManager) 
             pass
 
     snapshots: list[RunSnapshot] = []
-    orchestrator = Orchestrator(manager, interval_s=0.5, clock=VirtualClock(),
+    orchestrator = Orchestrator(manager.store, interval_s=0.5, clock=VirtualClock(),
                                 bot_factory=lambda m, t, f: CountingBot(t))
     orchestrator.run(duration_s=2.0, on_tick=lambda o: snapshots.append(o.snapshot()))
     during, last = snapshots[-2], snapshots[-1]
@@ -103,10 +103,10 @@ def test_the_guides_dashboard_is_plain_text(manager: TenantManager, monkeypatch)
     tenant(manager, "Tina")
     manager.record_trade(john, {"market_id": "m1", "side": "BUY", "amount": 10, "price": 0.5,
                                 "status": "filled"})
-    bots.start_bot(manager, john)
+    bots.start_bot(manager.store, john)
     owner = "elsewhere:7:beef"
-    bots.acquire(manager, owner, [john])
-    bots.sync(manager, owner, progress=[bots.Progress(john, "error", None, 3, 1.0, 1,
+    bots.acquire(manager.store, owner, [john])
+    bots.sync(manager.store, owner, progress=[bots.Progress(john, "error", None, 3, 1.0, 1,
                                                       "RuntimeError: boom")])
     out = io.StringIO()
     guide = MultiTenantOrchestrator(manager=manager)

@@ -56,7 +56,7 @@ class HandFeed:
 
 def held(manager: TenantManager, tid: str) -> dict[tuple[str, str], Decimal]:
     return {(p["strategy"], p["token_id"]): p["shares"]
-            for p in ledger.positions(manager, tid) if p["shares"] > 0}
+            for p in ledger.positions(manager.store, tid) if p["shares"] > 0}
 
 
 def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
@@ -69,7 +69,7 @@ def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
     feed = HandFeed()
     feed.quote("m1-yes", "0.40", "0.45")
     feed.quote("m1-no", "0.40", "0.45")
-    bot = TenantBot(manager, tid, feed)
+    bot = TenantBot(manager.store, tid, feed)
     bot.run_cycle()
     assert held(manager, tid) == {("complement_arb", "m1-yes"): D(50),
                                   ("complement_arb", "m1-no"): D(50)}
@@ -80,36 +80,36 @@ def test_momentum_does_not_sell_complement_arbs_hedge_legs(tmp_path) -> None:
         bot.run_cycle()
     assert held(manager, tid) == {("complement_arb", "m1-yes"): D(50),
                                   ("complement_arb", "m1-no"): D(50)}
-    sells = [t for t in ledger.list_trades(manager, tid) if t["side"] == "SELL"]
+    sells = [t for t in ledger.list_trades(manager.store, tid) if t["side"] == "SELL"]
     assert sells == []
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_each_strategy_has_its_own_lot_cost_and_pnl(manager) -> None:
     tid = manager.create_tenant("L", "l@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=100).tenant_id
     trade = {"token_id": "tok", "market": "m", "side": "BUY"}
-    ledger.record_trade(manager, tid, {**trade, "shares": 10, "price": "0.40",
+    ledger.record_trade(manager.store, tid, {**trade, "shares": 10, "price": "0.40",
                                        "strategy": "a", "client_order_id": "a1"})
-    ledger.record_trade(manager, tid, {**trade, "shares": 10, "price": "0.60",
+    ledger.record_trade(manager.store, tid, {**trade, "shares": 10, "price": "0.60",
                                        "strategy": "b", "client_order_id": "b1"})
-    ledger.record_trade(manager, tid, {**trade, "side": "SELL", "shares": 10, "price": "0.50",
+    ledger.record_trade(manager.store, tid, {**trade, "side": "SELL", "shares": 10, "price": "0.50",
                                        "strategy": "b", "client_order_id": "b2"})
-    rows = {p["strategy"]: p for p in ledger.positions(manager, tid)}
+    rows = {p["strategy"]: p for p in ledger.positions(manager.store, tid)}
     # b sold its own lot at a loss of 1.00; a's lot and cost are untouched.
     assert rows["b"]["shares"] == 0 and rows["b"]["realized_pnl"] == D("-1")
     assert rows["a"]["shares"] == 10 and rows["a"]["cost"] == D(4)
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 def test_the_ledger_refuses_a_sell_of_another_strategys_shares(manager, db_snapshot) -> None:
     tid = manager.create_tenant("L", "l@example.com", "pro", status="active",
                                 capital=1000, max_daily_trades=100).tenant_id
-    ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "BUY",
+    ledger.record_trade(manager.store, tid, {"token_id": "tok", "market": "m", "side": "BUY",
                                        "shares": 10, "price": "0.40", "strategy": "a"})
     before = db_snapshot()
     with pytest.raises(InvalidInput, match="0 held"):
-        ledger.record_trade(manager, tid, {"token_id": "tok", "market": "m", "side": "SELL",
+        ledger.record_trade(manager.store, tid, {"token_id": "tok", "market": "m", "side": "SELL",
                                            "shares": 5, "price": "0.50", "strategy": "b"})
     assert db_snapshot() == before
 
@@ -140,9 +140,9 @@ def test_the_migration_gives_each_position_the_strategy_of_its_fills(tmp_path, m
     monkeypatch.undo()
     manager = TenantManager(path)
     assert store.schema_version(manager.db) == len(store.MIGRATIONS)
-    assert {(p["token_id"], p["strategy"]) for p in ledger.positions(manager, tid)} == {
+    assert {(p["token_id"], p["strategy"]) for p in ledger.positions(manager.store, tid)} == {
         ("solo", "momentum"), ("mixed", "")}
-    assert maintenance.check_invariants(manager) == []
+    assert maintenance.check_invariants(manager.store) == []
 
 
 price = st.integers(min_value=1, max_value=99).map(lambda c: D(c) / 100)
@@ -166,17 +166,17 @@ def test_no_strategys_sells_exceed_its_own_holdings(cycles, threshold) -> None:
                                           "take_profit": "0.01", "stop_loss": "0.01"}},
         ).tenant_id
         feed = HandFeed()
-        bot = TenantBot(manager, tid, feed)
+        bot = TenantBot(manager.store, tid, feed)
         for (bid_y, spread_y, size_y), (bid_n, spread_n, size_n) in cycles:
             feed.quote("m1-yes", str(bid_y), str(bid_y + spread_y), str(size_y))
             feed.quote("m1-no", str(bid_n), str(bid_n + spread_n), str(size_n))
             bot.run_cycle()
             net: dict[tuple[str, str], Decimal] = {}
-            for t in sorted(ledger.list_trades(manager, tid), key=lambda t: t["id"]):
+            for t in sorted(ledger.list_trades(manager.store, tid), key=lambda t: t["id"]):
                 if t["status"] not in ("filled", "partial"):
                     continue
                 key = (t["strategy"], t["token_id"])
                 net[key] = net.get(key, D(0)) + (t["shares"] if t["side"] == "BUY"
                                                  else -t["shares"])
                 assert net[key] >= 0, f"{key[0]} sold {key[1]} it did not hold"
-        assert maintenance.check_invariants(manager) == []
+        assert maintenance.check_invariants(manager.store) == []

@@ -229,7 +229,7 @@ def test_legacy_rows_print_escaped_in_the_dashboard(legacy, db_path) -> None:
     # Rendered on a real terminal (colours on), the only escapes are rich's own styles.
     manager = TenantManager(db_path, create=False)
     out = io.StringIO()
-    Console(file=out, force_terminal=True, width=200).print(build_dashboard(collect(manager)))
+    Console(file=out, force_terminal=True, width=200).print(build_dashboard(collect(manager.store)))
     manager.close()
     assert "\x1b]0;" not in out.getvalue() and "\u202e" not in out.getvalue()
     assert "\x1b[2J" not in out.getvalue()

@@ -61,7 +61,7 @@ def create(app: App, admin: bool, tenant: str | None, name: str | None, fmt: str
         raise click.UsageError("give --admin or --tenant TENANT (one of them)")
     manager = app.manager()
     target = manager.resolve(tenant) if tenant is not None else None
-    issued = apikeys.create_key(manager, tenant_id=target.tenant_id if target else None,
+    issued = apikeys.create_key(manager.store, tenant_id=target.tenant_id if target else None,
                                 name=name)
     remember(issued.api_key)  # never in a log line
     if fmt != "table":
@@ -90,7 +90,7 @@ def list_(app: App, tenant: str | None, include_revoked: bool, fmt: str) -> None
 
     manager = app.manager()
     tenant_id = manager.resolve(tenant).tenant_id if tenant is not None else None
-    rows = [key.to_dict() for key in apikeys.list_keys(manager, tenant_id=tenant_id,
+    rows = [key.to_dict() for key in apikeys.list_keys(manager.store, tenant_id=tenant_id,
                                                        include_revoked=include_revoked)]
     if fmt == "table":
         rows = [{**row, "tenant": row["tenant_id"] or "(all)"} for row in rows]
@@ -111,7 +111,7 @@ def revoke(app: App, key_id: str, fmt: str) -> None:
     """
     from botpoly_admin import apikeys
 
-    key = apikeys.revoke_key(app.manager(), key_id.strip())
+    key = apikeys.revoke_key(app.manager().store, key_id.strip())
     if fmt != "table":
         app.render(key.to_dict(), fmt)
         return

@@ -34,6 +34,7 @@ from botpoly_admin.runtime import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
 if TYPE_CHECKING:
     from botpoly_admin.api import TenantManager
     from botpoly_admin.runtime import RunSummary
+    from botpoly_admin.store import Store
 
 LOG_FILE_NAME = "botpoly.log"
 
@@ -128,11 +129,11 @@ def _paper_notice(app: App, paper: bool) -> None:
 # --- start-bot and bots ---------------------------------------------------------------------
 
 
-def _orchestrator_notice(app: App, manager: TenantManager, tenant: str) -> bool:
+def _orchestrator_notice(app: App, store: Store, tenant: str) -> bool:
     """Tell the operator whether an orchestrator will pick the change up; True if one runs."""
     from botpoly_admin import bots
 
-    live = bots.live_orchestrators(manager)
+    live = bots.live_orchestrators(store)
     if live:
         app.say(f"Orchestrator {live[0]['owner']} is running: it acts within a tick.")
         return True
@@ -178,7 +179,7 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
     given = _given(click.get_current_context(), RUN_OPTION_NAMES)
     if given and not foreground:
         raise click.UsageError(f"{', '.join(given)} only apply with --foreground")
-    manager = app.manager(create=False)
+    store = app.manager(create=False).store
     if foreground:
         # Whatever can refuse the run is checked before the bot is set to run, so a
         # refused command changes nothing.
@@ -188,32 +189,32 @@ def start_bot(app: App, tenant: str, foreground: bool, feed: str, seed: int, int
         from botpoly_admin.runtime import Orchestrator
         from botpoly_admin.trading.bot import live_feed_refusal
 
-        config = bots.check_start(manager, tenant)
+        config = bots.check_start(store, tenant)
         reason = live_feed_refusal(feed.strip().partition(":")[0])
         if config.trading_mode is TradingMode.LIVE and not paper and reason:
             raise LiveRefused(f"the bot of {config.email} cannot start here: {reason}")
-        orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
+        orchestrator = Orchestrator(store, feed=feed, seed=seed, interval_s=interval,
                                     max_workers=1, tenant_ids=[config.tenant_id],
                                     foreground=True, paper=paper)
-        log_path = _log_path(app, manager, log_file)
-    row = bots.start_bot(manager, tenant)
+        log_path = _log_path(app, store, log_file)
+    row = bots.start_bot(store, tenant)
     if not foreground:
         if fmt != "table":
-            running = _orchestrator_notice(app, manager, tenant)
+            running = _orchestrator_notice(app, store, tenant)
             app.render({**row, "orchestrator_running": running}, fmt)
             return
         _say_desired(app, row)
-        _orchestrator_notice(app, manager, tenant)
+        _orchestrator_notice(app, store, tenant)
         return
     _paper_notice(app, paper)
     summary = run_in_terminal(app, orchestrator, duration=duration, cycles=cycles,
                               table=table, log_path=log_path)
     if fmt != "table":
-        app.render({**bots.bot_status(manager, row["tenant_id"]), "run": _summary_dict(summary)},
+        app.render({**bots.bot_status(store, row["tenant_id"]), "run": _summary_dict(summary)},
                    fmt)
     if summary.failures and not summary.cycles:
         # Scripts must see a bot that never completed a cycle as a failure.
-        last = bots.bot_status(manager, row["tenant_id"])["last_error"]
+        last = bots.bot_status(store, row["tenant_id"])["last_error"]
         raise CommandError(f"the bot failed every cycle ({summary.failures}); last error: "
                            f"{last}")
 
@@ -255,20 +256,21 @@ def bots_start(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None
     from botpoly_admin import bots
 
     manager = app.manager(create=False)
+    store = manager.store
     targets = _targets(manager, tenants, all_)
     if all_:
-        rows = [bots.bot_status(manager, tid) for tid in bots.start_all(manager)]
+        rows = [bots.bot_status(store, tid) for tid in bots.start_all(store)]
     else:
-        rows = bots.start_bots(manager, targets)
+        rows = bots.start_bots(store, targets)
     if fmt != "table":
         app.render(rows, fmt)
-        _orchestrator_notice(app, manager, "TENANT")
+        _orchestrator_notice(app, store, "TENANT")
         return
     for row in rows:
         _say_desired(app, row)
     if not rows:
         app.say("No tenant is allowed to trade (active, or trial in its trial).")
-    _orchestrator_notice(app, manager, tenants[0] if len(tenants) == 1 else "TENANT")
+    _orchestrator_notice(app, store, tenants[0] if len(tenants) == 1 else "TENANT")
 
 
 @bots_group.command("stop")
@@ -287,10 +289,11 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
     from botpoly_admin import bots
 
     manager = app.manager(create=False)
+    store = manager.store
     targets = _targets(manager, tenants, all_)
-    ids = bots.stop_all(manager) if all_ else [
-        bots.stop_bot(manager, tid)["tenant_id"] for tid in targets]
-    rows = [bots.bot_status(manager, tid) for tid in ids]
+    ids = bots.stop_all(store) if all_ else [
+        bots.stop_bot(store, tid)["tenant_id"] for tid in targets]
+    rows = [bots.bot_status(store, tid) for tid in ids]
     if fmt != "table":
         app.render(rows, fmt)
         return
@@ -326,7 +329,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """
     from botpoly_admin import bots
 
-    rows = bots.status(app.manager(create=False), tenant)
+    rows = bots.status(app.manager(create=False).store, tenant)
     app.render(rows, fmt, columns=STATUS_COLUMNS if fmt == "table" else None,
                title="Bots", empty="no bot has been started yet (botpoly-admin start-bot TENANT)")
 
@@ -387,13 +390,14 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
 
     _refuse_live_only(paper)
     manager = app.manager(create=False)
+    store = manager.store
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
     metrics = run_metrics(app, manager, metrics_port, metrics_tenant_labels)
-    orchestrator = Orchestrator(manager, feed=feed, seed=seed, interval_s=interval,
+    orchestrator = Orchestrator(store, feed=feed, seed=seed, interval_s=interval,
                                 max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
                                 paper=paper, live_workers=live_workers,
                                 bot_factory=metrics.bot_factory if metrics else None)
-    log_path = _log_path(app, manager, log_file)
+    log_path = _log_path(app, store, log_file)
     _paper_notice(app, paper)
     with metrics.serving(orchestrator) if metrics else nullcontext():
         run_in_terminal(app, orchestrator, duration=duration, cycles=cycles, table=table,
@@ -409,9 +413,9 @@ def _summary_dict(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def _log_path(app: App, manager: TenantManager, log_file: Path | None) -> Path:
+def _log_path(app: App, store: Store, log_file: Path | None) -> Path:
     """The run's log file: --log-file, or botpoly.log next to the database."""
-    path = log_file or manager.db_path.parent / LOG_FILE_NAME
+    path = log_file or store.db_path.parent / LOG_FILE_NAME
     if not path.parent.is_dir():
         raise click.UsageError(f"log file directory does not exist: {path.parent}")
     if path.is_dir():  # `--log-file ''` is the current directory

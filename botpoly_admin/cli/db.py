@@ -84,7 +84,7 @@ def check(app: App, fmt: str) -> None:
     from botpoly_admin.cli.app import CommandError
     from botpoly_admin.maintenance import run_checks
 
-    checks = run_checks(app.manager())
+    checks = run_checks(app.manager().store)
     failed = [c.name for c in checks if not c.ok]
     if fmt == "json":
         app.render({"ok": not failed, "checks": [c.as_dict() for c in checks]}, fmt)
@@ -124,7 +124,7 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     from botpoly_admin import maintenance
 
     refuse_on_postgres(app, "backup")
-    result = maintenance.backup(app.manager(), path, force=force)
+    result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
     notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
            "is NOT in the backup: back it up separately, or the backup's credentials "
@@ -170,7 +170,7 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
     refuse_on_postgres(app, "restore")
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
-    result = maintenance.restore(app.manager(create=True), path, confirm)
+    result = maintenance.restore(app.manager(create=True).store, path, confirm)
     if not result["restored"]:
         # A library error, so that --json answers with its error envelope too.
         raise BotpolyError("aborted: nothing was restored")

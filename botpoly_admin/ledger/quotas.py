@@ -8,7 +8,7 @@ trades of that period plus ``usage.trades_adjustment`` (moved only by
 ``reset_tenant_period`` and ``increment_usage``; invariant 1).
 
 Functions take a tenant's id; resolving an email or an id prefix is the caller's
-(``TenantManager.resolve``).
+(``tenants.resolve``).
 """
 
 from __future__ import annotations

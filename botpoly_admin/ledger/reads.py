@@ -189,7 +189,7 @@ def list_trades(store: Store, tenant_id: str, *, since: datetime | None = None,
     """A tenant's trades, newest first, filtered by time window and status.
 
     *tenant_id* is a tenant's id (NotFound for an unknown one); resolving an email or
-    an id prefix is the caller's (``TenantManager.resolve``)."""
+    an id prefix is the caller's (``tenants.resolve``)."""
     if since and until and since > until:
         raise InvalidInput("--since is after --until")
     if status is not None:

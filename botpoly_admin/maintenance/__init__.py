@@ -6,8 +6,8 @@
 - ``verify``: is a file a whole botpoly-admin database (``inspect_database``);
 - ``backup`` and ``restore``: through SQLite's backup API, never copying the key.
 
-Every function takes the store of a SQLite database (``SQLiteStore``, or a
-``TenantManager``, which stands in for one): they work on its file.
+Every function takes the store of a SQLite database (``SQLiteStore``): they work on
+its file.
 """
 
 from __future__ import annotations

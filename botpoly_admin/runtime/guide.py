@@ -62,7 +62,7 @@ class MultiTenantOrchestrator:
         self.start_timeout_s = start_timeout_s
         self._options = {"feed": feed, "seed": seed, "interval_s": interval_s,
                          "max_workers": max_workers, "bot_factory": bot_factory, **options}
-        self.orchestrator = Orchestrator(self.tenant_manager, tenant_ids=(), **self._options)
+        self.orchestrator = Orchestrator(self.tenant_manager.store, tenant_ids=(), **self._options)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         atexit.register(self.shutdown)
@@ -71,7 +71,7 @@ class MultiTenantOrchestrator:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 if self._thread is not None:  # it ran and stopped: a fresh one
-                    self.orchestrator = Orchestrator(self.tenant_manager, tenant_ids=(),
+                    self.orchestrator = Orchestrator(self.tenant_manager.store, tenant_ids=(),
                                                      **self._options)
                 self._thread = threading.Thread(target=self.orchestrator.run, daemon=True,
                                                 name="botpoly-orchestrator")
@@ -86,21 +86,21 @@ class MultiTenantOrchestrator:
         cannot trade live (see ``bots.start_bots``). False means it did not start here
         within ``start_timeout_s`` (e.g. another process holds its lease).
         """
-        row = bots.start_bot(self.tenant_manager, tenant_id)
+        row = bots.start_bot(self.tenant_manager.store, tenant_id)
         orchestrator = self._ensure_running()
         orchestrator.include([row["tenant_id"]])
         return orchestrator.wait_until(row["tenant_id"], True, self.start_timeout_s)
 
     def stop_tenant_bot(self, tenant_id: str) -> bool:
         """Set the bot to stop; True once it no longer runs in this process."""
-        row = bots.stop_bot(self.tenant_manager, tenant_id)
+        row = bots.stop_bot(self.tenant_manager.store, tenant_id)
         self.orchestrator.poke()
         return self.orchestrator.wait_until(row["tenant_id"], False, self.start_timeout_s)
 
     def start_all(self) -> list[str]:
         """Set every tenant allowed to trade (active, or trial in its trial) to run, and
         run them here; return their ids."""
-        ids = bots.start_all(self.tenant_manager)
+        ids = bots.start_all(self.tenant_manager.store)
         orchestrator = self._ensure_running()
         orchestrator.include(ids)
         clock = orchestrator.clock
@@ -112,7 +112,7 @@ class MultiTenantOrchestrator:
     def stop_all(self) -> list[str]:
         """Set every bot running here to stop, stop them, and return their ids."""
         ids = self.orchestrator.running_ids()
-        bots.stop_all(self.tenant_manager, ids)
+        bots.stop_all(self.tenant_manager.store, ids)
         self.shutdown()
         return ids
 
@@ -130,8 +130,8 @@ class MultiTenantOrchestrator:
         """The guide's status dict: tenant_id, name, tier, status, bot_running,
         quota_used, quota_limit, metrics (plus bot_state and desired_state)."""
         tenant = self.tenant_manager.resolve(tenant_id)
-        bot = bots.bot_status(self.tenant_manager, tenant.tenant_id)
-        quota = ledger.quota_status(self.tenant_manager, tenant.tenant_id)[0]
+        bot = bots.bot_status(self.tenant_manager.store, tenant.tenant_id)
+        quota = ledger.quota_status(self.tenant_manager.store, tenant.tenant_id)[0]
         return {
             "tenant_id": tenant.tenant_id,
             "name": tenant.name,
@@ -147,7 +147,7 @@ class MultiTenantOrchestrator:
 
     def dashboard(self) -> DashboardSnapshot:
         """The dashboard's data: overview, tiers, MRR, one line per active tenant."""
-        return collect(self.tenant_manager)
+        return collect(self.tenant_manager.store)
 
     def print_dashboard(self, file: IO[str] | None = None) -> None:
         """Print the dashboard as plain text to *file* (stdout by default)."""

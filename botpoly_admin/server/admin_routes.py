@@ -76,7 +76,7 @@ def patch_tenant(tenant_id: str, body: TenantPatch,
     if fields:
         caller.manager.update_tenant(tenant.tenant_id, **fields)
     if unlimited:
-        ledger.set_quota(caller.manager, tenant.tenant_id, unlimited=True)
+        ledger.set_quota(caller.manager.store, tenant.tenant_id, unlimited=True)
     return caller.manager.resolve(tenant.tenant_id).to_dict()
 
 

@@ -62,7 +62,7 @@ class ApiLimits:
         # One request thread at a time: the others wait on this lock, handed over at
         # once, rather than in SQLite's busy handler, which sleeps in growing steps.
         with self._meter_lock:
-            ledger.add_usage(self.manager, tenant_id, api_calls=calls)
+            ledger.add_usage(self.manager.store, tenant_id, api_calls=calls)
 
     def take(self, key: ApiKey) -> None:
         """Count one call of *key*'s tenant (or of the admin key), or raise RateLimited."""

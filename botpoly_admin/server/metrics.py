@@ -59,7 +59,7 @@ class DatabaseCollector(Collector):
         yield from families
 
     def _families(self) -> Iterator[Metric]:
-        rows = bots.status(self.manager)
+        rows = bots.status(self.manager.store)
         states = Tally(row["state"] for row in rows)
         by_state = GaugeMetricFamily("botpoly_bots", "Bots by state, as `bots status` shows "
                                      "them (stale: a lease held without heartbeats)",
@@ -80,7 +80,7 @@ class DatabaseCollector(Collector):
             trades.add_metric([status, mode], count)
         yield trades
 
-        quotas = ledger.quota_status(self.manager)
+        quotas = ledger.quota_status(self.manager.store)
         yield from _quota_families(quotas)
 
         stats = self.manager.get_stats()

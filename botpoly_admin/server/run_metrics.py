@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from botpoly_admin.api import TenantManager
 from botpoly_admin.runtime import BotEvent, BotLike, Orchestrator
 from botpoly_admin.server.metrics import DatabaseCollector
+from botpoly_admin.store import Store
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.dispatch import CycleReport
 from botpoly_admin.trading.market import MarketData
@@ -93,12 +94,12 @@ class RunMetrics:
         self.registry.register(_RunCollector(self))
         self._server: WSGIServer | None = None
 
-    def bot_factory(self, manager: TenantManager, tenant_id: str,
+    def bot_factory(self, store: Store, tenant_id: str,
                     market: MarketData) -> BotLike:
         """The orchestrator's bot (as its default factory builds it), observed."""
         orchestrator = self.orchestrator
         assert orchestrator is not None, "attach() the orchestrator first"
-        bot = TenantBot(manager, tenant_id, market, limiter=orchestrator.tenant_limits,
+        bot = TenantBot(store, tenant_id, market, limiter=orchestrator.tenant_limits,
                         paper=orchestrator.settings.paper)
         return _ObservedBot(bot, self)
 

@@ -92,9 +92,9 @@ def _key_of_request(svc: Service, credentials: HTTPAuthorizationCredentials | No
                     key_text: str | None) -> ApiKey | None:
     """The key behind the request's token or admin key; None when it carries neither."""
     if credentials is not None:
-        return svc.tokens.key_of(svc.manager, credentials.credentials)
+        return svc.tokens.key_of(svc.manager.store, credentials.credentials)
     if key_text is not None:
-        key = apikeys.authenticate(svc.manager, key_text)
+        key = apikeys.authenticate(svc.manager.store, key_text)
         if not key.is_admin:
             raise InvalidApiKey("a tenant API key is exchanged for a token at POST /token; "
                                 "send the token as Authorization: Bearer")

@@ -25,7 +25,7 @@ def token(key_text: PresentedKey, svc: ServiceDep) -> dict[str, Any]:
     ``{"access_token", "token_type", "expires_in"}``. Counts as one API call."""
     if key_text is None:
         raise InvalidApiKey("no API key: send it in the X-API-Key header")
-    key = apikeys.authenticate(svc.manager, key_text, touch=True)
+    key = apikeys.authenticate(svc.manager.store, key_text, touch=True)
     svc.limits.take(key)
     return svc.tokens.issue(key)
 

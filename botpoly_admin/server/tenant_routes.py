@@ -113,7 +113,7 @@ def start_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     Refused (409) for a suspended or expired tenant, an ended trial, or a live tenant
     without usable credentials."""
     tenant = caller.tenant(tenant_id)
-    row = bots.start_bot(caller.manager, tenant.tenant_id)
+    row = bots.start_bot(caller.manager.store, tenant.tenant_id)
     running = bool(bots.live_orchestrators(caller.manager.store))
     return {**row, "orchestrator_running": running}
 
@@ -122,7 +122,7 @@ def start_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
 def stop_bot(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """Set the bot to stop (as ``bots stop``); the orchestrator stops it cleanly."""
     tenant = caller.tenant(tenant_id)
-    return bots.stop_bot(caller.manager, tenant.tenant_id)
+    return bots.stop_bot(caller.manager.store, tenant.tenant_id)
 
 
 @router.get("/tenants/{tenant_id}/status", response_model=None)
@@ -130,7 +130,7 @@ def bot_status(tenant_id: str, caller: AnyCaller) -> dict[str, Any]:
     """The bot's desired state, state, owner, heartbeat, cycles and errors (as ``bots
     status TENANT --json``)."""
     tenant = caller.tenant(tenant_id)
-    return bots.bot_status(caller.manager, tenant.tenant_id)
+    return bots.bot_status(caller.manager.store, tenant.tenant_id)
 
 
 @router.get("/tenants/{tenant_id}/metrics", response_model=None)
@@ -143,7 +143,7 @@ def tenant_metrics(tenant_id: str, caller: AnyCaller,
     if by_strategy:
         if period is not None:
             raise InvalidInput("by_strategy covers the whole ledger; drop period")
-        return ledger.strategy_metrics(caller.manager, tenant.tenant_id)
+        return ledger.strategy_metrics(caller.manager.store, tenant.tenant_id)
     return caller.manager.get_tenant_metrics(tenant.tenant_id, period).to_dict()
 
 
@@ -174,7 +174,7 @@ def quota(tenant_id: str, caller: AnyCaller,
     """Period, trades used and reserved, limit and remaining (as ``quotas show
     TENANT --json``)."""
     tenant = caller.tenant(tenant_id)
-    return ledger.quota_status(caller.manager, tenant.tenant_id,
+    return ledger.quota_status(caller.manager.store, tenant.tenant_id,
                                clock.parse_period(period) if period is not None else None)[0]
 
 
@@ -183,5 +183,5 @@ def positions(tenant_id: str, caller: AnyCaller
               ) -> list[dict[str, Any]]:
     """Open and closed positions per token and strategy, with marks and P&L."""
     tenant = caller.tenant(tenant_id)
-    return ledger.positions(caller.manager, tenant.tenant_id)
+    return ledger.positions(caller.manager.store, tenant.tenant_id)
 

@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, ledger
+from botpoly_admin import clock, ledger, tenants
 from botpoly_admin.bots import refusal
 from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, TemporaryExchangeError
 from botpoly_admin.ledger import Position, TradeRecord
+from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.cache import TenantRateLimiter
@@ -47,7 +48,6 @@ from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
-    from botpoly_admin.api import TenantManager
     from botpoly_admin.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class TenantBot:
 
     def __init__(
         self,
-        manager: TenantManager,
+        store: Store,
         tenant_id: str,
         feed: MarketData,
         *,
@@ -91,10 +91,9 @@ class TenantBot:
         broker: Broker | None = None,
         paper: bool = False,
     ) -> None:
-        self.manager = manager  # the tenant's settings and, live, its credentials
-        self.store = manager.store  # the ledger
+        self.store = store  # the tenant's settings, the ledger and, live, its credentials
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
-        self.tenant_id = manager.resolve(tenant_id).tenant_id
+        self.tenant_id = tenants.resolve(store, tenant_id).tenant_id
         self.feed = feed
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
@@ -136,15 +135,15 @@ class TenantBot:
         if effective is TradingMode.LIVE:
             if tier is TenantTier.FREE:
                 raise CredentialsError("free tenants trade paper only")
-            from botpoly_admin.trading.live import LiveBroker, live_credentials
+            from botpoly_admin.trading.live import LiveBroker
 
             reason = live_feed_refusal(self.feed.name)
             if reason:
                 # Credentials that could never trade are the first thing to fix: say so.
-                live_credentials(self.manager, self.tenant_id)
+                live_credentials(self.store, self.tenant_id)
                 raise LiveRefused(reason)
 
-            self._broker = LiveBroker.for_tenant(self.manager, self.tenant_id)
+            self._broker = LiveBroker.for_tenant(self.store, self.tenant_id)
         else:
             exposure = live_exposure(self.store, self.tenant_id)
             if exposure:
@@ -181,12 +180,12 @@ class TenantBot:
     def _tenant(self) -> TenantConfig:
         """The tenant's current settings, rebuilt only when its row changed: decoding
         the JSON columns every cycle costs more than reading the row."""
-        row = self.manager.db.execute("SELECT * FROM tenants WHERE tenant_id = ?",
-                                      (self.tenant_id,)).fetchone()
+        row = self.store.db.execute("SELECT * FROM tenants WHERE tenant_id = ?",
+                                    (self.tenant_id,)).fetchone()
         if row is None:
             raise NotFound(f"tenant {self.tenant_id} no longer exists")
         if self._tenant_cache is None or self._tenant_cache[0] != row:
-            tenant = self.manager.get_tenant(self.tenant_id, credentials=False)
+            tenant = tenants.get(self.store, self.tenant_id, credentials=False)
             if tenant is None:
                 raise NotFound(f"tenant {self.tenant_id} no longer exists")
             self._tenant_cache = (row, tenant)

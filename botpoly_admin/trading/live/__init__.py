@@ -1,13 +1,12 @@
 """The live broker: real orders on Polymarket's CLOB through the SDK's ``SecureClient``.
 
 One ``LiveBroker`` per tenant, built by ``LiveBroker.for_tenant`` from the tenant's
-stored wallet and L2 API credentials. The package, top-down:
+stored wallet and L2 API credentials, checked before any request by
+``botpoly_admin.live_access.live_credentials`` (which ``bots.start_bots`` runs too).
+The package, top-down:
 
 - ``broker``: ``LiveBroker``, the facade the bot talks to (the ``Broker`` protocol
   of ``trading.brokers``, plus reconcile, open orders, cancel);
-- ``credentials``: ``live_credentials``, the checks made before any request (free
-  tier, paper mode, missing, undecryptable or malformed credentials), which
-  ``bots.start_bots`` runs too;
 - ``clients``: the SDK client, built once per tenant and credentials and reused
   across broker rebuilds (building one costs a quarter of a second of CPU);
 - ``account``: ``ClobAccount``, the SDK boundary (every request, error
@@ -46,6 +45,5 @@ The SDK is imported inside the functions that use it (it is heavy).
 from __future__ import annotations
 
 from botpoly_admin.trading.live.broker import LiveBroker
-from botpoly_admin.trading.live.credentials import live_credentials
 
-__all__ = ["LiveBroker", "live_credentials"]
+__all__ = ["LiveBroker"]

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin.errors import CredentialsError, ExchangeError
+from botpoly_admin.live_access import live_credentials
 from botpoly_admin.store import Store
 from botpoly_admin.trading.feeds.polymarket import polymarket_environment
 from botpoly_admin.trading.live import heartbeats
 from botpoly_admin.trading.live.account import ClobAccount
 from botpoly_admin.trading.live.clients import CLIENTS
-from botpoly_admin.trading.live.credentials import live_credentials
 from botpoly_admin.trading.live.redemption import Redemptions
 from botpoly_admin.trading.live.resting import RestingOrders
 from botpoly_admin.trading.live.submission import MODE, OrderSubmission
@@ -28,8 +28,6 @@ from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 
 if TYPE_CHECKING:
     from polymarket import Environment, SecureClient
-
-    from botpoly_admin.api import TenantManager
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ class LiveBroker:
         self._closed = False
 
     @classmethod
-    def for_tenant(cls, manager: TenantManager, tenant_id: str, *,
+    def for_tenant(cls, store: Store, tenant_id: str, *,
                    environment: Environment | None = None,
                    timeout_s: float = DEFAULT_TIMEOUT_S,
                    tries: int = DEFAULT_TRIES,
@@ -86,11 +84,11 @@ class LiveBroker:
         """
         from polymarket._internal.environment import get_environment_config
 
-        tenant, creds = live_credentials(manager, tenant_id)
+        tenant, creds = live_credentials(store, tenant_id)
         environment = environment or polymarket_environment()
         key, client = CLIENTS.take(tenant.tenant_id, creds, environment, timeout_s,
                                    tenant.email)
-        broker = cls(manager, tenant.tenant_id, client, tries=tries,
+        broker = cls(store, tenant.tenant_id, client, tries=tries,
                      host=get_environment_config(environment).clob_url,
                      absent_after_s=absent_after_s, reconcile_every_s=reconcile_every_s,
                      release=lambda c: CLIENTS.give_back(tenant.tenant_id, key, c))
