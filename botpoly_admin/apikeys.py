@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botpoly_admin import clock
+from botpoly_admin import audit, clock
 from botpoly_admin.errors import CredentialsError, NotFound
 from botpoly_admin.store import Store, select, transaction
 from botpoly_admin.text import check_text
@@ -97,17 +96,6 @@ def _key(row: Mapping[str, Any]) -> ApiKey:
                   row["created_at"], row["created_by"], row["last_used_at"], row["revoked_at"])
 
 
-def _audit(conn: Any, store: Store, action: str, tenant_id: str | None,
-           details: Mapping[str, Any]) -> None:
-    # The audit row of TenantManager.audit, written with the store's actor (the OS user
-    # at a shell, the key id behind an API request).
-    conn.execute(
-        "INSERT INTO audit_log (ts, actor, action, tenant_id, details) VALUES (?, ?, ?, ?, ?)",
-        (clock.iso(clock.now()), store.actor, action, tenant_id,
-         json.dumps(dict(details), sort_keys=True)),
-    )
-
-
 def create_key(store: Store, *, tenant_id: str | None, name: str | None = None) -> IssuedKey:
     """Make a key: an admin key without *tenant_id*, else a key for that tenant only.
 
@@ -129,8 +117,8 @@ def create_key(store: Store, *, tenant_id: str | None, name: str | None = None) 
             raise NotFound(f"no tenant with id {tenant_id!r}")
         conn.execute(f"INSERT INTO api_keys ({', '.join(row)}) "
                      f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
-        _audit(conn, store, "apikey.create", tenant_id,
-               {"key_id": key_id, "scope": row["scope"], "name": label})
+        audit.record(conn, store.actor,
+                     audit.ApiKeyCreated(tenant_id, key_id, row["scope"], label))
     return IssuedKey(_key(row), f"{PREFIX}_{key_id}_{secret}")
 
 
@@ -165,7 +153,7 @@ def revoke_key(store: Store, key_id: str) -> ApiKey:
     with transaction(store.db) as conn:
         conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? "
                      "AND revoked_at IS NULL", (clock.iso(clock.now()), key.key_id))
-        _audit(conn, store, "apikey.revoke", key.tenant_id, {"key_id": key.key_id})
+        audit.record(conn, store.actor, audit.ApiKeyRevoked(key.tenant_id, key.key_id))
     return get_key(store, key.key_id)
 
 

@@ -178,15 +178,37 @@ class DatabaseRestored(NamedTuple):
     schema_version: int
 
 
+# --- the REST API's keys ------------------------------------------------------------------
+
+
+class ApiKeyCreated(NamedTuple):
+    """An API key was made (its secret is never logged): admin, or for this tenant."""
+
+    action = "apikey.create"
+    tenant_id: str | None
+    key_id: str
+    scope: str
+    name: str | None
+
+
+class ApiKeyRevoked(NamedTuple):
+    """An API key was revoked; its tokens stop working at once."""
+
+    action = "apikey.revoke"
+    tenant_id: str | None
+    key_id: str
+
+
 Event = (TenantCreated | TenantUpdated | TenantDeleted | TenantPurged | TrialExpired
          | CredentialSet | CredentialsCleared | KeyGenerated | KeysRotated
          | UndecryptableDropped | QuotaSet | QuotaResetTenant | PeriodsClosed | BotStarted
-         | BotStopped | DatabaseRestored)
+         | BotStopped | DatabaseRestored | ApiKeyCreated | ApiKeyRevoked)
 
 EVENTS: dict[str, type[Event]] = {kind.action: kind for kind in (
     TenantCreated, TenantUpdated, TenantDeleted, TenantPurged, TrialExpired,
     CredentialSet, CredentialsCleared, KeyGenerated, KeysRotated, UndecryptableDropped,
     QuotaSet, QuotaResetTenant, PeriodsClosed, BotStarted, BotStopped, DatabaseRestored,
+    ApiKeyCreated, ApiKeyRevoked,
 )}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,18 @@ def test_quota_changed_since_sees_quota_and_tier_changes_only(
     assert audit.quota_changed_since(manager.store, tid, "2026-10-01T00:00:00Z") == (
         "2026-10-08T00:00:00Z")
     assert audit.quota_changed_since(manager.store, tid, "2026-10-09T00:00:00Z") is None
+
+
+def test_audit_rows_are_written_by_audit_record_alone() -> None:
+    """Every module writes its audit rows through ``audit.record`` and a typed event:
+    the one INSERT into audit_log is audit.py's."""
+    package = Path(audit.__file__).parent
+    writers = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                     if "INSERT INTO audit_log" in path.read_text(encoding="utf-8"))
+    assert writers == ["audit.py"]
+
+
+def test_every_event_kind_is_registered_under_its_action() -> None:
+    kinds = [value for value in vars(audit).values()
+             if isinstance(value, type) and hasattr(value, "action") and hasattr(value, "_fields")]
+    assert {kind.action: kind for kind in kinds} == audit.EVENTS

@@ -11,8 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from botpoly_admin import clock
-from botpoly_admin.ledger.quotas import audit
+from botpoly_admin import audit, clock
 from botpoly_admin.store import Store
 
 
@@ -90,8 +89,8 @@ def close_periods(store: Store, *, dry_run: bool = False) -> dict[str, Any]:
             )
             conn.execute("UPDATE bots SET desired_state = 'stopped' WHERE tenant_id = ?",
                          (item["tenant_id"],))
-            audit(conn, store, "tenant.trial_expired", item["tenant_id"],
-                  {"trial_ends_at": item["trial_ends_at"], "status": "expired"})
-        audit(conn, store, "quota.close_periods", None,
-              {"closed": [c["period"] for c in to_close], "expired_trials": len(expiring)})
+            audit.record(conn, store.actor,
+                         audit.TrialExpired(item["tenant_id"], item["trial_ends_at"]))
+        audit.record(conn, store.actor, audit.PeriodsClosed(
+            None, [c["period"] for c in to_close], len(expiring)))
     return report(to_close, expiring)

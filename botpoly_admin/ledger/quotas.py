@@ -13,14 +13,13 @@ Functions take a tenant's id; resolving an email or an id prefix is the caller's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, policy
+from botpoly_admin import audit, clock, policy
 from botpoly_admin.errors import InvalidInput, NotFound, QuotaExceeded, TradingNotAllowed
 from botpoly_admin.ledger.equity import TOTALS_SQL, Totals
 from botpoly_admin.models import MAX_COUNT, effective_quota, from_micros, to_micros
@@ -118,17 +117,6 @@ def add_daily_pnl(conn: Any, tenant_id: str, day: str, realized_micros: int) -> 
         "ON CONFLICT (tenant_id, day) DO UPDATE SET "
         "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
         (tenant_id, day, realized_micros),
-    )
-
-
-def audit(conn: Any, store: Store, action: str, tenant_id: str | None,
-          details: Mapping[str, Any]) -> None:
-    """One audit row inside the caller's transaction, as ``TenantManager.audit``
-    writes it (never a secret value)."""
-    conn.execute(
-        "INSERT INTO audit_log (ts, actor, action, tenant_id, details) VALUES (?, ?, ?, ?, ?)",
-        (clock.iso(clock.now()), store.actor, action, tenant_id,
-         json.dumps(dict(details), default=str, sort_keys=True)),
     )
 
 
@@ -263,8 +251,8 @@ def set_quota(store: Store, tenant_id: str, *, trades: int | None = None,
             "WHERE tenant_id = ?",
             (trades, int(unlimited), clock.iso(clock.now()), tenant_id),
         )
-        audit(conn, store, "quota.set", tenant_id,
-              {"trades": trades, "unlimited": unlimited, "tier_default": tier_default})
+        audit.record(conn, store.actor,
+                     audit.QuotaSet(tenant_id, trades, unlimited, tier_default))
     return quota_status(store, tenant_id)[0]
 
 
@@ -324,7 +312,6 @@ def reset_tenant_period(store: Store, tenant_id: str) -> dict[str, Any]:
             "trades_used = 0 WHERE tenant_id = ? AND period = ?",
             (tenant_id, period),
         )
-        audit(conn, store, "quota.reset_tenant", tenant_id,
-              {"period": period, "trades_used_before": before})
+        audit.record(conn, store.actor, audit.QuotaResetTenant(tenant_id, period, before))
     return {"tenant_id": tenant_id, "email": email, "period": period,
             "trades_used_before": before, "trades_used": 0}

@@ -7,13 +7,12 @@ runner holds a lease on it or an orchestrator's heartbeat is fresh.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock
+from botpoly_admin import audit, clock
 from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators
 from botpoly_admin.errors import Conflict, InvalidInput, StoreError
 from botpoly_admin.maintenance.check import credential_status
@@ -48,15 +47,6 @@ def _refuse_if_in_use(store: Store, db_path: Path) -> None:
     others = f" (and {len(holders) - 1} other runner(s))" if len(holders) > 1 else ""
     raise Conflict(f"cannot restore over {db_path}: runner {first['owner']} {what}{others}; "
                    "stop `botpoly-admin run` (or start-bot --foreground) first")
-
-
-def _audit(conn: sqlite3.Connection, actor: str, action: str,
-           details: Mapping[str, Any]) -> None:
-    """One audit row (no tenant) inside the caller's transaction."""
-    conn.execute("INSERT INTO audit_log (ts, actor, action, tenant_id, details) "
-                 "VALUES (?, ?, ?, NULL, ?)",
-                 (clock.iso(clock.now()), actor, action,
-                  json.dumps(dict(details), default=str, sort_keys=True)))
 
 
 def restore(store: SQLiteStore, source: Path,
@@ -97,7 +87,6 @@ def restore(store: SQLiteStore, source: Path,
         raise StoreError(f"restore from {source} failed: {exc}") from None
     migrate(db)
     with transaction(db) as conn:
-        _audit(conn, store.actor, "db.restore", {
-            "source": str(source.resolve()), "tenants": info["tenants"],
-            "schema_version": info["schema_version"]})
+        audit.record(conn, store.actor, audit.DatabaseRestored(
+            None, str(source.resolve()), info["tenants"], info["schema_version"]))
     return {**plan, "restored": True, "credentials": credential_status(db, target)}
