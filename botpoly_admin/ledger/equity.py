@@ -26,14 +26,20 @@ from botpoly_admin.errors import NotFound
 from botpoly_admin.models import from_micros, to_micros
 from botpoly_admin.store import Store
 
+# A position row's value at its mark (at cost without one; NULL when it holds no
+# shares), and a resting BUY's reserved cash: the row-level terms, which the
+# dashboard also sums for every tenant at once (reports.dashboard.TENANT_LINES_SQL).
+POSITION_VALUE = ("CASE WHEN shares_micros > 0 THEN CASE WHEN mark_micros IS NULL "
+                  "THEN cost_micros ELSE shares_micros * mark_micros / 1000000 END END")
+RESERVED_AMOUNT = "notional_micros + fee_micros"
+RESERVING = "status = 'pending' AND side = 'BUY'"
 # The terms, over a tenant's positions (binds :t, the tenant id), in micro-units.
 _REALIZED = ("COALESCE(sum(realized_pnl_micros), 0) + (SELECT COALESCE(sum(realized_pnl_micros), "
              "0) FROM trades WHERE tenant_id = :t AND token_id IS NULL)")
 _COST = "COALESCE(sum(cost_micros), 0)"
-_VALUE = ("COALESCE(sum(CASE WHEN shares_micros > 0 THEN CASE WHEN mark_micros IS NULL "
-          "THEN cost_micros ELSE shares_micros * mark_micros / 1000000 END END), 0)")
-_RESERVED = ("(SELECT COALESCE(sum(notional_micros + fee_micros), 0) FROM trades "
-             "WHERE tenant_id = :t AND status = 'pending' AND side = 'BUY')")
+_VALUE = f"COALESCE(sum({POSITION_VALUE}), 0)"
+_RESERVED = (f"(SELECT COALESCE(sum({RESERVED_AMOUNT}), 0) FROM trades "
+             f"WHERE tenant_id = :t AND {RESERVING})")
 _OPEN = "count(CASE WHEN shares_micros > 0 THEN 1 END)"
 # Every term (``Totals``), and those of free cash alone (the check before every buy,
 # which needs no mark: half the work).

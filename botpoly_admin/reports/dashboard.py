@@ -31,6 +31,7 @@ from typing import Any
 from botpoly_admin import clock
 from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_state
 from botpoly_admin.ledger import reconciliation
+from botpoly_admin.ledger.equity import POSITION_VALUE, RESERVED_AMOUNT, RESERVING, Totals
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
 from botpoly_admin.store import Store, select
@@ -121,8 +122,7 @@ LEFT JOIN bots b ON b.tenant_id = t.tenant_id
 LEFT JOIN live_reconciliations lr ON lr.tenant_id = t.tenant_id
 LEFT JOIN (
     SELECT tenant_id, sum(realized_pnl_micros) AS realized, sum(cost_micros) AS cost,
-           sum(CASE WHEN shares_micros <= 0 THEN 0 WHEN mark_micros IS NULL THEN cost_micros
-                    ELSE shares_micros * mark_micros / 1000000 END) AS value
+           sum({position_value}) AS value
     FROM positions {where_inner} GROUP BY tenant_id
 ) p ON p.tenant_id = t.tenant_id
 LEFT JOIN (
@@ -130,8 +130,8 @@ LEFT JOIN (
     FROM trades WHERE token_id IS NULL {and_inner} GROUP BY tenant_id
 ) o ON o.tenant_id = t.tenant_id
 LEFT JOIN (
-    SELECT tenant_id, sum(notional_micros + fee_micros) AS reserved
-    FROM trades WHERE status = 'pending' AND side = 'BUY' {and_inner} GROUP BY tenant_id
+    SELECT tenant_id, sum({reserved_amount}) AS reserved
+    FROM trades WHERE {reserving} {and_inner} GROUP BY tenant_id
 ) r ON r.tenant_id = t.tenant_id
 {where}
 ORDER BY t.created_at, t.rowid
@@ -169,6 +169,7 @@ def tenant_lines(
         and_inner=f"AND {inner}" if inner else "",
         where=f"WHERE {' AND '.join(clauses)}" if clauses else "",
         live_columns=reconciliation.SUMMARY_COLUMNS,
+        position_value=POSITION_VALUE, reserved_amount=RESERVED_AMOUNT, reserving=RESERVING,
     )
     rows = select(store.db, sql, params)
     read = trade_figures(store, [r["tenant_id"] for r in rows]) if figures and rows else {}
@@ -178,8 +179,8 @@ def tenant_lines(
     for r in rows:
         bot_state = shown_state(r, wall, gone)
         mine = read.get(r["tenant_id"], NO_TRADES) if figures else None
-        cash = r["capital_micros"] + r["realized"] - r["cost"] - r["reserved"]
-        equity = from_micros(cash + r["reserved"] + r["value"])
+        totals = Totals(r["realized"], r["cost"], r["value"], r["reserved"], 0)
+        equity = from_micros(totals.equity(r["capital_micros"]))
         history = [from_micros(v) for v in reversed(json.loads(r["curve"] or "[]"))]
         lines.append(TenantLine(
             tenant_id=r["tenant_id"], name=r["name"], email=r["email"], tier=r["tier"],
@@ -192,7 +193,7 @@ def tenant_lines(
             trades_today=r["trades_today"],
             round_trips=None if mine is None else len(mine.round_trips),
             win_rate=None if mine is None else mine.win_rate,
-            pnl=from_micros(r["realized"] + r["value"] - r["cost"]), equity=equity,
+            pnl=from_micros(totals.realized + totals.unrealized), equity=equity,
             equity_curve=(from_micros(r["capital_micros"]), *history, equity),
         ))
     return lines
