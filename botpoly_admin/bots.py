@@ -60,7 +60,7 @@ from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
 from botpoly_admin.ledger import reconciliation
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TradingMode
-from botpoly_admin.owners import gone_owners
+from botpoly_admin.owners import gone_owners, owner_host_pid
 from botpoly_admin.secrets import key_source_stamp
 
 if TYPE_CHECKING:
@@ -278,6 +278,8 @@ def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) ->
         "desired_state": row["desired_state"],
         "state": state,
         "owner": row["owner"] if held else None,
+        # Which process on which machine runs it (from the owner id, host:pid:tag).
+        **owner_host_pid(row["owner"] if held else None),
         "lease_expires_at": row["lease_expires_at"] if held else None,
         "heartbeat_at": row["heartbeat_at"],
         "started_at": row["started_at"],
@@ -319,7 +321,8 @@ def bot_status(store: Store, tenant: str) -> dict[str, Any]:
         "tenant_id": config.tenant_id, "name": config.name, "email": config.email,
         "tier": config.tier.value, "tenant_status": config.status.value,
         "desired_state": DesiredState.STOPPED.value, "state": BotState.STOPPED.value,
-        "owner": None, "lease_expires_at": None, "heartbeat_at": None, "started_at": None,
+        "owner": None, "host": None, "pid": None, "lease_expires_at": None,
+        "heartbeat_at": None, "started_at": None,
         "cycles": 0, "last_cycle_ms": None, "restarts": 0, "last_error": None,
         "drift": None,
     }
@@ -378,20 +381,26 @@ def why_not_runnable(store: Store, tenant_ids: Sequence[str]) -> dict[str, str]:
 
 
 def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
-            ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict[str, dict[str, Any]]:
+            ttl_s: float = DEFAULT_LEASE_TTL_S, limit: int | None = None
+            ) -> dict[str, dict[str, Any]]:
     """Take the leases of *tenant_ids* that are free, ours, expired, or held by an owner
-    whose process is gone (``owners.owner_gone``), in one transaction.
+    whose process is gone (``owners.owner_gone``), in one transaction; at most *limit*.
 
     Only bots that should run (desired running, tenant allowed to trade) are taken.
-    Returns the ones taken, with their stored ``cycles`` and ``restarts`` counters
-    (and ``taken_from``, the dead owner, for those taken over before their expiry).
+    Taking a bot from another runner (or a free one) grows its ``lease_epoch``, the
+    fencing token; renewing our own keeps it. Returns the ones taken, with their stored
+    ``cycles``, ``restarts`` and ``epoch`` (and ``taken_from``, the dead owner, for
+    those taken over before their expiry).
     """
-    if not tenant_ids:
+    if not tenant_ids or limit == 0:
         return {}
     now = _wall_iso()
+    left = len(tenant_ids) if limit is None else limit
     taken: dict[str, dict[str, Any]] = {}
     with store.transaction() as conn:
         for chunk in _chunks(list(tenant_ids)):
+            if left <= 0:
+                break
             in_list, params = _in_list(chunk)
             held = dict(conn.execute(
                 f"SELECT tenant_id, owner FROM bots WHERE tenant_id IN ({in_list}) "
@@ -401,22 +410,57 @@ def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
             dead_list, dead = _in_list(sorted(gone), "dead")
             cursor = conn.execute(
                 "UPDATE bots SET owner = :owner, lease_expires_at = :expires, state = 'running', "
+                "lease_epoch = CASE WHEN owner = :owner THEN lease_epoch ELSE lease_epoch + 1 END, "
                 "started_at = :wall, heartbeat_at = :wall, updated_at = :wall "
-                f"WHERE tenant_id IN ({in_list}) AND desired_state = 'running' "
-                "AND (owner IS NULL OR owner = :owner OR lease_expires_at IS NULL "
-                f"OR lease_expires_at < :wall OR owner IN ({dead_list})) "
-                f"AND tenant_id IN (SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL}) "
-                "RETURNING tenant_id, cycles, restarts",
+                "WHERE tenant_id IN (SELECT b.tenant_id FROM bots b JOIN tenants t "
+                f"USING (tenant_id) WHERE b.tenant_id IN ({in_list}) "
+                "AND b.desired_state = 'running' AND (b.owner IS NULL OR b.owner = :owner "
+                "OR b.lease_expires_at IS NULL OR b.lease_expires_at < :wall "
+                f"OR b.owner IN ({dead_list})) AND {ELIGIBLE_SQL} LIMIT :limit) "
+                "RETURNING tenant_id, cycles, restarts, lease_epoch",
                 {**params, **dead, "owner": owner, "expires": _wall_iso(ttl_s), "wall": now,
-                 "now": clock.iso(clock.now())},
+                 "now": clock.iso(clock.now()), "limit": left},
             )
-            for tenant_id, cycles, restarts in cursor.fetchall():
-                taken[tenant_id] = {"cycles": cycles, "restarts": restarts}
+            for tenant_id, cycles, restarts, epoch in cursor.fetchall():
+                taken[tenant_id] = {"cycles": cycles, "restarts": restarts, "epoch": epoch}
                 if held.get(tenant_id) in gone:
                     taken[tenant_id]["taken_from"] = held[tenant_id]
+                left -= 1
             if gone:
                 conn.execute(f"DELETE FROM orchestrators WHERE owner IN ({dead_list})", dead)
     return taken
+
+
+def holds(store: Store, owner: str, tenant_id: str, epoch: int) -> bool:
+    """True while *owner* holds this bot's live lease at fencing token *epoch*: a runner
+    checks it before each cycle, so one paused past its lease (and taken over) never
+    starts another."""
+    row = store.db.execute(
+        "SELECT 1 FROM bots WHERE tenant_id = ? AND owner = ? AND lease_epoch = ? "
+        "AND lease_expires_at >= ?", (tenant_id, owner, epoch, _wall_iso())).fetchone()
+    return row is not None
+
+
+def held_by_owner(store: Store) -> dict[str, int]:
+    """How many bots set to run each owner holds a live lease on."""
+    rows = store.select("SELECT owner, count(*) AS n FROM bots WHERE owner IS NOT NULL "
+                        "AND lease_expires_at >= ? AND desired_state = 'running' "
+                        "GROUP BY owner", (_wall_iso(),))
+    return {r["owner"]: r["n"] for r in rows}
+
+
+def fair_share(store: Store, owner: str, wanted: int) -> int:
+    """How many bots *owner*, a sharing orchestrator, may hold out of *wanted*:
+    ceil(bots to share / sharing orchestrators alive), itself counted.
+
+    Bots held by a runner that does not share (``run --tenant``, ``start-bot
+    --foreground``) are not shared out; those of an owner whose process is gone are.
+    """
+    sharing = {r["owner"] for r in live_orchestrators(store) if r["shares"]} | {owner}
+    apart = {o: n for o, n in held_by_owner(store).items() if o not in sharing}
+    gone = gone_owners(apart)
+    shared = max(wanted - sum(n for o, n in apart.items() if o not in gone), 0)
+    return -(-shared // len(sharing))
 
 
 def holders(store: Store, tenant_ids: Sequence[str]) -> dict[str, int]:
@@ -537,16 +581,17 @@ def release_all(store: Store, owner: str) -> int:
 # --- the orchestrator registry ------------------------------------------------------------
 
 
-def register_orchestrator(store: Store, owner: str) -> None:
-    """Record a running orchestrator (and forget ones silent for a day)."""
+def register_orchestrator(store: Store, owner: str, *, shares: bool = True) -> None:
+    """Record a running orchestrator (and forget ones silent for a day); *shares*: it
+    takes its fair share of every bot (``fair_share``), not only tenants it was given."""
     now = _wall_iso()
     host, pid, _ = owner.rsplit(":", 2)
     with store.transaction() as conn:
         conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
                      (_wall_iso(-ORCHESTRATOR_FORGET_S),))
         conn.execute(
-            "INSERT OR REPLACE INTO orchestrators (owner, pid, host, started_at, heartbeat_at) "
-            "VALUES (?, ?, ?, ?, ?)", (owner, int(pid), host, now, now))
+            "INSERT OR REPLACE INTO orchestrators (owner, pid, host, started_at, heartbeat_at, "
+            "shares) VALUES (?, ?, ?, ?, ?, ?)", (owner, int(pid), host, now, now, int(shares)))
 
 
 def unregister_orchestrator(store: Store, owner: str) -> None:
@@ -561,7 +606,8 @@ def live_orchestrators(store: Store, fresh_s: float = ORCHESTRATOR_FRESH_S
     is not known to be gone, newest first."""
     if fresh_s <= 0:
         raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
-    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at FROM orchestrators "
+    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at, shares "
+                        "FROM orchestrators "
                         "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC",
                         (_wall_iso(-fresh_s),))
     gone = gone_owners(r["owner"] for r in rows)

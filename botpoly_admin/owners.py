@@ -59,3 +59,12 @@ def owner_gone(owner: str) -> bool:
 def gone_owners(owners: Iterable[str | None]) -> set[str]:
     """Those of *owners* known dead (``owner_gone``), each checked once."""
     return {o for o in set(owners) if o is not None and owner_gone(o)}
+
+
+def owner_host_pid(owner: str | None) -> dict[str, str | int | None]:
+    """The host and pid an owner id names (``host``/``pid`` None for no owner)."""
+    if owner is None:
+        return {"host": None, "pid": None}
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return {"host": host, "pid": int(pid) if pid.isdigit() else None}

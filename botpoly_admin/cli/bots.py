@@ -12,6 +12,7 @@ database and, with ``-v``, to stderr.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -40,11 +41,12 @@ LOG_FILE_NAME = "botpoly.log"
 
 STATUS_COLUMNS = [
     ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("desired_state", "Desired"),
-    ("state", "State"), ("owner", "Owner"), ("heartbeat_at", "Heartbeat"),
+    ("state", "State"), ("host", "Host"), ("pid", "PID"), ("heartbeat_at", "Heartbeat"),
     ("cycles", "Cycles"), ("last_cycle_ms", "Last ms"), ("restarts", "Restarts"),
     ("last_error", "Last error"), ("drift", "Live drift"),
 ]
 
+MAX_PROCESSES = 64
 POSITIVE = FiniteFloat(min=0, min_open=True)
 INTERVAL = FiniteFloat(min=0, min_open=True, max=MAX_INTERVAL_S)
 
@@ -308,7 +310,10 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
 @output_options(csv=True)
 @pass_app
 def bots_status(app: App, tenant: str | None, fmt: str) -> None:
-    """Every bot (or one): desired state, state, owner, heartbeat, cycles, errors.
+    """Every bot (or one): desired state, state, where it runs, heartbeat, cycles, errors.
+
+    Host and PID name the machine and process whose run holds the bot's lease (the
+    full lease owner id is the owner field of --json and --csv).
 
     State is running (paused_quota, paused_risk, paused_daily, throttled, error) only while a
     runner holds the bot's lease and beats (its heartbeat younger than 5 s); stale
@@ -359,19 +364,25 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
                    "(HOST 127.0.0.1 unless given; needs the api extra).")
 @click.option("--metrics-tenant-labels", is_flag=True,
               help="Per-tenant series in those metrics (off: one series per tenant).")
+@click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), metavar="N",
+              help="Start N worker processes, each an orchestrator on this database, and "
+                   "supervise them (restarted with backoff if one crashes); they split the "
+                   "bots evenly. Without it, this process runs the bots itself.")
 @run_options
 @pass_app
 def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int | None,
         lease_ttl: float | None, metrics_port: str | None, metrics_tenant_labels: bool,
-        feed: str, seed: int, interval: float, duration: float | None, cycles: int | None,
-        table: bool | None, log_file: Path | None, paper: bool) -> None:
+        processes: int | None, feed: str, seed: int, interval: float, duration: float | None,
+        cycles: int | None, table: bool | None, log_file: Path | None, paper: bool) -> None:
     """Run every bot set to run, in this process, until Ctrl-C, SIGTERM or SIGHUP.
 
     Each tick it starts bots set to run (taking their lease, so two runs on one
     database never run a bot twice), stops those stopped, suspended, expired or past
     their trial, and records heartbeats. Ctrl-C, SIGTERM or SIGHUP (the terminal
     closed) stops every bot cleanly (desired states are kept, so the next run resumes
-    them); a second Ctrl-C exits at once. Tenants in live mode trade live only on
+    them); a second Ctrl-C exits at once. Several runs on one database (on one
+    machine or many, or the N workers of --processes N) split the bots evenly and
+    rebalance within a few ticks when one starts or stops. Tenants in live mode trade live only on
     --feed polymarket; on another feed their bots are refused, unless --paper runs
     every bot as paper.
 
@@ -383,6 +394,7 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
         botpoly-admin run --paper --feed replay:data/replay/sim.jsonl
         botpoly-admin run --lease-ttl 30    # tolerate longer stalls, take over later
         botpoly-admin run --metrics-port 9108
+        botpoly-admin run --processes 4     # every core: 4 workers share the bots
     """
     from botpoly_admin.cli.run_screen import run_in_terminal
     from botpoly_admin.cli.serve import run_metrics
@@ -392,6 +404,30 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
     manager = app.manager(create=False)
     store = manager.store
     ids = [manager.resolve(t).tenant_id for t in tenants] if tenants else None
+    if processes is not None:
+        from botpoly_admin.cli.run_screen import supervise_in_terminal
+        from botpoly_admin.runtime import RunSettings
+
+        if metrics_port is not None:
+            raise click.UsageError("--metrics-port serves one process's metrics; it does not "
+                                   "apply to --processes")
+        RunSettings.check(interval_s=interval, max_workers=max_workers, tenant_ids=ids,
+                          lease_ttl_s=lease_ttl, paper=paper, live_workers=live_workers)
+        log_path = _log_path(app, store, log_file)
+        forwarded = _worker_options(ids, max_workers=max_workers, lease_ttl=lease_ttl,
+                                    live_workers=live_workers, feed=feed, seed=seed,
+                                    interval=interval, duration=duration, cycles=cycles,
+                                    paper=paper)
+
+        def argv(number: int) -> list[str]:
+            worker_log = log_path.with_name(f"{log_path.stem}.{number}{log_path.suffix}")
+            return [sys.executable, "-m", "botpoly_admin",
+                    *(["--db", app.db] if app.db else []), "run", "--no-table",
+                    "--log-file", str(worker_log), *forwarded]
+
+        _paper_notice(app, paper)
+        supervise_in_terminal(app, store, argv, processes, log_path=log_path)
+        return
     metrics = run_metrics(app, manager, metrics_port, metrics_tenant_labels)
     orchestrator = Orchestrator(store, feed=feed, seed=seed, interval_s=interval,
                                 max_workers=max_workers, tenant_ids=ids, lease_ttl_s=lease_ttl,
@@ -402,6 +438,18 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
     with metrics.serving(orchestrator) if metrics else nullcontext():
         run_in_terminal(app, orchestrator, duration=duration, cycles=cycles, table=table,
                         log_path=log_path)
+
+
+def _worker_options(ids: list[str] | None, **options: Any) -> list[str]:
+    """The options of ``run`` that each worker of ``--processes`` gets, as typed."""
+    args = [arg for tid in ids or () for arg in ("--tenant", tid)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is not None and value is not False:
+            args += [flag, str(value)]
+    return args
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from logging.handlers import RotatingFileHandler
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from botpoly_admin.cli.app import App
     from botpoly_admin.runtime import BotEvent, Orchestrator, RunSnapshot, RunSummary
+    from botpoly_admin.runtime.supervisor import Supervisor
     from botpoly_admin.store import Store
 
 LOG_MAX_BYTES = 5_000_000
@@ -153,6 +154,96 @@ def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int |
                        f"lag p99 {lag} ms, {stats['queued']} queued", err=err)
 
     return orchestrator.run(duration_s=duration, cycles=cycles, on_tick=on_tick)
+
+
+def supervise_in_terminal(app: App, store: Store, argv: Callable[[int], Sequence[str]],
+                          processes: int, *, log_path: Path) -> None:
+    """``run --processes N``: start and watch N workers, each ``argv(number)``, with
+    plain lines: each worker's own lines prefixed ``[wN]``, and one status line per
+    worker (pid, state, bots held, restarts) at the start and every few seconds.
+    SIGINT/SIGTERM/SIGHUP stop every worker cleanly; a second one exits at once."""
+    from botpoly_admin.runtime.supervisor import Supervisor
+
+    err = app.fmt != "table"
+    lock = threading.Lock()  # whole lines from the relaying threads
+
+    def echo(line: str) -> None:
+        with lock, suppress(OSError):
+            click.echo(line, err=err)
+
+    supervisor = Supervisor(argv, processes, on_line=lambda n, line: echo(f"[w{n}] {line}"))
+    last_status = -STATUS_LINE_EVERY_S
+    shown: dict[int, tuple[int | None, str]] = {}
+
+    def on_tick(s: Supervisor) -> None:
+        nonlocal last_status
+        now = time.monotonic()
+        current = {w.number: (w.pid, w.status()) for w in s.workers}
+        if current == shown and now - last_status < STATUS_LINE_EVERY_S:
+            return
+        last_status = now
+        shown.update(current)
+        for line in worker_lines(store, s):
+            echo(line)
+
+    with _logging_to(log_path, app.verbose), _supervisor_signals(supervisor):
+        app.say(f"Supervising {processes} worker processes (logs in "
+                f"{log_path.with_name(log_path.stem + '.N' + log_path.suffix)}).")
+        workers = supervisor.run(on_tick)
+    codes = ", ".join(f"w{w.number} exit {w.exit_codes[-1] if w.exit_codes else '-'}"
+                      f"{f' ({w.restarts} restarts)' if w.restarts else ''}" for w in workers)
+    app.say(f"Stopped: {codes}.")
+    failed = [w for w in workers if w.exit_codes and w.exit_codes[-1] not in (0, 130)]
+    if failed and not supervisor.stopping:
+        raise click.ClickException(f"{len(failed)} worker(s) failed; see the lines above")
+
+
+def worker_lines(store: Store, supervisor: Supervisor) -> list[str]:
+    """One status line per worker: number, pid, state, bots it holds, restarts."""
+    from botpoly_admin import bots
+
+    try:
+        held = {owner.split(":")[1]: n for owner, n in bots.held_by_owner(store).items()}
+    except (sqlite3.Error, BotpolyError):
+        held = {}
+    lines = []
+    for w in supervisor.workers:
+        pid = w.pid
+        bots_held = held.get(str(pid), 0) if pid is not None else 0
+        lines.append(f"worker {w.number}: pid {pid or '-'}, {w.status()}, "
+                     f"{bots_held} bot(s), {w.restarts} restart(s)")
+    return lines
+
+
+@contextmanager
+def _supervisor_signals(supervisor: Supervisor) -> Iterator[None]:
+    """First SIGINT/SIGTERM/SIGHUP: stop every worker cleanly. A second SIGINT or
+    SIGTERM: every worker releases its leases and exits, and so does this process."""
+    received = []
+
+    def handle(signum: int, frame: Any) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            _detach_from_terminal()
+        if len(received) == 1:
+            with suppress(OSError):
+                click.echo(f"\n{name}: stopping every worker cleanly (Ctrl-C again to exit "
+                           "at once)...", err=True)
+            supervisor.request_stop()
+        elif signum != signal.SIGHUP:
+            supervisor.abort()
+            with suppress(OSError):
+                click.echo("Exiting at once; each worker releases its leases.", err=True)
+            os._exit(130)
+
+    previous = {s: signal.signal(s, handle)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextmanager

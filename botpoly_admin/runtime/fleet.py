@@ -3,8 +3,12 @@
 ``reconcile``: bots that should run (desired running, tenant active or in trial; see
 ``botpoly_admin.bots``) and are not running here get their lease taken and a runner;
 runners whose bot should no longer run (stopped, suspended, expired, trial over,
-deleted) are told to stop. Bots this run should run but another runner holds are
-named once (an event and a log line), with their owner.
+deleted) are told to stop. A run that shares (``run`` without ``--tenant``) holds at
+most its fair share (``bots.fair_share``: the bots to run over the sharing
+orchestrators alive) and releases its excess when another one joins; it takes more
+when one leaves or dies (leases free, expired, or of a process known gone). Bots
+this run should run but another runner holds are named once (an event and a log
+line), with their owner.
 
 ``sync``, in one transaction: renews every lease the run holds, records each bot's
 state, heartbeat, cycles, last cycle time, restarts and last error, releases the
@@ -42,9 +46,12 @@ class Fleet:
                  events: EventLog, finished: queue.SimpleQueue[Runner],
                  schedule: Callable[[Runner, float], None],
                  grow_live: Callable[[int], None],
-                 silent: Callable[[], Sequence[Runner]]) -> None:
+                 silent: Callable[[], Sequence[Runner]], shares: bool = False) -> None:
         self.store = store
         self.owner = owner
+        # It shares every bot with the other sharing orchestrators (bots.fair_share).
+        self.shares = shares
+        self.share: int | None = None  # its fair share at the last reconcile
         self.settings = settings
         self.clock = clock
         self.events = events
@@ -66,8 +73,9 @@ class Fleet:
         return [tid for tid, r in list(self.runners.items()) if not r.stop.is_set()]
 
     def reconcile(self, include: Collection[str] | None) -> int:
-        """Start the bots that should run, stop those that should not; returns how many
-        were started."""
+        """Start the bots that should run, stop those that should not, and keep to a
+        fair share when this run shares every bot with other orchestrators; returns
+        how many were started."""
         wanted = bots.runnable(self.store, include)
         for tid in self.completed:
             wanted.pop(tid, None)
@@ -77,6 +85,7 @@ class Fleet:
             reasons = bots.why_not_runnable(self.store, to_stop)
             for tid in to_stop:
                 self.stop_runner(self.runners[tid], reasons[tid])
+        room = self._room(len(wanted)) if self.shares else None
         for tid, runner in self.runners.items():
             if tid in wanted:  # switched between paper and live: its next cycle moves
                 runner.live = not self.settings.paper and wanted[tid]["trading_mode"] == "live"
@@ -86,7 +95,7 @@ class Fleet:
             self._note_held_elsewhere([])
             return 0
         before = self.clock.monotonic()
-        taken = bots.acquire(self.store, self.owner, new, self.settings.lease_ttl_s)
+        taken = bots.acquire(self.store, self.owner, new, self.settings.lease_ttl_s, limit=room)
         started = []
         for tid, counters in taken.items():
             runner = Runner(tid, wanted[tid], counters, paper=self.settings.paper,
@@ -104,8 +113,22 @@ class Fleet:
         for index, runner in enumerate(started):
             # Stagger new bots over one interval: a thousand must not fall due at once.
             self._schedule(runner, before + self.settings.interval_s * index / len(taken))
-        self._note_held_elsewhere([tid for tid in new if tid not in taken])
+        short = room is None or len(taken) < room  # wanted more than it could take
+        self._note_held_elsewhere([tid for tid in new if tid not in taken] if short else [])
         return len(taken)
+
+    def _room(self, wanted: int) -> int:
+        """How many more bots this run may take under its fair share; over it, the
+        excess (the bots taken last) is released: each finishes its cycle in flight,
+        then its lease is freed for a run under its share to take."""
+        share = bots.fair_share(self.store, self.owner, wanted)
+        self.share = share
+        running = [r for r in self.runners.values() if not r.stop.is_set()]
+        excess = len(running) - share
+        for runner in running[len(running) - excess:] if excess > 0 else ():
+            self.stop_runner(runner, f"rebalancing: this run's fair share is {share} "
+                                     f"of {wanted} bot(s)")
+        return max(share - len(running), 0)
 
     def _live_count(self) -> int:
         return sum(1 for r in self.runners.values() if r.live)

@@ -67,11 +67,12 @@ BotFactory = Callable[["Store", str, MarketData], BotLike]
 class Jobs:
     """Runs runners' jobs on the workers' threads (one job of a runner at a time)."""
 
-    def __init__(self, store: Store, factory: BotFactory, market: MarketData, *,
+    def __init__(self, store: Store, owner: str, factory: BotFactory, market: MarketData, *,
                  settings: RunSettings, clock: RunClock, stats: RunStats, events: EventLog,
                  schedule: Callable[[Runner, float], None],
                  request_stop: Callable[[str], None]) -> None:
         self.store = store
+        self.owner = owner
         self.factory = factory
         self.market = market
         self.settings = settings
@@ -96,6 +97,13 @@ class Jobs:
                 # The lease was not renewed in time: wait for the control thread.
                 self.schedule(runner, start + self.settings.interval_s)
                 return
+            fenced = self._fenced_in(runner)
+            if fenced is None:  # the database cannot say now: try at the next turn
+                self.schedule(runner, start + self.settings.interval_s)
+                return
+            if not fenced:
+                self._teardown(runner)
+                return
             self.stats.lag(start - due, live=runner.pool is self.live_pool)
             next_due = max(due + self.settings.interval_s, start)
             if (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) or \
@@ -117,6 +125,25 @@ class Jobs:
             # Only a bug of ours gets here; never lose the runner silently.
             log.exception("orchestrator job for %s failed", runner.tenant_id)
             self._teardown(runner)
+
+    def _fenced_in(self, runner: Runner) -> bool | None:
+        """True while the database says this run holds the bot's lease at its epoch;
+        None when the database cannot say.
+
+        Checked before every cycle: a process paused past its lease (SIGSTOP, a
+        stalled machine) whose bot was taken over stops it instead of trading.
+        """
+        try:
+            if bots.holds(self.store, self.owner, runner.tenant_id, runner.epoch):
+                return True
+        except (sqlite3.Error, BotpolyError):
+            return None
+        runner.lease_lost = True
+        runner.stop_reason = "lease lost: another runner took this bot over"
+        runner.stop.set()
+        log.warning("bot of %s (%s): lease lost (epoch %d is stale); not cycling", runner.name,
+                    runner.tenant_id, runner.epoch)
+        return False
 
     def _quota_left(self, runner: Runner) -> bool:
         try:

@@ -80,7 +80,7 @@ class Orchestrator:
         self.counters = RunStats(clock.monotonic())
         self.events = EventLog()
         self.workers = Workers(store.close, settings=self.settings, clock=clock)
-        self.jobs = Jobs(store, bot_factory or self._tenant_bot, self.market,
+        self.jobs = Jobs(store, self.owner, bot_factory or self._tenant_bot, self.market,
                          settings=self.settings, clock=clock, stats=self.counters,
                          events=self.events, schedule=self.workers.schedule,
                          request_stop=self.request_stop)
@@ -89,7 +89,8 @@ class Orchestrator:
         self.fleet = Fleet(store, self.owner, settings=self.settings, clock=clock,
                            events=self.events, finished=self.jobs.finished,
                            schedule=self.workers.schedule, grow_live=self.workers.grow_live,
-                           silent=self.workers.stuck_runners)
+                           silent=self.workers.stuck_runners,
+                           shares=tenant_ids is None and not self.settings.foreground)
         self._include = None if tenant_ids is None else frozenset(tenant_ids)
         # The control thread's wake-up. Reentrant: a signal handler running on the
         # control thread (the CLI's) may request a stop while it holds the lock.
@@ -153,7 +154,7 @@ class Orchestrator:
     def _start(self) -> None:
         s = self.settings
         if not s.foreground:
-            bots.register_orchestrator(self.store, self.owner)
+            bots.register_orchestrator(self.store, self.owner, shares=self.fleet.shares)
         self.workers.start(self.jobs.run)
         self._running.set()
         log.info("orchestrator %s started: feed %s, every %gs, %d workers%s", self.owner,

@@ -64,6 +64,7 @@ class Runner:
         self.built_mark = ""  # bots.settings_mark when its bot was last built
         self.refused_mark: str | None = None  # the mark it was refused under
         self.lease_until = 0.0  # monotonic: start no cycle after this
+        self.epoch: int = counters.get("epoch", 0)  # the lease's fencing token
         self.lease_lost = False
         self.finished = False  # torn down; its lease is released on the next sync
         self.attempts = 0  # turns taken in this run, skipped and failed ones included

@@ -307,8 +307,16 @@ CREATE TABLE api_keys (
 CREATE INDEX idx_api_keys_tenant ON api_keys(tenant_id)
 """
 
+# Fencing and fair sharing (botpoly_admin.bots): a bot's lease carries an epoch that
+# grows each time another runner takes it over; an orchestrator says whether it shares
+# every bot with the others (1) or runs only the tenants it was given (0).
+SCHEMA_LEASE_EPOCHS = """
+ALTER TABLE bots ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orchestrators ADD COLUMN shares INTEGER NOT NULL DEFAULT 1
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
                          SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS,
-                         SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS]
+                         SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS, SCHEMA_LEASE_EPOCHS]
 
 

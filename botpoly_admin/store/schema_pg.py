@@ -298,10 +298,16 @@ CREATE TABLE api_keys (
 CREATE INDEX idx_api_keys_tenant ON api_keys(tenant_id)
 """
 
+# The same DDL on both backends.
+PG_SCHEMA_LEASE_EPOCHS = """
+ALTER TABLE bots ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orchestrators ADD COLUMN shares INTEGER NOT NULL DEFAULT 1
+"""
+
 PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_STRATEGY_POSITIONS,
                             PG_SCHEMA_APPLICATION_ID, PG_SCHEMA_ORDER_INTENTS,
                             PG_SCHEMA_LIVE_REDEMPTIONS, PG_SCHEMA_CREDENTIAL_HINTS,
-                            PG_SCHEMA_API_KEYS]
+                            PG_SCHEMA_API_KEYS, PG_SCHEMA_LEASE_EPOCHS]
 
 _TEXT_COLUMN = re.compile(r"^(\s+\w+ TEXT)\b", re.MULTILINE)
 
