@@ -147,7 +147,7 @@ def test_sync_records_progress_and_releases(manager, db_path) -> None:
     bots.start_bot(manager.store, t.tenant_id)
     owner = "host:1:aaaa"
     assert bots.acquire(manager.store, owner, [t.tenant_id])[t.tenant_id] == {
-        "cycles": 0, "restarts": 0}
+        "cycles": 0, "restarts": 0, "epoch": 1}
     progress = bots.Progress(t.tenant_id, "paused_quota", "2026-01-01T00:00:00Z", 7, 1.5, 2,
                              "ValueError: x")
     held = bots.sync(manager.store, owner, progress=[progress])
@@ -375,3 +375,49 @@ def test_run_with_absurd_max_workers_is_a_usage_error(john, db_path, db_snapshot
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-500:])
     assert "Traceback" not in proc.stderr
     assert db_snapshot() == before
+
+
+def test_a_takeover_grows_the_lease_epoch_and_fences_the_old_owner(manager) -> None:
+    t = tenant(manager, "Pat")
+    bots.start_bot(manager.store, t.tenant_id)
+    assert bots.acquire(manager.store, "host:1:aaaa", [t.tenant_id])[t.tenant_id]["epoch"] == 1
+    # Renewing our own lease keeps the epoch.
+    assert bots.acquire(manager.store, "host:1:aaaa", [t.tenant_id])[t.tenant_id]["epoch"] == 1
+    assert bots.holds(manager.store, "host:1:aaaa", t.tenant_id, 1)
+    bots.release_all(manager.store, "host:1:aaaa")
+    assert not bots.holds(manager.store, "host:1:aaaa", t.tenant_id, 1)
+    assert bots.acquire(manager.store, "host:2:bbbb", [t.tenant_id])[t.tenant_id]["epoch"] == 2
+    assert not bots.holds(manager.store, "host:2:bbbb", t.tenant_id, 1)  # a stale token
+    assert bots.holds(manager.store, "host:2:bbbb", t.tenant_id, 2)
+
+
+def test_acquire_takes_at_most_the_limit(manager) -> None:
+    ids = [tenant(manager, f"Lim{i}").tenant_id for i in range(5)]
+    bots.start_bots(manager.store, ids)
+    assert len(bots.acquire(manager.store, "host:1:aaaa", ids, limit=2)) == 2
+    assert bots.acquire(manager.store, "host:2:bbbb", ids, limit=0) == {}
+    assert len(bots.acquire(manager.store, "host:2:bbbb", ids, limit=10)) == 3
+
+
+def test_fair_share_splits_among_sharing_orchestrators_only(manager) -> None:
+    ids = [tenant(manager, f"Fair{i}").tenant_id for i in range(7)]
+    bots.start_bots(manager.store, ids)
+    assert bots.fair_share(manager.store, "elsewhere:1:aaaa", 7) == 7  # alone
+    bots.register_orchestrator(manager.store, "elsewhere:1:aaaa")
+    bots.register_orchestrator(manager.store, "elsewhere:2:bbbb")
+    assert bots.fair_share(manager.store, "elsewhere:1:aaaa", 7) == 4  # ceil(7 / 2)
+    # A run that does not share (run --tenant) keeps its bots out of the split.
+    bots.register_orchestrator(manager.store, "elsewhere:3:cccc", shares=False)
+    bots.acquire(manager.store, "elsewhere:3:cccc", ids[:3])
+    assert bots.fair_share(manager.store, "elsewhere:1:aaaa", 7) == 2  # ceil(4 / 2)
+    assert bots.held_by_owner(manager.store) == {"elsewhere:3:cccc": 3}
+
+
+def test_status_names_the_host_and_pid_running_each_bot(manager) -> None:
+    t = tenant(manager, "Pat")
+    bots.start_bot(manager.store, t.tenant_id)
+    assert (bots.bot_status(manager.store, t.tenant_id)["host"],
+            bots.bot_status(manager.store, t.tenant_id)["pid"]) == (None, None)
+    bots.acquire(manager.store, "box7:4242:aaaa", [t.tenant_id])
+    row = bots.bot_status(manager.store, t.tenant_id)
+    assert (row["owner"], row["host"], row["pid"]) == ("box7:4242:aaaa", "box7", 4242)
