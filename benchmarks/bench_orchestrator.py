@@ -19,6 +19,12 @@ bots run on workers of their own. The two runs go side by side, at the same time
 the machine's other load weighs on both alike), three times; the ratio is the median
 of the three.
 
+``run --processes 2`` against ``--processes 1`` (issue 13), with ``--processes``: 2,000
+tenants at a 1 s interval (more than one process can run), each setting on its own
+fresh copy of one database, one after the other, twice, alternating (1, 2, 1, 2);
+cycles per second are read from the database (the sum of the bots' cycle counters over
+the measured window). The goal: at least 1.7x.
+
 Every configuration runs in its own process (so peak RSS is its own) on a fresh copy
 of one database of N tenants. Tenants are on the pro and enterprise plans, whose API
 limits never throttle a bot at one cycle a second: every cycle is a full cycle (read
@@ -26,6 +32,7 @@ the market, run complement_arb and momentum, risk, paper fills, ledger, equity).
 The real ``TenantBot`` is used; nothing is stubbed. Prints PASS/FAIL lines and exits 0.
 
     python benchmarks/bench_orchestrator.py [--tenants 1000] [--seconds 10] [--warmup 4]
+    python benchmarks/bench_orchestrator.py --processes [--tenants 2000]
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ HANG_ROUNDS = 3
 # bot's hung cycles (three tries of its 3 s timeout, then backoff) to fill the window.
 HANG_WARMUP_S = 8.0
 HANG_SECONDS = 15.0
+PROCESSES_TENANTS = 2000
+PROCESSES_RATIO_TARGET = 1.7
+PROCESSES_ROUNDS = 2
 FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.py"
 
 
@@ -196,9 +206,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the runs with 4 workers and with a thread per tenant")
     parser.add_argument("--only-hang", action="store_true",
                         help="only the run with one hanging live tenant")
+    parser.add_argument("--processes", action="store_true",
+                        help="only run --processes 2 against --processes 1 (issue 13; "
+                             f"{PROCESSES_TENANTS} tenants unless --tenants is given)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--feed", default="simulated", help=argparse.SUPPRESS)
+    tenants_given = any(a.startswith("--tenants") for a in (argv or sys.argv[1:]))
     args = parser.parse_args(argv)
+    if args.processes:
+        processes_ratio(args, args.tenants if tenants_given else PROCESSES_TENANTS)
+        return 0
     if args.child:
         child(args.child, args.workers, args.interval, args.warmup, args.seconds, args.feed)
         return 0
@@ -316,6 +333,67 @@ def hanging_live_tenant(args: argparse.Namespace) -> None:
     record("orchestrator", figure, project=f"{with_live:,.1f} ms",
            baseline=f"{without:,.1f} ms (without it)", ratio=f"{ratio:.2f}x",
            goal=f"<= {HANG_RATIO_LIMIT}x baseline", passed=ok)
+
+
+def run_processes(template: Path, processes: int, args: argparse.Namespace) -> dict:
+    """``botpoly-admin run --processes N`` on a copy of *template*: tenant-cycles per
+    second over the measured window, read from the database."""
+    import signal
+    import sqlite3
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        shutil.copy(template, db)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "botpoly_admin", "--db", str(db), "run", "--no-table",
+             "--seed", "1", "--interval", str(args.interval), "--processes", str(processes)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def cycles() -> tuple[int, float]:
+            conn = sqlite3.connect(db, timeout=30)
+            try:
+                return conn.execute("SELECT sum(cycles) FROM bots").fetchone()[0] or 0, \
+                    time.monotonic()
+            finally:
+                conn.close()
+
+        try:
+            time.sleep(args.warmup)
+            start_cycles, start_at = cycles()
+            time.sleep(args.seconds)
+            end_cycles, end_at = cycles()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise SystemExit(f"run --processes {processes} failed:\n{err}")
+    return {"processes": processes,
+            "cycles_per_s": (end_cycles - start_cycles) / (end_at - start_at)}
+
+
+def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
+    """``run --processes 2`` against ``--processes 1`` on *tenants* tenants."""
+    print(f"{os.cpu_count()} CPUs; {tenants} tenants every {args.interval:g}s; warm-up "
+          f"{args.warmup:g}s, measured {args.seconds:g}s per run")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template.db"
+        build_database(template, tenants)
+        for _ in range(PROCESSES_ROUNDS):
+            for processes in (1, 2):
+                result = run_processes(template, processes, args)
+                rates[processes].append(result["cycles_per_s"])
+                print(f"run --processes {processes}: {result['cycles_per_s']:,.0f} "
+                      "tenant-cycles/s")
+    one, two = statistics.mean(rates[1]), statistics.mean(rates[2])
+    ratio = two / max(one, 1e-9)
+    ok = ratio >= PROCESSES_RATIO_TARGET
+    print(f"{verdict(ok)} run --processes 2 vs 1: {two:,.0f} vs {one:,.0f} cycles/s "
+          f"(means of {PROCESSES_ROUNDS}), ratio {ratio:.2f} (target >= "
+          f"{PROCESSES_RATIO_TARGET})")
+    record("orchestrator", f"tenant-cycles/s, run --processes 2, {tenants} tenants",
+           project=f"{two:,.0f}/s", baseline=f"{one:,.0f}/s (--processes 1)",
+           ratio=f"{ratio:.2f}x", goal=f">= {PROCESSES_RATIO_TARGET}x baseline", passed=ok)
 
 
 if __name__ == "__main__":
