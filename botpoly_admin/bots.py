@@ -15,9 +15,16 @@ Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     holds on each tick, in the same transaction that records progress. A runner that
     dies stops renewing and, once the TTL has passed, another runner takes the bot
     over; on the same machine a runner does not wait that long: an owner whose
-    process is gone (``owners.owner_gone``: same host and pid namespace, pid not alive) loses
-    its leases at once. A runner that finds a lease gone (it stalled for longer than
-    the TTL and was taken over) stops that bot without touching the row.
+    process is gone (``owners.owner_gone``: same host and pid namespace, pid not
+    alive) loses its leases at once. A runner that finds a lease gone (it stalled for
+    longer than the TTL and was taken over) stops that bot without touching the row.
+    Fencing: each takeover grows the bot's ``lease_epoch``; a runner checks that it
+    still holds the lease at its epoch (``holds``) before every cycle.
+
+Fair sharing (``fair_share``)
+    An orchestrator that shares (``run`` without ``--tenant``) holds at most
+    ceil(bots to share / sharing orchestrators alive, itself counted); bots held by a
+    runner that does not share are not shared out, those of a dead process are.
 
 Heartbeats (what ``bots status`` and the dashboard may claim)
     Every sync (each tick, and at least every second whatever the interval) stamps
@@ -36,14 +43,12 @@ Clocks
     over strictly after its expiry second has passed, never early.
 
 Refusals (live trading it cannot do)
-    A tenant in live mode must be on a paid tier and have all five Polymarket
-    credentials, decrypting with the current keys and well formed
-    (``live_access.live_credentials``, which sends no request). ``start_bot`` checks
-    that up front and refuses with the reason, changing nothing; ``bots start --all``
-    does not (one broken tenant must not block the others). A bot that meets the
-    problem once it runs is put in state ``refused`` by its runner (see
-    ``runtime.jobs``), which keeps the lease, so ``bots status`` and the dashboard
-    show the reason, and tries again only once ``settings_mark`` changes.
+    A live tenant needs a paid tier and all five Polymarket credentials, decrypting
+    and well formed (``live_access.live_credentials``, no request sent). ``start_bot``
+    refuses without them, changing nothing; ``bots start --all`` does not (one broken
+    tenant must not block the others): its runner puts the bot in state ``refused``
+    (``runtime.jobs``), keeping the lease so status shows why, and tries again only
+    once ``settings_mark`` changes.
 """
 
 from __future__ import annotations
@@ -227,9 +232,8 @@ def start_all(store: Store) -> list[str]:
 
 def stop_all(store: Store, tenant_ids: Collection[str] | None = None) -> list[str]:
     """Ask every bot that should run (or those of *tenant_ids*) to stop; return their ids."""
-    rows = store.select("SELECT tenant_id FROM bots WHERE desired_state = 'running' "
-                        "ORDER BY tenant_id")
-    ids = [r["tenant_id"] for r in rows]
+    ids = [r["tenant_id"] for r in store.select(
+        "SELECT tenant_id FROM bots WHERE desired_state = 'running' ORDER BY tenant_id")]
     if tenant_ids is not None:
         ids = [tid for tid in ids if tid in set(tenant_ids)]
     _set_desired(store, ids, DesiredState.STOPPED)
@@ -270,23 +274,17 @@ def _status_row(row: Mapping[str, Any], now: datetime, gone: Collection[str]) ->
     held = row["owner"] is not None and (row["lease_expires_at"] or "") >= clock.iso(now)
     state = shown_state(row, now, gone)
     return {
-        "tenant_id": row["tenant_id"],
-        "name": row["name"],
-        "email": row["email"],
-        "tier": row["tier"],
-        "tenant_status": row["tenant_status"],
-        "desired_state": row["desired_state"],
-        "state": state,
+        "tenant_id": row["tenant_id"], "name": row["name"], "email": row["email"],
+        "tier": row["tier"], "tenant_status": row["tenant_status"],
+        "desired_state": row["desired_state"], "state": state,
         "owner": row["owner"] if held else None,
         # Which process on which machine runs it (from the owner id, host:pid:tag).
         **owner_host_pid(row["owner"] if held else None),
         "lease_expires_at": row["lease_expires_at"] if held else None,
-        "heartbeat_at": row["heartbeat_at"],
-        "started_at": row["started_at"],
+        "heartbeat_at": row["heartbeat_at"], "started_at": row["started_at"],
         "cycles": row["cycles"],
         "last_cycle_ms": None if row["last_cycle_ms"] is None else round(row["last_cycle_ms"], 2),
-        "restarts": row["restarts"],
-        "last_error": row["last_error"],
+        "restarts": row["restarts"], "last_error": row["last_error"],
         # What the last reconciliation with the exchange found (live tenants only).
         "drift": reconciliation.summary(row),
     }
@@ -387,10 +385,9 @@ def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
     whose process is gone (``owners.owner_gone``), in one transaction; at most *limit*.
 
     Only bots that should run (desired running, tenant allowed to trade) are taken.
-    Taking a bot from another runner (or a free one) grows its ``lease_epoch``, the
-    fencing token; renewing our own keeps it. Returns the ones taken, with their stored
-    ``cycles``, ``restarts`` and ``epoch`` (and ``taken_from``, the dead owner, for
-    those taken over before their expiry).
+    Taking a bot not ours grows its ``lease_epoch`` (the fencing token). Returns the
+    ones taken, with their stored ``cycles``, ``restarts`` and ``epoch`` (and
+    ``taken_from``, the dead owner, for those taken over before their expiry).
     """
     if not tenant_ids or limit == 0:
         return {}
@@ -432,45 +429,33 @@ def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
 
 
 def holds(store: Store, owner: str, tenant_id: str, epoch: int) -> bool:
-    """True while *owner* holds this bot's live lease at fencing token *epoch*: a runner
-    checks it before each cycle, so one paused past its lease (and taken over) never
-    starts another."""
+    """True while *owner* holds this bot's live lease at fencing token *epoch*."""
     row = store.db.execute(
         "SELECT 1 FROM bots WHERE tenant_id = ? AND owner = ? AND lease_epoch = ? "
         "AND lease_expires_at >= ?", (tenant_id, owner, epoch, _wall_iso())).fetchone()
     return row is not None
 
 
-def held_by_owner(store: Store) -> dict[str, int]:
-    """How many bots set to run each owner holds a live lease on."""
-    rows = store.select("SELECT owner, count(*) AS n FROM bots WHERE owner IS NOT NULL "
-                        "AND lease_expires_at >= ? AND desired_state = 'running' "
-                        "GROUP BY owner", (_wall_iso(),))
-    return {r["owner"]: r["n"] for r in rows}
-
-
 def fair_share(store: Store, owner: str, wanted: int) -> int:
-    """How many bots *owner*, a sharing orchestrator, may hold out of *wanted*:
-    ceil(bots to share / sharing orchestrators alive), itself counted.
-
-    Bots held by a runner that does not share (``run --tenant``, ``start-bot
-    --foreground``) are not shared out; those of an owner whose process is gone are.
-    """
+    """How many bots *owner*, a sharing orchestrator, may hold out of *wanted* (see
+    "Fair sharing" above)."""
     sharing = {r["owner"] for r in live_orchestrators(store) if r["shares"]} | {owner}
-    apart = {o: n for o, n in held_by_owner(store).items() if o not in sharing}
+    apart = {o: n for o, n in holders(store).items() if o not in sharing}
     gone = gone_owners(apart)
     shared = max(wanted - sum(n for o, n in apart.items() if o not in gone), 0)
     return -(-shared // len(sharing))
 
 
-def holders(store: Store, tenant_ids: Sequence[str]) -> dict[str, int]:
-    """Who holds a live lease on any of *tenant_ids*: owner → how many, most first."""
+def holders(store: Store, tenant_ids: Sequence[str] | None = None) -> dict[str, int]:
+    """Who holds a live lease on any of *tenant_ids* (None: any bot set to run):
+    owner → how many, most first."""
     counts: dict[str, int] = {}
     now = _wall_iso()
-    for chunk in _chunks(list(tenant_ids)):
-        in_list, params = _in_list(chunk)
+    for chunk in _chunks(list(tenant_ids)) if tenant_ids is not None else [None]:
+        in_list, params = _in_list(chunk) if chunk is not None else ("", {})
+        which = f"tenant_id IN ({in_list})" if chunk is not None else "desired_state = 'running'"
         for owner, count in store.db.execute(
-                f"SELECT owner, count(*) FROM bots WHERE tenant_id IN ({in_list}) "
+                f"SELECT owner, count(*) FROM bots WHERE {which} "
                 "AND owner IS NOT NULL AND lease_expires_at >= :wall GROUP BY owner",
                 {**params, "wall": now}).fetchall():
             counts[owner] = counts.get(owner, 0) + count

@@ -410,7 +410,7 @@ def test_fair_share_splits_among_sharing_orchestrators_only(manager) -> None:
     bots.register_orchestrator(manager.store, "elsewhere:3:cccc", shares=False)
     bots.acquire(manager.store, "elsewhere:3:cccc", ids[:3])
     assert bots.fair_share(manager.store, "elsewhere:1:aaaa", 7) == 2  # ceil(4 / 2)
-    assert bots.held_by_owner(manager.store) == {"elsewhere:3:cccc": 3}
+    assert bots.holders(manager.store) == {"elsewhere:3:cccc": 3}
 
 
 def test_status_names_the_host_and_pid_running_each_bot(manager) -> None:

@@ -203,7 +203,7 @@ def worker_lines(store: Store, supervisor: Supervisor) -> list[str]:
     from botpoly_admin import bots
 
     try:
-        held = {owner.split(":")[1]: n for owner, n in bots.held_by_owner(store).items()}
+        held = {owner.split(":")[1]: n for owner, n in bots.holders(store).items()}
     except (sqlite3.Error, BotpolyError):
         held = {}
     lines = []
