@@ -41,7 +41,7 @@ LOG_FILE_NAME = "botpoly.log"
 
 STATUS_COLUMNS = [
     ("name", "Tenant"), ("email", "Email"), ("tier", "Tier"), ("desired_state", "Desired"),
-    ("state", "State"), ("host", "Host"), ("pid", "PID"), ("heartbeat_at", "Heartbeat"),
+    ("state", "State"), ("runner", "Runner"), ("heartbeat_at", "Heartbeat"),
     ("cycles", "Cycles"), ("last_cycle_ms", "Last ms"), ("restarts", "Restarts"),
     ("last_error", "Last error"), ("drift", "Live drift"),
 ]
@@ -312,8 +312,8 @@ def bots_stop(app: App, tenants: tuple[str, ...], all_: bool, fmt: str) -> None:
 def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     """Every bot (or one): desired state, state, where it runs, heartbeat, cycles, errors.
 
-    Host and PID name the machine and process whose run holds the bot's lease (the
-    full lease owner id is the owner field of --json and --csv).
+    Runner is HOST:PID, the machine and process whose run holds the bot's lease
+    (--json and --csv give host, pid and the full lease owner id apart).
 
     State is running (paused_quota, paused_risk, paused_daily, throttled, error) only while a
     runner holds the bot's lease and beats (its heartbeat younger than 5 s); stale
@@ -335,6 +335,9 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
     from botpoly_admin import bots
 
     rows = bots.status(app.manager(create=False).store, tenant)
+    if fmt == "table":
+        rows = [{**r, "runner": f"{r['host']}:{r['pid']}" if r["host"] else None}
+                for r in rows]
     app.render(rows, fmt, columns=STATUS_COLUMNS if fmt == "table" else None,
                title="Bots", empty="no bot has been started yet (botpoly-admin start-bot TENANT)")
 

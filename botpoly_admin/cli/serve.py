@@ -8,7 +8,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -61,13 +61,17 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 @contextmanager
-def _clean_stop() -> Iterator[list[str]]:
+def _clean_stop(server: Any = None) -> Iterator[list[str]]:
     """uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again to the
-    handler it found: these handlers only note it, so the stop ends with exit 0."""
+    handler it found: these handlers only note it, so the stop ends with exit 0. A
+    signal that comes before uvicorn has put its own handlers in place (right after
+    the "Serving" line) asks *server* to exit as soon as it has started."""
     received: list[str] = []
 
     def note(signum: int, frame: object) -> None:
         received.append(signal.Signals(signum).name)
+        if server is not None:
+            server.should_exit = True
 
     previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -186,11 +190,12 @@ def serve(app: App, host: str, port: int, allow_signup: bool, allow_remote: bool
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    app.say(f"Serving the botpoly-admin API on http://{shown}:{bound} (docs at /docs); "
-            f"signup {'on' if allow_signup else 'off'}. Ctrl-C or SIGTERM stops.")
     config = uvicorn.Config(api, log_level="info" if app.verbose else "warning",
                             access_log=app.verbose > 1, server_header=False)
-    with _clean_stop() as received:
-        uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    with _clean_stop(server) as received:
+        app.say(f"Serving the botpoly-admin API on http://{shown}:{bound} (docs at /docs); "
+                f"signup {'on' if allow_signup else 'off'}. Ctrl-C or SIGTERM stops.")
+        server.run(sockets=[sock])
     sock.close()
     app.say(f"Stopped ({received[0] if received else 'server exited'}).")
