@@ -165,7 +165,8 @@ class Vault:
             )
         if check is None:
             with store.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)",
+                conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?) "
+                             "ON CONFLICT DO NOTHING",
                              (ring.fernet().encrypt(CHECK_PLAINTEXT).decode(),))
             check = _key_check(store)
         if check is None or not key_matches(ring, check):
@@ -324,7 +325,8 @@ class Vault:
                 )
                 if progress is not None and (done % step == 0 or done == len(rows)):
                     progress(done, len(rows))
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('key_check', ?)",
+            conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                          (fernet.encrypt(CHECK_PLAINTEXT).decode(),))
             audit.record(conn, self.store.actor, audit.KeysRotated(
                 None, len(rows), new_ring.primary_id, ring.key_ids if archive else []))
