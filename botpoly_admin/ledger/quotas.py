@@ -65,8 +65,9 @@ def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     if taken:
         cur = conn.execute(
             f"INSERT INTO usage (tenant_id, period, {column}) VALUES (?, ?, 1) "
-            f"ON CONFLICT (tenant_id, period) DO UPDATE SET {column} = {column} + 1 "
-            "WHERE CAST(? AS BIGINT) IS NULL OR trades_used + trades_reserved < ?",
+            f"ON CONFLICT (tenant_id, period) DO UPDATE SET {column} = usage.{column} + 1 "
+            "WHERE CAST(? AS BIGINT) IS NULL "
+            "OR usage.trades_used + usage.trades_reserved < ?",
             (tenant_id, period, quota, quota),
         )
         taken = cur.rowcount > 0
@@ -77,8 +78,8 @@ def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     if taken:
         cur = conn.execute(
             "INSERT INTO daily_usage (tenant_id, day, trades_used) VALUES (?, ?, 1) "
-            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = trades_used + 1 "
-            "WHERE ? = 1 OR trades_used < ?",
+            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = daily_usage.trades_used + 1 "
+            "WHERE ? = 1 OR daily_usage.trades_used < ?",
             (tenant_id, day, int(reducing), daily),
         )
         taken = cur.rowcount > 0
@@ -118,7 +119,7 @@ def add_daily_pnl(conn: Any, tenant_id: str, day: str, realized_micros: int) -> 
     conn.execute(
         "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
         "ON CONFLICT (tenant_id, day) DO UPDATE SET "
-        "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+        "realized_pnl_micros = daily_usage.realized_pnl_micros + excluded.realized_pnl_micros",
         (tenant_id, day, realized_micros),
     )
 
@@ -297,8 +298,8 @@ def add_usage(store: Store, tenant_id: str, *, api_calls: int = 0,
         conn.execute(
             "INSERT INTO usage (tenant_id, period, api_calls, compute_seconds) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
-            "api_calls = api_calls + excluded.api_calls, "
-            "compute_seconds = compute_seconds + excluded.compute_seconds",
+            "api_calls = usage.api_calls + excluded.api_calls, "
+            "compute_seconds = usage.compute_seconds + excluded.compute_seconds",
             (tenant_id, period, int(api_calls), float(compute_seconds)),
         )
 

@@ -40,7 +40,7 @@ def tenant_storage_bytes(store: Store, tenant_id: str | None = None) -> dict[str
     where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id else ("", ())
     for table, expression in ROW_BYTES.items():
         for owner, size in store.db.execute(
-            f"SELECT tenant_id, sum({expression}) FROM [{table}] {where} GROUP BY tenant_id",
+            f'SELECT tenant_id, sum({expression}) FROM "{table}" {where} GROUP BY tenant_id',
             params,
         ):
             sizes[owner] = sizes.get(owner, 0) + int(size or 0)

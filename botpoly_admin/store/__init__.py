@@ -56,7 +56,8 @@ __all__ = [
     "DatabaseError", "IntegrityError", "MIGRATIONS", "OperationalError",
     "SCHEMA_APPLICATION_ID", "SCHEMA_STRATEGY_POSITIONS", "SQLiteStore", "Store",
     "TENANT_TABLES", "TenantScope", "check_creatable", "check_ours", "check_regular_file",
-    "connect", "dialect_of", "insertion_order", "is_database_url", "json_array_agg", "json_list_items", "is_ours", "migrate", "no_database_yet",
-    "open_store", "resolve_db_path", "resolve_location", "schema_version", "select", "string_agg",
+    "connect", "dialect_of", "insertion_order", "is_database_url", "is_ours",
+    "json_array_agg", "json_list_items", "migrate", "no_database_yet", "open_store",
+    "resolve_db_path", "resolve_location", "schema_version", "select", "string_agg",
     "transaction",
 ]
