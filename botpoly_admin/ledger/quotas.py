@@ -23,7 +23,7 @@ from botpoly_admin import audit, clock, policy
 from botpoly_admin.errors import InvalidInput, NotFound, QuotaExceeded, TradingNotAllowed
 from botpoly_admin.ledger.equity import TOTALS_SQL, Totals
 from botpoly_admin.models import MAX_COUNT, effective_quota, from_micros, to_micros
-from botpoly_admin.store import Store, insertion_order
+from botpoly_admin.store import Store, tenant_order
 
 if TYPE_CHECKING:
     from botpoly_admin.models import TenantConfig
@@ -197,7 +197,7 @@ def quota_status(store: Store, tenant_id: str | None = None,
         params["tenant_id"] = tenant_id
     rows = []
     for r in store.select(
-            sql + f" ORDER BY t.created_at, {insertion_order(store.db, 'tenant_id', 't')}", params):
+            sql + f" ORDER BY t.created_at, {tenant_order(store.db)}", params):
         limit = effective_quota(r)
         rows.append({
             "tenant_id": r["tenant_id"], "name": r["name"], "email": r["email"],

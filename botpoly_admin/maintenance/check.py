@@ -25,7 +25,7 @@ from botpoly_admin.ledger import cash_micros, reconciliation
 from botpoly_admin.maintenance.scan import scan_files
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
-from botpoly_admin.store import dialect_of, insertion_order, select, string_agg
+from botpoly_admin.store import dialect_of, select, string_agg, tenant_order
 from botpoly_admin.store.sqlite import SQLITE_MAGIC
 
 if TYPE_CHECKING:
@@ -244,8 +244,8 @@ def _positions(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 
 def _cash(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     offending = []
-    for r in select(ctx.db, "SELECT tenant_id, capital_micros FROM tenants ORDER BY "
-                            f"created_at, {insertion_order(ctx.db, 'tenant_id')}"):
+    for r in select(ctx.db, "SELECT t.tenant_id, t.capital_micros FROM tenants t "
+                            f"ORDER BY t.created_at, {tenant_order(ctx.db)}"):
         cash = cash_micros(ctx.db.conn, r["tenant_id"], r["capital_micros"])
         if cash < 0:
             offending.append({"tenant_id": r["tenant_id"],

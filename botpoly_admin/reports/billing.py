@@ -16,7 +16,7 @@ from typing import Any
 from botpoly_admin import audit
 from botpoly_admin.clock import parse_period, period_bounds
 from botpoly_admin.models import PRICING, TIERS, TenantTier, effective_quota
-from botpoly_admin.store import Store, insertion_order, select
+from botpoly_admin.store import Store, select, tenant_order
 
 # Approximate bytes of each tenant-owned row: the stored values' lengths plus a
 # fixed overhead per row.
@@ -59,7 +59,7 @@ def billing_report(store: Store, period: str) -> dict[str, Any]:
         "SELECT t.*, COALESCE(u.trades_used, 0) AS used, COALESCE(u.api_calls, 0) AS calls "
         "FROM tenants t LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = ? "
         f"WHERE t.created_at < ? ORDER BY t.created_at, "
-        f"{insertion_order(store.db, 'tenant_id', 't')}",
+        f"{tenant_order(store.db)}",
         (period, end),
     ):
         plan = plans.get(row["tenant_id"], audit.Plan())

@@ -34,7 +34,7 @@ from botpoly_admin.ledger import reconciliation
 from botpoly_admin.ledger.equity import POSITION_VALUE, RESERVED_AMOUNT, RESERVING, Totals
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
-from botpoly_admin.store import Store, insertion_order, json_array_agg, select
+from botpoly_admin.store import Store, json_array_agg, select, tenant_order
 
 CURVE_POINTS = 30
 # Rows of the live table, most urgent first.
@@ -171,7 +171,7 @@ def tenant_lines(
         live_columns=reconciliation.SUMMARY_COLUMNS,
         position_value=POSITION_VALUE, reserved_amount=RESERVED_AMOUNT, reserving=RESERVING,
         curve=json_array_agg(store.db, "equity_micros"),
-        tiebreak=insertion_order(store.db, "tenant_id", "t"),
+        tiebreak=tenant_order(store.db),
     )
     rows = select(store.db, sql, params)
     read = trade_figures(store, [r["tenant_id"] for r in rows]) if figures and rows else {}

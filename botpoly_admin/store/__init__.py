@@ -36,6 +36,7 @@ from botpoly_admin.store.sql import (
     json_list_items,
     select,
     string_agg,
+    tenant_order,
     transaction,
 )
 from botpoly_admin.store.sqlite import (
@@ -59,5 +60,5 @@ __all__ = [
     "connect", "dialect_of", "insertion_order", "is_database_url", "is_ours",
     "json_array_agg", "json_list_items", "migrate", "no_database_yet", "open_store",
     "resolve_db_path", "resolve_location", "schema_version", "select", "string_agg",
-    "transaction",
+    "tenant_order", "transaction",
 ]

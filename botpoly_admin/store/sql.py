@@ -49,6 +49,17 @@ def string_agg(db: Any, expr: str, separator: str) -> str:
     return f"string_agg({expr}, '{separator}')"
 
 
+def tenant_order(db: Any, alias: str = "t") -> str:
+    """ORDER BY terms that list tenants (``tenants`` aliased *alias*) in creation order
+    after their ``created_at`` (whole seconds): SQLite's rowid; on PostgreSQL, which
+    has none, the id of the tenant's first audit row (``tenant.create``, written in
+    the same transaction as the row), then the tenant id."""
+    if dialect_of(db) == "sqlite":
+        return f"{alias}.rowid"
+    return (f"(SELECT min(a.id) FROM audit_log a WHERE a.tenant_id = {alias}.tenant_id), "
+            f"{alias}.tenant_id")
+
+
 @contextmanager
 def transaction(db: Any, tenant_id: str | None = None) -> Iterator[Any]:
     """Run the block in one write transaction; roll back on any exception.
