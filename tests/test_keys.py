@@ -348,7 +348,7 @@ def test_rotation_reports_progress_over_thousands_of_secrets(db_path: Path) -> N
                 (tid, f"t{i}@example.com", f"t{i}@example.com"))
             conn.execute("INSERT INTO credentials (tenant_id, name, ciphertext, key_id, "
                          "updated_at) VALUES (?, 'binance_api_key', ?, ?, ?)",
-                               (tid, *rows))
+                         (tid, *rows))
     seen: list[tuple[int, int]] = []
     result = manager.rotate_keys(progress=lambda done, total: seen.append((done, total)))
     assert result["secrets"] == 2_401
