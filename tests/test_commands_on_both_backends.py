@@ -138,6 +138,11 @@ def test_the_scenario_is_what_was_written_on_postgresql(pg_url: str, secret_key:
     assert check["ok"], [c for c in check["checks"] if not c["ok"]]
     skipped = {c["name"] for c in check["checks"] if (c["note"] or "").startswith("skipped")}
     assert skipped == {"sqlite_integrity", "foreign_keys", "no_plaintext_secrets"}
+    # A quota lowered below this period's use: the audit log explains it (json_list_items).
+    assert invoke(pg_url, "quotas", "set", "john@example.com", "--trades", "2").exit_code == 0
+    quota_check = {c["name"]: c for c in run_json(pg_url, "db", "check")["checks"]}[
+        "quota_respected"]
+    assert quota_check["ok"] and "an operator's change" in quota_check["note"]
 
 
 def test_api_keys_tenant_delete_and_purge_on_postgresql(pg_url: str, secret_key: bytes,
