@@ -90,7 +90,7 @@ def test_revoke_and_list(run_cli, john: str, manager: TenantManager) -> None:
                               "--json").stdout)
     assert [row["key_id"] for row in mine] == [tenant.key.key_id]
     again = run_cli("api", "keys", "revoke", tenant.key.key_id, "--json")
-    assert json.loads(again.stdout)["revoked_at"] == every[1]["revoked_at"]  # idempotent
+    assert json.loads(again.stdout)["revoked_at"] == mine[0]["revoked_at"]  # idempotent
     assert [r["action"] for r in manager.list_audit()].count("apikey.revoke") == 1
     for missing in ("0123456789ab", "nope"):
         assert_clean_error(run_cli("api", "keys", "revoke", missing), 1)
