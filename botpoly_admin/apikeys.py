@@ -25,7 +25,7 @@ from typing import Any
 
 from botpoly_admin import audit, clock
 from botpoly_admin.errors import CredentialsError, NotFound
-from botpoly_admin.store import Store, select, transaction
+from botpoly_admin.store import Store, insertion_order, select, transaction
 from botpoly_admin.text import check_text
 
 PREFIX = "bpk"
@@ -142,7 +142,8 @@ def list_keys(store: Store, *, tenant_id: str | None = None,
         params["tenant_id"] = tenant_id
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     return [_key(r) for r in select(
-        store.db, f"SELECT * FROM api_keys{where} ORDER BY created_at, rowid", params)]
+        store.db, f"SELECT * FROM api_keys{where} ORDER BY created_at, "
+        f"{insertion_order(store.db, 'key_id')}", params)]
 
 
 def revoke_key(store: Store, key_id: str) -> ApiKey:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from botpoly_admin import clock
 from botpoly_admin.errors import InvalidInput
-from botpoly_admin.store import Store, select
+from botpoly_admin.store import Store, json_list_items, select
 
 # --- tenants --------------------------------------------------------------------------
 
@@ -299,14 +299,19 @@ def plans_at(store: Store, before: str) -> dict[str, Plan]:
 QUOTA_CHANGE_SQL = """
 SELECT max(ts) FROM audit_log WHERE tenant_id = :tenant_id AND ts >= :start
 AND (action = 'quota.set' OR (action = 'tenant.update' AND EXISTS (
-    SELECT 1 FROM json_each(details, '$.fields')
+    SELECT 1 FROM {fields}
     WHERE value IN ('tier', 'monthly_trades_quota'))))
 """
+
+
+def quota_change_sql(db: Any) -> str:
+    """QUOTA_CHANGE_SQL in the dialect of *db*."""
+    return QUOTA_CHANGE_SQL.format(fields=json_list_items(db, "details", "fields"))
 
 
 def quota_changed_since(store: Store, tenant_id: str, start: str) -> str | None:
     """When an operator last changed the tenant's quota or tier at or after *start*
     (an ISO time), or None (``db check`` explains a period over quota with it)."""
-    row = store.db.conn.execute(QUOTA_CHANGE_SQL,
+    row = store.db.conn.execute(quota_change_sql(store.db),
                                 {"tenant_id": tenant_id, "start": start}).fetchone()
     return row[0] if row else None

@@ -38,7 +38,7 @@ from botpoly_admin.models import (
     to_decimal,
     to_micros,
 )
-from botpoly_admin.store import Store, select
+from botpoly_admin.store import Store, select, tenant_order
 from botpoly_admin.text import check_text
 
 DEFAULT_TRIAL_DAYS = 14
@@ -95,7 +95,8 @@ def _json(text: str) -> Any:
 
 def _rows(store: Store, where: str = "", params: Mapping[str, Any] | None = None
           ) -> list[dict[str, Any]]:
-    sql = TENANT_SELECT + (f" WHERE {where}" if where else "") + " ORDER BY t.created_at, t.rowid"
+    sql = (TENANT_SELECT + (f" WHERE {where}" if where else "")
+           + f" ORDER BY t.created_at, {tenant_order(store.db)}")
     return select(store.db, sql, {"period": clock.period_of(clock.now()), **(params or {})})
 
 

@@ -33,7 +33,7 @@ from botpoly_admin.secrets import (
     mask,
     write_key_file,
 )
-from botpoly_admin.store import Store
+from botpoly_admin.store import Store, dialect_of
 
 # What a masked view shows for a credential stored before hints were (its hint is
 # written the next time the vault decrypts it: ``Vault.get``, ``keys rotate``).
@@ -148,6 +148,12 @@ class Vault:
 
     # --- the keys -------------------------------------------------------------------
 
+    def _local_dir(self) -> None:
+        """Make the directory a new key file goes into when it is ours to make: a
+        PostgreSQL database's ``data/`` (a SQLite file's directory exists already)."""
+        if dialect_of(self.store.db) != "sqlite":
+            key_file_for(self.store.db_path).parent.mkdir(parents=True, exist_ok=True)
+
     def keyring(self, *, create: bool = False) -> KeyRing:
         """The keys for this database, verified against its key check token (written
         first when there is none; *create* makes a key file when there is no key)."""
@@ -156,6 +162,8 @@ class Vault:
         stamp = (check, key_source_stamp(store.db_path))
         if self._verified is not None and self._verified[0] == stamp:
             return self._verified[1]
+        if create and check is None:
+            self._local_dir()
         ring = load_keyring(store.db_path, create=create and check is None,
                             notify=self.notify)
         if ring is None:
@@ -165,7 +173,8 @@ class Vault:
             )
         if check is None:
             with store.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)",
+                conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?) "
+                             "ON CONFLICT DO NOTHING",
                              (ring.fernet().encrypt(CHECK_PLAINTEXT).decode(),))
             check = _key_check(store)
         if check is None or not key_matches(ring, check):
@@ -324,7 +333,8 @@ class Vault:
                 )
                 if progress is not None and (done % step == 0 or done == len(rows)):
                     progress(done, len(rows))
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('key_check', ?)",
+            conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                          (fernet.encrypt(CHECK_PLAINTEXT).decode(),))
             audit.record(conn, self.store.actor, audit.KeysRotated(
                 None, len(rows), new_ring.primary_id, ring.key_ids if archive else []))
@@ -357,6 +367,7 @@ class Vault:
                 "BOTPOLY_SECRET_KEYS); to replace a key you still have, use `keys "
                 "rotate`; if the key is lost for good, `keys drop-undecryptable` removes what "
                 "it encrypted, then run `keys generate` (nothing was changed)")
+        self._local_dir()
         write_key_file(path, [generate_key()])
         with self.store.transaction() as conn:
             audit.record(conn, self.store.actor, audit.KeyGenerated(None, str(path)))

@@ -5,10 +5,16 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from botpoly_admin.store import is_database_url
 
-def database_dump(path: Path) -> list[str] | None:
+
+def database_dump(path: Path | str) -> list[str] | None:
     """Every schema statement and row of the database at *path*, read through a fresh
-    read-only connection (None if there is no file)."""
+    read-only connection (None if there is no file); of a postgresql:// URL, every row
+    of every table, in key order."""
+    if is_database_url(path):
+        return _postgres_dump(str(path))
+    path = Path(path)
     if not path.is_file():
         return None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -16,6 +22,17 @@ def database_dump(path: Path) -> list[str] | None:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+def _postgres_dump(url: str) -> list[str]:
+    import psycopg  # the postgresql extra; only a PostgreSQL test gets here
+
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "ORDER BY tablename")]
+        return [f"{table}: {row!r}" for table in tables
+                for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY 1')]
 
 
 def assert_clean_error(result, exit_code: int) -> None:

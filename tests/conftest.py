@@ -1,5 +1,6 @@
 """Shared fixtures, built on factories.py: a real SQLite file per test, a manager and a
-CLI runner bound to it, and John."""
+CLI runner bound to it, and John. ``location`` is a fresh database of each backend; a
+test module runs on both by binding ``db_path`` to it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from factories import invoke, make_tenant
 from botpoly_admin.api import TenantManager
 from botpoly_admin.models import TenantConfig
 from botpoly_admin.secrets import generate_key
+from botpoly_admin.store import is_database_url
 
 pytest_plugins = ["fake_exchange", "live_support", "postgres_server", "api_support"]
 
@@ -32,6 +34,31 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
                  "BOTPOLY_BINANCE_URL"):
         monkeypatch.setenv(name, UNREACHABLE)
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): a test of a two-backend module that cannot run on "
+        "PostgreSQL, and why")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each backend: a file path, or a postgresql:// URL (a test
+    marked ``sqlite_only(reason)`` is skipped on PostgreSQL, with its reason)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tenants.db")
+    marker = request.node.get_closest_marker("sqlite_only")
+    if marker is not None:
+        pytest.skip(f"SQLite only: {marker.args[0]}")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def both_backends(location: str) -> Path | str:
+    """``db_path`` on each backend: a module binds ``db_path`` to this to run its tests
+    on SQLite (a Path, as ``db_path`` is) and on PostgreSQL (a URL)."""
+    return location if is_database_url(location) else Path(location)
 
 
 @pytest.fixture
@@ -81,6 +108,8 @@ def db_snapshot(db_path: Path):
 
     def snapshot(path: Path | None = None) -> tuple[list[str] | None, list[str]]:
         target = path or db_path
+        if is_database_url(target):  # a server's database: no files of ours beside it
+            return database_dump(target), []
         files = sorted(
             p.name for p in target.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))
         ) if target.parent.is_dir() else []

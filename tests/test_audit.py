@@ -12,6 +12,14 @@ from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import InvalidInput
 
 
+@pytest.fixture
+def db_path(both_backends):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_backends
+
+
+
+@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_every_change_is_one_typed_event_with_exactly_its_fields(
         manager: TenantManager, secret_key: bytes) -> None:
     ann = manager.create_tenant("Ann", "ann@example.com", "pro", status="active")

@@ -22,6 +22,13 @@ from botpoly_admin.reports.dashboard import (
 )
 
 
+@pytest.fixture
+def db_path(both_backends):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_backends
+
+
+
 def render(renderable, width: int = 110) -> str:
     """Plain text of a renderable at a fixed width (no colour, no terminal)."""
     console = Console(width=width, record=True, color_system=None, force_terminal=False,
@@ -208,6 +215,7 @@ def count_queries(manager: TenantManager) -> int:
     return sum(1 for s in statements if s.lstrip().upper().startswith("SELECT"))
 
 
+@pytest.mark.sqlite_only("counts statements with sqlite3's trace callback")
 def test_collect_runs_the_same_queries_for_3_or_12_tenants(db_path, tmp_path) -> None:
     few = TenantManager(db_path)
     populate(few, 3)
@@ -216,6 +224,7 @@ def test_collect_runs_the_same_queries_for_3_or_12_tenants(db_path, tmp_path) ->
     assert count_queries(few) == count_queries(many) <= 5
 
 
+@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_collect_overview_and_json(manager: TenantManager) -> None:
     ids = populate(manager, 2)
     bots.start_bot(manager.store, ids[0])

@@ -20,7 +20,7 @@ from botpoly_admin.errors import (
     TradingNotAllowed,
 )
 from botpoly_admin.ledger import Trade
-from botpoly_admin.store import SQLiteStore
+from botpoly_admin.store import open_store
 from botpoly_admin.trading.brokers import PaperBroker, record_execution
 from botpoly_admin.trading.market import Level, OrderBook
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
@@ -28,6 +28,12 @@ from botpoly_admin.trading.paper import simulate_fill
 
 D = Decimal
 NOW = "2026-11-10T12:00:00Z"
+
+
+@pytest.fixture
+def db_path(both_backends):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_backends
 
 
 @pytest.fixture
@@ -77,6 +83,8 @@ def test_the_engine_form_moves_a_position(manager, tenant) -> None:
     assert maintenance.check_invariants(manager.store) == []
 
 
+@pytest.mark.sqlite_only("reads SQLite's storage classes (typeof); on PostgreSQL the "
+                        "columns are BIGINT by schema (test_postgres_store compares them)")
 def test_amounts_are_integer_micro_units_in_sqlite_and_decimal_in_python(
         manager, tenant, db_path) -> None:
     row = manager.record_trade(tenant, buy("tok", "12.345678", "0.123456", fee="0.01"))
@@ -557,9 +565,9 @@ def test_check_invariants_finds_a_broken_ledger(manager, tenant, run_cli) -> Non
     manager.record_trade(tenant, buy("A", "10", "0.5"))
     assert maintenance.check_invariants(manager.store) == []
     assert run_cli("db", "check").exit_code == 0
-    with manager.db.conn:
-        manager.db.execute("UPDATE usage SET trades_used = 5")
-        manager.db.execute("UPDATE positions SET shares_micros = 1")
+    with manager.store.transaction() as conn:
+        conn.execute("UPDATE usage SET trades_used = 5")
+        conn.execute("UPDATE positions SET shares_micros = 1")
     problems = maintenance.check_invariants(manager.store)
     assert problems == [
         f"usage_matches_trades: tenant_id={tenant}, period=2026-11, trades_used=5, "
@@ -610,7 +618,7 @@ def test_stale_reservations_are_released_and_fresh_ones_kept(manager, monkeypatc
 
 
 def test_the_ledger_takes_a_store_without_a_manager(manager, tenant, db_path) -> None:
-    store = SQLiteStore(db_path, create=False, actor="cron")
+    store = open_store(db_path, create=False, actor="cron")
     ledger.record_trade(store, tenant, buy("A", "10", "0.40", market="m"))
     ledger.record_trade(store, tenant, sell("A", "4", "0.50", market="m"))
     ledger.mark_positions(store, tenant, {"A": D("0.45")})

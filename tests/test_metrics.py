@@ -32,6 +32,13 @@ from botpoly_admin.metrics import (
 )
 from botpoly_admin.trading.bot import TenantBot
 
+
+@pytest.fixture
+def db_path(both_backends):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_backends
+
+
 D = Decimal
 
 

@@ -28,14 +28,6 @@ TESTS = Path(__file__).parent
 NOW = "2026-11-05T10:00:00Z"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database of each backend: a file path, or a postgresql:// URL."""
-    if request.param == "sqlite":
-        return str(tmp_path / "tenants.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def any_store(location: str):
     """An open store on a fresh database of each backend."""

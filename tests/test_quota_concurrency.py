@@ -5,6 +5,8 @@ threads, each with its own SQLite connection (TenantManager opens one per thread
 all released together to record trades against one tenant as fast as they can.
 Meanwhile this process reads consistent snapshots and checks that usage always
 equals the counted trades and never passes the quota (docs/architecture.md invariants 1 and 2).
+The same race runs on PostgreSQL through ``record_trade`` (a few fixed examples: each
+needs its own database).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from decimal import Decimal
 from pathlib import Path
 from unittest import mock
 
+import psycopg
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from botpoly_admin.api import TenantManager
 from botpoly_admin.maintenance import check_invariants
+from botpoly_admin.store import is_database_url
 
 pytestmark = pytest.mark.slow
 
@@ -84,28 +88,38 @@ print(json.dumps(results), flush=True)
 '''
 
 
-def _observe(db: Path, tenant_id: str, stop: threading.Event, seen: list[tuple[int, int]]
-             ) -> None:
+def _observe(db: Path | str, tenant_id: str, stop: threading.Event,
+             seen: list[tuple[int, int]]) -> None:
     """Read (trades_used, counted trades) from one snapshot at a time until *stop*."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    if is_database_url(db):
+        conn = psycopg.connect(str(db), autocommit=True)
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ"  # one snapshot per transaction
+        mark = "%s"
+    else:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+        begin, mark = "BEGIN", "?"
     try:
         while not stop.is_set():
-            conn.execute("BEGIN")  # one read transaction: one consistent snapshot
+            conn.execute(begin)  # one read transaction: one consistent snapshot
             used = conn.execute(
                 "SELECT COALESCE(max(trades_used), 0) FROM usage "
-                "WHERE tenant_id = ? AND period = ?", (tenant_id, PERIOD)).fetchone()[0]
+                f"WHERE tenant_id = {mark} AND period = {mark}",
+                (tenant_id, PERIOD)).fetchone()[0]
             counted = conn.execute(
-                "SELECT count(*) FROM trades WHERE tenant_id = ? AND period = ? "
-                "AND counted = 1", (tenant_id, PERIOD)).fetchone()[0]
+                f"SELECT count(*) FROM trades WHERE tenant_id = {mark} AND period = {mark} "
+                "AND counted = 1",
+                (tenant_id, PERIOD)).fetchone()[0]
             conn.execute("COMMIT")
             seen.append((used, counted))
     finally:
         conn.close()
 
 
-def _run(quota: int, threads: int, attempts: int) -> None:
+def _run(quota: int, threads: int, attempts: int, url: str | None = None) -> None:
+    """Race two processes of *threads* threads for *quota* units, on a fresh SQLite file
+    (or the empty PostgreSQL database at *url*)."""
     with tempfile.TemporaryDirectory(prefix="quota-") as tmp:
-        db = Path(tmp) / "tenants.db"
+        db = url or Path(tmp) / "tenants.db"
         worker = Path(tmp) / "worker.py"
         worker.write_text(WORKER)
         manager = TenantManager(db)
@@ -172,3 +186,14 @@ def test_concurrent_recording_never_exceeds_the_quota(quota: int, threads: int,
                                                       attempts: int) -> None:
     with mock.patch.dict(os.environ, {"BOTPOLY_NOW": NOW}):
         _run(quota, threads, attempts)
+
+
+@pytest.mark.parametrize(("quota", "threads", "attempts"), [
+    (7, 4, 5),    # 40 attempts race for 7 units
+    (40, 4, 5),   # exactly enough: nothing refused
+    (25, 8, 4),   # 2 processes x 8 threads, 64 attempts for 25 units
+])
+def test_on_postgresql_concurrent_recording_never_exceeds_the_quota(
+        pg_url: str, quota: int, threads: int, attempts: int) -> None:
+    with mock.patch.dict(os.environ, {"BOTPOLY_NOW": NOW}):
+        _run(quota, threads, attempts, pg_url)

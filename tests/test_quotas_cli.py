@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from cli_checks import assert_clean_error
@@ -11,6 +10,14 @@ from factories import invoke
 
 from botpoly_admin import ledger, maintenance
 from botpoly_admin.errors import Conflict, QuotaExceeded
+from botpoly_admin.store import open_store
+
+
+@pytest.fixture
+def db_path(both_backends):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return both_backends
+
 
 
 def _trade(manager, tenant_id: str, n: int = 1) -> None:
@@ -20,12 +27,12 @@ def _trade(manager, tenant_id: str, n: int = 1) -> None:
 
 
 def _closed_periods(db_path) -> list[tuple[str, dict]]:
-    conn = sqlite3.connect(db_path)
+    opened = open_store(db_path, create=False)
     try:
-        return [(p, json.loads(d)) for p, d in
-                conn.execute("SELECT period, details FROM quota_periods ORDER BY period")]
+        return [(r["period"], json.loads(r["details"])) for r in
+                opened.select("SELECT period, details FROM quota_periods ORDER BY period")]
     finally:
-        conn.close()
+        opened.close()
 
 
 @pytest.fixture

@@ -54,8 +54,8 @@ def _not_empty(value: str | None) -> str | None:
     "db_path",
     envvar="BOTPOLY_DB",
     metavar="PATH|URL",
-    help="SQLite database file, or a postgresql:// URL (only some commands yet) "
-         "(default: data/tenants.db; env BOTPOLY_DB).",
+    help="SQLite database file, or a postgresql:// URL (not yet for bots, start-bot, "
+         "run and serve) (default: data/tenants.db; env BOTPOLY_DB).",
     callback=lambda ctx, param, value: _not_empty(value),
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")

@@ -174,8 +174,8 @@ def finish_cycle(store: Store, tenant_id: str, *, marks: Mapping[str, Decimal],
         conn.execute(
             "INSERT INTO usage (tenant_id, period, compute_seconds, api_calls) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
-            "compute_seconds = compute_seconds + excluded.compute_seconds, "
-            "api_calls = api_calls + excluded.api_calls",
+            "compute_seconds = usage.compute_seconds + excluded.compute_seconds, "
+            "api_calls = usage.api_calls + excluded.api_calls",
             (tenant_id, clock.period_of(now), float(compute_seconds), int(api_calls)),
         )
     return eq

@@ -31,7 +31,7 @@ def _close_plan(conn: Any, now: datetime) -> tuple[list[dict[str, Any]], list[di
     else:
         first = conn.execute(
             "SELECT min(p) FROM (SELECT min(substr(created_at, 1, 7)) AS p FROM tenants "
-            "UNION ALL SELECT min(period) FROM usage)"
+            "UNION ALL SELECT min(period) FROM usage) AS firsts"
         ).fetchone()[0]
         start = first or current
     to_close = []
@@ -77,8 +77,8 @@ def close_periods(store: Store, *, dry_run: bool = False) -> dict[str, Any]:
             return report(to_close, expiring)
         for item in to_close:
             conn.execute(
-                "INSERT OR IGNORE INTO quota_periods (period, closed_at, closed_by, details) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO quota_periods (period, closed_at, closed_by, details) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (item["period"], clock.iso(now), store.actor, json.dumps(item)),
             )
         for item in expiring:

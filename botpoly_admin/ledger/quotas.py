@@ -23,7 +23,7 @@ from botpoly_admin import audit, clock, policy
 from botpoly_admin.errors import InvalidInput, NotFound, QuotaExceeded, TradingNotAllowed
 from botpoly_admin.ledger.equity import TOTALS_SQL, Totals
 from botpoly_admin.models import MAX_COUNT, effective_quota, from_micros, to_micros
-from botpoly_admin.store import Store
+from botpoly_admin.store import Store, tenant_order
 
 if TYPE_CHECKING:
     from botpoly_admin.models import TenantConfig
@@ -65,8 +65,9 @@ def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     if taken:
         cur = conn.execute(
             f"INSERT INTO usage (tenant_id, period, {column}) VALUES (?, ?, 1) "
-            f"ON CONFLICT (tenant_id, period) DO UPDATE SET {column} = {column} + 1 "
-            "WHERE ? IS NULL OR trades_used + trades_reserved < ?",
+            f"ON CONFLICT (tenant_id, period) DO UPDATE SET {column} = usage.{column} + 1 "
+            "WHERE CAST(? AS BIGINT) IS NULL "
+            "OR usage.trades_used + usage.trades_reserved < ?",
             (tenant_id, period, quota, quota),
         )
         taken = cur.rowcount > 0
@@ -77,8 +78,8 @@ def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     if taken:
         cur = conn.execute(
             "INSERT INTO daily_usage (tenant_id, day, trades_used) VALUES (?, ?, 1) "
-            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = trades_used + 1 "
-            "WHERE ? OR trades_used < ?",
+            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = daily_usage.trades_used + 1 "
+            "WHERE ? = 1 OR daily_usage.trades_used < ?",
             (tenant_id, day, int(reducing), daily),
         )
         taken = cur.rowcount > 0
@@ -91,20 +92,23 @@ def release_quota(conn: Any, tenant_id: str, period: str, day: str, *, reserved:
     is moved out of the adjustment instead, so usage = counted trades + adjustment holds."""
     if reserved:
         conn.execute(
-            "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0) "
+            "UPDATE usage SET trades_reserved = "
+            "CASE WHEN trades_reserved > 0 THEN trades_reserved - 1 ELSE 0 END "
             "WHERE tenant_id = ? AND period = ?",
             (tenant_id, period),
         )
     else:
         # SQLite evaluates every right-hand side with the row's old values.
         conn.execute(
-            "UPDATE usage SET trades_used = max(trades_used - 1, 0), "
-            "trades_adjustment = trades_adjustment + (trades_used = 0) "
+            "UPDATE usage SET trades_used = CASE WHEN trades_used > 0 THEN trades_used - 1 "
+            "ELSE 0 END, trades_adjustment = trades_adjustment + "
+            "CASE WHEN trades_used = 0 THEN 1 ELSE 0 END "
             "WHERE tenant_id = ? AND period = ?",
             (tenant_id, period),
         )
     conn.execute(
-        "UPDATE daily_usage SET trades_used = max(trades_used - 1, 0) "
+        "UPDATE daily_usage SET trades_used = "
+        "CASE WHEN trades_used > 0 THEN trades_used - 1 ELSE 0 END "
         "WHERE tenant_id = ? AND day = ?",
         (tenant_id, day),
     )
@@ -115,7 +119,7 @@ def add_daily_pnl(conn: Any, tenant_id: str, day: str, realized_micros: int) -> 
     conn.execute(
         "INSERT INTO daily_usage (tenant_id, day, realized_pnl_micros) VALUES (?, ?, ?) "
         "ON CONFLICT (tenant_id, day) DO UPDATE SET "
-        "realized_pnl_micros = realized_pnl_micros + excluded.realized_pnl_micros",
+        "realized_pnl_micros = daily_usage.realized_pnl_micros + excluded.realized_pnl_micros",
         (tenant_id, day, realized_micros),
     )
 
@@ -192,7 +196,8 @@ def quota_status(store: Store, tenant_id: str | None = None,
         sql += " WHERE t.tenant_id = :tenant_id"
         params["tenant_id"] = tenant_id
     rows = []
-    for r in store.select(sql + " ORDER BY t.created_at, t.rowid", params):
+    for r in store.select(
+            sql + f" ORDER BY t.created_at, {tenant_order(store.db)}", params):
         limit = effective_quota(r)
         rows.append({
             "tenant_id": r["tenant_id"], "name": r["name"], "email": r["email"],
@@ -267,12 +272,12 @@ def increment_usage(store: Store, tenant_id: str, n: int = 1) -> int:
     with store.transaction() as conn:
         row = tenant_row(conn, tenant_id)
         quota = effective_quota(row)
-        conn.execute("INSERT OR IGNORE INTO usage (tenant_id, period) VALUES (?, ?)",
+        conn.execute("INSERT INTO usage (tenant_id, period) VALUES (?, ?) ON CONFLICT DO NOTHING",
                      (tenant_id, period))
         cur = conn.execute(
             "UPDATE usage SET trades_used = trades_used + :n, "
             "trades_adjustment = trades_adjustment + :n "
-            "WHERE tenant_id = :t AND period = :p AND (:q IS NULL OR trades_used + "
+            "WHERE tenant_id = :t AND period = :p AND (CAST(:q AS BIGINT) IS NULL OR trades_used + "
             "trades_reserved + :n <= :q)",
             {"n": n, "t": tenant_id, "p": period, "q": quota},
         )
@@ -293,8 +298,8 @@ def add_usage(store: Store, tenant_id: str, *, api_calls: int = 0,
         conn.execute(
             "INSERT INTO usage (tenant_id, period, api_calls, compute_seconds) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
-            "api_calls = api_calls + excluded.api_calls, "
-            "compute_seconds = compute_seconds + excluded.compute_seconds",
+            "api_calls = usage.api_calls + excluded.api_calls, "
+            "compute_seconds = usage.compute_seconds + excluded.compute_seconds",
             (tenant_id, period, int(api_calls), float(compute_seconds)),
         )
 

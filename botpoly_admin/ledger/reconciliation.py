@@ -123,12 +123,13 @@ def note_redemption(store: Store, tenant_id: str, token_id: str, state: str, *,
             "transaction_id, transaction_hash, attempts, last_error, next_try_at, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (tenant_id, token_id) DO UPDATE SET state = excluded.state, "
-            "condition_id = coalesce(excluded.condition_id, condition_id), "
+            "condition_id = coalesce(excluded.condition_id, live_redemptions.condition_id), "
             "transaction_id = CASE WHEN excluded.state = 'sending' THEN NULL ELSE "
-            "coalesce(excluded.transaction_id, transaction_id) END, "
+            "coalesce(excluded.transaction_id, live_redemptions.transaction_id) END, "
             "transaction_hash = CASE WHEN excluded.state = 'sending' THEN NULL ELSE "
-            "coalesce(excluded.transaction_hash, transaction_hash) END, "
-            "attempts = attempts + excluded.attempts, last_error = excluded.last_error, "
+            "coalesce(excluded.transaction_hash, live_redemptions.transaction_hash) END, "
+            "attempts = live_redemptions.attempts + excluded.attempts, "
+            "last_error = excluded.last_error, "
             "next_try_at = excluded.next_try_at, updated_at = excluded.updated_at",
             (tenant_id, token_id, condition_id, state, transaction_id, transaction_hash,
              int(attempt), error, next_try_at, now))

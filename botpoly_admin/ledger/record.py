@@ -67,10 +67,12 @@ def _insert(conn: Any, values: Mapping[str, Any], *, idempotent: bool = False) -
     is already recorded (the UNIQUE (tenant_id, client_order_id) constraint)."""
     cur = conn.execute(
         f"INSERT INTO trades ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
-        + (" ON CONFLICT (tenant_id, client_order_id) DO NOTHING" if idempotent else ""),
+        + (" ON CONFLICT (tenant_id, client_order_id) DO NOTHING" if idempotent else "")
+        + " RETURNING id",
         tuple(values.values()),
     )
-    return cur.lastrowid if cur.rowcount else None
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
@@ -89,8 +91,8 @@ def apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int,
             "shares_micros, cost_micros, state, opened_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) "
             "ON CONFLICT (tenant_id, token_id, strategy) DO UPDATE SET "
-            "shares_micros = shares_micros + excluded.shares_micros, "
-            "cost_micros = cost_micros + excluded.cost_micros, state = 'open', "
+            "shares_micros = positions.shares_micros + excluded.shares_micros, "
+            "cost_micros = positions.cost_micros + excluded.cost_micros, state = 'open', "
             "opened_at = CASE WHEN positions.shares_micros = 0 THEN excluded.opened_at "
             "ELSE positions.opened_at END, "
             "market = COALESCE(positions.market, excluded.market), "
@@ -187,7 +189,8 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
             return None
         if counted and reservation is not None:
             conn.execute(
-                "UPDATE usage SET trades_reserved = max(trades_reserved - 1, 0), "
+                "UPDATE usage SET trades_reserved = "
+                "CASE WHEN trades_reserved > 0 THEN trades_reserved - 1 ELSE 0 END, "
                 "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
                 (tenant_id, period),
             )
@@ -241,7 +244,7 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
         held = conn.execute(
             "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
             "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0 "
-            "AND (? IS NULL OR strategy = ?) ORDER BY strategy",
+            "AND (CAST(? AS TEXT) IS NULL OR strategy = ?) ORDER BY strategy",
             (tenant_id, token_id, strategy, strategy),
         ).fetchall()
         for owner, shares, cost, market, outcome in held:

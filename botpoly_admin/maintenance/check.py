@@ -18,14 +18,14 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock, policy
+from botpoly_admin import audit, clock, policy
 from botpoly_admin.clock import period_bounds
 from botpoly_admin.errors import CredentialsError
 from botpoly_admin.ledger import cash_micros, reconciliation
 from botpoly_admin.maintenance.scan import scan_files
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
-from botpoly_admin.store import select
+from botpoly_admin.store import dialect_of, select, string_agg, tenant_order
 from botpoly_admin.store.sqlite import SQLITE_MAGIC
 
 if TYPE_CHECKING:
@@ -95,18 +95,35 @@ def run_checks(store: SQLiteStore) -> list[Check]:
     """
     db = store.db
     ctx = _Context(db, store.db_path, clock.iso(clock.now()), clock.iso(clock.wall_now()))
+    postgres = _on_postgres(ctx)
     results = []
-    db.conn.execute("BEGIN")
+    # On PostgreSQL one snapshot is REPEATABLE READ, and a failed statement spoils
+    # the transaction: each rule runs in its own savepoint.
+    db.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if postgres else "BEGIN")
     try:
         for name, description, rule in CHECKS:
             try:
+                if postgres:
+                    db.conn.execute("SAVEPOINT rule")
                 offending, note = rule(ctx)
                 results.append(_outcome(name, description, offending, note))
             except sqlite3.DatabaseError as exc:
+                if postgres:
+                    db.conn.execute("ROLLBACK TO SAVEPOINT rule")
                 results.append(Check(name, description, False, [{"error": str(exc)}], 1))
     finally:
         db.conn.execute("ROLLBACK")
     return results
+
+
+def _on_postgres(ctx: _Context) -> bool:
+    return dialect_of(ctx.db) == "postgresql"
+
+
+def _not_indexed(ctx: _Context) -> str:
+    """SQLite's NOT INDEXED (read the table, not a possibly damaged index); PostgreSQL
+    has no such clause (its planner picks, and amcheck verifies its indexes)."""
+    return "" if _on_postgres(ctx) else " NOT INDEXED"
 
 
 def check_invariants(store: SQLiteStore) -> list[str]:
@@ -126,11 +143,16 @@ def _outcome(name: str, description: str, offending: Iterable[dict[str, Any]],
 
 
 def _sqlite_integrity(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
+    if _on_postgres(ctx):
+        return [], ("skipped on PostgreSQL: the server checksums its own pages; "
+                    "pg_amcheck is the tool that verifies them")
     rows = ctx.db.conn.execute("PRAGMA integrity_check").fetchall()
     return [{"message": r[0]} for r in rows if r[0] != "ok"], None
 
 
 def _foreign_keys(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
+    if _on_postgres(ctx):
+        return [], "skipped on PostgreSQL: the server enforces every foreign key on write"
     rows = ctx.db.conn.execute("PRAGMA foreign_key_check").fetchall()
     return [{"table": t, "rowid": rowid, "parent": parent, "fkid": fkid}
             for t, rowid, parent, fkid in rows], None
@@ -143,7 +165,7 @@ def _usage(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
           SELECT u.tenant_id, u.period, u.trades_used, u.trades_adjustment AS adjustment,
             (SELECT count(*) FROM trades t WHERE t.tenant_id = u.tenant_id
              AND t.period = u.period AND t.counted = 1) AS counted
-          FROM usage u)
+          FROM usage u) AS periods
         WHERE trades_used != counted + adjustment
         UNION ALL
         SELECT t.tenant_id, t.period, NULL, NULL, count(*) FROM trades t
@@ -151,15 +173,6 @@ def _usage(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
           WHERE u.tenant_id = t.tenant_id AND u.period = t.period)
         GROUP BY t.tenant_id, t.period
         ORDER BY 1, 2"""), None
-
-
-# A change of quota or tier, as tenants.update_tenant and ledger.set_quota audit it.
-QUOTA_CHANGE_SQL = """
-SELECT max(ts) FROM audit_log WHERE tenant_id = :tenant_id AND ts >= :start
-AND (action = 'quota.set' OR (action = 'tenant.update' AND EXISTS (
-    SELECT 1 FROM json_each(details, '$.fields')
-    WHERE value IN ('tier', 'monthly_trades_quota'))))
-"""
 
 
 def _quota(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
@@ -175,7 +188,7 @@ def _quota(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
         quota = effective_quota(r)
         if quota is None or r["trades_used"] <= quota:
             continue
-        changed = ctx.db.conn.execute(QUOTA_CHANGE_SQL, {
+        changed = ctx.db.conn.execute(audit.quota_change_sql(ctx.db), {
             "tenant_id": r["tenant_id"], "start": period_bounds(r["period"])[0]}).fetchone()[0]
         row = {"tenant_id": r["tenant_id"], "period": r["period"],
                "trades_used": r["trades_used"], "quota": quota}
@@ -212,6 +225,7 @@ def _positions(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
             (SELECT {fills} FROM trades t WHERE t.tenant_id = p.tenant_id
              AND t.token_id = p.token_id AND {moved})
           FROM positions p WHERE {whole.format(a="p")} GROUP BY p.tenant_id, p.token_id)
+          AS held
         WHERE shares != fills
         UNION ALL
         SELECT t.tenant_id, t.token_id, COALESCE(t.strategy, ''), NULL, {fills} FROM trades t
@@ -230,8 +244,8 @@ def _positions(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 
 def _cash(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     offending = []
-    for r in select(ctx.db, "SELECT tenant_id, capital_micros FROM tenants "
-                            "ORDER BY created_at, rowid"):
+    for r in select(ctx.db, "SELECT t.tenant_id, t.capital_micros FROM tenants t "
+                            f"ORDER BY t.created_at, {tenant_order(ctx.db)}"):
         cash = cash_micros(ctx.db.conn, r["tenant_id"], r["capital_micros"])
         if cash < 0:
             offending.append({"tenant_id": r["tenant_id"],
@@ -244,7 +258,7 @@ def _client_order_ids(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | No
     # NOT INDEXED: the UNIQUE index would answer from itself, and a damaged index is
     # exactly how a duplicate could get in.
     return select(ctx.db, "SELECT tenant_id, client_order_id, count(*) AS trades "
-                          "FROM trades NOT INDEXED GROUP BY tenant_id, client_order_id "
+                          f"FROM trades{_not_indexed(ctx)} GROUP BY tenant_id, client_order_id "
                           "HAVING count(*) > 1 ORDER BY 1, 2"), None
 
 
@@ -258,9 +272,13 @@ def _live_drift(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
 
 def tenant_owned_tables(db: sqlite_utils.Database) -> list[str]:
     """Every table of the schema whose rows belong to a tenant (has a tenant_id)."""
-    rows = db.conn.execute(
-        "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c "
-        "WHERE m.type = 'table' AND c.name = 'tenant_id' ORDER BY m.name").fetchall()
+    if dialect_of(db) == "postgresql":
+        sql = ("SELECT table_name FROM information_schema.columns WHERE column_name = "
+               "'tenant_id' AND table_schema = current_schema() ORDER BY table_name")
+    else:
+        sql = ("SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c "
+               "WHERE m.type = 'table' AND c.name = 'tenant_id' ORDER BY m.name")
+    rows = db.conn.execute(sql).fetchall()
     return [r[0] for r in rows if r[0] not in NOT_TENANT_OWNED]
 
 
@@ -268,7 +286,7 @@ def _orphans(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     def rows() -> Iterator[dict[str, Any]]:
         for table in tenant_owned_tables(ctx.db):
             yield from select(ctx.db, f"SELECT '{table}' AS \"table\", x.tenant_id, "
-                                      f"count(*) AS \"rows\" FROM [{table}] x "
+                                      f"count(*) AS \"rows\" FROM \"{table}\" x "
                                       # NULL: a row of no tenant (an admin API key)
                                       "WHERE x.tenant_id IS NOT NULL AND NOT EXISTS "
                                       "(SELECT 1 FROM tenants t WHERE t.tenant_id = x.tenant_id) "
@@ -292,16 +310,16 @@ def _leases(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     whether a registered orchestrator's heartbeat is fresh (``--lease-ttl`` may
     outlast the heartbeat window; a stalled runner's lease simply expires).
     """
-    problems = select(ctx.db, """
-        SELECT tenant_id, owner, lease_expires_at, state, CASE
+    problems = select(ctx.db, f"""
+        SELECT * FROM (SELECT tenant_id, owner, lease_expires_at, state, CASE
           WHEN owner IS NOT NULL AND lease_expires_at IS NULL THEN 'owner without an expiry'
           WHEN owner IS NULL AND lease_expires_at IS NOT NULL THEN 'expiry without an owner'
           WHEN owner IS NULL AND state NOT IN ('stopped', 'refused')
             THEN 'held state without an owner'
-        END AS problem FROM bots NOT INDEXED WHERE problem IS NOT NULL
+        END AS problem FROM bots{_not_indexed(ctx)}) AS leases WHERE problem IS NOT NULL
         UNION ALL
-        SELECT tenant_id, group_concat(owner, ' + '), max(lease_expires_at), NULL,
-          count(*) || ' rows for one bot' FROM bots NOT INDEXED
+        SELECT tenant_id, {string_agg(ctx.db, "owner", " + ")}, max(lease_expires_at), NULL,
+          count(*) || ' rows for one bot' FROM bots{_not_indexed(ctx)}
         GROUP BY tenant_id HAVING count(*) > 1
         ORDER BY 1""")
     unregistered = ctx.db.conn.execute(
@@ -373,6 +391,9 @@ def credential_status(db: sqlite_utils.Database, db_path: Path) -> dict[str, Any
 
 
 def _plaintexts(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
+    if _on_postgres(ctx):
+        return [], ("skipped on PostgreSQL: its files live on the server, out of this "
+                    "command's reach; the client writes only ciphertext (vault)")
     encoding = ctx.db.conn.execute("PRAGMA encoding").fetchone()[0]
     codec = _CODECS.get(encoding, "utf-8")
     # Bytes every database of this schema holds: a secret found in them (the file

@@ -16,7 +16,7 @@ from typing import Any
 from botpoly_admin import audit
 from botpoly_admin.clock import parse_period, period_bounds
 from botpoly_admin.models import PRICING, TIERS, TenantTier, effective_quota
-from botpoly_admin.store import Store, select
+from botpoly_admin.store import Store, select, tenant_order
 
 # Approximate bytes of each tenant-owned row: the stored values' lengths plus a
 # fixed overhead per row.
@@ -40,7 +40,7 @@ def tenant_storage_bytes(store: Store, tenant_id: str | None = None) -> dict[str
     where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id else ("", ())
     for table, expression in ROW_BYTES.items():
         for owner, size in store.db.execute(
-            f"SELECT tenant_id, sum({expression}) FROM [{table}] {where} GROUP BY tenant_id",
+            f'SELECT tenant_id, sum({expression}) FROM "{table}" {where} GROUP BY tenant_id',
             params,
         ):
             sizes[owner] = sizes.get(owner, 0) + int(size or 0)
@@ -58,7 +58,8 @@ def billing_report(store: Store, period: str) -> dict[str, Any]:
         store.db,
         "SELECT t.*, COALESCE(u.trades_used, 0) AS used, COALESCE(u.api_calls, 0) AS calls "
         "FROM tenants t LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = ? "
-        "WHERE t.created_at < ? ORDER BY t.created_at, t.rowid",
+        f"WHERE t.created_at < ? ORDER BY t.created_at, "
+        f"{tenant_order(store.db)}",
         (period, end),
     ):
         plan = plans.get(row["tenant_id"], audit.Plan())

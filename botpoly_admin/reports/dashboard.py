@@ -34,7 +34,7 @@ from botpoly_admin.ledger import reconciliation
 from botpoly_admin.ledger.equity import POSITION_VALUE, RESERVED_AMOUNT, RESERVING, Totals
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
-from botpoly_admin.store import Store, select
+from botpoly_admin.store import Store, json_array_agg, select, tenant_order
 
 CURVE_POINTS = 30
 # Rows of the live table, most urgent first.
@@ -111,10 +111,10 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(p.realized, 0) + COALESCE(o.realized, 0) AS realized,
        COALESCE(p.cost, 0) AS cost, COALESCE(p.value, 0) AS value,
        COALESCE(r.reserved, 0) AS reserved,
-       (SELECT json_group_array(equity_micros) FROM (
+       (SELECT {curve} FROM (
             SELECT e.equity_micros FROM equity_snapshots e
             WHERE e.tenant_id = t.tenant_id AND e.day < :day
-            ORDER BY e.day DESC LIMIT :points)) AS curve
+            ORDER BY e.day DESC LIMIT :points) c) AS curve
 FROM tenants t
 LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
 LEFT JOIN daily_usage d ON d.tenant_id = t.tenant_id AND d.day = :day
@@ -134,7 +134,7 @@ LEFT JOIN (
     FROM trades WHERE {reserving} {and_inner} GROUP BY tenant_id
 ) r ON r.tenant_id = t.tenant_id
 {where}
-ORDER BY t.created_at, t.rowid
+ORDER BY t.created_at, {tiebreak}
 """
 
 
@@ -170,6 +170,8 @@ def tenant_lines(
         where=f"WHERE {' AND '.join(clauses)}" if clauses else "",
         live_columns=reconciliation.SUMMARY_COLUMNS,
         position_value=POSITION_VALUE, reserved_amount=RESERVED_AMOUNT, reserving=RESERVING,
+        curve=json_array_agg(store.db, "equity_micros"),
+        tiebreak=tenant_order(store.db),
     )
     rows = select(store.db, sql, params)
     read = trade_figures(store, [r["tenant_id"] for r in rows]) if figures and rows else {}

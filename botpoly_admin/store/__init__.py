@@ -29,7 +29,16 @@ from botpoly_admin.store.schema import (
     SCHEMA_STRATEGY_POSITIONS,
 )
 from botpoly_admin.store.scope import TENANT_TABLES, TenantScope
-from botpoly_admin.store.sql import dialect_of, select, transaction
+from botpoly_admin.store.sql import (
+    dialect_of,
+    insertion_order,
+    json_array_agg,
+    json_list_items,
+    select,
+    string_agg,
+    tenant_order,
+    transaction,
+)
 from botpoly_admin.store.sqlite import (
     BUSY_TIMEOUT_S,
     DEFAULT_DB_PATH,
@@ -48,7 +57,8 @@ __all__ = [
     "DatabaseError", "IntegrityError", "MIGRATIONS", "OperationalError",
     "SCHEMA_APPLICATION_ID", "SCHEMA_STRATEGY_POSITIONS", "SQLiteStore", "Store",
     "TENANT_TABLES", "TenantScope", "check_creatable", "check_ours", "check_regular_file",
-    "connect", "dialect_of", "is_database_url", "is_ours", "migrate", "no_database_yet",
-    "open_store", "resolve_db_path", "resolve_location", "schema_version", "select",
-    "transaction",
+    "connect", "dialect_of", "insertion_order", "is_database_url", "is_ours",
+    "json_array_agg", "json_list_items", "migrate", "no_database_yet", "open_store",
+    "resolve_db_path", "resolve_location", "schema_version", "select", "string_agg",
+    "tenant_order", "transaction",
 ]

@@ -18,6 +18,48 @@ def dialect_of(db: Any) -> str:
     return getattr(db, "dialect", "sqlite")
 
 
+def insertion_order(db: Any, key: str, alias: str = "") -> str:
+    """The column that orders rows created in the same second: SQLite's ``rowid``
+    (insertion order); a PostgreSQL table has none, so there its *key* (stable, but
+    not insertion order). *alias* qualifies it (``t`` gives ``t.rowid``)."""
+    column = "rowid" if dialect_of(db) == "sqlite" else key
+    return f"{alias}.{column}" if alias else column
+
+
+def json_array_agg(db: Any, expr: str) -> str:
+    """An aggregate of *expr* as a JSON array in text ('[]' for no row), in the
+    order rows come: SQLite's ``json_group_array``, PostgreSQL's ``json_agg``."""
+    if dialect_of(db) == "sqlite":
+        return f"json_group_array({expr})"
+    return f"COALESCE(json_agg({expr}), '[]')::text"
+
+
+def json_list_items(db: Any, column: str, key: str) -> str:
+    """A table of the items of the JSON list at *key* of the JSON object in text
+    *column*, one row each, in a column ``value`` (SQLite's ``json_each``)."""
+    if dialect_of(db) == "sqlite":
+        return f"json_each({column}, '$.{key}')"
+    return f"jsonb_array_elements_text(CAST({column} AS jsonb) -> '{key}') AS items(value)"
+
+
+def string_agg(db: Any, expr: str, separator: str) -> str:
+    """The aggregate joining *expr* with *separator* (SQLite's ``group_concat``)."""
+    if dialect_of(db) == "sqlite":
+        return f"group_concat({expr}, '{separator}')"
+    return f"string_agg({expr}, '{separator}')"
+
+
+def tenant_order(db: Any, alias: str = "t") -> str:
+    """ORDER BY terms that list tenants (``tenants`` aliased *alias*) in creation order
+    after their ``created_at`` (whole seconds): SQLite's rowid; on PostgreSQL, which
+    has none, the id of the tenant's first audit row (``tenant.create``, written in
+    the same transaction as the row), then the tenant id."""
+    if dialect_of(db) == "sqlite":
+        return f"{alias}.rowid"
+    return (f"(SELECT min(a.id) FROM audit_log a WHERE a.tenant_id = {alias}.tenant_id), "
+            f"{alias}.tenant_id")
+
+
 @contextmanager
 def transaction(db: Any, tenant_id: str | None = None) -> Iterator[Any]:
     """Run the block in one write transaction; roll back on any exception.
