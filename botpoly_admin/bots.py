@@ -11,10 +11,9 @@ Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     while it holds the bot's lease: ``owner`` and ``lease_expires_at`` in its row.
     Taking a lease is one conditional UPDATE (free, already ours, or expired; desired
     running; tenant allowed to trade) in a ``BEGIN IMMEDIATE`` transaction, so two
-    processes racing for the same bot cannot both win. The owner renews every lease it
-    holds on each tick, in the same transaction that records progress. A runner that
-    dies stops renewing and, once the TTL has passed, another runner takes the bot
-    over; on the same machine a runner does not wait that long: an owner whose
+    processes racing for the same bot cannot both win. The owner renews its leases each
+    tick with its progress. A runner that dies stops renewing and, once the TTL has
+    passed, another runner takes the bot over; on the same machine a runner does not wait that long: an owner whose
     process is gone (``owners.owner_gone``: same host and pid namespace, pid not
     alive) loses its leases at once. A runner that finds a lease gone (it stalled for
     longer than the TTL and was taken over) stops that bot without touching the row.
@@ -37,10 +36,9 @@ Heartbeats (what ``bots status`` and the dashboard may claim)
 Clocks
     Leases and heartbeats coordinate processes that are alive *now*, so they use the
     real wall clock (``wall_now``), never ``BOTPOLY_NOW``: a frozen clock would make
-    every lease either eternal or already expired. Whether a tenant may trade (status,
-    trial end) is business time, ``clock.now()``, like every other rule about tenants.
-    Times are stored as ``clock.iso`` text (UTC, whole seconds), so a lease is taken
-    over strictly after its expiry second has passed, never early.
+    every lease either eternal or already expired. Whether a tenant may trade is
+    business time, ``clock.now()``. Times are stored as ``clock.iso`` text (UTC, whole
+    seconds), so a lease is taken over strictly after its expiry second, never early.
 
 Refusals (live trading it cannot do)
     A live tenant needs a paid tier and all five Polymarket credentials, decrypting
@@ -67,6 +65,7 @@ from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TradingMode
 from botpoly_admin.owners import gone_owners, owner_host_pid
 from botpoly_admin.secrets import key_source_stamp
+from botpoly_admin.store.sql import tenant_order
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
@@ -223,7 +222,7 @@ def start_all(store: Store) -> list[str]:
     """
     now = clock.iso(clock.now())
     rows = store.select(f"SELECT t.tenant_id FROM tenants t WHERE {ELIGIBLE_SQL} "
-                        "ORDER BY t.created_at, t.rowid", {"now": now})
+                        f"ORDER BY t.created_at, {tenant_order(store.db)}", {"now": now})
     ids = [r["tenant_id"] for r in rows]
     # Live credentials are not checked here, so a refused bot keeps saying why.
     _set_desired(store, ids, DesiredState.RUNNING, clear_refused=False)
@@ -302,7 +301,7 @@ def status(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
     if tenant is not None:
         sql += " WHERE b.tenant_id = :tenant_id"
         params["tenant_id"] = tenants.resolve(store, tenant).tenant_id
-    sql += " ORDER BY t.created_at, t.rowid"
+    sql += f" ORDER BY t.created_at, {tenant_order(store.db)}"
     now = clock.wall_now()
     rows = store.select(sql, params)
     gone = gone_owners(r["owner"] for r in rows)
@@ -351,7 +350,7 @@ def runnable(store: Store, tenant_ids: Collection[str] | None = None
     rows = store.select(
         "SELECT b.tenant_id, t.name, t.email, t.tier, t.trading_mode FROM bots b "
         f"JOIN tenants t USING (tenant_id) WHERE b.desired_state = 'running' AND {ELIGIBLE_SQL} "
-        "ORDER BY t.created_at, t.rowid",
+        f"ORDER BY t.created_at, {tenant_order(store.db)}",
         {"now": clock.iso(clock.now())},
     )
     wanted = None if tenant_ids is None else set(tenant_ids)
@@ -575,8 +574,10 @@ def register_orchestrator(store: Store, owner: str, *, shares: bool = True) -> N
         conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
                      (_wall_iso(-ORCHESTRATOR_FORGET_S),))
         conn.execute(
-            "INSERT OR REPLACE INTO orchestrators (owner, pid, host, started_at, heartbeat_at, "
-            "shares) VALUES (?, ?, ?, ?, ?, ?)", (owner, int(pid), host, now, now, int(shares)))
+            "INSERT INTO orchestrators (owner, pid, host, started_at, heartbeat_at, shares) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET "
+            "heartbeat_at = excluded.heartbeat_at, shares = excluded.shares",
+            (owner, int(pid), host, now, now, int(shares)))
 
 
 def unregister_orchestrator(store: Store, owner: str) -> None:
@@ -591,9 +592,8 @@ def live_orchestrators(store: Store, fresh_s: float = ORCHESTRATOR_FRESH_S
     is not known to be gone, newest first."""
     if fresh_s <= 0:
         raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
-    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at, shares "
-                        "FROM orchestrators "
-                        "WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC",
+    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at, shares FROM "
+                        "orchestrators WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC",
                         (_wall_iso(-fresh_s),))
     gone = gone_owners(r["owner"] for r in rows)
     return [r for r in rows if r["owner"] not in gone]

@@ -19,7 +19,6 @@ def db_path(both_backends):
 
 
 
-@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_every_change_is_one_typed_event_with_exactly_its_fields(
         manager: TenantManager, secret_key: bytes) -> None:
     ann = manager.create_tenant("Ann", "ann@example.com", "pro", status="active")

@@ -224,7 +224,6 @@ def test_collect_runs_the_same_queries_for_3_or_12_tenants(db_path, tmp_path) ->
     assert count_queries(few) == count_queries(many) <= 5
 
 
-@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_collect_overview_and_json(manager: TenantManager) -> None:
     ids = populate(manager, 2)
     bots.start_bot(manager.store, ids[0])

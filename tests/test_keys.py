@@ -109,7 +109,6 @@ def test_keys_generate_on_a_database_without_secrets(db_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["missing", "wrong"])
-@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_every_command_that_needs_no_plaintext_works_without_the_key(
         world, db_path: Path, how: str) -> None:
     lose_the_key(db_path, how)
@@ -190,7 +189,6 @@ def test_commands_that_need_a_plaintext_refuse_clearly_and_change_nothing(
     assert db_snapshot() == before
 
 
-@pytest.mark.sqlite_only("bots.py's SQL (rowid) is not ported yet: it belongs to the runtime work")
 def test_a_paper_bot_runs_although_a_stored_secret_does_not_decrypt(
         world, db_path: Path) -> None:
     lose_the_key(db_path, "wrong")

@@ -465,8 +465,16 @@ def _summary_dict(summary: RunSummary) -> dict[str, Any]:
 
 
 def _log_path(app: App, store: Store, log_file: Path | None) -> Path:
-    """The run's log file: --log-file, or botpoly.log next to the database."""
+    """The run's log file: --log-file, or botpoly.log next to the database (on
+    PostgreSQL, in data/ of the working directory, made on first use, beside the key
+    file)."""
     path = log_file or store.db_path.parent / LOG_FILE_NAME
+    if log_file is None and store.dialect != "sqlite":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.UsageError(f"cannot create the log directory {path.parent}: "
+                                   f"{exc.strerror}") from None
     if not path.parent.is_dir():
         raise click.UsageError(f"log file directory does not exist: {path.parent}")
     if path.is_dir():  # `--log-file ''` is the current directory

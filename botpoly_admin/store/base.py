@@ -55,6 +55,7 @@ class Connection(Protocol):
     """A connection: one statement at a time, SQLite's ``?``/``:name`` parameters."""
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> Cursor: ...
 
 
 class Database(Protocol):

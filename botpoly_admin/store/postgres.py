@@ -209,6 +209,15 @@ class PgConnection:
         except psycopg.Error as exc:
             raise database_error(exc) from exc
 
+    def executemany(self, sql: str, seq_of_parameters: Any) -> PgCursor:
+        """Run one statement once per parameter set (sqlite3's ``executemany``)."""
+        cursor = self.raw.cursor()
+        try:
+            cursor.executemany(translate(sql), list(seq_of_parameters))
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+        return cursor  # type: ignore[return-value]
+
     def close(self) -> None:
         """Close the connection."""
         self.raw.close()
