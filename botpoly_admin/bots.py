@@ -12,10 +12,10 @@ Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
     Taking a lease is one conditional UPDATE (free, already ours, or expired; desired
     running; tenant allowed to trade) in a ``BEGIN IMMEDIATE`` transaction, so two
     processes racing for the same bot cannot both win. The owner renews its leases each
-    tick with its progress. A runner that dies stops renewing and, once the TTL has
-    passed, another runner takes the bot over; on the same machine a runner does not wait that long: an owner whose
+    tick with its progress. A runner that dies stops renewing; once the TTL has passed
+    another takes the bot over, and on the same machine at once: an owner whose
     process is gone (``owners.owner_gone``: same host and pid namespace, pid not
-    alive) loses its leases at once. A runner that finds a lease gone (it stalled for
+    alive) loses its leases. A runner that finds a lease gone (it stalled for
     longer than the TTL and was taken over) stops that bot without touching the row.
     Fencing: each takeover grows the bot's ``lease_epoch``; a runner checks that it
     still holds the lease at its epoch (``holds``) before every cycle.
