@@ -216,6 +216,18 @@ def worker_lines(store: Store, supervisor: Supervisor) -> list[str]:
 
 
 @contextmanager
+def _handling(handle: Callable[[int, Any], None]) -> Iterator[None]:
+    """*handle* SIGINT, SIGTERM and SIGHUP for the block; the previous handlers after."""
+    previous = {s: signal.signal(s, handle)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
 def _supervisor_signals(supervisor: Supervisor) -> Iterator[None]:
     """First SIGINT/SIGTERM/SIGHUP: stop every worker cleanly. A second SIGINT or
     SIGTERM: every worker releases its leases and exits, and so does this process."""
@@ -237,13 +249,8 @@ def _supervisor_signals(supervisor: Supervisor) -> Iterator[None]:
                 click.echo("Exiting at once; each worker releases its leases.", err=True)
             os._exit(130)
 
-    previous = {s: signal.signal(s, handle)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with _handling(handle):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextmanager
@@ -323,10 +330,5 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
         echo(f"Exiting at once ({released} lease(s) released).")
         os._exit(130)
 
-    previous = {s: signal.signal(s, handle)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with _handling(handle):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

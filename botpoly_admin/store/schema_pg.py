@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 
+from botpoly_admin.store.schema import SCHEMA_API_KEYS
+
 PG_SCHEMA_V1 = """
 CREATE TABLE tenants (
     tenant_id TEXT PRIMARY KEY,
@@ -282,21 +284,7 @@ CREATE TABLE live_redemptions (
 PG_SCHEMA_CREDENTIAL_HINTS = 'ALTER TABLE credentials ADD COLUMN hint TEXT COLLATE "C"'
 
 # The same DDL on both backends (render() orders its TEXT columns byte-wise).
-PG_SCHEMA_API_KEYS = """
-CREATE TABLE api_keys (
-    key_id TEXT PRIMARY KEY,
-    name TEXT,
-    scope TEXT NOT NULL CHECK (scope IN ('admin', 'tenant')),
-    tenant_id TEXT REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    secret_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    last_used_at TEXT,
-    revoked_at TEXT,
-    CHECK ((scope = 'admin') = (tenant_id IS NULL))
-);
-CREATE INDEX idx_api_keys_tenant ON api_keys(tenant_id)
-"""
+PG_SCHEMA_API_KEYS = SCHEMA_API_KEYS
 
 PG_SCHEMA_LEASE_EPOCHS = """
 ALTER TABLE bots ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
