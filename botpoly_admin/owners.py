@@ -68,3 +68,12 @@ def owner_host_pid(owner: str | None) -> dict[str, str | int | None]:
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     return {"host": host, "pid": int(pid) if pid.isdigit() else None}
+
+
+def runner_label(owner: str | None) -> str | None:
+    """Which process on which machine an owner id names, as ``host:pid`` (None for none):
+    what ``bots status`` and the dashboard show in their Runner column."""
+    if owner is None:
+        return None
+    named = owner_host_pid(owner)
+    return f"{named['host']}:{named['pid'] if named['pid'] is not None else '?'}"

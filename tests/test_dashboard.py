@@ -94,7 +94,7 @@ DASH = DashboardSnapshot(
         TenantLine("b", "Bob", "bob@example.com", "basic", "active", "paper", "running",
                    "paused_quota", 15, 15, 15, 15, 4, 75.0, Decimal("5.43"),
                    Decimal("1005.43"), (Decimal(1000), Decimal(999), Decimal(1003),
-                                        Decimal("1005.43"))),
+                                        Decimal("1005.43")), runner="node2:4242"),
     ),
 )
 
@@ -108,10 +108,10 @@ Trades 2026-11   59   pro        1   trial     0
 MRR            $627   enterprise 1   expired   0
 
 Active tenants (2)
-Tenant  Email            Tier   Bot           Quota  Trades  Win rate    P&L  Equity
-────────────────────────────────────────────────────────────────────────────────────
-Ada     ada@example.com  free   stopped       5/100       5         -  -1.50  █▁
-Bob     bob@example.com  basic  paused_quota  15/15      15       75%  +5.43  ▂▁▅█
+Tenant  Email            Tier   Bot           Runner      Quota  Trades  Win rate    P&L  Equity
+────────────────────────────────────────────────────────────────────────────────────────────────
+Ada     ada@example.com  free   stopped       -           5/100       5         -  -1.50  █▁
+Bob     bob@example.com  basic  paused_quota  node2:4242  15/15      15       75%  +5.43  ▂▁▅█
 """
 
 
@@ -233,6 +233,8 @@ def test_collect_overview_and_json(manager: TenantManager) -> None:
     assert snap.bots_by_state == {"running": 1}
     assert snap.by_status["suspended"] == 1
     assert [line.bot_state for line in snap.tenants] == ["running", "stopped"]
+    # Which process on which machine holds each bot (issue 13: many machines).
+    assert [line.runner for line in snap.tenants] == ["host:1", None]
     data = json.loads(json.dumps(snap.to_dict(), default=str))
     assert data["tenants"][0]["tenant_id"] == ids[0]
 

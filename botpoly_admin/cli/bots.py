@@ -333,11 +333,11 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
         botpoly-admin bots status john@example.com --json
     """
     from botpoly_admin import bots
+    from botpoly_admin.owners import runner_label
 
     rows = bots.status(app.manager(create=False).store, tenant)
     if fmt == "table":
-        rows = [{**r, "runner": f"{r['host']}:{r['pid']}" if r["host"] else None}
-                for r in rows]
+        rows = [{**r, "runner": runner_label(r["owner"])} for r in rows]
     app.render(rows, fmt, columns=STATUS_COLUMNS if fmt == "table" else None,
                title="Bots", empty="no bot has been started yet (botpoly-admin start-bot TENANT)")
 

@@ -109,6 +109,7 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     tenants.add_column("Email", overflow="ellipsis")  # gives way on a narrow terminal
     tenants.add_column("Tier", no_wrap=True)
     tenants.add_column("Bot", no_wrap=True)
+    tenants.add_column("Runner", overflow="ellipsis")  # host:pid holding the bot's lease
     tenants.add_column("Quota", justify="right", no_wrap=True)
     tenants.add_column("Trades", justify="right", no_wrap=True)
     tenants.add_column("Win rate", justify="right", no_wrap=True)
@@ -117,14 +118,14 @@ def build_dashboard(snapshot: DashboardSnapshot) -> Group:
     for line in snapshot.tenants:
         tenants.add_row(
             _data(line.name), _data(line.email, no_wrap=True, overflow="ellipsis"), line.tier,
-            _state(line.bot_state),
+            _state(line.bot_state), _data(line.runner or "-", no_wrap=True, overflow="ellipsis"),
             quota_text(line.quota_used, line.quota_limit),
             "-" if line.trades is None else f"{line.trades:,}",
             "-" if line.win_rate is None else f"{line.win_rate:.0f}%",
             _pnl(line.pnl), sparkline(line.equity_curve),
         )
     if not snapshot.tenants:
-        tenants.add_row("(no active tenants)", *[""] * 8)
+        tenants.add_row("(no active tenants)", *[""] * 9)
     parts: list[Any] = [Text(f"botpoly-admin dashboard · {snapshot.generated_at}",
                              style="bold"), "", top, "", tenants]
     troubled = [line for line in snapshot.tenants

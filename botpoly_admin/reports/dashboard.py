@@ -33,6 +33,7 @@ from botpoly_admin.bots import HELD_STATES, STALE, BotState, gone_owners, shown_
 from botpoly_admin.ledger import reconciliation
 from botpoly_admin.ledger.equity import POSITION_VALUE, RESERVED_AMOUNT, RESERVING, Totals
 from botpoly_admin.models import effective_quota, from_micros
+from botpoly_admin.owners import runner_label
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
 from botpoly_admin.store import Store, json_array_agg, select, tenant_order
 
@@ -71,6 +72,7 @@ class TenantLine:
     equity_curve: tuple[Decimal, ...]
     bot_error: str | None = None  # why the bot is in error or refused (None otherwise)
     live_drift: str | None = None  # the last reconciliation with the exchange (live only)
+    runner: str | None = None  # host:pid of the process holding its lease (None: nobody)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def tenant_lines(
     lines = []
     for r in rows:
         bot_state = shown_state(r, wall, gone)
+        held = r["owner"] is not None and (r["lease_expires_at"] or "") >= clock.iso(wall)
         mine = read.get(r["tenant_id"], NO_TRADES) if figures else None
         totals = Totals(r["realized"], r["cost"], r["value"], r["reserved"], 0)
         equity = from_micros(totals.equity(r["capital_micros"]))
@@ -190,6 +193,7 @@ def tenant_lines(
             desired_state=r["desired_state"], bot_state=bot_state,
             bot_error=_attention(bot_state, r),
             live_drift=reconciliation.summary(r),
+            runner=runner_label(r["owner"]) if held else None,
             quota_used=r["quota_used"], quota_limit=effective_quota(r),
             trades=None if mine is None else mine.orders.filled + mine.orders.partial,
             trades_today=r["trades_today"],
