@@ -237,3 +237,33 @@ def test_an_existing_target_needs_force(backup, pg_url) -> None:
     forced = invoke(pg_url, "db", "backup", str(backup), "--force")
     assert forced.exit_code == 0, forced.output
     assert "verified with pg_restore --list" in forced.stdout
+
+
+def test_a_wrong_password_is_one_line_and_writes_nothing(backup, pg_url, postgres_server,
+                                                         tmp_path) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    wrong = postgres_server.url(database, password="nope-nope")
+    target = tmp_path / "out" / "tenants.dump"
+    target.parent.mkdir()
+    before = database_dump(pg_url)
+    for args in (("db", "backup", str(target)), ("db", "restore", str(backup), "--yes")):
+        result = invoke(wrong, *args)
+        assert_clean_error(result, 1)
+        assert "refused the login" in result.stderr and "nope-nope" not in result.output
+    assert list(target.parent.iterdir()) == []
+    assert database_dump(pg_url) == before
+
+
+def test_a_failing_pg_restore_rolls_everything_back(backup, manager, pg_url) -> None:
+    """A table that still depends on one the restore drops: pg_restore stops, and its
+    single transaction takes back every statement it had run."""
+    manager.create_tenant("Cid", "cid@example.com", "pro")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute('CREATE TABLE notes (tenant_id TEXT COLLATE "C" '
+                     "REFERENCES tenants (tenant_id))")
+    before = database_dump(pg_url)
+    result = invoke(pg_url, "db", "restore", str(backup), "--yes")
+    assert_clean_error(result, 1)
+    assert "failed and was rolled back, nothing changed" in result.stderr
+    assert "cannot drop constraint tenants_pkey" in result.stderr
+    assert database_dump(pg_url) == before
