@@ -157,6 +157,18 @@ def test_a_live_lease_refuses_the_restore(backup, manager, pg_url) -> None:
     assert invoke(pg_url, "db", "restore", str(backup), "--yes").exit_code == 0
 
 
+def test_a_fresh_orchestrator_heartbeat_refuses_the_restore(backup, manager, pg_url) -> None:
+    bots.register_orchestrator(manager.store, "elsewhere:42:cafe0002")
+    before = database_dump(pg_url)
+    result = invoke(pg_url, "db", "restore", str(backup), "--yes", "--json")
+    assert_clean_error(result, 1)
+    assert "runner elsewhere:42:cafe0002 is running (heartbeat at" in result.stderr
+    assert json.loads(result.stdout)["exit_code"] == 1
+    assert database_dump(pg_url) == before
+    bots.unregister_orchestrator(manager.store, "elsewhere:42:cafe0002")
+    assert invoke(pg_url, "db", "restore", str(backup), "--yes").exit_code == 0
+
+
 def test_a_declined_restore_changes_nothing(backup, manager, pg_url) -> None:
     manager.create_tenant("Cid", "cid@example.com", "pro")
     before = database_dump(pg_url)

@@ -62,7 +62,9 @@ def _connection(url: str) -> Iterator[tuple[str, dict[str, str]]]:
     password, if the URL has one, goes into a private passfile for the duration."""
     params = conninfo_to_dict(url)
     password = params.pop("password", None)
-    env = {**os.environ, "PGOPTIONS": f"-c lock_timeout={int(LOCK_TIMEOUT_S * 1000)}"}
+    # The store's bounded wait for a lock (a restore's DROPs queue behind readers).
+    options = f"{os.environ.get('PGOPTIONS', '')} -c lock_timeout={int(LOCK_TIMEOUT_S * 1000)}"
+    env = {**os.environ, "PGOPTIONS": options.strip()}
     if password is None:
         yield make_conninfo("", **params), env
         return
