@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from cli_checks import assert_clean_error, credential_value
+from cli_checks import credential_value
 from factories import buy, invoke, sell
 
 from botpoly_admin import ledger
@@ -162,10 +162,3 @@ def test_api_keys_tenant_delete_and_purge_on_postgresql(pg_url: str, secret_key:
     assert [t["email"] for t in run_json(pg_url, "list-tenants")] == ["john@example.com"]
     assert len(emails) == 2
     assert run_json(pg_url, "db", "check")["ok"]
-
-
-def test_a_command_not_ported_yet_is_one_error_line(pg_url: str, monkeypatch) -> None:
-    monkeypatch.setenv("BOTPOLY_NOW", NOW)
-    result = invoke(pg_url, "db", "backup", "x.dump")
-    assert_clean_error(result, 2)
-    assert "pg_dump" in result.stderr

@@ -286,7 +286,6 @@ def test_rotate_archives_the_retired_key_and_says_to_back_up(world, db_path: Pat
     assert archive.read_bytes().split() == [new_key, old_key]
 
 
-@pytest.mark.sqlite_only("db backup and db restore are pg_dump and pg_restore on PostgreSQL")
 def test_a_backup_from_before_rotation_still_decrypts_after_restore(
         world, db_path: Path, tmp_path: Path) -> None:
     backup = tmp_path / "before.db"

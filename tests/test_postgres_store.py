@@ -341,11 +341,3 @@ def test_a_bad_url_in_the_cli_is_one_error_line(postgres_server):
 def test_db_path_shows_the_url_without_its_password(pg_url: str):
     result = CliRunner().invoke(cli, ["--db", pg_url, "db", "path"], catch_exceptions=False)
     assert result.exit_code == 0 and result.output == redact_url(pg_url) + "\n"
-
-
-@pytest.mark.parametrize("args", [("db", "backup", "b.db"), ("db", "restore", "b.db", "--yes")])
-def test_backup_and_restore_name_postgresqls_tools(pg_url: str, args):
-    result = CliRunner().invoke(cli, ["--db", pg_url, *args], catch_exceptions=False)
-    assert result.exit_code == 2 and result.output.count("\n") == 1
-    assert "on PostgreSQL use its own tool: pg_" in result.output
-    assert _tables(pg_url) == []  # nothing opened, nothing created

@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_checks import credential_value
+from factories import buy, sell
 from processes import cli, kill, start, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from botpoly_admin import apikeys
 from botpoly_admin.api import TenantManager
 from botpoly_admin.cli.serve import listen
 
@@ -156,3 +158,56 @@ def test_the_listening_socket_says_tcp() -> None:
         assert sock.getsockname()[1] > 0
     finally:
         sock.close()
+
+
+@pytest.mark.slow
+def test_serve_on_postgresql(pg_url: str, tmp_path: Path, secret_key: bytes) -> None:
+    """The real API on a postgresql:// URL: an admin key creates a tenant, its own key
+    reads it, trades recorded meanwhile show in its metrics, and the audit log and
+    ``db check`` agree."""
+    manager = TenantManager(pg_url, actor="test")
+    admin = apikeys.create_key(manager.store, tenant_id=None, name="ops")
+    out = tmp_path / "serve.log"
+    proc = start(pg_url, "serve", "--port", "0", out=out)
+    try:
+        host, port = started(proc, out, LISTENING).groups()
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=30) as http:
+            def bearer(key: str) -> dict[str, str]:
+                token = http.post("/token", headers={"X-API-Key": key})
+                assert token.status_code == 200, token.text
+                return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+            ops = bearer(admin.api_key)
+            made = http.post("/tenants", headers=ops, json={
+                "name": "Sam", "email": "sam@example.com", "tier": "pro", "status": "active"})
+            assert made.status_code == 201, made.text
+            tenant_id = made.json()["tenant_id"]
+            sam = bearer(apikeys.create_key(manager.store, tenant_id=tenant_id).api_key)
+            read = http.get(f"/tenants/{tenant_id}", headers=sam)
+            assert read.status_code == 200 and read.json()["email"] == "sam@example.com"
+            secret = credential_value("polymarket_private_key", 3)
+            put = http.put(f"/tenants/{tenant_id}", headers=sam,
+                           json={"credentials": {"polymarket_private_key": secret}})
+            assert put.status_code == 200, put.text
+            manager.record_trade(tenant_id, buy("tok", "10", "0.4", market="m"))
+            manager.record_trade(tenant_id, sell("tok", "10", "0.5", market="m"))
+            metrics = http.get(f"/tenants/{tenant_id}/metrics", headers=sam)
+            assert metrics.status_code == 200, metrics.text
+            assert (metrics.json()["total_trades"], metrics.json()["round_trips"]) == (2, 1)
+            assert metrics.json()["realized_pnl"] == pytest.approx(1.0)
+            stats = http.get("/admin/stats", headers=ops)
+            assert stats.status_code == 200, stats.text
+            assert stats.json()["total_tenants"] == 1, stats.text
+            assert http.get("/admin/tenants", headers=sam).status_code == 403
+            listed = http.get("/admin/tenants", headers=ops)
+            assert [t["tenant_id"] for t in listed.json()] == [tenant_id]
+        assert stop(proc) == 0
+    finally:
+        kill(proc)
+    log = out.read_text()
+    assert "Traceback" not in log and secret not in log
+    assert manager.get_credentials(tenant_id) == {"polymarket_private_key": secret}
+    actions = [(row["action"], row["actor"]) for row in manager.list_audit(tenant_id=tenant_id)]
+    assert ("tenant.create", admin.key.key_id) in actions
+    assert cli(pg_url, "db", "check").returncode == 0
+    manager.close()

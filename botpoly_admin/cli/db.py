@@ -1,4 +1,4 @@
-"""``db`` group: the SQLite store itself."""
+"""``db`` group: the store itself (a SQLite file or a PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -112,18 +112,20 @@ def check(app: App, fmt: str) -> None:
 def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     """Copy the database to PATH (mode 0600), consistently, even while `run` trades.
 
-    The copy is verified (SQLite integrity check) before it takes its name. The
-    secret key file is NOT in the backup: back it up separately, and never beside
-    the backup (the backup holds the ciphertexts, the key decrypts them).
+    The copy is verified (SQLite integrity check) before it takes its name. On
+    PostgreSQL it is `pg_dump --format=custom` (pg_dump and pg_restore on PATH),
+    verified with `pg_restore --list`; the password never reaches their command
+    line. The secret key file is NOT in the backup: back it up separately, and
+    never beside the backup (the backup holds the ciphertexts, the key decrypts them).
 
     \b
     Example:
         botpoly-admin db backup backups/tenants-$(date +%F).db
         botpoly-admin db backup /mnt/backup/tenants.db --force --json
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db backup bp.dump
     """
     from botpoly_admin import maintenance
 
-    refuse_on_postgres(app, "backup")
     result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
     notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
@@ -132,9 +134,11 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     if fmt == "json":
         app.render(result, fmt)
     else:
+        verified = ("verified with pg_restore --list" if "verified" in result
+                    else "integrity ok")
         click.echo(f"Backed up {result['source']} to {result['path']}: {result['bytes']:,} "
                    f"bytes, {result['tenants']} tenant(s), schema version "
-                   f"{result['schema_version']}, integrity ok")
+                   f"{result['schema_version']}, {verified}")
 
 
 @db_group.command("restore")
@@ -145,15 +149,19 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
 def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
     """Replace the database with the backup at PATH.
 
-    PATH must be a botpoly-admin database that passes SQLite's integrity check.
-    Refused while a `run` (or `start-bot --foreground`) holds leases on the
-    database. The restore is written to the audit log; a warning says if the
-    restored credentials do not decrypt with the current keys.
+    PATH must be a botpoly-admin database that passes SQLite's integrity check;
+    on PostgreSQL, an archive of `db backup` there, replayed by `pg_restore
+    --clean --if-exists --single-transaction --no-owner` (all or nothing), then
+    every check of `db check` runs. Refused while a `run` (or `start-bot
+    --foreground`) holds leases on the database. The restore is written to the
+    audit log; a warning says if the restored credentials do not decrypt with the
+    current keys.
 
     \b
     Example:
         botpoly-admin db restore backups/tenants-2026-11-01.db
         botpoly-admin --db data/tenants.db db restore /mnt/backup/tenants.db --yes
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db restore bp.dump --yes
     """
     from botpoly_admin import maintenance
     from botpoly_admin.cli.app import ask
@@ -167,7 +175,6 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
                    f"tenant(s)) with the backup {plan['source']} ({plan['tenants']} "
                    "tenant(s))?", err=True)
 
-    refuse_on_postgres(app, "restore")
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
     result = maintenance.restore(app.manager(create=True).store, path, confirm)
@@ -180,12 +187,17 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
                    f"credential(s) do not decrypt with the current keys ({creds['problem']}); "
                    "restore the key file that was in use when the backup was taken",
                    err=True)
+    checks = result.get("checks")  # run after a PostgreSQL restore
+    if checks and not checks["ok"]:
+        click.echo(f"Warning: the restored database fails db check: "
+                   f"{', '.join(checks['failed'])}", err=True)
     if fmt == "json":
         app.render(result, fmt)
     else:
+        checked = ", db check passes" if checks else ""
         click.echo(f"Restored {result['target']} from {result['source']}: "
                    f"{result['tenants']} tenant(s), schema version {result['schema_version']} "
-                   "(recorded in the audit log)")
+                   f"(recorded in the audit log){checked}")
 
 
 @db_group.command("copy")
@@ -230,19 +242,3 @@ def copy(app: App, url: str, fmt: str) -> None:
         click.echo(f"Copied {report['source']} to {report['target']}: {report['rows']:,} "
                    f"row(s) in {len(report['tables'])} tables, schema version "
                    f"{report['schema_version']}, verified")
-
-
-# What PostgreSQL's own tools do for `db backup` and `db restore` on a PostgreSQL URL.
-PG_TOOLS = {"backup": "pg_dump --format=custom --file=BACKUP URL",
-            "restore": "pg_restore --clean --if-exists --dbname=URL BACKUP"}
-
-
-def refuse_on_postgres(app: App, command: str) -> None:
-    """Say which PostgreSQL tool does *command* when --db is a PostgreSQL URL."""
-    from botpoly_admin.store import is_database_url, resolve_location
-
-    if is_database_url(resolve_location(app.db)):
-        raise click.UsageError(f"db {command} works on a SQLite file; on PostgreSQL use "
-                               f"its own tool: {PG_TOOLS[command]} (the keys are not in "
-                               "the database either way)")
-

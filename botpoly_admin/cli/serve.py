@@ -175,10 +175,12 @@ def serve(app: App, host: str, port: int, allow_signup: bool, allow_remote: bool
 
     from botpoly_admin.server.app import create_app
     from botpoly_admin.server.service import ServerSettings
+    from botpoly_admin.store import resolve_location
 
     manager = app.manager(create=False)
     manager.db  # noqa: B018 - a missing or foreign database is refused before listening
-    settings = ServerSettings(db=manager.db_path, allow_signup=allow_signup,
+    # The database itself (a file, or a postgresql:// URL), resolved once here.
+    settings = ServerSettings(db=resolve_location(app.db), allow_signup=allow_signup,
                               admin_per_minute=admin_rate_limit,
                               signups_per_hour=signup_rate_limit, cors_origins=cors_origins,
                               metrics_tenant_labels=metrics_tenant_labels)

@@ -1,5 +1,7 @@
 """``db backup``: a consistent copy of the live database, verified before it is named.
 
+On PostgreSQL it is ``pg_dump`` (``postgres_backup``); what follows is SQLite's.
+
 The copy goes through SQLite's backup API in one step, so it is one consistent
 snapshot even while ``run`` keeps writing (in WAL mode a reader blocks no writer). It
 is written beside the target under a temporary name, verified (``inspect_database``)
@@ -15,25 +17,30 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin.errors import Conflict, InvalidInput, StoreError
+from botpoly_admin.errors import InvalidInput, StoreError
+from botpoly_admin.maintenance.backup_file import check_target, move_into_place, on_postgres
 from botpoly_admin.maintenance.verify import inspect_database, key_location
-from botpoly_admin.secrets import key_file_for
 
 if TYPE_CHECKING:
-    from botpoly_admin.store import SQLiteStore
+    from botpoly_admin.store import Store
 
 
-def backup(store: SQLiteStore, target: Path, *, force: bool = False) -> dict[str, Any]:
+def backup(store: Store, target: Path, *, force: bool = False) -> dict[str, Any]:
     """Copy the database to *target* (mode 0600), consistently, while it is in use.
 
     The copy is written beside the target under a temporary name, verified
     (integrity, schema, tenants), and only then moved into place, so a failure
     leaves nothing behind and never a half-written backup under the target's name.
     Refuses an existing target unless *force*, a directory, a missing directory, the
-    database itself and its key file. The key is never copied.
+    database itself and its key file. The key is never copied. A PostgreSQL store
+    is dumped with ``pg_dump`` instead (``postgres_backup.backup``).
     """
+    if on_postgres(store):
+        from botpoly_admin.maintenance import postgres_backup  # psycopg: only for a URL
+
+        return postgres_backup.backup(store, target, force=force)  # type: ignore[arg-type]
     target = Path(target)
-    _check_target(store.db_path, target, force)
+    check_target(store.db_path, target, force)
     db = store.db  # opens the source: a missing database is an error before any write
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -58,7 +65,7 @@ def backup(store: SQLiteStore, target: Path, *, force: bool = False) -> dict[str
                              ) from None
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        _move_into_place(tmp, target, force)
+        move_into_place(tmp, target, force)
     except sqlite3.Error as exc:
         raise StoreError(f"backup of {store.db_path} failed, nothing written: {exc}"
                          ) from None
@@ -67,49 +74,3 @@ def backup(store: SQLiteStore, target: Path, *, force: bool = False) -> dict[str
             leftover.unlink(missing_ok=True)
     return {**info, "path": str(target), "source": str(store.db_path), "integrity": "ok",
             "key_not_included": key_location(store.db_path)}
-
-
-def _check_target(db_path: Path, target: Path, force: bool) -> None:
-    try:
-        _check_target_path(db_path, target, force)
-    except OSError as exc:  # a name too long, a component that is a file, ...
-        raise InvalidInput(f"cannot use {target} as the backup path: {exc.strerror}") from None
-
-
-def _check_target_path(db_path: Path, target: Path, force: bool) -> None:
-    if target.is_dir():
-        raise InvalidInput(f"{target} is a directory: give the backup file's path")
-    parent = target.parent
-    if not parent.is_dir():
-        raise InvalidInput(f"directory does not exist: {parent}")
-    for ours, what in ((db_path, "the database itself"),
-                       (key_file_for(db_path), "the secret key file")):
-        if target.resolve() == ours.resolve():
-            raise InvalidInput(f"{target} is {what}: choose another backup path")
-    if target.exists() and not force:
-        raise Conflict(f"{target} already exists (use --force to overwrite it)")
-
-
-def _move_into_place(tmp: Path, target: Path, force: bool) -> None:
-    """Give the verified copy its name: atomically, and without --force never over a
-    file that appeared meanwhile (a hard link fails if the name exists)."""
-    if not force:
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise Conflict(f"{target} already exists (use --force to overwrite it)") from None
-        except OSError:
-            pass  # no hard links on this filesystem: fall back on the rename
-        else:
-            return
-        if target.exists():
-            raise Conflict(f"{target} already exists (use --force to overwrite it)")
-    os.replace(tmp, target)
-    try:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)  # the new name survives a crash
-    finally:
-        os.close(dir_fd)

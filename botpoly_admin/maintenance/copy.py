@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from botpoly_admin.errors import Conflict, InvalidInput, StoreError
-from botpoly_admin.maintenance.restore import lease_holders
+from botpoly_admin.maintenance.runners import lease_holders
 from botpoly_admin.store import DatabaseError, SQLiteStore, schema_version
 from botpoly_admin.store.postgres import (
     CONNECT_WAIT_S,

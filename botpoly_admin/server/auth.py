@@ -47,13 +47,17 @@ def jwt_secret_file_for(db_path: Path) -> Path:
     return key_file_for(db_path).with_suffix(".jwt")
 
 
-def load_jwt_secret(db_path: Path) -> bytes:
+def load_jwt_secret(db_path: Path, *, local_dir: bool = False) -> bytes:
     """The token-signing secret of this database, made (mode 0600) on first use.
 
     Deleting the file invalidates every token issued so far (keys stay valid).
+    *local_dir*: its directory is ours to make (a PostgreSQL database's ``data/``;
+    a SQLite file's directory exists already).
     """
     path = jwt_secret_file_for(db_path)
     if not path.exists():
+        if local_dir:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_key_file(path, [secrets.token_urlsafe(SECRET_BYTES).encode()])
             log.warning("created the token-signing secret %s (mode 0600)", path)
