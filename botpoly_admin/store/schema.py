@@ -171,6 +171,7 @@ CREATE TABLE meta (
 
 # Each migration is a DDL script run once, in order, in one transaction; PRAGMA
 # user_version records how many have run. Append new ones; never edit a released one.
+# Their PostgreSQL form is derived (schema_pg.to_postgresql): write each one only here.
 SCHEMA_V2 = """
 CREATE TABLE reservations (
     reservation_id TEXT PRIMARY KEY,
