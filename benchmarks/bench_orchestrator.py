@@ -114,11 +114,13 @@ def add_live_tenant(path: Path) -> None:
 
 
 def child(db: Path | str, workers: int, interval: float, warmup: float, seconds: float,
-          feed: str = "simulated", probe: Callable[[], dict[str, float]] | None = None) -> None:
+          feed: str = "simulated", probe: Callable[[], dict[str, float]] | None = None,
+          warm_cycles: int = 0) -> None:
     """Run the orchestrator on *db* (a path or a URL); print one JSON line of
     measurements. *probe* (counters, e.g. rows written) is read at the start and the end
     of the measured window; the line carries the differences, and this process's CPU
-    time over the window."""
+    time over the window. With *warm_cycles*, the warm-up also lasts until every bot
+    has done that many cycles (a run behind schedule cycles each bot less often)."""
     from botpoly_admin import TenantManager
     from botpoly_admin.runtime import Orchestrator
 
@@ -130,18 +132,22 @@ def child(db: Path | str, workers: int, interval: float, warmup: float, seconds:
 
     def on_tick(o: Orchestrator) -> None:
         elapsed = time.monotonic() - started
-        if "warm" not in measured and elapsed >= warmup:
+        if "warm" not in measured and elapsed >= warmup and min(
+                (r.cycles for r in o.fleet.runners.values()), default=0) >= warm_cycles:
             measured["warm"] = o.stats(reset_window=True)
+            measured["warm_s"] = elapsed
             measured["cpu"] = time.process_time()
             measured["probe"] = probe() if probe else {}
-        elif "warm" in measured and "window" not in measured and elapsed >= warmup + seconds:
+        elif "warm" in measured and "window" not in measured and \
+                elapsed >= measured["warm_s"] + seconds:
             measured["window"] = o.stats()
             measured["cpu"] = time.process_time() - measured["cpu"]
             measured["probe"] = {name: value - measured["probe"][name]
                                  for name, value in (probe() if probe else {}).items()}
             o.request_stop("measured")
 
-    summary = orchestrator.run(on_tick=on_tick, duration_s=warmup + seconds + 30)
+    summary = orchestrator.run(on_tick=on_tick, duration_s=warmup + seconds + 30
+                               + (600 if warm_cycles else 0))
     window = measured.get("window") or orchestrator.stats()
     print(json.dumps({
         "workers": workers,
@@ -158,6 +164,7 @@ def child(db: Path | str, workers: int, interval: float, warmup: float, seconds:
         "stuck": len(summary.bots_stuck),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "window_cycles": window["window_cycles"],
+        "warmup_s": measured.get("warm_s"),
         "cpu_s": measured.get("cpu") if "window" in measured else None,
         "probe": measured.get("probe") if "window" in measured else {},
     }))
@@ -185,13 +192,15 @@ def measure_together(templates: list[Path], workers: int, args: argparse.Namespa
 
 def start_child(location: str, workers: int, args: argparse.Namespace, *,
                 feed: str = "simulated", env: dict[str, str] | None = None,
-                script: Path | str = __file__) -> subprocess.Popen[str]:
+                script: Path | str = __file__, options: tuple[str, ...] = ()
+                ) -> subprocess.Popen[str]:
     """*script* ``--child`` on the database at *location* (used as is: a path or a URL);
-    another script's ``--child`` takes the same options and calls ``child``."""
+    another script's ``--child`` takes the same options (and its own *options*) and
+    calls ``child``."""
     return subprocess.Popen(
         [sys.executable, str(script), "--child", location, "--workers", str(workers),
          "--interval", str(args.interval), "--warmup", str(args.warmup),
-         "--seconds", str(args.seconds), "--feed", feed],
+         "--seconds", str(args.seconds), "--feed", feed, *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})})
 

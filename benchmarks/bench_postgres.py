@@ -16,10 +16,11 @@ with synchronous=NORMAL does not wait for the disk either), in one run:
 2. ``run`` on PostgreSQL against SQLite (issue 13): 1,000 tenants, one process, one
    worker, 1 s interval, the same database on both (built on SQLite, copied with
    ``db copy --to``), measured by ``bench_scale``'s child one after the other,
-   alternating for ``--rounds`` rounds: cycles/s, p99 lag, CPU per cycle (the run
-   process's, and on PostgreSQL also its backends'), rows written per second
-   (sqlite3's ``total_changes``; ``pg_stat_database`` tuples inserted, updated and
-   deleted). The ratio of cycles/s is reported (no goal).
+   alternating for ``--rounds`` rounds, from when every bot has done ``WARM_CYCLES``
+   cycles: cycles/s, p99 lag, CPU per cycle (the run process's, and on PostgreSQL
+   also its backends'), rows written per second (sqlite3's ``total_changes``;
+   ``pg_stat_database`` tuples inserted, updated and deleted). The ratio of cycles/s
+   is reported (no goal).
 
 Without PostgreSQL binaries (or psycopg) it prints SKIP with the reason and exits 0.
 
@@ -43,7 +44,7 @@ from typing import Any
 
 from bench_ledger import NOW, WARMUP, bench_ledger
 from bench_orchestrator import build_database
-from bench_scale import line, measure, per_cycle
+from bench_scale import WARM_CYCLES, line, measure, per_cycle
 from pg_server import server, unavailable
 from results import record
 
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="SQLite/PostgreSQL pairs")
     parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS)
+    parser.add_argument("--warm-cycles", type=int, default=WARM_CYCLES,
+                        help="also warm up until every bot has done this many cycles "
+                             f"(default {WARM_CYCLES})")
     args = parser.parse_args(argv)
     reason = unavailable()
     if reason:

@@ -4,7 +4,8 @@ Each size runs the default ``run`` (one process, one worker thread, the simulate
 feed) through ``bench_orchestrator.child``, in its own process on a fresh copy of a
 database of that many tenants, and reports:
 
-- tenant-cycles per second over the measured window (the schedule asks N/s);
+- tenant-cycles per second over the measured window (the schedule asks N/s), which
+  opens after the warm-up once every bot has done ``WARM_CYCLES`` cycles;
 - p50/p99 lag behind schedule (a run that cannot keep up falls further behind
   every second, so past saturation the p99 grows with the window);
 - CPU per cycle: the run process's CPU time over the window (every thread: the
@@ -44,6 +45,10 @@ from bench_orchestrator import build_database, child, child_result, start_child
 from results import record
 
 SIZES = (100, 1000, 5000, 10000)
+# The measured window opens once every bot has done this many cycles as well: momentum
+# compares midpoints 5 cycles apart, so a younger bot never trades, and a run behind
+# schedule would be measured on cheaper, younger bots than a run that keeps up.
+WARM_CYCLES = 6
 LAG_AIM_MS = 1000.0
 
 
@@ -104,7 +109,8 @@ def probe_for(location: str) -> Callable[[], dict[str, float]]:
 
 def measure(location: str, args: argparse.Namespace) -> dict:
     """One measuring child (this script's ``--child``) on *location*, used as is."""
-    return child_result(start_child(location, args.workers, args, script=__file__))
+    return child_result(start_child(location, args.workers, args, script=__file__,
+                                    options=("--warm-cycles", str(args.warm_cycles))))
 
 
 def per_cycle(result: dict) -> dict[str, float]:
@@ -156,16 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS)
+    parser.add_argument("--warm-cycles", type=int, default=WARM_CYCLES,
+                        help="also warm up until every bot has done this many cycles "
+                             f"(default {WARM_CYCLES})")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a path or a URL
     parser.add_argument("--feed", default="simulated", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.workers, args.interval, args.warmup, args.seconds, args.feed,
-              probe=probe_for(args.child))
+              probe=probe_for(args.child), warm_cycles=args.warm_cycles)
         return 0
     sizes = sorted({int(size) for size in args.tenants.split(",")})
     print(f"one run process, {args.workers} worker(s), interval {args.interval:g}s, warm-up "
-          f"{args.warmup:g}s, measured {args.seconds:g}s per size")
+          f"{args.warmup:g}s and until every bot has done {args.warm_cycles} cycles, "
+          f"measured {args.seconds:g}s per size")
     results: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         started = time.perf_counter()
@@ -177,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(templates[size], db)
             results[size] = measure(str(db), args)
             db.unlink()
-            print(line(f"{size:,} tenants", results[size]), flush=True)
+            warm = results[size]["warmup_s"]
+            print(line(f"{size:,} tenants", results[size]) + (
+                f"  (warm after {warm:.0f}s)" if warm is not None
+                else "  (never warm: no window measured)"), flush=True)
     smallest = sizes[0]
     base = per_cycle(results[smallest])
     for size in sizes:

@@ -72,7 +72,7 @@ def test_the_scale_benchmark_measures_every_size_and_counts_rows_written(
         tmp_path: Path) -> None:
     results = tmp_path / "figures.jsonl"
     done = run_script("bench_scale.py", "--tenants", "3,12", "--seconds", "1.5", "--warmup",
-                      "1", env=bench_env(results), cwd=tmp_path)
+                      "1", "--warm-cycles", "2", env=bench_env(results), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     figures = load(results)
     assert [f["figure"].split(" tenants")[0] for f in figures] == ["3", "12"]
@@ -101,7 +101,8 @@ def test_the_postgres_benchmark_compares_both_forms_and_both_backends(tmp_path: 
         pytest.skip("no PostgreSQL binaries: the benchmark would only say SKIP")
     results = tmp_path / "figures.jsonl"
     done = run_script("bench_postgres.py", "-n", "50", "--tenants", "4", "--seconds", "1.5",
-                      "--warmup", "1", env=bench_env(results), cwd=tmp_path)
+                      "--warmup", "1", "--warm-cycles", "2", env=bench_env(results),
+                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     figures = {f["figure"]: f for f in load(results)}
     assert set(figures) == {
