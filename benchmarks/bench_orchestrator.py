@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from results import record
@@ -68,12 +69,13 @@ PROCESSES_ROUNDS = 2
 FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.py"
 
 
-def build_database(path: Path, tenants: int) -> None:
-    """N active tenants (pro and enterprise), every bot set to run."""
+def build_database(path: Path, tenants: int, first: int = 0) -> None:
+    """N active tenants (pro and enterprise), every bot set to run; with *first*, add
+    tenants first..N-1 to a database built with *first* of them (bench_scale grows one)."""
     from botpoly_admin import TenantManager, bots
 
     manager = TenantManager(path)
-    for i in range(tenants):
+    for i in range(first, tenants):
         manager.create_tenant(
             f"Bench {i}", f"bench{i}@example.com", "enterprise" if i % 3 == 0 else "pro",
             status="active", capital=5000, max_position_size=250, max_daily_trades=100_000,
@@ -111,9 +113,14 @@ def add_live_tenant(path: Path) -> None:
     manager.close()
 
 
-def child(db: Path, workers: int, interval: float, warmup: float, seconds: float,
-          feed: str = "simulated") -> None:
-    """Run the orchestrator on *db*; print one JSON line of measurements."""
+def child(db: Path | str, workers: int, interval: float, warmup: float, seconds: float,
+          feed: str = "simulated", probe: Callable[[], dict[str, float]] | None = None,
+          warm_cycles: int = 0) -> None:
+    """Run the orchestrator on *db* (a path or a URL); print one JSON line of
+    measurements. *probe* (counters, e.g. rows written) is read at the start and the end
+    of the measured window; the line carries the differences, and this process's CPU
+    time over the window. With *warm_cycles*, the warm-up also lasts until every bot
+    has done that many cycles (a run behind schedule cycles each bot less often)."""
     from botpoly_admin import TenantManager
     from botpoly_admin.runtime import Orchestrator
 
@@ -125,13 +132,22 @@ def child(db: Path, workers: int, interval: float, warmup: float, seconds: float
 
     def on_tick(o: Orchestrator) -> None:
         elapsed = time.monotonic() - started
-        if "warm" not in measured and elapsed >= warmup:
+        if "warm" not in measured and elapsed >= warmup and min(
+                (r.cycles for r in o.fleet.runners.values()), default=0) >= warm_cycles:
             measured["warm"] = o.stats(reset_window=True)
-        elif "warm" in measured and "window" not in measured and elapsed >= warmup + seconds:
+            measured["warm_s"] = elapsed
+            measured["cpu"] = time.process_time()
+            measured["probe"] = probe() if probe else {}
+        elif "warm" in measured and "window" not in measured and \
+                elapsed >= measured["warm_s"] + seconds:
             measured["window"] = o.stats()
+            measured["cpu"] = time.process_time() - measured["cpu"]
+            measured["probe"] = {name: value - measured["probe"][name]
+                                 for name, value in (probe() if probe else {}).items()}
             o.request_stop("measured")
 
-    summary = orchestrator.run(on_tick=on_tick, duration_s=warmup + seconds + 30)
+    summary = orchestrator.run(on_tick=on_tick, duration_s=warmup + seconds + 30
+                               + (600 if warm_cycles else 0))
     window = measured.get("window") or orchestrator.stats()
     print(json.dumps({
         "workers": workers,
@@ -147,6 +163,10 @@ def child(db: Path, workers: int, interval: float, warmup: float, seconds: float
         "live_workers": window.get("live_workers", 0),
         "stuck": len(summary.bots_stuck),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "window_cycles": window["window_cycles"],
+        "warmup_s": measured.get("warm_s"),
+        "cpu_s": measured.get("cpu") if "window" in measured else None,
+        "probe": measured.get("probe") if "window" in measured else {},
     }))
 
 
@@ -166,19 +186,31 @@ def measure_together(templates: list[Path], workers: int, args: argparse.Namespa
             shutil.copy(template, db)
             if template.with_suffix(".key").exists():
                 shutil.copy(template.with_suffix(".key"), db.with_suffix(".key"))
-            children.append(subprocess.Popen(
-                [sys.executable, __file__, "--child", str(db), "--workers", str(workers),
-                 "--interval", str(args.interval), "--warmup", str(args.warmup),
-                 "--seconds", str(args.seconds), "--feed", feed],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                env={**os.environ, **(env or {})}))
-        outputs = [(child, *child.communicate()) for child in children]
-    results = []
-    for child, out, err in outputs:
-        if child.returncode != 0:
-            raise SystemExit(f"benchmark child failed:\n{err}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+            children.append(start_child(str(db), workers, args, feed=feed, env=env))
+        return [child_result(child) for child in children]
+
+
+def start_child(location: str, workers: int, args: argparse.Namespace, *,
+                feed: str = "simulated", env: dict[str, str] | None = None,
+                script: Path | str = __file__, options: tuple[str, ...] = ()
+                ) -> subprocess.Popen[str]:
+    """*script* ``--child`` on the database at *location* (used as is: a path or a URL);
+    another script's ``--child`` takes the same options (and its own *options*) and
+    calls ``child``."""
+    return subprocess.Popen(
+        [sys.executable, str(script), "--child", location, "--workers", str(workers),
+         "--interval", str(args.interval), "--warmup", str(args.warmup),
+         "--seconds", str(args.seconds), "--feed", feed, *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})})
+
+
+def child_result(process: subprocess.Popen[str]) -> dict:
+    """The measurements a child printed (its last line), once it has finished."""
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def line(label: str, r: dict) -> str:
@@ -209,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", action="store_true",
                         help="only run --processes 2 against --processes 1 (issue 13; "
                              f"{PROCESSES_TENANTS} tenants unless --tenants is given)")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a path or a URL
     parser.add_argument("--feed", default="simulated", help=argparse.SUPPRESS)
     tenants_given = any(a.startswith("--tenants") for a in (argv or sys.argv[1:]))
     args = parser.parse_args(argv)

@@ -3,11 +3,14 @@
 ``make bench`` runs this. Each benchmark runs in its own process, prints its own
 detailed report and hands its figures (this project, a baseline measured in the same
 run, the ratio, the goal) to ``results.record``; at the end they are printed together.
-A benchmark exits 0 whatever it measured; a non-zero exit means the benchmark itself
-broke, and is reported here (exit 1).
+A benchmark exits 0 whatever it measured (one that cannot run here, such as
+``bench_postgres.py`` without PostgreSQL binaries, prints SKIP); a non-zero exit means
+the benchmark itself broke, and is reported here (exit 1). Modules without the
+``bench_`` prefix (``results``, ``baseline``, ``pg_server``, ...) are helpers.
 
     python benchmarks/run_all.py                     # all of them
     python benchmarks/run_all.py cli ledger          # those whose name contains a word
+    python benchmarks/run_all.py postgres scale      # issue 13's (a few minutes)
     python benchmarks/run_all.py --markdown out.md   # also write the table as Markdown
 """
 

@@ -145,13 +145,10 @@ def _start(bindir: Path, root: Path) -> tuple[PostgresServer, list[str], dict[st
     raise RuntimeError(f"PostgreSQL did not start: {last_error}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole session (skips the test without binaries)."""
-    bindir = find_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL binaries (system initdb, or the pgserver wheel of the "
-                    "test extra): PostgreSQL tests cannot run here")
+@contextlib.contextmanager
+def running(bindir: Path) -> Iterator[PostgresServer]:
+    """A throw-away server on *bindir*'s binaries, stopped and removed on exit (the
+    session fixture; the benchmarks start theirs with it too)."""
     root = Path(tempfile.mkdtemp(prefix="botpoly-pg-"))
     stop: list[str] = []
     run_as: dict[str, int] = {}
@@ -163,6 +160,17 @@ def postgres_server() -> Iterator[PostgresServer]:
             subprocess.run(stop, capture_output=True, cwd=root, **run_as)
         with contextlib.suppress(OSError):
             shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session (skips the test without binaries)."""
+    bindir = find_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (system initdb, or the pgserver wheel of the "
+                    "test extra): PostgreSQL tests cannot run here")
+    with running(bindir) as server:
+        yield server
 
 
 @pytest.fixture

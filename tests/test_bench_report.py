@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+from postgres_server import find_bin
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -43,3 +49,70 @@ def test_without_the_environment_variable_nothing_is_written(tmp_path: Path) -> 
                "record('cli', 'x', project='1', goal='g', passed=True)\n",
                {"PATH": "/usr/bin:/bin"}, tmp_path)
     assert not list(BENCHMARKS.glob("*.jsonl"))
+
+
+def run_script(script: str, *options: str, env: dict[str, str], cwd: Path
+               ) -> subprocess.CompletedProcess[str]:
+    """A benchmark script as ``run_all.py`` runs it (a process of its own)."""
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *options], env=env,
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def bench_env(results: Path) -> dict[str, str]:
+    """This environment, with the figures going to *results*."""
+    return {**os.environ, "BOTPOLY_BENCH_RESULTS": str(results)}
+
+
+def load(results: Path) -> list[dict[str, Any]]:
+    """The figures a script recorded, in order."""
+    return [json.loads(line) for line in results.read_text().splitlines()]
+
+
+def test_the_scale_benchmark_measures_every_size_and_counts_rows_written(
+        tmp_path: Path) -> None:
+    results = tmp_path / "figures.jsonl"
+    done = run_script("bench_scale.py", "--tenants", "3,12", "--seconds", "1.5", "--warmup",
+                      "1", "--warm-cycles", "2", env=bench_env(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = load(results)
+    assert [f["figure"].split(" tenants")[0] for f in figures] == ["3", "12"]
+    for figure, tenants in zip(figures, (3, 12), strict=True):
+        cycles, _lag, cpu, rows, rss = figure["project"].split(", ")
+        assert float(cycles.removesuffix("/s")) > 0
+        assert float(cpu.removesuffix(" ms")) > 0
+        # Every paper cycle writes (the bot's row, usage, the equity snapshot).
+        assert float(rows.removesuffix("/s").replace(",", "")) >= tenants
+        assert float(rss.removesuffix(" MB")) > 0
+        assert figure["passed"] is None
+
+
+def test_the_postgres_benchmark_says_skip_without_binaries(tmp_path: Path) -> None:
+    results = tmp_path / "figures.jsonl"
+    done = run_script("bench_postgres.py", env={**bench_env(results),
+                                                "BOTPOLY_TEST_PG_BIN": str(tmp_path)},
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("SKIP: ") and "initdb" in done.stdout
+    assert not results.exists()
+
+
+def test_the_postgres_benchmark_compares_both_forms_and_both_backends(tmp_path: Path) -> None:
+    if find_bin() is None:
+        pytest.skip("no PostgreSQL binaries: the benchmark would only say SKIP")
+    results = tmp_path / "figures.jsonl"
+    done = run_script("bench_postgres.py", "-n", "50", "--tenants", "4", "--seconds", "1.5",
+                      "--warmup", "1", "--warm-cycles", "2", env=bench_env(results),
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = {f["figure"]: f for f in load(results)}
+    assert set(figures) == {
+        "record_trade on PostgreSQL, guide's dict (trades/s)",
+        "record_trade on PostgreSQL, engine form (trades/s)",
+        "run on PostgreSQL, 4 tenants every 1s (cycles/s; p99 lag; CPU/cycle)"}
+    for figure in figures.values():
+        assert figure["ratio"].endswith("x") and float(figure["ratio"][:-1]) > 0
+    assert "(raw psycopg)" in figures["record_trade on PostgreSQL, guide's dict (trades/s)"
+                                      ]["baseline"]
+    assert "rows written" in done.stdout and "in the server" in done.stdout
+    # Nothing left behind where it ran: the figures only.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.jsonl"]
