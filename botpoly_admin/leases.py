@@ -305,6 +305,9 @@ class FencedStore(Store):
     """
 
     def __init__(self, store: Store, fence: Fence) -> None:
+        # A TenantManager (the benchmarks pass one where a store goes) is fenced
+        # through the store it holds.
+        store = getattr(store, "store", store)
         super().__init__(actor=store.actor)
         self.inner = store
         self.fence = fence
@@ -312,6 +315,8 @@ class FencedStore(Store):
         self.location = store.location
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)  # db_path, url, ...: the wrapped store's
 
     @property
