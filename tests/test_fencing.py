@@ -11,13 +11,16 @@ from decimal import Decimal as D
 import psycopg
 import pytest
 from factories import buy, make_tenant
+from processes import background, wait_for
 
 from botpoly_admin import bots, clock, ledger
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import LeaseLost
 from botpoly_admin.ledger import intents
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.store.postgres import WRITE_LOCK
 from botpoly_admin.store.sql import database_now
+from botpoly_admin.trading.dispatch import CycleReport
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
 
 A, B = "host-a:101:aa", "host-b:202:bb"
@@ -197,3 +200,47 @@ def test_a_claim_on_postgresql_skips_rows_another_runner_holds_instead_of_waitin
             assert taken[ids[0]]["epoch"] == epoch + 1
     finally:
         manager.close()
+
+
+class TakenOverMidCycle:
+    """A bot whose lease another runner takes while its third cycle is in flight; that
+    cycle then tries to record a trade, as a process paused mid-cycle would."""
+
+    def __init__(self, store, tenant_id: str, seen: dict) -> None:
+        self.store, self.tenant_id, self.seen = store, tenant_id, seen
+        self.cycles = 0
+
+    def run_cycle(self) -> CycleReport:
+        self.cycles += 1
+        if self.cycles == 3:
+            with self.seen["thief"].transaction() as conn:
+                conn.execute("UPDATE bots SET owner = 'thief:3:abcd', lease_epoch = "
+                             "lease_epoch + 1, lease_expires_at = '2999-01-01T00:00:00Z' "
+                             "WHERE tenant_id = ?", (self.tenant_id,))
+            self.seen["wrote"] = True
+            ledger.record_trade(self.store, self.tenant_id,
+                                buy("tok", "1", "0.5", client_order_id="stale-1"))
+        return CycleReport(duration_ms=0.1)
+
+    def stop(self) -> None:
+        self.seen["stopped"] = True
+        ledger.add_usage(self.store, self.tenant_id, api_calls=1)  # refused too, quietly
+
+
+def test_a_cycle_in_flight_when_the_lease_is_taken_records_nothing_and_stops_quietly(
+        manager: TenantManager, caplog: pytest.LogCaptureFixture) -> None:
+    tid = make_tenant(manager, "Ann", start=True)
+    seen: dict = {"thief": manager.store}
+    orchestrator = Orchestrator(manager.store, interval_s=0.05,
+                                bot_factory=lambda s, t, f: TakenOverMidCycle(s, t, seen))
+    with background(orchestrator):
+        assert wait_for(lambda: seen.get("stopped"), timeout=30)
+        assert wait_for(lambda: not orchestrator.is_running(tid))
+    assert seen["wrote"] and trade_count(manager, tid) == 0
+    assert usage(manager, tid)[1] == 0  # the metering flush on the way out was refused
+    kinds = [(e.kind, e.message) for e in orchestrator.events.drain() if e.tenant_id == tid]
+    assert ("stopped", "lease lost: another runner took this bot over") in kinds
+    assert not [k for k in kinds if k[0] == "error"]
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text
+    row = manager.store.select("SELECT owner, lease_epoch FROM bots")[0]
+    assert row["owner"] == "thief:3:abcd"  # its row untouched by the stale runner
