@@ -1,7 +1,8 @@
-"""Several ``run`` processes on one PostgreSQL database: each bot runs in one place,
-a killed run's bots are taken over with no trade lost or duplicated, a run stopped
-past its lease records nothing once another took its bots (fencing), and
-``run --processes 2`` shares and stops cleanly.
+"""Several ``run`` processes on one database, as on several machines: on PostgreSQL
+each bot runs in one place, a killed run's bots are taken over with no trade lost or
+duplicated, and ``run --processes 2`` shares and stops cleanly (tests/test_processes.py
+does these on SQLite); on both backends, a run stopped past its lease records nothing
+once another took its bots (fencing).
 
 Real processes, real signals, a real server (tests/postgres_server.py). Waits are on
 what the database or a process shows, bounded generously for a busy machine.
@@ -16,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import cli, kill, start, wait_for
+from processes import cli, kill, start, wait_for, write_locked
 from test_crash import logged_trades, trading_tenants
 
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
-from botpoly_admin.store.postgres import PostgresStore
+from botpoly_admin.store import Store, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -30,22 +31,30 @@ RUN = ("run", "--interval", "0.2", "--lease-ttl", f"{TTL_S:g}", "--no-table", "-
 
 
 @pytest.fixture
-def reader(pg_url: str) -> Iterator[PostgresStore]:
-    """A connection of the test's own, as another machine would see the database."""
-    store = PostgresStore(pg_url, create=False)
+def reader(location: str) -> Iterator[Store]:
+    """The test's own connection to the database, as another machine would see it."""
+    store = open_store(location)
     yield store
     store.close()
 
 
-def set_trading(pg_url: str, n: int) -> list[str]:
-    manager = TenantManager(pg_url, actor="test")
+@pytest.fixture
+def pg_reader(pg_url: str) -> Iterator[Store]:
+    """``reader`` on PostgreSQL only."""
+    store = open_store(pg_url)
+    yield store
+    store.close()
+
+
+def set_trading(location: str, n: int) -> list[str]:
+    manager = TenantManager(location, actor="test")
     try:
         return trading_tenants(manager, n)
     finally:
         manager.close()
 
 
-def held_per_pid(store: PostgresStore) -> Counter[int]:
+def held_per_pid(store: Store) -> Counter[int]:
     """How many live leases (on the database's clock) each process holds."""
     held: Counter[int] = Counter()
     for owner, count in bots.holders(store).items():
@@ -53,14 +62,14 @@ def held_per_pid(store: PostgresStore) -> Counter[int]:
     return held
 
 
-def trade_rows(store: PostgresStore) -> list[tuple[int, str, str]]:
+def trade_rows(store: Store) -> list[tuple[int, str, str]]:
     """(id, tenant id, client order id) of every ledger row but settlements."""
     return [(r["id"], r["tenant_id"], r["client_order_id"]) for r in store.select(
         "SELECT id, tenant_id, client_order_id FROM trades WHERE side != 'SETTLE' "
         "ORDER BY id")]
 
 
-def assert_logged_once(store: PostgresStore, logs: list[Path], kills: int) -> None:
+def assert_logged_once(store: Store, logs: list[Path], kills: int) -> None:
     """Every trade a run logged is in the ledger once, as its tenant's; the ledger holds
     nothing unlogged but what a kill cut between a commit and its log line."""
     logged = [line for log in logs for line in logged_trades(log)]
@@ -76,46 +85,49 @@ def assert_logged_once(store: PostgresStore, logs: list[Path], kills: int) -> No
 
 
 def test_two_runs_run_each_bot_once_and_a_killed_runs_bots_are_taken_over(
-        pg_url: str, reader: PostgresStore, tmp_path: Path) -> None:
+        pg_url: str, pg_reader: Store, tmp_path: Path) -> None:
     set_trading(pg_url, 8)
     out, logs = tmp_path / "runs.out", [tmp_path / "a.log", tmp_path / "b.log"]
     a = start(pg_url, *RUN, "--log-file", str(logs[0]), out=out)
     b = start(pg_url, *RUN, "--log-file", str(logs[1]), out=out)
     try:
-        assert wait_for(lambda: held_per_pid(reader) == Counter({a.pid: 4, b.pid: 4}),
-                        timeout=60), f"{held_per_pid(reader)}: {out.read_text()[-2000:]}"
-        traded = len(trade_rows(reader))
-        assert wait_for(lambda: len(trade_rows(reader)) > traded + 10, timeout=30)
+        assert wait_for(lambda: held_per_pid(pg_reader) == Counter({a.pid: 4, b.pid: 4}),
+                        timeout=60), f"{held_per_pid(pg_reader)}: {out.read_text()[-2000:]}"
+        traded = len(trade_rows(pg_reader))
+        assert wait_for(lambda: len(trade_rows(pg_reader)) > traded + 10, timeout=30)
 
         # SIGKILL one: the other takes its bots within the lease TTL, and trades on.
         assert kill(a) == -9
-        assert wait_for(lambda: held_per_pid(reader) == Counter({b.pid: 8}), timeout=TTL_S), \
-            f"{held_per_pid(reader)}: {out.read_text()[-2000:]}"
-        traded = len(trade_rows(reader))
-        assert wait_for(lambda: len(trade_rows(reader)) > traded + 10, timeout=30)
+        assert wait_for(lambda: held_per_pid(pg_reader) == Counter({b.pid: 8}), timeout=TTL_S), \
+            f"{held_per_pid(pg_reader)}: {out.read_text()[-2000:]}"
+        traded = len(trade_rows(pg_reader))
+        assert wait_for(lambda: len(trade_rows(pg_reader)) > traded + 10, timeout=30)
         b.send_signal(signal.SIGTERM)
         assert b.wait(timeout=60) == 0, out.read_text()[-2000:]
     finally:
         kill(a)
         kill(b)
-    assert held_per_pid(reader) == Counter()
-    assert_logged_once(reader, logs, kills=1)
+    assert held_per_pid(pg_reader) == Counter()
+    assert_logged_once(pg_reader, logs, kills=1)
     check = cli(pg_url, "db", "check")
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def open_transactions(store: PostgresStore) -> int:
-    """Transactions open on the database now, but the asking one's."""
+def writing(store: Store) -> bool:
+    """Whether another connection is inside a write transaction now (on PostgreSQL any
+    open transaction but the asking one's)."""
+    if store.dialect == "sqlite":
+        return write_locked(store.db_path)
     return store.select("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = "
                         "current_database() AND xact_start IS NOT NULL "
-                        "AND pid != pg_backend_pid()")[0]["n"]
+                        "AND pid != pg_backend_pid()")[0]["n"] > 0
 
 
 def test_a_run_stopped_past_its_lease_records_nothing_after_the_takeover(
-        pg_url: str, reader: PostgresStore, tmp_path: Path) -> None:
-    ids = set_trading(pg_url, 3)
+        location: str, reader: Store, tmp_path: Path) -> None:
+    ids = set_trading(location, 3)
     out, logs = tmp_path / "runs.out", [tmp_path / "a.log", tmp_path / "b.log"]
-    a = start(pg_url, *RUN, "--log-file", str(logs[0]), out=out)
+    a = start(location, *RUN, "--log-file", str(logs[0]), out=out)
     b = None
     try:
         assert wait_for(lambda: held_per_pid(reader) == Counter({a.pid: 3}), timeout=60)
@@ -124,15 +136,14 @@ def test_a_run_stopped_past_its_lease_records_nothing_after_the_takeover(
         # transaction (one left open would hold every writer until the server ends it).
         for _ in range(50):
             os.kill(a.pid, signal.SIGSTOP)
-            if wait_for(lambda: open_transactions(reader) == 0, timeout=0.3):
+            if wait_for(lambda: not writing(reader), timeout=0.3):
                 break
             os.kill(a.pid, signal.SIGCONT)
         else:
-            activity = reader.select("SELECT state, query FROM pg_stat_activity")
-            raise AssertionError(f"the run is always inside a transaction: {activity}")
+            raise AssertionError("the run is always inside a transaction")
         epochs = {r["tenant_id"]: r["lease_epoch"] for r in reader.select(
             "SELECT tenant_id, lease_epoch FROM bots")}
-        b = start(pg_url, *RUN, "--log-file", str(logs[1]), out=out)
+        b = start(location, *RUN, "--log-file", str(logs[1]), out=out)
         # Its process is alive: the other run waits for the leases to expire.
         assert wait_for(lambda: held_per_pid(reader) == Counter({b.pid: 3}), timeout=60), \
             f"{held_per_pid(reader)}: {out.read_text()[-2000:]}"
@@ -170,20 +181,20 @@ def test_a_run_stopped_past_its_lease_records_nothing_after_the_takeover(
     lost = logs[0].read_text()
     assert "trade recorded" not in lost[lost.index("lease lost"):]
     assert_logged_once(reader, logs, kills=0)
-    check = cli(pg_url, "db", "check")
+    check = cli(location, "db", "check")
     assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_run_processes_2_on_postgresql_shares_the_bots_and_stops_cleanly(
-        pg_url: str, reader: PostgresStore, tmp_path: Path) -> None:
+        pg_url: str, pg_reader: Store, tmp_path: Path) -> None:
     set_trading(pg_url, 4)
     out = tmp_path / "supervisor.out"
     supervisor = start(pg_url, *RUN, "--processes", "2", "--log-file",
                        str(tmp_path / "run.log"), out=out)
     try:
-        assert wait_for(lambda: sorted(held_per_pid(reader).values()) == [2, 2], timeout=60), \
-            f"{held_per_pid(reader)}: {out.read_text()[-2000:]}"
-        workers = sorted(held_per_pid(reader))
+        assert wait_for(lambda: sorted(held_per_pid(pg_reader).values()) == [2, 2], timeout=60), \
+            f"{held_per_pid(pg_reader)}: {out.read_text()[-2000:]}"
+        workers = sorted(held_per_pid(pg_reader))
         assert supervisor.pid not in workers
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0, out.read_text()[-2000:]
@@ -192,8 +203,8 @@ def test_run_processes_2_on_postgresql_shares_the_bots_and_stops_cleanly(
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert held_per_pid(reader) == Counter()
-    assert reader.select("SELECT count(*) AS n FROM orchestrators") == [{"n": 0}]
-    assert {r["state"] for r in reader.select("SELECT state FROM bots")} == {"stopped"}
+    assert held_per_pid(pg_reader) == Counter()
+    assert pg_reader.select("SELECT count(*) AS n FROM orchestrators") == [{"n": 0}]
+    assert {r["state"] for r in pg_reader.select("SELECT state FROM bots")} == {"stopped"}
     check = cli(pg_url, "db", "check")
     assert check.returncode == 0, check.stdout + check.stderr
