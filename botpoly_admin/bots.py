@@ -6,24 +6,9 @@ reads it on its next tick. This module is that database side: desired state (wit
 rule of who may trade), leases, per-bot progress, status rows and the registry of
 running orchestrators. The threads that act on it live in ``botpoly_admin.runtime``.
 
-Leases (docs/architecture.md invariant 5: a bot runs in at most one place)
-    A runner (an orchestrator process, or ``start-bot --foreground``) runs a bot only
-    while it holds the bot's lease: ``owner`` and ``lease_expires_at`` in its row.
-    Taking a lease is one conditional UPDATE (free, already ours, or expired; desired
-    running; tenant allowed to trade) in a ``BEGIN IMMEDIATE`` transaction, so two
-    processes racing for the same bot cannot both win. The owner renews its leases each
-    tick with its progress. A runner that dies stops renewing; once the TTL has passed
-    another takes the bot over, and on the same machine at once: an owner whose
-    process is gone (``owners.owner_gone``: same host and pid namespace, pid not
-    alive) loses its leases. A runner that finds a lease gone (it stalled for
-    longer than the TTL and was taken over) stops that bot without touching the row.
-    Fencing: each takeover grows the bot's ``lease_epoch``; a runner checks that it
-    still holds the lease at its epoch (``holds``) before every cycle.
-
-Fair sharing (``fair_share``)
-    An orchestrator that shares (``run`` without ``--tenant``) holds at most
-    ceil(bots to share / sharing orchestrators alive, itself counted); bots held by a
-    runner that does not share are not shared out, those of a dead process are.
+Leases, fencing and fair sharing (docs/architecture.md invariant 5: a bot runs in at
+    most one place) live in ``botpoly_admin.leases``; this module re-exports what its
+    callers use (``acquire``, ``holds``, ``sync``, ``FencedStore``, ...).
 
 Heartbeats (what ``bots status`` and the dashboard may claim)
     Every sync (each tick, and at least every second whatever the interval) stamps
@@ -34,11 +19,9 @@ Heartbeats (what ``bots status`` and the dashboard may claim)
     machine stalled) until its lease expires (then ``stopped``) or it is taken over.
 
 Clocks
-    Leases and heartbeats coordinate processes that are alive *now*, so they use the
-    real wall clock (``wall_now``), never ``BOTPOLY_NOW``: a frozen clock would make
-    every lease either eternal or already expired. Whether a tenant may trade is
-    business time, ``clock.now()``. Times are stored as ``clock.iso`` text (UTC, whole
-    seconds), so a lease is taken over strictly after its expiry second, never early.
+    Leases and heartbeats are on the database's clock (``store.sql.database_clock``;
+    see ``botpoly_admin.leases``), never ``BOTPOLY_NOW``. Whether a tenant may trade
+    is business time, ``clock.now()``.
 
 Refusals (live trading it cannot do)
     A live tenant needs a paid tier and all five Polymarket credentials, decrypting
@@ -52,35 +35,52 @@ Refusals (live trading it cannot do)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import audit, clock, policy, tenants
-from botpoly_admin.errors import Conflict, CredentialsError, InvalidInput
+from botpoly_admin.errors import Conflict, CredentialsError
+
+# Re-exported: the runtime, the CLI and the reports use them as bots.acquire, ...
+from botpoly_admin.leases import (  # noqa: F401
+    DEFAULT_LEASE_TTL_S,
+    ELIGIBLE_SQL,
+    ORCHESTRATOR_FORGET_S,
+    ORCHESTRATOR_FRESH_S,
+    RELEASED_STATE,
+    Fence,
+    FencedStore,
+    Progress,
+    acquire,
+    chunks,
+    fair_share,
+    holders,
+    holds,
+    in_list,
+    lease_holder,
+    live_orchestrators,
+    register_orchestrator,
+    release_all,
+    sync,
+    unregister_orchestrator,
+)
 from botpoly_admin.ledger import reconciliation
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TradingMode
 from botpoly_admin.owners import gone_owners, owner_host_pid
 from botpoly_admin.secrets import key_source_stamp
-from botpoly_admin.store.sql import tenant_order
+from botpoly_admin.store.sql import database_now, tenant_order
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
 
-DEFAULT_LEASE_TTL_S = 10.0
-# An orchestrator whose heartbeat is older than this is taken for dead.
-ORCHESTRATOR_FRESH_S = 10.0
-# Rows of orchestrators silent for this long are removed when another one registers.
-ORCHESTRATOR_FORGET_S = 24 * 3600.0
 # A held bot whose heartbeat is older than this is shown stale (runners beat every
 # second at least; this leaves room for a loaded machine).
 STALE_AFTER_S = 5.0
 # Shown, never stored: a held bot whose runner has gone silent.
 STALE = "stale"
-_CHUNK = 500  # ids per IN (...) list
 
 
 class BotState(StrEnum):
@@ -106,13 +106,6 @@ class DesiredState(StrEnum):
     STOPPED = "stopped"
 
 
-ELIGIBLE_SQL = policy.MAY_TRADE_SQL  # whether a tenant may trade: one rule (policy.py)
-
-
-def _wall_iso(offset_s: float = 0.0) -> str:
-    return clock.iso(clock.wall_now() + timedelta(seconds=offset_s))
-
-
 def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
     """Why this tenant's bot may not run, or None when it may."""
     return policy.bot_refusal(tenant.status, tenant.email, tenant.trial_ends_at,
@@ -124,9 +117,9 @@ def refusal(tenant: TenantConfig, now: datetime | None = None) -> str | None:
 
 def _set_desired(store: Store, tenant_ids: Sequence[str], desired: DesiredState, *,
                  clear_refused: bool = True) -> None:
-    now = _wall_iso()
     asked = audit.BotStarted if desired is DesiredState.RUNNING else audit.BotStopped
     with store.transaction() as conn:
+        now = database_now(store.db)
         for tenant_id in tenant_ids:
             conn.execute(
                 "INSERT INTO bots (tenant_id, desired_state, updated_at) VALUES (?, ?, ?) "
@@ -302,7 +295,7 @@ def status(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
         sql += " WHERE b.tenant_id = :tenant_id"
         params["tenant_id"] = tenants.resolve(store, tenant).tenant_id
     sql += f" ORDER BY t.created_at, {tenant_order(store.db)}"
-    now = clock.wall_now()
+    now = clock.parse_utc(database_now(store.db))
     rows = store.select(sql, params)
     gone = gone_owners(r["owner"] for r in rows)
     return [_status_row(r, now, gone) for r in rows]
@@ -328,19 +321,6 @@ def bot_status(store: Store, tenant: str) -> dict[str, Any]:
 # --- leases (the runner's side) -----------------------------------------------------------
 
 
-def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start:start + _CHUNK]
-
-
-def _in_list(ids: Sequence[str], prefix: str = "id") -> tuple[str, dict[str, str]]:
-    """``:id0, :id1, ...`` and its parameters; an empty list matches nothing."""
-    if not ids:
-        return "NULL", {}
-    names = {f"{prefix}{i}": tid for i, tid in enumerate(ids)}
-    return ", ".join(f":{name}" for name in names), names
-
-
 def runnable(store: Store, tenant_ids: Collection[str] | None = None
              ) -> dict[str, dict[str, Any]]:
     """Bots that should run now: desired running and tenant allowed to trade.
@@ -361,10 +341,10 @@ def why_not_runnable(store: Store, tenant_ids: Sequence[str]) -> dict[str, str]:
     """For bots that must stop: the reason, in a few words (for logs and the screen)."""
     reasons: dict[str, str] = {}
     now = clock.iso(clock.now())
-    for chunk in _chunks(list(tenant_ids)):
-        in_list, params = _in_list(chunk)
+    for chunk in chunks(list(tenant_ids)):
+        ids, params = in_list(chunk)
         rows = store.select("SELECT t.tenant_id, t.status, t.trial_ends_at FROM tenants t "
-                            f"WHERE t.tenant_id IN ({in_list})", params)
+                            f"WHERE t.tenant_id IN ({ids})", params)
         for r in rows:
             if r["status"] in ("suspended", "expired"):
                 reasons[r["tenant_id"]] = f"tenant {r['status']}"
@@ -375,99 +355,6 @@ def why_not_runnable(store: Store, tenant_ids: Sequence[str]) -> dict[str, str]:
     for tid in tenant_ids:
         reasons.setdefault(tid, "tenant deleted")
     return reasons
-
-
-def acquire(store: Store, owner: str, tenant_ids: Sequence[str],
-            ttl_s: float = DEFAULT_LEASE_TTL_S, limit: int | None = None
-            ) -> dict[str, dict[str, Any]]:
-    """Take the leases of *tenant_ids* that are free, ours, expired, or held by an owner
-    whose process is gone (``owners.owner_gone``), in one transaction; at most *limit*.
-
-    Only bots that should run (desired running, tenant allowed to trade) are taken.
-    Taking a bot not ours grows its ``lease_epoch`` (the fencing token). Returns the
-    ones taken, with their stored ``cycles``, ``restarts`` and ``epoch`` (and
-    ``taken_from``, the dead owner, for those taken over before their expiry).
-    """
-    if not tenant_ids or limit == 0:
-        return {}
-    now = _wall_iso()
-    left = len(tenant_ids) if limit is None else limit
-    taken: dict[str, dict[str, Any]] = {}
-    with store.transaction() as conn:
-        for chunk in _chunks(list(tenant_ids)):
-            if left <= 0:
-                break
-            in_list, params = _in_list(chunk)
-            held = dict(conn.execute(
-                f"SELECT tenant_id, owner FROM bots WHERE tenant_id IN ({in_list}) "
-                "AND owner IS NOT NULL AND owner != :owner AND lease_expires_at >= :wall",
-                {**params, "owner": owner, "wall": now}).fetchall())
-            gone = gone_owners(held.values())
-            dead_list, dead = _in_list(sorted(gone), "dead")
-            cursor = conn.execute(
-                "UPDATE bots SET owner = :owner, lease_expires_at = :expires, state = 'running', "
-                "lease_epoch = CASE WHEN owner = :owner THEN lease_epoch ELSE lease_epoch + 1 END, "
-                "started_at = :wall, heartbeat_at = :wall, updated_at = :wall "
-                "WHERE tenant_id IN (SELECT b.tenant_id FROM bots b JOIN tenants t "
-                f"USING (tenant_id) WHERE b.tenant_id IN ({in_list}) "
-                "AND b.desired_state = 'running' AND (b.owner IS NULL OR b.owner = :owner "
-                "OR b.lease_expires_at IS NULL OR b.lease_expires_at < :wall "
-                f"OR b.owner IN ({dead_list})) AND {ELIGIBLE_SQL} LIMIT :limit) "
-                "RETURNING tenant_id, cycles, restarts, lease_epoch",
-                {**params, **dead, "owner": owner, "expires": _wall_iso(ttl_s), "wall": now,
-                 "now": clock.iso(clock.now()), "limit": left},
-            )
-            for tenant_id, cycles, restarts, epoch in cursor.fetchall():
-                taken[tenant_id] = {"cycles": cycles, "restarts": restarts, "epoch": epoch}
-                if held.get(tenant_id) in gone:
-                    taken[tenant_id]["taken_from"] = held[tenant_id]
-                left -= 1
-            if gone:
-                conn.execute(f"DELETE FROM orchestrators WHERE owner IN ({dead_list})", dead)
-    return taken
-
-
-def holds(store: Store, owner: str, tenant_id: str, epoch: int) -> bool:
-    """True while *owner* holds this bot's live lease at fencing token *epoch*."""
-    row = store.db.execute(
-        "SELECT 1 FROM bots WHERE tenant_id = ? AND owner = ? AND lease_epoch = ? "
-        "AND lease_expires_at >= ?", (tenant_id, owner, epoch, _wall_iso())).fetchone()
-    return row is not None
-
-
-def fair_share(store: Store, owner: str, wanted: int) -> int:
-    """How many bots *owner*, a sharing orchestrator, may hold out of *wanted* (see
-    "Fair sharing" above)."""
-    sharing = {r["owner"] for r in live_orchestrators(store) if r["shares"]} | {owner}
-    apart = {o: n for o, n in holders(store).items() if o not in sharing}
-    gone = gone_owners(apart)
-    shared = max(wanted - sum(n for o, n in apart.items() if o not in gone), 0)
-    return -(-shared // len(sharing))
-
-
-def holders(store: Store, tenant_ids: Sequence[str] | None = None) -> dict[str, int]:
-    """Who holds a live lease on any of *tenant_ids* (None: any bot set to run):
-    owner → how many, most first."""
-    counts: dict[str, int] = {}
-    now = _wall_iso()
-    for chunk in _chunks(list(tenant_ids)) if tenant_ids is not None else [None]:
-        in_list, params = _in_list(chunk) if chunk is not None else ("", {})
-        which = f"tenant_id IN ({in_list})" if chunk is not None else "desired_state = 'running'"
-        for owner, count in store.db.execute(
-                f"SELECT owner, count(*) FROM bots WHERE {which} "
-                "AND owner IS NOT NULL AND lease_expires_at >= :wall GROUP BY owner",
-                {**params, "wall": now}).fetchall():
-            counts[owner] = counts.get(owner, 0) + count
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def lease_holder(store: Store, tenant_id: str) -> dict[str, Any] | None:
-    """Who holds a live lease on this bot (owner, lease_expires_at), or None."""
-    row = store.db.execute(
-        "SELECT owner, lease_expires_at FROM bots WHERE tenant_id = ? AND owner IS NOT NULL "
-        "AND lease_expires_at >= ?", (tenant_id, _wall_iso()),
-    ).fetchone()
-    return None if row is None else {"owner": row[0], "lease_expires_at": row[1]}
 
 
 def foreground_refusal(store: Store, tenant_id: str) -> str:
@@ -482,119 +369,3 @@ def foreground_refusal(store: Store, tenant_id: str) -> str:
     return (policy.bot_refusal(tenant["status"], tenant["email"], tenant["trial_ends_at"],
                                clock.now())
             or f"the bot of {tenant['email']} is not set to run")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One bot's counters as its runner last saw them (written on every tick)."""
-
-    tenant_id: str
-    state: str
-    heartbeat_at: str | None  # its last sign of life, kept when released
-    cycles: int
-    last_cycle_ms: float | None
-    restarts: int
-    last_error: str | None
-
-
-def sync(
-    store: Store,
-    owner: str,
-    *,
-    ttl_s: float = DEFAULT_LEASE_TTL_S,
-    progress: Sequence[Progress] = (),
-    released: Sequence[Progress] = (),
-    orchestrator: bool = False,
-    silent: Collection[str] = (),
-) -> set[str]:
-    """One tick of a runner's bookkeeping, in one transaction; returns the bots still ours.
-
-    Renews every lease *owner* holds, records *progress*, beats the heartbeat of every
-    bot it holds except the *silent* ones (stuck in a cycle), releases the leases of
-    *released* bots (state ``stopped``, counters kept) and, for a registered
-    *orchestrator*, beats its heartbeat.
-    """
-    now = _wall_iso()
-    with store.transaction() as conn:
-        if orchestrator:
-            conn.execute("UPDATE orchestrators SET heartbeat_at = ? WHERE owner = ?",
-                         (now, owner))
-        # Leases and heartbeats in one statement; a silent (stuck) bot's heartbeat stays.
-        silent_list, params = _in_list(list(silent))
-        beat = (f"CASE WHEN tenant_id IN ({silent_list}) THEN heartbeat_at ELSE :now END"
-                if silent else ":now")
-        conn.execute(f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
-                     "WHERE owner = :owner",
-                     {**params, "expires": _wall_iso(ttl_s), "now": now, "owner": owner})
-        conn.executemany(
-            "UPDATE bots SET state = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, "
-            "last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.state, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now, p.tenant_id,
-              owner) for p in progress],
-        )
-        conn.executemany(
-            f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
-            "heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, last_error = ?, "
-            "updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
-              now, p.tenant_id, owner) for p in released],
-        )
-        held = {r[0] for r in conn.execute("SELECT tenant_id FROM bots WHERE owner = ?",
-                                           (owner,))}
-    return held
-
-
-# The state a released bot keeps: stopped, except a refused bot that is still wanted,
-# which stays refused (with its reason in last_error) after its runner is gone, so
-# `bots status` and the dashboard still say why it does not run. The parameter is the
-# runner's last state (NULL: the state in the row).
-RELEASED_STATE = ("CASE WHEN COALESCE(?, state) = 'refused' AND desired_state = 'running' "
-                  "THEN 'refused' ELSE 'stopped' END")
-
-
-def release_all(store: Store, owner: str) -> int:
-    """Release every lease *owner* holds (state stopped); return how many."""
-    with store.transaction() as conn:
-        cursor = conn.execute(
-            f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
-            "updated_at = ? WHERE owner = ?", (None, _wall_iso(), owner))
-        conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
-    return cursor.rowcount
-
-
-# --- the orchestrator registry ------------------------------------------------------------
-
-
-def register_orchestrator(store: Store, owner: str, *, shares: bool = True) -> None:
-    """Record a running orchestrator (and forget ones silent for a day); *shares*: it
-    takes its fair share of every bot (``fair_share``), not only tenants it was given."""
-    now = _wall_iso()
-    host, pid, _ = owner.rsplit(":", 2)
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
-                     (_wall_iso(-ORCHESTRATOR_FORGET_S),))
-        conn.execute(
-            "INSERT INTO orchestrators (owner, pid, host, started_at, heartbeat_at, shares) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET "
-            "heartbeat_at = excluded.heartbeat_at, shares = excluded.shares",
-            (owner, int(pid), host, now, now, int(shares)))
-
-
-def unregister_orchestrator(store: Store, owner: str) -> None:
-    """Remove a stopping orchestrator's row."""
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
-
-
-def live_orchestrators(store: Store, fresh_s: float = ORCHESTRATOR_FRESH_S
-                       ) -> list[dict[str, Any]]:
-    """Orchestrators whose heartbeat is fresher than *fresh_s* seconds and whose process
-    is not known to be gone, newest first."""
-    if fresh_s <= 0:
-        raise InvalidInput(f"fresh_s must be > 0, got {fresh_s}")
-    rows = store.select("SELECT owner, pid, host, started_at, heartbeat_at, shares FROM "
-                        "orchestrators WHERE heartbeat_at >= ? ORDER BY heartbeat_at DESC",
-                        (_wall_iso(-fresh_s),))
-    gone = gone_owners(r["owner"] for r in rows)
-    return [r for r in rows if r["owner"] not in gone]
-

@@ -32,6 +32,11 @@ class LiveRefused(Conflict):
     a paper run meets resting live orders): refused, not retried until it changes."""
 
 
+class LeaseLost(Conflict):
+    """A bot's lease is no longer this runner's (expired, or taken over at a newer
+    epoch): its write was refused and rolled back; its runner stops the bot."""
+
+
 class InvalidInput(BotpolyError):
     """A value that fails validation."""
 

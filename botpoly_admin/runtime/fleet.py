@@ -13,9 +13,11 @@ line), with their owner.
 ``sync``, in one transaction: renews every lease the run holds, records each bot's
 state, heartbeat, cycles, last cycle time, restarts and last error, releases the
 leases of bots that finished stopping, and beats the orchestrator's heartbeat. A
-lease found taken by another process stops that bot without touching its row.
+lease found taken by another process stops that bot without touching its row. Each
+runner's bot writes through ``bots.FencedStore`` under the runner's ``fence``: once the
+lease is gone its writes are refused (``LeaseLost``) and the bot is stopped the same way.
 
-Leases are renewed on the real wall clock (see ``botpoly_admin.bots``); a worker
+Leases are renewed on the database's clock (see ``botpoly_admin.leases``); a worker
 starts a cycle only while its runner's lease is known to be valid (``lease_until``,
 monotonic), so a control thread that cannot renew (database locked for longer than
 the TTL) stops its bots' cycles before another process can take them over.
@@ -99,7 +101,7 @@ class Fleet:
         started = []
         for tid, counters in taken.items():
             runner = Runner(tid, wanted[tid], counters, paper=self.settings.paper,
-                            wall=self.clock.wall())
+                            wall=self.clock.wall(), owner=self.owner)
             runner.lease_until = before + self.settings.lease_ttl_s - LEASE_MARGIN_S
             self.runners[tid] = runner
             self.started_total += 1
@@ -204,8 +206,8 @@ class Fleet:
             if tid in held:
                 runner.lease_until = before + self.settings.lease_ttl_s - LEASE_MARGIN_S
             elif not runner.lease_lost:
-                runner.lease_lost = True
-                self.stop_runner(runner, "lease lost: another runner took this bot over")
+                runner.lost_lease()
+                self.stop_runner(runner, runner.stop_reason)
                 log.warning("orchestrator %s lost the lease of %s", self.owner, tid)
 
     def event(self, runner: Runner, kind: str, message: str) -> None:

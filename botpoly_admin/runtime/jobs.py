@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from botpoly_admin import bots, ledger
 from botpoly_admin.bots import BotState
-from botpoly_admin.errors import BotpolyError, CredentialsError, LiveRefused
+from botpoly_admin.errors import BotpolyError, CredentialsError, LeaseLost, LiveRefused
 from botpoly_admin.runtime.clocks import RunClock
 from botpoly_admin.runtime.runner import EventLog, Runner, short_error
 from botpoly_admin.runtime.settings import LOG_NAME, RunSettings
@@ -138,12 +138,14 @@ class Jobs:
                 return True
         except (sqlite3.Error, BotpolyError):
             return None
-        runner.lease_lost = True
-        runner.stop_reason = "lease lost: another runner took this bot over"
-        runner.stop.set()
+        self._lease_lost(runner)
+        return False
+
+    @staticmethod
+    def _lease_lost(runner: Runner) -> None:
+        runner.lost_lease()
         log.warning("bot of %s (%s): lease lost (epoch %d is stale); not cycling", runner.name,
                     runner.tenant_id, runner.epoch)
-        return False
 
     def _quota_left(self, runner: Runner) -> bool:
         try:
@@ -163,8 +165,13 @@ class Jobs:
         try:
             if runner.bot is None:
                 runner.built_mark = bots.settings_mark(self.store, runner.tenant_id)
-                runner.bot = self.factory(self.store, runner.tenant_id, self.market)
+                # Its writes are fenced: refused once this run's lease is gone.
+                runner.bot = self.factory(bots.FencedStore(self.store, runner.fence),
+                                          runner.tenant_id, self.market)
             report = runner.bot.run_cycle()
+        except LeaseLost:  # a write refused: another runner has the bot now
+            self._lease_lost(runner)
+            return next_due
         except (CredentialsError, LiveRefused) as exc:
             return self._refused(runner, exc)
         except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded, not fatal
@@ -214,6 +221,8 @@ class Jobs:
             return
         try:
             bot.stop()
+        except LeaseLost:
+            pass  # its last writes (metering) were refused: the bot is another runner's
         except Exception:  # noqa: BLE001 - a bot failing to stop must not stop the others
             log.exception("bot of %s failed to stop", runner.tenant_id)
 

@@ -49,7 +49,7 @@ class Runner:
     """One bot this run holds the lease of."""
 
     def __init__(self, tenant_id: str, row: dict[str, Any], counters: dict[str, Any],
-                 *, paper: bool, wall: datetime) -> None:
+                 *, paper: bool, wall: datetime, owner: str = "") -> None:
         self.tenant_id = tenant_id
         self.name: str = row["name"]
         self.tier: str = row["tier"]
@@ -65,6 +65,8 @@ class Runner:
         self.refused_mark: str | None = None  # the mark it was refused under
         self.lease_until = 0.0  # monotonic: start no cycle after this
         self.epoch: int = counters.get("epoch", 0)  # the lease's fencing token
+        # What its bot's writes are made under (bots.FencedStore refuses them once gone).
+        self.fence = bots.Fence(owner, tenant_id, self.epoch)
         self.lease_lost = False
         self.finished = False  # torn down; its lease is released on the next sync
         self.attempts = 0  # turns taken in this run, skipped and failed ones included
@@ -115,6 +117,13 @@ class Runner:
         self.refused_mark = self.built_mark
         self._become(BotState.REFUSED.value, wall)
         return news
+
+    def lost_lease(self) -> None:
+        """Another runner took the bot over (or the lease expired): stop it without
+        touching its row, which is no longer ours."""
+        self.lease_lost = True
+        self.stop_reason = "lease lost: another runner took this bot over"
+        self.stop.set()
 
     def finished_now(self) -> None:
         """Torn down: stopped (a refused bot keeps saying why); released on the next sync."""

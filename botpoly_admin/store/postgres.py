@@ -271,12 +271,16 @@ class PgDatabase:
         return migrate(self)
 
     @contextmanager
-    def transaction(self, tenant_id: str | None = None) -> Iterator[PgConnection]:
+    def transaction(self, tenant_id: str | None = None, *,
+                    rows_locked: bool = False) -> Iterator[PgConnection]:
         """One short write transaction: the database's write lock (shared, plus the
-        tenant's lock, when *tenant_id* is given), rolled back on any exception."""
+        tenant's lock, when *tenant_id* is given; shared alone, *rows_locked*, for a
+        block that locks its rows itself), rolled back on any exception."""
         try:
             with self.raw.transaction():
-                if tenant_id is None:
+                if rows_locked:
+                    self.raw.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_LOCK,))
+                elif tenant_id is None:
                     self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 else:
                     self.raw.execute(

@@ -60,16 +60,47 @@ def tenant_order(db: Any, alias: str = "t") -> str:
             f"{alias}.tenant_id")
 
 
+def database_clock(db: Any) -> str:
+    """A SQL expression: the database's clock now, as ``clock.iso`` text (UTC, whole
+    seconds, ``Z``), for leases and heartbeats, which must agree across machines.
+
+    On PostgreSQL the server's time when the statement began (not the transaction's:
+    a writer may have queued for its lock). A SQLite database lives on this machine,
+    so its clock is this machine's real clock (``BOTPOLY_NOW`` does not apply).
+    """
+    if dialect_of(db) == "sqlite":
+        return "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+    return ("to_char(statement_timestamp() AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+
+
+def database_now(db: Any) -> str:
+    """The database's clock now (``database_clock``), read in one statement; inside a
+    ``transaction`` it runs in that transaction."""
+    return str(db.execute(f"SELECT {database_clock(db)}").fetchone()[0])
+
+
+def row_locks(db: Any, clause: str) -> str:
+    """A locking clause (``FOR SHARE``, ``FOR UPDATE OF b SKIP LOCKED``) for the end of
+    a SELECT on PostgreSQL; nothing on SQLite, whose ``BEGIN IMMEDIATE`` already holds
+    the whole database for the writer."""
+    return "" if dialect_of(db) == "sqlite" else f" {clause}"
+
+
 @contextmanager
-def transaction(db: Any, tenant_id: str | None = None) -> Iterator[Any]:
+def transaction(db: Any, tenant_id: str | None = None, *,
+                rows_locked: bool = False) -> Iterator[Any]:
     """Run the block in one write transaction; roll back on any exception.
 
     On SQLite that is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
     writers never deadlock upgrading a read lock, and the busy timeout queues them
-    instead (every writer waits for every other, *tenant_id* or not).
+    instead (every writer waits for every other, *tenant_id* or not). *rows_locked*:
+    the block locks the rows it reads to write itself (``row_locks``), so on
+    PostgreSQL it waits only for whole-database writers, not for other such blocks
+    (the leases: two runners claiming bots never wait for each other).
     """
     if dialect_of(db) != "sqlite":
-        with db.transaction(tenant_id) as conn:
+        with db.transaction(tenant_id, rows_locked=rows_locked) as conn:
             yield conn
         return
     conn = db.conn
