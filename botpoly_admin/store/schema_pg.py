@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from botpoly_admin.store.schema import SCHEMA_API_KEYS
+from botpoly_admin.store.schema import SCHEMA_API_KEYS, SCHEMA_INSTALLATION_SECRETS
 
 PG_SCHEMA_V1 = """
 CREATE TABLE tenants (
@@ -291,10 +291,14 @@ ALTER TABLE bots ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE orchestrators ADD COLUMN shares BIGINT NOT NULL DEFAULT 1
 """
 
+# The same DDL on both backends (text columns only).
+PG_SCHEMA_INSTALLATION_SECRETS = SCHEMA_INSTALLATION_SECRETS
+
 PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_STRATEGY_POSITIONS,
                             PG_SCHEMA_APPLICATION_ID, PG_SCHEMA_ORDER_INTENTS,
                             PG_SCHEMA_LIVE_REDEMPTIONS, PG_SCHEMA_CREDENTIAL_HINTS,
-                            PG_SCHEMA_API_KEYS, PG_SCHEMA_LEASE_EPOCHS]
+                            PG_SCHEMA_API_KEYS, PG_SCHEMA_LEASE_EPOCHS,
+                            PG_SCHEMA_INSTALLATION_SECRETS]
 
 _TEXT_COLUMN = re.compile(r"^(\s+\w+ TEXT)\b", re.MULTILINE)
 
