@@ -211,3 +211,19 @@ def test_a_lost_key_stops_serve_and_drop_undecryptable_recovers(db_path: Path) -
         assert accepted(api, token(api, admin))
     assert cli(db_path, "db", "check").returncode == 0
     manager.close()
+
+
+def test_db_copy_carries_the_secret_and_its_tokens_stay_valid(db_path: Path, pg_url: str,
+                                                               secret_key: bytes) -> None:
+    # The secret is a row: it moves with the installation. The key does not (here it is
+    # BOTPOLY_SECRET_KEYS, the same on both sides).
+    manager, admin = admin_key(str(db_path))
+    clock = FakeClock()
+    with make_client(db_path, clock) as api:
+        issued = token(api, admin)
+    manager.close()
+    copied = cli(db_path, "db", "copy", "--to", pg_url)
+    assert copied.returncode == 0, copied.stderr
+    assert stored_secret(pg_url) == stored_secret(str(db_path))
+    with make_client(pg_url, clock) as api:
+        assert accepted(api, issued)
