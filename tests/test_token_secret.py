@@ -22,7 +22,7 @@ from test_serve import LISTENING, started, stop
 from botpoly_admin import apikeys
 from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import IssuedKey
-from botpoly_admin.secrets import key_file_for, load_keyring, write_key_file
+from botpoly_admin.secrets import generate_key, key_file_for, load_keyring, write_key_file
 from botpoly_admin.server.auth import SECRET_NAME, jwt_secret_file_for
 from botpoly_admin.vault import installation_secret
 
@@ -77,10 +77,18 @@ def accepted(client, access_token: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("key_source", ["environment", "shared key file"])
 def test_two_serve_processes_on_one_database_accept_each_others_tokens(
-        location: str, tmp_path: Path, secret_key: bytes) -> None:
-    # Two machines behind a load balancer: the same key (BOTPOLY_SECRET_KEYS), each its
-    # own working directory, both started at once on a database without a secret yet.
+        location: str, tmp_path: Path, key_source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two machines behind a load balancer, each its own working directory, with the same
+    # key: BOTPOLY_SECRET_KEYS, or one key file (a shared mount) that neither has made
+    # yet. Both start at once on a database without a token secret.
+    if key_source == "environment":
+        monkeypatch.setenv("BOTPOLY_SECRET_KEYS", generate_key().decode())
+    else:
+        (tmp_path / "shared").mkdir()
+        monkeypatch.setenv("BOTPOLY_KEY_FILE", str(tmp_path / "shared" / "botpoly.key"))
     manager, admin = admin_key(location)
     procs, urls = [], []
     try:
