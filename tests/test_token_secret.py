@@ -211,6 +211,10 @@ def test_a_lost_key_stops_serve_and_drop_undecryptable_recovers(db_path: Path) -
     assert refused.returncode == 1
     assert refused.stderr.startswith("Error: ") and len(refused.stderr.splitlines()) == 1
     assert "no secret key configured" in refused.stderr
+    checked = cli(db_path, "db", "check", "--json")
+    assert checked.returncode == 1
+    failed = {c["name"]: c for c in json.loads(checked.stdout)["checks"] if not c["ok"]}
+    assert [r["name"] for r in failed["installation_secrets_decrypt"]["rows"]] == [SECRET_NAME]
     plan = json.loads(cli(db_path, "keys", "drop-undecryptable", "--yes", "--json").stdout)
     assert [(r["tenant_id"], r["name"]) for r in plan["dropped"]] == [(None, SECRET_NAME)]
     assert manager.store.select("SELECT * FROM installation_secrets") == []
@@ -234,4 +238,20 @@ def test_db_copy_carries_the_secret_and_its_tokens_stay_valid(db_path: Path, pg_
     assert copied.returncode == 0, copied.stderr
     assert stored_secret(pg_url) == stored_secret(str(db_path))
     with make_client(pg_url, clock) as api:
+        assert accepted(api, issued)
+
+
+def test_backup_and_restore_carry_the_secret(location: str, tmp_path: Path) -> None:
+    manager, admin = admin_key(location)
+    clock = FakeClock()
+    with make_client(location, clock) as api:
+        issued = token(api, admin)
+    backup = tmp_path / "backup.db"
+    assert cli(location, "db", "backup", str(backup)).returncode == 0
+    with manager.store.transaction() as conn:  # lost since the backup
+        conn.execute("DELETE FROM installation_secrets")
+    manager.close()
+    restored = cli(location, "db", "restore", str(backup), "--yes")
+    assert restored.returncode == 0, restored.stderr
+    with make_client(location, clock) as api:
         assert accepted(api, issued)
