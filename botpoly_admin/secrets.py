@@ -264,19 +264,32 @@ def read_key_file(path: Path) -> list[bytes]:
 
 
 def write_key_file(path: Path, keys: list[bytes], *, replace: bool = False) -> None:
-    """Write *keys* (primary first) to *path* with mode 0600, atomically."""
+    """Write *keys* (primary first) to *path* with mode 0600, atomically.
+
+    Without *replace*, a file that exists, or that another process makes meanwhile
+    (two first starts at once), is never overwritten: Conflict.
+    """
+    exists = Conflict(f"key file already exists: {path} (use `keys rotate` to replace its key)")
     if path.exists() and not replace:
-        raise Conflict(f"key file already exists: {path} (use `keys rotate` to replace its key)")
+        raise exists
     if not path.parent.is_dir():
         raise CredentialsError(f"key file directory does not exist: {path.parent}")
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(b"\n".join(keys) + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"\n".join(keys) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the file appeared meanwhile: never replaced
+    except FileExistsError:
+        raise exists from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _well_formed(ring: KeyRing) -> KeyRing:
@@ -306,9 +319,14 @@ def load_keyring(
         return _well_formed(KeyRing(read_key_file(path), "file", path, read_archive(path)))
     if not create:
         return None
-    write_key_file(path, [generate_key()])
-    if notify:
-        notify(f"created a new secret key file {path} (mode 0600): back it up with the database")
+    try:
+        write_key_file(path, [generate_key()])
+    except Conflict:
+        pass  # another process made it first: use theirs
+    else:
+        if notify:
+            notify(f"created a new secret key file {path} (mode 0600): back it up with the "
+                   "database")
     return KeyRing(read_key_file(path), "file", path, read_archive(path))
 
 

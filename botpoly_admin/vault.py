@@ -10,6 +10,11 @@ beside the ciphertext when the credential was set (``mask`` of the value: ``****
 and at most its last 4 characters), or says the credential cannot be decrypted when
 no configured key has the id it was encrypted under. So a lost, wrong or malformed
 key never keeps an operator from listing, showing or suspending a tenant.
+
+The installation's own secrets (``installation_secrets``: the secret that signs the
+REST API's tokens) are kept the same way, under the same keys: ``keys rotate``
+re-encrypts them with the credentials, ``keys drop-undecryptable`` drops one that
+does not decrypt, and ``db check`` decrypts them.
 """
 
 from __future__ import annotations
@@ -107,7 +112,8 @@ def _undecryptable(row: dict[str, Any], ring: KeyRing) -> str:
 
 
 def _drop_plan(conn: Any, ring: KeyRing | None) -> tuple[list[dict[str, Any]], bool]:
-    """The credentials *ring* cannot decrypt, and whether the key check is stale."""
+    """The credentials and installation secrets *ring* cannot decrypt (an installation
+    secret's row has no tenant and no email), and whether the key check is stale."""
     fernet = ring.fernet() if ring is not None else None
 
     def decrypts(token: str) -> bool:
@@ -124,6 +130,11 @@ def _drop_plan(conn: Any, ring: KeyRing | None) -> tuple[list[dict[str, Any]], b
         for tenant_id, email, name, ciphertext, stored_under in conn.execute(
             "SELECT c.tenant_id, t.email, c.name, c.ciphertext, c.key_id "
             "FROM credentials c JOIN tenants t USING (tenant_id) ORDER BY t.email, c.name")
+        if not decrypts(ciphertext)
+    ] + [
+        {"tenant_id": None, "email": None, "name": name, "key_id": stored_under}
+        for name, ciphertext, stored_under in conn.execute(
+            "SELECT name, ciphertext, key_id FROM installation_secrets ORDER BY name")
         if not decrypts(ciphertext)
     ]
     check = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
@@ -188,8 +199,7 @@ class Vault:
     def status(self) -> dict[str, Any]:
         """Where the keys come from, their fingerprints, the archive of retired keys and
         how many secrets each key holds (never key material)."""
-        counts = {kid: n for kid, n in self.store.db.execute(
-            "SELECT key_id, count(*) FROM credentials GROUP BY key_id")}
+        counts = _secrets_by_key(self.store)
         check = _key_check(self.store)
         ring = load_keyring(self.store.db_path, create=False)
         keys = []
@@ -285,8 +295,11 @@ class Vault:
         return plain
 
     def count(self) -> int:
-        """How many credentials are stored (what ``keys rotate`` would re-encrypt)."""
-        return int(self.store.db.execute("SELECT count(*) FROM credentials").fetchone()[0])
+        """How many secrets are stored, credentials and the installation's (what ``keys
+        rotate`` would re-encrypt)."""
+        return int(self.store.db.execute(
+            "SELECT (SELECT count(*) FROM credentials) "
+            "+ (SELECT count(*) FROM installation_secrets)").fetchone()[0])
 
     # --- key maintenance ------------------------------------------------------------
 
@@ -300,7 +313,8 @@ class Vault:
         ring = self.keyring()
         broken, _ = _drop_plan(self.store.db.conn, ring)
         if broken:
-            shown = ", ".join(f"{r['name']} of {r['email']}" for r in broken[:5])
+            shown = ", ".join(f"{r['name']} of {r['email'] or 'the installation'}"
+                              for r in broken[:5])
             more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
             raise CredentialsError(
                 f"cannot rotate the keys: {len(broken)} credential(s) do not decrypt with the "
@@ -333,17 +347,19 @@ class Vault:
                 )
                 if progress is not None and (done % step == 0 or done == len(rows)):
                     progress(done, len(rows))
+            installation = _rotate_installation_secrets(conn, fernet, new_ring.primary_id)
             conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?) "
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                          (fernet.encrypt(CHECK_PLAINTEXT).decode(),))
+            secrets = len(rows) + installation
             audit.record(conn, self.store.actor, audit.KeysRotated(
-                None, len(rows), new_ring.primary_id, ring.key_ids if archive else []))
+                None, secrets, new_ring.primary_id, ring.key_ids if archive else []))
         if ring.source == "file":
             assert new_ring.path is not None
             write_key_file(new_ring.path, new_ring.keys[:1], replace=True)
             new_ring = KeyRing(new_ring.keys[:1], "file", new_ring.path)
         self._verified = None  # reloaded and verified against the new check token
-        return {"secrets": len(rows), "primary_key_id": new_ring.primary_id,
+        return {"secrets": secrets, "primary_key_id": new_ring.primary_id,
                 "source": new_ring.source,
                 "key_file": str(new_ring.path) if new_ring.path else None,
                 "archive": str(archive) if archive else None}
@@ -399,8 +415,12 @@ class Vault:
         with self.store.transaction() as conn:
             broken, stale = _drop_plan(conn, ring)
             for row in broken:
-                conn.execute("DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
-                             (row["tenant_id"], row["name"]))
+                if row["tenant_id"] is None:
+                    conn.execute("DELETE FROM installation_secrets WHERE name = ?",
+                                 (row["name"],))
+                else:
+                    conn.execute("DELETE FROM credentials WHERE tenant_id = ? AND name = ?",
+                                 (row["tenant_id"], row["name"]))
             if stale and ring is None:
                 conn.execute("DELETE FROM meta WHERE key = 'key_check'")
             elif stale:
@@ -409,8 +429,9 @@ class Vault:
                              (ring.fernet().encrypt(CHECK_PLAINTEXT).decode(),))
             if broken or stale:
                 per_tenant: dict[str, list[str]] = {}
-                for row in broken:
-                    per_tenant.setdefault(row["tenant_id"], []).append(row["name"])
+                for row in broken:  # an installation secret's row under "installation"
+                    per_tenant.setdefault(row["tenant_id"] or "installation", []).append(
+                        row["name"])
                 audit.record(conn, self.store.actor,
                              audit.UndecryptableDropped(None, len(broken), per_tenant, stale))
         self._verified = None
@@ -423,3 +444,62 @@ def _write_hint(conn: Any, row: dict[str, Any], plaintext: str) -> None:
     conn.execute("UPDATE credentials SET hint = ? WHERE tenant_id = ? AND name = ? "
                  "AND ciphertext = ? AND hint IS NULL",
                  (mask(plaintext), row["tenant_id"], row["name"], row["ciphertext"]))
+
+
+def _secrets_by_key(store: Store) -> dict[str, int]:
+    """How many secrets (credentials and the installation's) each key id encrypts."""
+    counts: dict[str, int] = {}
+    for table in ("credentials", "installation_secrets"):
+        for kid, n in store.db.execute(f"SELECT key_id, count(*) FROM {table} GROUP BY key_id"):
+            counts[kid] = counts.get(kid, 0) + n
+    return counts
+
+
+def _rotate_installation_secrets(conn: Any, fernet: Any, primary_id: str) -> int:
+    """Re-encrypt the installation's secrets under *primary_id* inside ``keys rotate``'s
+    transaction; return how many. Their values stay: a token signed before stays valid."""
+    stored = conn.execute("SELECT name, ciphertext FROM installation_secrets").fetchall()
+    for name, ciphertext in stored:
+        conn.execute("UPDATE installation_secrets SET ciphertext = ?, key_id = ? WHERE name = ?",
+                     (fernet.rotate(ciphertext.encode()).decode(), primary_id, name))
+    return len(stored)
+
+
+# --- the installation's secrets -----------------------------------------------------------
+
+
+def installation_secret(vault: Vault, name: str, make: Callable[[], str]) -> str:
+    """The installation's secret *name*, decrypted. When the database has none yet,
+    *make* gives its value, stored encrypted under the primary key (a key file is made
+    if no key is configured, as for a credential). Processes that make it at once, on
+    any machine, agree: the first stored wins and the others read it.
+
+    Raises CredentialsError when the keys do not match the database, or the stored
+    secret does not decrypt (``keys drop-undecryptable`` removes it; it is then made
+    again).
+    """
+    row = _installation_row(vault.store, name)
+    if row is None:
+        ring = vault.keyring(create=True)
+        value = make()
+        with vault.store.transaction() as conn:
+            conn.execute("INSERT INTO installation_secrets (name, ciphertext, key_id, "
+                         "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                         (name, ring.encrypt(value), ring.primary_id,
+                          clock.iso(clock.wall_now())))
+        row = _installation_row(vault.store, name)
+        assert row is not None
+    ring = vault.keyring()  # a missing or wrong key is said as such
+    try:
+        return ring.decrypt(row[0])
+    except CredentialsError:
+        raise CredentialsError(
+            f"the installation's {name} does not decrypt with the current keys although "
+            f"they match this database (encrypted under key {row[1]}): `keys "
+            "drop-undecryptable` removes it, and it is made again") from None
+
+
+def _installation_row(store: Store, name: str) -> tuple[str, str] | None:
+    row = store.db.execute("SELECT ciphertext, key_id FROM installation_secrets WHERE name = ?",
+                           (name,)).fetchone()
+    return None if row is None else (row[0], row[1])

@@ -15,11 +15,22 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from botpoly_admin import apikeys
-from botpoly_admin.server.auth import jwt_secret_file_for
+from botpoly_admin.api import TenantManager
+from botpoly_admin.server.auth import SECRET_NAME
+from botpoly_admin.vault import installation_secret
 
 
-def secret_of(db_path: Path) -> bytes:
-    return jwt_secret_file_for(db_path).read_text().strip().encode()
+def secret_of(db_path: Path | str) -> bytes:
+    """The token secret the server made, read back (decrypted) from the database."""
+    manager = TenantManager(db_path, create=False)
+    try:
+        return installation_secret(manager.vault, SECRET_NAME, make=_never).encode()
+    finally:
+        manager.close()
+
+
+def _never() -> str:
+    raise AssertionError("the server made no token secret")
 
 
 def claims_for(world: World, clock, **overrides) -> dict:

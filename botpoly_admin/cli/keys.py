@@ -132,7 +132,8 @@ def drop_undecryptable(app: App, yes: bool, fmt: str) -> None:
         click.echo(f"Keys in use: {where}. These {len(broken)} credential(s) do not decrypt "
                    "with them and would be deleted:", err=fmt != "table")
         for row in broken:
-            click.echo(f"  {row['email']}: {row['name']} (encrypted under key {row['key_id']})",
+            owner = row["email"] or "the installation"  # the REST API's token secret
+            click.echo(f"  {owner}: {row['name']} (encrypted under key {row['key_id']})",
                        err=fmt != "table")
         if not ask(click.confirm, "Delete them for good?", err=fmt != "table"):
             raise CommandError("aborted: nothing was deleted")

@@ -53,6 +53,9 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listening now, before uvicorn starts: a client that connects as soon as the
+        # "Serving" line is out waits in the backlog instead of being refused.
+        sock.listen(socket.SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -380,6 +379,39 @@ def _credentials(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     return offending, None
 
 
+def _installation_secrets(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
+    """Decrypt the installation's own secrets (the REST API's token secret) with the
+    keys in use, as ``_credentials`` does the tenants'; remember them for the search
+    of the file. Never reports a value."""
+    stored = select(ctx.db, "SELECT name, key_id, ciphertext FROM installation_secrets "
+                            "ORDER BY name")
+    if not stored:
+        return [], None
+    try:
+        ring = load_keyring(ctx.db_path, create=False)
+        problem = None if ring is not None else (
+            f"no secret key configured (set {ENV_KEYS} or restore the key file "
+            f"{key_file_for(ctx.db_path)})")
+    except CredentialsError as exc:
+        ring, problem = None, str(exc)
+    offending = []
+    for row in stored:
+        if ring is not None:
+            try:
+                plaintext = ring.decrypt(row["ciphertext"])
+            except CredentialsError:
+                problem = (f"encrypted under key {row['key_id']}, which is not configured"
+                           if row["key_id"] not in ring.key_ids + ring.retired_ids else
+                           "does not decrypt although its key is configured (damaged)")
+            else:
+                ctx.plaintexts.setdefault(plaintext, []).append((None, row["name"]))
+                continue
+        offending.append({"name": row["name"], "key_id": row["key_id"], "problem": problem})
+    ctx.undecryptable += len(offending)
+    return offending, ("`keys drop-undecryptable` removes one that does not decrypt; `serve` "
+                       "then makes a new one" if offending else None)
+
+
 def credential_status(db: sqlite_utils.Database, db_path: Path) -> dict[str, Any]:
     """How many stored credentials there are and how many do not decrypt with the
     current keys (with the first reason), counted without reporting any value."""
@@ -427,7 +459,9 @@ def _plaintexts(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     if structural:
         notes.append(f"{structural} credential(s) equal to part of the file header or schema "
                      "not searched for (every database holds them)")
-    return sorted(offending, key=itemgetter("tenant_id", "name")), "; ".join(notes) or None
+    # An installation secret has no tenant (None): listed first.
+    return (sorted(offending, key=lambda row: (row["tenant_id"] or "", row["name"])),
+            "; ".join(notes) or None)
 
 
 CHECKS: list[tuple[str, str, Rule]] = [
@@ -449,6 +483,8 @@ CHECKS: list[tuple[str, str, Rule]] = [
     ("bots_only_for_allowed_tenants", "bots hold a live lease only for tenants active or in "
      "their trial", _eligible),
     ("credentials_decrypt", "every credential decrypts with the current keys", _credentials),
+    ("installation_secrets_decrypt", "the installation's secrets (the REST API's token "
+     "secret) decrypt with the current keys", _installation_secrets),
     ("no_plaintext_secrets", "no credential's plaintext in the database file or its WAL",
      _plaintexts),
 ]

@@ -6,10 +6,12 @@ accepted as they are, in the guide's ``api-key`` header (or ``X-API-Key``).
 
 Tokens are HS256 with the algorithm pinned on decode (``alg: none``, RS256 and any
 other algorithm are refused), live 15 minutes, and carry ``sub`` (the key id),
-``scope`` (``admin`` or ``tenant:<id>``) and ``jti``. They are signed with a secret
-kept in a file beside the encryption key file (``<key file stem>.jwt``, mode 0600),
-never in the database. The key behind a token is looked up on every request, so
-revoking a key invalidates its tokens at once.
+``scope`` (``admin`` or ``tenant:<id>``) and ``jti``. They are signed with the
+installation's secret ``api_token_secret``, kept in the database encrypted under the
+installation's keys like a credential (``Vault.installation_secret``), so every
+``serve`` of one database, on one machine or many, accepts the others' tokens. The
+key behind a token is looked up on every request, so revoking a key invalidates its
+tokens at once.
 """
 
 from __future__ import annotations
@@ -29,41 +31,49 @@ import jwt
 from botpoly_admin import apikeys
 from botpoly_admin.api import TenantManager
 from botpoly_admin.apikeys import ApiKey, InvalidApiKey
-from botpoly_admin.errors import Conflict, NotFound
+from botpoly_admin.errors import NotFound
 from botpoly_admin.models import TenantConfig
-from botpoly_admin.secrets import key_file_for, read_key_file, write_key_file
+from botpoly_admin.secrets import key_file_for, read_key_file
 from botpoly_admin.store import Store
+from botpoly_admin.vault import Vault, installation_secret
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 TOKEN_TTL_S = 15 * 60
 SECRET_BYTES = 64
+SECRET_NAME = "api_token_secret"
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "scope", "jti")
 
 
 def jwt_secret_file_for(db_path: Path) -> Path:
-    """The token-signing secret beside the key file: ``<key file stem>.jwt``."""
+    """Where versions before the secret moved into the database kept it, beside the
+    key file: ``<key file stem>.jwt``. Read once, to adopt it."""
     return key_file_for(db_path).with_suffix(".jwt")
 
 
-def load_jwt_secret(db_path: Path, *, local_dir: bool = False) -> bytes:
-    """The token-signing secret of this database, made (mode 0600) on first use.
+def load_jwt_secret(vault: Vault) -> bytes:
+    """The installation's token-signing secret, made on first use.
 
-    Deleting the file invalidates every token issued so far (keys stay valid).
-    *local_dir*: its directory is ours to make (a PostgreSQL database's ``data/``;
-    a SQLite file's directory exists already).
+    A secret file of an older version (``jwt_secret_file_for``) is adopted on the first
+    start that finds none in the database, so the tokens it signed stay valid; the
+    file is then removed (the database holds it now, encrypted). Removing the row
+    (``keys drop-undecryptable`` when it does not decrypt) invalidates every token
+    issued so far; the API keys stay valid.
     """
-    path = jwt_secret_file_for(db_path)
-    if not path.exists():
-        if local_dir:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            write_key_file(path, [secrets.token_urlsafe(SECRET_BYTES).encode()])
-            log.warning("created the token-signing secret %s (mode 0600)", path)
-        except Conflict:
-            pass  # another server made it first: use theirs
-    return read_key_file(path)[0]
+    legacy = jwt_secret_file_for(vault.store.db_path)
+
+    def make() -> str:
+        if legacy.exists():
+            return read_key_file(legacy)[0].decode()
+        return secrets.token_urlsafe(SECRET_BYTES)
+
+    secret = installation_secret(vault, SECRET_NAME, make)
+    if legacy.exists():
+        legacy.unlink(missing_ok=True)  # another server's start may remove it first
+        log.warning("the token-signing secret is kept in the database now (encrypted); "
+                    "removed the old secret file %s", legacy)
+    return secret.encode()
 
 
 class Tokens:

@@ -60,9 +60,7 @@ class Service:
         # Never creates a database: `db migrate` or `create-tenant` does.
         self.manager = TenantManager(settings.db, create=False, actor="api",
                                      notify=lambda message: log.warning("%s", message))
-        secret = load_jwt_secret(self.manager.db_path,
-                                 local_dir=self.manager.store.dialect == "postgresql")
-        self.tokens = Tokens(secret, now=settings.wall_clock)
+        self.tokens = Tokens(load_jwt_secret(self.manager.vault), now=settings.wall_clock)
         self.limits = ApiLimits(self.manager, admin_per_minute=settings.admin_per_minute,
                                 signups_per_hour=settings.signups_per_hour,
                                 clock=settings.clock)

@@ -316,8 +316,22 @@ ALTER TABLE bots ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE orchestrators ADD COLUMN shares INTEGER NOT NULL DEFAULT 1
 """
 
+# Secrets of the installation itself (botpoly_admin.vault.installation_secret), kept
+# like tenant credentials: a Fernet token under the installation's keys, never the
+# plaintext. Today one: the secret that signs the REST API's tokens, so every `serve`
+# of one database, on any machine, accepts the others' tokens.
+SCHEMA_INSTALLATION_SECRETS = """
+CREATE TABLE installation_secrets (
+    name TEXT PRIMARY KEY CHECK (name IN ('api_token_secret')),
+    ciphertext TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
                          SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS,
-                         SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS, SCHEMA_LEASE_EPOCHS]
+                         SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS, SCHEMA_LEASE_EPOCHS,
+                         SCHEMA_INSTALLATION_SECRETS]
 
 
