@@ -407,7 +407,8 @@ def run_processes(template: Path, processes: int, interval: float,
 def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
     """``run --processes 2`` against ``--processes 1`` on *tenants* tenants: capacity at
     CAPACITY_INTERVAL_S, and the same at the operator's interval (see the module doc)."""
-    print(f"{os.cpu_count()} CPUs; {tenants} tenants; warm-up "
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {tenants} tenants; "
+          "warm-up "
           f"{max(args.warmup, PROCESSES_WARMUP_S):g}s, measured "
           f"{args.seconds:g}s per run; {PROCESSES_ROUNDS} rounds alternating 1, 2")
     with tempfile.TemporaryDirectory() as tmp:
@@ -427,12 +428,21 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
               f"{two:,.0f} vs {one:,.0f} cycles/s (medians), ratio {ratio:.2f}"
               + (f" (target >= {PROCESSES_RATIO_TARGET})" if is_capacity else
                  " (reported: bounded by the schedule)"))
+        # What each setting does with the CPU it got: on a machine other work shares,
+        # two workers get less than two cores, and the ratio above shows that too.
+        per_core = {n: statistics.median(r["cycles_per_s"] / max(r["cores_busy"], 1e-9)
+                                         for r in rates[n]) for n in (1, 2)}
+        cores = {n: statistics.median(r["cores_busy"] for r in rates[n]) for n in (1, 2)}
+        print(f"     cycles per CPU-second: {per_core[2]:,.0f} with 2 processes vs "
+              f"{per_core[1]:,.0f} with 1 ({per_core[2] / max(per_core[1], 1e-9):.2f}); "
+              f"cores the workers got: {cores[2]:.2f} vs {cores[1]:.2f}")
         record("orchestrator", f"tenant-cycles/s, run --processes 2, {tenants} tenants "
                f"every {interval:g}s" + (" (capacity)" if is_capacity else ""),
                project=f"{two:,.0f}/s", baseline=f"{one:,.0f}/s (--processes 1)",
                ratio=f"{ratio:.2f}x",
                goal=f">= {PROCESSES_RATIO_TARGET}x baseline" if is_capacity else "reported",
                passed=ok)
+    print(f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
 def _alternate(template: Path, interval: float, args: argparse.Namespace

@@ -99,14 +99,6 @@ class TenantManager:
         """Close this thread's connection."""
         self.store.close()
 
-    def start_checkpointer(self) -> None:
-        """Keep the log short in the background while a run writes (``store.wal``)."""
-        self.store.start_checkpointer()
-
-    def stop_checkpointer(self) -> None:
-        """Undo ``start_checkpointer``."""
-        self.store.stop_checkpointer()
-
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One short write transaction on this thread's connection."""
         return self.store.transaction()

@@ -155,7 +155,6 @@ class Orchestrator:
         s = self.settings
         if not s.foreground:
             bots.register_orchestrator(self.store, self.owner, shares=self.fleet.shares)
-        self.store.start_checkpointer()  # SQLite: checkpoints leave the bots' commits
         self.workers.start(self.jobs.run)
         self._running.set()
         log.info("orchestrator %s started: feed %s, every %gs, %d workers%s", self.owner,
@@ -246,7 +245,6 @@ class Orchestrator:
         self._running.clear()
         if on_tick is not None:
             on_tick(self)
-        self.store.stop_checkpointer()
         self.store.close()  # this thread's connection (reopened if used again)
         log.info("orchestrator %s stopped (%s)", self.owner, reason)
 

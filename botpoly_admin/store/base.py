@@ -86,16 +86,6 @@ class Store(ABC):
     def close(self) -> None:
         """Close this thread's connection."""
 
-    def start_checkpointer(self) -> None:
-        """Keep the database's log short in the background while many writes come
-        (a run); SQLite's checkpoints then leave the commits (``store.wal``). Nothing
-        to do for a server that checkpoints by itself (PostgreSQL)."""
-        return None
-
-    def stop_checkpointer(self) -> None:
-        """Undo ``start_checkpointer``."""
-        return None
-
     def transaction(self, tenant_id: str | None = None) -> AbstractContextManager[Connection]:
         """One short write transaction on this thread's connection.
 

@@ -20,7 +20,6 @@ from botpoly_admin.errors import StoreError
 from botpoly_admin.store.base import Store
 from botpoly_admin.store.migrations import migrate
 from botpoly_admin.store.schema import APPLICATION_ID
-from botpoly_admin.store.wal import DEFAULT_AUTOCHECKPOINT, Checkpointer
 
 DEFAULT_DB_PATH = Path("data") / "tenants.db"
 BUSY_TIMEOUT_S = 30.0
@@ -225,7 +224,6 @@ class SQLiteStore(Store):
         self.create = create
         self.make_data_dir = make_data_dir
         self._local = threading.local()
-        self._checkpointer: Checkpointer | None = None
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -239,29 +237,8 @@ class SQLiteStore(Store):
                     raise StoreError(f"cannot create {self.db_path.parent}: "
                                      f"{exc.strerror}") from None
             db = connect(self.db_path, create=self.create)
-            if self._checkpointer is not None:
-                db.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._local.db = db
         return db
-
-    def start_checkpointer(self) -> None:
-        """Checkpoint in a thread of its own rather than in this store's commits, until
-        ``stop_checkpointer`` (see ``store.wal``): what a run does while it writes."""
-        if self._checkpointer is not None:
-            return
-        self._checkpointer = Checkpointer(self.db_path)
-        self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._checkpointer.start()
-
-    def stop_checkpointer(self) -> None:
-        """Stop the thread; this thread's connection checkpoints by itself again."""
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is None:
-            return
-        checkpointer.stop()
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.execute(f"PRAGMA wal_autocheckpoint = {DEFAULT_AUTOCHECKPOINT}")
 
     def close(self) -> None:
         """Close this thread's connection."""
