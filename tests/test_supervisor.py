@@ -7,6 +7,7 @@ generously for a busy machine.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import threading
@@ -63,6 +64,31 @@ def test_two_supervisors_on_one_database_share_the_bots(
         kill(second)
     assert "Traceback" not in out.read_text()
     assert held_per_owner(db_path) == Counter()
+    assert query(db_path, "SELECT count(*) FROM orchestrators") == [(0,)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_cleanly(manager: TenantManager, db_path: Path,
+                                           tmp_path: Path) -> None:
+    ids = [make_tenant(manager, f"Stop{i}", status="active") for i in range(4)]
+    bots.start_bots(manager.store, ids)
+    manager.close()
+    out = tmp_path / "supervisor.out"
+    supervisor = start(db_path, *RUN, "--processes", "2", "--log-file",
+                       str(tmp_path / "run.log"), out=out)
+    try:
+        assert wait_for(lambda: sorted(held_per_owner(db_path).values()) == [2, 2],
+                        timeout=90), f"{held_per_owner(db_path)}: {out.read_text()[-2000:]}"
+        workers = [int(owner.split(":")[1]) for owner in held_per_owner(db_path)]
+        supervisor.send_signal(signal.SIGINT)  # what a Ctrl-C at its terminal sends
+        assert supervisor.wait(timeout=60) == 0, out.read_text()[-2000:]
+    finally:
+        kill(supervisor)
+    for pid in workers:  # each worker stopped, not orphaned
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert held_per_owner(db_path) == Counter()
+    assert query(db_path, "SELECT DISTINCT state FROM bots") == [("stopped",)]
     assert query(db_path, "SELECT count(*) FROM orchestrators") == [(0,)]
 
 
