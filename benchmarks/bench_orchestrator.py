@@ -19,11 +19,14 @@ bots run on workers of their own. The two runs go side by side, at the same time
 the machine's other load weighs on both alike), three times; the ratio is the median
 of the three.
 
-``run --processes 2`` against ``--processes 1`` (issue 13), with ``--processes``: 2,000
-tenants at a 1 s interval (more than one process can run), each setting on its own
-fresh copy of one database, one after the other, twice, alternating (1, 2, 1, 2);
-cycles per second are read from the database (the sum of the bots' cycle counters over
-the measured window). The goal: at least 1.7x.
+``run --processes 2`` against ``--processes 1`` (issue 13; alone with ``--processes``):
+2,000 tenants, each setting on its own fresh copy of one database, one after the
+other, three rounds alternating (1, 2, 1, 2, 1, 2); cycles per second are read from the
+database (the sum of the bots' cycle counters over the measured window), and the
+medians compared. The goal, at least 1.7x, is on *capacity*: at a 0.25 s interval
+both settings are saturated. At the operator's interval (``--interval``, 1 s) 2,000
+tenants ask 2,000 cycles/s, so once one process meets the schedule alone the ratio
+tends to 1 however well two scale: that figure is reported, without a goal.
 
 Every configuration runs in its own process (so peak RSS is its own) on a fresh copy
 of one database of N tenants. Tenants are on the pro and enterprise plans, whose API
@@ -65,7 +68,11 @@ HANG_WARMUP_S = 8.0
 HANG_SECONDS = 15.0
 PROCESSES_TENANTS = 2000
 PROCESSES_RATIO_TARGET = 1.7
-PROCESSES_ROUNDS = 2
+PROCESSES_ROUNDS = 3
+# Short enough that both settings are saturated (2,000 tenants ask 8,000 cycles/s):
+# the ratio then measures capacity, not the schedule. Not 0: a run's interval is > 0.
+CAPACITY_INTERVAL_S = 0.25
+PROCESSES_WARMUP_S = 8.0
 FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.py"
 
 
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{1000 * args.workers / cycle_ms if cycle_ms else 0:,.0f} cycles/s; the workers spent "
           f"{100 * main_run['workers_busy']:.1f}% of their time inside bots' cycles (the rest is "
           "the orchestrator)")
+    processes_ratio(args, PROCESSES_TENANTS)
     return 0
 
 
@@ -367,9 +375,27 @@ def hanging_live_tenant(args: argparse.Namespace) -> None:
            goal=f"<= {HANG_RATIO_LIMIT}x baseline", passed=ok)
 
 
-def run_processes(template: Path, processes: int, args: argparse.Namespace) -> dict:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process *pid* used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def run_processes(template: Path, processes: int, interval: float,
+                  args: argparse.Namespace) -> dict:
     """``botpoly-admin run --processes N`` on a copy of *template*: tenant-cycles per
-    second over the measured window, read from the database."""
+    second over the measured window, read from the database (the sum of the bots'
+    cycle counters), and the CPU the workers used (cores busy, from /proc)."""
     import signal
     import sqlite3
 
@@ -378,7 +404,8 @@ def run_processes(template: Path, processes: int, args: argparse.Namespace) -> d
         shutil.copy(template, db)
         proc = subprocess.Popen(
             [sys.executable, "-m", "botpoly_admin", "--db", str(db), "run", "--no-table",
-             "--seed", "1", "--interval", str(args.interval), "--processes", str(processes)],
+             "--seed", "1", "--interval", str(interval), "--processes", str(processes),
+             "--log-file", str(Path(tmp) / "run.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
         def cycles() -> tuple[int, float]:
@@ -390,42 +417,80 @@ def run_processes(template: Path, processes: int, args: argparse.Namespace) -> d
                 conn.close()
 
         try:
-            time.sleep(args.warmup)
+            # Long enough for the workers to have split the bots and built them.
+            time.sleep(max(args.warmup, PROCESSES_WARMUP_S))
+            workers = _children(proc.pid)
+            cpu_before = sum(_cpu_s(pid) for pid in workers)
             start_cycles, start_at = cycles()
             time.sleep(args.seconds)
             end_cycles, end_at = cycles()
+            cpu_after = sum(_cpu_s(pid) for pid in workers)
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
             raise SystemExit(f"run --processes {processes} failed:\n{err}")
-    return {"processes": processes,
-            "cycles_per_s": (end_cycles - start_cycles) / (end_at - start_at)}
+    window = end_at - start_at
+    return {"processes": processes, "workers": len(workers),
+            "cycles_per_s": (end_cycles - start_cycles) / window,
+            "cores_busy": (cpu_after - cpu_before) / window}
 
 
 def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
-    """``run --processes 2`` against ``--processes 1`` on *tenants* tenants."""
-    print(f"{os.cpu_count()} CPUs; {tenants} tenants every {args.interval:g}s; warm-up "
-          f"{args.warmup:g}s, measured {args.seconds:g}s per run")
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    """``run --processes 2`` against ``--processes 1`` on *tenants* tenants: capacity at
+    CAPACITY_INTERVAL_S, and the same at the operator's interval (see the module doc)."""
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {tenants} tenants; "
+          "warm-up "
+          f"{max(args.warmup, PROCESSES_WARMUP_S):g}s, measured "
+          f"{args.seconds:g}s per run; {PROCESSES_ROUNDS} rounds alternating 1, 2")
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
         build_database(template, tenants)
-        for _ in range(PROCESSES_ROUNDS):
-            for processes in (1, 2):
-                result = run_processes(template, processes, args)
-                rates[processes].append(result["cycles_per_s"])
-                print(f"run --processes {processes}: {result['cycles_per_s']:,.0f} "
-                      "tenant-cycles/s")
-    one, two = statistics.mean(rates[1]), statistics.mean(rates[2])
-    ratio = two / max(one, 1e-9)
-    ok = ratio >= PROCESSES_RATIO_TARGET
-    print(f"{verdict(ok)} run --processes 2 vs 1: {two:,.0f} vs {one:,.0f} cycles/s "
-          f"(means of {PROCESSES_ROUNDS}), ratio {ratio:.2f} (target >= "
-          f"{PROCESSES_RATIO_TARGET})")
-    record("orchestrator", f"tenant-cycles/s, run --processes 2, {tenants} tenants",
-           project=f"{two:,.0f}/s", baseline=f"{one:,.0f}/s (--processes 1)",
-           ratio=f"{ratio:.2f}x", goal=f">= {PROCESSES_RATIO_TARGET}x baseline", passed=ok)
+        capacity = _alternate(template, CAPACITY_INTERVAL_S, args)
+        schedule = _alternate(template, args.interval, args)
+    for interval, rates in ((CAPACITY_INTERVAL_S, capacity), (args.interval, schedule)):
+        one = statistics.median(r["cycles_per_s"] for r in rates[1])
+        two = statistics.median(r["cycles_per_s"] for r in rates[2])
+        ratio = two / max(one, 1e-9)
+        demand = tenants / interval
+        is_capacity = interval == CAPACITY_INTERVAL_S
+        ok = ratio >= PROCESSES_RATIO_TARGET if is_capacity else None
+        print(f"{verdict(ok) if ok is not None else 'INFO'} run --processes 2 vs 1, "
+              f"{tenants} tenants every {interval:g}s (the schedule asks {demand:,.0f}/s): "
+              f"{two:,.0f} vs {one:,.0f} cycles/s (medians), ratio {ratio:.2f}"
+              + (f" (target >= {PROCESSES_RATIO_TARGET})" if is_capacity else
+                 " (reported: bounded by the schedule)"))
+        # What each setting does with the CPU it got: on a machine other work shares,
+        # two workers get less than two cores, and the ratio above shows that too.
+        per_core = {n: statistics.median(r["cycles_per_s"] / max(r["cores_busy"], 1e-9)
+                                         for r in rates[n]) for n in (1, 2)}
+        cores = {n: statistics.median(r["cores_busy"] for r in rates[n]) for n in (1, 2)}
+        print(f"     cycles per CPU-second: {per_core[2]:,.0f} with 2 processes vs "
+              f"{per_core[1]:,.0f} with 1 ({per_core[2] / max(per_core[1], 1e-9):.2f}); "
+              f"cores the workers got: {cores[2]:.2f} vs {cores[1]:.2f}")
+        record("orchestrator", f"tenant-cycles/s, run --processes 2, {tenants} tenants "
+               f"every {interval:g}s" + (" (capacity)" if is_capacity else ""),
+               project=f"{two:,.0f}/s", baseline=f"{one:,.0f}/s (--processes 1)",
+               ratio=f"{ratio:.2f}x",
+               goal=f">= {PROCESSES_RATIO_TARGET}x baseline" if is_capacity else "reported",
+               passed=ok)
+    print(f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+
+
+def _alternate(template: Path, interval: float, args: argparse.Namespace
+               ) -> dict[int, list[dict]]:
+    """PROCESSES_ROUNDS rounds of --processes 1 then 2, one run at a time (they would
+    share the cores if run together), so slow and busy moments of the machine fall on
+    both; each run printed as it ends."""
+    rates: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(PROCESSES_ROUNDS):
+        for processes in (1, 2):
+            result = run_processes(template, processes, interval, args)
+            rates[processes].append(result)
+            print(f"  every {interval:g}s, run --processes {processes}: "
+                  f"{result['cycles_per_s']:>6,.0f} tenant-cycles/s, workers' CPU "
+                  f"{result['cores_busy']:.2f} cores")
+    return rates
 
 
 if __name__ == "__main__":

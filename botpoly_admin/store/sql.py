@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from botpoly_admin.store.write_lock import begin_immediate
+
 
 def dialect_of(db: Any) -> str:
     """The backend of a database handle: "sqlite" (sqlite_utils has no dialect) or
@@ -94,17 +96,18 @@ def transaction(db: Any, tenant_id: str | None = None, *,
 
     On SQLite that is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
     writers never deadlock upgrading a read lock, and the busy timeout queues them
-    instead (every writer waits for every other, *tenant_id* or not). *rows_locked*:
-    the block locks the rows it reads to write itself (``row_locks``), so on
-    PostgreSQL it waits only for whole-database writers, not for other such blocks
-    (the leases: two runners claiming bots never wait for each other).
+    instead (every writer waits for every other, *tenant_id* or not), in short steps
+    (``write_lock.begin_immediate``). *rows_locked*: the block locks the rows it
+    reads to write itself (``row_locks``), so on PostgreSQL it waits only for
+    whole-database writers, not for other such blocks (the leases: two runners
+    claiming bots never wait for each other).
     """
     if dialect_of(db) != "sqlite":
         with db.transaction(tenant_id, rows_locked=rows_locked) as conn:
             yield conn
         return
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         yield conn
     except BaseException:
