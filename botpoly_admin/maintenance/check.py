@@ -25,6 +25,7 @@ from botpoly_admin.maintenance.scan import scan_files
 from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.secrets import ENV_KEYS, KeyRing, key_file_for, load_keyring
 from botpoly_admin.store import dialect_of, select, string_agg, tenant_order
+from botpoly_admin.store.sql import database_now
 from botpoly_admin.store.sqlite import SQLITE_MAGIC
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def run_checks(store: SQLiteStore) -> list[Check]:
     damaged file fails with the SQLite error as its row instead of stopping the rest.
     """
     db = store.db
-    ctx = _Context(db, store.db_path, clock.iso(clock.now()), clock.iso(clock.wall_now()))
+    ctx = _Context(db, store.db_path, clock.iso(clock.now()), database_now(db))
     postgres = _on_postgres(ctx)
     results = []
     # On PostgreSQL one snapshot is REPEATABLE READ, and a failed statement spoils

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from botpoly_admin import clock
 from botpoly_admin.bots import ORCHESTRATOR_FRESH_S, live_orchestrators
 from botpoly_admin.errors import Conflict
+from botpoly_admin.store.sql import database_clock
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
 
 
 def lease_holders(store: Store) -> list[dict[str, Any]]:
-    """Runners using the database now: owners of live leases (real clock) and
-    orchestrators with a fresh heartbeat, one row each."""
+    """Runners using the database now: owners of live leases (by the database's clock)
+    and orchestrators with a fresh heartbeat, one row each."""
     holders = store.select("SELECT owner, count(*) AS bots, max(lease_expires_at) AS until "
-                           "FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ? "
-                           "GROUP BY owner ORDER BY owner", (clock.iso(clock.wall_now()),))
+                           "FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= "
+                           f"{database_clock(store.db)} GROUP BY owner ORDER BY owner")
     known = {h["owner"] for h in holders}
     for orchestrator in live_orchestrators(store, ORCHESTRATOR_FRESH_S):
         if orchestrator["owner"] not in known:

@@ -36,6 +36,7 @@ from botpoly_admin.models import effective_quota, from_micros
 from botpoly_admin.owners import runner_label
 from botpoly_admin.reports.stats import NO_TRADES, stats, trade_figures
 from botpoly_admin.store import Store, json_array_agg, select, tenant_order
+from botpoly_admin.store.sql import database_clock
 
 CURVE_POINTS = 30
 # Rows of the live table, most urgent first.
@@ -109,7 +110,7 @@ SELECT t.tenant_id, t.name, t.email, t.tier, t.status, t.trading_mode, t.capital
        COALESCE(d.trades_used, 0) AS trades_today,
        COALESCE(b.desired_state, 'stopped') AS desired_state,
        COALESCE(b.state, 'stopped') AS state, b.owner, b.lease_expires_at, b.heartbeat_at,
-       b.last_error, {live_columns},
+       b.last_error, {live_columns}, {db_now} AS db_now,
        COALESCE(p.realized, 0) + COALESCE(o.realized, 0) AS realized,
        COALESCE(p.cost, 0) AS cost, COALESCE(p.value, 0) AS value,
        COALESCE(r.reserved, 0) AS reserved,
@@ -173,11 +174,12 @@ def tenant_lines(
         live_columns=reconciliation.SUMMARY_COLUMNS,
         position_value=POSITION_VALUE, reserved_amount=RESERVED_AMOUNT, reserving=RESERVING,
         curve=json_array_agg(store.db, "equity_micros"),
-        tiebreak=tenant_order(store.db),
+        tiebreak=tenant_order(store.db), db_now=database_clock(store.db),
     )
     rows = select(store.db, sql, params)
     read = trade_figures(store, [r["tenant_id"] for r in rows]) if figures and rows else {}
-    wall = clock.wall_now()
+    # Leases are on the database's clock, read in the same statement.
+    wall = clock.parse_utc(rows[0]["db_now"]) if rows else clock.wall_now()
     gone = gone_owners(r["owner"] for r in rows)
     lines = []
     for r in rows:

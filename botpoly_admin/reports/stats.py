@@ -18,6 +18,7 @@ from botpoly_admin import clock, ledger, metrics, tenants
 from botpoly_admin.models import PRICING, TenantMetrics, TenantStatus, TenantTier
 from botpoly_admin.reports.billing import tenant_storage_bytes
 from botpoly_admin.store import Store
+from botpoly_admin.store.sql import database_clock
 
 FIGURE_COLUMNS = ("client_order_id, status, side, closes_position, group_id, "
                   "realized_pnl_micros")
@@ -101,12 +102,11 @@ def stats(store: Store) -> dict[str, Any]:
         by_status[status] += n
         if status == "active":
             mrr += PRICING[TenantTier(tier)] * n
-    # Leases live on the real clock (BOTPOLY_NOW does not apply to them): a bot runs
-    # while a runner holds an unexpired lease, whatever state it reports.
+    # Leases live on the database's clock (BOTPOLY_NOW does not apply to them): a bot
+    # runs while a runner holds an unexpired lease, whatever state it reports.
     running = store.db.execute(
-        "SELECT count(*) FROM bots WHERE owner IS NOT NULL AND lease_expires_at >= ?",
-        (clock.iso(clock.wall_now()),),
-    ).fetchone()[0]
+        "SELECT count(*) FROM bots WHERE owner IS NOT NULL "
+        f"AND lease_expires_at >= {database_clock(store.db)}").fetchone()[0]
     trades = store.db.execute(
         "SELECT COALESCE(sum(trades_used), 0) FROM usage WHERE period = ?", (period,)
     ).fetchone()[0]
