@@ -45,6 +45,7 @@ from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
+from botpoly_admin.trading.signals import SharedSignals
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class TenantBot:
         limiter: TenantRateLimiter | None = None,
         broker: Broker | None = None,
         paper: bool = False,
+        signals: SharedSignals | None = None,
     ) -> None:
         self.store = store  # the tenant's settings, the ledger and, live, its credentials
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
@@ -98,6 +100,8 @@ class TenantBot:
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
         self.limiter = limiter if limiter is not None else TenantRateLimiter()
+        # The run's market-level signals, shared by its bots (None: computed alone).
+        self.signals = signals
         self._broker = broker
         self._strategies: list[Strategy] = []
         self._started: set[str] = set()  # strategies whose on_start has run
@@ -259,10 +263,12 @@ class TenantBot:
             strategies = self._load_strategies(tenant.enabled_strategies,
                                                tenant.strategy_params)
             references, missing = self._references(strategies, open_markets)
+            board = None if self.signals is None else self.signals.board(open_markets, books)
             Dispatch(store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
                      report=report, risk=risk, now=now, markets=open_markets, books=books,
                      by_market=by_market, states=self._states, fresh_books=self._books,
-                     references=references).run(strategies, by_owner, missing, self._started)
+                     references=references, signals=board,
+                     ).run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
         return _marks(held, books, report.filled_tokens)

@@ -39,19 +39,22 @@ import functools
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from importlib.metadata import entry_points
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import to_decimal
 from botpoly_admin.trading.market import FeeSchedule, Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 from botpoly_admin.trading.rules import SHARE_STEP
+from botpoly_admin.trading.signals import SignalBoard
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,9 @@ class StrategyContext:
     which ``max_position_notional`` limits. ``may_open`` is False while the tenant
     may not take new exposure (a daily loss or daily trades halt, or the quota left
     only for closing its positions): exits and rebalancing still pass then.
+    ``signals`` is the run's board of market-level signals for exactly these markets
+    and books (None when the bot runs alone, or for a context of other books): read
+    it through ``Strategy.shared``.
     """
 
     now: datetime
@@ -168,6 +174,7 @@ class StrategyContext:
     state: dict[str, Any] = field(default_factory=dict)
     market_notional: Mapping[str, Decimal] = field(default_factory=dict)
     may_open: bool = True
+    signals: SignalBoard | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() != timedelta(0):
@@ -284,6 +291,25 @@ class Strategy(ABC):
 
     def on_fill(self, ctx: StrategyContext, result: ExecutionResult) -> None:  # noqa: B027
         """Called after each execution of one of its intents, filled or not. Default: nothing."""
+
+    def signal_key(self) -> Hashable | None:
+        """What decides this strategy's market-level signal besides the snapshot: the
+        parameters it depends on (frozen, hashable). A strategy that returns a key
+        may share its signal across tenants with ``shared``. Default: None (no
+        shared signal; ``shared`` computes every time)."""
+        return None
+
+    def shared(self, ctx: StrategyContext, compute: Callable[[], T], *extra: Hashable) -> T:
+        """The signal *compute* returns for ``ctx``'s snapshot, computed once per
+        snapshot and key (``signal_key`` plus *extra*, e.g. the state it continues) for
+        every tenant of the run. *compute* must read only the snapshot (``ctx.markets``,
+        ``ctx.books``, ``ctx.reference_prices``) and what the key holds, never the
+        tenant (positions, cash, ``may_open``), and its result is never changed by
+        whoever reads it."""
+        key = self.signal_key()
+        if ctx.signals is None or key is None:
+            return compute()
+        return ctx.signals.get((type(self), key, *extra), compute)
 
     def reference_symbols(self) -> frozenset[str]:
         """Reference prices (e.g. BTCUSDT) this strategy reads from the context. The bot

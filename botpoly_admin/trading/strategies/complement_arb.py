@@ -62,14 +62,22 @@ class ComplementArb(Strategy):
         ),
     }
 
+    def signal_key(self) -> tuple[Decimal]:
+        """The edge at the top of the books depends on ``min_edge`` alone."""
+        return (self.params["min_edge"],)
+
     def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
         """Two IOC BUY intents per market whose outcome pair is priced below 1 − min_edge."""
         intents: list[OrderIntent] = []
         cash_left = ctx.free_cash
-        positions, books = ctx.positions, ctx.books
-        for market in ctx.markets:
-            if not tradable(market):
-                continue
+        positions, books, markets = ctx.positions, ctx.books, ctx.markets
+        edges, token_markets = self.shared(ctx, lambda: self._scan(ctx))
+        # A tenant looks only at markets with an edge (shared) and those it holds.
+        wanted = set(edges)
+        for token_id in positions:
+            wanted.update(token_markets.get(token_id, ()))
+        for index in sorted(wanted):
+            market = markets[index]
             first, second = market.outcomes
             if first.token_id in positions or second.token_id in positions:
                 repair = self.even_out(ctx, market)
@@ -78,20 +86,37 @@ class ComplementArb(Strategy):
                     cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
                                      Decimal(0))
                     continue
-            if not ctx.may_open:
-                continue
-            book_a, book_b = books.get(first.token_id), books.get(second.token_id)
-            if book_a is None or book_b is None \
-                    or not self._edge_at_top(book_a.asks, book_b.asks, market.fees):
+            if not ctx.may_open or index not in edges:
                 continue
             budget = min(cash_left, ctx.position_room(market))
-            plan = self._match(book_a.asks, book_b.asks, market.fees, budget)
+            plan = self._match(books[first.token_id].asks, books[second.token_id].asks,
+                               market.fees, budget)
             if plan is None:
                 continue
             pairs, price_a, price_b, cost = plan
             cash_left -= cost
             intents.extend(self._pair_intents(market, pairs, price_a, price_b, cost))
         return intents
+
+    def _scan(self, ctx: StrategyContext
+              ) -> tuple[frozenset[int], dict[str, tuple[int, ...]]]:
+        """The market-level signal: the positions in ``ctx.markets`` of the open markets
+        whose pair keeps ``min_edge`` at both best asks, and the open markets of each
+        token (where a position needs care). Shared by every tenant of the snapshot."""
+        edges: set[int] = set()
+        token_markets: dict[str, tuple[int, ...]] = {}
+        for index, market in enumerate(ctx.markets):
+            if not tradable(market):
+                continue
+            first, second = market.outcomes
+            for outcome in market.outcomes:
+                token_markets[outcome.token_id] = (*token_markets.get(outcome.token_id, ()),
+                                                   index)
+            book_a, book_b = ctx.books.get(first.token_id), ctx.books.get(second.token_id)
+            if book_a is not None and book_b is not None \
+                    and self._edge_at_top(book_a.asks, book_b.asks, market.fees):
+                edges.add(index)
+        return frozenset(edges), token_markets
 
     def _edge_at_top(self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...],
                      fees: FeeSchedule) -> bool:
