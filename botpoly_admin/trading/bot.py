@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, Tempor
 from botpoly_admin.ledger import Position, TradeRecord
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
+from botpoly_admin.trading import idle
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
@@ -111,6 +113,7 @@ class TenantBot:
         self._compute_s = 0.0  # metered, not yet written to usage
         self._api_calls = 0
         self._tenant_cache: tuple[tuple[Any, ...], TenantConfig] | None = None
+        self._quiet: idle.Quiet | None = None  # an idle bot's last full cycle
         self.stopped = False
 
     # --- set-up -------------------------------------------------------------------
@@ -210,6 +213,11 @@ class TenantBot:
             report.state = "throttled"
             return {}
         report.api_calls += 1
+        if self._quiet is not None:
+            if self._still_quiet(tenant, now):
+                report.state, report.idle = self._quiet.state, True
+                return dict(self._quiet.marks)
+            self._quiet = None
         # Before anything is settled or recorded: a bot that may not trade as it is
         # configured here (live on replayed data, say) must not write either.
         broker = self.broker(tenant.trading_mode, tenant.tier)
@@ -264,14 +272,36 @@ class TenantBot:
                                                tenant.strategy_params)
             references, missing = self._references(strategies, open_markets)
             board = None if self.signals is None else self.signals.board(open_markets, books)
-            Dispatch(store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
-                     report=report, risk=risk, now=now, markets=open_markets, books=books,
-                     by_market=by_market, states=self._states, fresh_books=self._books,
-                     references=references, signals=board,
-                     ).run(strategies, by_owner, missing, self._started)
+            dispatch = Dispatch(
+                store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
+                report=report, risk=risk, now=now, markets=open_markets, books=books,
+                by_market=by_market, states=self._states, fresh_books=self._books,
+                references=references, signals=board)
+            dispatch.run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
+            marks = _marks(held, books, report.filled_tokens)
+            self._quiet = idle.after_cycle(
+                report, live=broker.mode == TradingMode.LIVE.value, resting=bool(pending),
+                exposed=exposed, open_markets=open_markets, board=board,
+                references=references, strategies=strategies, contexts=dispatch.contexts,
+                row=self._tenant_cache[0] if self._tenant_cache else None, now=now,
+                monotonic=time.monotonic(), marks=marks)
+            return marks
         return _marks(held, books, report.filled_tokens)
+
+    def _still_quiet(self, tenant: TenantConfig, now: datetime) -> bool:
+        """True while nothing a cycle reads changed since the last full one (trading.idle)."""
+        quiet, signals = self._quiet, self.signals
+        if quiet is None or signals is None or self._tenant_cache is None \
+                or not quiet.holds(self._tenant_cache[0], now, time.monotonic()):
+            return False
+        open_markets = [m for m in self._watched(tenant.markets, set(quiet.exposed))
+                        if tradable(m)]
+        if signals.board(open_markets, self._books(open_markets)) is not quiet.board:
+            return False
+        references, missing = self._references(self._strategies, open_markets)
+        return not missing and references == quiet.references
 
     def _references(self, strategies: list[Strategy], markets: list[Market]
                     ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:

@@ -47,6 +47,7 @@ class CycleReport:
     filled_tokens: set[str] = field(default_factory=set)
     settled: int = 0
     duration_ms: float = 0.0
+    idle: bool = False  # skipped: nothing changed since a full cycle (trading/idle.py)
 
 
 def position_view(position: Position) -> PositionView:

@@ -41,7 +41,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from importlib.metadata import entry_points
 from types import MappingProxyType
@@ -65,6 +65,9 @@ ENTRY_POINT_GROUP = "botpoly_admin.strategies"
 # for another version is reported instead of being run against a contract it
 # does not know.
 INTERFACE_VERSION = 2  # 2: fees are each market's ``Market.fees``, no ``ctx.fee_rate``
+
+# What ``Strategy.quiet_until`` answers for "until something changes".
+FOREVER = datetime.max.replace(tzinfo=UTC)
 
 _PARAM_TYPES = (int, Decimal, bool, str)
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -310,6 +313,15 @@ class Strategy(ABC):
         if ctx.signals is None or key is None:
             return compute()
         return ctx.signals.get((type(self), key, *extra), compute)
+
+    def quiet_until(self, ctx: StrategyContext) -> datetime | None:
+        """Asked after a cycle in which no strategy of the tenant proposed anything, with
+        this cycle's context: until when, while the snapshot, the tenant's positions
+        and its cash stay exactly as they are, this strategy would again propose
+        nothing *and* leave its state as it is (``datetime.max``: until something
+        changes). The bot skips its cycles until then (an idle bot). Default: None
+        (it cannot promise; the bot never skips a cycle of a tenant running it)."""
+        return None
 
     def reference_symbols(self) -> frozenset[str]:
         """Reference prices (e.g. BTCUSDT) this strategy reads from the context. The bot

@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
 from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
+    FOREVER,
     Param,
     Strategy,
     StrategyContext,
@@ -115,6 +117,16 @@ class BtcLag(Strategy):
                 cash_left -= buy_cost(intent.limit_price, intent.size, market.fees)
                 intents.append(intent)
         return intents
+
+    def quiet_until(self, ctx: StrategyContext) -> datetime | None:
+        """Quiet while every market's window of samples is full and flat (the same
+        sample again changes nothing and shows no move; it holds to resolution, no
+        time-based exit); None while a window still fills or moves."""
+        samples: Samples | None = ctx.state.get("samples")
+        if samples is None or any(len(kept) < size or any(x != kept[0] for x in kept)
+                                  for size, kept in samples.history.values()):
+            return None
+        return FOREVER
 
     def _step(self, ctx: StrategyContext, prior: Samples, price: Decimal | None) -> Samples:
         """The market-level signal: *prior*'s samples with this snapshot's added (the

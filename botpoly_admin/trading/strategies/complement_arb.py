@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from uuid import uuid4
 
@@ -9,6 +10,7 @@ from botpoly_admin.trading.market import FeeSchedule, Level, Market
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
 from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE, SHARE_STEP
 from botpoly_admin.trading.strategies import (
+    FOREVER,
     Param,
     PositionView,
     Strategy,
@@ -97,6 +99,11 @@ class ComplementArb(Strategy):
             cash_left -= cost
             intents.extend(self._pair_intents(market, pairs, price_a, price_b, cost))
         return intents
+
+    def quiet_until(self, ctx: StrategyContext) -> datetime:
+        """It keeps no state and has no time-based exit: nothing proposed on a snapshot,
+        positions and cash is nothing proposed again until one of them changes."""
+        return FOREVER
 
     def _scan(self, ctx: StrategyContext
               ) -> tuple[frozenset[int], dict[str, tuple[int, ...]]]:

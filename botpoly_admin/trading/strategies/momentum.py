@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
 from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
+    FOREVER,
     Param,
     PositionView,
     Strategy,
@@ -125,6 +126,18 @@ class Momentum(Strategy):
             if intent is not None:
                 intents.append(intent)
         return intents
+
+    def quiet_until(self, ctx: StrategyContext) -> datetime | None:
+        """Quiet while every midpoint window is full and flat (the same midpoint again
+        changes no window and moves nothing), until its first position reaches
+        ``max_hold_seconds``; None while a window still fills or moves."""
+        track: Track | None = ctx.state.get("track")
+        if track is None or any(len(mids) < size or min(mids) != max(mids)
+                                for size, mids in track.history.values()):
+            return None
+        hold = timedelta(seconds=self.params["max_hold_seconds"])
+        return min((p.opened_at + hold for p in ctx.positions.values()
+                    if p.shares > 0 and p.opened_at is not None), default=FOREVER)
 
     def _step(self, ctx: StrategyContext, prior: Track) -> Track:
         """The market-level signal: *prior*'s midpoints with this snapshot's added (two-sided
