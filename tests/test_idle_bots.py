@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from factories import make_tenant
+from virtual_clock import VirtualClock
 
 from botpoly_admin import ledger
 from botpoly_admin.api import TenantManager
 from botpoly_admin.clock import ENV_NOW, iso
 from botpoly_admin.ledger import Trade
+from botpoly_admin.runtime import Orchestrator
 from botpoly_admin.trading import idle
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.cache import SharedMarketData
@@ -232,3 +234,30 @@ def test_the_same_trades_with_idle_turns_and_without(tmp_path: Path) -> None:
     without = run_scenario(tmp_path / "full.db", None)
     assert with_idle == without
     assert {t[1] for t in with_idle} >= {"complement_arb", "momentum"}
+
+
+class StillFeed:
+    """The simulated feed, frozen: it has no tick, so a run never moves it."""
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self._feed = SimulatedFeed(seed=5, n_markets=6)
+        self.markets, self.market = self._feed.markets, self._feed.market
+        self.book, self.midpoint = self._feed.book, self._feed.midpoint
+        self.reference_price = self._feed.reference_price
+
+
+def test_a_runs_bots_on_a_still_feed_go_idle_and_are_counted(tmp_path: Path) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    for i in range(3):
+        make_tenant(manager, f"T{i}", email=f"t{i}@example.com", capital=5000,
+                    max_position_size=250, enabled_strategies=STRATEGIES, start=True)
+    orchestrator = Orchestrator(manager.store, feed=StillFeed(), interval_s=0.05,
+                                clock=VirtualClock())
+    summary = orchestrator.run(cycles=WINDOWS_FULL + 3)
+
+    stats = orchestrator.stats()
+    assert summary.cycles == 3 * (WINDOWS_FULL + 3) and summary.failures == 0
+    assert stats["idle_cycles"] == 3 * 4  # from the 7th turn of each bot on
+    assert orchestrator.signals.stats()["hits"] > 0
