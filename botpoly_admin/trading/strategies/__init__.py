@@ -3,7 +3,11 @@
 A strategy is a class: a name, a version, typed parameters with defaults, and
 one method called every cycle that turns a read-only ``StrategyContext`` into
 order intents. Optional callbacks (``on_start``, ``on_fill``) have do-nothing
-defaults, so a strategy overrides only what it needs.
+defaults, so a strategy overrides only what it needs. Two more are optional, for
+cheaper cycles: ``signal_key`` lets a run compute a market-level signal once per
+snapshot for every tenant (``shared``), and ``quiet_until`` lets an idle bot skip its
+cycles while nothing changes (``trading/idle.py``); without them a strategy runs
+every cycle as it always did.
 
 Every strategy, built-in or third-party, is found through the entry-point
 group ``botpoly_admin.strategies``; the built-ins are declared in this

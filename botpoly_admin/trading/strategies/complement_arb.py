@@ -130,7 +130,7 @@ class ComplementArb(Strategy):
         """True when one pair at both best asks keeps more than ``min_edge`` after fees.
 
         Most books, most of the time, have no edge even at the top: this says so
-        before any sizing (it runs for every market of every tenant every cycle).
+        before any sizing (for every open market of every snapshot: ``_scan``).
         """
         if not asks_a or not asks_b:
             return False
