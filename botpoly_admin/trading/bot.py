@@ -47,7 +47,7 @@ from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
-from botpoly_admin.trading.signals import SharedSignals
+from botpoly_admin.trading.signals import SharedSignals, SignalBoard
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
@@ -225,14 +225,12 @@ class TenantBot:
         pending = ledger.resting_orders(self.store, self.tenant_id)
         # Markets the tenant is exposed to stay in view (and settle) whatever it watches.
         exposed = {p.market for p in held if p.market} | {o.market for o in pending if o.market}
-        markets = self._watched(tenant.markets, exposed)
+        markets, open_markets, books, board = self._snapshot(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
-        resolved.update(self._resolved_unlisted(exposed, markets))
-        report.settled = self._settle(held, resolved, broker)
+        resolved.update(_resolved_unlisted(self.feed, exposed, markets))
+        report.settled = _settle(held, resolved, broker)
         if report.settled:
             held = ledger.holdings(self.store, self.tenant_id)
-        open_markets = [m for m in markets if tradable(m)]
-        books = self._books(open_markets)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
         # No resting paper order, nothing to work (and no query to make). A live broker
         # is asked every cycle: it also resolves orders in doubt and reconciles when due.
@@ -271,7 +269,6 @@ class TenantBot:
             strategies = self._load_strategies(tenant.enabled_strategies,
                                                tenant.strategy_params)
             references, missing = self._references(strategies, open_markets)
-            board = None if self.signals is None else self.signals.board(open_markets, books)
             dispatch = Dispatch(
                 store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
                 report=report, risk=risk, now=now, markets=open_markets, books=books,
@@ -292,13 +289,12 @@ class TenantBot:
 
     def _still_quiet(self, tenant: TenantConfig, now: datetime) -> bool:
         """True while nothing a cycle reads changed since the last full one (trading.idle)."""
-        quiet, signals = self._quiet, self.signals
-        if quiet is None or signals is None or self._tenant_cache is None \
+        quiet = self._quiet
+        if quiet is None or self.signals is None or self._tenant_cache is None \
                 or not quiet.holds(self._tenant_cache[0], now, time.monotonic()):
             return False
-        open_markets = [m for m in self._watched(tenant.markets, set(quiet.exposed))
-                        if tradable(m)]
-        if signals.board(open_markets, self._books(open_markets)) is not quiet.board:
+        _, open_markets, _, board = self._snapshot(tenant.markets, set(quiet.exposed))
+        if board is not quiet.board:
             return False
         references, missing = self._references(self._strategies, open_markets)
         return not missing and references == quiet.references
@@ -320,6 +316,27 @@ class TenantBot:
 
     # --- reads --------------------------------------------------------------------
 
+    def _snapshot(self, wanted: list[str], exposed: set[str]) -> tuple[
+            list[Market], list[Market], dict[str, OrderBook], SignalBoard | None]:
+        """The markets it watches, those open, their books and the run's signal board:
+        made once per feed step and set of markets for the run (``SharedSignals.view``)
+        when the feed moves only in steps; read afresh otherwise. Read-only."""
+        def read() -> tuple[list[Market], list[Market], dict[str, OrderBook],
+                            SignalBoard | None]:
+            markets = self._watched(wanted, exposed)
+            open_markets = [m for m in markets if tradable(m)]
+            books = self._books(open_markets)
+            board = None if self.signals is None else self.signals.board(open_markets, books)
+            return markets, open_markets, books, board
+
+        step = getattr(self.feed, "step_version", None)
+        version = step() if step is not None and self.signals is not None else None
+        if version is None or self.signals is None:
+            return read()
+        auto = not wanted or wanted == ["auto"]  # every market, whatever it holds
+        key = ("auto",) if auto else (tuple(wanted), frozenset(exposed))
+        return self.signals.view(version, key, read)
+
     def _watched(self, wanted: list[str], held_markets: set[str]) -> list[Market]:
         """The tenant's markets ('auto' or none: all), plus any it still holds."""
         markets = self.feed.markets()
@@ -338,36 +355,6 @@ class TenantBot:
                     continue
         return books
 
-    def _resolved_unlisted(self, exposed: set[str], listed: list[Market]
-                           ) -> dict[str, Market]:
-        """Markets with a position or a resting order that the feed no longer lists but
-        that resolved meanwhile (the bot was stopped or throttled through the
-        resolution): asked for one by one, so nothing is left unsettled or resting."""
-        listed_ids = {m.market_id for m in listed}
-        found: dict[str, Market] = {}
-        for market_id in exposed - listed_ids:
-            try:
-                market = self.feed.market(market_id)
-            except NotFound:
-                continue
-            if market.resolved:
-                found[market_id] = market
-        return found
-
-    def _settle(self, held: list[Position], resolved: dict[str, Market],
-                broker: Broker) -> int:
-        """Settle held positions of resolved markets through the broker: 1 per winning
-        share, 0 per losing (live: a payout only once redeemed)."""
-        settled = 0
-        for p in held:
-            market = resolved.get(p.market or "")
-            if market is None:
-                continue
-            won = p.token_id == market.winner_token_id
-            if broker.settle(p.token_id, won, strategy=p.strategy):
-                settled += 1
-        return settled
-
     def stop(self) -> None:
         """Close the broker (a live one cancels the resting orders it owns) and flush
         the metering not yet written; everything else is in the ledger."""
@@ -382,6 +369,37 @@ class TenantBot:
                                  compute_seconds=self._compute_s)
                 self._compute_s, self._api_calls = 0.0, 0
 
+
+
+def _resolved_unlisted(feed: MarketData, exposed: set[str], listed: list[Market]
+                       ) -> dict[str, Market]:
+    """Markets with a position or a resting order that the feed no longer lists but
+    that resolved meanwhile (the bot was stopped or throttled through the
+    resolution): asked for one by one, so nothing is left unsettled or resting."""
+    listed_ids = {m.market_id for m in listed}
+    found: dict[str, Market] = {}
+    for market_id in exposed - listed_ids:
+        try:
+            market = feed.market(market_id)
+        except NotFound:
+            continue
+        if market.resolved:
+            found[market_id] = market
+    return found
+
+
+def _settle(held: list[Position], resolved: dict[str, Market], broker: Broker) -> int:
+    """Settle held positions of resolved markets through the broker: 1 per winning
+    share, 0 per losing (live: a payout only once redeemed)."""
+    settled = 0
+    for p in held:
+        market = resolved.get(p.market or "")
+        if market is None:
+            continue
+        won = p.token_id == market.winner_token_id
+        if broker.settle(p.token_id, won, strategy=p.strategy):
+            settled += 1
+    return settled
 
 
 def _views_by_owner(held: list[Position]) -> dict[str, dict[str, PositionView]]:

@@ -109,6 +109,16 @@ class SharedMarketData:
             self._generation += 1
             self._entries.clear()
 
+    def step_version(self) -> int | None:
+        """Which step of the feed readers see, for an upstream that moves only when
+        ticked (between two ticks every read gives the same objects, so what is made of
+        them may be shared until the next); None for one that moves by itself (a
+        network feed: a read may fetch something new at any time)."""
+        if getattr(self.upstream, "tick", None) is None:
+            return None
+        with self._lock:
+            return self._generation
+
     # --- MarketData ---------------------------------------------------------
 
     def markets(self) -> list[Market]:

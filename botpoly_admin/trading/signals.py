@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 MAX_BOARDS = 64  # snapshots kept: one per distinct set of watched markets, per feed move
 MAX_SIGNALS = 4096  # signals kept per board; past it they are computed, not kept
+MAX_VIEWS = 1024  # views kept: one per distinct set of watched markets
 
 
 class SignalBoard:
@@ -74,6 +75,7 @@ class SharedSignals:
         self.max_boards = max_boards
         self._lock = threading.Lock()
         self._boards: OrderedDict[tuple[Any, ...], SignalBoard] = OrderedDict()
+        self._views: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
 
     def board(self, markets: Sequence[Market], books: Mapping[str, OrderBook]) -> SignalBoard:
         """The board of the snapshot made of *markets* and *books* (their objects)."""
@@ -87,6 +89,23 @@ class SharedSignals:
             while len(self._boards) > self.max_boards:
                 self._boards.popitem(last=False)
             return board
+
+    def view(self, step: int, key: Hashable, read: Callable[[], T]) -> T:
+        """What *read* makes of the feed at its *step* for *key* (a set of watched
+        markets): read once per step and key for the whole run, for a feed that moves
+        only in steps (``SharedMarketData.step_version``). What it returns is shared:
+        nobody changes it. A reader at another step reads afresh."""
+        with self._lock:
+            kept = self._views.get(key)
+            if kept is not None and kept[0] == step:
+                return kept[1]
+        value = read()
+        with self._lock:
+            self._views[key] = (step, value)
+            self._views.move_to_end(key)
+            while len(self._views) > MAX_VIEWS:
+                self._views.popitem(last=False)
+        return value
 
     def stats(self) -> dict[str, int]:
         """Boards kept, and their signals shared and computed (for benchmarks)."""
