@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -261,3 +262,30 @@ def test_a_runs_bots_on_a_still_feed_go_idle_and_are_counted(tmp_path: Path) -> 
     assert summary.cycles == 3 * (WINDOWS_FULL + 3) and summary.failures == 0
     assert stats["idle_cycles"] == 3 * 4  # from the 7th turn of each bot on
     assert orchestrator.signals.stats()["hits"] > 0
+
+
+class RefetchedFeed(StillFeed):
+    """The still feed read over a network: every read makes new objects, with a new
+    time, and the same content."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.book, self.markets = self._fetch_book, self._fetch_markets
+
+    def _fetch_book(self, token_id: str) -> Any:
+        self.reads += 1
+        return replace(self._feed.book(token_id), ts_ms=self.reads)
+
+    def _fetch_markets(self) -> Any:
+        return [replace(m) for m in self._feed.markets()]
+
+
+def test_a_bot_on_a_network_feed_whose_books_do_not_change_goes_idle(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    upstream = RefetchedFeed()
+    s.feed = SharedMarketData(upstream, ttl_s=0.0)  # every read asks upstream again
+    s.bot = TenantBot(s.manager.store, s.tid, s.feed, signals=SharedSignals())
+    assert s.until_idle().idle
+    reads = upstream.reads
+    assert s.cycle().idle and upstream.reads > reads  # read again, found unchanged

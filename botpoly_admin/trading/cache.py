@@ -172,11 +172,12 @@ class SharedMarketData:
                 del self._flights[key]
             flight.done.set()
             raise
-        flight.value = value
         with self._lock:
+            value = self._unchanged(key, value)
             del self._flights[key]
             if flight.generation == self._generation:
                 self._store(key, value)
+        flight.value = value
         flight.done.set()
         return value
 
@@ -190,6 +191,27 @@ class SharedMarketData:
         with self._lock:
             self.upstream_requests += 1
         return fetch()
+
+    def _unchanged(self, key: Hashable, value: T) -> T:
+        """The object cached before under *key* when *value* says the same (lock held):
+        a book, a market, the market list or a reference price that did not change
+        keeps its identity across fetches, which is what tells readers that nothing
+        moved (``trading.signals``, idle bots). A book's time, a price's time are not
+        what it says."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return value
+        old = entry[1]
+        if isinstance(value, OrderBook) and isinstance(old, OrderBook):
+            same = (old.bids, old.asks, old.tick_size, old.min_order_size, old.hash,
+                    old.market) == (value.bids, value.asks, value.tick_size,
+                                    value.min_order_size, value.hash, value.market)
+        elif isinstance(value, ReferencePrice) and isinstance(old, ReferencePrice):
+            same = (old.symbol, old.price) == (value.symbol, value.price)
+        else:
+            same = isinstance(value, (Market, list)) and type(old) is type(value) \
+                and old == value
+        return old if same else value
 
     def _store(self, key: Hashable, value: Any) -> None:
         """Cache *value* (lock held); past max_entries, drop expired entries, then the oldest."""
