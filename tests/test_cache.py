@@ -13,7 +13,7 @@ from botpoly_admin.errors import NotFound, TemporaryExchangeError
 from botpoly_admin.trading.cache import RateLimiter, SharedMarketData, TenantRateLimiter
 from botpoly_admin.trading.feeds.polymarket import PolymarketFeed
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
-from botpoly_admin.trading.market import Level, Market, OrderBook, ReferencePrice
+from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
 
 
 class FakeClock:
@@ -291,6 +291,11 @@ class RefetchedFeed:
     def __init__(self) -> None:
         self.reads = 0
         self.ask = Decimal("0.55")
+        self.tick_size = "0.01"
+
+    def markets(self) -> list[Market]:
+        return [Market("m1", "Q?", (Outcome("Yes", "yes"), Outcome("No", "no")),
+                       extra={"tick_size": self.tick_size})]
 
     def book(self, token_id: str) -> OrderBook:
         self.reads += 1
@@ -309,11 +314,13 @@ def test_a_refetched_value_that_did_not_change_keeps_its_identity() -> None:
     clock = FakeClock()
     upstream = RefetchedFeed()
     feed = SharedMarketData(upstream, ttl_s=1.0, clock=clock)
-    first, price = feed.book("yes"), feed.reference_price()
+    first, price, (market,) = feed.book("yes"), feed.reference_price(), feed.markets()
     clock.now += 2  # expired: fetched again, new objects upstream, the same content
     assert feed.book("yes") is first and feed.reference_price() is price
+    assert feed.markets()[0] is market
     assert upstream.reads == 4
-    upstream.ask = Decimal("0.54")
+    upstream.ask, upstream.tick_size = Decimal("0.54"), "0.001"
     clock.now += 2
     moved = feed.book("yes")
     assert moved is not first and moved.asks[0].price == Decimal("0.54")
+    assert feed.markets()[0].extra == {"tick_size": "0.001"}  # only extra moved: new

@@ -208,9 +208,14 @@ class SharedMarketData:
                                     value.min_order_size, value.hash, value.market)
         elif isinstance(value, ReferencePrice) and isinstance(old, ReferencePrice):
             same = (old.symbol, old.price) == (value.symbol, value.price)
+        elif isinstance(value, Market) and isinstance(old, Market):
+            same = _same_market(old, value)
+        elif isinstance(value, list) and isinstance(old, list):
+            same = len(old) == len(value) and all(
+                isinstance(a, Market) and isinstance(b, Market) and _same_market(a, b)
+                for a, b in zip(old, value, strict=True))
         else:
-            same = isinstance(value, (Market, list)) and type(old) is type(value) \
-                and old == value
+            same = False
         return old if same else value
 
     def _store(self, key: Hashable, value: Any) -> None:
@@ -222,6 +227,11 @@ class SharedMarketData:
             while len(self._entries) >= self.max_entries:
                 del self._entries[next(iter(self._entries))]
         self._entries[key] = (now + self.ttl_s, value)
+
+
+def _same_market(old: Market, new: Market) -> bool:
+    """Every field alike, ``extra`` (tick size, neg risk, ...) included."""
+    return old == new and old.extra == new.extra
 
 
 class RateLimiter:
