@@ -104,6 +104,28 @@ def test_one_tenant_alone_trades_as_it_does_among_many(tmp_path: Path) -> None:
     assert alone == many[0] and alone
 
 
+def test_a_tenant_that_joins_later_shares_again_once_its_windows_filled(
+        tmp_path: Path) -> None:
+    manager = TenantManager(tmp_path / "t.db")
+    ids = [make_tenant(manager, f"T{i}", email=f"t{i}@example.com", capital=5000,
+                       max_position_size=400, enabled_strategies=STRATEGIES)
+           for i in range(2)]
+    feed = SharedMarketData(SimulatedFeed(seed=11, n_markets=10), ttl_s=3600.0)
+    signals = SharedSignals()
+    first, late = (TenantBot(manager.store, tid, feed, signals=signals) for tid in ids)
+    for round_ in range(12):
+        feed.tick()
+        first.run_cycle()
+        if round_ >= 3:
+            late.run_cycle()
+        if round_ == 4:  # two samples each: its own windows still
+            assert late._states["momentum"]["track"] is not first._states["momentum"]["track"]
+    # momentum keeps 6 midpoints and btc_lag 4 samples: both windows are the same by now.
+    for name, key in (("momentum", "track"), ("btc_lag", "samples")):
+        assert late._states[name][key] is first._states[name][key]
+    manager.close()
+
+
 class Counting(Strategy):
     """A third-party strategy that does not opt in: no signal key."""
 

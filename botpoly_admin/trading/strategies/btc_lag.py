@@ -156,7 +156,10 @@ class BtcLag(Strategy):
             target = self._signal(sampled[-1 - lookback], sampled[-1], up, down)
             if target is not None:
                 lagging.append((market, target, sampled[-1 - lookback], sampled[-1]))
-        return Samples(next(_SERIALS), history, tuple(lagging))
+        samples = Samples(next(_SERIALS), history, tuple(lagging))
+        # A tenant that joined later holds the others' windows again once its own
+        # filled: from then on it shares their samples.
+        return self.shared(ctx, lambda: samples, "windows", tuple(history.items()))
 
     def _signal(
         self,

@@ -168,7 +168,10 @@ class Momentum(Strategy):
                     entries[len(quoted)] = (mids[-1 - lookback], mids[-1])
                 quoted.append((market, outcome, bid, ask))
         index = {outcome.token_id: i for i, (_, outcome, _, _) in enumerate(quoted)}
-        return Track(next(_SERIALS), history, tuple(quoted), index, entries)
+        track = Track(next(_SERIALS), history, tuple(quoted), index, entries)
+        # A tenant that joined later (or saw a snapshot twice) holds the others' windows
+        # again once its own filled: from then on it shares their track.
+        return self.shared(ctx, lambda: track, "windows", tuple(history.items()))
 
     def _entry(
         self,
