@@ -7,7 +7,8 @@ SRC_DIR first on ``sys.path``, imports ``botpoly_admin`` from there, and prints 
 JSON line with the median and p95 cycle time in ms, the median of this thread's CPU
 time per cycle (which other processes on a shared machine do not inflate), and the
 directory the package was loaded from, and (counted apart) SQL statements per cycle.
-Only APIs that both code bases share are used.
+Only APIs that both code bases share are used, and the run's shared signals
+(``trading.signals``, issue 13) where the code base has them, as ``run`` does.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def measure(source: Path) -> dict[str, object]:
             capital=Decimal(100_000), max_position_size=Decimal(1_000),
             max_daily_trades=100_000, enabled_strategies=STRATEGIES).tenant_id
             for i in range(TENANTS)]
-        bots = [TenantBot(manager, tid, feed) for tid in ids]
+        options = run_options()
+        bots = [TenantBot(manager, tid, feed, **options) for tid in ids]
         for bot in bots:  # warm-up: strategies loaded, first snapshot taken
             bot.run_cycle()
         times: list[float] = []
@@ -63,6 +65,16 @@ def measure(source: Path) -> dict[str, object]:
             "cpu_median_ms": statistics.median(cpu),
             "statements_per_cycle": statements,
             "package": str(Path(botpoly_admin.__file__).parent)}
+
+
+def run_options() -> dict[str, Any]:
+    """What ``run`` gives each bot beyond the feed in this code base: one SharedSignals
+    for all of them (none before issue 13)."""
+    try:
+        from botpoly_admin.trading.signals import SharedSignals
+    except ImportError:
+        return {}
+    return {"signals": SharedSignals()}
 
 
 def count_statements(conn: Any, bots: list[Any], feed: Any, rounds: int = 10) -> float:

@@ -13,7 +13,7 @@ from botpoly_admin.errors import NotFound, TemporaryExchangeError
 from botpoly_admin.trading.cache import RateLimiter, SharedMarketData, TenantRateLimiter
 from botpoly_admin.trading.feeds.polymarket import PolymarketFeed
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
-from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
+from botpoly_admin.trading.market import Level, Market, OrderBook, Outcome, ReferencePrice
 
 
 class FakeClock:
@@ -125,8 +125,9 @@ def test_entries_expire_after_the_ttl():
     first = shared.book("tok")
     clock.now += 0.99
     assert shared.book("tok") is first
+    assert upstream.calls == 1
     clock.now += 0.01
-    assert shared.book("tok") is not first
+    assert shared.book("tok") == first  # fetched again (unchanged: the same object)
     assert upstream.calls == 2
     assert shared.reference_price("btcusdt") == shared.reference_price("BTCUSDT")
     assert shared.upstream_requests == 3
@@ -279,3 +280,47 @@ def test_a_changed_limit_applies_at_once():
     assert limits.try_acquire("t", 50)  # an override raised the limit
     assert not limits.try_acquire("t", 5)  # and lowered it again
     assert not limits.try_acquire("t", 20, n=10)
+
+
+class RefetchedFeed:
+    """A network-like feed: every read makes new objects (a new timestamp each time);
+    ``moves`` changes the YES book's content."""
+
+    name = "refetched"
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.ask = Decimal("0.55")
+        self.tick_size = "0.01"
+
+    def markets(self) -> list[Market]:
+        return [Market("m1", "Q?", (Outcome("Yes", "yes"), Outcome("No", "no")),
+                       extra={"tick_size": self.tick_size})]
+
+    def book(self, token_id: str) -> OrderBook:
+        self.reads += 1
+        return OrderBook(token_id, "m1", bids=(Level(Decimal("0.50"), Decimal(10)),),
+                         asks=(Level(self.ask, Decimal(10)),), ts_ms=self.reads)
+
+    def reference_price(self, symbol: str = "BTCUSDT") -> ReferencePrice:
+        self.reads += 1
+        return ReferencePrice(symbol, Decimal(60_000), ts_ms=self.reads)
+
+
+def test_a_refetched_value_that_did_not_change_keeps_its_identity() -> None:
+    """What tells a reader (shared signals, an idle bot) that nothing moved is the
+    object it gets: an unchanged book fetched again is the same object; a changed one
+    is new."""
+    clock = FakeClock()
+    upstream = RefetchedFeed()
+    feed = SharedMarketData(upstream, ttl_s=1.0, clock=clock)
+    first, price, (market,) = feed.book("yes"), feed.reference_price(), feed.markets()
+    clock.now += 2  # expired: fetched again, new objects upstream, the same content
+    assert feed.book("yes") is first and feed.reference_price() is price
+    assert feed.markets()[0] is market
+    assert upstream.reads == 4
+    upstream.ask, upstream.tick_size = Decimal("0.54"), "0.001"
+    clock.now += 2
+    moved = feed.book("yes")
+    assert moved is not first and moved.asks[0].price == Decimal("0.54")
+    assert feed.markets()[0].extra == {"tick_size": "0.001"}  # only extra moved: new

@@ -258,9 +258,9 @@ def test_momentum_holds_between_stop_and_target() -> None:
 def test_momentum_forgets_markets_that_are_gone() -> None:
     state: dict[str, Any] = {}
     Momentum().on_cycle(context(quotes("0.39", "0.41"), state=state))
-    assert set(state["midpoints"]) == {"tok-yes", "tok-no"}
+    assert set(state["track"].history) == {"tok-yes", "tok-no"}
     Momentum().on_cycle(context([], markets=(), state=state))
-    assert state["midpoints"] == {}
+    assert state["track"].history == {}
 
 
 # --- BTC lag -------------------------------------------------------------------------------

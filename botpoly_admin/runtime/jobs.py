@@ -182,7 +182,8 @@ class Jobs:
             # Throttling comes and goes every minute on small plans: not worth a line.
             detail = "; ".join(report.refused[-1:]) if runner.state != "running" else "resumed"
             self._event(runner, "state", runner.state + (f": {detail}" if detail else ""))
-        self.stats.cycle(elapsed, live=runner.pool is self.live_pool)
+        self.stats.cycle(elapsed, live=runner.pool is self.live_pool,
+                         idle=report.idle)
         return next_due
 
     def _failed(self, runner: Runner, exc: Exception) -> float:

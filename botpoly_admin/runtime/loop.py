@@ -46,6 +46,7 @@ from botpoly_admin.store import SQLiteStore
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.market import MarketData
+from botpoly_admin.trading.signals import SharedSignals
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
@@ -77,6 +78,8 @@ class Orchestrator:
         # One limiter for every bot of the process; each bot meters the calls it was
         # allowed into usage itself, in its cycle's bookkeeping transaction.
         self.tenant_limits = TenantRateLimiter()
+        # One board of market-level signals per snapshot, shared by every bot.
+        self.signals = SharedSignals()
         self.counters = RunStats(clock.monotonic())
         self.events = EventLog()
         self.workers = Workers(store.close, settings=self.settings, clock=clock)
@@ -103,7 +106,7 @@ class Orchestrator:
 
     def _tenant_bot(self, store: Store, tenant_id: str, market: MarketData) -> BotLike:
         return TenantBot(store, tenant_id, market, limiter=self.tenant_limits,
-                         paper=self.settings.paper)
+                         paper=self.settings.paper, signals=self.signals)
 
     # --- the control thread ---------------------------------------------------------
 

@@ -44,6 +44,7 @@ class RunStats:
         self._live_lags: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.started_at = started_at
         self.cycles = 0
+        self.idle_cycles = 0  # of the cycles, those an idle bot skipped (trading/idle.py)
         self.failures = 0
         self._cycle_s = 0.0  # time inside the shared workers' cycles
         self._window = _Mark(started_at, 0, 0, 0.0)
@@ -63,10 +64,11 @@ class RunStats:
         if self.observe_lag is not None:
             self.observe_lag(seconds)
 
-    def cycle(self, seconds: float, *, live: bool) -> None:
-        """A cycle ended well after *seconds*."""
+    def cycle(self, seconds: float, *, live: bool, idle: bool = False) -> None:
+        """A cycle ended well after *seconds* (*idle*: skipped, nothing changed)."""
         with self._lock:
             self.cycles += 1
+            self.idle_cycles += idle
             if not live:  # busy = the shared workers' time
                 self._cycle_s += seconds
 
@@ -82,6 +84,7 @@ class RunStats:
             lags = list(self._lags)  # sorted outside the lock the workers take per cycle
             live_lags = list(self._live_lags)
             cycles, failures, cycle_s = self.cycles, self.failures, self._cycle_s
+            idle = self.idle_cycles
             window = self._window
             if reset_window:
                 self._lags.clear()
@@ -94,6 +97,7 @@ class RunStats:
         return {
             "elapsed_s": now - self.started_at,
             "cycles": cycles,
+            "idle_cycles": idle,
             "failures": failures,
             "upstream_requests": upstream,
             "window_s": span,

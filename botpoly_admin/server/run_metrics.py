@@ -100,7 +100,7 @@ class RunMetrics:
         orchestrator = self.orchestrator
         assert orchestrator is not None, "attach() the orchestrator first"
         bot = TenantBot(store, tenant_id, market, limiter=orchestrator.tenant_limits,
-                        paper=orchestrator.settings.paper)
+                        paper=orchestrator.settings.paper, signals=orchestrator.signals)
         return _ObservedBot(bot, self)
 
     def attach(self, orchestrator: Orchestrator) -> None:

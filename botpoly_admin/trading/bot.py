@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,13 @@ from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, Tempor
 from botpoly_admin.ledger import Position, TradeRecord
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
+from botpoly_admin.trading import idle
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
+from botpoly_admin.trading.signals import SharedSignals, SignalBoard
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
 
 if TYPE_CHECKING:
@@ -90,6 +93,7 @@ class TenantBot:
         limiter: TenantRateLimiter | None = None,
         broker: Broker | None = None,
         paper: bool = False,
+        signals: SharedSignals | None = None,
     ) -> None:
         self.store = store  # the tenant's settings, the ledger and, live, its credentials
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
@@ -98,6 +102,8 @@ class TenantBot:
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
         self.limiter = limiter if limiter is not None else TenantRateLimiter()
+        # The run's market-level signals, shared by its bots (None: computed alone).
+        self.signals = signals
         self._broker = broker
         self._strategies: list[Strategy] = []
         self._started: set[str] = set()  # strategies whose on_start has run
@@ -107,6 +113,7 @@ class TenantBot:
         self._compute_s = 0.0  # metered, not yet written to usage
         self._api_calls = 0
         self._tenant_cache: tuple[tuple[Any, ...], TenantConfig] | None = None
+        self._quiet: idle.Quiet | None = None  # an idle bot's last full cycle
         self.stopped = False
 
     # --- set-up -------------------------------------------------------------------
@@ -206,6 +213,11 @@ class TenantBot:
             report.state = "throttled"
             return {}
         report.api_calls += 1
+        if self._quiet is not None:
+            if self._still_quiet(tenant, now):
+                report.state, report.idle = self._quiet.state, True
+                return dict(self._quiet.marks)
+            self._quiet = None
         # Before anything is settled or recorded: a bot that may not trade as it is
         # configured here (live on replayed data, say) must not write either.
         broker = self.broker(tenant.trading_mode, tenant.tier)
@@ -213,14 +225,12 @@ class TenantBot:
         pending = ledger.resting_orders(self.store, self.tenant_id)
         # Markets the tenant is exposed to stay in view (and settle) whatever it watches.
         exposed = {p.market for p in held if p.market} | {o.market for o in pending if o.market}
-        markets = self._watched(tenant.markets, exposed)
+        markets, open_markets, books, board = self._snapshot(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
-        resolved.update(self._resolved_unlisted(exposed, markets))
-        report.settled = self._settle(held, resolved, broker)
+        resolved.update(_resolved_unlisted(self.feed, exposed, markets))
+        report.settled = _settle(held, resolved, broker)
         if report.settled:
             held = ledger.holdings(self.store, self.tenant_id)
-        open_markets = [m for m in markets if tradable(m)]
-        books = self._books(open_markets)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
         # No resting paper order, nothing to work (and no query to make). A live broker
         # is asked every cycle: it also resolves orders in doubt and reconciles when due.
@@ -259,13 +269,35 @@ class TenantBot:
             strategies = self._load_strategies(tenant.enabled_strategies,
                                                tenant.strategy_params)
             references, missing = self._references(strategies, open_markets)
-            Dispatch(store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
-                     report=report, risk=risk, now=now, markets=open_markets, books=books,
-                     by_market=by_market, states=self._states, fresh_books=self._books,
-                     references=references).run(strategies, by_owner, missing, self._started)
+            dispatch = Dispatch(
+                store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
+                report=report, risk=risk, now=now, markets=open_markets, books=books,
+                by_market=by_market, states=self._states, fresh_books=self._books,
+                references=references, signals=board)
+            dispatch.run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
+            marks = _marks(held, books, report.filled_tokens)
+            self._quiet = idle.after_cycle(
+                report, live=broker.mode == TradingMode.LIVE.value, resting=bool(pending),
+                exposed=exposed, open_markets=open_markets, board=board,
+                references=references, strategies=strategies, contexts=dispatch.contexts,
+                row=self._tenant_cache[0] if self._tenant_cache else None, now=now,
+                monotonic=time.monotonic(), marks=marks)
+            return marks
         return _marks(held, books, report.filled_tokens)
+
+    def _still_quiet(self, tenant: TenantConfig, now: datetime) -> bool:
+        """True while nothing a cycle reads changed since the last full one (trading.idle)."""
+        quiet = self._quiet
+        if quiet is None or self.signals is None or self._tenant_cache is None \
+                or not quiet.holds(self._tenant_cache[0], now, time.monotonic()):
+            return False
+        _, open_markets, _, board = self._snapshot(tenant.markets, set(quiet.exposed))
+        if board is not quiet.board:
+            return False
+        references, missing = self._references(self._strategies, open_markets)
+        return not missing and references == quiet.references
 
     def _references(self, strategies: list[Strategy], markets: list[Market]
                     ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
@@ -283,6 +315,27 @@ class TenantBot:
         return found, missing
 
     # --- reads --------------------------------------------------------------------
+
+    def _snapshot(self, wanted: list[str], exposed: set[str]) -> tuple[
+            list[Market], list[Market], dict[str, OrderBook], SignalBoard | None]:
+        """The markets it watches, those open, their books and the run's signal board:
+        made once per feed step and set of markets for the run (``SharedSignals.view``)
+        when the feed moves only in steps; read afresh otherwise. Read-only."""
+        def read() -> tuple[list[Market], list[Market], dict[str, OrderBook],
+                            SignalBoard | None]:
+            markets = self._watched(wanted, exposed)
+            open_markets = [m for m in markets if tradable(m)]
+            books = self._books(open_markets)
+            board = None if self.signals is None else self.signals.board(open_markets, books)
+            return markets, open_markets, books, board
+
+        step = getattr(self.feed, "step_version", None)
+        version = step() if step is not None and self.signals is not None else None
+        if version is None or self.signals is None:
+            return read()
+        auto = not wanted or wanted == ["auto"]  # every market, whatever it holds
+        key = ("auto",) if auto else (tuple(wanted), frozenset(exposed))
+        return self.signals.view(version, key, read)
 
     def _watched(self, wanted: list[str], held_markets: set[str]) -> list[Market]:
         """The tenant's markets ('auto' or none: all), plus any it still holds."""
@@ -302,36 +355,6 @@ class TenantBot:
                     continue
         return books
 
-    def _resolved_unlisted(self, exposed: set[str], listed: list[Market]
-                           ) -> dict[str, Market]:
-        """Markets with a position or a resting order that the feed no longer lists but
-        that resolved meanwhile (the bot was stopped or throttled through the
-        resolution): asked for one by one, so nothing is left unsettled or resting."""
-        listed_ids = {m.market_id for m in listed}
-        found: dict[str, Market] = {}
-        for market_id in exposed - listed_ids:
-            try:
-                market = self.feed.market(market_id)
-            except NotFound:
-                continue
-            if market.resolved:
-                found[market_id] = market
-        return found
-
-    def _settle(self, held: list[Position], resolved: dict[str, Market],
-                broker: Broker) -> int:
-        """Settle held positions of resolved markets through the broker: 1 per winning
-        share, 0 per losing (live: a payout only once redeemed)."""
-        settled = 0
-        for p in held:
-            market = resolved.get(p.market or "")
-            if market is None:
-                continue
-            won = p.token_id == market.winner_token_id
-            if broker.settle(p.token_id, won, strategy=p.strategy):
-                settled += 1
-        return settled
-
     def stop(self) -> None:
         """Close the broker (a live one cancels the resting orders it owns) and flush
         the metering not yet written; everything else is in the ledger."""
@@ -346,6 +369,37 @@ class TenantBot:
                                  compute_seconds=self._compute_s)
                 self._compute_s, self._api_calls = 0.0, 0
 
+
+
+def _resolved_unlisted(feed: MarketData, exposed: set[str], listed: list[Market]
+                       ) -> dict[str, Market]:
+    """Markets with a position or a resting order that the feed no longer lists but
+    that resolved meanwhile (the bot was stopped or throttled through the
+    resolution): asked for one by one, so nothing is left unsettled or resting."""
+    listed_ids = {m.market_id for m in listed}
+    found: dict[str, Market] = {}
+    for market_id in exposed - listed_ids:
+        try:
+            market = feed.market(market_id)
+        except NotFound:
+            continue
+        if market.resolved:
+            found[market_id] = market
+    return found
+
+
+def _settle(held: list[Position], resolved: dict[str, Market], broker: Broker) -> int:
+    """Settle held positions of resolved markets through the broker: 1 per winning
+    share, 0 per losing (live: a payout only once redeemed)."""
+    settled = 0
+    for p in held:
+        market = resolved.get(p.market or "")
+        if market is None:
+            continue
+        won = p.token_id == market.winner_token_id
+        if broker.settle(p.token_id, won, strategy=p.strategy):
+            settled += 1
+    return settled
 
 
 def _views_by_owner(held: list[Position]) -> dict[str, dict[str, PositionView]]:

@@ -109,6 +109,16 @@ class SharedMarketData:
             self._generation += 1
             self._entries.clear()
 
+    def step_version(self) -> int | None:
+        """Which step of the feed readers see, for an upstream that moves only when
+        ticked (between two ticks every read gives the same objects, so what is made of
+        them may be shared until the next); None for one that moves by itself (a
+        network feed: a read may fetch something new at any time)."""
+        if getattr(self.upstream, "tick", None) is None:
+            return None
+        with self._lock:
+            return self._generation
+
     # --- MarketData ---------------------------------------------------------
 
     def markets(self) -> list[Market]:
@@ -162,11 +172,12 @@ class SharedMarketData:
                 del self._flights[key]
             flight.done.set()
             raise
-        flight.value = value
         with self._lock:
+            value = self._unchanged(key, value)
             del self._flights[key]
             if flight.generation == self._generation:
                 self._store(key, value)
+        flight.value = value
         flight.done.set()
         return value
 
@@ -181,6 +192,32 @@ class SharedMarketData:
             self.upstream_requests += 1
         return fetch()
 
+    def _unchanged(self, key: Hashable, value: T) -> T:
+        """The object cached before under *key* when *value* says the same (lock held):
+        a book, a market, the market list or a reference price that did not change
+        keeps its identity across fetches, which is what tells readers that nothing
+        moved (``trading.signals``, idle bots). A book's time, a price's time are not
+        what it says."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return value
+        old = entry[1]
+        if isinstance(value, OrderBook) and isinstance(old, OrderBook):
+            same = (old.bids, old.asks, old.tick_size, old.min_order_size, old.hash,
+                    old.market) == (value.bids, value.asks, value.tick_size,
+                                    value.min_order_size, value.hash, value.market)
+        elif isinstance(value, ReferencePrice) and isinstance(old, ReferencePrice):
+            same = (old.symbol, old.price) == (value.symbol, value.price)
+        elif isinstance(value, Market) and isinstance(old, Market):
+            same = _same_market(old, value)
+        elif isinstance(value, list) and isinstance(old, list):
+            same = len(old) == len(value) and all(
+                isinstance(a, Market) and isinstance(b, Market) and _same_market(a, b)
+                for a, b in zip(old, value, strict=True))
+        else:
+            same = False
+        return old if same else value
+
     def _store(self, key: Hashable, value: Any) -> None:
         """Cache *value* (lock held); past max_entries, drop expired entries, then the oldest."""
         now = self._clock()
@@ -190,6 +227,11 @@ class SharedMarketData:
             while len(self._entries) >= self.max_entries:
                 del self._entries[next(iter(self._entries))]
         self._entries[key] = (now + self.ttl_s, value)
+
+
+def _same_market(old: Market, new: Market) -> bool:
+    """Every field alike, ``extra`` (tick size, neg risk, ...) included."""
+    return old == new and old.extra == new.extra
 
 
 class RateLimiter:

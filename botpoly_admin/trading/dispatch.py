@@ -28,6 +28,7 @@ from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import OrderIntent
 from botpoly_admin.trading.risk import RiskBook
+from botpoly_admin.trading.signals import SignalBoard
 from botpoly_admin.trading.strategies import PositionView, Strategy, StrategyContext
 
 log = logging.getLogger("botpoly_admin.trading.bot")
@@ -46,6 +47,7 @@ class CycleReport:
     filled_tokens: set[str] = field(default_factory=set)
     settled: int = 0
     duration_ms: float = 0.0
+    idle: bool = False  # skipped: nothing changed since a full cycle (trading/idle.py)
 
 
 def position_view(position: Position) -> PositionView:
@@ -71,6 +73,7 @@ class Dispatch:
     states: dict[str, dict]  # each strategy's state, kept by the bot between cycles
     fresh_books: Callable[[list[Market]], dict[str, OrderBook]]
     references: Mapping[str, ReferencePrice] = field(default_factory=dict)
+    signals: SignalBoard | None = None  # the run's signals of these markets and books
     by_name: dict[str, Strategy] = field(default_factory=dict)
     contexts: dict[str, StrategyContext] = field(default_factory=dict)
 
@@ -126,6 +129,8 @@ class Dispatch:
             state=self.states.setdefault(strategy.name, {}),
             market_notional=self.by_market,
             may_open=not self.risk.opening_halted if may_open is None else may_open,
+            # Shared signals are of the cycle's snapshot: not of other markets or books.
+            signals=self.signals if markets is None and books is None else None,
         )
 
     def send(self, unit: list[OrderIntent], books: Mapping[str, OrderBook] | None = None

@@ -3,7 +3,11 @@
 A strategy is a class: a name, a version, typed parameters with defaults, and
 one method called every cycle that turns a read-only ``StrategyContext`` into
 order intents. Optional callbacks (``on_start``, ``on_fill``) have do-nothing
-defaults, so a strategy overrides only what it needs.
+defaults, so a strategy overrides only what it needs. Two more are optional, for
+cheaper cycles: ``signal_key`` lets a run compute a market-level signal once per
+snapshot for every tenant (``shared``), and ``quiet_until`` lets an idle bot skip its
+cycles while nothing changes (``trading/idle.py``); without them a strategy runs
+every cycle as it always did.
 
 Every strategy, built-in or third-party, is found through the entry-point
 group ``botpoly_admin.strategies``; the built-ins are declared in this
@@ -39,19 +43,22 @@ import functools
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from importlib.metadata import entry_points
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from botpoly_admin.errors import InvalidInput
 from botpoly_admin.models import to_decimal
 from botpoly_admin.trading.market import FeeSchedule, Market, OrderBook, ReferencePrice
 from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 from botpoly_admin.trading.rules import SHARE_STEP
+from botpoly_admin.trading.signals import SignalBoard
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,9 @@ ENTRY_POINT_GROUP = "botpoly_admin.strategies"
 # for another version is reported instead of being run against a contract it
 # does not know.
 INTERFACE_VERSION = 2  # 2: fees are each market's ``Market.fees``, no ``ctx.fee_rate``
+
+# What ``Strategy.quiet_until`` answers for "until something changes".
+FOREVER = datetime.max.replace(tzinfo=UTC)
 
 _PARAM_TYPES = (int, Decimal, bool, str)
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -156,6 +166,9 @@ class StrategyContext:
     which ``max_position_notional`` limits. ``may_open`` is False while the tenant
     may not take new exposure (a daily loss or daily trades halt, or the quota left
     only for closing its positions): exits and rebalancing still pass then.
+    ``signals`` is the run's board of market-level signals for exactly these markets
+    and books (None when the bot runs alone, or for a context of other books): read
+    it through ``Strategy.shared``.
     """
 
     now: datetime
@@ -168,6 +181,7 @@ class StrategyContext:
     state: dict[str, Any] = field(default_factory=dict)
     market_notional: Mapping[str, Decimal] = field(default_factory=dict)
     may_open: bool = True
+    signals: SignalBoard | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() != timedelta(0):
@@ -284,6 +298,34 @@ class Strategy(ABC):
 
     def on_fill(self, ctx: StrategyContext, result: ExecutionResult) -> None:  # noqa: B027
         """Called after each execution of one of its intents, filled or not. Default: nothing."""
+
+    def signal_key(self) -> Hashable | None:
+        """What decides this strategy's market-level signal besides the snapshot: the
+        parameters it depends on (frozen, hashable). A strategy that returns a key
+        may share its signal across tenants with ``shared``. Default: None (no
+        shared signal; ``shared`` computes every time)."""
+        return None
+
+    def shared(self, ctx: StrategyContext, compute: Callable[[], T], *extra: Hashable) -> T:
+        """The signal *compute* returns for ``ctx``'s snapshot, computed once per
+        snapshot and key (``signal_key`` plus *extra*, e.g. the state it continues) for
+        every tenant of the run. *compute* must read only the snapshot (``ctx.markets``,
+        ``ctx.books``, ``ctx.reference_prices``) and what the key holds, never the
+        tenant (positions, cash, ``may_open``), and its result is never changed by
+        whoever reads it."""
+        key = self.signal_key()
+        if ctx.signals is None or key is None:
+            return compute()
+        return ctx.signals.get((type(self), key, *extra), compute)
+
+    def quiet_until(self, ctx: StrategyContext) -> datetime | None:
+        """Asked after a cycle in which no strategy of the tenant proposed anything, with
+        this cycle's context: until when, while the snapshot, the tenant's positions
+        and its cash stay exactly as they are, this strategy would again propose
+        nothing *and* leave its state as it is (``datetime.max``: until something
+        changes). The bot skips its cycles until then (an idle bot). Default: None
+        (it cannot promise; the bot never skips a cycle of a tenant running it)."""
+        return None
 
     def reference_symbols(self) -> frozenset[str]:
         """Reference prices (e.g. BTCUSDT) this strategy reads from the context. The bot

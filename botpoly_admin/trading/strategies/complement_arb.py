@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from uuid import uuid4
 
@@ -9,6 +10,7 @@ from botpoly_admin.trading.market import FeeSchedule, Level, Market
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce, quantize
 from botpoly_admin.trading.rules import DEFAULT_MIN_ORDER_SIZE, SHARE_STEP
 from botpoly_admin.trading.strategies import (
+    FOREVER,
     Param,
     PositionView,
     Strategy,
@@ -62,14 +64,22 @@ class ComplementArb(Strategy):
         ),
     }
 
+    def signal_key(self) -> tuple[Decimal]:
+        """The edge at the top of the books depends on ``min_edge`` alone."""
+        return (self.params["min_edge"],)
+
     def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
         """Two IOC BUY intents per market whose outcome pair is priced below 1 − min_edge."""
         intents: list[OrderIntent] = []
         cash_left = ctx.free_cash
-        positions, books = ctx.positions, ctx.books
-        for market in ctx.markets:
-            if not tradable(market):
-                continue
+        positions, books, markets = ctx.positions, ctx.books, ctx.markets
+        edges, token_markets = self.shared(ctx, lambda: self._scan(ctx))
+        # A tenant looks only at markets with an edge (shared) and those it holds.
+        wanted = set(edges)
+        for token_id in positions:
+            wanted.update(token_markets.get(token_id, ()))
+        for index in sorted(wanted):
+            market = markets[index]
             first, second = market.outcomes
             if first.token_id in positions or second.token_id in positions:
                 repair = self.even_out(ctx, market)
@@ -78,14 +88,11 @@ class ComplementArb(Strategy):
                     cash_left -= sum((i.max_notional for i in repair if i.side is Side.BUY),
                                      Decimal(0))
                     continue
-            if not ctx.may_open:
-                continue
-            book_a, book_b = books.get(first.token_id), books.get(second.token_id)
-            if book_a is None or book_b is None \
-                    or not self._edge_at_top(book_a.asks, book_b.asks, market.fees):
+            if not ctx.may_open or index not in edges:
                 continue
             budget = min(cash_left, ctx.position_room(market))
-            plan = self._match(book_a.asks, book_b.asks, market.fees, budget)
+            plan = self._match(books[first.token_id].asks, books[second.token_id].asks,
+                               market.fees, budget)
             if plan is None:
                 continue
             pairs, price_a, price_b, cost = plan
@@ -93,12 +100,37 @@ class ComplementArb(Strategy):
             intents.extend(self._pair_intents(market, pairs, price_a, price_b, cost))
         return intents
 
+    def quiet_until(self, ctx: StrategyContext) -> datetime:
+        """It keeps no state and has no time-based exit: nothing proposed on a snapshot,
+        positions and cash is nothing proposed again until one of them changes."""
+        return FOREVER
+
+    def _scan(self, ctx: StrategyContext
+              ) -> tuple[frozenset[int], dict[str, tuple[int, ...]]]:
+        """The market-level signal: the positions in ``ctx.markets`` of the open markets
+        whose pair keeps ``min_edge`` at both best asks, and the open markets of each
+        token (where a position needs care). Shared by every tenant of the snapshot."""
+        edges: set[int] = set()
+        token_markets: dict[str, tuple[int, ...]] = {}
+        for index, market in enumerate(ctx.markets):
+            if not tradable(market):
+                continue
+            first, second = market.outcomes
+            for outcome in market.outcomes:
+                token_markets[outcome.token_id] = (*token_markets.get(outcome.token_id, ()),
+                                                   index)
+            book_a, book_b = ctx.books.get(first.token_id), ctx.books.get(second.token_id)
+            if book_a is not None and book_b is not None \
+                    and self._edge_at_top(book_a.asks, book_b.asks, market.fees):
+                edges.add(index)
+        return frozenset(edges), token_markets
+
     def _edge_at_top(self, asks_a: tuple[Level, ...], asks_b: tuple[Level, ...],
                      fees: FeeSchedule) -> bool:
         """True when one pair at both best asks keeps more than ``min_edge`` after fees.
 
         Most books, most of the time, have no edge even at the top: this says so
-        before any sizing (it runs for every market of every tenant every cycle).
+        before any sizing (for every open market of every snapshot: ``_scan``).
         """
         if not asks_a or not asks_b:
             return False

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections import deque
-from datetime import timedelta
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from botpoly_admin.trading.market import Market, Outcome
 from botpoly_admin.trading.orders import OrderIntent, Side, TimeInForce
 from botpoly_admin.trading.rules import MIN_MARKETABLE_BUY
 from botpoly_admin.trading.strategies import (
+    FOREVER,
     Param,
     PositionView,
     Strategy,
@@ -20,13 +23,38 @@ from botpoly_admin.trading.strategies import (
     two_sided_quote,
 )
 
+_SERIALS = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Track:
+    """A tenant's midpoints after the snapshots it saw, and what the last one signals.
+
+    Tenants that saw the same snapshots share one (``Strategy.shared``); nobody
+    changes it. ``history``: token → (most midpoints kept, the last ones, oldest
+    first); ``quoted``: this snapshot's two-sided tokens of open markets, in market
+    order, as (market, outcome, best bid, best ask); ``index``: token → its place in
+    ``quoted``; ``entries``: place → (midpoint then, now) of the tokens that rose
+    enough to enter.
+    """
+
+    serial: int
+    history: Mapping[str, tuple[int, tuple[Decimal, ...]]] = field(default_factory=dict)
+    quoted: tuple[tuple[Market, Outcome, Decimal, Decimal], ...] = ()
+    index: Mapping[str, int] = field(default_factory=dict)
+    entries: Mapping[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+
+EMPTY_TRACK = Track(0)
+
 
 class Momentum(Strategy):
     """Buy an outcome token after its midpoint rose; sell it on take-profit, stop-loss or time.
 
-    Every cycle it records each token's midpoint (two-sided books only) in
-    ``ctx.state``. Entry: with no position in the token, when the midpoint now
-    is at least ``threshold`` above the midpoint ``lookback`` cycles ago, it
+    Every cycle it records each token's midpoint (two-sided books only) in a
+    ``Track`` kept in ``ctx.state``; tenants that saw the same snapshots share it.
+    Entry: with no position in the token, when the midpoint now is at least
+    ``threshold`` above the midpoint ``lookback`` cycles ago, it
     buys ``stake`` pUSD worth (capped by free cash and the per-market position
     limit) with an IOC order at the best ask. Exit: holding the token, it sells
     the whole position with an IOC order at the best bid once the bid is
@@ -65,48 +93,85 @@ class Momentum(Strategy):
                                   help="oldest a position may get"),
     }
 
+    def signal_key(self) -> tuple[int, Decimal]:
+        """The moves depend on ``lookback`` and ``threshold`` (and the history)."""
+        return (self.params["lookback"], self.params["threshold"])
+
     def on_cycle(self, ctx: StrategyContext) -> list[OrderIntent]:
         """Entry and exit intents for this cycle (at most one per token)."""
-        lookback: int = self.params["lookback"]
-        threshold: Decimal = self.params["threshold"]
-        history: dict[str, deque[Decimal]] = ctx.state.setdefault("midpoints", {})
-        live_tokens: set[str] = set()
+        prior: Track = ctx.state.get("track", EMPTY_TRACK)
+        # Every tenant that saw the same snapshots holds the same track: the next one
+        # is computed once for all of them.
+        track = ctx.state["track"] = self.shared(ctx, lambda: self._step(ctx, prior),
+                                                 prior.serial)
+        wanted = set(track.entries)
+        for token_id in ctx.positions:
+            if token_id in track.index and ctx.position(token_id) is not None:
+                wanted.add(track.index[token_id])
         intents: list[OrderIntent] = []
         cash_left = ctx.free_cash
+        for i in sorted(wanted):
+            market, outcome, bid, ask = track.quoted[i]
+            position = ctx.position(outcome.token_id)
+            if position is not None:
+                intent = self._exit(ctx, market, outcome, position, bid)
+            elif ctx.may_open:
+                budget = min(self.params["stake"], cash_left, ctx.position_room(market))
+                then, now = track.entries[i]
+                intent = self._entry(ctx, market, outcome, ask, budget, then, now)
+                if intent is not None:
+                    cash_left -= buy_cost(ask, intent.size, market.fees)
+            else:
+                intent = None
+            if intent is not None:
+                intents.append(intent)
+        return intents
 
+    def quiet_until(self, ctx: StrategyContext) -> datetime | None:
+        """Quiet while every midpoint window is full and flat (the same midpoint again
+        changes no window and moves nothing), until its first position reaches
+        ``max_hold_seconds``; None while a window still fills or moves."""
+        track: Track | None = ctx.state.get("track")
+        if track is None or any(len(mids) < size or min(mids) != max(mids)
+                                for size, mids in track.history.values()):
+            return None
+        hold = timedelta(seconds=self.params["max_hold_seconds"])
+        return min((p.opened_at + hold for p in ctx.positions.values()
+                    if p.shares > 0 and p.opened_at is not None), default=FOREVER)
+
+    def _step(self, ctx: StrategyContext, prior: Track) -> Track:
+        """The market-level signal: *prior*'s midpoints with this snapshot's added (two-sided
+        books only), and the tokens whose midpoint rose at least ``threshold`` over
+        ``lookback`` of them. Tokens no longer in an open market are forgotten (markets
+        come and go: 5-minute markets resolve all day)."""
+        lookback: int = self.params["lookback"]
+        threshold: Decimal = self.params["threshold"]
+        history: dict[str, tuple[int, tuple[Decimal, ...]]] = {}
+        quoted: list[tuple[Market, Outcome, Decimal, Decimal]] = []
+        entries: dict[int, tuple[Decimal, Decimal]] = {}
         for market in ctx.markets:
             if not tradable(market):
                 continue
             for outcome in market.outcomes:
-                live_tokens.add(outcome.token_id)
-                quote = two_sided_quote(ctx.books.get(outcome.token_id))
+                token_id = outcome.token_id
+                kept = history.get(token_id) or prior.history.get(token_id)
+                quote = two_sided_quote(ctx.books.get(token_id))
                 if quote is None:
+                    if kept is not None:
+                        history[token_id] = kept
                     continue
                 bid, ask = quote
-                mids = history.get(outcome.token_id)
-                if mids is None:
-                    mids = history[outcome.token_id] = deque(maxlen=lookback + 1)
-                mids.append((bid + ask) / 2)
-
-                position = ctx.position(outcome.token_id)
-                if position is not None:
-                    intent = self._exit(ctx, market, outcome, position, bid)
-                elif ctx.may_open and len(mids) > lookback and \
-                        mids[-1] - mids[-1 - lookback] >= threshold:
-                    budget = min(self.params["stake"], cash_left, ctx.position_room(market))
-                    then = mids[-1 - lookback]
-                    intent = self._entry(ctx, market, outcome, ask, budget, then, mids[-1])
-                    if intent is not None:
-                        cash_left -= buy_cost(ask, intent.size, market.fees)
-                else:
-                    intent = None
-                if intent is not None:
-                    intents.append(intent)
-
-        # Markets come and go (5-minute markets resolve all day): keep state bounded.
-        for token_id in set(history) - live_tokens:
-            del history[token_id]
-        return intents
+                size, mids = kept if kept is not None else (lookback + 1, ())
+                mids = (*mids, (bid + ask) / 2)[-size:]
+                history[token_id] = (size, mids)
+                if len(mids) > lookback and mids[-1] - mids[-1 - lookback] >= threshold:
+                    entries[len(quoted)] = (mids[-1 - lookback], mids[-1])
+                quoted.append((market, outcome, bid, ask))
+        index = {outcome.token_id: i for i, (_, outcome, _, _) in enumerate(quoted)}
+        track = Track(next(_SERIALS), history, tuple(quoted), index, entries)
+        # A tenant that joined later (or saw a snapshot twice) holds the others' windows
+        # again once its own filled: from then on it shares their track.
+        return self.shared(ctx, lambda: track, "windows", tuple(history.items()))
 
     def _entry(
         self,
