@@ -328,6 +328,13 @@ class FencedStore(Store):
         """Close this thread's connection."""
         self.inner.close()
 
+    def confirm_lease(self) -> None:
+        """Raise LeaseLost unless this bot's lease is still this runner's, now."""
+        fence = self.fence
+        if not holds(self.inner, fence.owner, fence.tenant_id, fence.epoch):
+            raise LeaseLost(f"the lease of bot {fence.tenant_id} at epoch {fence.epoch} is "
+                            f"no longer {fence.owner}'s: exchange request not sent")
+
     @contextmanager
     def transaction(self, tenant_id: str | None = None) -> Iterator[Connection]:  # type: ignore[override]
         """The wrapped store's write transaction, refused (LeaseLost) unless this

@@ -222,8 +222,9 @@ class TakenOverMidCycle:
                                 buy("tok", "1", "0.5", client_order_id="stale-1"))
         return CycleReport(duration_ms=0.1)
 
-    def stop(self) -> None:
+    def stop(self, *, cancel_resting: bool = True) -> None:
         self.seen["stopped"] = True
+        self.seen["cancel_resting"] = cancel_resting
         ledger.add_usage(self.store, self.tenant_id, api_calls=1)  # refused too, quietly
 
 
@@ -238,6 +239,7 @@ def test_a_cycle_in_flight_when_the_lease_is_taken_records_nothing_and_stops_qui
         assert wait_for(lambda: not orchestrator.is_running(tid))
     assert seen["wrote"] and trade_count(manager, tid) == 0
     assert usage(manager, tid)[1] == 0  # the metering flush on the way out was refused
+    assert seen["cancel_resting"] is False  # its orders are the new owner's now
     kinds = [(e.kind, e.message) for e in orchestrator.events.drain() if e.tenant_id == tid]
     assert ("stopped", "lease lost: another runner took this bot over") in kinds
     assert not [k for k in kinds if k[0] == "error"]

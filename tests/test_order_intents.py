@@ -24,9 +24,9 @@ import pytest
 from fake_exchange import NEGRISK_TOKEN, FakeExchange, RecordedRequest, Reply
 from live_support import intent, posts, quota, rows
 
-from botpoly_admin import clock, ledger, maintenance
+from botpoly_admin import bots, clock, ledger, maintenance
 from botpoly_admin.api import TenantManager
-from botpoly_admin.errors import OrderInDoubt
+from botpoly_admin.errors import LeaseLost, OrderInDoubt
 from botpoly_admin.ledger import intents
 from botpoly_admin.trading.live import LiveBroker
 from botpoly_admin.trading.orders import OrderStatus
@@ -352,3 +352,40 @@ def test_a_process_killed_after_sending_is_resolved_by_the_next_one_exactly_once
     assert quota(manager, tenant) == (1, 0)
     assert ledger.positions(manager.store, tenant)[0]["shares"] == Decimal("10")
     assert maintenance.check_invariants(manager.store) == []
+
+
+# --- a runner whose lease was taken -------------------------------------------------
+
+
+def test_a_runner_whose_lease_was_taken_neither_resends_nor_cancels(
+        manager, tenant, clob, book, fake_exchange):
+    """A runner paused past its lease holds an order in doubt and a resting order; the
+    bot's new owner has both now. Resumed, the stale runner sends no order and cancels
+    none: each request to the exchange that would change it first confirms the lease
+    (a write alone is fenced in its transaction; an order or a cancel is not a write)."""
+    bots.start_bot(manager.store, tenant)
+    epoch = bots.acquire(manager.store, "host-a:1:aa", [tenant], ttl_s=60)[tenant]["epoch"]
+    stale = bots.FencedStore(manager.store, bots.Fence("host-a:1:aa", tenant, epoch))
+    live = LiveBroker.for_tenant(stale, tenant, timeout_s=1.0, heartbeat_s=0.05)
+    try:
+        resting = intent(size="10", price="0.40")  # below the asks: it rests
+        assert live.execute(resting, book).status is OrderStatus.PENDING
+        fake_exchange.fail(503, path="/order")
+        with pytest.raises(OrderInDoubt):
+            live.execute(intent(size="5", price="0.41"), book)
+        fake_exchange.clear_faults()
+        sent = len(posts(fake_exchange))
+        with manager.store.transaction() as conn:  # taken over, as after its TTL
+            conn.execute("UPDATE bots SET owner = 'host-b:2:bb', lease_epoch = "
+                         "lease_epoch + 1 WHERE tenant_id = ?", (tenant,))
+
+        with pytest.raises(LeaseLost):
+            live.resolve_intents()  # would send the signed bytes again
+        with pytest.raises(LeaseLost):
+            live.cancel(resting.client_order_id)
+        assert len(posts(fake_exchange)) == sent
+        assert not [r for r in fake_exchange.requests if r.method == "DELETE"]
+        assert resting.client_order_id in {o["client_order_id"] for o in
+                                           rows(manager, tenant) if o["status"] == "pending"}
+    finally:
+        live.close(cancel_resting=False)

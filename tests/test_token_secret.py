@@ -87,8 +87,8 @@ def test_two_serve_processes_on_one_database_accept_each_others_tokens(
     if key_source == "environment":
         monkeypatch.setenv("BOTPOLY_SECRET_KEYS", generate_key().decode())
     else:
-        (tmp_path / "shared").mkdir()
-        monkeypatch.setenv("BOTPOLY_KEY_FILE", str(tmp_path / "shared" / "botpoly.key"))
+        (tmp_path / "mount").mkdir()
+        monkeypatch.setenv("BOTPOLY_KEY_FILE", str(tmp_path / "mount" / "botpoly.key"))
     manager, admin = admin_key(location)
     procs, urls = [], []
     try:

@@ -56,8 +56,10 @@ class BotLike(Protocol):
         """Run one cycle; an exception is a failed cycle."""
         ...
 
-    def stop(self) -> None:
-        """Release what the bot holds; called once, after its last cycle."""
+    def stop(self, *, cancel_resting: bool = True) -> None:
+        """Release what the bot holds; called once, after its last cycle. A bot whose
+        lease is lost is stopped with *cancel_resting* false: it sends nothing more to
+        the exchange (only the runtime's own doubles omit the keyword)."""
         ...
 
 
@@ -221,7 +223,9 @@ class Jobs:
         if bot is None:
             return
         try:
-            bot.stop()
+            # Lease lost: another runner owns the bot now, and its orders with it; no
+            # request to the exchange (the dead-man switch covers a vanished owner).
+            bot.stop(cancel_resting=False) if runner.lease_lost else bot.stop()
         except LeaseLost:
             pass  # its last writes (metering) were refused: the bot is another runner's
         except Exception:  # noqa: BLE001 - a bot failing to stop must not stop the others

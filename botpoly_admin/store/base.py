@@ -96,6 +96,12 @@ class Store(ABC):
         """
         return transaction(self.db, tenant_id)
 
+    def confirm_lease(self) -> None:  # noqa: B027 - a plain store has no lease to lose
+        """Raise (``errors.LeaseLost``) if this store writes for a bot whose lease is
+        gone; a plain store writes for whoever holds it. A live broker asks just before
+        each request that changes the exchange (a write is fenced in its transaction;
+        an order or a cancel is not a write)."""
+
     def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""
         return select(self.db, sql, params)

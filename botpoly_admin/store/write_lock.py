@@ -49,4 +49,9 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
             time.sleep(wait)
             wait = min(wait * 2, LONGEST_WAIT_S)
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        except BaseException:
+            if conn.in_transaction:  # begun, but the caller will never see it: end it
+                conn.execute("ROLLBACK")
+            raise

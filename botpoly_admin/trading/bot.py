@@ -355,14 +355,16 @@ class TenantBot:
                     continue
         return books
 
-    def stop(self) -> None:
-        """Close the broker (a live one cancels the resting orders it owns) and flush
-        the metering not yet written; everything else is in the ledger."""
+    def stop(self, *, cancel_resting: bool = True) -> None:
+        """Close the broker (a live one cancels the resting orders it owns, unless
+        *cancel_resting* is false: a bot whose lease is lost leaves its orders to the
+        new owner) and flush the metering not yet written; everything else is in the
+        ledger."""
         self.stopped = True
         broker, self._broker = self._broker, None
         try:
             if broker is not None:
-                broker.close()
+                broker.close(cancel_resting=cancel_resting)
         finally:
             if self._compute_s or self._api_calls:
                 ledger.add_usage(self.store, self.tenant_id, api_calls=self._api_calls,

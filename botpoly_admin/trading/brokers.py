@@ -67,8 +67,9 @@ class Broker(Protocol):
         """Settle a held position of a resolved market; the settlement row, or None."""
         ...
 
-    def close(self) -> None:
-        """Stop: release what the broker holds (a live one cancels its resting orders)."""
+    def close(self, *, cancel_resting: bool = True) -> None:
+        """Stop: release what the broker holds (a live one cancels its resting orders,
+        unless *cancel_resting* is false)."""
         ...
 
 
@@ -183,7 +184,7 @@ class PaperBroker:
         return ledger.settle_position(self.store, self.tenant_id, token_id, won,
                                       strategy=strategy)
 
-    def close(self) -> None:
+    def close(self, *, cancel_resting: bool = True) -> None:
         """Nothing to release: a paper broker's state is the ledger, its resting orders
         stay resting for the next start."""
 

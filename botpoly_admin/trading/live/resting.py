@@ -107,7 +107,7 @@ class RestingOrders:
         rows = pending_live_rows(self.store, self.tenant_id, client_order_id)
         if not rows:
             raise NotFound(f"no resting live order {client_order_id!r}")
-        self.account.cancel(rows[0]["exchange_order_id"])
+        self._cancel_on_exchange(rows[0]["exchange_order_id"])
         settled = self._settle(rows[0], final=True)
         assert settled is not None
         return settled
@@ -120,7 +120,7 @@ class RestingOrders:
         for row in pending_live_rows(self.store, self.tenant_id):
             if row["exchange_order_id"] is None:
                 continue
-            self.account.cancel(row["exchange_order_id"])
+            self._cancel_on_exchange(row["exchange_order_id"])
             done = self._settle(row, final=True)
             if done is not None:
                 settled.append(done)
@@ -128,6 +128,12 @@ class RestingOrders:
             log.info("tenant %s: cancelled %d resting order(s) on stop", self.tenant_id,
                      len(settled))
         return settled
+
+    def _cancel_on_exchange(self, order_id: str) -> None:
+        """Cancel one order on the exchange, only while this runner still holds the
+        bot's lease: a runner paused past it must not cancel what its new owner keeps."""
+        self.store.confirm_lease()
+        self.account.cancel(order_id)
 
     def _sync(self, pending: list[dict[str, Any]], open_orders: list[OpenOrder],
               resolved: set[str]) -> list[dict[str, Any]]:
@@ -143,7 +149,7 @@ class RestingOrders:
             if row["exchange_order_id"] in on_book:
                 if row["token_id"] not in resolved:
                     continue
-                self.account.cancel(row["exchange_order_id"])
+                self._cancel_on_exchange(row["exchange_order_id"])
             done = self._settle(row)
             if done is not None:
                 settled.append(done)

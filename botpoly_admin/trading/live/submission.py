@@ -163,8 +163,11 @@ class OrderSubmission:
                 found = self._outcome(pending, holding_signed=signed is not None)
                 if found is not ABSENT or signed is None:
                     return self._record_intent(pending, found) if found else None
-            look_first[0] = True  # whatever happens now, the order may be out there
             assert signed is not None
+            # A runner paused past its lease must not send what the bot's new owner
+            # has already written off as never placed (LeaseLost ends the bot here).
+            self.store.confirm_lease()
+            look_first[0] = True  # whatever happens now, the order may be out there
             reply = self.account.post(signed)
             if reply.duplicate:
                 found = self._outcome(pending, holding_signed=True)
