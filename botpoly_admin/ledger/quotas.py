@@ -294,7 +294,7 @@ def add_usage(store: Store, tenant_id: str, *, api_calls: int = 0,
     if api_calls == 0 and compute_seconds == 0:
         return
     period = clock.period_of(clock.now())
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:  # one row of the tenant's
         conn.execute(
             "INSERT INTO usage (tenant_id, period, api_calls, compute_seconds) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "

@@ -6,6 +6,15 @@ taken in the transaction that records the trade (``quotas.take_quota``), so it c
 be exceeded (docs/architecture.md invariant 2); a position moves only by a fill of its
 own strategy, and a BUY needs the free cash (``equity.Totals``) to pay for it
 (invariant 3).
+
+Each transaction is the tenant's (``store.transaction(tenant_id=...)``): on PostgreSQL
+it waits only for writers of the same tenant and for whole-database writers, so the
+bots of different tenants record side by side. That is safe because every
+read-check-write here is confined to the tenant's own rows: it reads the tenant's
+``tenants`` row (status, quota, capital: changed only by whole-database writers, which
+exclude it), its positions, trades, reservations and usage, and writes only those
+rows (and ``tenants.last_active`` of that row). The quota's upserts are conditional
+statements that lock their row, so they hold under any lock.
 """
 
 from __future__ import annotations
@@ -173,7 +182,7 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
         "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
         "group_id": trade.group_id,
     }
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = tenant_row(conn, tenant_id)
         if reservation is None:
             require_trading(row, now)
@@ -239,7 +248,7 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
     when = ts or clock.now()
     ts_text = clock.iso(when)
     settled_id = None
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         mode = tenant_row(conn, tenant_id)["trading_mode"]
         held = conn.execute(
             "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
@@ -310,7 +319,7 @@ def resolve_pending(store: Store, tenant_id: str, client_order_id: str, *,
     A pending order that ends with no fill is cancelled and its quota unit given back.
     """
     now = clock.now()
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = _pending_row(conn, tenant_id, client_order_id)
         tenant = tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")
@@ -358,7 +367,7 @@ def fill_resting(store: Store, tenant_id: str, client_order_id: str, *,
     """
     now = clock.now()
     ts_text = clock.iso(now)
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = _pending_row(conn, tenant_id, client_order_id)
         tenant = tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")
