@@ -247,16 +247,21 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
     """
     when = ts or clock.now()
     ts_text = clock.iso(when)
-    settled_id = None
     with store.transaction(tenant_id=tenant_id) as conn:
         mode = tenant_row(conn, tenant_id)["trading_mode"]
+        # With each position, whether it was bought in order groups (one statement:
+        # on PostgreSQL every statement is a round trip).
         held = conn.execute(
-            "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
-            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0 "
-            "AND (CAST(? AS TEXT) IS NULL OR strategy = ?) ORDER BY strategy",
+            "SELECT p.strategy, p.shares_micros, p.cost_micros, p.market, p.outcome, "
+            "EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = p.tenant_id "
+            "AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy "
+            "AND t.side = 'BUY' AND t.group_id IS NOT NULL) FROM positions p "
+            "WHERE p.tenant_id = ? AND p.token_id = ? AND p.shares_micros > 0 "
+            "AND (CAST(? AS TEXT) IS NULL OR p.strategy = ?) ORDER BY p.strategy",
             (tenant_id, token_id, strategy, strategy),
         ).fetchall()
-        for owner, shares, cost, market, outcome in held:
+        settled = None
+        for owner, shares, cost, market, outcome, grouped in held:
             payout = shares if won else 0
             realized = payout - cost
             conn.execute(
@@ -265,16 +270,12 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
                 "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
                 (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
             )
-            grouped = conn.execute(
-                "SELECT 1 FROM trades WHERE tenant_id = ? AND token_id = ? "
-                "AND COALESCE(strategy, '') = ? AND side = 'BUY' AND group_id IS NOT NULL "
-                "LIMIT 1", (tenant_id, token_id, owner)).fetchone()
             base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
             n = conn.execute(
                 "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
                 (tenant_id, base + "%"),
             ).fetchone()[0]
-            settled_id = _insert(conn, {
+            settled = {
                 "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
                 "day": clock.day_of(when), "market": market, "token_id": token_id,
                 "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
@@ -283,9 +284,11 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
                 "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
                 "client_order_id": f"{base}-{n}" if n else base,
                 "group_id": f"settle-{market}-{owner}" if grouped else None,
-            })
+                "exchange_order_id": None,
+            }
+            settled["id"] = _insert(conn, settled)
             add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
-    return None if settled_id is None else _read(store, tenant_id, settled_id)
+    return None if settled is None else trade_row(settled)
 
 
 def _read(store: Store, tenant_id: str, trade_id: int) -> dict[str, Any]:
