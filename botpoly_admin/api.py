@@ -99,9 +99,9 @@ class TenantManager:
         """Close this thread's connection."""
         self.store.close()
 
-    def transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """One short write transaction on this thread's connection."""
-        return self.store.transaction()
+    def transaction(self, tenant_id: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """One short write transaction on this thread's connection (``Store.transaction``)."""
+        return self.store.transaction(tenant_id)
 
     def select(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""

@@ -11,6 +11,11 @@ tenant's positions, and cash once, as ``free_cash``. ``TOTALS_SQL`` reads every 
 in one pass (``Totals``: the bot's per-cycle allowance, ``equity``, the daily
 snapshots); ``CASH_SQL`` reads only the terms of cash (``cash_micros``: the check
 before every buy). Free cash never goes below zero (docs/architecture.md invariant 3).
+
+The writes here (marks, snapshots, a cycle's metering) touch only one tenant's
+positions, snapshot and usage rows, and read only its own rows, so each takes the
+tenant's transaction (``store.transaction(tenant_id=...)``): on PostgreSQL, cycles
+of different tenants commit side by side.
 """
 
 from __future__ import annotations
@@ -131,7 +136,7 @@ def write_snapshot(conn: Any, tenant_id: str, now: datetime) -> dict[str, Decima
 
 def snapshot_equity(store: Store, tenant_id: str) -> dict[str, Decimal]:
     """Record today's equity (the last snapshot of a UTC day wins)."""
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         return write_snapshot(conn, tenant_id, clock.now())
 
 
@@ -156,7 +161,7 @@ def mark_positions(store: Store, tenant_id: str, marks: Mapping[str, Decimal]) -
     """Store the latest midpoint of each held token (the mark for unrealized P&L)."""
     if not marks:
         return
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         _mark(conn, tenant_id, marks)
 
 
@@ -167,7 +172,7 @@ def finish_cycle(store: Store, tenant_id: str, *, marks: Mapping[str, Decimal],
     *snapshot* is false), meter compute time and API calls. Returns the equity."""
     now = clock.now()
     eq = None
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         _mark(conn, tenant_id, marks)
         if snapshot:
             eq = write_snapshot(conn, tenant_id, now)

@@ -49,14 +49,17 @@ def require_trading(row: Mapping[str, Any], now: datetime) -> None:
 
 
 def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
-               *, reserve: bool = False, reducing: bool = False) -> None:
+               *, reserve: bool = False, reducing: bool = False, realized: int = 0) -> None:
     """Take one unit of monthly and daily quota with conditional upserts, or raise.
 
     The WHERE of each upsert is the quota check, so check and take are one statement
     inside the caller's write transaction (invariant 2). A *reducing* order (a sell of
     held shares) is counted for the day but not stopped by max_daily_trades: that halt
     stops new exposure, never its reduction. The monthly quota stops everything (it
-    is never exceeded; opening orders leave units for the exits).
+    is never exceeded; opening orders leave units for the exits). The trade's
+    *realized* P&L goes into the day's row with its count (``add_daily_pnl`` in the
+    same statement); when the day's unit is refused the caller's transaction rolls
+    back, so nothing of it stays.
     """
     tenant_id = row["tenant_id"]
     quota = effective_quota(row)
@@ -77,10 +80,12 @@ def take_quota(conn: Any, row: Mapping[str, Any], period: str, day: str,
     taken = daily > 0 or reducing
     if taken:
         cur = conn.execute(
-            "INSERT INTO daily_usage (tenant_id, day, trades_used) VALUES (?, ?, 1) "
-            "ON CONFLICT (tenant_id, day) DO UPDATE SET trades_used = daily_usage.trades_used + 1 "
+            "INSERT INTO daily_usage (tenant_id, day, trades_used, realized_pnl_micros) "
+            "VALUES (?, ?, 1, ?) ON CONFLICT (tenant_id, day) DO UPDATE SET "
+            "trades_used = daily_usage.trades_used + 1, realized_pnl_micros = "
+            "daily_usage.realized_pnl_micros + excluded.realized_pnl_micros "
             "WHERE ? = 1 OR daily_usage.trades_used < ?",
-            (tenant_id, day, int(reducing), daily),
+            (tenant_id, day, realized, int(reducing), daily),
         )
         taken = cur.rowcount > 0
     if not taken:
@@ -294,7 +299,7 @@ def add_usage(store: Store, tenant_id: str, *, api_calls: int = 0,
     if api_calls == 0 and compute_seconds == 0:
         return
     period = clock.period_of(clock.now())
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:  # one row of the tenant's
         conn.execute(
             "INSERT INTO usage (tenant_id, period, api_calls, compute_seconds) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "

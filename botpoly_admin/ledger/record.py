@@ -6,6 +6,15 @@ taken in the transaction that records the trade (``quotas.take_quota``), so it c
 be exceeded (docs/architecture.md invariant 2); a position moves only by a fill of its
 own strategy, and a BUY needs the free cash (``equity.Totals``) to pay for it
 (invariant 3).
+
+Each transaction is the tenant's (``store.transaction(tenant_id=...)``): on PostgreSQL
+it waits only for writers of the same tenant and for whole-database writers, so the
+bots of different tenants record side by side. That is safe because every
+read-check-write here is confined to the tenant's own rows: it reads the tenant's
+``tenants`` row (status, quota, capital: changed only by whole-database writers, which
+exclude it), its positions, trades, reservations and usage, and writes only those
+rows (and ``tenants.last_active`` of that row). The quota's upserts are conditional
+statements that lock their row, so they hold under any lock.
 """
 
 from __future__ import annotations
@@ -75,11 +84,31 @@ def _insert(conn: Any, values: Mapping[str, Any], *, idempotent: bool = False) -
     return row[0] if row else None
 
 
+def held_position(conn: Any, tenant_id: str, trade: Trade) -> tuple[int, int]:
+    """(shares, cost) in micro-units that the trade's strategy holds in its token, read
+    inside the caller's transaction ((0, 0) without a position)."""
+    pos = conn.execute(
+        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ? "
+        "AND strategy = ?",
+        (tenant_id, trade.token_id, trade.strategy or ""),
+    ).fetchone()
+    return (pos[0], pos[1]) if pos else (0, 0)
+
+
+def _cost_out(held: int, cost: int, shares: int) -> int:
+    """The cost basis that leaves a position of *held* shares costing *cost* when
+    *shares* of them are sold (all of it when all are)."""
+    return cost if shares == held else (cost * shares) // held
+
+
 def apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int, fee: int,
-               notional: int, ts: str, capital_micros: int) -> tuple[int, bool]:
+               notional: int, ts: str, capital_micros: int,
+               *, held: tuple[int, int] | None = None) -> tuple[int, bool]:
     """Move the position of the trade's strategy by one fill; return (realized P&L,
     whether it closed/reduced). A strategy sells only the shares it holds itself:
-    another strategy's lot in the same token is not its to sell."""
+    another strategy's lot in the same token is not its to sell. A sell's *held*
+    position (``held_position``) is read here unless the caller read it already, in
+    this transaction."""
     strategy = trade.strategy or ""
     if trade.side == "BUY":
         cash = cash_micros(conn, tenant_id, capital_micros)
@@ -102,18 +131,13 @@ def apply_fill(conn: Any, tenant_id: str, trade: Trade, shares: int, price: int,
              notional + fee, ts, ts),
         )
         return 0, False
-    pos = conn.execute(
-        "SELECT shares_micros, cost_micros FROM positions WHERE tenant_id = ? AND token_id = ? "
-        "AND strategy = ?",
-        (tenant_id, trade.token_id, strategy),
-    ).fetchone()
-    held, cost = pos if pos else (0, 0)
-    if shares > held:
+    held_shares, cost = held if held is not None else held_position(conn, tenant_id, trade)
+    if shares > held_shares:
         raise InvalidInput(
             f"cannot sell {from_micros(shares)} shares of {trade.token_id}: "
-            f"{from_micros(held)} held" + (f" by strategy {strategy}" if strategy else "")
+            f"{from_micros(held_shares)} held" + (f" by strategy {strategy}" if strategy else "")
         )
-    cost_out = cost if shares == held else (cost * shares) // held
+    cost_out = _cost_out(held_shares, cost, shares)
     realized = notional - fee - cost_out
     conn.execute(
         "UPDATE positions SET shares_micros = shares_micros - ?, cost_micros = cost_micros - ?, "
@@ -173,7 +197,8 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
         "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
         "group_id": trade.group_id,
     }
-    with store.transaction() as conn:
+    fills = trade.token_id is not None and filled
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = tenant_row(conn, tenant_id)
         if reservation is None:
             require_trading(row, now)
@@ -182,11 +207,24 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
         # tenant was suspended meanwhile, or the ledger would lose a real trade.
         elif not claim_reservation(conn, reservation):
             raise Conflict(f"reservation {reservation.reservation_id} was already used")
+        # A sell's position is read before its row is written, so the row goes in with
+        # its realized P&L and the day's P&L goes in with the day's count (two
+        # statements less; on PostgreSQL each is a round trip). Nothing is decided on
+        # it before the row is in: a recorded order id still returns None, and a sell
+        # of more than is held is refused by apply_fill, as before. The transaction
+        # (the tenant's lock, or SQLite's write lock) keeps the position as read.
+        held = held_position(conn, tenant_id, trade) if fills and trade.side == "SELL" \
+            else None
+        if held is not None and shares <= held[0]:
+            realized = notional - fee - _cost_out(*held, shares)
+            closes = True
+            values["realized_pnl_micros"], values["closes_position"] = realized, 1
         trade_id = _insert(conn, values, idempotent=True)
         if trade_id is None:
             if reservation is not None:
                 release_quota(conn, tenant_id, period, day, reserved=True)
             return None
+        pnl_recorded = False
         if counted and reservation is not None:
             conn.execute(
                 "UPDATE usage SET trades_reserved = "
@@ -198,22 +236,19 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
             # A sell of a token moves a position the ledger checks is held: it reduces
             # exposure. The guide's form names no token, so nothing proves that.
             take_quota(conn, row, period, day,
-                       reducing=trade.side == "SELL" and trade.token_id is not None)
+                       reducing=trade.side == "SELL" and trade.token_id is not None,
+                       realized=realized if closes else 0)
+            pnl_recorded = True
         elif reservation is not None:
             release_quota(conn, tenant_id, period, day, reserved=True)
-        if trade.token_id is not None and filled:
+        if fills:
             realized, closes = apply_fill(conn, tenant_id, trade, shares, price, fee,
-                                          notional, ts_text, row["capital_micros"])
-            if closes:
-                conn.execute(
-                    "UPDATE trades SET realized_pnl_micros = ?, closes_position = 1 "
-                    "WHERE id = ?", (realized, trade_id))
-                values["realized_pnl_micros"], values["closes_position"] = realized, 1
+                                          notional, ts_text, row["capital_micros"], held=held)
         elif trade.status == "pending" and trade.side == "BUY" and \
                 cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
             # The pending row just inserted already reserves its cash.
             raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
-        if closes and realized:
+        if closes and realized and not pnl_recorded:
             add_daily_pnl(conn, tenant_id, day, realized)
         if snapshot:
             write_snapshot(conn, tenant_id, now)
@@ -238,16 +273,21 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
     """
     when = ts or clock.now()
     ts_text = clock.iso(when)
-    settled_id = None
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         mode = tenant_row(conn, tenant_id)["trading_mode"]
+        # With each position, whether it was bought in order groups (one statement:
+        # on PostgreSQL every statement is a round trip).
         held = conn.execute(
-            "SELECT strategy, shares_micros, cost_micros, market, outcome FROM positions "
-            "WHERE tenant_id = ? AND token_id = ? AND shares_micros > 0 "
-            "AND (CAST(? AS TEXT) IS NULL OR strategy = ?) ORDER BY strategy",
+            "SELECT p.strategy, p.shares_micros, p.cost_micros, p.market, p.outcome, "
+            "EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = p.tenant_id "
+            "AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy "
+            "AND t.side = 'BUY' AND t.group_id IS NOT NULL) FROM positions p "
+            "WHERE p.tenant_id = ? AND p.token_id = ? AND p.shares_micros > 0 "
+            "AND (CAST(? AS TEXT) IS NULL OR p.strategy = ?) ORDER BY p.strategy",
             (tenant_id, token_id, strategy, strategy),
         ).fetchall()
-        for owner, shares, cost, market, outcome in held:
+        settled = None
+        for owner, shares, cost, market, outcome, grouped in held:
             payout = shares if won else 0
             realized = payout - cost
             conn.execute(
@@ -256,16 +296,12 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
                 "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
                 (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
             )
-            grouped = conn.execute(
-                "SELECT 1 FROM trades WHERE tenant_id = ? AND token_id = ? "
-                "AND COALESCE(strategy, '') = ? AND side = 'BUY' AND group_id IS NOT NULL "
-                "LIMIT 1", (tenant_id, token_id, owner)).fetchone()
             base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
             n = conn.execute(
                 "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
                 (tenant_id, base + "%"),
             ).fetchone()[0]
-            settled_id = _insert(conn, {
+            settled = {
                 "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
                 "day": clock.day_of(when), "market": market, "token_id": token_id,
                 "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
@@ -274,9 +310,11 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
                 "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
                 "client_order_id": f"{base}-{n}" if n else base,
                 "group_id": f"settle-{market}-{owner}" if grouped else None,
-            })
+                "exchange_order_id": None,
+            }
+            settled["id"] = _insert(conn, settled)
             add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
-    return None if settled_id is None else _read(store, tenant_id, settled_id)
+    return None if settled is None else trade_row(settled)
 
 
 def _read(store: Store, tenant_id: str, trade_id: int) -> dict[str, Any]:
@@ -310,7 +348,7 @@ def resolve_pending(store: Store, tenant_id: str, client_order_id: str, *,
     A pending order that ends with no fill is cancelled and its quota unit given back.
     """
     now = clock.now()
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = _pending_row(conn, tenant_id, client_order_id)
         tenant = tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")
@@ -358,7 +396,7 @@ def fill_resting(store: Store, tenant_id: str, client_order_id: str, *,
     """
     now = clock.now()
     ts_text = clock.iso(now)
-    with store.transaction() as conn:
+    with store.transaction(tenant_id=tenant_id) as conn:
         row = _pending_row(conn, tenant_id, client_order_id)
         tenant = tenant_row(conn, tenant_id)
         filled = to_micros(filled_shares, "filled shares")

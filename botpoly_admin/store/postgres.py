@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
+from psycopg.pq import TransactionStatus
 
 from botpoly_admin.errors import StoreError
 from botpoly_admin.store.base import (
@@ -66,6 +67,7 @@ IDLE_IN_TRANSACTION_S = 60.0
 # The advisory lock of writers (and of migrations): the application id, "BPLY".
 WRITE_LOCK = APPLICATION_ID
 SCHEMA_TABLE = "botpoly_schema"
+IDLE = TransactionStatus.IDLE
 # The directory whose files belong beside a PostgreSQL database on this machine: the
 # key file (data/<database>.key unless BOTPOLY_KEY_FILE or BOTPOLY_SECRET_KEYS) and
 # the log of `run`, as data/ holds them for the default SQLite database.
@@ -151,7 +153,10 @@ class _NumericLoader(Loader):
     """numeric (sum() of BIGINT, for one) as an int when whole, else a float."""
 
     def load(self, data: Any) -> int | float:
-        value = Decimal(bytes(data).decode())
+        text = bytes(data)
+        if b"." not in text and b"e" not in text and b"N" not in text:
+            return int(text)  # the usual case, a sum of BIGINT: no Decimal on the way
+        value = Decimal(text.decode())
         return int(value) if value == value.to_integral_value() else float(value)
 
 
@@ -275,18 +280,35 @@ class PgDatabase:
                     rows_locked: bool = False) -> Iterator[PgConnection]:
         """One short write transaction: the database's write lock (shared, plus the
         tenant's lock, when *tenant_id* is given; shared alone, *rows_locked*, for a
-        block that locks its rows itself), rolled back on any exception."""
+        block that locks its rows itself), rolled back on any exception.
+
+        BEGIN and the lock go in one message (the simple protocol takes several
+        statements when there is no parameter; the keys are integers we make), so a
+        transaction costs the server one round trip more than its statements: the
+        COMMIT. Inside another transaction it is a savepoint (psycopg's).
+        """
+        if rows_locked:
+            lock = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d})"
+        elif tenant_id is None:
+            lock = f"SELECT pg_advisory_xact_lock({WRITE_LOCK:d})"
+        else:
+            lock = (f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d}), "
+                    f"pg_advisory_xact_lock({_lock_key(tenant_id):d})")
+        raw = self.raw
         try:
-            with self.raw.transaction():
-                if rows_locked:
-                    self.raw.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_LOCK,))
-                elif tenant_id is None:
-                    self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                else:
-                    self.raw.execute(
-                        "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s)",
-                        (WRITE_LOCK, _lock_key(tenant_id)))
+            if raw.info.transaction_status != IDLE:
+                with raw.transaction():
+                    raw.execute(lock)
+                    yield self.conn
+                return
+            raw.execute(f"BEGIN; {lock}")
+            try:
                 yield self.conn
+            except BaseException:
+                if not raw.broken:
+                    raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
         except psycopg.Error as exc:
             raise database_error(exc) from exc
 
