@@ -13,9 +13,9 @@ with synchronous=NORMAL does not wait for the disk either), in one run:
      library's checks), and with the engine's form (a Trade: also positions, cash,
      realized P&L, the daily limit), through ``bench_ledger.bench_ledger``.
    The ratios are reported (no goal).
-2. ``run`` on PostgreSQL against SQLite (issue 13): 1,000 tenants, one process, one
-   worker (``--workers``; ``--pg-workers`` for the run on PostgreSQL alone, whose
-   cycles wait on the server and so gain from threads that SQLite's do not), 1 s
+2. ``run`` on PostgreSQL against SQLite (issue 13): 1,000 tenants, one process, each
+   with ``run``'s default worker threads for its backend (1 on SQLite, 8 on
+   PostgreSQL, whose cycles wait on the server; ``--workers``/``--pg-workers``), 1 s
    interval, the same database on both (built on SQLite, copied with
    ``db copy --to``), measured by ``bench_scale``'s child one after the other,
    alternating for ``--rounds`` rounds, from when every bot has done ``WARM_CYCLES``
@@ -28,7 +28,7 @@ Without PostgreSQL binaries (or psycopg) it prints SKIP with the reason and exit
 
     python benchmarks/bench_postgres.py           # -n 3000 trades; 1,000 tenants, 10 s
     python benchmarks/bench_postgres.py -n 500 --tenants 50 --seconds 2 --warmup 1
-    python benchmarks/bench_postgres.py --pg-workers 8   # the run on PostgreSQL, 8 threads
+    python benchmarks/bench_postgres.py --pg-workers 1   # the run on PostgreSQL, 1 thread
 """
 
 from __future__ import annotations
@@ -172,9 +172,8 @@ def run_ratio(pg: Any, args: argparse.Namespace) -> None:
           f"{postgres['cpu_ms']:.2f} ms (+{postgres['server_cpu_ms']:.2f} ms in the server) vs "
           f"{sqlite['cpu_ms']:.2f} ms; rows written {postgres['rows_per_s']:,.0f} vs "
           f"{sqlite['rows_per_s']:,.0f}/s (means of {args.rounds})")
-    workers = f", {args.pg_workers} workers" if args.pg_workers != args.workers else ""
-    record("postgres", f"run on PostgreSQL, {args.tenants:,} tenants every {args.interval:g}s"
-           f"{workers} (cycles/s; p99 lag; CPU/cycle)",
+    record("postgres", f"run on PostgreSQL, {args.tenants:,} tenants every {args.interval:g}s, "
+           f"{args.pg_workers} vs {args.workers} worker(s) (cycles/s; p99 lag; CPU/cycle)",
            project=(f"{postgres['cycles_per_s']:,.0f}/s; {postgres['lag_p99_ms']:,.0f} ms; "
                     f"{postgres['cpu_ms']:.2f}+{postgres['server_cpu_ms']:.2f} ms (server)"),
            baseline=(f"{sqlite['cycles_per_s']:,.0f}/s; {sqlite['lag_p99_ms']:,.0f} ms; "
@@ -191,7 +190,7 @@ def _means(results: list[dict]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run both comparisons and print the report (SKIP without PostgreSQL)."""
-    from botpoly_admin.runtime import DEFAULT_MAX_WORKERS
+    from botpoly_admin.runtime import default_max_workers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3000, help="trades per side (default 3000)")
@@ -200,16 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="SQLite/PostgreSQL pairs")
-    parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS)
-    parser.add_argument("--pg-workers", type=int,
-                        help="worker threads of the run on PostgreSQL (default: --workers); "
-                             "its cycles wait on the server, so more threads overlap them")
+    parser.add_argument("--workers", type=int, default=default_max_workers("sqlite"),
+                        help="worker threads of the run on SQLite (default: run's, 1)")
+    parser.add_argument("--pg-workers", type=int, default=default_max_workers("postgresql"),
+                        help="worker threads of the run on PostgreSQL (default: run's on "
+                             "PostgreSQL, 8: its cycles wait on the server)")
     parser.add_argument("--warm-cycles", type=int, default=WARM_CYCLES,
                         help="also warm up until every bot has done this many cycles "
                              f"(default {WARM_CYCLES})")
     args = parser.parse_args(argv)
-    if args.pg_workers is None:
-        args.pg_workers = args.workers
     reason = unavailable()
     if reason:
         print(f"SKIP: PostgreSQL benchmarks cannot run here: {reason}")

@@ -108,7 +108,8 @@ def test_the_postgres_benchmark_compares_both_forms_and_both_backends(tmp_path: 
     assert set(figures) == {
         "record_trade on PostgreSQL, guide's dict (trades/s)",
         "record_trade on PostgreSQL, engine form (trades/s)",
-        "run on PostgreSQL, 4 tenants every 1s (cycles/s; p99 lag; CPU/cycle)"}
+        "run on PostgreSQL, 4 tenants every 1s, 8 vs 1 worker(s) (cycles/s; p99 lag; "
+        "CPU/cycle)"}
     for figure in figures.values():
         assert figure["ratio"].endswith("x") and float(figure["ratio"][:-1]) > 0
     assert "(raw psycopg)" in figures["record_trade on PostgreSQL, guide's dict (trades/s)"

@@ -30,3 +30,17 @@ def test_a_run_trades_and_leaves_a_whole_database(location: str) -> None:
     assert any(trades), "the simulated market gave these strategies something to trade"
     check = invoke(location, "db", "check", "--json")
     assert check.exit_code == 0, check.output
+
+
+def test_the_default_worker_threads_follow_the_backend(location: str) -> None:
+    """One thread on SQLite (paper cycles are CPU-bound), 8 on PostgreSQL (each
+    statement waits on the server); an operator's --max-workers wins on both."""
+    from botpoly_admin.runtime import Orchestrator
+
+    manager = TenantManager(location, actor="test")
+    try:
+        expected = 1 if manager.store.dialect == "sqlite" else 8
+        assert Orchestrator(manager.store).settings.max_workers == expected
+        assert Orchestrator(manager.store, max_workers=3).settings.max_workers == 3
+    finally:
+        manager.close()

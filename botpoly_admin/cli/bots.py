@@ -30,7 +30,7 @@ from botpoly_admin.cli.app import (
     refuse_store_file,
     tenant_argument,
 )
-from botpoly_admin.runtime import DEFAULT_INTERVAL_S, DEFAULT_MAX_WORKERS
+from botpoly_admin.runtime import DEFAULT_INTERVAL_S
 
 if TYPE_CHECKING:
     from botpoly_admin.api import TenantManager
@@ -348,11 +348,10 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
 @click.command("run")
 @click.option("--tenant", "tenants", multiple=True, metavar="TENANT",
               help="Only these tenants' bots, if set to run (repeatable; default: all).")
-@click.option("--max-workers", type=click.IntRange(1, 1024), default=DEFAULT_MAX_WORKERS,
-              show_default=True,
-              help="Threads running bot cycles (a due bot waits for a free one). One is "
-                   "fastest for paper bots; raise it for live trading, which waits on the "
-                   "network.")
+@click.option("--max-workers", type=click.IntRange(1, 1024), metavar="N",
+              help="Threads running bot cycles (a due bot waits for a free one). Default: "
+                   "1 on SQLite (fastest for paper bots), 8 on PostgreSQL (each statement "
+                   "waits on the server). Live bots have workers of their own.")
 @click.option("--lease-ttl", type=FiniteFloat(min=0, min_open=True, max=3 * MAX_INTERVAL_S),
               metavar="SECONDS",
               help="How long a bot's lease outlives a run that died (SIGKILL, power loss) "
@@ -373,7 +372,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
                    "bots evenly. Without it, this process runs the bots itself.")
 @run_options
 @pass_app
-def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int | None,
+def run(app: App, tenants: tuple[str, ...], max_workers: int | None, live_workers: int | None,
         lease_ttl: float | None, metrics_port: str | None, metrics_tenant_labels: bool,
         processes: int | None, feed: str, seed: int, interval: float, duration: float | None,
         cycles: int | None, table: bool | None, log_file: Path | None, paper: bool) -> None:
@@ -414,7 +413,7 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int, live_workers: int 
         if metrics_port is not None:
             raise click.UsageError("--metrics-port serves one process's metrics; it does not "
                                    "apply to --processes")
-        RunSettings.check(interval_s=interval, max_workers=max_workers, tenant_ids=ids,
+        RunSettings.check(interval_s=interval, max_workers=max_workers or 1, tenant_ids=ids,
                           lease_ttl_s=lease_ttl, paper=paper, live_workers=live_workers)
         log_path = _log_path(app, store, log_file)
         forwarded = _worker_options(ids, max_workers=max_workers, lease_ttl=lease_ttl,

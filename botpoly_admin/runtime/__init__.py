@@ -82,7 +82,7 @@ EXPORTS = {
     "runner": ("BotEvent",),
     "settings": ("DEFAULT_BACKOFF_BASE_S", "DEFAULT_BACKOFF_MAX_S", "DEFAULT_INTERVAL_S",
                  "DEFAULT_MAX_WORKERS", "DEFAULT_SHUTDOWN_TIMEOUT_S", "HEARTBEAT_EVERY_S",
-                 "RunSettings"),
+                 "RunSettings", "default_max_workers"),
     "snapshots": ("BotSnapshot", "RunSnapshot", "RunSummary"),
 }
 _HOMES = {name: module for module, names in EXPORTS.items() for name in names}

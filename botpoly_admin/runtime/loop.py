@@ -34,10 +34,10 @@ from botpoly_admin.runtime.pool import Workers
 from botpoly_admin.runtime.runner import BotEvent, EventLog
 from botpoly_admin.runtime.settings import (
     DEFAULT_INTERVAL_S,
-    DEFAULT_MAX_WORKERS,
     HEARTBEAT_EVERY_S,
     LOG_NAME,
     RunSettings,
+    default_max_workers,
     open_market,
 )
 from botpoly_admin.runtime.snapshots import BotSnapshot, RunSnapshot, RunSummary
@@ -65,10 +65,12 @@ class Orchestrator:
 
     def __init__(self, store: Store, *, feed: str | MarketData = "simulated", seed: int = 0,
                  interval_s: float = DEFAULT_INTERVAL_S,
-                 max_workers: int = DEFAULT_MAX_WORKERS,
+                 max_workers: int | None = None,
                  tenant_ids: Collection[str] | None = None,
                  bot_factory: BotFactory | None = None, clock: RunClock = SYSTEM_CLOCK,
                  **settings: Any) -> None:
+        if max_workers is None:  # by the backend (runtime.settings.default_max_workers)
+            max_workers = default_max_workers(store.dialect)
         self.settings = RunSettings.check(interval_s=interval_s, max_workers=max_workers,
                                           tenant_ids=tenant_ids, **settings)
         self.store = store

@@ -21,7 +21,15 @@ from botpoly_admin.trading.market import MarketData
 # The runtime's logger, one name for all its modules: the one operators know from the
 # log file (and filter on).
 LOG_NAME = "botpoly_admin.orchestrator"
-DEFAULT_MAX_WORKERS = 1  # measured best for paper bots; see runtime/__init__.py
+DEFAULT_MAX_WORKERS = 1  # measured best for paper bots on SQLite; see runtime/__init__.py
+# On PostgreSQL every statement is a round trip: one thread leaves the CPU idle while it
+# waits on the server, and 8 measured best (benchmarks/bench_postgres.py --pg-workers).
+DEFAULT_MAX_WORKERS_POSTGRESQL = 8
+
+
+def default_max_workers(dialect: str) -> int:
+    """Threads running bot cycles when the operator does not say: by the store's backend."""
+    return DEFAULT_MAX_WORKERS if dialect == "sqlite" else DEFAULT_MAX_WORKERS_POSTGRESQL
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 60.0
