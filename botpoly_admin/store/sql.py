@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from botpoly_admin.store.write_lock import begin_immediate
 
 
 def dialect_of(db: Any) -> str:
@@ -96,8 +95,9 @@ def transaction(db: Any, tenant_id: str | None = None, *,
 
     On SQLite that is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
     writers never deadlock upgrading a read lock, and the busy timeout queues them
-    instead (every writer waits for every other, *tenant_id* or not), in short steps
-    (``write_lock.begin_immediate``). *rows_locked*: the block locks the rows it
+    instead (every writer waits for every other, *tenant_id* or not; SQLite's busy
+    handler sleeps with the GIL released, so a thousand waiting threads do not starve
+    the one holding the lock). *rows_locked*: the block locks the rows it
     reads to write itself (``row_locks``), so on PostgreSQL it waits only for
     whole-database writers, not for other such blocks (the leases: two runners
     claiming bots never wait for each other).
@@ -107,7 +107,7 @@ def transaction(db: Any, tenant_id: str | None = None, *,
             yield conn
         return
     conn = db.conn
-    begin_immediate(conn)
+    conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
