@@ -33,7 +33,7 @@ from botpoly_admin.errors import Conflict, InvalidInput, StoreError
 from botpoly_admin.maintenance.backup_file import check_target, move_into_place
 from botpoly_admin.maintenance.check import credential_status, run_checks
 from botpoly_admin.maintenance.runners import refuse_restore_in_use
-from botpoly_admin.maintenance.verify import key_location
+from botpoly_admin.maintenance.verify import file_head, key_location
 from botpoly_admin.store import APPLICATION_ID, MIGRATIONS, migrate, transaction
 from botpoly_admin.store.postgres import LOCK_TIMEOUT_S, SCHEMA_TABLE
 from botpoly_admin.store.sqlite import SQLITE_MAGIC
@@ -113,15 +113,7 @@ def inspect_dump(path: Path, *, name: str | None = None) -> dict[str, Any]:
     Raises InvalidInput with a one-line reason otherwise (*name* is shown for it)."""
     path = Path(path)
     shown = name or str(path)
-    try:
-        if path.is_dir():
-            raise InvalidInput(f"{path} is a directory, not a backup file")
-        with path.open("rb") as handle:
-            magic = handle.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        raise InvalidInput(f"no such file: {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    magic = file_head(path, "a backup file")
     if magic == SQLITE_MAGIC:
         raise InvalidInput(f"{path} is a SQLite backup: restore it into a SQLite database "
                            "(--db PATH), or move it to PostgreSQL with db copy")

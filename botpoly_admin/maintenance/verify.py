@@ -18,6 +18,21 @@ from botpoly_admin.store import MIGRATIONS, is_ours
 from botpoly_admin.store.sqlite import SQLITE_MAGIC
 
 
+def file_head(path: Path, what: str) -> bytes:
+    """The first bytes of *path* (as many as SQLite's header magic), to tell what the
+    file is; InvalidInput with one line for a directory (not *what*), a missing or an
+    unreadable file."""
+    try:
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a directory, not {what}")
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
 def read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection: inspecting a file must not change it."""
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
@@ -34,15 +49,7 @@ def inspect_database(path: Path, *, name: Path | None = None) -> dict[str, Any]:
     """
     path = Path(path)
     shown = name or path
-    try:
-        if path.is_dir():
-            raise InvalidInput(f"{path} is a directory, not a database file")
-        with path.open("rb") as handle:
-            magic = handle.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        raise InvalidInput(f"no such file: {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    magic = file_head(path, "a database file")
     if not magic:
         raise InvalidInput(f"{path} is empty, not a botpoly-admin database")
     if magic != SQLITE_MAGIC:

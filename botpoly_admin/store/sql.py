@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 
-
 def dialect_of(db: Any) -> str:
     """The backend of a database handle: "sqlite" (sqlite_utils has no dialect) or
     the handle's own."""
