@@ -126,3 +126,23 @@ def test_healthz_reports_the_database_migrations_and_orchestrators(api, world: W
 ])
 def test_refusals_are_counted_under_a_short_list_of_reasons(text: str, label) -> None:
     assert refusal_reason(text) == label
+
+
+def test_an_observed_bot_stops_as_the_runtime_asks() -> None:
+    """run --metrics-port wraps each bot; a bot stopped for a lost lease must still be
+    told to leave its resting orders alone (not fail on the keyword)."""
+    from botpoly_admin.server.run_metrics import _ObservedBot
+
+    asked: list[bool] = []
+
+    class Inner:
+        def run_cycle(self):  # pragma: no cover - not cycled here
+            raise AssertionError
+
+        def stop(self, *, cancel_resting: bool = True) -> None:
+            asked.append(cancel_resting)
+
+    observed = _ObservedBot(Inner(), None)  # stopping reads no metrics
+    observed.stop(cancel_resting=False)
+    observed.stop()
+    assert asked == [False, True]

@@ -78,7 +78,7 @@ class CountingBot:
         self.counts[self.tenant_id] += 1
         return CycleReport(duration_ms=0.1)
 
-    def stop(self) -> None:
+    def stop(self, *, cancel_resting: bool = True) -> None:
         self.stopped = True
 
 
@@ -86,7 +86,7 @@ class FailingBot:
     def run_cycle(self) -> CycleReport:
         raise RuntimeError("boom")
 
-    def stop(self) -> None:
+    def stop(self, *, cancel_resting: bool = True) -> None:
         pass
 
 
@@ -94,7 +94,7 @@ class UnreachableBot:
     def run_cycle(self) -> CycleReport:
         raise ExchangeError("cannot reach clob.polymarket.com")
 
-    def stop(self) -> None:
+    def stop(self, *, cancel_resting: bool = True) -> None:
         pass
 
 
@@ -298,7 +298,7 @@ def test_two_orchestrators_never_run_a_bot_twice(manager, db_path) -> None:
                     cycles[self.tenant_id] += 1
                 return CycleReport()
 
-            def stop(self) -> None:
+            def stop(self, *, cancel_resting: bool = True) -> None:
                 pass
 
         return lambda m, tenant_id, feed: ProbeBot(tenant_id)
@@ -576,7 +576,7 @@ class Hanging:
         time.sleep(60)  # a cycle that will not end within the clean stop
         return CycleReport()
 
-    def stop(self):
+    def stop(self, *, cancel_resting=True):
         pass
 
 orchestrator = Orchestrator(TenantManager(sys.argv[1]).store, interval_s=0.1,

@@ -83,7 +83,7 @@ def test_a_runs_snapshot_holds_its_bots_as_plain_values(manager: TenantManager) 
             counts[self.tenant_id] += 1
             return CycleReport(duration_ms=0.25)
 
-        def stop(self) -> None:
+        def stop(self, *, cancel_resting: bool = True) -> None:
             pass
 
     snapshots: list[RunSnapshot] = []

@@ -59,7 +59,7 @@ class BotLike(Protocol):
     def stop(self, *, cancel_resting: bool = True) -> None:
         """Release what the bot holds; called once, after its last cycle. A bot whose
         lease is lost is stopped with *cancel_resting* false: it sends nothing more to
-        the exchange (only the runtime's own doubles omit the keyword)."""
+        the exchange."""
         ...
 
 
@@ -225,7 +225,7 @@ class Jobs:
         try:
             # Lease lost: another runner owns the bot now, and its orders with it; no
             # request to the exchange (the dead-man switch covers a vanished owner).
-            bot.stop(cancel_resting=False) if runner.lease_lost else bot.stop()
+            bot.stop(cancel_resting=not runner.lease_lost)
         except LeaseLost:
             pass  # its last writes (metering) were refused: the bot is another runner's
         except Exception:  # noqa: BLE001 - a bot failing to stop must not stop the others

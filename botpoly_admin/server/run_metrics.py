@@ -154,9 +154,9 @@ class _ObservedBot:
                 self._metrics.refused.labels(reason).inc()
         return report
 
-    def stop(self) -> None:
-        """Stop the bot."""
-        self._bot.stop()
+    def stop(self, *, cancel_resting: bool = True) -> None:
+        """Stop the bot (see ``BotLike.stop``)."""
+        self._bot.stop(cancel_resting=cancel_resting)
 
 
 class _RunCollector(Collector):

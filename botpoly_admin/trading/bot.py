@@ -330,8 +330,7 @@ class TenantBot:
             return markets, open_markets, books, board
 
         step = getattr(self.feed, "step_version", None)
-        version = step() if step is not None and self.signals is not None else None
-        if version is None or self.signals is None:
+        if step is None or self.signals is None or (version := step()) is None:
             return read()
         auto = not wanted or wanted == ["auto"]  # every market, whatever it holds
         key = ("auto",) if auto else (tuple(wanted), frozenset(exposed))
