@@ -9,7 +9,8 @@ of live orders, each in its own module:
 - ``quotas``: taking and giving back quota units, the bot's ``Allowance``, usage;
 - ``periods``: the monthly cron job (``close_periods``);
 - ``reservations``: quota units held for live orders in flight;
-- ``record``: ``record_trade``, resting orders' fills, settlements;
+- ``record``: ``record_trade``, the rows of one execution (``record_trades``), resting
+  orders' fills, settlements;
 - ``figures``: order and round-trip figures per tenant and strategy;
 - ``intents``: live orders written ahead of sending (``order_intents``);
 - ``reconciliation``: a live tenant's ledger against its wallet, and redemptions.
@@ -59,6 +60,7 @@ from botpoly_admin.ledger.reads import (
 from botpoly_admin.ledger.record import (
     fill_resting,
     record_trade,
+    record_trades,
     resolve_pending,
     settle_position,
 )
@@ -87,8 +89,8 @@ __all__ = [
     "equity", "equity_curve", "fill_resting", "finish_cycle", "holdings", "increment_usage",
     "intents", "list_trades", "live_exposure", "mark_positions", "mul_micros",
     "notional_micros", "positions", "quota_status", "reconciliation", "record_trade",
-    "release_reservation", "release_stale_reservations", "reservation", "reserve_trade",
-    "reset_tenant_period", "resolve_pending", "resting_orders", "set_quota",
+    "record_trades", "release_reservation", "release_stale_reservations", "reservation",
+    "reserve_trade", "reset_tenant_period", "resolve_pending", "resting_orders", "set_quota",
     "settle_position", "snapshot_equity", "strategy_metrics", "totals", "trade_figures",
     "trade_row", "trades_today",
 ]

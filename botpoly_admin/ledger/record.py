@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -160,13 +160,69 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
     With *snapshot*, today's equity snapshot is written in the same transaction (the
     guide's API, which has no bot cycle to snapshot after it).
     """
+    return _record(store, tenant_id, [trade], reservation, snapshot)[0]
+
+
+def record_trades(store: Store, tenant_id: str,
+                  trades: Sequence[Trade | Mapping[str, Any]],
+                  *, reservation: Reservation | None = None) -> list[dict[str, Any] | None]:
+    """Record the rows of ONE exchange event (an order's fill and its resting rest) in
+    one transaction: all of them or, on any error, none.
+
+    Each trade is recorded as ``record_trade`` records it; the *reservation* (the
+    order's quota unit, taken before it was sent) belongs to the first. Returns the
+    stored rows in order, None for each whose client order id was already recorded.
+    """
+    return _record(store, tenant_id, trades, reservation, False)
+
+
+def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, Any]],
+            reservation: Reservation | None, snapshot: bool) -> list[dict[str, Any] | None]:
+    """``record_trades``, with *snapshot* as in ``record_trade``."""
+    if not trades:
+        raise InvalidInput("no trades to record")
+    now = clock.now()
+    prepared = [_values(tenant_id, trade, now, reservation if i == 0 else None)
+                for i, trade in enumerate(trades)]
+    ids: list[int | None] = []
+    with store.transaction(tenant_id=tenant_id) as conn:
+        row = tenant_row(conn, tenant_id)
+        if reservation is None:
+            require_trading(row, now)
+        # With a reservation the check was made when the quota was reserved, before
+        # the order left for the exchange: an order sent is recorded (every row of
+        # it) even if the tenant was suspended meanwhile, or the ledger would lose a
+        # real trade.
+        elif not claim_reservation(conn, reservation):
+            raise Conflict(f"reservation {reservation.reservation_id} was already used")
+        for i, (trade, values) in enumerate(prepared):
+            ids.append(_record_in(conn, row, trade, values,
+                                  reservation if i == 0 else None))
+        if any(trade_id is not None for trade_id in ids):
+            if snapshot:
+                write_snapshot(conn, tenant_id, now)
+            last_active.touch(store, conn, tenant_id, now)
+    # After the commit: a line in the log is a trade in the ledger (the crash tests
+    # hold every logged order id against the trades table).
+    recorded: list[dict[str, Any] | None] = []
+    for (trade, values), trade_id in zip(prepared, ids, strict=True):
+        if trade_id is None:
+            recorded.append(None)
+            continue
+        log.info("trade recorded: tenant %s order %s %s", tenant_id,
+                 values["client_order_id"], trade.status)
+        recorded.append(trade_row({**values, "id": trade_id}))
+    return recorded
+
+
+def _values(tenant_id: str, trade: Trade | Mapping[str, Any], now: datetime,
+            reservation: Reservation | None) -> tuple[Trade, dict[str, Any]]:
+    """The validated trade and the ledger row it makes, before any statement runs."""
     if not isinstance(trade, Trade):
         trade = Trade.from_mapping(trade)
     trade = trade.validated()
-    now = clock.now()
     ts = trade.ts or now
-    period, day, ts_text = clock.period_of(ts), clock.day_of(ts), clock.iso(ts)
-    client_order_id = trade.client_order_id or uuid.uuid4().hex
+    period, day = clock.period_of(ts), clock.day_of(ts)
     shares = to_micros(trade.shares, "shares")
     price = to_micros(trade.price, "price")
     fee = to_micros(trade.fee, "fee")
@@ -177,86 +233,81 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
         raise InvalidInput(f"trade size must be at least 0.000001, got {trade.shares}")
     notional = notional_micros(trade.side, shares, price) if trade.notional is None \
         else to_micros(trade.notional, "notional")
-    counted = trade.status in COUNTED_STATUSES and trade.counts_against_quota
-    filled = trade.status in ("filled", "partial")
     realized, closes = 0, False
-    if trade.token_id is None and filled:
+    if trade.token_id is None and trade.status in ("filled", "partial"):
         # The guide's form names no token: it moves no position, and its pnl is taken
         # as given, but only for a trade that filled.
         realized = to_micros(trade.realized_pnl or 0, "pnl")
         closes = trade.realized_pnl is not None and trade.side == "SELL"
     if reservation is not None:
         period, day = reservation.period, reservation.day
-    values = {
-        "tenant_id": tenant_id, "ts": ts_text, "period": period, "day": day,
+    return trade, {
+        "tenant_id": tenant_id, "ts": clock.iso(ts), "period": period, "day": day,
         "market": trade.market, "token_id": trade.token_id, "outcome": trade.outcome,
         "side": trade.side, "shares_micros": shares, "price_micros": price,
         "notional_micros": notional, "fee_micros": fee, "realized_pnl_micros": realized,
         "closes_position": int(closes), "status": trade.status, "mode": trade.mode,
-        "strategy": trade.strategy, "counted": int(counted),
-        "client_order_id": client_order_id, "exchange_order_id": trade.exchange_order_id,
-        "group_id": trade.group_id,
+        "strategy": trade.strategy,
+        "counted": int(trade.status in COUNTED_STATUSES and trade.counts_against_quota),
+        "client_order_id": trade.client_order_id or uuid.uuid4().hex,
+        "exchange_order_id": trade.exchange_order_id, "group_id": trade.group_id,
     }
-    fills = trade.token_id is not None and filled
-    with store.transaction(tenant_id=tenant_id) as conn:
-        row = tenant_row(conn, tenant_id)
-        if reservation is None:
-            require_trading(row, now)
-        # With a reservation the check was made when the quota was reserved, before
-        # the order left for the exchange: an order sent is recorded even if the
-        # tenant was suspended meanwhile, or the ledger would lose a real trade.
-        elif not claim_reservation(conn, reservation):
-            raise Conflict(f"reservation {reservation.reservation_id} was already used")
-        # A sell's position is read before its row is written, so the row goes in with
-        # its realized P&L and the day's P&L goes in with the day's count (two
-        # statements less; on PostgreSQL each is a round trip). Nothing is decided on
-        # it before the row is in: a recorded order id still returns None, and a sell
-        # of more than is held is refused by apply_fill, as before. The transaction
-        # (the tenant's lock, or SQLite's write lock) keeps the position as read.
-        held = held_position(conn, tenant_id, trade) if fills and trade.side == "SELL" \
-            else None
-        if held is not None and shares <= held[0]:
-            realized = notional - fee - _cost_out(*held, shares)
-            closes = True
-            values["realized_pnl_micros"], values["closes_position"] = realized, 1
-        trade_id = _insert(conn, values, idempotent=True)
-        if trade_id is None:
-            if reservation is not None:
-                release_quota(conn, tenant_id, period, day, reserved=True)
-            return None
-        pnl_recorded = False
-        if counted and reservation is not None:
-            conn.execute(
-                "UPDATE usage SET trades_reserved = "
-                "CASE WHEN trades_reserved > 0 THEN trades_reserved - 1 ELSE 0 END, "
-                "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
-                (tenant_id, period),
-            )
-        elif counted:
-            # A sell of a token moves a position the ledger checks is held: it reduces
-            # exposure. The guide's form names no token, so nothing proves that.
-            take_quota(conn, row, period, day,
-                       reducing=trade.side == "SELL" and trade.token_id is not None,
-                       realized=realized if closes else 0)
-            pnl_recorded = True
-        elif reservation is not None:
+
+
+def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str, Any],
+               reservation: Reservation | None) -> int | None:
+    """Write one trade's row, position, usage and quota inside the caller's transaction
+    (the tenant's *row* read and the *reservation* claimed there); its id, or None when
+    its client order id was already recorded (the reservation's unit given back)."""
+    tenant_id, period, day = values["tenant_id"], values["period"], values["day"]
+    shares, price = values["shares_micros"], values["price_micros"]
+    fee, notional = values["fee_micros"], values["notional_micros"]
+    realized, closes = values["realized_pnl_micros"], bool(values["closes_position"])
+    counted = bool(values["counted"])
+    fills = trade.token_id is not None and trade.status in ("filled", "partial")
+    # A sell's position is read before its row is written, so the row goes in with
+    # its realized P&L and the day's P&L goes in with the day's count (two
+    # statements less; on PostgreSQL each is a round trip). Nothing is decided on
+    # it before the row is in: a recorded order id still returns None, and a sell
+    # of more than is held is refused by apply_fill, as before. The transaction
+    # (the tenant's lock, or SQLite's write lock) keeps the position as read.
+    held = held_position(conn, tenant_id, trade) if fills and trade.side == "SELL" else None
+    if held is not None and shares <= held[0]:
+        realized = notional - fee - _cost_out(*held, shares)
+        closes = True
+        values["realized_pnl_micros"], values["closes_position"] = realized, 1
+    trade_id = _insert(conn, values, idempotent=True)
+    if trade_id is None:
+        if reservation is not None:
             release_quota(conn, tenant_id, period, day, reserved=True)
-        if fills:
-            realized, closes = apply_fill(conn, tenant_id, trade, shares, price, fee,
-                                          notional, ts_text, row["capital_micros"], held=held)
-        elif trade.status == "pending" and trade.side == "BUY" and \
-                cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
-            # The pending row just inserted already reserves its cash.
-            raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
-        if closes and realized and not pnl_recorded:
-            add_daily_pnl(conn, tenant_id, day, realized)
-        if snapshot:
-            write_snapshot(conn, tenant_id, now)
-        last_active.touch(store, conn, tenant_id, now)
-    # After the commit: a line in the log is a trade in the ledger (the crash tests
-    # hold every logged order id against the trades table).
-    log.info("trade recorded: tenant %s order %s %s", tenant_id, client_order_id, trade.status)
-    return trade_row({**values, "id": trade_id})
+        return None
+    pnl_recorded = False
+    if counted and reservation is not None:
+        conn.execute(
+            "UPDATE usage SET trades_reserved = "
+            "CASE WHEN trades_reserved > 0 THEN trades_reserved - 1 ELSE 0 END, "
+            "trades_used = trades_used + 1 WHERE tenant_id = ? AND period = ?",
+            (tenant_id, period),
+        )
+    elif counted:
+        # A sell of a token moves a position the ledger checks is held: it reduces
+        # exposure. The guide's form names no token, so nothing proves that.
+        take_quota(conn, row, period, day,
+                   reducing=trade.side == "SELL" and trade.token_id is not None,
+                   realized=realized if closes else 0)
+        pnl_recorded = True
+    elif reservation is not None:
+        release_quota(conn, tenant_id, period, day, reserved=True)
+    if fills:
+        realized, closes = apply_fill(conn, tenant_id, trade, shares, price, fee, notional,
+                                      values["ts"], row["capital_micros"], held=held)
+    elif trade.status == "pending" and trade.side == "BUY" and \
+            cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
+        # The pending row just inserted already reserves its cash.
+        raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
+    if closes and realized and not pnl_recorded:
+        add_daily_pnl(conn, tenant_id, day, realized)
+    return trade_id
 
 
 def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,

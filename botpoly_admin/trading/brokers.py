@@ -17,6 +17,11 @@ Ledger rows per execution (client order id ``C``):
 - an IOC order that met no liquidity, or one the exchange's rules refuse: one
   ``failed`` row (not counted).
 
+The rows of one execution are written in one transaction (``ledger.record_trades``):
+a process that dies, or an insert that fails, between ``C`` and ``C-rest`` leaves
+neither, so a remainder resting on the exchange is never missing from the ledger
+while its fill is there.
+
 A resting order that later fills in part records ``C-fill-N`` rows and keeps
 resting (``ledger.fill_resting``).
 """
@@ -76,48 +81,33 @@ class Broker(Protocol):
 def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
                      mode: str, *, exchange_order_id: str | None = None,
                      reservation: ledger.Reservation | None = None) -> list[dict[str, Any]]:
-    """Write the ledger rows of one execution (see the module docstring)."""
+    """Write the ledger rows of one execution (see the module docstring) in one
+    transaction: all of them or none. Returns the rows written (none when the order
+    was recorded already)."""
     intent = result.intent
     common = {
         "side": intent.side.value, "token_id": intent.token_id, "market": intent.market_id,
         "outcome": intent.outcome or None, "mode": mode, "strategy": intent.strategy,
         "exchange_order_id": exchange_order_id, "group_id": intent.group or None,
     }
-    rows: list[dict[str, Any]] = []
+    trades = []
     if result.filled > 0:
         status = "filled" if result.status is OrderStatus.FILLED else "partial"
-        row = ledger.record_trade(
-            store, tenant_id,
-            ledger.Trade(shares=result.filled, price=result.avg_price or intent.limit_price,
-                         notional=result.notional, fee=result.fee, status=status,
-                         client_order_id=intent.client_order_id, **common),
-            reservation=reservation,
-        )
-        reservation = None
-        if row:
-            rows.append(row)
+        trades.append(ledger.Trade(
+            shares=result.filled, price=result.avg_price or intent.limit_price,
+            notional=result.notional, fee=result.fee, status=status,
+            client_order_id=intent.client_order_id, **common))
     if result.resting > 0:
-        rest_id = intent.client_order_id + ("-rest" if result.filled > 0 else "")
-        row = ledger.record_trade(
-            store, tenant_id,
-            ledger.Trade(shares=result.resting, price=intent.limit_price, status="pending",
-                         client_order_id=rest_id, counts_against_quota=result.filled == 0,
-                         **common),
-            reservation=reservation,
-        )
-        reservation = None
-        if row:
-            rows.append(row)
-    if result.filled == 0 and result.resting == 0:
-        row = ledger.record_trade(
-            store, tenant_id,
-            ledger.Trade(shares=intent.size, price=intent.limit_price, status="failed",
-                         client_order_id=intent.client_order_id, **common),
-            reservation=reservation,
-        )
-        if row:
-            rows.append(row)
-    return rows
+        trades.append(ledger.Trade(
+            shares=result.resting, price=intent.limit_price, status="pending",
+            client_order_id=intent.client_order_id + ("-rest" if result.filled > 0 else ""),
+            counts_against_quota=result.filled == 0, **common))
+    if not trades:
+        trades.append(ledger.Trade(shares=intent.size, price=intent.limit_price,
+                                   status="failed", client_order_id=intent.client_order_id,
+                                   **common))
+    recorded = ledger.record_trades(store, tenant_id, trades, reservation=reservation)
+    return [row for row in recorded if row is not None]
 
 
 class PaperBroker:

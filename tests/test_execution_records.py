@@ -1,0 +1,247 @@
+"""One execution, one ledger transaction: the rows of an order that filled in part and
+rests the remainder (``C`` and ``C-rest``) commit together or not at all, on both
+backends (``brokers.record_execution`` over ``ledger.record_trades``).
+
+A failure of the second row is injected by a trigger the test creates; a crash
+between the rows by a child process that stops at the ``C-rest`` insert (a
+connection-local SQLite function, or a PostgreSQL advisory lock the test holds) and
+is then SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal as D
+
+import psycopg
+import pytest
+from factories import make_tenant
+from processes import kill, wait_for
+
+from botpoly_admin import ledger, maintenance
+from botpoly_admin.api import TenantManager
+from botpoly_admin.store import is_database_url
+from botpoly_admin.trading.brokers import record_execution
+from botpoly_admin.trading.orders import ExecutionResult, Fill, OrderIntent, Side, TimeInForce
+
+NOW = "2026-11-05T10:00:00Z"
+REFUSED = "refused by the test"
+# The advisory lock (two-key form: apart from the store's one-key locks) that a
+# trigger waits on at a C-rest insert while the PostgreSQL crash test holds it.
+PAUSE_KEY = (4242, 13)
+
+
+@pytest.fixture
+def manager(location: str, monkeypatch: pytest.MonkeyPatch) -> TenantManager:
+    """A TenantManager on a fresh database of each backend, its clock at NOW."""
+    monkeypatch.setenv("BOTPOLY_NOW", NOW)
+    opened = TenantManager(location)
+    yield opened
+    opened.close()
+
+
+def part_filled(client_order_id: str = "order-1") -> ExecutionResult:
+    """A GTC BUY of 10 shares at 0.50 that filled 4 and rests 6."""
+    intent = OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
+                         limit_price=D("0.50"), strategy="momentum",
+                         time_in_force=TimeInForce.GTC, client_order_id=client_order_id)
+    fill = Fill(price=D("0.48"), shares=D(4), notional=D("1.92"), fee=D("0.02"))
+    return ExecutionResult.from_fills(intent, (fill,))
+
+
+def refuse_rest_rows(manager: TenantManager, location: str) -> None:
+    """Make the database refuse every ``-rest`` ledger row, as a failing insert would."""
+    if is_database_url(location):
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse_rest() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF right(NEW.client_order_id, 5) = '-rest' THEN "
+                f"RAISE EXCEPTION '{REFUSED}'; END IF; RETURN NEW; END $$")
+            conn.execute("CREATE TRIGGER refuse_rest BEFORE INSERT ON trades FOR EACH ROW "
+                         "EXECUTE FUNCTION refuse_rest()")
+    else:
+        with manager.store.transaction() as conn:
+            conn.execute("CREATE TRIGGER refuse_rest BEFORE INSERT ON trades "
+                         "WHEN substr(NEW.client_order_id, -5) = '-rest' "
+                         f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
+
+
+def allow_rest_rows(manager: TenantManager, location: str) -> None:
+    """Drop what ``refuse_rest_rows`` created."""
+    with manager.store.transaction() as conn:
+        conn.execute("DROP TRIGGER refuse_rest" + (" ON trades" if is_database_url(location)
+                                                   else ""))
+
+
+def order_rows(manager: TenantManager, tenant: str) -> dict[str, tuple[str, D]]:
+    """client order id -> (status, shares) of the tenant's ledger rows."""
+    return {t["client_order_id"]: (t["status"], t["shares"])
+            for t in ledger.list_trades(manager.store, tenant)}
+
+
+def usage(manager: TenantManager, tenant: str) -> tuple[int, int]:
+    """(trades used, trades reserved) of the tenant's current period."""
+    found = manager.store.select(
+        "SELECT trades_used, trades_reserved FROM usage WHERE tenant_id = ?", (tenant,))
+    return (found[0]["trades_used"], found[0]["trades_reserved"]) if found else (0, 0)
+
+
+def recorded_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "trade recorded" in r.getMessage()]
+
+
+def test_a_fill_and_its_resting_rest_commit_together(manager, caplog):
+    tenant = make_tenant(manager, capital=1000)
+    caplog.set_level(logging.INFO, logger="botpoly_admin.ledger.record")
+    rows = record_execution(manager.store, tenant, part_filled(), "paper")
+    assert [(r["client_order_id"], r["status"]) for r in rows] == \
+        [("order-1", "partial"), ("order-1-rest", "pending")]
+    assert order_rows(manager, tenant) == {"order-1": ("partial", D(4)),
+                                           "order-1-rest": ("pending", D(6))}
+    assert recorded_lines(caplog) == [
+        f"trade recorded: tenant {tenant} order order-1 partial",
+        f"trade recorded: tenant {tenant} order order-1-rest pending"]
+    assert usage(manager, tenant) == (1, 0)  # the order counts once
+
+
+def test_a_refused_rest_row_leaves_neither_row_nor_log_line(manager, location, caplog):
+    tenant = make_tenant(manager, capital=1000)
+    refuse_rest_rows(manager, location)
+    caplog.set_level(logging.INFO, logger="botpoly_admin.ledger.record")
+    with pytest.raises(Exception, match=REFUSED):
+        record_execution(manager.store, tenant, part_filled(), "paper")
+    assert order_rows(manager, tenant) == {}
+    assert ledger.positions(manager.store, tenant) == []
+    assert usage(manager, tenant) == (0, 0)
+    assert recorded_lines(caplog) == []  # a log line is a committed row
+    assert maintenance.check_invariants(manager.store) == []
+
+
+def test_a_refused_execution_keeps_its_reservation_and_records_once_when_retried(
+        manager, location):
+    """The live broker records an order's outcome with the quota unit reserved before
+    it was sent: a failed attempt must leave that reservation for the retry, and a
+    re-recorded execution writes nothing new."""
+    tenant = make_tenant(manager, capital=1000)
+    held = ledger.reserve_trade(manager.store, tenant)
+    refuse_rest_rows(manager, location)
+    with pytest.raises(Exception, match=REFUSED):
+        record_execution(manager.store, tenant, part_filled(), "live",
+                         exchange_order_id="0xabc", reservation=held)
+    assert order_rows(manager, tenant) == {}
+    assert ledger.reservation(manager.store, tenant, held.reservation_id) == held
+    assert usage(manager, tenant) == (0, 1)
+
+    allow_rest_rows(manager, location)
+    rows = record_execution(manager.store, tenant, part_filled(), "live",
+                            exchange_order_id="0xabc", reservation=held)
+    assert [r["client_order_id"] for r in rows] == ["order-1", "order-1-rest"]
+    assert usage(manager, tenant) == (1, 0)
+    assert record_execution(manager.store, tenant, part_filled(), "live",
+                            exchange_order_id="0xabc") == []
+    assert order_rows(manager, tenant) == {"order-1": ("partial", D(4)),
+                                           "order-1-rest": ("pending", D(6))}
+    assert usage(manager, tenant) == (1, 0)
+    assert maintenance.check_invariants(manager.store) == []
+
+
+# The child: records the execution on its own store, stopped at the C-rest insert.
+CHILD = textwrap.dedent("""
+    import os, sys, time
+    from decimal import Decimal as D
+    from botpoly_admin.api import TenantManager
+    from botpoly_admin.trading.brokers import record_execution
+    from botpoly_admin.trading.orders import (ExecutionResult, Fill, OrderIntent, Side,
+                                              TimeInForce)
+    location, tenant, marker = sys.argv[1:4]
+    manager = TenantManager(location)
+    if not location.startswith("postgresql"):
+        def pause():
+            open(marker, "w").close()
+            time.sleep(600)  # SIGKILLed here, inside the transaction
+        conn = manager.store.db.conn
+        conn.create_function("pause_here", 0, pause)
+        conn.execute("CREATE TEMP TRIGGER pause_rest BEFORE INSERT ON main.trades "
+                     "WHEN substr(NEW.client_order_id, -5) = '-rest' "
+                     "BEGIN SELECT pause_here(); END")
+    intent = OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
+                         limit_price=D("0.50"), strategy="momentum",
+                         time_in_force=TimeInForce.GTC, client_order_id="order-1")
+    fill = Fill(price=D("0.48"), shares=D(4), notional=D("1.92"), fee=D("0.02"))
+    record_execution(manager.store, tenant, ExecutionResult.from_fills(intent, (fill,)),
+                     "paper")
+    print("recorded without a pause")
+""")
+
+
+def pause_locks(url: str, *, waiting: bool) -> int:
+    """Sessions holding (or, *waiting*, waiting for) the PAUSE_KEY advisory lock."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+            "AND objid = %s AND objsubid = 2 AND (NOT granted OR NOT %s)",
+            (*PAUSE_KEY, waiting)).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_a_process_killed_between_the_rows_leaves_neither(manager, location, tmp_path):
+    tenant = make_tenant(manager, capital=1000)
+    marker = tmp_path / "paused"
+    postgres = is_database_url(location)
+    holder = None
+    if postgres:
+        holder = psycopg.connect(location, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", PAUSE_KEY)
+        holder.execute(
+            "CREATE FUNCTION pause_rest() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF right(NEW.client_order_id, 5) = '-rest' THEN "
+            f"PERFORM pg_advisory_xact_lock({PAUSE_KEY[0]}, {PAUSE_KEY[1]}); END IF; "
+            "RETURN NEW; END $$")
+        holder.execute("CREATE TRIGGER pause_rest BEFORE INSERT ON trades FOR EACH ROW "
+                       "EXECUTE FUNCTION pause_rest()")
+    manager.close()
+    out = tmp_path / "child.out"
+    with out.open("w") as sink:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, location, tenant, str(marker)],
+                                 stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        paused = (lambda: pause_locks(location, waiting=True) == 1) if postgres \
+            else marker.exists
+        assert wait_for(paused, timeout=60), \
+            f"the child never reached the C-rest insert: {out.read_text()[-2000:]}"
+    finally:
+        assert kill(child) == -9, out.read_text()[-2000:]
+        if holder is not None:
+            holder.close()  # lets the dead client's session run on to its rollback
+    if postgres:
+        # The dead client's session takes the lock, finds its client gone, rolls back.
+        assert wait_for(lambda: pause_locks(location, waiting=False) == 0, timeout=60)
+    reopened = TenantManager(location)
+    try:
+        assert order_rows(reopened, tenant) == {}
+        assert usage(reopened, tenant) == (0, 0)
+        assert ledger.positions(reopened.store, tenant) == []
+        assert maintenance.check_invariants(reopened.store) == []
+    finally:
+        reopened.close()
+
+
+def test_a_resting_order_that_filled_nothing_and_a_failed_one_are_one_row_each(manager):
+    tenant = make_tenant(manager, capital=1000)
+    resting = ExecutionResult.from_fills(
+        OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
+                    limit_price=D("0.50"), strategy="momentum",
+                    time_in_force=TimeInForce.GTC, client_order_id="gtc"), ())
+    failed = ExecutionResult.from_fills(
+        OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
+                    limit_price=D("0.50"), strategy="momentum", client_order_id="ioc"), ())
+    assert [r["status"] for r in record_execution(manager.store, tenant, resting,
+                                                  "paper")] == ["pending"]
+    assert [r["status"] for r in record_execution(manager.store, tenant, failed,
+                                                  "paper")] == ["failed"]
+    assert record_execution(manager.store, tenant, failed, "paper") == []
+    assert order_rows(manager, tenant) == {"gtc": ("pending", D(10)), "ioc": ("failed", D(10))}
+    assert usage(manager, tenant) == (1, 0)  # the resting order counts, the failed not
