@@ -92,8 +92,8 @@ class IdleTurns:
             except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded
                 self._back(runner, self.jobs.failed(runner, exc), turned=True)
                 continue
-            if turn is None:  # a full cycle is due: on the pool, at its own slot
-                self.workers.schedule(runner, self._next(slot, start))
+            if turn is None:  # this turn is a full cycle: on the pool, at once or at
+                self.workers.schedule(runner, max(slot, tick))  # its slot if later
                 continue
             turns.append((runner, slot, *turn))
         refused = self._write([(r, end) for r, _, _, end in turns if end is not None])
