@@ -170,17 +170,23 @@ def finish_cycle(store: Store, tenant_id: str, *, marks: Mapping[str, Decimal],
                  snapshot: bool = True) -> dict[str, Decimal] | None:
     """End of a bot cycle in one transaction: mark positions, snapshot equity (unless
     *snapshot* is false), meter compute time and API calls. Returns the equity."""
-    now = clock.now()
-    eq = None
     with store.transaction(tenant_id=tenant_id) as conn:
-        _mark(conn, tenant_id, marks)
-        if snapshot:
-            eq = write_snapshot(conn, tenant_id, now)
-        conn.execute(
-            "INSERT INTO usage (tenant_id, period, compute_seconds, api_calls) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
-            "compute_seconds = usage.compute_seconds + excluded.compute_seconds, "
-            "api_calls = usage.api_calls + excluded.api_calls",
-            (tenant_id, clock.period_of(now), float(compute_seconds), int(api_calls)),
-        )
+        return end_cycle(conn, tenant_id, marks=marks, compute_seconds=compute_seconds,
+                         api_calls=api_calls, snapshot=snapshot, now=clock.now())
+
+
+def end_cycle(conn: Any, tenant_id: str, *, marks: Mapping[str, Decimal],
+              compute_seconds: float, api_calls: int, now: datetime,
+              snapshot: bool = True) -> dict[str, Decimal] | None:
+    """``finish_cycle``'s writes inside the caller's transaction: the run writes those
+    of many idle bots in one (``runtime.idle_turns``). Returns the equity."""
+    _mark(conn, tenant_id, marks)
+    eq = write_snapshot(conn, tenant_id, now) if snapshot else None
+    conn.execute(
+        "INSERT INTO usage (tenant_id, period, compute_seconds, api_calls) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, period) DO UPDATE SET "
+        "compute_seconds = usage.compute_seconds + excluded.compute_seconds, "
+        "api_calls = usage.api_calls + excluded.api_calls",
+        (tenant_id, clock.period_of(now), float(compute_seconds), int(api_calls)),
+    )
     return eq

@@ -47,6 +47,7 @@ class Fleet:
     def __init__(self, store: Store, owner: str, *, settings: RunSettings, clock: RunClock,
                  events: EventLog, finished: queue.SimpleQueue[Runner],
                  schedule: Callable[[Runner, float], None],
+                 expedite: Callable[[Runner], None],
                  grow_live: Callable[[int], None],
                  silent: Callable[[], Sequence[Runner]], shares: bool = False) -> None:
         self.store = store
@@ -67,6 +68,7 @@ class Fleet:
         self._finished = finished
         self._to_release: list[Runner] = []
         self._schedule = schedule
+        self._expedite = expedite
         self._grow_live = grow_live
         self._silent = silent
 
@@ -159,8 +161,7 @@ class Fleet:
         runner.stop_reason = reason
         runner.stop.set()
         self.event(runner, "stopping", reason)
-        if runner.pool is not None:
-            runner.pool.expedite(runner)
+        self._expedite(runner)
 
     def stop_all(self, reason: str) -> None:
         """Tell every runner to stop."""

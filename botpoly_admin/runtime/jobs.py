@@ -72,6 +72,7 @@ class Jobs:
     def __init__(self, store: Store, owner: str, factory: BotFactory, market: MarketData, *,
                  settings: RunSettings, clock: RunClock, stats: RunStats, events: EventLog,
                  schedule: Callable[[Runner, float], None],
+                 park: Callable[[Runner, float], None],
                  request_stop: Callable[[str], None]) -> None:
         self.store = store
         self.owner = owner
@@ -82,6 +83,7 @@ class Jobs:
         self.stats = stats
         self.events = events
         self.schedule = schedule
+        self.park = park
         self.request_stop = request_stop
         self.max_cycles: int | None = None  # a bounded run: each bot's turns
         self.finished: queue.SimpleQueue[Runner] = queue.SimpleQueue()  # torn down
@@ -115,18 +117,35 @@ class Jobs:
                 runner.skipped(self.clock.wall())
             else:
                 next_due = self._cycle(runner, start, next_due)
-            runner.attempts += 1  # skipped and failed turns count: bounded runs end
-            if self.max_cycles is not None and runner.attempts >= self.max_cycles:
-                runner.stop_reason = f"{runner.attempts} cycles done"
-                runner.stop.set()
-            if runner.stop.is_set():
-                self._teardown(runner)
-            else:
-                self.schedule(runner, next_due)
+            self.turn_taken(runner, next_due)
         except BaseException:
             # Only a bug of ours gets here; never lose the runner silently.
             log.exception("orchestrator job for %s failed", runner.tenant_id)
             self._teardown(runner)
+
+    def turn_taken(self, runner: Runner, next_due: float) -> None:
+        """After a turn on a worker: count it, then tear the runner down, park it (an
+        idle paper bot: ``runtime.idle_turns``) or schedule its next turn."""
+        if self.counted(runner):
+            self._teardown(runner)
+        elif self.parkable(runner):
+            self.park(runner, next_due)
+        else:
+            self.schedule(runner, next_due)
+
+    def counted(self, runner: Runner) -> bool:
+        """Count a turn (skipped and failed ones too: bounded runs end); True when the
+        runner is to stop."""
+        runner.attempts += 1
+        if self.max_cycles is not None and runner.attempts >= self.max_cycles:
+            runner.stop_reason = f"{runner.attempts} cycles done"
+            runner.stop.set()
+        return runner.stop.is_set()
+
+    @staticmethod
+    def parkable(runner: Runner) -> bool:
+        """True for a paper bot whose next turn may be idle (``TenantBot.quiet``)."""
+        return not runner.live and getattr(runner.bot, "quiet", False) is True
 
     def _fenced_in(self, runner: Runner) -> bool | None:
         """True while the database says this run holds the bot's lease at its epoch;
@@ -140,11 +159,11 @@ class Jobs:
                 return True
         except (sqlite3.Error, BotpolyError):
             return None
-        self._lease_lost(runner)
+        self.lease_lost(runner)
         return False
 
     @staticmethod
-    def _lease_lost(runner: Runner) -> None:
+    def lease_lost(runner: Runner) -> None:
         runner.lost_lease()
         log.warning("bot of %s (%s): lease lost (epoch %d is stale); not cycling", runner.name,
                     runner.tenant_id, runner.epoch)
@@ -172,13 +191,18 @@ class Jobs:
                                           runner.tenant_id, self.market)
             report = runner.bot.run_cycle()
         except LeaseLost:  # a write refused: another runner has the bot now
-            self._lease_lost(runner)
+            self.lease_lost(runner)
             return next_due
         except (CredentialsError, LiveRefused) as exc:
             return self._refused(runner, exc)
         except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded, not fatal
-            return self._failed(runner, exc)
-        elapsed = self.clock.monotonic() - start
+            return self.failed(runner, exc)
+        self.cycled(runner, report, self.clock.monotonic() - start)
+        return next_due
+
+    def cycled(self, runner: Runner, report: CycleReport, elapsed: float) -> None:
+        """A turn ended well after *elapsed* seconds: the runner's counters and state,
+        an event when the state changed, the run's stats."""
         left = runner.cycled(report, elapsed * 1000, self.clock.wall())
         if left is not None and BotState.THROTTLED not in (left, runner.state):
             # Throttling comes and goes every minute on small plans: not worth a line.
@@ -186,9 +210,8 @@ class Jobs:
             self._event(runner, "state", runner.state + (f": {detail}" if detail else ""))
         self.stats.cycle(elapsed, live=runner.pool is self.live_pool,
                          idle=report.idle)
-        return next_due
 
-    def _failed(self, runner: Runner, exc: Exception) -> float:
+    def failed(self, runner: Runner, exc: Exception) -> float:
         runner.failed(short_error(exc), self.clock.wall())
         self.stats.failure()
         delay = self.settings.backoff_s(runner.failures)

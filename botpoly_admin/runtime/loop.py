@@ -29,6 +29,7 @@ from botpoly_admin.errors import BotpolyError, Conflict, InvalidInput, StoreErro
 from botpoly_admin.owners import new_owner_id
 from botpoly_admin.runtime.clocks import SYSTEM_CLOCK, RunClock
 from botpoly_admin.runtime.fleet import Fleet
+from botpoly_admin.runtime.idle_turns import IdleTurns
 from botpoly_admin.runtime.jobs import BotFactory, BotLike, Jobs
 from botpoly_admin.runtime.pool import Workers
 from botpoly_admin.runtime.runner import BotEvent, EventLog
@@ -88,14 +89,14 @@ class Orchestrator:
         self.jobs = Jobs(store, self.owner, bot_factory or self._tenant_bot, self.market,
                          settings=self.settings, clock=clock, stats=self.counters,
                          events=self.events, schedule=self.workers.schedule,
-                         request_stop=self.request_stop)
-        self.jobs.live_pool = self.workers.live
-        self.jobs.on_finished = self._finished
+                         park=self.workers.park, request_stop=self.request_stop)
+        self.jobs.live_pool, self.jobs.on_finished = self.workers.live, self._finished
         self.fleet = Fleet(store, self.owner, settings=self.settings, clock=clock,
                            events=self.events, finished=self.jobs.finished,
-                           schedule=self.workers.schedule, grow_live=self.workers.grow_live,
-                           silent=self.workers.stuck_runners,
+                           schedule=self.workers.schedule, expedite=self.workers.expedite,
+                           grow_live=self.workers.grow_live, silent=self.workers.stuck_runners,
                            shares=tenant_ids is None and not self.settings.foreground)
+        self.idle_turns = IdleTurns(store, self.owner, self.workers, self.jobs)  # per tick
         self._include = None if tenant_ids is None else frozenset(tenant_ids)
         # The control thread's wake-up. Reentrant: a signal handler running on the
         # control thread (the CLI's) may request a stop while it holds the lock.
@@ -135,7 +136,7 @@ class Orchestrator:
             try:
                 next_tick = started_at
                 while True:
-                    started = self._tick()
+                    started = self._tick(next_tick)
                     if self.settings.foreground and self._ticks == 1 and not self.fleet.runners:
                         (tenant_id,) = self._include or ()
                         raise Conflict(bots.foreground_refusal(self.store, tenant_id))
@@ -200,8 +201,8 @@ class Orchestrator:
             except (sqlite3.Error, StoreError) as exc:
                 log.error("orchestrator heartbeat failed: %s", exc)
 
-    def _tick(self) -> int:
-        """One tick; returns how many bots were started."""
+    def _tick(self, due: float) -> int:
+        """One tick (due at monotonic *due*); returns how many bots were started."""
         self._ticks += 1
         try:
             self.market.tick()
@@ -219,6 +220,7 @@ class Orchestrator:
             # The database is locked or unreachable: keep going; leases not renewed in
             # time stop their own cycles (lease_until) and are retried next tick.
             log.error("orchestrator tick failed: %s", exc)
+        self.idle_turns.run(due)
         return started
 
     def _finished(self) -> None:

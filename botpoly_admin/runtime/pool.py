@@ -14,7 +14,10 @@ while the pool is above strength retires.
 A run has two pools (``Workers``): the shared workers (``max_workers``) run paper
 bots, and the live workers, grown to one per live bot (``live_workers`` caps it; it
 never shrinks during a run), run the bots whose cycles wait on the exchange, so a
-live cycle never waits for another bot's and never holds up a paper bot's.
+live cycle never waits for another bot's and never holds up a paper bot's. A paper
+bot that went idle is parked instead (``Workers.park``): off both pools, its turns
+are the control thread's batch of idle turns (``runtime.idle_turns``) until it needs
+a full cycle again. A runner is in one place at a time: a heap, a worker, or parked.
 """
 
 from __future__ import annotations
@@ -199,6 +202,8 @@ class Workers:
         self.live = WorkerPool("live", 0, on_worker_exit, clock=clock,
                                stuck_after_s=settings.stuck_after_s, max_spares=0)
         self.started = False
+        self._parked: dict[str, tuple[Runner, float]] = {}  # tenant id → (runner, slot)
+        self._parked_lock = threading.Lock()
 
     def start(self, job: Callable[[Runner, float], None]) -> None:
         """Start both pools."""
@@ -209,6 +214,39 @@ class Workers:
     def schedule(self, runner: Runner, due: float) -> None:
         """Run *runner*'s next job at *due*, on the pool its mode calls for."""
         (self.live if runner.live else self.shared).schedule(runner, due)
+
+    def park(self, runner: Runner, slot: float) -> None:
+        """Keep an idle *runner* off the pools (see the module doc); *slot*: when its
+        next turn would have fallen due on them. A runner told to stop meanwhile is
+        scheduled now instead, to be torn down."""
+        with self._parked_lock:
+            if not runner.stop.is_set():
+                runner.pool = None
+                self._parked[runner.tenant_id] = (runner, slot)
+                return
+        self.schedule(runner, self.clock.monotonic())
+
+    def take_parked(self, before: float) -> list[tuple[Runner, float]]:
+        """Take the parked runners whose slot is before *before* (they leave the park)."""
+        with self._parked_lock:
+            taken = [(r, slot) for r, slot in self._parked.values() if slot < before]
+            for runner, _ in taken:
+                del self._parked[runner.tenant_id]
+        return taken
+
+    def parked(self) -> int:
+        """Runners parked now."""
+        with self._parked_lock:
+            return len(self._parked)
+
+    def expedite(self, runner: Runner) -> None:
+        """Run *runner*'s next job now if it is waiting (in a heap, or parked)."""
+        with self._parked_lock:
+            parked = self._parked.pop(runner.tenant_id, None)
+        if parked is not None:
+            self.schedule(runner, self.clock.monotonic())
+        elif runner.pool is not None:
+            runner.pool.expedite(runner)
 
     def grow_live(self, count: int) -> None:
         """Have a live worker for each of *count* live bots (at most ``live_workers``)."""
@@ -230,6 +268,7 @@ class Workers:
             pool.close(max(0.1, deadline - self.clock.monotonic()))
 
     def counts(self) -> dict[str, int]:
-        """Due runners waiting for a worker, shared workers and live workers alive."""
+        """Due runners waiting for a worker, shared workers and live workers alive, and
+        idle runners parked."""
         return {"queued": self.shared.queued(), "workers": self.shared.workers(),
-                "live_workers": self.live.workers()}
+                "live_workers": self.live.workers(), "parked": self.parked()}

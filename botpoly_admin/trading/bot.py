@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,17 @@ def live_exposure(store: Store, tenant_id: str) -> str:
     parts = [f"{n} {what}" for n, what in ((resting, "resting live order(s)"),
                                             (held, "position(s) bought live")) if n]
     return f"it holds {' and '.join(parts)}" if parts else ""
+
+
+@dataclass(frozen=True)
+class CycleEnd:
+    """What the end of a cycle writes (``ledger.finish_cycle``): the marks, and the
+    compute time and API calls metered since the last write."""
+
+    tenant_id: str
+    marks: dict[str, Decimal]
+    compute_seconds: float
+    api_calls: int
 
 
 class TenantBot:
@@ -168,21 +180,54 @@ class TenantBot:
         started = time.perf_counter()
         report = CycleReport()
         marks = self._cycle(report)
+        due = self._metered(report, marks, started)
+        if due is not None:
+            ledger.finish_cycle(self.store, self.tenant_id, marks=due.marks,
+                                compute_seconds=due.compute_seconds, api_calls=due.api_calls)
+            self.metered(due)
+        return report
+
+    def idle_turn(self, row: Any) -> tuple[CycleReport, CycleEnd | None] | None:
+        """An idle turn (as ``run_cycle``'s) on the tenant's *row* as the run read it
+        for all its idle bots (``runtime.idle_turns``): the report, and the cycle end
+        now due, for the run to write with the others' (then ``metered``). None, with
+        nothing done, when the turn must be a full cycle (``run_cycle``)."""
+        started = time.perf_counter()
+        cached = self._tenant_cache
+        if self._quiet is None or cached is None or row != cached[0]:
+            return None
+        tenant, now = cached[1], clock.now()
+        if refusal(tenant, now) is not None or not self._still_quiet(tenant, now):
+            return None
+        report, marks = CycleReport(state="throttled"), {}
+        if self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
+            report.api_calls, report.state, report.idle = 1, self._quiet.state, True
+            marks = dict(self._quiet.marks)
+        return report, self._metered(report, marks, started)
+
+    @property
+    def quiet(self) -> bool:
+        """True while its next turn may be idle (``idle_turn``)."""
+        return self._quiet is not None
+
+    def _metered(self, report: CycleReport, marks: dict[str, Decimal],
+                 started: float) -> CycleEnd | None:
+        """Meter the turn begun at *started*; the cycle's end to write now, if due.
+        Equity moves only with a fill, a settlement or a mark: snapshot it then, else
+        every SNAPSHOT_EVERY_S (the curve is daily). Metering rides along with it (and
+        is flushed by stop())."""
         report.duration_ms = (time.perf_counter() - started) * 1000
-        # Equity only changes with a fill, a settlement or a moving mark. Snapshot it
-        # whenever the ledger moved, and otherwise every SNAPSHOT_EVERY_S: the curve
-        # is daily, and a thousand bots cycling every second would otherwise rewrite
-        # the same rows a thousand times a second.
         self._compute_s += report.duration_ms / 1000
         self._api_calls += report.api_calls
         due = time.monotonic() - self._last_snapshot >= SNAPSHOT_EVERY_S
-        if due or report.trades > 0 or report.settled > 0:
-            # Metering rides along with the snapshot (and is flushed by stop()).
-            ledger.finish_cycle(self.store, self.tenant_id, marks=marks,
-                                compute_seconds=self._compute_s, api_calls=self._api_calls)
-            self._compute_s, self._api_calls = 0.0, 0
-            self._last_snapshot = time.monotonic()
-        return report
+        return CycleEnd(self.tenant_id, marks, self._compute_s, self._api_calls) \
+            if due or report.trades > 0 or report.settled > 0 else None
+
+    def metered(self, end: CycleEnd) -> None:
+        """*end* was written (``ledger.finish_cycle`` or the run's batch of them)."""
+        self._compute_s -= end.compute_seconds
+        self._api_calls -= end.api_calls
+        self._last_snapshot = time.monotonic()
 
     def _tenant(self) -> TenantConfig:
         """The tenant's current settings, rebuilt only when its row changed: decoding
@@ -268,7 +313,7 @@ class TenantBot:
             # so exits and pair rebalancing go out while the bot is paused.
             strategies = self._load_strategies(tenant.enabled_strategies,
                                                tenant.strategy_params)
-            references, missing = self._references(strategies, open_markets)
+            references, missing = _references(self.feed, strategies, open_markets)
             dispatch = Dispatch(
                 store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
                 report=report, risk=risk, now=now, markets=open_markets, books=books,
@@ -296,23 +341,8 @@ class TenantBot:
         _, open_markets, _, board = self._snapshot(tenant.markets, set(quiet.exposed))
         if board is not quiet.board:
             return False
-        references, missing = self._references(self._strategies, open_markets)
+        references, missing = _references(self.feed, self._strategies, open_markets)
         return not missing and references == quiet.references
-
-    def _references(self, strategies: list[Strategy], markets: list[Market]
-                    ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
-        """The reference prices enabled strategies need (none without a market that
-        uses one), and why each missing one is missing."""
-        if not any(m.kind == "btc_updown" for m in markets):
-            return {}, {}
-        found: dict[str, ReferencePrice] = {}
-        missing: dict[str, str] = {}
-        for symbol in sorted(set().union(*(s.reference_symbols() for s in strategies))):
-            try:
-                found[symbol] = self.feed.reference_price(symbol)
-            except (NotFound, TemporaryExchangeError) as exc:
-                missing[symbol] = str(exc)
-        return found, missing
 
     # --- reads --------------------------------------------------------------------
 
@@ -323,7 +353,7 @@ class TenantBot:
         when the feed moves only in steps; read afresh otherwise. Read-only."""
         def read() -> tuple[list[Market], list[Market], dict[str, OrderBook],
                             SignalBoard | None]:
-            markets = self._watched(wanted, exposed)
+            markets = _watched(self.feed, wanted, exposed)
             open_markets = [m for m in markets if tradable(m)]
             books = self._books(open_markets)
             board = None if self.signals is None else self.signals.board(open_markets, books)
@@ -335,14 +365,6 @@ class TenantBot:
         auto = not wanted or wanted == ["auto"]  # every market, whatever it holds
         key = ("auto",) if auto else (tuple(wanted), frozenset(exposed))
         return self.signals.view(version, key, read)
-
-    def _watched(self, wanted: list[str], held_markets: set[str]) -> list[Market]:
-        """The tenant's markets ('auto' or none: all), plus any it still holds."""
-        markets = self.feed.markets()
-        if not wanted or wanted == ["auto"]:
-            return markets
-        chosen = set(wanted) | held_markets
-        return [m for m in markets if m.market_id in chosen]
 
     def _books(self, markets: list[Market]) -> dict[str, OrderBook]:
         books: dict[str, OrderBook] = {}
@@ -370,6 +392,31 @@ class TenantBot:
                                  compute_seconds=self._compute_s)
                 self._compute_s, self._api_calls = 0.0, 0
 
+
+
+def _references(feed: MarketData, strategies: list[Strategy], markets: list[Market]
+                ) -> tuple[dict[str, ReferencePrice], dict[str, str]]:
+    """The reference prices enabled strategies need (none without a market that
+    uses one) from *feed*, and why each missing one is missing."""
+    if not any(m.kind == "btc_updown" for m in markets):
+        return {}, {}
+    found: dict[str, ReferencePrice] = {}
+    missing: dict[str, str] = {}
+    for symbol in sorted(set().union(*(s.reference_symbols() for s in strategies))):
+        try:
+            found[symbol] = feed.reference_price(symbol)
+        except (NotFound, TemporaryExchangeError) as exc:
+            missing[symbol] = str(exc)
+    return found, missing
+
+
+def _watched(feed: MarketData, wanted: list[str], held_markets: set[str]) -> list[Market]:
+    """The tenant's markets ('auto' or none: all), plus any it still holds."""
+    markets = feed.markets()
+    if not wanted or wanted == ["auto"]:
+        return markets
+    chosen = set(wanted) | held_markets
+    return [m for m in markets if m.market_id in chosen]
 
 
 def _resolved_unlisted(feed: MarketData, exposed: set[str], listed: list[Market]

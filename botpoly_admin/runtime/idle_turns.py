@@ -1,0 +1,166 @@
+"""Idle turns, batched per tick: what a quiet bot costs is one share of one batch.
+
+A paper bot whose last cycle left it quiet (``trading.idle``: its next turn may do
+nothing but read its tenant's row, look at the snapshot, take its API call and
+meter) is parked by its worker (``Workers.park``) instead of going back to a pool.
+Every tick, after the leases were renewed, the control thread takes the parked bots
+whose turn falls due by the next tick and runs their turns together:
+
+1. one statement reads the tenant rows of every bot this run holds a live lease on
+   (owner, lease unexpired on the database's clock), with each lease's epoch: the
+   per-bot ``holds`` check and the per-bot row SELECT of a pooled turn, for all at once;
+2. each bot's ``idle_turn`` with its row: the same turn as an idle ``run_cycle``
+   (counted, lag, stats and state as on a worker), or None when it must be a full
+   cycle (row changed, no longer quiet): it goes back to the shared pool at its own
+   slot (the stagger of its start is kept) and runs it there;
+3. the cycle ends (marks, equity snapshot, metering) that fell due are written in one
+   transaction for all of them, each behind its bot's fence (``leases.check_fence``,
+   as ``FencedStore`` checks every write of the bot): a bot whose lease this run lost
+   is skipped, stopped without touching its row, and nothing of it is written.
+
+A bot found without its lease, told to stop, or done with a bounded run's turns goes
+back to the pool, whose job tears it down as ever. A batch whose read or write fails
+(the database locked past its busy timeout) fails as the pooled turns would: the read
+skips the turn, the write fails each bot whose end was due (backoff, bot rebuilt).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from botpoly_admin import clock
+from botpoly_admin.errors import BotpolyError, LeaseLost
+from botpoly_admin.leases import check_fence
+from botpoly_admin.ledger.equity import end_cycle
+from botpoly_admin.runtime.clocks import RunClock
+from botpoly_admin.runtime.jobs import Jobs
+from botpoly_admin.runtime.pool import Workers
+from botpoly_admin.runtime.runner import Runner
+from botpoly_admin.runtime.settings import LOG_NAME
+from botpoly_admin.store.sql import database_clock, transaction
+
+if TYPE_CHECKING:
+    from botpoly_admin.store import Store
+    from botpoly_admin.trading.bot import CycleEnd
+    from botpoly_admin.trading.dispatch import CycleReport
+
+log = logging.getLogger(LOG_NAME)
+
+
+class IdleTurns:
+    """The control thread's batch of parked runners' turns (see the module doc)."""
+
+    def __init__(self, store: Store, owner: str, workers: Workers, jobs: Jobs) -> None:
+        self.store = store
+        self.owner = owner
+        self.workers = workers
+        self.jobs = jobs
+        self.run_clock: RunClock = jobs.clock
+        self.interval_s = jobs.settings.interval_s
+        self.batches = 0  # batches run: each one read, and at most one write
+
+    def run(self, tick: float) -> int:
+        """The turns of the parked runners due by the next tick (this one was due at
+        monotonic *tick*); returns how many turns were taken."""
+        # A slot nearer this tick than the next is this tick's: no turn moves by more
+        # than half an interval, and one runner takes one turn per tick.
+        parked = self.workers.take_parked(tick + self.interval_s / 2)
+        if not parked:
+            return 0
+        start = self.run_clock.monotonic()
+        self.batches += 1
+        try:
+            rows = self._rows()
+        except (sqlite3.Error, BotpolyError) as exc:
+            log.error("idle turns: reading the tenants failed: %s", exc)
+            for runner, slot in parked:  # the turn skipped, as a pooled one would be
+                self._back(runner, self._next(slot + self.interval_s, start), turned=False)
+            return 0
+        turns: list[tuple[Runner, float, CycleReport, CycleEnd | None]] = []
+        for runner, slot in parked:
+            row = rows.get(runner.tenant_id)
+            if runner.stop.is_set() or start > runner.lease_until or row is None \
+                    or row[-1] != runner.epoch:
+                # To stop, or its lease in doubt: its pooled job checks and decides.
+                self.workers.schedule(runner, start)
+                continue
+            try:
+                turn = runner.bot.idle_turn(row[:-1])
+            except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded
+                self._back(runner, self.jobs.failed(runner, exc), turned=True)
+                continue
+            if turn is None:  # this turn is a full cycle: on the pool, at once or at
+                self.workers.schedule(runner, max(slot, tick))  # its slot if later
+                continue
+            turns.append((runner, slot, *turn))
+        refused = self._write([(r, end) for r, _, _, end in turns if end is not None])
+        elapsed = (self.run_clock.monotonic() - start) / max(len(turns), 1)
+        for runner, slot, report, _ in turns:
+            error = refused.get(runner.tenant_id)
+            if isinstance(error, LeaseLost):  # another runner has the bot now
+                self.jobs.lease_lost(runner)
+                self._back(runner, start, turned=True)
+            elif error is not None:
+                self._back(runner, self.jobs.failed(runner, error), turned=True)
+            else:
+                self.jobs.stats.lag(start - tick, live=False)
+                self.jobs.cycled(runner, report, elapsed)
+                self._back(runner, self._next(slot + self.interval_s, start), turned=True)
+        return len(turns)
+
+    def _rows(self) -> dict[str, tuple[Any, ...]]:
+        """Tenant id → its tenant's row followed by the lease's epoch, for every bot
+        this run holds a live lease on (the database's clock), in one statement."""
+        cursor = self.store.db.execute(
+            "SELECT t.*, b.lease_epoch FROM tenants t JOIN bots b USING (tenant_id) "
+            f"WHERE b.owner = ? AND b.lease_expires_at >= {database_clock(self.store.db)}",
+            (self.owner,))
+        return {row[0]: tuple(row) for row in cursor.fetchall()}
+
+    def _write(self, due: list[tuple[Runner, CycleEnd]]) -> dict[str, Exception]:
+        """Write the cycle ends *due* in one transaction, each behind its bot's fence;
+        returns tenant id → the error that kept its end out (none: all written)."""
+        if not due:
+            return {}
+        lost: dict[str, Exception] = {}
+        now = clock.now()
+        try:
+            # Each end writes only its tenant's rows, after its fence check has locked
+            # the bot's row FOR SHARE: on PostgreSQL the database's write lock is taken
+            # shared, and other runs' bots keep writing side by side.
+            with transaction(self.store.db, rows_locked=True) as conn:
+                for runner, end in due:
+                    try:
+                        check_fence(self.store, conn, runner.fence)
+                    except LeaseLost as exc:  # skipped: nothing of it is written
+                        lost[runner.tenant_id] = exc
+                        continue
+                    end_cycle(conn, end.tenant_id, marks=end.marks, now=now,
+                              compute_seconds=end.compute_seconds, api_calls=end.api_calls)
+        except (sqlite3.Error, BotpolyError) as exc:
+            log.error("idle turns: writing %d cycle end(s) failed: %s", len(due), exc)
+            return {runner.tenant_id: exc for runner, _ in due}
+        for runner, end in due:
+            if runner.tenant_id not in lost:
+                runner.bot.metered(end)
+        return lost
+
+    def _back(self, runner: Runner, slot: float, *, turned: bool) -> None:
+        """After its batched turn (*turned*: counted) or none: parked again while it
+        stays quiet, else to the pool (at once when it is to be torn down)."""
+        if turned and self.jobs.counted(runner):
+            self.workers.schedule(runner, self.run_clock.monotonic())
+        elif self.jobs.parkable(runner):
+            self.workers.park(runner, slot)
+        else:
+            self.workers.schedule(runner, slot)
+
+    def _next(self, slot: float, now: float) -> float:
+        """The first of the runner's slots (*slot*, one interval apart) not before
+        *now*: a runner keeps the stagger of its start."""
+        if slot >= now:
+            return slot
+        return slot + math.ceil((now - slot) / self.interval_s) * self.interval_s
