@@ -245,3 +245,24 @@ def test_a_resting_order_that_filled_nothing_and_a_failed_one_are_one_row_each(m
     assert record_execution(manager.store, tenant, failed, "paper") == []
     assert order_rows(manager, tenant) == {"gtc": ("pending", D(10)), "ioc": ("failed", D(10))}
     assert usage(manager, tenant) == (1, 0)  # the resting order counts, the failed not
+
+
+def test_an_order_sent_is_recorded_whole_even_past_the_free_cash(manager):
+    """The exchange took the order (its quota unit reserved before it was sent): its
+    fill and its resting rest are what happened, so both are recorded even when the
+    rest reserves more cash than is free; a paper order (nothing sent) is refused whole."""
+    tenant = make_tenant(manager, capital=3)  # the fill (1.94) and the rest (3.00) need 4.94
+    with pytest.raises(Exception, match="not enough free cash"):
+        record_execution(manager.store, tenant, part_filled("paper-1"), "paper")
+    assert order_rows(manager, tenant) == {}
+
+    held = ledger.reserve_trade(manager.store, tenant)
+    rows = record_execution(manager.store, tenant, part_filled(), "live",
+                            exchange_order_id="0xabc", reservation=held)
+    assert [r["client_order_id"] for r in rows] == ["order-1", "order-1-rest"]
+    assert order_rows(manager, tenant) == {"order-1": ("partial", D(4)),
+                                           "order-1-rest": ("pending", D(6))}
+    assert usage(manager, tenant) == (1, 0)
+    # What the exchange did, past the tenant's capital: `db check` tells the operator.
+    assert [p.split(":")[0] for p in maintenance.check_invariants(manager.store)] == \
+        ["cash_not_negative"]

@@ -197,7 +197,8 @@ def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, 
             raise Conflict(f"reservation {reservation.reservation_id} was already used")
         for i, (trade, values) in enumerate(prepared):
             ids.append(_record_in(conn, row, trade, values,
-                                  reservation if i == 0 else None))
+                                  reservation if i == 0 else None,
+                                  sent=reservation is not None))
         if any(trade_id is not None for trade_id in ids):
             if snapshot:
                 write_snapshot(conn, tenant_id, now)
@@ -255,10 +256,12 @@ def _values(tenant_id: str, trade: Trade | Mapping[str, Any], now: datetime,
 
 
 def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str, Any],
-               reservation: Reservation | None) -> int | None:
+               reservation: Reservation | None, *, sent: bool) -> int | None:
     """Write one trade's row, position, usage and quota inside the caller's transaction
     (the tenant's *row* read and the *reservation* claimed there); its id, or None when
-    its client order id was already recorded (the reservation's unit given back)."""
+    its client order id was already recorded (the reservation's unit given back).
+    *sent*: the order reached the exchange (its quota unit was reserved before), so a
+    resting remainder is recorded even past the free cash: it rests there."""
     tenant_id, period, day = values["tenant_id"], values["period"], values["day"]
     shares, price = values["shares_micros"], values["price_micros"]
     fee, notional = values["fee_micros"], values["notional_micros"]
@@ -301,7 +304,7 @@ def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str
     if fills:
         realized, closes = apply_fill(conn, tenant_id, trade, shares, price, fee, notional,
                                       values["ts"], row["capital_micros"], held=held)
-    elif trade.status == "pending" and trade.side == "BUY" and \
+    elif trade.status == "pending" and trade.side == "BUY" and not sent and \
             cash_micros(conn, tenant_id, row["capital_micros"]) < 0:
         # The pending row just inserted already reserves its cash.
         raise InvalidInput(f"not enough free cash to rest an order of {from_micros(notional)}")
