@@ -196,9 +196,11 @@ def sync(
         silent_list, params = in_list(list(silent))
         beat = (f"CASE WHEN tenant_id IN ({silent_list}) THEN heartbeat_at ELSE :now END"
                 if silent else ":now")
-        conn.execute(f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
-                     "WHERE owner = :owner",
-                     {**params, "expires": later(now, ttl_s), "now": now, "owner": owner})
+        # The bots renewed are the ones held, less those released below.
+        renewed = {r[0] for r in conn.execute(
+            f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
+            "WHERE owner = :owner RETURNING tenant_id",
+            {**params, "expires": later(now, ttl_s), "now": now, "owner": owner})}
         for start in range(0, len(progress), _CHUNK):
             _record_progress(conn, owner, now, progress[start:start + _CHUNK])
         conn.executemany(
@@ -208,9 +210,7 @@ def sync(
             [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
               now, p.tenant_id, owner) for p in released],
         )
-        held = {r[0] for r in conn.execute("SELECT tenant_id FROM bots WHERE owner = ?",
-                                           (owner,))}
-    return held
+    return renewed - {p.tenant_id for p in released}
 
 
 def _record_progress(conn: Connection, owner: str, now: str,
