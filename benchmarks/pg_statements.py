@@ -81,14 +81,18 @@ def count(pg, tenants: int, cycles: int, workers: int, top: int) -> None:
                                                    for q in s)]
     syncs = sum(q.startswith("UPDATE orchestrators SET heartbeat_at") for p in control
                 for q in by_pid[p])
-    tick_statements = sum(len(by_pid[p]) for p in control)
+    # Releasing a bot (the run's end) is one statement each, not part of a tick.
+    releases = sum(q.startswith("UPDATE bots SET owner = NULL") for p in control
+                   for q in by_pid[p])
+    tick_statements = sum(len(by_pid[p]) for p in control) - releases
     worker_statements = sum(len(s) for p, s in by_pid.items() if p not in control)
     (total_cycles,) = one(url, "SELECT sum(cycles) FROM bots")
     scans_after = one(url, "SELECT seq_scan + COALESCE(idx_scan, 0) FROM pg_stat_user_tables "
                            "WHERE relname = 'audit_log'")[0]
     print(f"{tenants} tenants, {cycles} cycles each, {workers} worker thread(s)")
     print(f"control thread: {tick_statements} statements over {syncs} syncs = "
-          f"{tick_statements / max(syncs, 1):.1f} per tick")
+          f"{tick_statements / max(syncs, 1):.1f} per tick (set-up included; and "
+          f"{releases} releases at the end)")
     print(f"workers: {worker_statements} statements over {total_cycles} cycles = "
           f"{worker_statements / max(total_cycles, 1):.2f} per cycle")
     print(f"audit_log scans during the run: {scans_after - scans_before}")

@@ -22,9 +22,11 @@ Fencing
     a ``FencedStore``: every write transaction first checks, inside itself, that the
     row still names this owner and epoch with an unexpired lease (on PostgreSQL with
     the row locked ``FOR SHARE``, so a takeover waits for the write to commit, or skips
-    the bot), else raises ``LeaseLost`` and rolls the write back. A worker paused past
-    its lease (SIGSTOP, a stalled machine, a partition) records nothing after another
-    took its bots; its runner stops them without touching their rows.
+    the bot; the check rides in the message that begins the transaction, so it costs
+    no round trip: ``fence_guard``), else raises ``LeaseLost`` and rolls the write
+    back. A worker paused past its lease (SIGSTOP, a stalled machine, a partition)
+    records nothing after another took its bots; its runner stops them without
+    touching their rows.
 
 Fair sharing (``fair_share``)
     An orchestrator that shares (``run`` without ``--tenant``) holds at most
@@ -324,7 +326,7 @@ class FencedStore(Store):
     """One bot's view of the store: its writes are refused once its lease is gone.
 
     Reads and everything else are the wrapped store's; every ``transaction()`` first
-    checks the fence (``check_fence``) inside itself, so the ledger's writes (trades,
+    checks the fence (``fence_guard``) inside itself, so the ledger's writes (trades,
     fills, reservations, order intents, settlements, equity, metering) stay the one
     choke point they are, without a token threaded through each.
     """
