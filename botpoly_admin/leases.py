@@ -22,9 +22,11 @@ Fencing
     a ``FencedStore``: every write transaction first checks, inside itself, that the
     row still names this owner and epoch with an unexpired lease (on PostgreSQL with
     the row locked ``FOR SHARE``, so a takeover waits for the write to commit, or skips
-    the bot), else raises ``LeaseLost`` and rolls the write back. A worker paused past
-    its lease (SIGSTOP, a stalled machine, a partition) records nothing after another
-    took its bots; its runner stops them without touching their rows.
+    the bot; the check rides in the message that begins the transaction, so it costs
+    no round trip: ``fence_guard``), else raises ``LeaseLost`` and rolls the write
+    back. A worker paused past its lease (SIGSTOP, a stalled machine, a partition)
+    records nothing after another took its bots; its runner stops them without
+    touching their rows.
 
 Fair sharing (``fair_share``)
     An orchestrator that shares (``run`` without ``--tenant``) holds at most
@@ -53,7 +55,13 @@ from botpoly_admin import clock, policy
 from botpoly_admin.errors import InvalidInput, LeaseLost
 from botpoly_admin.owners import gone_owners
 from botpoly_admin.store.base import Store
-from botpoly_admin.store.sql import database_clock, database_now, row_locks, transaction
+from botpoly_admin.store.sql import (
+    Guard,
+    database_clock,
+    database_now,
+    row_locks,
+    transaction,
+)
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Connection
@@ -190,15 +198,13 @@ def sync(
         silent_list, params = in_list(list(silent))
         beat = (f"CASE WHEN tenant_id IN ({silent_list}) THEN heartbeat_at ELSE :now END"
                 if silent else ":now")
-        conn.execute(f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
-                     "WHERE owner = :owner",
-                     {**params, "expires": later(now, ttl_s), "now": now, "owner": owner})
-        conn.executemany(
-            "UPDATE bots SET state = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, "
-            "last_error = ?, updated_at = ? WHERE tenant_id = ? AND owner = ?",
-            [(p.state, p.cycles, p.last_cycle_ms, p.restarts, p.last_error, now, p.tenant_id,
-              owner) for p in progress],
-        )
+        # The bots renewed are the ones held, less those released below.
+        renewed = {r[0] for r in conn.execute(
+            f"UPDATE bots SET lease_expires_at = :expires, heartbeat_at = {beat} "
+            "WHERE owner = :owner RETURNING tenant_id",
+            {**params, "expires": later(now, ttl_s), "now": now, "owner": owner})}
+        for start in range(0, len(progress), _CHUNK):
+            _record_progress(conn, owner, now, progress[start:start + _CHUNK])
         conn.executemany(
             f"UPDATE bots SET owner = NULL, lease_expires_at = NULL, state = {RELEASED_STATE}, "
             "heartbeat_at = ?, cycles = ?, last_cycle_ms = ?, restarts = ?, last_error = ?, "
@@ -206,9 +212,26 @@ def sync(
             [(p.state, p.heartbeat_at, p.cycles, p.last_cycle_ms, p.restarts, p.last_error,
               now, p.tenant_id, owner) for p in released],
         )
-        held = {r[0] for r in conn.execute("SELECT tenant_id FROM bots WHERE owner = ?",
-                                           (owner,))}
-    return held
+    return renewed - {p.tenant_id for p in released}
+
+
+def _record_progress(conn: Connection, owner: str, now: str,
+                     progress: Sequence[Progress]) -> None:
+    """The counters of *progress* into the rows *owner* holds, in one statement (a
+    statement per bot would be a thousand a tick; on PostgreSQL each is parsed,
+    planned and run on its own). The casts type the VALUES on PostgreSQL, whose
+    parameters carry none for NULL."""
+    row = ("(?, ?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), "
+           "CAST(? AS TEXT))")
+    conn.execute(
+        "WITH p (tenant_id, state, cycles, last_cycle_ms, restarts, last_error) AS "
+        f"(VALUES {', '.join([row] * len(progress))}) "
+        "UPDATE bots SET state = p.state, cycles = p.cycles, last_cycle_ms = p.last_cycle_ms, "
+        "restarts = p.restarts, last_error = p.last_error, updated_at = ? "
+        "FROM p WHERE bots.tenant_id = p.tenant_id AND bots.owner = ?",
+        [value for p in progress for value in (p.tenant_id, p.state, p.cycles,
+                                                p.last_cycle_ms, p.restarts, p.last_error)]
+        + [now, owner])
 
 
 # The state a released bot keeps: stopped, except a refused bot that is still wanted,
@@ -246,14 +269,13 @@ def holders(store: Store, tenant_ids: Sequence[str] | None = None) -> dict[str, 
     """Who holds a live lease on any of *tenant_ids* (None: any bot set to run):
     owner → how many, most first."""
     counts: dict[str, int] = {}
-    now = database_now(store.db)
     for chunk in chunks(list(tenant_ids)) if tenant_ids is not None else [None]:
         ids, params = in_list(chunk) if chunk is not None else ("", {})
         which = f"tenant_id IN ({ids})" if chunk is not None else "desired_state = 'running'"
         for owner, count in store.db.execute(
                 f"SELECT owner, count(*) FROM bots WHERE {which} "
-                "AND owner IS NOT NULL AND lease_expires_at >= :wall GROUP BY owner",
-                {**params, "wall": now}).fetchall():
+                "AND owner IS NOT NULL AND lease_expires_at >= "
+                f"{database_clock(store.db)} GROUP BY owner", params).fetchall():
             counts[owner] = counts.get(owner, 0) + count
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
@@ -279,27 +301,32 @@ class Fence:
     epoch: int
 
 
-def check_fence(store: Store, conn: Connection, fence: Fence) -> None:
-    """Raise LeaseLost unless *fence* is still the bot's live lease (the database's
-    clock); run first in a write transaction, whose rollback it then causes. On
+def fence_guard(store: Store, fence: Fence) -> Guard:
+    """The check a bot's write transaction runs first (``sql.Guard``): *fence* is still
+    the bot's live lease (the database's clock when the check runs, after the
+    transaction's lock), else LeaseLost, which rolls the transaction back. On
     PostgreSQL the row stays locked ``FOR SHARE`` until that transaction ends: a
-    takeover cannot commit in between."""
-    row = conn.execute(
+    takeover cannot commit in between. There it rides in the message that begins the
+    transaction, so it costs no round trip of its own."""
+
+    def refusal() -> LeaseLost:
+        return LeaseLost(f"the lease of bot {fence.tenant_id} at epoch {fence.epoch} is no "
+                         f"longer {fence.owner}'s: write refused")
+
+    return Guard(
         "SELECT lease_epoch FROM bots WHERE tenant_id = :tenant_id AND owner = :owner "
-        f"AND lease_epoch = :epoch AND lease_expires_at >= {database_clock(store.db)}"
-        f"{row_locks(store.db, 'FOR SHARE')}",
+        f"AND lease_epoch = :epoch AND lease_expires_at >= "
+        # The store's dialect, not its connection: none is opened here.
+        f"{database_clock(store, when_run=True)}{row_locks(store, 'FOR SHARE')}",
         {"tenant_id": fence.tenant_id, "owner": fence.owner, "epoch": fence.epoch},
-    ).fetchone()
-    if row is None:
-        raise LeaseLost(f"the lease of bot {fence.tenant_id} at epoch {fence.epoch} is no "
-                        f"longer {fence.owner}'s: write refused")
+        refusal)
 
 
 class FencedStore(Store):
     """One bot's view of the store: its writes are refused once its lease is gone.
 
     Reads and everything else are the wrapped store's; every ``transaction()`` first
-    checks the fence (``check_fence``) inside itself, so the ledger's writes (trades,
+    checks the fence (``fence_guard``) inside itself, so the ledger's writes (trades,
     fills, reservations, order intents, settlements, equity, metering) stay the one
     choke point they are, without a token threaded through each.
     """
@@ -311,6 +338,7 @@ class FencedStore(Store):
         super().__init__(actor=store.actor)
         self.inner = store
         self.fence = fence
+        self.guard = fence_guard(store, fence)
         self.dialect = store.dialect
         self.location = store.location
 
@@ -337,10 +365,9 @@ class FencedStore(Store):
 
     @contextmanager
     def transaction(self, tenant_id: str | None = None) -> Iterator[Connection]:  # type: ignore[override]
-        """The wrapped store's write transaction, refused (LeaseLost) unless this
-        bot's lease is still this runner's."""
-        with self.inner.transaction(tenant_id) as conn:
-            check_fence(self, conn, self.fence)
+        """A write transaction on the wrapped store's connection, refused (LeaseLost)
+        unless this bot's lease is still this runner's (``fence_guard``)."""
+        with transaction(self.inner.db, tenant_id, guard=self.guard) as conn:
             yield conn
 
 

@@ -56,6 +56,7 @@ from botpoly_admin.store.base import (
 )
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
+from botpoly_admin.store.sql import Guard
 
 # How long opening a connection may wait for an unreachable or starting server.
 CONNECT_WAIT_S = 10.0
@@ -276,14 +277,16 @@ class PgDatabase:
         return migrate(self)
 
     @contextmanager
-    def transaction(self, tenant_id: str | None = None, *,
-                    rows_locked: bool = False) -> Iterator[PgConnection]:
+    def transaction(self, tenant_id: str | None = None, *, rows_locked: bool = False,
+                    guard: Guard | None = None) -> Iterator[PgConnection]:
         """One short write transaction: the database's write lock (shared, plus the
         tenant's lock, when *tenant_id* is given; shared alone, *rows_locked*, for a
-        block that locks its rows itself), rolled back on any exception.
+        block that locks its rows itself), then *guard*'s query (``sql.Guard``: no row
+        raises its refusal), rolled back on any exception.
 
-        BEGIN and the lock go in one message (the simple protocol takes several
-        statements when there is no parameter; the keys are integers we make), so a
+        BEGIN, the lock and the guard go in one message (the simple protocol takes
+        several statements when there is no parameter; the keys are integers we make,
+        the guard's parameters are bound client-side, as quoted literals), so a
         transaction costs the server one round trip more than its statements: the
         COMMIT. Inside another transaction it is a savepoint (psycopg's).
         """
@@ -299,13 +302,26 @@ class PgDatabase:
             if raw.info.transaction_status != IDLE:
                 with raw.transaction():
                     raw.execute(lock)
+                    if guard is not None and \
+                            self.conn.execute(guard.sql, guard.params).fetchone() is None:
+                        raise guard.refusal()
                     yield self.conn
                 return
-            raw.execute(f"BEGIN; {lock}")
             try:
+                if guard is None:
+                    raw.execute(f"BEGIN; {lock}")
+                else:
+                    checked = psycopg.ClientCursor(raw).mogrify(translate(guard.sql),
+                                                                guard.params)
+                    cursor = raw.execute(f"BEGIN; {lock}; {checked}")
+                    while cursor.nextset():  # to the guard's result, the last
+                        pass
+                    if cursor.fetchone() is None:
+                        raise guard.refusal()
                 yield self.conn
             except BaseException:
-                if not raw.broken:
+                # Also after a failed first message (a lock timeout): its BEGIN stands.
+                if not raw.broken and raw.info.transaction_status != IDLE:
                     raw.execute("ROLLBACK")
                 raise
             raw.execute("COMMIT")

@@ -7,8 +7,9 @@ is served here; a handle of another backend has a ``dialect`` and its own
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -60,18 +61,21 @@ def tenant_order(db: Any, alias: str = "t") -> str:
             f"{alias}.tenant_id")
 
 
-def database_clock(db: Any) -> str:
+def database_clock(db: Any, *, when_run: bool = False) -> str:
     """A SQL expression: the database's clock now, as ``clock.iso`` text (UTC, whole
     seconds, ``Z``), for leases and heartbeats, which must agree across machines.
 
     On PostgreSQL the server's time when the statement began (not the transaction's:
-    a writer may have queued for its lock). A SQLite database lives on this machine,
-    so its clock is this machine's real clock (``BOTPOLY_NOW`` does not apply).
+    a writer may have queued for its lock); *when_run*, its time when the expression
+    is evaluated, for a statement sent in one message after a lock it may wait for
+    (all the statements of one message share a start time). A SQLite database lives
+    on this machine, so its clock is this machine's real clock (``BOTPOLY_NOW`` does
+    not apply).
     """
     if dialect_of(db) == "sqlite":
         return "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
-    return ("to_char(statement_timestamp() AT TIME ZONE 'UTC', "
-            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+    now = "clock_timestamp()" if when_run else "statement_timestamp()"
+    return f"to_char({now} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 
 def database_now(db: Any) -> str:
@@ -87,10 +91,24 @@ def row_locks(db: Any, clause: str) -> str:
     return "" if dialect_of(db) == "sqlite" else f" {clause}"
 
 
+@dataclass(frozen=True)
+class Guard:
+    """A query that must return a row for a write transaction to go on (the lease
+    fence: ``leases.fence_guard``). It runs first inside the transaction, after its
+    lock; on PostgreSQL in the same message as BEGIN and the lock, so it costs no
+    round trip of its own. No row: ``refusal()`` is raised and the transaction rolls
+    back."""
+
+    sql: str
+    params: Mapping[str, Any]
+    refusal: Callable[[], Exception]
+
+
 @contextmanager
-def transaction(db: Any, tenant_id: str | None = None, *,
-                rows_locked: bool = False) -> Iterator[Any]:
-    """Run the block in one write transaction; roll back on any exception.
+def transaction(db: Any, tenant_id: str | None = None, *, rows_locked: bool = False,
+                guard: Guard | None = None) -> Iterator[Any]:
+    """Run the block in one write transaction, after *guard* if any; roll back on any
+    exception.
 
     On SQLite that is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
     writers never deadlock upgrading a read lock, and the busy timeout queues them
@@ -102,12 +120,14 @@ def transaction(db: Any, tenant_id: str | None = None, *,
     claiming bots never wait for each other).
     """
     if dialect_of(db) != "sqlite":
-        with db.transaction(tenant_id, rows_locked=rows_locked) as conn:
+        with db.transaction(tenant_id, rows_locked=rows_locked, guard=guard) as conn:
             yield conn
         return
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if guard is not None and conn.execute(guard.sql, guard.params).fetchone() is None:
+            raise guard.refusal()
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
