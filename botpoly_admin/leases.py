@@ -322,6 +322,15 @@ def fence_guard(store: Store, fence: Fence) -> Guard:
         refusal)
 
 
+def check_fence(store: Store, conn: Connection, fence: Fence) -> None:
+    """``fence_guard`` run on its own inside an open write transaction *conn*: for a
+    transaction that writes for several bots, each behind its own fence (the idle
+    turns' batch, ``runtime.idle_turns``); LeaseLost when *fence* is no longer live."""
+    guard = fence_guard(store, fence)
+    if conn.execute(guard.sql, guard.params).fetchone() is None:
+        raise guard.refusal()
+
+
 class FencedStore(Store):
     """One bot's view of the store: its writes are refused once its lease is gone.
 
@@ -378,7 +387,10 @@ def register_orchestrator(store: Store, owner: str, *, shares: bool = True) -> N
     """Record a running orchestrator (and forget ones silent for a day); *shares*: it
     takes its fair share of every bot (``fair_share``), not only tenants it was given."""
     host, pid, _ = owner.rsplit(":", 2)
-    with store.transaction() as conn:
+    # Only the registry's rows: a machine stopped inside another bot's write (its
+    # tenant's lock held until the server ends its session) must not keep a run from
+    # starting, as the whole database's write lock would.
+    with transaction(store.db, rows_locked=True) as conn:
         now = database_now(store.db)
         conn.execute("DELETE FROM orchestrators WHERE heartbeat_at < ?",
                      (later(now, -ORCHESTRATOR_FORGET_S),))
@@ -391,7 +403,7 @@ def register_orchestrator(store: Store, owner: str, *, shares: bool = True) -> N
 
 def unregister_orchestrator(store: Store, owner: str) -> None:
     """Remove a stopping orchestrator's row."""
-    with store.transaction() as conn:
+    with transaction(store.db, rows_locked=True) as conn:
         conn.execute("DELETE FROM orchestrators WHERE owner = ?", (owner,))
 
 

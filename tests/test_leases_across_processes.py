@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from processes import cli, kill, start, wait_for, write_locked
 from test_crash import logged_trades, trading_tenants
@@ -24,6 +25,7 @@ from test_crash import logged_trades, trading_tenants
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
 from botpoly_admin.store import Store, open_store
+from botpoly_admin.store.postgres import WRITE_LOCK, tenant_lock_key
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +204,31 @@ def test_a_run_stopped_past_its_lease_records_nothing_after_the_takeover(
     assert_logged_once(reader, logs, kills=0)
     check = cli(location, "db", "check")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_run_starts_and_runs_the_other_bots_while_a_stalled_session_holds_one(
+        pg_url: str, pg_reader: Store, tmp_path: Path) -> None:
+    """A machine stopped inside a bot's write holds that tenant's lock and the bot's row
+    (until the server ends its session): another run registers, claims and runs every
+    other bot meanwhile, instead of waiting for the whole database and giving up."""
+    ids = set_trading(pg_url, 3)
+    stalled = psycopg.connect(pg_url)  # what a fenced write of ids[0] holds, left open
+    stalled.execute(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d}), "
+                    f"pg_advisory_xact_lock({tenant_lock_key(ids[0]):d})")
+    stalled.execute("SELECT lease_epoch FROM bots WHERE tenant_id = %s FOR SHARE", (ids[0],))
+    out = tmp_path / "run.out"
+    run = start(pg_url, *RUN, "--log-file", str(tmp_path / "run.log"), out=out)
+    try:
+        assert wait_for(lambda: held_per_pid(pg_reader) == Counter({run.pid: 2}),
+                        timeout=20) and run.poll() is None, \
+            f"{held_per_pid(pg_reader)}: {out.read_text()[-2000:]}"
+        stalled.rollback()  # the server ended the stalled session
+        assert wait_for(lambda: held_per_pid(pg_reader) == Counter({run.pid: 3}), timeout=30)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 0, out.read_text()[-2000:]
+    finally:
+        stalled.close()
+        kill(run)
 
 
 def test_run_processes_2_on_postgresql_shares_the_bots_and_stops_cleanly(

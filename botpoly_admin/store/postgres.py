@@ -229,7 +229,7 @@ class PgConnection:
         self.raw.close()
 
 
-def _lock_key(tenant_id: str) -> int:
+def tenant_lock_key(tenant_id: str) -> int:
     """A tenant's advisory lock: 64 bits of a hash of its id."""
     digest = hashlib.blake2b(tenant_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -296,7 +296,7 @@ class PgDatabase:
             lock = f"SELECT pg_advisory_xact_lock({WRITE_LOCK:d})"
         else:
             lock = (f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d}), "
-                    f"pg_advisory_xact_lock({_lock_key(tenant_id):d})")
+                    f"pg_advisory_xact_lock({tenant_lock_key(tenant_id):d})")
         raw = self.raw
         try:
             if raw.info.transaction_status != IDLE:
