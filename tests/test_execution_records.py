@@ -248,17 +248,22 @@ def test_a_resting_order_that_filled_nothing_and_a_failed_one_are_one_row_each(m
 
 
 def test_an_order_sent_is_recorded_whole_even_past_the_free_cash(manager):
-    """The exchange took the order (its quota unit reserved before it was sent): its
-    fill and its resting rest are what happened, so both are recorded even when the
-    rest reserves more cash than is free; a paper order (nothing sent) is refused whole."""
+    """The exchange took the order: its fill and its resting rest are what happened, so
+    both are recorded even when the rest reserves more cash than is free, with its
+    reservation or (a retry) without; an order nothing was sent for is refused whole,
+    a reservation alone (the guide's API) changes nothing to that."""
     tenant = make_tenant(manager, capital=3)  # the fill (1.94) and the rest (3.00) need 4.94
     with pytest.raises(Exception, match="not enough free cash"):
         record_execution(manager.store, tenant, part_filled("paper-1"), "paper")
+    held = ledger.reserve_trade(manager.store, tenant)
+    with pytest.raises(Exception, match="not enough free cash"):
+        ledger.record_trade(manager.store, tenant, {
+            "side": "BUY", "shares": "10", "price": "0.5", "status": "pending",
+            "token_id": "tok", "client_order_id": "guide-1"}, reservation=held)
     assert order_rows(manager, tenant) == {}
 
-    held = ledger.reserve_trade(manager.store, tenant)
     rows = record_execution(manager.store, tenant, part_filled(), "live",
-                            exchange_order_id="0xabc", reservation=held)
+                            exchange_order_id="0xabc", reservation=held, sent=True)
     assert [r["client_order_id"] for r in rows] == ["order-1", "order-1-rest"]
     assert order_rows(manager, tenant) == {"order-1": ("partial", D(4)),
                                            "order-1-rest": ("pending", D(6))}
@@ -266,3 +271,16 @@ def test_an_order_sent_is_recorded_whole_even_past_the_free_cash(manager):
     # What the exchange did, past the tenant's capital: `db check` tells the operator.
     assert [p.split(":")[0] for p in maintenance.check_invariants(manager.store)] == \
         ["cash_not_negative"]
+
+
+def test_an_order_sent_is_recorded_without_its_reservation_and_while_suspended(manager):
+    """A retry that finds no reservation left still records what the exchange did,
+    whatever the tenant's status now."""
+    tenant = make_tenant(manager, capital=1000)
+    manager.update_tenant(tenant, status="suspended")
+    with pytest.raises(Exception, match="suspended"):
+        record_execution(manager.store, tenant, part_filled("not-sent"), "live")
+    rows = record_execution(manager.store, tenant, part_filled(), "live",
+                            exchange_order_id="0xabc", sent=True)
+    assert [r["client_order_id"] for r in rows] == ["order-1", "order-1-rest"]
+    assert usage(manager, tenant) == (1, 0)

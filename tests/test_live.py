@@ -556,3 +556,31 @@ def test_tenant_bot_builds_the_live_broker(manager, tenant, clob, fake_exchange)
     assert isinstance(live, LiveBroker)
     assert fake_exchange.requests_to("/data/orders")  # reconciled at start
     live.close()
+
+
+def test_an_order_the_ledger_failed_to_record_keeps_its_unit_and_is_recorded_later(
+        broker, manager, tenant, clob, book, fake_exchange):
+    """The exchange took the order but its rows could not be written: it keeps its quota
+    reservation, and resolving its intent later records it whole as the order it is,
+    though the tenant was suspended meanwhile (the exchange does not ask)."""
+    with manager.store.transaction() as conn:  # the ledger refuses the resting rest
+        conn.execute("CREATE TRIGGER refuse_rest BEFORE INSERT ON trades "
+                     "WHEN substr(NEW.client_order_id, -5) = '-rest' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    order = intent(size="10", price="0.43")  # 8.37 fill at 0.43, 1.63 rest
+    with pytest.raises(Exception, match="refused by the test"):
+        broker.execute(order, book)
+    assert len(posts(fake_exchange)) == 1 and rows(manager, tenant) == []
+    assert quota(manager, tenant) == (0, 1)  # the unit stays reserved for it
+
+    with manager.store.transaction() as conn:
+        conn.execute("DROP TRIGGER refuse_rest")
+    manager.update_tenant(tenant, status="suspended")
+    broker.resolve_intents()
+
+    assert len(posts(fake_exchange)) == 1
+    assert [(r["client_order_id"], r["status"], r["shares"]) for r in rows(manager, tenant)] \
+        == [(order.client_order_id, "partial", Decimal("8.37")),
+            (order.client_order_id + "-rest", "pending", Decimal("1.63"))]
+    assert quota(manager, tenant) == (1, 0)
+    assert maintenance.check_invariants(manager.store) == []

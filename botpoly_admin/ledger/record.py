@@ -165,19 +165,24 @@ def record_trade(store: Store, tenant_id: str, trade: Trade | Mapping[str, Any],
 
 def record_trades(store: Store, tenant_id: str,
                   trades: Sequence[Trade | Mapping[str, Any]],
-                  *, reservation: Reservation | None = None) -> list[dict[str, Any] | None]:
+                  *, reservation: Reservation | None = None,
+                  sent: bool = False) -> list[dict[str, Any] | None]:
     """Record the rows of ONE exchange event (an order's fill and its resting rest) in
     one transaction: all of them or, on any error, none.
 
     Each trade is recorded as ``record_trade`` records it; the *reservation* (the
-    order's quota unit, taken before it was sent) belongs to the first. Returns the
-    stored rows in order, None for each whose client order id was already recorded.
+    order's quota unit, taken before it was sent) belongs to the first. *sent*: the
+    exchange took the order, so its rows record what happened there: no check that
+    the tenant may trade, and a resting remainder is recorded even past the free
+    cash (``db check`` then names the negative cash). Returns the stored rows in
+    order, None for each whose client order id was already recorded.
     """
-    return _record(store, tenant_id, trades, reservation, False)
+    return _record(store, tenant_id, trades, reservation, False, sent=sent)
 
 
 def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, Any]],
-            reservation: Reservation | None, snapshot: bool) -> list[dict[str, Any] | None]:
+            reservation: Reservation | None, snapshot: bool, *,
+            sent: bool = False) -> list[dict[str, Any] | None]:
     """``record_trades``, with *snapshot* as in ``record_trade``."""
     if not trades:
         raise InvalidInput("no trades to record")
@@ -187,18 +192,17 @@ def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, 
     ids: list[int | None] = []
     with store.transaction(tenant_id=tenant_id) as conn:
         row = tenant_row(conn, tenant_id)
-        if reservation is None:
+        if reservation is None and not sent:
             require_trading(row, now)
         # With a reservation the check was made when the quota was reserved, before
         # the order left for the exchange: an order sent is recorded (every row of
         # it) even if the tenant was suspended meanwhile, or the ledger would lose a
         # real trade.
-        elif not claim_reservation(conn, reservation):
+        elif reservation is not None and not claim_reservation(conn, reservation):
             raise Conflict(f"reservation {reservation.reservation_id} was already used")
         for i, (trade, values) in enumerate(prepared):
             ids.append(_record_in(conn, row, trade, values,
-                                  reservation if i == 0 else None,
-                                  sent=reservation is not None))
+                                  reservation if i == 0 else None, sent=sent))
         if any(trade_id is not None for trade_id in ids):
             if snapshot:
                 write_snapshot(conn, tenant_id, now)
@@ -260,8 +264,8 @@ def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str
     """Write one trade's row, position, usage and quota inside the caller's transaction
     (the tenant's *row* read and the *reservation* claimed there); its id, or None when
     its client order id was already recorded (the reservation's unit given back).
-    *sent*: the order reached the exchange (its quota unit was reserved before), so a
-    resting remainder is recorded even past the free cash: it rests there."""
+    *sent*: the exchange took the order, so a resting remainder is recorded even
+    past the free cash: it rests there."""
     tenant_id, period, day = values["tenant_id"], values["period"], values["day"]
     shares, price = values["shares_micros"], values["price_micros"]
     fee, notional = values["fee_micros"], values["notional_micros"]

@@ -80,10 +80,12 @@ class Broker(Protocol):
 
 def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
                      mode: str, *, exchange_order_id: str | None = None,
-                     reservation: ledger.Reservation | None = None) -> list[dict[str, Any]]:
+                     reservation: ledger.Reservation | None = None,
+                     sent: bool = False) -> list[dict[str, Any]]:
     """Write the ledger rows of one execution (see the module docstring) in one
-    transaction: all of them or none. Returns the rows written (none when the order
-    was recorded already)."""
+    transaction: all of them or none (*sent*: the exchange took the order; see
+    ``ledger.record_trades``). Returns the rows written (none when the order was
+    recorded already)."""
     intent = result.intent
     common = {
         "side": intent.side.value, "token_id": intent.token_id, "market": intent.market_id,
@@ -106,7 +108,8 @@ def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
         trades.append(ledger.Trade(shares=intent.size, price=intent.limit_price,
                                    status="failed", client_order_id=intent.client_order_id,
                                    **common))
-    recorded = ledger.record_trades(store, tenant_id, trades, reservation=reservation)
+    recorded = ledger.record_trades(store, tenant_id, trades, reservation=reservation,
+                                    sent=sent)
     return [row for row in recorded if row is not None]
 
 

@@ -247,14 +247,19 @@ class OrderSubmission:
 
     def record(self, result: ExecutionResult, exchange_order_id: str | None,
                held: ledger.Reservation | None) -> ExecutionResult:
-        """Write the execution's rows; the reservation is converted or released there."""
+        """Write the execution's rows; the reservation is converted or released there.
+        If that fails, an order the exchange took keeps its reservation (its intent
+        holds it from the stale sweep): the retry that resolves the intent records it
+        with its unit, as the order it is, whatever the quota, cash or status then."""
+        placed = exchange_order_id is not None
         try:
             record_execution(self.store, self.tenant_id, result, MODE,
-                             exchange_order_id=exchange_order_id, reservation=held)
+                             exchange_order_id=exchange_order_id, reservation=held,
+                             sent=placed)
         except Exception:
             client_order_id = result.intent.client_order_id
-            if held is not None and not order_rows(self.store, self.tenant_id,
-                                                   client_order_id):
+            if held is not None and not placed and not order_rows(
+                    self.store, self.tenant_id, client_order_id):
                 ledger.release_reservation(self.store, held)
             log.error("tenant %s order %s (Polymarket order %s) was not recorded in the "
                       "ledger", self.tenant_id, client_order_id, exchange_order_id)
