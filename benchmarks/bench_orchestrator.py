@@ -28,6 +28,14 @@ both settings are saturated. At the operator's interval (``--interval``, 1 s) 2,
 tenants ask 2,000 cycles/s, so once one process meets the schedule alone the ratio
 tends to 1 however well two scale: that figure is reported, without a goal.
 
+Feeds (``--feed``, comma-separated; default ``simulated,still``): the main configuration
+(N tenants, the default workers) runs on each, the other rows on the first. On the
+simulated feed every book moves every tick, so no bot is ever idle. The still feed is
+a replay of three snapshots of the simulated feed (``still_feed``): once played it no
+longer moves, every bot goes idle after its windows fill (``trading/idle.py``; the
+warm-up is at least ``STILL_WARMUP_S``), and the row shows what idle bots cost: CPU
+per cycle and lag, beside the moving feed's (``runtime/idle_turns.py``).
+
 Every configuration runs in its own process (so peak RSS is its own) on a fresh copy
 of one database of N tenants. Tenants are on the pro and enterprise plans, whose API
 limits never throttle a bot at one cycle a second: every cycle is a full cycle (read
@@ -35,6 +43,7 @@ the market, run complement_arb and momentum, risk, paper fills, ledger, equity).
 The real ``TenantBot`` is used; nothing is stubbed. Prints PASS/FAIL lines and exits 0.
 
     python benchmarks/bench_orchestrator.py [--tenants 1000] [--seconds 10] [--warmup 4]
+    python benchmarks/bench_orchestrator.py --feed still --no-compare   # idle bots only
     python benchmarks/bench_orchestrator.py --processes [--tenants 2000]
 """
 
@@ -74,6 +83,11 @@ PROCESSES_ROUNDS = 3
 CAPACITY_INTERVAL_S = 0.25
 PROCESSES_WARMUP_S = 8.0
 FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.py"
+FEEDS = ("simulated", "still")
+STILL_POLLS_S = 0.15  # recording the still feed: two polls, 0.1 s apart
+# Momentum's windows fill on the moving snapshots and then hold 6 equal midpoints: idle
+# from about the 9th cycle; then a full cycle every IDLE_MAX_S, staggered.
+STILL_WARMUP_S = 12.0
 
 
 def build_database(path: Path, tenants: int, first: int = 0) -> None:
@@ -90,6 +104,22 @@ def build_database(path: Path, tenants: int, first: int = 0) -> None:
         )
     bots.start_all(manager)
     manager.close()
+
+
+def still_feed(directory: Path) -> str:
+    """The spec of a feed that stops moving (see the module docstring): the first two
+    steps of the simulated feed (seed 1, from its fixed start: the same file every
+    time, on whose books no strategy of the benchmark's tenants proposes anything)
+    recorded into *directory*, replayed; ``replay:`` holds the last snapshot once played."""
+    from botpoly_admin.trading.feeds.replay import record
+    from botpoly_admin.trading.feeds.simulated import SimulatedFeed
+
+    feed = SimulatedFeed(seed=1)
+    tokens = [o.token_id for m in feed.markets() for o in m.outcomes]
+    path = directory / "still.jsonl"
+    path.unlink(missing_ok=True)  # record appends
+    record(feed, tokens, path, STILL_POLLS_S, 0.1, reference_symbols=("BTCUSDT",))
+    return f"replay:{path}"
 
 
 def add_live_tenant(path: Path) -> None:
@@ -223,8 +253,13 @@ def child_result(process: subprocess.Popen[str]) -> dict:
 def line(label: str, r: dict) -> str:
     return (f"{label:<34} {r['bots']:>5} bots {r['cycles_per_s']:>8,.0f} cycles/s   "
             f"lag p50 {r['lag_p50_ms'] or 0:>7,.1f} ms  p99 {r['lag_p99_ms'] or 0:>8,.1f} ms   "
-            f"upstream {r['upstream_per_s']:>5,.1f}/s   RSS {r['peak_rss_mb']:>6,.0f} MB   "
-            f"failures {r['failures']}")
+            f"CPU {cpu_ms(r):.2f} ms/cycle   upstream {r['upstream_per_s']:>5,.1f}/s   "
+            f"RSS {r['peak_rss_mb']:>6,.0f} MB   failures {r['failures']}")
+
+
+def cpu_ms(r: dict) -> float:
+    """The run process's CPU time (every thread) per cycle over the window, in ms."""
+    return 1000 * (r["cpu_s"] or 0) / max(r["window_cycles"], 1)
 
 
 def verdict(ok: bool) -> str:
@@ -249,9 +284,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="only run --processes 2 against --processes 1 (issue 13; "
                              f"{PROCESSES_TENANTS} tenants unless --tenants is given)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a path or a URL
-    parser.add_argument("--feed", default="simulated", help=argparse.SUPPRESS)
+    # A child takes the feed's spec; the report, a comma-separated list of FEEDS.
+    parser.add_argument("--feed", default=",".join(FEEDS),
+                        help="the main configuration's feeds, comma-separated: simulated "
+                             "(every book moves every tick), still (every bot goes idle); "
+                             "default simulated,still")
     tenants_given = any(a.startswith("--tenants") for a in (argv or sys.argv[1:]))
     args = parser.parse_args(argv)
+    feeds = args.feed.split(",")
+    if not args.child and (not feeds or not set(feeds) <= set(FEEDS)):
+        parser.error(f"--feed: choose from {', '.join(FEEDS)} (comma-separated)")
     if args.processes:
         processes_ratio(args, args.tenants if tenants_given else PROCESSES_TENANTS)
         return 0
@@ -273,16 +315,24 @@ def main(argv: list[str] | None = None) -> int:
         build_database(small, SMALL_TENANTS)
         print(f"(databases of {args.tenants}, {args.tenants // 2} and {SMALL_TENANTS} tenants "
               f"built in {time.perf_counter() - t0:.1f}s)")
-        main_run = measure(big, args.workers, args)
-        print(line(f"{args.tenants} tenants, {args.workers} worker(s)", main_run))
-        small_run = measure(small, args.workers, args)
+        specs = {"simulated": "simulated", "still": still_feed(Path(tmp))}
+        runs = {}
+        for name in feeds:
+            timing = argparse.Namespace(**{**vars(args), "warmup": max(
+                args.warmup, STILL_WARMUP_S if name == "still" else 0)})
+            runs[name] = measure(big, args.workers, timing, feed=specs[name])
+            print(line(f"{args.tenants} tenants, {args.workers} worker(s), {name}",
+                       runs[name]))
+        main_run, feed = runs[feeds[0]], specs[feeds[0]]
+        small_run = measure(small, args.workers, args, feed=feed)
         print(line(f"{SMALL_TENANTS} tenants, {args.workers} worker(s)", small_run))
-        half_run = measure(half, args.workers, args)
+        half_run = measure(half, args.workers, args, feed=feed)
         print(line(f"{args.tenants // 2} tenants, {args.workers} worker(s)", half_run))
         if not args.no_compare:
             for workers, label in ((4, "4 workers"), (args.tenants, "a thread each")):
                 if workers != args.workers:
-                    print(line(f"{args.tenants} tenants, {label}", measure(big, workers, args)))
+                    print(line(f"{args.tenants} tenants, {label}",
+                               measure(big, workers, args, feed=feed)))
     expected = args.tenants / args.interval
     target = min(CYCLES_TARGET, 0.9 * expected)
     ratio = main_run["upstream_per_s"] / max(small_run["upstream_per_s"], 1e-9)
@@ -315,6 +365,20 @@ def main(argv: list[str] | None = None) -> int:
            baseline=f"{small_run['peak_rss_mb']:,.0f} MB ({SMALL_TENANTS} tenants)",
            ratio=f"{main_run['peak_rss_mb'] / max(small_run['peak_rss_mb'], 1e-9):.2f}x",
            goal="reported (no goal)", passed=None)
+    if "still" in runs and "simulated" in runs:
+        idle, moving = runs["still"], runs["simulated"]
+        print(f"idle bots (still feed) against the moving feed, {args.tenants} tenants: CPU "
+              f"per cycle {cpu_ms(idle):.2f} ms against {cpu_ms(moving):.2f} ms, p99 lag "
+              f"{idle['lag_p99_ms'] or 0:,.1f} ms against {moving['lag_p99_ms'] or 0:,.1f} ms")
+        record("orchestrator", f"idle bots (still feed), {args.tenants} tenants: CPU per cycle",
+               project=f"{cpu_ms(idle):.3f} ms", baseline=f"{cpu_ms(moving):.3f} ms (moving)",
+               ratio=f"{cpu_ms(idle) / max(cpu_ms(moving), 1e-9):.2f}x",
+               goal="reported (no goal)", passed=None)
+        record("orchestrator", f"idle bots (still feed), {args.tenants} tenants: p99 lag",
+               project=f"{idle['lag_p99_ms'] or 0:,.0f} ms",
+               baseline=f"{moving['lag_p99_ms'] or 0:,.0f} ms (moving)",
+               goal=f"< {LAG_P99_TARGET_MS:,.0f} ms",
+               passed=(idle["lag_p99_ms"] or 0) < LAG_P99_TARGET_MS)
     cycle_ms = main_run["cycle_ms_mean"] or 0.0
     print(f"where the time goes ({args.tenants} tenants): a bot's cycle takes {cycle_ms:.2f} ms "
           f"on average, so {args.workers} worker(s) cannot exceed "

@@ -15,6 +15,10 @@ database of that many tenants, and reports:
   ends of the window; a connection's count is kept when it closes);
 - peak RSS of the run process.
 
+``--feed still`` runs every size on a feed that stops moving instead (a replay of three
+simulated snapshots, ``bench_orchestrator.still_feed``; the warm-up is at least
+``STILL_WARMUP_S``): every bot idle, what idle bots cost as tenants grow.
+
 The databases are built once, by growing one (``bench_orchestrator.build_database``
 through the library's ``create_tenant``, then copied at each size), so 10,000
 tenants cost the building of 10,000 once. The aim beyond issue 13: 10,000 tenants
@@ -22,6 +26,7 @@ on the 2-core machine with p99 lag under 1 s (reported, no goal here yet).
 
     python benchmarks/bench_scale.py                         # 100,1000,5000,10000
     python benchmarks/bench_scale.py --tenants 50,200 --seconds 2 --warmup 1
+    python benchmarks/bench_scale.py --feed still --tenants 1000,5000
 
 ``--child LOCATION`` is also the measuring child of ``bench_postgres.py``: on a
 ``postgresql://`` URL it counts rows written from ``pg_stat_database`` instead, and
@@ -41,7 +46,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_orchestrator import build_database, child, child_result, start_child
+from bench_orchestrator import (
+    FEEDS,
+    STILL_WARMUP_S,
+    build_database,
+    child,
+    child_result,
+    start_child,
+    still_feed,
+)
 from results import record
 
 SIZES = (100, 1000, 5000, 10000)
@@ -107,9 +120,10 @@ def probe_for(location: str) -> Callable[[], dict[str, float]]:
     return count_sqlite_writes()
 
 
-def measure(location: str, args: argparse.Namespace) -> dict:
-    """One measuring child (this script's ``--child``) on *location*, used as is."""
-    return child_result(start_child(location, args.workers, args, script=__file__,
+def measure(location: str, args: argparse.Namespace, feed: str = "simulated") -> dict:
+    """One measuring child (this script's ``--child``) on *location*, used as is, on the
+    feed of spec *feed*."""
+    return child_result(start_child(location, args.workers, args, script=__file__, feed=feed,
                                     options=("--warm-cycles", str(args.warm_cycles))))
 
 
@@ -166,26 +180,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="also warm up until every bot has done this many cycles "
                              f"(default {WARM_CYCLES})")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a path or a URL
-    parser.add_argument("--feed", default="simulated", help=argparse.SUPPRESS)
+    # A child takes the feed's spec; the report, one of FEEDS.
+    parser.add_argument("--feed", default="simulated",
+                        help="simulated (every book moves every tick, the default) or still "
+                             "(every bot goes idle)")
     args = parser.parse_args(argv)
+    if not args.child and args.feed not in FEEDS:
+        parser.error(f"--feed: choose from {', '.join(FEEDS)}")
+    if args.feed == "still":
+        args.warmup = max(args.warmup, STILL_WARMUP_S)
     if args.child:
         child(args.child, args.workers, args.interval, args.warmup, args.seconds, args.feed,
               probe=probe_for(args.child), warm_cycles=args.warm_cycles)
         return 0
     sizes = sorted({int(size) for size in args.tenants.split(",")})
-    print(f"one run process, {args.workers} worker(s), interval {args.interval:g}s, warm-up "
+    print(f"one run process, {args.workers} worker(s), {args.feed} feed, interval "
+          f"{args.interval:g}s, warm-up "
           f"{args.warmup:g}s and until every bot has done {args.warm_cycles} cycles, "
           f"measured {args.seconds:g}s per size")
     results: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         started = time.perf_counter()
         templates = build_templates(sizes, Path(tmp))
+        feed = still_feed(Path(tmp)) if args.feed == "still" else args.feed
         print(f"(databases of {', '.join(map(str, sizes))} tenants built in "
               f"{time.perf_counter() - started:.1f}s)")
         for size in sizes:
             db = Path(tmp) / "run.db"
             shutil.copy(templates[size], db)
-            results[size] = measure(str(db), args)
+            results[size] = measure(str(db), args, feed)
             db.unlink()
             warm = results[size]["warmup_s"]
             print(line(f"{size:,} tenants", results[size]) + (
@@ -198,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         growth = figures["cpu_ms"] / max(base["cpu_ms"], 1e-9)
         print(f"{size:,} tenants: {result['cycles_per_s'] / (size / args.interval):.2f} of "
               f"the schedule; CPU per cycle {growth:.2f}x that of {smallest:,} tenants")
-        record("scale", f"{size:,} tenants every {args.interval:g}s: cycles/s, p99 lag, "
-               "CPU/cycle, rows written/s, RSS",
+        record("scale", f"{size:,} tenants every {args.interval:g}s"
+               + (", still feed" if args.feed == "still" else "")
+               + ": cycles/s, p99 lag, CPU/cycle, rows written/s, RSS",
                project=(f"{result['cycles_per_s']:,.0f}/s, {result['lag_p99_ms'] or 0:,.0f} ms, "
                         f"{figures['cpu_ms']:.2f} ms, {figures['rows_per_s']:,.0f}/s, "
                         f"{result['peak_rss_mb']:,.0f} MB"),

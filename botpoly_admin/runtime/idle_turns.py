@@ -4,15 +4,20 @@ A paper bot whose last cycle left it quiet (``trading.idle``: its next turn may 
 nothing but read its tenant's row, look at the snapshot, take its API call and
 meter) is parked by its worker (``Workers.park``) instead of going back to a pool.
 Every tick, after the leases were renewed, the control thread takes the parked bots
-whose turn falls due by the next tick and runs their turns together:
+whose slot falls before the next tick and runs their turns together, early rather
+than late (a turn's lag counts from its slot, and one taken before it is not late):
 
 1. one statement reads the tenant rows of every bot this run holds a live lease on
    (owner, lease unexpired on the database's clock), with each lease's epoch: the
    per-bot ``holds`` check and the per-bot row SELECT of a pooled turn, for all at once;
-2. each bot's ``idle_turn`` with its row: the same turn as an idle ``run_cycle``
-   (counted, lag, stats and state as on a worker), or None when it must be a full
-   cycle (row changed, no longer quiet): it goes back to the shared pool at its own
-   slot (the stagger of its start is kept) and runs it there;
+2. each bot's ``idle_turn`` with its row, judged at its slot (what depends on time:
+   a refusal, the day, a strategy's exit, ``IDLE_MAX_S`` since its last full cycle):
+   the same turn as an idle ``run_cycle`` (counted, lag, stats and state as on a
+   worker), or None when it must be a full cycle (row changed, no longer quiet): it
+   goes back to the shared pool at its own slot and runs it there. So a bot's full
+   cycles, forced ones included, and the slots it is parked at stay on its own grid
+   (its start's stagger plus whole intervals), and its quiet deadline is counted from
+   its own full cycle: bots never pile onto one tick's pool;
 3. the cycle ends (marks, equity snapshot, metering) that fell due are written in one
    transaction for all of them, each behind its bot's fence (``leases.check_fence``,
    as ``FencedStore`` checks every write of the bot): a bot whose lease this run lost
@@ -65,9 +70,9 @@ class IdleTurns:
     def run(self, tick: float) -> int:
         """The turns of the parked runners due by the next tick (this one was due at
         monotonic *tick*); returns how many turns were taken."""
-        # A slot nearer this tick than the next is this tick's: no turn moves by more
-        # than half an interval, and one runner takes one turn per tick.
-        parked = self.workers.take_parked(tick + self.interval_s / 2)
+        # Every slot before the next tick is this tick's: a turn is taken before its
+        # slot (by less than an interval) rather than after it, one turn per tick.
+        parked = self.workers.take_parked(tick + self.interval_s)
         if not parked:
             return 0
         start = self.run_clock.monotonic()
@@ -79,7 +84,7 @@ class IdleTurns:
             for runner, slot in parked:  # the turn skipped, as a pooled one would be
                 self._back(runner, self._next(slot + self.interval_s, start), turned=False)
             return 0
-        turns: list[tuple[Runner, float, CycleReport, CycleEnd | None]] = []
+        turns: list[tuple[Runner, float, float, CycleReport, CycleEnd | None]] = []
         for runner, slot in parked:
             row = rows.get(runner.tenant_id)
             if runner.stop.is_set() or start > runner.lease_until or row is None \
@@ -87,18 +92,19 @@ class IdleTurns:
                 # To stop, or its lease in doubt: its pooled job checks and decides.
                 self.workers.schedule(runner, start)
                 continue
+            at = self.run_clock.monotonic()
             try:
-                turn = runner.bot.idle_turn(row[:-1])
+                turn = runner.bot.idle_turn(row[:-1], early_s=max(0.0, slot - at))
             except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded
                 self._back(runner, self.jobs.failed(runner, exc), turned=True)
                 continue
-            if turn is None:  # this turn is a full cycle: on the pool, at once or at
-                self.workers.schedule(runner, max(slot, tick))  # its slot if later
+            if turn is None:  # this turn is a full cycle: on the pool, at its slot
+                self.workers.schedule(runner, slot)
                 continue
-            turns.append((runner, slot, *turn))
-        refused = self._write([(r, end) for r, _, _, end in turns if end is not None])
+            turns.append((runner, slot, max(0.0, at - slot), *turn))
+        refused = self._write([(r, end) for r, _, _, _, end in turns if end is not None])
         elapsed = (self.run_clock.monotonic() - start) / max(len(turns), 1)
-        for runner, slot, report, _ in turns:
+        for runner, slot, late, report, _ in turns:
             error = refused.get(runner.tenant_id)
             if isinstance(error, LeaseLost):  # another runner has the bot now
                 self.jobs.lease_lost(runner)
@@ -106,7 +112,7 @@ class IdleTurns:
             elif error is not None:
                 self._back(runner, self.jobs.failed(runner, error), turned=True)
             else:
-                self.jobs.stats.lag(start - tick, live=False)
+                self.jobs.stats.lag(late, live=False)
                 self.jobs.cycled(runner, report, elapsed)
                 self._back(runner, self._next(slot + self.interval_s, start), turned=True)
         return len(turns)

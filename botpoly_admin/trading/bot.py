@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -187,17 +187,19 @@ class TenantBot:
             self.metered(due)
         return report
 
-    def idle_turn(self, row: Any) -> tuple[CycleReport, CycleEnd | None] | None:
+    def idle_turn(self, row: Any, early_s: float = 0.0
+                  ) -> tuple[CycleReport, CycleEnd | None] | None:
         """An idle turn (as ``run_cycle``'s) on the tenant's *row* as the run read it
-        for all its idle bots (``runtime.idle_turns``): the report, and the cycle end
-        now due, for the run to write with the others' (then ``metered``). None, with
-        nothing done, when the turn must be a full cycle (``run_cycle``)."""
+        for all its idle bots (``runtime.idle_turns``), *early_s* before its slot (what
+        depends on time is judged at the slot): the report, and the cycle end now due,
+        for the run to write with the others' (then ``metered``). None, with nothing
+        done, when the turn must be a full cycle (``run_cycle``)."""
         started = time.perf_counter()
         cached = self._tenant_cache
         if self._quiet is None or cached is None or row != cached[0]:
             return None
-        tenant, now = cached[1], clock.now()
-        if refusal(tenant, now) is not None or not self._still_quiet(tenant, now):
+        tenant, now = cached[1], clock.now() + timedelta(seconds=early_s)
+        if refusal(tenant, now) is not None or not self._still_quiet(tenant, now, early_s):
             return None
         report, marks = CycleReport(state="throttled"), {}
         if self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
@@ -332,11 +334,11 @@ class TenantBot:
             return marks
         return _marks(held, books, report.filled_tokens)
 
-    def _still_quiet(self, tenant: TenantConfig, now: datetime) -> bool:
+    def _still_quiet(self, tenant: TenantConfig, now: datetime, early_s: float = 0.0) -> bool:
         """True while nothing a cycle reads changed since the last full one (trading.idle)."""
         quiet = self._quiet
         if quiet is None or self.signals is None or self._tenant_cache is None \
-                or not quiet.holds(self._tenant_cache[0], now, time.monotonic()):
+                or not quiet.holds(self._tenant_cache[0], now, time.monotonic() + early_s):
             return False
         _, open_markets, _, board = self._snapshot(tenant.markets, set(quiet.exposed))
         if board is not quiet.board:
