@@ -238,7 +238,8 @@ def test_the_same_trades_with_idle_turns_and_without(tmp_path: Path) -> None:
 
 
 class StillFeed:
-    """The simulated feed, frozen: it has no tick, so a run never moves it."""
+    """The simulated feed, frozen: a feed that moves in steps (a replay past its last
+    snapshot), whose tick moves nothing."""
 
     name = "simulated"
 
@@ -247,6 +248,9 @@ class StillFeed:
         self.markets, self.market = self._feed.markets, self._feed.market
         self.book, self.midpoint = self._feed.book, self._feed.midpoint
         self.reference_price = self._feed.reference_price
+
+    def tick(self) -> None:
+        """The next step: the same markets and books."""
 
 
 def test_a_runs_bots_on_a_still_feed_go_idle_and_are_counted(tmp_path: Path) -> None:
@@ -266,7 +270,9 @@ def test_a_runs_bots_on_a_still_feed_go_idle_and_are_counted(tmp_path: Path) -> 
 
 class RefetchedFeed(StillFeed):
     """The still feed read over a network: every read makes new objects, with a new
-    time, and the same content."""
+    time, and the same content; it moves by itself (no tick)."""
+
+    tick = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()

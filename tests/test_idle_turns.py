@@ -17,6 +17,8 @@ from virtual_clock import VirtualClock
 from botpoly_admin.api import TenantManager
 from botpoly_admin.clock import ENV_NOW, iso
 from botpoly_admin.runtime import Orchestrator
+from botpoly_admin.runtime.idle_turns import IdleTurns
+from botpoly_admin.store import is_database_url
 from botpoly_admin.trading import bot as bot_module
 from botpoly_admin.trading.bot import CycleEnd, TenantBot
 from botpoly_admin.trading.dispatch import CycleReport
@@ -181,4 +183,90 @@ def test_an_idle_bot_whose_lease_was_taken_over_writes_nothing(
     assert ("stopped", "lease lost: another runner took this bot over") in kinds
     assert not [k for k in kinds if k[0] == "error"]
     assert orchestrator.stats()["failures"] == 0
+    manager.close()
+
+
+class MovingByItselfFeed(StillFeed):
+    """The still feed as a network feed: no tick (a read may fetch something new)."""
+
+    tick = None  # type: ignore[assignment]
+
+
+def test_on_a_feed_that_moves_by_itself_the_control_thread_takes_no_idle_turn(
+        tmp_path: Path) -> None:
+    """There an idle turn's look at the snapshot may wait on the network: the bots go
+    idle on the pool (trading.idle), never parked for the control thread."""
+    manager = TenantManager(tmp_path / "t.db")
+    for i in range(BOTS):
+        make_tenant(manager, f"T{i}", email=f"t{i}@example.com", capital=5000,
+                    max_position_size=250, enabled_strategies=STRATEGIES, start=True)
+    orchestrator = Orchestrator(manager.store, feed=MovingByItselfFeed(), interval_s=0.05,
+                                clock=VirtualClock())
+    orchestrator.run(cycles=TURNS)
+    assert orchestrator.stats()["idle_cycles"] == BOTS * (TURNS - WINDOWS_FULL + 1)
+    assert orchestrator.idle_turns.batches == 0
+    manager.close()
+
+
+def test_a_batch_whose_write_fails_fails_no_bot_and_loses_no_turn(
+        location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tenant's end that the database refuses fails that bot's own full cycle on the
+    pool, not the batch's other bots; every bot still runs every turn."""
+    monkeypatch.setattr(bot_module, "SNAPSHOT_EVERY_S", 0.0)  # every turn's end is due
+    manager = TenantManager(location)
+    bad = make_tenant(manager, "Bad", email="bad@example.com", capital=5000,
+                      max_position_size=250, enabled_strategies=STRATEGIES, start=True)
+    refusal = "refused by the test"
+    with manager.store.transaction() as conn:  # its equity snapshots, once it idles
+        if is_database_url(location):
+            conn.execute("CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS "
+                         f"$$ BEGIN RAISE EXCEPTION '{refusal}'; END $$")
+            conn.execute("CREATE TRIGGER refuse_bad BEFORE UPDATE ON equity_snapshots "
+                         f"FOR EACH ROW WHEN (NEW.tenant_id = '{bad}') "
+                         "EXECUTE FUNCTION refuse_bad()")
+        else:
+            conn.execute("CREATE TRIGGER refuse_bad BEFORE UPDATE ON equity_snapshots "
+                         f"WHEN NEW.tenant_id = '{bad}' BEGIN SELECT RAISE(ABORT, "
+                         f"'{refusal}'); END")
+    seen: dict[str, Any] = {}
+    orchestrator = still_run(manager, seen, cycles=TURNS)
+
+    stats = orchestrator.stats()
+    assert orchestrator.idle_turns.batches > 0
+    assert stats["failures"] > 0  # the bad tenant's own cycles
+    failed = {e.tenant_id for e in orchestrator.events.drain() if e.kind == "error"}
+    assert failed == {bad}
+    used = usage(manager)
+    for tenant_id in set(used) - {bad}:
+        assert used[tenant_id][0] == TURNS == len(seen[tenant_id])
+    manager.close()
+
+
+class BuggyBot(TenantBot):
+    """A bot whose every idle turn hits a bug after the turn was taken."""
+
+    def idle_turn(self, row: Any, early_s: float = 0.0
+                  ) -> tuple[CycleReport, CycleEnd | None] | None:
+        turn = super().idle_turn(row, early_s)
+        if turn is not None:
+            raise_in_batch()
+        return turn
+
+
+def raise_in_batch() -> None:
+    raise RuntimeError("a bug of ours")
+
+
+def test_a_bug_in_a_batch_loses_no_runner(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every runner taken from the park goes back to the pool: the run ends its bounded
+    turns, each bot torn down, nothing left parked."""
+    monkeypatch.setattr(TenantBot, "idle_turn", BuggyBot.idle_turn)
+    monkeypatch.setattr(IdleTurns, "_back", lambda *_a, **_k: raise_in_batch())
+    manager = TenantManager(tmp_path / "t.db")
+    seen: dict[str, Any] = {}
+    orchestrator = still_run(manager, seen, cycles=TURNS)
+    assert orchestrator.idle_turns.batches > 0
+    assert orchestrator.workers.parked() == 0
+    assert not orchestrator.fleet.runners
     manager.close()

@@ -341,3 +341,48 @@ def test_a_bad_url_in_the_cli_is_one_error_line(postgres_server):
 def test_db_path_shows_the_url_without_its_password(pg_url: str):
     result = CliRunner().invoke(cli, ["--db", pg_url, "db", "path"], catch_exceptions=False)
     assert result.exit_code == 0 and result.output == redact_url(pg_url) + "\n"
+
+
+def test_lock_tenant_waits_for_that_tenants_writers_only(pg_url: str) -> None:
+    """A transaction writing several tenants' rows under the shared write lock (the idle
+    turns' batch) takes each tenant's lock before its rows, as that tenant's own
+    writers do: it waits for them, never crosswise (a deadlock otherwise)."""
+    import threading
+
+    from processes import wait_for
+
+    from botpoly_admin.store.sql import lock_tenant, transaction
+
+    opened = store.open_store(pg_url)
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def tenant_writer() -> None:
+        with opened.transaction(tenant_id="t1"):
+            holding.set()
+            release.wait(30)
+
+    def batch() -> None:
+        with transaction(opened.db, rows_locked=True):
+            lock_tenant(opened.db, "t2")  # another tenant's: no wait
+            lock_tenant(opened.db, "t1")
+        done.set()
+
+    def waiting() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND NOT granted").fetchone()[0]
+
+    writer = threading.Thread(target=tenant_writer)
+    writer.start()
+    assert holding.wait(10)
+    batcher = threading.Thread(target=batch)
+    batcher.start()
+    try:
+        assert wait_for(lambda: waiting() == 1, timeout=10)
+        assert not done.is_set()
+    finally:
+        release.set()
+        writer.join(10)
+        batcher.join(10)
+    assert done.is_set()
+    opened.close()

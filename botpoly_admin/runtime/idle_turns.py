@@ -24,9 +24,14 @@ than late (a turn's lag counts from its slot, and one taken before it is not lat
    is skipped, stopped without touching its row, and nothing of it is written.
 
 A bot found without its lease, told to stop, or done with a bounded run's turns goes
-back to the pool, whose job tears it down as ever. A batch whose read or write fails
-(the database locked past its busy timeout) fails as the pooled turns would: the read
-skips the turn, the write fails each bot whose end was due (backoff, bot rebuilt).
+back to the pool, whose job tears it down as ever. A batch whose read fails (the
+database locked past its busy timeout) skips the turns, as the pooled turns would; one
+whose write fails sends each bot whose end was due to the pool for a full cycle, which
+writes its end itself (nothing was subtracted from its metering): one tenant's bad row
+does not fail the others, and no recovery waits on the control thread. Whatever else
+goes wrong in a batch, every runner taken from the park goes back to the pool.
+Only a feed that moves in steps parks bots (``Jobs.parkable``): the control thread
+never waits on the network.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from botpoly_admin.runtime.jobs import Jobs
 from botpoly_admin.runtime.pool import Workers
 from botpoly_admin.runtime.runner import Runner
 from botpoly_admin.runtime.settings import LOG_NAME
-from botpoly_admin.store.sql import database_clock, transaction
+from botpoly_admin.store.sql import database_clock, lock_tenant, transaction
 
 if TYPE_CHECKING:
     from botpoly_admin.store import Store
@@ -75,14 +80,37 @@ class IdleTurns:
         parked = self.workers.take_parked(tick + self.interval_s)
         if not parked:
             return 0
-        start = self.run_clock.monotonic()
         self.batches += 1
+        placed: set[str] = set()  # tenant ids of the runners handed back
+        try:
+            return self._turns(parked, placed)
+        except Exception:  # only a bug of ours gets here
+            log.exception("idle turns: a batch of %d failed", len(parked))
+            return 0
+        finally:  # never lose a runner (Jobs.run does the same): the pool decides
+            now = self.run_clock.monotonic()
+            for runner, _ in parked:
+                if runner.tenant_id not in placed:
+                    self.workers.schedule(runner, now)
+
+    def _turns(self, parked: list[tuple[Runner, float]], placed: set[str]) -> int:
+        """``run``'s batch; each runner handed back is added to *placed*."""
+        start = self.run_clock.monotonic()
+
+        def schedule(runner: Runner, slot: float) -> None:
+            placed.add(runner.tenant_id)
+            self.workers.schedule(runner, slot)
+
+        def back(runner: Runner, slot: float, *, turned: bool) -> None:
+            placed.add(runner.tenant_id)
+            self._back(runner, slot, turned=turned)
+
         try:
             rows = self._rows()
         except (sqlite3.Error, BotpolyError) as exc:
             log.error("idle turns: reading the tenants failed: %s", exc)
             for runner, slot in parked:  # the turn skipped, as a pooled one would be
-                self._back(runner, self._next(slot + self.interval_s, start), turned=False)
+                back(runner, self._next(slot + self.interval_s, start), turned=False)
             return 0
         turns: list[tuple[Runner, float, float, CycleReport, CycleEnd | None]] = []
         for runner, slot in parked:
@@ -90,32 +118,34 @@ class IdleTurns:
             if runner.stop.is_set() or start > runner.lease_until or row is None \
                     or row[-1] != runner.epoch:
                 # To stop, or its lease in doubt: its pooled job checks and decides.
-                self.workers.schedule(runner, start)
+                schedule(runner, start)
                 continue
             at = self.run_clock.monotonic()
             try:
                 turn = runner.bot.idle_turn(row[:-1], early_s=max(0.0, slot - at))
             except Exception as exc:  # noqa: BLE001 - any failure of a bot is recorded
-                self._back(runner, self.jobs.failed(runner, exc), turned=True)
+                back(runner, self.jobs.failed(runner, exc), turned=True)
                 continue
             if turn is None:  # this turn is a full cycle: on the pool, at its slot
-                self.workers.schedule(runner, slot)
+                schedule(runner, slot)
                 continue
             turns.append((runner, slot, max(0.0, at - slot), *turn))
         refused = self._write([(r, end) for r, _, _, _, end in turns if end is not None])
         elapsed = (self.run_clock.monotonic() - start) / max(len(turns), 1)
+        taken = 0
         for runner, slot, late, report, _ in turns:
             error = refused.get(runner.tenant_id)
             if isinstance(error, LeaseLost):  # another runner has the bot now
                 self.jobs.lease_lost(runner)
-                self._back(runner, start, turned=True)
-            elif error is not None:
-                self._back(runner, self.jobs.failed(runner, error), turned=True)
+                back(runner, start, turned=True)
+            elif error is not None:  # its end unwritten: a full cycle on the pool writes it
+                schedule(runner, slot)
             else:
+                taken += 1
                 self.jobs.stats.lag(late, live=False)
                 self.jobs.cycled(runner, report, elapsed)
-                self._back(runner, self._next(slot + self.interval_s, start), turned=True)
-        return len(turns)
+                back(runner, self._next(slot + self.interval_s, start), turned=True)
+        return taken
 
     def _rows(self) -> dict[str, tuple[Any, ...]]:
         """Tenant id → its tenant's row followed by the lease's epoch, for every bot
@@ -137,6 +167,8 @@ class IdleTurns:
             # Each end writes only its tenant's rows, after its fence check has locked
             # the bot's row FOR SHARE: on PostgreSQL the database's write lock is taken
             # shared, and other runs' bots keep writing side by side.
+            # Each tenant's lock is taken before its rows are written, as its own
+            # writers take it: never crosswise with them (lock_tenant).
             with transaction(self.store.db, rows_locked=True) as conn:
                 for runner, end in due:
                     try:
@@ -144,6 +176,7 @@ class IdleTurns:
                     except LeaseLost as exc:  # skipped: nothing of it is written
                         lost[runner.tenant_id] = exc
                         continue
+                    lock_tenant(self.store.db, end.tenant_id)
                     end_cycle(conn, end.tenant_id, marks=end.marks, now=now,
                               compute_seconds=end.compute_seconds, api_calls=end.api_calls)
         except (sqlite3.Error, BotpolyError) as exc:

@@ -142,10 +142,17 @@ class Jobs:
             runner.stop.set()
         return runner.stop.is_set()
 
-    @staticmethod
-    def parkable(runner: Runner) -> bool:
-        """True for a paper bot whose next turn may be idle (``TenantBot.quiet``)."""
-        return not runner.live and getattr(runner.bot, "quiet", False) is True
+    def parkable(self, runner: Runner) -> bool:
+        """True for a paper bot whose next turn may be idle (``TenantBot.quiet``) on a
+        feed that moves in steps: there an idle turn's look at the snapshot reads the
+        step's markets, made once, so the control thread may take it. On a feed read
+        afresh (the exchange's own) that look could wait on the network, and the
+        control thread must not: such a bot keeps its turns on the pool, where
+        ``trading.idle`` still skips its cycle."""
+        if runner.live or getattr(runner.bot, "quiet", False) is not True:
+            return False
+        step = getattr(self.market, "step_version", None)
+        return step is not None and step() is not None
 
     def _fenced_in(self, runner: Runner) -> bool | None:
         """True while the database says this run holds the bot's lease at its epoch;

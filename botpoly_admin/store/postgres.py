@@ -328,6 +328,11 @@ class PgDatabase:
         except psycopg.Error as exc:
             raise database_error(exc) from exc
 
+    def lock_tenant(self, tenant_id: str) -> None:
+        """Inside a write transaction that took the write lock shared: wait for
+        *tenant_id*'s writers, and keep them waiting until it ends (``sql.lock_tenant``)."""
+        self.raw.execute(f"SELECT pg_advisory_xact_lock({tenant_lock_key(tenant_id):d})")
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()

@@ -136,6 +136,16 @@ def transaction(db: Any, tenant_id: str | None = None, *, rows_locked: bool = Fa
         conn.execute("COMMIT")
 
 
+def lock_tenant(db: Any, tenant_id: str) -> None:
+    """In a write transaction that writes several tenants' rows under the write lock
+    taken shared (*rows_locked*), before writing *tenant_id*'s: its lock, as a
+    ``transaction(tenant_id=...)`` takes it, so this block and that tenant's writers
+    take their row locks one after the other, never crosswise (a deadlock). SQLite's
+    one write lock already excludes every other writer."""
+    if dialect_of(db) != "sqlite":
+        db.lock_tenant(tenant_id)
+
+
 def select(db: Any, sql: str, params: Any = ()) -> list[dict[str, Any]]:
     """Rows of a read-only query as dicts, on the hot paths (a bot cycle, a listing).
 
