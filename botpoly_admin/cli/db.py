@@ -49,11 +49,10 @@ def path(app: App, fmt: str) -> None:
         botpoly-admin db path
     """
     from botpoly_admin.store import resolve_location
+    from botpoly_admin.store.locations import redact_url
 
     resolved = resolve_location(app.db)
     if isinstance(resolved, str):  # a PostgreSQL URL: shown without its password
-        from botpoly_admin.store.postgres import redact_url
-
         shown, exists = redact_url(resolved), None
     else:
         shown, exists = str(resolved), resolved.exists()
@@ -222,15 +221,17 @@ def copy(app: App, url: str, fmt: str) -> None:
     """
     from botpoly_admin.maintenance import key_location
     from botpoly_admin.maintenance.copy import copy_to_postgres
-    from botpoly_admin.store import is_database_url, resolve_location
+    from botpoly_admin.store import resolve_location
+    from botpoly_admin.store.locations import database_url
 
-    if not is_database_url(url):
+    target = database_url(url)
+    if target is None:
         raise click.UsageError("--to must be a postgresql:// URL")
-    if is_database_url(resolve_location(app.db)):
+    if isinstance(resolve_location(app.db), str):
         raise click.UsageError("db copy copies a SQLite database: give its file with --db "
                                "or BOTPOLY_DB")
     manager = app.manager()
-    report = copy_to_postgres(manager.store, url).as_dict()
+    report = copy_to_postgres(manager.store, target).as_dict()
     key = key_location(manager.db_path)
     notice(f"the secret key is not in the database: run the PostgreSQL installation with "
            f"the same key ({'key file ' if key['source'] == 'file' else ''}{key['where']}), "

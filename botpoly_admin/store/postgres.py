@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
@@ -54,6 +54,7 @@ from botpoly_admin.store.base import (
     Store,
     is_database_url,
 )
+from botpoly_admin.store.locations import redact_url as redact_url
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
 from botpoly_admin.store.sql import Guard
@@ -73,18 +74,6 @@ IDLE = TransactionStatus.IDLE
 # key file (data/<database>.key unless BOTPOLY_KEY_FILE or BOTPOLY_SECRET_KEYS) and
 # the log of `run`, as data/ holds them for the default SQLite database.
 LOCAL_DIR = Path("data")
-
-
-def redact_url(url: str) -> str:
-    """*url* without its password (``user:***@``, ``password=***``), for messages."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if "password=" in parts.query:
-        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    return urlunsplit(parts)
 
 
 def database_name(url: str) -> str:
