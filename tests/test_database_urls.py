@@ -97,3 +97,14 @@ def test_db_migrate_takes_an_upper_case_and_a_sqlalchemy_url(pg_url: str) -> Non
         assert result.exit_code == 0, result.output
         assert result.output.startswith("Database postgresql://")
         assert pg_url.split(":")[2].split("@")[0] not in result.output
+
+
+def test_the_help_names_postgresql_for_every_command() -> None:
+    top = invoke(None, "--help").output
+    assert "not yet" not in top and "all in one SQLite database" not in top
+    assert "postgresql://USER@HOST[:PORT]/DB" in top
+    assert "botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate" in \
+        invoke(None, "db", "migrate", "--help").output
+    group = invoke(None, "db", "--help").output
+    assert "botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate" in group
+    assert "botpoly-admin db copy --to postgresql://bp@db.internal/botpoly" in group

@@ -12,13 +12,15 @@ from botpoly_admin.cli.app import App, notice, output_options, pass_app
 
 @click.group("db")
 def db_group() -> None:
-    """Inspect, check, migrate, back up and restore the database.
+    """Inspect, check, migrate, back up, restore and copy the database.
 
     \b
     Example:
         botpoly-admin db path
         botpoly-admin db check
         botpoly-admin db backup backups/tenants-$(date +%F).db
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate
+        botpoly-admin db copy --to postgresql://bp@db.internal/botpoly
     """
 
 
@@ -30,6 +32,7 @@ def migrate(app: App) -> None:
     \b
     Example:
         botpoly-admin --db data/tenants.db db migrate
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate
     """
     from botpoly_admin import store
 
