@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from botpoly_admin.cli.app import App, notice, output_options, pass_app
+from botpoly_admin.secrets import ENV_KEYS
 
 
 @click.group("db")
@@ -130,9 +131,12 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
 
     result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
-    notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
-           "is NOT in the backup: back it up separately, or the backup's credentials "
-           "cannot be decrypted")
+    if key["source"] == "none":
+        notice(f"no secret key is configured (no key file {key['where']}, no "
+               f"{ENV_KEYS}): there is none to back up beside the database")
+    else:
+        notice(f"the secret key ({_key_where(key)}) is NOT in the backup: back it up "
+               "separately, or the backup's credentials cannot be decrypted")
     if fmt == "json":
         app.render(result, fmt)
     else:
@@ -236,9 +240,13 @@ def copy(app: App, url: str, fmt: str) -> None:
     manager = app.manager()
     report = copy_to_postgres(manager.store, target).as_dict()
     key = key_location(manager.db_path)
-    notice(f"the secret key is not in the database: run the PostgreSQL installation with "
-           f"the same key ({'key file ' if key['source'] == 'file' else ''}{key['where']}), "
-           "through BOTPOLY_SECRET_KEYS or BOTPOLY_KEY_FILE")
+    if key["source"] == "none":
+        notice(f"no secret key is configured (no key file {key['where']}, no {ENV_KEYS}): "
+               "the PostgreSQL installation needs none until a credential is set")
+    else:
+        notice(f"the secret key is not in the database: run the PostgreSQL installation "
+               f"with the same key ({_key_where(key)}), through {ENV_KEYS} or "
+               "BOTPOLY_KEY_FILE")
     if fmt == "json":
         app.render(report, fmt)
     else:
@@ -246,3 +254,8 @@ def copy(app: App, url: str, fmt: str) -> None:
         click.echo(f"Copied {report['source']} to {report['target']}: {report['rows']:,} "
                    f"row(s) in {len(report['tables'])} tables, schema version "
                    f"{report['schema_version']}, verified")
+
+
+def _key_where(key: dict[str, str]) -> str:
+    """Where a configured key is, as ``key_location`` tells: its file, or the variable."""
+    return f"key file {key['where']}" if key["source"] == "file" else key["where"]
