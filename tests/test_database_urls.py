@@ -108,3 +108,14 @@ def test_the_help_names_postgresql_for_every_command() -> None:
     group = invoke(None, "db", "--help").output
     assert "botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate" in group
     assert "botpoly-admin db copy --to postgresql://bp@db.internal/botpoly" in group
+
+
+def test_on_postgresql_no_output_file_may_be_the_key_file(tmp_path: Path) -> None:
+    """The key file of a PostgreSQL database is data/<database>.key: `markets record
+    --out` and `run --log-file` appending to it would make every credential unreadable."""
+    (tmp_path / "data").mkdir()
+    result = invoke(f"postgresql://bp:{PASSWORD}@127.0.0.1:9/botpoly", "markets", "record",
+                    "--out", "data/botpoly.key", "--duration", "1")
+    assert result.exit_code == 2, result.output
+    assert "--out data/botpoly.key is the database or its key file" in result.output
+    assert list((tmp_path / "data").iterdir()) == []
