@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli_checks import assert_clean_error
 from cryptography.fernet import Fernet
-from factories import buy, make_tenant, sell
+from factories import buy, invoke, make_tenant, sell
 
 from botpoly_admin import bots, clock, ledger, maintenance
 from botpoly_admin.api import TenantManager
@@ -457,3 +457,21 @@ def test_the_checks_read_one_snapshot_and_leave_no_transaction_open(ids, manager
 def test_a_database_that_is_not_one_is_a_clean_error(db_path, run_cli) -> None:
     Path(db_path).write_bytes(b"not a database at all" * 100)
     assert_clean_error(run_cli("db", "check"), 1)
+
+
+def test_on_postgresql_the_checks_of_sqlites_file_say_skip_and_why(pg_url: str) -> None:
+    skipped = {"sqlite_integrity", "foreign_keys", "no_plaintext_secrets"}
+    assert skipped <= set(CHECK_NAMES)
+    assert invoke(pg_url, "db", "migrate").exit_code == 0
+    result = invoke(pg_url, "db", "check")
+    assert result.exit_code == 0, result.output
+    outcomes = {name: outcome for outcome, name in
+                re.findall(r"^(ok|skip|FAILED) +(\w+): ", result.stdout, re.MULTILINE)}
+    assert len(outcomes) == len(CHECK_NAMES)
+    assert {n for n, o in outcomes.items() if o == "skip"} == skipped
+    assert {o for n, o in outcomes.items() if n not in skipped} == {"ok"}
+    assert result.stdout.count("       why: on PostgreSQL ") == len(skipped)
+    assert f"OK: all {len(CHECK_NAMES) - 3} checks pass (3 skipped" in result.stdout
+    checks = {c["name"]: c for c in json.loads(
+        invoke(pg_url, "db", "check", "--json").stdout)["checks"]}
+    assert {n for n, c in checks.items() if c["skipped"]} == skipped

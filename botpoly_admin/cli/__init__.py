@@ -32,7 +32,7 @@ COMMANDS = {
     "strategies": Lazy("botpoly_admin.cli.strategies:strategies_group", "Strategies a tenant can enable (built-ins and installed plugins)."),
     "markets": Lazy("botpoly_admin.cli.markets:markets_group", "Look at market data (simulated, Polymarket, Binance, replay) and record it."),
     "keys": Lazy("botpoly_admin.cli.keys:keys_group", "Manage the keys that encrypt tenant credentials (never shows key material)."),
-    "db": Lazy("botpoly_admin.cli.db:db_group", "Inspect, check, migrate, back up and restore the database."),
+    "db": Lazy("botpoly_admin.cli.db:db_group", "Inspect, check, migrate, back up, restore and copy the database."),
     "audit": Lazy("botpoly_admin.cli.audit:audit_group", "Read the audit log (every change, by OS user; never a secret)."),
     "api": Lazy("botpoly_admin.cli.api:api_group", "The REST API's keys (`botpoly-admin serve` runs the API)."),
     "serve": Lazy("botpoly_admin.cli.serve:serve", "Serve the REST API in the foreground until Ctrl-C or SIGTERM."),
@@ -54,8 +54,9 @@ def _not_empty(value: str | None) -> str | None:
     "db_path",
     envvar="BOTPOLY_DB",
     metavar="PATH|URL",
-    help="SQLite database file, or a postgresql:// URL (not yet for bots, start-bot, "
-         "run and serve) (default: data/tenants.db; env BOTPOLY_DB).",
+    help="SQLite database file, or a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DB "
+         "(default: data/tenants.db; env BOTPOLY_DB). A password typed here shows in ps: "
+         "put it in BOTPOLY_DB or ~/.pgpass instead.",
     callback=lambda ctx, param, value: _not_empty(value),
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
@@ -65,12 +66,14 @@ def cli(ctx: click.Context, db_path: str | None, verbose: int) -> None:
     """Run a multi-tenant Polymarket trading-bot service.
 
     Tenants, plans and quotas, encrypted exchange credentials, bots and
-    dashboards, all in one SQLite database.
+    dashboards, in one database: a SQLite file (the default, no set-up), or
+    PostgreSQL for many processes and machines (every command works on both).
 
     \b
     Example:
         botpoly-admin create-tenant --name "John" --email john@example.com --tier pro
         botpoly-admin list-tenants
+        BOTPOLY_DB=postgresql://bp@db.internal/botpoly botpoly-admin run
     """
     ctx.obj = App(db=db_path, verbose=verbose)
     configure_logging(verbose)

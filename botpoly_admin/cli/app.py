@@ -310,9 +310,13 @@ def refuse_store_file(app: App, path: Path, option: str) -> None:
     SQLite's files beside it, or the key file: lines appended to the key file make
     every credential unreadable ("malformed secret key")."""
     from botpoly_admin.secrets import key_file_for
-    from botpoly_admin.store import resolve_db_path
+    from botpoly_admin.store import resolve_location
 
-    db = resolve_db_path(app.db)
+    db = resolve_location(app.db)
+    if isinstance(db, str):  # PostgreSQL: its key file is data/<database>.key
+        from botpoly_admin.store.postgres import PostgresStore
+
+        db = PostgresStore(db).db_path  # not connected: it only names the local files
     store_files = [db, key_file_for(db),
                    *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
     if path.resolve() in {f.resolve() for f in store_files}:

@@ -423,12 +423,14 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int | None, live_worker
 
         def argv(number: int) -> list[str]:
             worker_log = log_path.with_name(f"{log_path.stem}.{number}{log_path.suffix}")
-            return [sys.executable, "-m", "botpoly_admin",
-                    *(["--db", app.db] if app.db else []), "run", "--no-table",
+            return [sys.executable, "-m", "botpoly_admin", "run", "--no-table",
                     "--log-file", str(worker_log), *forwarded]
 
         _paper_notice(app, paper)
-        supervise_in_terminal(app, store, argv, processes, log_path=log_path)
+        # The database goes in the workers' environment, never their argv: any user
+        # can read a command line (ps), a URL's password with it.
+        env = {"BOTPOLY_DB": app.db} if app.db else None
+        supervise_in_terminal(app, store, argv, processes, log_path=log_path, env=env)
         return
     metrics = run_metrics(app, manager, metrics_port, metrics_tenant_labels)
     orchestrator = Orchestrator(store, feed=feed, seed=seed, interval_s=interval,

@@ -8,17 +8,20 @@ from typing import Any
 import click
 
 from botpoly_admin.cli.app import App, notice, output_options, pass_app
+from botpoly_admin.secrets import ENV_KEYS
 
 
 @click.group("db")
 def db_group() -> None:
-    """Inspect, check, migrate, back up and restore the database.
+    """Inspect, check, migrate, back up, restore and copy the database.
 
     \b
     Example:
         botpoly-admin db path
         botpoly-admin db check
         botpoly-admin db backup backups/tenants-$(date +%F).db
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate
+        botpoly-admin db copy --to postgresql://bp@db.internal/botpoly
     """
 
 
@@ -30,6 +33,7 @@ def migrate(app: App) -> None:
     \b
     Example:
         botpoly-admin --db data/tenants.db db migrate
+        botpoly-admin --db postgresql://bp@db.internal/botpoly db migrate
     """
     from botpoly_admin import store
 
@@ -49,11 +53,10 @@ def path(app: App, fmt: str) -> None:
         botpoly-admin db path
     """
     from botpoly_admin.store import resolve_location
+    from botpoly_admin.store.locations import redact_url
 
     resolved = resolve_location(app.db)
     if isinstance(resolved, str):  # a PostgreSQL URL: shown without its password
-        from botpoly_admin.store.postgres import redact_url
-
         shown, exists = redact_url(resolved), None
     else:
         shown, exists = str(resolved), resolved.exists()
@@ -74,7 +77,9 @@ def check(app: App, fmt: str) -> None:
     fills; cash >= 0; unique client order ids; no rows of unknown tenants; whole
     bot leases, held only for tenants allowed to trade; every credential decrypts
     with the current keys; no credential's plaintext in the file or its WAL.
-    Offending rows are shown (the first 20 of each check); never a secret.
+    Offending rows are shown (the first 20 of each check); never a secret. On
+    PostgreSQL the checks of SQLite's file (integrity, foreign keys, plaintext in
+    the file) say "skip", and why.
 
     \b
     Example:
@@ -90,7 +95,10 @@ def check(app: App, fmt: str) -> None:
         app.render({"ok": not failed, "checks": [c.as_dict() for c in checks]}, fmt)
     else:
         for c in checks:
-            click.echo(f"{'ok' if c.ok else 'FAILED':<7}{c.name}: {c.description}")
+            outcome = "skip" if c.skipped else "ok" if c.ok else "FAILED"
+            click.echo(f"{outcome:<7}{c.name}: {c.description}")
+            if c.skipped:
+                click.echo(f"{'':<7}why: {c.skipped}")
             if c.note:
                 click.echo(f"{'':<7}note: {c.note}")
             if c.rows:
@@ -98,8 +106,10 @@ def check(app: App, fmt: str) -> None:
                 if c.total > len(c.rows):
                     click.echo(f"{'':<7}... and {c.total - len(c.rows)} more "
                                f"({c.total} in all)")
+        skipped = sum(1 for c in checks if c.skipped)
         if not failed:
-            click.echo(f"OK: all {len(checks)} checks pass")
+            click.echo(f"OK: all {len(checks) - skipped} checks pass"
+                       + (f" ({skipped} skipped: they do not apply here)" if skipped else ""))
     if failed:
         raise CommandError(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}")
 
@@ -128,9 +138,12 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
 
     result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
-    notice(f"the secret key ({'key file ' if key['source'] == 'file' else ''}{key['where']}) "
-           "is NOT in the backup: back it up separately, or the backup's credentials "
-           "cannot be decrypted")
+    if key["source"] == "none":
+        notice(f"no secret key is configured (no key file {key['where']}, no "
+               f"{ENV_KEYS}): there is none to back up beside the database")
+    else:
+        notice(f"the secret key ({_key_where(key)}) is NOT in the backup: back it up "
+               "separately, or the backup's credentials cannot be decrypted")
     if fmt == "json":
         app.render(result, fmt)
     else:
@@ -222,19 +235,25 @@ def copy(app: App, url: str, fmt: str) -> None:
     """
     from botpoly_admin.maintenance import key_location
     from botpoly_admin.maintenance.copy import copy_to_postgres
-    from botpoly_admin.store import is_database_url, resolve_location
+    from botpoly_admin.store import resolve_location
+    from botpoly_admin.store.locations import database_url
 
-    if not is_database_url(url):
+    target = database_url(url)
+    if target is None:
         raise click.UsageError("--to must be a postgresql:// URL")
-    if is_database_url(resolve_location(app.db)):
+    if isinstance(resolve_location(app.db), str):
         raise click.UsageError("db copy copies a SQLite database: give its file with --db "
                                "or BOTPOLY_DB")
     manager = app.manager()
-    report = copy_to_postgres(manager.store, url).as_dict()
+    report = copy_to_postgres(manager.store, target).as_dict()
     key = key_location(manager.db_path)
-    notice(f"the secret key is not in the database: run the PostgreSQL installation with "
-           f"the same key ({'key file ' if key['source'] == 'file' else ''}{key['where']}), "
-           "through BOTPOLY_SECRET_KEYS or BOTPOLY_KEY_FILE")
+    if key["source"] == "none":
+        notice(f"no secret key is configured (no key file {key['where']}, no {ENV_KEYS}): "
+               "the PostgreSQL installation needs none until a credential is set")
+    else:
+        notice(f"the secret key is not in the database: run the PostgreSQL installation "
+               f"with the same key ({_key_where(key)}), through {ENV_KEYS} or "
+               "BOTPOLY_KEY_FILE")
     if fmt == "json":
         app.render(report, fmt)
     else:
@@ -242,3 +261,8 @@ def copy(app: App, url: str, fmt: str) -> None:
         click.echo(f"Copied {report['source']} to {report['target']}: {report['rows']:,} "
                    f"row(s) in {len(report['tables'])} tables, schema version "
                    f"{report['schema_version']}, verified")
+
+
+def _key_where(key: dict[str, str]) -> str:
+    """Where a configured key is, as ``key_location`` tells: its file, or the variable."""
+    return f"key file {key['where']}" if key["source"] == "file" else key["where"]

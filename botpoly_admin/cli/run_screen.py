@@ -157,8 +157,10 @@ def _run_lines(orchestrator: Orchestrator, duration: float | None, cycles: int |
 
 
 def supervise_in_terminal(app: App, store: Store, argv: Callable[[int], Sequence[str]],
-                          processes: int, *, log_path: Path) -> None:
-    """``run --processes N``: start and watch N workers, each ``argv(number)``, with
+                          processes: int, *, log_path: Path,
+                          env: dict[str, str] | None = None) -> None:
+    """``run --processes N``: start and watch N workers, each ``argv(number)`` with
+    *env* added to this process's environment (a secret goes there, not in argv), with
     plain lines: each worker's own lines prefixed ``[wN]``, and one status line per
     worker (pid, state, bots held, restarts) at the start and every few seconds.
     SIGINT/SIGTERM/SIGHUP stop every worker cleanly; a second one exits at once."""
@@ -171,7 +173,8 @@ def supervise_in_terminal(app: App, store: Store, argv: Callable[[int], Sequence
         with lock, suppress(OSError):
             click.echo(line, err=err)
 
-    supervisor = Supervisor(argv, processes, on_line=lambda n, line: echo(f"[w{n}] {line}"))
+    supervisor = Supervisor(argv, processes, on_line=lambda n, line: echo(f"[w{n}] {line}"),
+                            env=env)
     last_status = -STATUS_LINE_EVERY_S
     shown: dict[int, tuple[int | None, str]] = {}
 

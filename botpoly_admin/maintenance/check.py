@@ -54,6 +54,7 @@ class Check:
     rows: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     note: str | None = None
+    skipped: str | None = None  # why the rule did not run here (ok says nothing then)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for rendering (JSON or a table)."""
@@ -82,8 +83,12 @@ class _Context:
 
 
 # A rule returns its offending rows (any iterable: only the first ROWS_SHOWN are kept)
-# and an optional note.
+# and an optional note, or raises Skip where it cannot run.
 Rule = Callable[[_Context], tuple[Iterable[dict[str, Any]], str | None]]
+
+
+class Skip(Exception):  # noqa: N818 - not an error: a rule that does not apply here
+    """A rule that does not run on this database, and why (its message)."""
 
 
 def run_checks(store: SQLiteStore) -> list[Check]:
@@ -107,6 +112,8 @@ def run_checks(store: SQLiteStore) -> list[Check]:
                     db.conn.execute("SAVEPOINT rule")
                 offending, note = rule(ctx)
                 results.append(_outcome(name, description, offending, note))
+            except Skip as skip:
+                results.append(Check(name, description, True, skipped=str(skip)))
             except sqlite3.DatabaseError as exc:
                 if postgres:
                     db.conn.execute("ROLLBACK TO SAVEPOINT rule")
@@ -144,15 +151,15 @@ def _outcome(name: str, description: str, offending: Iterable[dict[str, Any]],
 
 def _sqlite_integrity(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     if _on_postgres(ctx):
-        return [], ("skipped on PostgreSQL: the server checksums its own pages; "
-                    "pg_amcheck is the tool that verifies them")
+        raise Skip("on PostgreSQL the server checksums its own pages; pg_amcheck is the "
+                   "tool that verifies them")
     rows = ctx.db.conn.execute("PRAGMA integrity_check").fetchall()
     return [{"message": r[0]} for r in rows if r[0] != "ok"], None
 
 
 def _foreign_keys(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     if _on_postgres(ctx):
-        return [], "skipped on PostgreSQL: the server enforces every foreign key on write"
+        raise Skip("on PostgreSQL the server enforces every foreign key on write")
     rows = ctx.db.conn.execute("PRAGMA foreign_key_check").fetchall()
     return [{"table": t, "rowid": rowid, "parent": parent, "fkid": fkid}
             for t, rowid, parent, fkid in rows], None
@@ -425,8 +432,8 @@ def credential_status(db: sqlite_utils.Database, db_path: Path) -> dict[str, Any
 
 def _plaintexts(ctx: _Context) -> tuple[Iterable[dict[str, Any]], str | None]:
     if _on_postgres(ctx):
-        return [], ("skipped on PostgreSQL: its files live on the server, out of this "
-                    "command's reach; the client writes only ciphertext (vault)")
+        raise Skip("on PostgreSQL its files live on the server, out of this "
+                   "command's reach; the client writes only ciphertext (vault)")
     encoding = ctx.db.conn.execute("PRAGMA encoding").fetchone()[0]
     codec = _CODECS.get(encoding, "utf-8")
     # Bytes every database of this schema holds: a secret found in them (the file

@@ -80,8 +80,10 @@ def inspect_database(path: Path, *, name: Path | None = None) -> dict[str, Any]:
 
 
 def key_location(db_path: Path) -> dict[str, str]:
-    """Where the keys of *db_path* are: the environment variable or the key file
-    (the file need not exist yet). Neither is ever part of a backup."""
+    """Where the keys of *db_path* are: the environment variable (source "env"), the
+    key file ("file"), or nowhere yet ("none": no key configured, where the key file
+    would be made). Neither is ever part of a backup."""
     if os.environ.get(ENV_KEYS, "").strip():
         return {"source": "env", "where": ENV_KEYS}
-    return {"source": "file", "where": str(key_file_for(db_path))}
+    key_file = key_file_for(db_path)
+    return {"source": "file" if key_file.exists() else "none", "where": str(key_file)}

@@ -68,7 +68,10 @@ class Worker:
 
 
 class Supervisor:
-    """Starts and watches *processes* workers, each running ``argv(number)``."""
+    """Starts and watches *processes* workers, each running ``argv(number)`` with *env*
+    added to this process's environment. Every user can read a process's argv (``ps``,
+    ``/proc/PID/cmdline``), only its owner its environment: a secret (a database URL
+    with its password) goes in *env*, never in argv."""
 
     def __init__(self, argv: Callable[[int], Sequence[str]], processes: int, *,
                  on_line: Callable[[int, str], None], env: dict[str, str] | None = None,

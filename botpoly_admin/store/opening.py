@@ -1,12 +1,14 @@
 """Which store a location names, and opening it: a path is a SQLite file, a
-``postgresql://`` URL a PostgreSQL database (``--db``, ``BOTPOLY_DB``)."""
+``postgresql://`` URL a PostgreSQL database (``--db``, ``BOTPOLY_DB``); the forms
+taken and refused are in ``store.locations``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from botpoly_admin.store.base import Store, is_database_url
+from botpoly_admin.store.base import Store
+from botpoly_admin.store.locations import database_url
 from botpoly_admin.store.sqlite import (
     DEFAULT_DB_PATH,
     SQLiteStore,
@@ -17,11 +19,12 @@ from botpoly_admin.store.sqlite import (
 
 def resolve_location(location: str | os.PathLike[str] | None = None) -> Path | str:
     """The database to use: *location*, else ``BOTPOLY_DB``, else ``data/tenants.db``;
-    a URL stays a string, a path becomes a Path."""
+    a URL is a string (its scheme as psycopg takes it), a path a Path. A location that
+    is neither (another scheme, libpq's ``key=value`` form) is InvalidInput, before
+    anything is created."""
     chosen = location or os.environ.get("BOTPOLY_DB") or DEFAULT_DB_PATH
-    if is_database_url(chosen):
-        return str(chosen)
-    return Path(chosen)
+    url = database_url(chosen) if isinstance(chosen, str) else None
+    return url if url is not None else Path(chosen)
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *, create: bool = True,

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
@@ -54,6 +54,7 @@ from botpoly_admin.store.base import (
     Store,
     is_database_url,
 )
+from botpoly_admin.store.locations import redact_url as redact_url
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
 from botpoly_admin.store.sql import Guard
@@ -73,18 +74,6 @@ IDLE = TransactionStatus.IDLE
 # key file (data/<database>.key unless BOTPOLY_KEY_FILE or BOTPOLY_SECRET_KEYS) and
 # the log of `run`, as data/ holds them for the default SQLite database.
 LOCAL_DIR = Path("data")
-
-
-def redact_url(url: str) -> str:
-    """*url* without its password (``user:***@``, ``password=***``), for messages."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if "password=" in parts.query:
-        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    return urlunsplit(parts)
 
 
 def database_name(url: str) -> str:
@@ -131,14 +120,41 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def database_error(exc: psycopg.Error) -> Exception:
-    """The store's error for a psycopg error: the family the library catches."""
+def _privilege_refused(message: str, role: str) -> StoreError:
+    """42501 insufficient_privilege: which privilege *role* lacks, and what to grant."""
+    denied = re.match(r"permission denied for (schema|database) (\S+)", message)
+    if denied is not None:
+        kind, name = denied.groups()
+        grant = f"GRANT CREATE ON {kind.upper()} {name} TO {role}"
+        why = (" (PostgreSQL 15 and later no longer let every role create in schema "
+               "public)" if (kind, name) == ("schema", "public") else "")
+        return StoreError(f"PostgreSQL refused: {message}: the role {role} may not create "
+                          f"there{why}; as the database's owner run `{grant}`, or use the "
+                          "owner's role in the URL")
+    return StoreError(f"PostgreSQL refused: {message}: the role {role} lacks a privilege on "
+                      "botpoly-admin's tables; use the role that ran `db migrate` (their "
+                      f"owner), or as it run `GRANT ALL ON ALL TABLES IN SCHEMA public TO "
+                      f"{role}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}`")
+
+
+def database_error(exc: psycopg.Error, raw: psycopg.Connection[Any] | None = None
+                   ) -> Exception:
+    """The store's error for a psycopg error on *raw*: the family the library catches."""
     message = _first_line(exc)
+    sqlstate = getattr(exc, "sqlstate", None) or ""
     if isinstance(exc, psycopg.IntegrityError):
         return IntegrityError(message)
+    if sqlstate == "55P03" or "lock timeout" in message:
+        # Still an OperationalError: a run keeps going, as on SQLite's "locked".
+        return OperationalError(
+            f"{message}: another session held a lock this needs (the write lock) for "
+            f"over {LOCK_TIMEOUT_S:g} s (a stopped or partitioned process? the server "
+            f"ends a session idle in a transaction after {IDLE_IN_TRANSACTION_S:g} s); "
+            "nothing was changed, try again")
     if isinstance(exc, psycopg.OperationalError):
         return OperationalError(message)
-    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == "42501":
+        return _privilege_refused(message, raw.info.user if raw is not None else "ROLE")
     # Class 42 (syntax, undefined function, table or column) and 0A (feature not
     # supported): SQL written for SQLite that PostgreSQL does not take.
     if sqlstate.startswith(("42", "0A")):
@@ -213,7 +229,7 @@ class PgConnection:
             return self.raw.execute(translate(sql), parameters if parameters is not None
                                     else ())  # type: ignore[return-value]
         except psycopg.Error as exc:
-            raise database_error(exc) from exc
+            raise database_error(exc, self.raw) from exc
 
     def executemany(self, sql: str, seq_of_parameters: Any) -> PgCursor:
         """Run one statement once per parameter set (sqlite3's ``executemany``)."""
@@ -221,7 +237,7 @@ class PgConnection:
         try:
             cursor.executemany(translate(sql), list(seq_of_parameters))
         except psycopg.Error as exc:
-            raise database_error(exc) from exc
+            raise database_error(exc, self.raw) from exc
         return cursor  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -326,7 +342,7 @@ class PgDatabase:
                 raise
             raw.execute("COMMIT")
         except psycopg.Error as exc:
-            raise database_error(exc) from exc
+            raise database_error(exc, raw) from exc
 
     def lock_tenant(self, tenant_id: str) -> None:
         """Inside a write transaction that took the write lock shared: wait for
