@@ -12,11 +12,14 @@ run's own ticks, which a busy machine slows as much as everything else.
 
 from __future__ import annotations
 
+import os
+import signal
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
-from processes import background, wait_for
+from processes import background, kill, start, wait_for
 
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
@@ -163,3 +166,39 @@ def test_a_run_ending_last_does_not_restart_the_bots_of_one_that_ended_first(
         assert wait_for(lambda: not second.fleet.runners, timeout=2 * duration)
     started = {e.tenant_id for e in second.drain_events() if e.kind == "started"}
     assert not started & handed_back
+
+
+@pytest.mark.slow
+def test_run_processes_four_on_five_bots_and_a_killed_worker(location, tmp_path) -> None:
+    """The acceptance walk's case with real processes: ``run --processes 4`` on 5 bots
+    holds 2/1/1/1 (it held 2/2/1/0 for good); SIGKILL a worker and the others take its
+    bots at once (same host: its process is gone); the supervisor restarts it and the
+    split is 2/1/1/1 again."""
+    set_to_run(location, 5)
+    out = tmp_path / "supervisor.out"
+    supervisor = start(location, "run", "--interval", "0.2", "--no-table", "--no-live",
+                       "--processes", "4", "--log-file", str(tmp_path / "run.log"), out=out)
+    try:
+        with reader(location) as store:
+            def split() -> list[int]:
+                return sorted(held_per_pid(store).values())
+
+            assert wait_for(lambda: split() == [1, 1, 1, 2], timeout=90), \
+                f"{split()}: {out.read_text()[-2000:]}"
+            victim = max(held_per_pid(store), key=held_per_pid(store).get)
+            os.kill(victim, signal.SIGKILL)
+            assert wait_for(lambda: victim not in held_per_pid(store)
+                            and sum(split()) == 5 and len(split()) >= 3, timeout=60), split()
+            assert wait_for(lambda: split() == [1, 1, 1, 2], timeout=90), split()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0, out.read_text()[-2000:]
+    finally:
+        kill(supervisor)
+
+
+def held_per_pid(store: Store) -> Counter[int]:
+    """How many live leases each process holds."""
+    held: Counter[int] = Counter()
+    for owner, count in bots.holders(store).items():
+        held[int(owner.split(":")[1])] += count
+    return held
