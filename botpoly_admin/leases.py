@@ -29,9 +29,14 @@ Fencing
     touching their rows.
 
 Fair sharing (``fair_share``)
-    An orchestrator that shares (``run`` without ``--tenant``) holds at most
-    ceil(bots to share / sharing orchestrators alive, itself counted); bots held by a
-    runner that does not share are not shared out, those of a dead process are.
+    The orchestrators that share (``run`` without ``--tenant``) and are alive split the
+    bots to share evenly: with B bots and N of them, each holds floor(B/N) or
+    ceil(B/N). Who holds one more is decided the same way by all of them, so they
+    converge rather than trade bots back and forth: the first B mod N by
+    ``started_at`` (the database's clock, whole seconds), then by owner id, so a run
+    that joins later sorts last and takes bots rather than making the others pass
+    the extra ones among themselves. Bots held by a runner that does not share are
+    not shared out; those of a dead process are.
 
 Clocks
     Leases, heartbeats and the orchestrator registry use the database's clock
@@ -256,13 +261,19 @@ def release_all(store: Store, owner: str) -> int:
 
 
 def fair_share(store: Store, owner: str, wanted: int) -> int:
-    """How many bots *owner*, a sharing orchestrator, may hold out of *wanted* (see
-    "Fair sharing" above)."""
-    sharing = {r["owner"] for r in live_orchestrators(store) if r["shares"]} | {owner}
+    """How many bots *owner*, a sharing orchestrator, should hold out of *wanted* (see
+    "Fair sharing" above): floor or ceil of an even split, the extra ones going to the
+    sharing orchestrators that started first."""
+    rows = sorted((r for r in live_orchestrators(store) if r["shares"]),
+                  key=lambda r: (r["started_at"], r["owner"]))
+    sharing = [r["owner"] for r in rows]
+    if owner not in sharing:  # not registered (yet, or any more): the newest
+        sharing.append(owner)
     apart = {o: n for o, n in holders(store).items() if o not in sharing}
     gone = gone_owners(apart)
     shared = max(wanted - sum(n for o, n in apart.items() if o not in gone), 0)
-    return -(-shared // len(sharing))
+    each, extra = divmod(shared, len(sharing))
+    return each + (1 if sharing.index(owner) < extra else 0)
 
 
 def holders(store: Store, tenant_ids: Sequence[str] | None = None) -> dict[str, int]:

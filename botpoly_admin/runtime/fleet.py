@@ -3,12 +3,17 @@
 ``reconcile``: bots that should run (desired running, tenant active or in trial; see
 ``botpoly_admin.bots``) and are not running here get their lease taken and a runner;
 runners whose bot should no longer run (stopped, suspended, expired, trial over,
-deleted) are told to stop. A run that shares (``run`` without ``--tenant``) holds at
-most its fair share (``bots.fair_share``: the bots to run over the sharing
-orchestrators alive) and releases its excess when another one joins; it takes more
-when one leaves or dies (leases free, expired, or of a process known gone). Bots
-this run should run but another runner holds are named once (an event and a log
-line), with their owner.
+deleted) are told to stop. A run that shares (``run`` without ``--tenant``) holds its
+fair share (``bots.fair_share``: floor or ceil of the bots to run over the sharing
+orchestrators alive, the same answer for all of them) and releases its excess when
+another one joins: paper bots only, those waiting between cycles first, each after
+the cycle it is in (a live bot stopped would cancel its resting orders, so it stays
+where it is); it takes more when one leaves or dies (leases free, expired, or of a
+process known gone). In the last interval before its ``--duration`` ends a run
+takes no bot it does not run already: it would stop it at once (run ``--processes``'
+workers end a moment apart, and the last would restart the first ones' bots for an
+instant). Bots this run should run but another runner holds are named once (an
+event and a log line), with their owner.
 
 ``sync``, in one transaction: renews every lease the run holds, records each bot's
 state, heartbeat, cycles, last cycle time, restarts and last error, releases the
@@ -65,6 +70,8 @@ class Fleet:
         self.started_total = 0
         self.stopping = False
         self.max_cycles: int | None = None
+        self.ends_at: float | None = None  # monotonic: when a run with a duration ends
+        self.reconciled = False  # a first reconcile was done
         self._finished = finished
         self._to_release: list[Runner] = []
         self._schedule = schedule
@@ -94,7 +101,8 @@ class Fleet:
             if tid in wanted:  # switched between paper and live: its next cycle moves
                 runner.live = not self.settings.paper and wanted[tid]["trading_mode"] == "live"
         new = [tid for tid in wanted if tid not in self.runners]
-        if not new or self.stopping:
+        ending, self.reconciled = self._ending(), True
+        if not new or self.stopping or ending:
             self._grow_live(self._live_count())
             self._note_held_elsewhere([])
             return 0
@@ -121,15 +129,21 @@ class Fleet:
         self._note_held_elsewhere([tid for tid in new if tid not in taken] if short else [])
         return len(taken)
 
+    def _ending(self) -> bool:
+        """True in the last interval before the run's end (past its first reconcile):
+        a bot taken now would only be started to be stopped."""
+        return (self.reconciled and self.ends_at is not None
+                and self.clock.monotonic() > self.ends_at - self.settings.interval_s)
+
     def _room(self, wanted: int) -> int:
         """How many more bots this run may take under its fair share; over it, the
-        excess (the bots taken last) is released: each finishes its cycle in flight,
-        then its lease is freed for a run under its share to take."""
+        excess is released (``_shed_order``): each finishes its cycle in flight, then
+        its lease is freed for a run under its share to take."""
         share = bots.fair_share(self.store, self.owner, wanted)
         self.share = share
         running = [r for r in self.runners.values() if not r.stop.is_set()]
         excess = len(running) - share
-        for runner in running[len(running) - excess:] if excess > 0 else ():
+        for runner in _shed_order(running)[:max(excess, 0)]:
             self.stop_runner(runner, f"rebalancing: this run's fair share is {share} "
                                      f"of {wanted} bot(s)")
         return max(share - len(running), 0)
@@ -215,3 +229,13 @@ class Fleet:
         """An event of one bot, logged."""
         self.events.add(self.clock.wall(), runner, kind, message)
         log.info("bot of %s (%s): %s %s", runner.name, runner.tenant_id, kind, message)
+
+
+def _shed_order(running: Sequence[Runner]) -> list[Runner]:
+    """The runners a run over its share gives up, in order: paper bots only (a live
+    one stopped would cancel its resting orders; it moves only when its run goes),
+    those waiting between cycles before one in a cycle, the most recently taken first."""
+    def in_cycle(runner: Runner) -> bool:  # taken off its pool's heap by a worker
+        return runner.pool is not None and runner.entry is None
+
+    return sorted((r for r in reversed(running) if not r.live), key=in_cycle)

@@ -131,7 +131,7 @@ class Orchestrator:
         with self.clock.joined():
             started_at = self.clock.monotonic()
             self.counters.restart(started_at)
-            deadline = None if duration_s is None else started_at + duration_s
+            deadline = self.fleet.ends_at = None if duration_s is None else started_at + duration_s
             self._start()
             try:
                 next_tick = started_at
