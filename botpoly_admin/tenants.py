@@ -69,11 +69,11 @@ EDITABLE_FIELDS = (
 
 RATE_LIMIT_KEYS = ("api_calls_per_minute",)
 
-TENANT_SELECT = """
-SELECT t.*, COALESCE(u.trades_used, 0) AS period_trades_used
-FROM tenants t
-LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period
-"""
+# A tenant's row and its trades this period (binds :period), in pieces a read that
+# joins more (a bot's, ``trading.bot``) builds on.
+TENANT_COLUMNS = "t.*, COALESCE(u.trades_used, 0) AS period_trades_used"
+TENANT_FROM = "tenants t LEFT JOIN usage u ON u.tenant_id = t.tenant_id AND u.period = :period"
+TENANT_SELECT = f"SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}"
 
 # What an update may ask of the ledger inside its transaction: the cash a tenant's
 # positions, resting orders and realized losses take (``ledger.cash_micros``).
@@ -93,10 +93,12 @@ def _json(text: str) -> Any:
 # --- reading --------------------------------------------------------------------------
 
 
-def _rows(store: Store, where: str = "", params: Mapping[str, Any] | None = None
-          ) -> list[dict[str, Any]]:
+def _rows(store: Store, where: str = "", params: Mapping[str, Any] | None = None,
+          *, ordered: bool = True) -> list[dict[str, Any]]:
+    # Listing order (tenant_order) looks into the audit log on PostgreSQL: only for
+    # reads of several tenants; one tenant (by its id or its email) needs no order.
     sql = (TENANT_SELECT + (f" WHERE {where}" if where else "")
-           + f" ORDER BY t.created_at, {tenant_order(store.db)}")
+           + (f" ORDER BY t.created_at, {tenant_order(store.db)}" if ordered else ""))
     return select(store.db, sql, {"period": clock.period_of(clock.now()), **(params or {})})
 
 
@@ -128,6 +130,12 @@ def _to_config(row: Mapping[str, Any], credentials: dict[str, str | None]) -> Te
     )
 
 
+def config_of(row: Mapping[str, Any]) -> TenantConfig:
+    """The tenant of a ``TENANT_SELECT`` row (its columns by name), without its masked
+    credentials: for a bot, which reads its tenant's row itself every cycle."""
+    return _to_config(row, dict.fromkeys(CREDENTIAL_NAMES))
+
+
 def _configs(store: Store, rows: list[dict[str, Any]], *, credentials: bool = True
              ) -> list[TenantConfig]:
     masked = vault.masked(store, [r["tenant_id"] for r in rows]) if credentials else {}
@@ -140,13 +148,14 @@ def get(store: Store, tenant_id: str, *, credentials: bool = True) -> TenantConf
 
     ``credentials=False`` leaves the masked credentials out (bots, hot paths).
     """
-    rows = _rows(store, "t.tenant_id = :id", {"id": tenant_id})
+    rows = _rows(store, "t.tenant_id = :id", {"id": tenant_id}, ordered=False)
     return _configs(store, rows, credentials=credentials)[0] if rows else None
 
 
 def get_by_email(store: Store, email: str) -> TenantConfig | None:
     """The tenant with this email (any case), or None."""
-    rows = _rows(store, "t.email_key = :key", {"key": email.strip().casefold()})
+    rows = _rows(store, "t.email_key = :key", {"key": email.strip().casefold()},
+                 ordered=False)
     return _configs(store, rows)[0] if rows else None
 
 

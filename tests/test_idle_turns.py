@@ -25,7 +25,7 @@ from botpoly_admin.trading.dispatch import CycleReport
 
 BOTS = 5
 TURNS = WINDOWS_FULL + 5  # each bot: six full cycles, then idle turns
-ROW_READ = "SELECT * FROM tenants WHERE tenant_id"  # a pooled turn's read of its row
+ROW_READ = "LEFT JOIN bots b ON b.tenant_id = t.tenant_id WHERE"  # a pooled turn's row read
 BATCH_READ = "SELECT t.*, b.lease_epoch FROM tenants t"
 HOLDS = "SELECT 1 FROM bots WHERE tenant_id"  # a pooled turn's lease check
 THIEF = "thief:3:abcd"

@@ -7,6 +7,8 @@ of live orders, each in its own module:
 - ``reads``: typed read models (``Position``, ``TradeRecord``) and the listings built on them;
 - ``equity``: cash and equity, one definition in one statement (``Totals``), snapshots;
 - ``quotas``: taking and giving back quota units, the bot's ``Allowance``, usage;
+- ``standing``: what a bot's cycle reads (positions, resting orders, allowance) in one
+  statement;
 - ``periods``: the monthly cron job (``close_periods``);
 - ``reservations``: quota units held for live orders in flight;
 - ``record``: ``record_trade``, the rows of one execution (``record_trades``), resting
@@ -71,6 +73,7 @@ from botpoly_admin.ledger.reservations import (
     reservation,
     reserve_trade,
 )
+from botpoly_admin.ledger.standing import Standing, standing
 from botpoly_admin.ledger.values import (
     COUNTED_STATUSES,
     SIDES,
@@ -91,6 +94,6 @@ __all__ = [
     "notional_micros", "positions", "quota_status", "reconciliation", "record_trade",
     "record_trades", "release_reservation", "release_stale_reservations", "reservation",
     "reserve_trade", "reset_tenant_period", "resolve_pending", "resting_orders", "set_quota",
-    "settle_position", "snapshot_equity", "strategy_metrics", "totals", "trade_figures",
-    "trade_row", "trades_today",
+    "settle_position", "snapshot_equity", "Standing", "standing", "strategy_metrics", "totals",
+    "trade_figures", "trade_row", "trades_today",
 ]

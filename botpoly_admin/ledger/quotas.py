@@ -147,28 +147,40 @@ class Allowance:
     open_positions: int = 0  # positions (per strategy and token) holding shares
 
 
+# Totals' terms, then the period's and the day's counts, the day's realized P&L and
+# the unrealized P&L the day started from; binds :t, :p (period) and :d (day).
+ALLOWANCE_COLUMNS = ("realized", "cost", "value", "reserved", "open_positions", "used",
+                     "used_today", "realized_today", "unrealized_start")
 ALLOWANCE_SQL = f"""
 SELECT p.*,
-  (SELECT trades_used + trades_reserved FROM usage WHERE tenant_id = :t AND period = :p),
-  (SELECT trades_used FROM daily_usage WHERE tenant_id = :t AND day = :d),
-  (SELECT realized_pnl_micros FROM daily_usage WHERE tenant_id = :t AND day = :d),
+  (SELECT trades_used + trades_reserved FROM usage WHERE tenant_id = :t AND period = :p)
+    AS used,
+  (SELECT trades_used FROM daily_usage WHERE tenant_id = :t AND day = :d) AS used_today,
+  (SELECT realized_pnl_micros FROM daily_usage WHERE tenant_id = :t AND day = :d)
+    AS realized_today,
   (SELECT unrealized_pnl_micros FROM equity_snapshots WHERE tenant_id = :t AND day < :d
-   ORDER BY day DESC LIMIT 1)
+   ORDER BY day DESC LIMIT 1) AS unrealized_start
 FROM ({TOTALS_SQL}) p
 """
 
 
 def allowance(store: Store, tenant: TenantConfig) -> Allowance:
     """Free cash, remaining monthly and daily trades, today's P&L and open positions,
-    in one query (``quota_status`` and ``equity`` are the full reports; this runs every
-    bot cycle). Cash and unrealized P&L are ``equity.Totals``'."""
+    in one query (``quota_status`` and ``equity`` are the full reports; a bot's cycle
+    reads these terms with its positions and orders: ``ledger.standing``)."""
     now = clock.now()
     row = store.db.execute(
         ALLOWANCE_SQL,
         {"t": tenant.tenant_id, "p": clock.period_of(now), "d": clock.day_of(now)},
     ).fetchone()
-    t = Totals(*row[:5])
-    used, used_today, realized_today, unrealized_start = row[5:]
+    return allowance_of(tenant, tuple(row))
+
+
+def allowance_of(tenant: TenantConfig, terms: tuple[int | None, ...]) -> Allowance:
+    """The allowance of *tenant* from *terms*, ``ALLOWANCE_COLUMNS``' values. Cash and
+    unrealized P&L are ``equity.Totals``'."""
+    t = Totals(*terms[:5])
+    used, used_today, realized_today, unrealized_start = terms[5:]
     quota = tenant.monthly_trades_quota
     return Allowance(
         free_cash=from_micros(t.cash(to_micros(tenant.capital))) or Decimal(0),

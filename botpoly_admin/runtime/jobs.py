@@ -101,17 +101,19 @@ class Jobs:
                 # The lease was not renewed in time: wait for the control thread.
                 self.schedule(runner, start + self.settings.interval_s)
                 return
-            fenced = self._fenced_in(runner)
-            if fenced is None:  # the database cannot say now: try at the next turn
-                self.schedule(runner, start + self.settings.interval_s)
-                return
-            if not fenced:
-                self._teardown(runner)
-                return
+            skip = (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) \
+                or (runner.state == BotState.REFUSED and not self._refusal_lifted(runner))
+            if skip or not self.checks_own_lease(runner):
+                fenced = self._fenced_in(runner)
+                if fenced is None:  # the database cannot say now: try at the next turn
+                    self.schedule(runner, start + self.settings.interval_s)
+                    return
+                if not fenced:
+                    self._teardown(runner)
+                    return
             self.stats.lag(start - due, live=runner.pool is self.live_pool)
             next_due = max(due + self.settings.interval_s, start)
-            if (runner.state == BotState.PAUSED_QUOTA and not self._quota_left(runner)) or \
-                    (runner.state == BotState.REFUSED and not self._refusal_lifted(runner)):
+            if skip:
                 # Still no quota, or still refused: skip the cycle (it would only be
                 # refused again), stay alive.
                 runner.skipped(self.clock.wall())
@@ -154,12 +156,22 @@ class Jobs:
         step = getattr(self.market, "step_version", None)
         return step is not None and step() is not None
 
+    @staticmethod
+    def checks_own_lease(runner: Runner) -> bool:
+        """True for a built paper bot whose cycle confirms its lease in the read that
+        begins it (``TenantBot.checks_lease``): its turn needs no ``holds`` round trip.
+        A live bot is checked before each cycle still: it may send a request before
+        it writes."""
+        return not runner.live and runner.bot is not None \
+            and getattr(runner.bot, "checks_lease", False) is True
+
     def _fenced_in(self, runner: Runner) -> bool | None:
         """True while the database says this run holds the bot's lease at its epoch;
         None when the database cannot say.
 
-        Checked before every cycle: a process paused past its lease (SIGSTOP, a
-        stalled machine) whose bot was taken over stops it instead of trading.
+        Checked before every turn but a paper bot's cycle (``checks_own_lease``): a
+        process paused past its lease (SIGSTOP, a stalled machine) whose bot was taken
+        over stops it instead of trading.
         """
         try:
             if bots.holds(self.store, self.owner, runner.tenant_id, runner.epoch):

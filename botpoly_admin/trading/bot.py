@@ -2,7 +2,8 @@
 
 ``run_cycle`` = read → strategies → risk → broker → record → equity snapshot:
 
-1. reload the tenant (its settings may have changed from another shell);
+1. reload the tenant (its settings may have changed from another shell) and, for a
+   bot whose writes are fenced, confirm its lease in the same read;
 2. take one API call from the tenant's rate limit for the cycle's market snapshot
    (so a plan's calls/minute is how often its bot may look at the market);
 3. settle positions in markets that resolved, and work resting orders;
@@ -34,14 +35,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock, ledger, tenants
-from botpoly_admin.bots import refusal
-from botpoly_admin.errors import CredentialsError, LiveRefused, NotFound, TemporaryExchangeError
+from botpoly_admin.bots import Fence, FencedStore, refusal
+from botpoly_admin.errors import (
+    CredentialsError,
+    LeaseLost,
+    LiveRefused,
+    NotFound,
+    TemporaryExchangeError,
+)
 from botpoly_admin.ledger import Position, TradeRecord
 from botpoly_admin.live_access import live_credentials
 from botpoly_admin.models import TenantConfig, TenantTier, TradingMode
+from botpoly_admin.store.sql import database_clock
 from botpoly_admin.trading import idle
 from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.cache import TenantRateLimiter
@@ -110,6 +119,10 @@ class TenantBot:
         self.store = store  # the tenant's settings, the ledger and, live, its credentials
         self.paper = paper  # a paper run (``run --paper``): live tenants trade paper too
         self.tenant_id = tenants.resolve(store, tenant_id).tenant_id
+        # The lease its writes are made under (None: not fenced), confirmed by the
+        # read that begins each cycle (``_tenant``).
+        self.fence = store.fence if isinstance(store, FencedStore) else None
+        self._read = tenant_read(store.db)
         self.feed = feed
         # One limiter per process is shared by every bot (the orchestrator passes it);
         # a bot run alone gets its own, so the plan's limit holds either way.
@@ -208,6 +221,11 @@ class TenantBot:
         return report, self._metered(report, marks, started)
 
     @property
+    def checks_lease(self) -> bool:
+        """True when each cycle confirms the bot's lease as it begins (``_tenant``)."""
+        return self.fence is not None
+
+    @property
     def quiet(self) -> bool:
         """True while its next turn may be idle (``idle_turn``)."""
         return self._quiet is not None
@@ -233,16 +251,20 @@ class TenantBot:
 
     def _tenant(self) -> TenantConfig:
         """The tenant's current settings, rebuilt only when its row changed: decoding
-        the JSON columns every cycle costs more than reading the row."""
-        row = self.store.db.execute("SELECT * FROM tenants WHERE tenant_id = ?",
-                                    (self.tenant_id,)).fetchone()
-        if row is None:
+        the JSON columns every cycle costs more than reading the row. A fenced bot's
+        lease (owner, epoch, unexpired on the database's clock) comes in the same
+        read: LeaseLost, before anything is done, once another runner has the bot."""
+        cursor = self.store.db.execute(
+            self._read, {"id": self.tenant_id, "period": clock.period_of(clock.now())})
+        found = cursor.fetchone()
+        if found is None:
             raise NotFound(f"tenant {self.tenant_id} no longer exists")
+        if self.fence is not None:
+            _confirm(self.fence, *found[-3:])
+        row = tuple(found[:-4])  # the tenants row as stored (idle turns compare it)
         if self._tenant_cache is None or self._tenant_cache[0] != row:
-            tenant = tenants.get(self.store, self.tenant_id, credentials=False)
-            if tenant is None:
-                raise NotFound(f"tenant {self.tenant_id} no longer exists")
-            self._tenant_cache = (row, tenant)
+            names = [d[0] for d in cursor.description]
+            self._tenant_cache = (row, tenants.config_of(dict(zip(names, found, strict=True))))
         return self._tenant_cache[1]
 
     def _cycle(self, report: CycleReport) -> dict[str, Decimal]:
@@ -268,31 +290,30 @@ class TenantBot:
         # Before anything is settled or recorded: a bot that may not trade as it is
         # configured here (live on replayed data, say) must not write either.
         broker = self.broker(tenant.trading_mode, tenant.tier)
-        held = ledger.holdings(self.store, self.tenant_id)
-        pending = ledger.resting_orders(self.store, self.tenant_id)
+        # Positions, resting orders and the allowance's terms: one read (read again
+        # below only after something may have changed them).
+        standing = ledger.standing(self.store, self.tenant_id)
+        held, pending = standing.held, standing.pending
         # Markets the tenant is exposed to stay in view (and settle) whatever it watches.
         exposed = {p.market for p in held if p.market} | {o.market for o in pending if o.market}
         markets, open_markets, books, board = self._snapshot(tenant.markets, exposed)
         resolved = {m.market_id: m for m in markets if m.resolved}
         resolved.update(_resolved_unlisted(self.feed, exposed, markets))
         report.settled = _settle(held, resolved, broker)
-        if report.settled:
-            held = ledger.holdings(self.store, self.tenant_id)
         resolved_tokens = {o.token_id for m in resolved.values() for o in m.outcomes}
         # No resting paper order, nothing to work (and no query to make). A live broker
         # is asked every cycle: it also resolves orders in doubt and reconciles when due.
         working = pending or broker.mode == TradingMode.LIVE.value
         filled_resting = broker.work_resting(books, resolved_tokens) if working else 0
         report.trades += filled_resting
-        if filled_resting:
-            held = ledger.holdings(self.store, self.tenant_id)
-        if pending:
-            pending = ledger.resting_orders(self.store, self.tenant_id)
+        if report.settled or working:  # settled, filled, cancelled or reconciled
+            standing = ledger.standing(self.store, self.tenant_id)
+            held, pending = standing.held, standing.pending
         # Positions belong to the strategy that opened them: each strategy sees and
         # sells only its own (docs/architecture.md, positions per strategy).
         by_owner = _views_by_owner(held)
         by_market, sellable = _exposure(held, pending)
-        quota = ledger.allowance(self.store, tenant)
+        quota = standing.allowance(tenant)
         limit = tenant.settings.get("daily_loss_limit")
         risk = RiskBook(
             free_cash=quota.free_cash,
@@ -319,7 +340,7 @@ class TenantBot:
             dispatch = Dispatch(
                 store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
                 report=report, risk=risk, now=now, markets=open_markets, books=books,
-                by_market=by_market, states=self._states, fresh_books=self._books,
+                by_market=by_market, states=self._states, fresh_books=partial(_books, self.feed),
                 references=references, signals=board)
             dispatch.run(strategies, by_owner, missing, self._started)
             if report.state == "running":
@@ -357,7 +378,7 @@ class TenantBot:
                             SignalBoard | None]:
             markets = _watched(self.feed, wanted, exposed)
             open_markets = [m for m in markets if tradable(m)]
-            books = self._books(open_markets)
+            books = _books(self.feed, open_markets)
             board = None if self.signals is None else self.signals.board(open_markets, books)
             return markets, open_markets, books, board
 
@@ -367,16 +388,6 @@ class TenantBot:
         auto = not wanted or wanted == ["auto"]  # every market, whatever it holds
         key = ("auto",) if auto else (tuple(wanted), frozenset(exposed))
         return self.signals.view(version, key, read)
-
-    def _books(self, markets: list[Market]) -> dict[str, OrderBook]:
-        books: dict[str, OrderBook] = {}
-        for market in markets:
-            for outcome in market.outcomes:
-                try:
-                    books[outcome.token_id] = self.feed.book(outcome.token_id)
-                except NotFound:
-                    continue
-        return books
 
     def stop(self, *, cancel_resting: bool = True) -> None:
         """Close the broker (a live one cancels the resting orders it owns, unless
@@ -394,6 +405,34 @@ class TenantBot:
                                  compute_seconds=self._compute_s)
                 self._compute_s, self._api_calls = 0.0, 0
 
+
+def tenant_read(db: Any) -> str:
+    """A bot's read of its tenant (binds :id and :period): the row as
+    ``tenants.TENANT_SELECT`` reads it, then its bot's lease: owner, epoch, and 1 while
+    unexpired on the database's clock."""
+    return (f"SELECT {tenants.TENANT_COLUMNS}, b.owner, b.lease_epoch, CASE WHEN "
+            f"b.lease_expires_at >= {database_clock(db)} THEN 1 ELSE 0 END "
+            f"FROM {tenants.TENANT_FROM} LEFT JOIN bots b ON b.tenant_id = t.tenant_id "
+            "WHERE t.tenant_id = :id")
+
+
+def _confirm(fence: Fence, owner: str | None, epoch: int | None, live: int | None) -> None:
+    """Raise LeaseLost unless the lease read (*owner*, *epoch*, *live*) is *fence*'s."""
+    if not (live and owner == fence.owner and epoch == fence.epoch):
+        raise LeaseLost(f"the lease of bot {fence.tenant_id} at epoch {fence.epoch} is no "
+                        f"longer {fence.owner}'s: cycle not run")
+
+
+def _books(feed: MarketData, markets: list[Market]) -> dict[str, OrderBook]:
+    """The books of *markets*' outcomes that *feed* has."""
+    books: dict[str, OrderBook] = {}
+    for market in markets:
+        for outcome in market.outcomes:
+            try:
+                books[outcome.token_id] = feed.book(outcome.token_id)
+            except NotFound:
+                continue
+    return books
 
 
 def _references(feed: MarketData, strategies: list[Strategy], markets: list[Market]
