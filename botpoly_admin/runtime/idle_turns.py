@@ -98,12 +98,12 @@ class IdleTurns:
         start = self.run_clock.monotonic()
 
         def schedule(runner: Runner, slot: float) -> None:
-            placed.add(runner.tenant_id)
             self.workers.schedule(runner, slot)
+            placed.add(runner.tenant_id)
 
         def back(runner: Runner, slot: float, *, turned: bool) -> None:
-            placed.add(runner.tenant_id)
             self._back(runner, slot, turned=turned)
+            placed.add(runner.tenant_id)
 
         try:
             rows = self._rows()

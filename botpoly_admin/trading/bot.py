@@ -141,8 +141,6 @@ class TenantBot:
         self._quiet: idle.Quiet | None = None  # an idle bot's last full cycle
         self.stopped = False
 
-    # --- set-up -------------------------------------------------------------------
-
     def _load_strategies(self, names: list[str], params: dict[str, Any]) -> list[Strategy]:
         key = repr((names, params))  # both come fresh from JSON each cycle: stable order
         if key != self._config_key:
@@ -366,8 +364,6 @@ class TenantBot:
             return False
         references, missing = _references(self.feed, self._strategies, open_markets)
         return not missing and references == quiet.references
-
-    # --- reads --------------------------------------------------------------------
 
     def _snapshot(self, wanted: list[str], exposed: set[str]) -> tuple[
             list[Market], list[Market], dict[str, OrderBook], SignalBoard | None]:
