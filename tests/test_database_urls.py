@@ -119,3 +119,26 @@ def test_on_postgresql_no_output_file_may_be_the_key_file(tmp_path: Path) -> Non
     assert result.exit_code == 2, result.output
     assert "--out data/botpoly.key is the database or its key file" in result.output
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_a_password_libpq_quotes_in_its_own_error_is_masked() -> None:
+    """A raw % in the password: libpq's parse error quotes it back."""
+    result = invoke(f"postgresql://bp:{PASSWORD}%zz@127.0.0.1:1/botpoly", "list-tenants")
+    assert result.exit_code != 0 and result.output.startswith("Error: ")
+    assert "percent" in result.output and PASSWORD not in result.output
+
+
+def test_a_url_with_spaces_around_it_is_a_url_and_a_malformed_one_is_one_line(
+        tmp_path: Path) -> None:
+    typed = f" \tpostgresql://bp:{PASSWORD}@127.0.0.1:1/botpoly "
+    assert resolve_location(typed) == f"postgresql://bp:{PASSWORD}@127.0.0.1:1/botpoly"
+    result = invoke(None, "db", "path", env={"BOTPOLY_DB": typed})
+    assert PASSWORD not in result.output and "bp:***@" in result.output
+    result = invoke(f"postgresql://bp:{PASSWORD}@[::1/botpoly", "list-tenants")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: ") and PASSWORD not in result.output
+
+
+def test_file_names_with_a_colon_or_an_equals_sign_stay_paths() -> None:
+    for path in ("my user=1.db", "data/my host=a.db", "postgres-old:1.db"):
+        assert database_url(path) is None

@@ -12,7 +12,9 @@ No psycopg here: a SQLite installation never imports it.
 
 from __future__ import annotations
 
+import os
 import re
+from urllib.parse import unquote, urlsplit
 
 from botpoly_admin.errors import InvalidInput
 
@@ -25,8 +27,9 @@ ACCEPTED_FORMS = ("a SQLite file path, or a PostgreSQL URL: "
 
 # A URL's scheme: two characters at least, so a Windows drive (C:/) stays a path.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
-# libpq's key=value connection string: one of its keywords, then '='.
-_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|"
+# libpq's key=value connection string: it begins with one of its keywords and '='
+# (a file name with '=' later, 'my user=1.db', stays a path).
+_CONNINFO = re.compile(r"\s*(?:host|hostaddr|port|dbname|user|password|passfile|"
                        r"service|sslmode|connect_timeout|options)\s*=", re.IGNORECASE)
 # A password given as a parameter (a URL's query, libpq's form): quoted or up to the
 # next separator.
@@ -37,17 +40,25 @@ _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^&\s]*)",
 def database_url(location: str) -> str | None:
     """The PostgreSQL URL *location* names (its scheme as psycopg takes it), or None
     for a file path; InvalidInput (one line, the password masked) for any other URL
-    or a libpq ``key=value`` string."""
-    match = _SCHEME.match(location)
+    or a libpq ``key=value`` string. A URL may come with spaces around it (an env
+    file's); a path is taken as typed."""
+    stripped = location.strip()
+    match = _SCHEME.match(stripped)
     if match is not None:
         scheme = match.group(1).lower()
-        rest = location[match.end():]
+        rest = stripped[match.end():]
         if scheme in POSTGRES_SCHEMES and rest.startswith("//"):
-            return f"{POSTGRES_SCHEMES[scheme]}:{rest}"
-        if rest.startswith("/") or scheme.startswith("postgres"):
+            url = f"{POSTGRES_SCHEMES[scheme]}:{rest}"
+            try:
+                urlsplit(url).port  # noqa: B018 - what psycopg would choke on later
+            except ValueError as exc:
+                raise InvalidInput(f"not a valid PostgreSQL URL: {redact_url(stripped)} "
+                                   f"({exc}); give {ACCEPTED_FORMS}") from None
+            return url
+        if rest.startswith("/") or scheme in POSTGRES_SCHEMES:
             raise InvalidInput(f"not a database location botpoly-admin knows: "
-                               f"{redact_url(location)}; give {ACCEPTED_FORMS}")
-    if _CONNINFO.search(location):
+                               f"{redact_url(stripped)}; give {ACCEPTED_FORMS}")
+    if _CONNINFO.match(location):
         raise InvalidInput(f"libpq's key=value form is not taken: "
                            f"{redact_url(location)}; give {ACCEPTED_FORMS}")
     return None
@@ -69,3 +80,19 @@ def redact_url(location: str) -> str:
     if at < start or not colon or "@" in user:  # no password (an @ in the query)
         return text
     return f"{text[:start]}{user}:***{text[at:]}"
+
+
+def scrub(text: str, location: str) -> str:
+    """*text* (a driver's message about *location*) with every password *location*
+    holds masked, as typed and percent-decoded: libpq quotes a URL's parts in its own
+    errors (``invalid percent-encoded token: "..."``)."""
+    secrets = [m.group(2).strip("'") for m in _PASSWORD_PARAM.finditer(location)]
+    masked = redact_url(location)
+    if masked != location:  # the user's password: what redact_url replaced
+        start = len(os.path.commonprefix([masked, location]))
+        end = len(location) - len(os.path.commonprefix([masked[::-1], location[::-1]]))
+        secrets.append(location[start:max(start, end)])
+    for secret in sorted({s for s in secrets for s in (s, unquote(s)) if s}, key=len,
+                         reverse=True):
+        text = text.replace(secret, "***")
+    return text

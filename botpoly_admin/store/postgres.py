@@ -55,6 +55,7 @@ from botpoly_admin.store.base import (
     is_database_url,
 )
 from botpoly_admin.store.locations import redact_url as redact_url
+from botpoly_admin.store.locations import scrub
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
 from botpoly_admin.store.sql import Guard
@@ -357,9 +358,9 @@ class PgDatabase:
 # --- opening ----------------------------------------------------------------------
 
 
-def _refusal(exc: psycopg.OperationalError, shown: str) -> StoreError | None:
+def _refusal(exc: psycopg.OperationalError, shown: str, url: str) -> StoreError | None:
     """A connection error that waiting will not cure, as a one-line StoreError."""
-    message = _first_line(exc)
+    message = scrub(_first_line(exc), url)
     text = str(exc)
     if ("password authentication failed" in text or "no password supplied" in text
             or ("role" in text and "does not exist" in text)):
@@ -386,16 +387,17 @@ def open_connection(url: str, *, wait_s: float = CONNECT_WAIT_S) -> psycopg.Conn
                                   connect_timeout=max(2, int(left + 0.999)))
             break
         except psycopg.OperationalError as exc:
-            refused = _refusal(exc, shown)
+            refused = _refusal(exc, shown, url)
             if refused is not None:
                 raise refused from None
             if time.monotonic() + delay > deadline:
                 raise StoreError(f"cannot reach PostgreSQL at {shown} after {wait_s:g} s: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{scrub(_first_line(exc), url)}") from None
             time.sleep(delay)  # back off: the server may be starting
             delay = min(delay * 2, 1.0)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open PostgreSQL at {shown}: {_first_line(exc)}") from None
+        except psycopg.Error as exc:  # libpq's parse errors quote the URL's parts
+            raise StoreError(f"cannot open PostgreSQL at {shown}: "
+                             f"{scrub(_first_line(exc), url)}") from None
     raw.adapters.register_loader("numeric", _NumericLoader)
     raw.adapters.register_loader("bool", _BoolLoader)
     raw.adapters.register_dumper(bool, _BoolDumper)
