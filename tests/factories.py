@@ -91,3 +91,18 @@ def commands(*, groups: bool = False) -> list[tuple[tuple[str, ...], click.Comma
 
     visit(root_command, ())
     return found
+
+
+def trace_new_connections(monkeypatch: Any, statements: list[str]) -> None:
+    """Every SQLite connection opened from now on (a run's workers') appends each
+    statement it runs to *statements* (sqlite3's trace callback)."""
+    import sqlite3
+
+    real_connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)

@@ -5,12 +5,11 @@ nothing, while the batch writes the others'."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import make_tenant
+from factories import make_tenant, trace_new_connections
 from test_idle_bots import STRATEGIES, T0, WINDOWS_FULL, StillFeed
 from virtual_clock import VirtualClock
 
@@ -99,14 +98,7 @@ def test_quiet_bots_on_a_tick_read_their_rows_in_one_statement(
     manager = TenantManager(tmp_path / "t.db")
     statements: list[str] = []
     manager.store.db.conn.set_trace_callback(statements.append)  # the control thread's
-    real_connect = sqlite3.connect
-
-    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:  # the workers'
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", traced)
+    trace_new_connections(monkeypatch, statements)  # the workers'
     ticks: list[tuple[int, list[str]]] = []  # each tick: its idle turns, its statements
 
     def on_tick(o: Orchestrator) -> None:

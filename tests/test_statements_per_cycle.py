@@ -11,12 +11,10 @@ statement of its own before each cycle (counted with sqlite3's trace callback).
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
-from factories import make_tenant
+from factories import make_tenant, trace_new_connections
 from test_idle_bots import STRATEGIES, StillFeed
 from test_statements_per_tick import counters
 from virtual_clock import VirtualClock
@@ -98,14 +96,7 @@ def test_a_run_checks_a_paper_bots_lease_in_its_cycles_first_read(
         make_tenant(manager, f"T{i}", email=f"t{i}@example.com", capital=5000,
                     max_position_size=250, enabled_strategies=STRATEGIES, start=True)
     statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:  # the workers'
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", traced)
+    trace_new_connections(monkeypatch, statements)  # the workers'
     # Without the run's shared signals no bot goes idle: every turn is a pooled cycle.
     orchestrator = Orchestrator(manager.store, feed=StillFeed(), interval_s=0.05,
                                 clock=VirtualClock(),
