@@ -91,6 +91,47 @@ def test_ctrl_c_stops_every_worker_cleanly(manager: TenantManager, db_path: Path
     assert query(db_path, "SELECT count(*) FROM orchestrators") == [(0,)]
 
 
+@pytest.mark.slow
+def test_a_worker_restarted_during_a_duration_gets_what_is_left_of_it(
+        manager: TenantManager, db_path: Path, tmp_path: Path) -> None:
+    """Killed and restarted, a worker of ``--duration`` runs to the others' end, not a
+    whole duration more (it would outlive them and hold every bot alone)."""
+    ids = [make_tenant(manager, f"Dur{i}", status="active") for i in range(4)]
+    bots.start_bots(manager.store, ids)
+    manager.close()
+    out = tmp_path / "supervisor.out"
+    supervisor = start(db_path, *RUN, "--processes", "2", "--duration", "600",
+                       "--log-file", str(tmp_path / "run.log"), out=out)
+    try:
+        assert wait_for(lambda: sorted(held_per_owner(db_path).values()) == [2, 2],
+                        timeout=90), f"{held_per_owner(db_path)}: {out.read_text()[-2000:]}"
+        victim = int(next(iter(held_per_owner(db_path))).split(":")[1])
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> list[list[str]]:
+            found = []
+            for task in Path(f"/proc/{supervisor.pid}/task").iterdir():
+                for pid in (task / "children").read_text().split():
+                    if int(pid) != victim:
+                        try:
+                            found.append(Path(f"/proc/{pid}/cmdline").read_bytes()
+                                         .decode().split("\0"))
+                        except FileNotFoundError:
+                            continue
+            return found
+
+        assert wait_for(lambda: "restarting" in out.read_text(), timeout=60)
+        assert wait_for(lambda: len(restarted()) == 2, timeout=60), out.read_text()[-2000:]
+        durations = sorted(float(argv[argv.index("--duration") + 1]) for argv in restarted())
+        # The first worker got (nearly) all of it; the restarted one a second less at
+        # least: the supervisor's backoff before a restart.
+        assert durations[1] > 599 and durations[0] <= durations[1] - 0.5, durations
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0, out.read_text()[-2000:]
+    finally:
+        kill(supervisor)
+
+
 def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
                            check_same_thread=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -416,12 +417,17 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int | None, live_worker
         RunSettings.check(interval_s=interval, max_workers=max_workers or 1, tenant_ids=ids,
                           lease_ttl_s=lease_ttl, paper=paper, live_workers=live_workers)
         log_path = _log_path(app, store, log_file)
-        forwarded = _worker_options(ids, max_workers=max_workers, lease_ttl=lease_ttl,
-                                    live_workers=live_workers, feed=feed, seed=seed,
-                                    interval=interval, duration=duration, cycles=cycles,
-                                    paper=paper)
+        began = time.monotonic()
 
         def argv(number: int) -> list[str]:
+            # A worker restarted after a crash gets what is left of --duration, not all
+            # of it: it would outlive the others and hold every bot until its own end.
+            left = None if duration is None else \
+                f"{max(duration - (time.monotonic() - began), 0.001):.3f}"
+            forwarded = _worker_options(ids, max_workers=max_workers, lease_ttl=lease_ttl,
+                                        live_workers=live_workers, feed=feed, seed=seed,
+                                        interval=interval, duration=left, cycles=cycles,
+                                        paper=paper)
             worker_log = log_path.with_name(f"{log_path.stem}.{number}{log_path.suffix}")
             return [sys.executable, "-m", "botpoly_admin", "run", "--no-table",
                     "--log-file", str(worker_log), *forwarded]
