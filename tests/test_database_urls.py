@@ -142,3 +142,15 @@ def test_a_url_with_spaces_around_it_is_a_url_and_a_malformed_one_is_one_line(
 def test_file_names_with_a_colon_or_an_equals_sign_stay_paths() -> None:
     for path in ("my user=1.db", "data/my host=a.db", "postgres-old:1.db"):
         assert database_url(path) is None
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ("127.0.0.1:notaport/botpoly", "Error: not a valid PostgreSQL URL: "),
+    ("127.0.0.1:1/botpoly?sslmode=bogus", "Error: cannot use the PostgreSQL URL "),
+    ("127.0.0.1/botpoly?port=notaport", "Error: cannot use the PostgreSQL URL ")])
+def test_a_url_option_libpq_refuses_is_refused_at_once(options: str, said: str) -> None:
+    """Waiting cannot cure it: one line at once, not after the connect wait."""
+    result = invoke(f"postgresql://bp:{PASSWORD}@{options}", "list-tenants")
+    assert result.exit_code != 0 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(said), result.output
+    assert PASSWORD not in result.output

@@ -368,6 +368,8 @@ def _refusal(exc: psycopg.OperationalError, shown: str, url: str) -> StoreError 
                           "(check the user and password in the URL)")
     if "database" in text and "does not exist" in text:
         return StoreError(f"{message} at {shown}: create it first (createdb)")
+    if text.startswith("connection is bad: invalid"):  # libpq refused the URL's options
+        return StoreError(f"cannot use the PostgreSQL URL {shown}: {message}")
     return None
 
 
