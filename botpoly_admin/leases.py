@@ -269,10 +269,17 @@ def fair_share(store: Store, owner: str, wanted: int) -> int:
     sharing = [r["owner"] for r in rows]
     if owner not in sharing:  # not registered (yet, or any more): the newest
         sharing.append(owner)
-    apart = {o: n for o, n in holders(store).items() if o not in sharing}
+    held = holders(store)
+    apart = {o: n for o, n in held.items() if o not in sharing}
     gone = gone_owners(apart)
     shared = max(wanted - sum(n for o, n in apart.items() if o not in gone), 0)
     each, extra = divmod(shared, len(sharing))
+    # Even already: a run holding one of the extra bots keeps it while no more runs
+    # hold one than there are extra bots, whoever "should" by start order, so no bot
+    # moves once the split is even (a move would only trade places).
+    at_ceil = [o for o in sharing if held.get(o, 0) > each]
+    if extra and held.get(owner, 0) > each and len(at_ceil) <= extra:
+        return each + 1
     return each + (1 if sharing.index(owner) < extra else 0)
 
 
