@@ -7,8 +7,9 @@ Every tick, after the leases were renewed, the control thread takes the parked b
 whose slot falls before the next tick and runs their turns together, early rather
 than late (a turn's lag counts from its slot, and one taken before it is not late):
 
-1. one statement reads the tenant rows of every bot this run holds a live lease on
-   (owner, lease unexpired on the database's clock), with each lease's epoch: the
+1. one statement (per few hundred) reads the parked bots' tenant rows, those whose
+   lease this run holds live (owner, unexpired on the database's clock), with each
+   lease's epoch: the
    per-bot ``holds`` check and the per-bot row SELECT of a pooled turn, for all at once;
 2. each bot's ``idle_turn`` with its row, judged at its slot (what depends on time:
    a refusal, the day, a strategy's exit, ``IDLE_MAX_S`` since its last full cycle):
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from botpoly_admin import clock
 from botpoly_admin.errors import BotpolyError, LeaseLost
-from botpoly_admin.leases import check_fence
+from botpoly_admin.leases import check_fence, chunks, in_list
 from botpoly_admin.ledger.equity import end_cycle
 from botpoly_admin.runtime.clocks import RunClock
 from botpoly_admin.runtime.jobs import Jobs
@@ -106,7 +107,7 @@ class IdleTurns:
             placed.add(runner.tenant_id)
 
         try:
-            rows = self._rows()
+            rows = self._rows([runner.tenant_id for runner, _ in parked])
         except (sqlite3.Error, BotpolyError) as exc:
             log.error("idle turns: reading the tenants failed: %s", exc)
             for runner, slot in parked:  # the turn skipped, as a pooled one would be
@@ -147,14 +148,20 @@ class IdleTurns:
                 back(runner, self._next(slot + self.interval_s, start), turned=True)
         return taken
 
-    def _rows(self) -> dict[str, tuple[Any, ...]]:
-        """Tenant id → its tenant's row followed by the lease's epoch, for every bot
-        this run holds a live lease on (the database's clock), in one statement."""
-        cursor = self.store.db.execute(
-            "SELECT t.*, b.lease_epoch FROM tenants t JOIN bots b USING (tenant_id) "
-            f"WHERE b.owner = ? AND b.lease_expires_at >= {database_clock(self.store.db)}",
-            (self.owner,))
-        return {row[0]: tuple(row) for row in cursor.fetchall()}
+    def _rows(self, tenant_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Tenant id → its tenant's row followed by the lease's epoch, for each of
+        *tenant_ids* whose bot this run holds a live lease on (the database's clock):
+        one statement per ``leases.chunks`` of them, not a read of every held bot."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        for chunk in chunks(tenant_ids):
+            ids, params = in_list(chunk)
+            cursor = self.store.db.execute(
+                "SELECT t.*, b.lease_epoch FROM tenants t JOIN bots b USING (tenant_id) "
+                f"WHERE b.tenant_id IN ({ids}) AND b.owner = :owner AND "
+                f"b.lease_expires_at >= {database_clock(self.store.db)}",
+                {**params, "owner": self.owner})
+            rows.update((row[0], tuple(row)) for row in cursor.fetchall())
+        return rows
 
     def _write(self, due: list[tuple[Runner, CycleEnd]]) -> dict[str, Exception]:
         """Write the cycle ends *due* in one transaction, each behind its bot's fence;
