@@ -116,7 +116,12 @@ def test_five_bots_on_four_runs_are_held_two_one_one_one(location, stores) -> No
     with reader(location) as store, ExitStack() as stack:
         runs = join_one_by_one(location, store, stack, stores, 4, len(ids))
         assert sorted(held(store, runs)) == [1, 1, 1, 2]
-        # No flapping: while every run ticks a few more times, no bot changes hands.
+        # No flapping: once even with no hand-over in flight (a bot told to stop while
+        # the split was uneven is still released), while every run ticks a few more
+        # times, no bot changes hands.
+        assert wait_for(lambda: sorted(held(store, runs)) == [1, 1, 1, 2] and not any(
+            r.stop.is_set() for run in runs for r in list(run.fleet.runners.values())),
+            timeout=30), held(store, runs)
         before, started = owners(store), sum(r.fleet.started_total for r in runs)
         marks = [ticks(r) for r in runs]
         assert wait_for(lambda: all(ticks(r) >= m + 10 for r, m in zip(runs, marks, strict=True)))
