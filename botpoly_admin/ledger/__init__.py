@@ -65,6 +65,7 @@ from botpoly_admin.ledger.record import (
     record_trades,
     resolve_pending,
     settle_position,
+    settle_positions,
 )
 from botpoly_admin.ledger.reservations import (
     STALE_RESERVATION_S,
@@ -80,6 +81,7 @@ from botpoly_admin.ledger.values import (
     STATUS_ALIASES,
     TRADE_STATUSES,
     Reservation,
+    Settlement,
     Trade,
     mul_micros,
     notional_micros,
@@ -87,13 +89,13 @@ from botpoly_admin.ledger.values import (
 
 __all__ = [
     "COUNTED_STATUSES", "SIDES", "STALE_RESERVATION_S", "STATUS_ALIASES", "TRADE_STATUSES",
-    "Allowance", "Position", "Reservation", "Totals", "Trade", "TradeRecord", "add_usage",
-    "allowance", "cash_micros", "check_quota", "close_periods", "daily_realized_pnl",
-    "equity", "equity_curve", "fill_resting", "finish_cycle", "holdings", "increment_usage",
-    "intents", "list_trades", "live_exposure", "mark_positions", "mul_micros",
-    "notional_micros", "positions", "quota_status", "reconciliation", "record_trade",
-    "record_trades", "release_reservation", "release_stale_reservations", "reservation",
-    "reserve_trade", "reset_tenant_period", "resolve_pending", "resting_orders", "set_quota",
-    "settle_position", "snapshot_equity", "Standing", "standing", "strategy_metrics", "totals",
-    "trade_figures", "trade_row", "trades_today",
+    "Allowance", "Position", "Reservation", "Settlement", "Totals", "Trade", "TradeRecord",
+    "add_usage", "allowance", "cash_micros", "check_quota", "close_periods",
+    "daily_realized_pnl", "equity", "equity_curve", "fill_resting", "finish_cycle", "holdings",
+    "increment_usage", "intents", "list_trades", "live_exposure", "mark_positions",
+    "mul_micros", "notional_micros", "positions", "quota_status", "reconciliation",
+    "record_trade", "record_trades", "release_reservation", "release_stale_reservations",
+    "reservation", "reserve_trade", "reset_tenant_period", "resolve_pending", "resting_orders",
+    "set_quota", "settle_position", "settle_positions", "snapshot_equity", "Standing",
+    "standing", "strategy_metrics", "totals", "trade_figures", "trade_row", "trades_today"
 ]

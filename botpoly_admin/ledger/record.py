@@ -39,7 +39,13 @@ from botpoly_admin.ledger.quotas import (
 )
 from botpoly_admin.ledger.reads import trade_row
 from botpoly_admin.ledger.reservations import claim_reservation
-from botpoly_admin.ledger.values import COUNTED_STATUSES, Reservation, Trade, notional_micros
+from botpoly_admin.ledger.values import (
+    COUNTED_STATUSES,
+    Reservation,
+    Settlement,
+    Trade,
+    notional_micros,
+)
 from botpoly_admin.models import MICROS_PER_UNIT, from_micros, to_micros
 from botpoly_admin.store import Store
 
@@ -329,50 +335,69 @@ def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
     the pair's two legs are one round trip in the metrics. Returns the (last)
     settlement row, or None when there is nothing to settle (idempotent).
     """
+    return settle_positions(store, tenant_id, [Settlement(token_id, won, strategy)],
+                            ts=ts)[0]
+
+
+def settle_positions(store: Store, tenant_id: str, settlements: Sequence[Settlement],
+                     *, ts: datetime | None = None) -> list[dict[str, Any] | None]:
+    """Settle several positions as ``settle_position`` settles one, in ONE transaction:
+    all of them or, on any error, none (a bot settles every position of the markets
+    that resolved since its last cycle at once: one write, not one per position).
+    Returns each one's (last) settlement row, or None, in order."""
     when = ts or clock.now()
-    ts_text = clock.iso(when)
     with store.transaction(tenant_id=tenant_id) as conn:
         mode = tenant_row(conn, tenant_id)["trading_mode"]
-        # With each position, whether it was bought in order groups (one statement:
-        # on PostgreSQL every statement is a round trip).
-        held = conn.execute(
-            "SELECT p.strategy, p.shares_micros, p.cost_micros, p.market, p.outcome, "
-            "EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = p.tenant_id "
-            "AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy "
-            "AND t.side = 'BUY' AND t.group_id IS NOT NULL) FROM positions p "
-            "WHERE p.tenant_id = ? AND p.token_id = ? AND p.shares_micros > 0 "
-            "AND (CAST(? AS TEXT) IS NULL OR p.strategy = ?) ORDER BY p.strategy",
-            (tenant_id, token_id, strategy, strategy),
-        ).fetchall()
-        settled = None
-        for owner, shares, cost, market, outcome, grouped in held:
-            payout = shares if won else 0
-            realized = payout - cost
-            conn.execute(
-                "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
-                "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, "
-                "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
-                (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
-            )
-            base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
-            n = conn.execute(
-                "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
-                (tenant_id, base + "%"),
-            ).fetchone()[0]
-            settled = {
-                "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
-                "day": clock.day_of(when), "market": market, "token_id": token_id,
-                "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
-                "price_micros": MICROS_PER_UNIT if won else 0, "notional_micros": payout,
-                "fee_micros": 0, "realized_pnl_micros": realized, "closes_position": 1,
-                "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
-                "client_order_id": f"{base}-{n}" if n else base,
-                "group_id": f"settle-{market}-{owner}" if grouped else None,
-                "exchange_order_id": None,
-            }
-            settled["id"] = _insert(conn, settled)
-            add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
-    return None if settled is None else trade_row(settled)
+        rows = [_settle_in(conn, tenant_id, s, mode, when) for s in settlements]
+    return [None if row is None else trade_row(row) for row in rows]
+
+
+def _settle_in(conn: Any, tenant_id: str, settlement: Settlement, mode: str,
+               when: datetime) -> dict[str, Any] | None:
+    """``settle_positions``' writes for one *settlement*, in the caller's transaction:
+    the (last) settlement row written, or None."""
+    token_id, won, strategy = settlement.token_id, settlement.won, settlement.strategy
+    ts_text = clock.iso(when)
+    # With each position, whether it was bought in order groups (one statement:
+    # on PostgreSQL every statement is a round trip).
+    held = conn.execute(
+        "SELECT p.strategy, p.shares_micros, p.cost_micros, p.market, p.outcome, "
+        "EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = p.tenant_id "
+        "AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy "
+        "AND t.side = 'BUY' AND t.group_id IS NOT NULL) FROM positions p "
+        "WHERE p.tenant_id = ? AND p.token_id = ? AND p.shares_micros > 0 "
+        "AND (CAST(? AS TEXT) IS NULL OR p.strategy = ?) ORDER BY p.strategy",
+        (tenant_id, token_id, strategy, strategy),
+    ).fetchall()
+    settled = None
+    for owner, shares, cost, market, outcome, grouped in held:
+        payout = shares if won else 0
+        realized = payout - cost
+        conn.execute(
+            "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
+            "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, "
+            "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
+            (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
+        )
+        base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
+        n = conn.execute(
+            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
+            (tenant_id, base + "%"),
+        ).fetchone()[0]
+        settled = {
+            "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
+            "day": clock.day_of(when), "market": market, "token_id": token_id,
+            "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
+            "price_micros": MICROS_PER_UNIT if won else 0, "notional_micros": payout,
+            "fee_micros": 0, "realized_pnl_micros": realized, "closes_position": 1,
+            "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
+            "client_order_id": f"{base}-{n}" if n else base,
+            "group_id": f"settle-{market}-{owner}" if grouped else None,
+            "exchange_order_id": None,
+        }
+        settled["id"] = _insert(conn, settled)
+        add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
+    return settled
 
 
 def _read(store: Store, tenant_id: str, trade_id: int) -> dict[str, Any]:

@@ -132,3 +132,13 @@ class Reservation:
     period: str
     day: str
     reservation_id: str
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One position of a resolved market to settle (``settle_positions``): *strategy*'s
+    in *token_id*, or every strategy's when None."""
+
+    token_id: str
+    won: bool
+    strategy: str | None = None

@@ -475,16 +475,10 @@ def _resolved_unlisted(feed: MarketData, exposed: set[str], listed: list[Market]
 
 def _settle(held: list[Position], resolved: dict[str, Market], broker: Broker) -> int:
     """Settle held positions of resolved markets through the broker: 1 per winning
-    share, 0 per losing (live: a payout only once redeemed)."""
-    settled = 0
-    for p in held:
-        market = resolved.get(p.market or "")
-        if market is None:
-            continue
-        won = p.token_id == market.winner_token_id
-        if broker.settle(p.token_id, won, strategy=p.strategy):
-            settled += 1
-    return settled
+    share, 0 per losing (live: a payout only once redeemed). Returns how many were."""
+    return broker.settle_all([
+        ledger.Settlement(p.token_id, p.token_id == market.winner_token_id, p.strategy)
+        for p in held if (market := resolved.get(p.market or "")) is not None])
 
 
 def _views_by_owner(held: list[Position]) -> dict[str, dict[str, PositionView]]:

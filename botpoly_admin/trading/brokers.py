@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
@@ -70,6 +70,11 @@ class Broker(Protocol):
     def settle(self, token_id: str, won: bool, *,
                strategy: str | None = None) -> dict[str, Any] | None:
         """Settle a held position of a resolved market; the settlement row, or None."""
+        ...
+
+    def settle_all(self, settlements: Sequence[ledger.Settlement]) -> int:
+        """Settle held positions of resolved markets (each as ``settle`` does); return
+        how many were settled."""
         ...
 
     def close(self, *, cancel_resting: bool = True) -> None:
@@ -176,6 +181,14 @@ class PaperBroker:
         """Pay 1 per winning share and 0 per losing one, at once (paper has no chain)."""
         return ledger.settle_position(self.store, self.tenant_id, token_id, won,
                                       strategy=strategy)
+
+    def settle_all(self, settlements: Sequence[ledger.Settlement]) -> int:
+        """Settle them all in one ledger transaction (``ledger.settle_positions``): all
+        or, on any error, none; a cycle that fails settles them on the next."""
+        if not settlements:
+            return 0
+        rows = ledger.settle_positions(self.store, self.tenant_id, settlements)
+        return sum(1 for row in rows if row is not None)
 
     def close(self, *, cancel_resting: bool = True) -> None:
         """Nothing to release: a paper broker's state is the ledger, its resting orders

@@ -9,7 +9,7 @@ package docstring for the whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 
 if TYPE_CHECKING:
     from polymarket import Environment, SecureClient
+
+    from botpoly_admin import ledger
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,12 @@ class LiveBroker:
         one only once redeemed: see ``redemption``). Returns the settlement row, or
         None."""
         return self.redemptions.settle(token_id, won, strategy=strategy)
+
+    def settle_all(self, settlements: Sequence[ledger.Settlement]) -> int:
+        """Settle each as ``settle`` does, one after the other: a winning one waits on
+        its own redemption on chain."""
+        return sum(1 for s in settlements
+                   if self.settle(s.token_id, s.won, strategy=s.strategy) is not None)
 
     # --- operations beyond the protocol -----------------------------------------------
 
