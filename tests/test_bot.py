@@ -65,8 +65,11 @@ def test_a_suspension_mid_cycle_stops_the_bot_instead_of_failing_it(tmp_path) ->
         if broker.sent:
             break
         feed.tick()
-    assert broker.sent == 1, "no order reached the broker in 200 cycles"
+    # The cycle's paper fills are recorded together when its sending ends: the
+    # suspension refuses the first, and none of them is recorded.
+    assert broker.sent >= 1, "no order reached the broker in 200 cycles"
     assert report.state == "stopped"
+    assert report.trades == 0
     assert any("suspended" in reason for reason in report.refused)
     assert ledger.list_trades(manager.store, tid) == []
     assert maintenance.check_invariants(manager.store) == []

@@ -61,6 +61,7 @@ from botpoly_admin.ledger.reads import (
 )
 from botpoly_admin.ledger.record import (
     fill_resting,
+    record_events,
     record_trade,
     record_trades,
     resolve_pending,
@@ -94,8 +95,9 @@ __all__ = [
     "daily_realized_pnl", "equity", "equity_curve", "fill_resting", "finish_cycle", "holdings",
     "increment_usage", "intents", "list_trades", "live_exposure", "mark_positions",
     "mul_micros", "notional_micros", "positions", "quota_status", "reconciliation",
-    "record_trade", "record_trades", "release_reservation", "release_stale_reservations",
-    "reservation", "reserve_trade", "reset_tenant_period", "resolve_pending", "resting_orders",
-    "set_quota", "settle_position", "settle_positions", "snapshot_equity", "Standing",
-    "standing", "strategy_metrics", "totals", "trade_figures", "trade_row", "trades_today"
+    "record_events", "record_trade", "record_trades", "release_reservation",
+    "release_stale_reservations", "reservation", "reserve_trade", "reset_tenant_period",
+    "resolve_pending", "resting_orders", "set_quota", "settle_position", "settle_positions",
+    "snapshot_equity", "Standing", "standing", "strategy_metrics", "totals", "trade_figures",
+    "trade_row", "trades_today"
 ]

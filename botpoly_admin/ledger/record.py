@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from botpoly_admin import clock
-from botpoly_admin.errors import Conflict, InvalidInput, NotFound
+from botpoly_admin.errors import BotpolyError, Conflict, InvalidInput, NotFound
 from botpoly_admin.ledger.equity import cash_micros, write_snapshot
 from botpoly_admin.ledger.quotas import (
     add_daily_pnl,
@@ -195,26 +195,95 @@ def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, 
     now = clock.now()
     prepared = [_values(tenant_id, trade, now, reservation if i == 0 else None)
                 for i, trade in enumerate(trades)]
-    ids: list[int | None] = []
     with store.transaction(tenant_id=tenant_id) as conn:
-        row = tenant_row(conn, tenant_id)
-        if reservation is None and not sent:
-            require_trading(row, now)
-        # With a reservation the check was made when the quota was reserved, before
-        # the order left for the exchange: an order sent is recorded (every row of
-        # it) even if the tenant was suspended meanwhile, or the ledger would lose a
-        # real trade.
-        elif reservation is not None and not claim_reservation(conn, reservation):
-            raise Conflict(f"reservation {reservation.reservation_id} was already used")
-        for i, (trade, values) in enumerate(prepared):
-            ids.append(_record_in(conn, row, trade, values,
-                                  reservation if i == 0 else None, sent=sent))
-        if any(trade_id is not None for trade_id in ids):
-            if snapshot:
-                write_snapshot(conn, tenant_id, now)
-            last_active.touch(store, conn, tenant_id, now)
-    # After the commit: a line in the log is a trade in the ledger (the crash tests
-    # hold every logged order id against the trades table).
+        ids = _record_event(store, conn, tenant_id, prepared, reservation, now, sent=sent)
+        if snapshot and any(trade_id is not None for trade_id in ids):
+            write_snapshot(conn, tenant_id, now)
+    return _recorded(tenant_id, prepared, ids)
+
+
+def record_events(store: Store, tenant_id: str,
+                  events: Sequence[Sequence[Trade | Mapping[str, Any]]]
+                  ) -> tuple[list[list[dict[str, Any] | None]], tuple[int, BotpolyError] | None]:
+    """Record several exchange events of one bot cycle (paper fills), each as
+    ``record_trades`` records one, in ONE transaction, in order.
+
+    The first event refused (a ``BotpolyError``: the quota used up, the tenant
+    suspended, a sell of shares no longer held...) ends the batch: the events before
+    it are recorded, it and those after it are not. Returns the stored rows of each
+    event recorded (None for a row whose client order id was already recorded), and
+    ``(index, error)`` of the refused event, or None. An error of the database itself
+    (or a lost lease) is raised, with nothing recorded.
+    """
+    now = clock.now()
+    prepared: list[list[tuple[Trade, dict[str, Any]]]] = []
+    refused: tuple[int, BotpolyError] | None = None
+    for index, trades in enumerate(events):
+        try:
+            if not trades:
+                raise InvalidInput("no trades to record")
+            prepared.append([_values(tenant_id, trade, now, None) for trade in trades])
+        except BotpolyError as exc:
+            refused = (index, exc)
+            break
+    while True:
+        # Recording fills in a row's realized P&L: each attempt starts from a copy.
+        attempt = [[(trade, dict(values)) for trade, values in event] for event in prepared]
+        ids: list[list[int | None]] = []
+        try:
+            if attempt:
+                with store.transaction(tenant_id=tenant_id) as conn:
+                    for index, event in enumerate(attempt):
+                        try:
+                            ids.append(_record_event(store, conn, tenant_id, event, None,
+                                                     now, sent=False))
+                        except BotpolyError as exc:
+                            raise _Refused(index, exc) from exc
+        except _Refused as stop:
+            # Rolled back whole; the events before the refused one go in again alone.
+            del prepared[stop.index:]
+            refused = (stop.index, stop.error)
+            continue
+        break
+    return ([_recorded(tenant_id, event, event_ids)
+             for event, event_ids in zip(attempt, ids, strict=True)], refused)
+
+
+class _Refused(Exception):
+    """Event *index* of a ``record_events`` batch was refused with *error*."""
+
+    def __init__(self, index: int, error: BotpolyError) -> None:
+        super().__init__(index, error)
+        self.index, self.error = index, error
+
+
+def _record_event(store: Store, conn: Any, tenant_id: str,
+                  prepared: list[tuple[Trade, dict[str, Any]]],
+                  reservation: Reservation | None, now: datetime, *,
+                  sent: bool) -> list[int | None]:
+    """The writes of one exchange event (``record_trades``) in the caller's transaction:
+    each row's id, or None where its client order id was recorded already."""
+    row = tenant_row(conn, tenant_id)
+    if reservation is None and not sent:
+        require_trading(row, now)
+    # With a reservation the check was made when the quota was reserved, before
+    # the order left for the exchange: an order sent is recorded (every row of
+    # it) even if the tenant was suspended meanwhile, or the ledger would lose a
+    # real trade.
+    elif reservation is not None and not claim_reservation(conn, reservation):
+        raise Conflict(f"reservation {reservation.reservation_id} was already used")
+    ids = [_record_in(conn, row, trade, values, reservation if i == 0 else None, sent=sent)
+           for i, (trade, values) in enumerate(prepared)]
+    if any(trade_id is not None for trade_id in ids):
+        last_active.touch(store, conn, tenant_id, now)
+    return ids
+
+
+def _recorded(tenant_id: str, prepared: list[tuple[Trade, dict[str, Any]]],
+              ids: list[int | None]) -> list[dict[str, Any] | None]:
+    """The stored rows of a committed event, each logged. After the commit: a line in
+    the log is a trade in the ledger (the crash tests hold every logged order id
+    against the trades table)."""
     recorded: list[dict[str, Any] | None] = []
     for (trade, values), trade_id in zip(prepared, ids, strict=True):
         if trade_id is None:

@@ -22,6 +22,14 @@ a process that dies, or an insert that fails, between ``C`` and ``C-rest`` leave
 neither, so a remainder resting on the exchange is never missing from the ledger
 while its fill is there.
 
+A bot's cycle has the paper broker record its fills together (``PaperBroker.deferred``
+and ``flush``): the cycle's orders fill as they are sent, and their rows are written
+in one transaction when the cycle's sending ends or before it reads the ledger again
+(``ledger.record_events``; one write per cycle instead of one per order, which is
+what bounds many bots on SQLite's one write lock). Paper has no exchange to lose an
+order on: a cycle that fails or a process that dies before the flush leaves none of
+them, and the liquidity they took is given back.
+
 A resting order that later fills in part records ``C-fill-N`` rows and keeps
 resting (``ledger.fill_resting``).
 """
@@ -30,13 +38,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
 from botpoly_admin import ledger
-from botpoly_admin.errors import InvalidInput
+from botpoly_admin.errors import BotpolyError, InvalidInput
 from botpoly_admin.store import Store
 from botpoly_admin.trading import rules
 from botpoly_admin.trading.market import NO_FEES, Market, OrderBook
@@ -61,6 +70,17 @@ class Broker(Protocol):
                 market: Market | None = None) -> ExecutionResult:
         """Execute one approved intent in *market* and record it; raises QuotaExceeded
         if none is left."""
+        ...
+
+    def deferred(self) -> AbstractContextManager[None]:
+        """A block in which ``execute`` may leave its recording to ``flush`` (paper:
+        a cycle's fills in one transaction; live: recorded as they happen)."""
+        ...
+
+    def flush(self) -> tuple[int, BotpolyError] | None:
+        """Record what ``execute`` left to record; None, or ``(n, error)``: the first n
+        were recorded and the next was refused with *error* (it and those after it
+        dropped, as if never sent)."""
         ...
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
@@ -91,6 +111,15 @@ def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
     transaction: all of them or none (*sent*: the exchange took the order; see
     ``ledger.record_trades``). Returns the rows written (none when the order was
     recorded already)."""
+    recorded = ledger.record_trades(store, tenant_id,
+                                    execution_rows(result, mode, exchange_order_id),
+                                    reservation=reservation, sent=sent)
+    return [row for row in recorded if row is not None]
+
+
+def execution_rows(result: ExecutionResult, mode: str,
+                   exchange_order_id: str | None = None) -> list[ledger.Trade]:
+    """The ledger rows of one execution (see the module docstring)."""
     intent = result.intent
     common = {
         "side": intent.side.value, "token_id": intent.token_id, "market": intent.market_id,
@@ -113,9 +142,7 @@ def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
         trades.append(ledger.Trade(shares=intent.size, price=intent.limit_price,
                                    status="failed", client_order_id=intent.client_order_id,
                                    **common))
-    recorded = ledger.record_trades(store, tenant_id, trades, reservation=reservation,
-                                    sent=sent)
-    return [row for row in recorded if row is not None]
+    return trades
 
 
 class PaperBroker:
@@ -141,25 +168,77 @@ class PaperBroker:
         # (token id, side taken by) -> (book version, {price: shares taken}, last used)
         self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal], float]] = {}
         self._pruned_at = monotonic()
+        # Inside ``deferred``: the executions filled and not yet recorded, each with
+        # the levels it took liquidity from (given back if it is never recorded).
+        self._unrecorded: list[tuple[ExecutionResult, dict[Decimal, Decimal]]] | None = None
 
     def execute(self, intent: OrderIntent, book: OrderBook,
                 market: Market | None = None) -> ExecutionResult:
         """Check the exchange's rules, walk the book up to the limit price under the
-        market's fees, then record what happened."""
+        market's fees, then record what happened (inside ``deferred``: at ``flush``)."""
         order, problem = rules.exchange_terms(intent, book, market)
+        levels: dict[Decimal, Decimal] = {}
         if problem:
             result = ExecutionResult.from_fills(replace(order, time_in_force=TimeInForce.IOC),
                                                 (), problem)
         else:
-            taken = self.taken(book, order.side)
-            result = simulate_fill(order, book, market.fees if market else NO_FEES, taken)
+            levels = self.taken(book, order.side)
+            result = simulate_fill(order, book, market.fees if market else NO_FEES, levels)
             for fill in result.fills:
-                taken[fill.price] = taken.get(fill.price, Decimal(0)) + fill.shares
-        record_execution(self.store, self.tenant_id, result, self.mode)
+                levels[fill.price] = levels.get(fill.price, Decimal(0)) + fill.shares
+        if self._unrecorded is not None:
+            self._unrecorded.append((result, levels))
+        else:
+            record_execution(self.store, self.tenant_id, result, self.mode)
         if result.message:
             log.info("tenant %s order %s: %s", self.tenant_id, intent.client_order_id,
                      result.message)
         return result
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within the block ``execute`` fills at once and leaves the recording to
+        ``flush`` (a cycle's fills in one transaction). Whatever is not flushed when
+        the block ends (the cycle failed) is dropped, its liquidity given back."""
+        self._unrecorded = []
+        try:
+            yield
+        finally:
+            dropped, self._unrecorded = self._unrecorded, None
+            self._give_back(dropped)
+
+    def flush(self) -> tuple[int, BotpolyError] | None:
+        """Record what ``execute`` left to record, in order, in one transaction
+        (``ledger.record_events``). None when every one was recorded; else
+        ``(n, error)``: the first n were, and the next was refused with *error*, which
+        dropped it and those after it (as if never sent: their liquidity given back).
+        A database error drops them all, and is raised."""
+        queued = self._unrecorded or []
+        if not queued:
+            return None
+        self._unrecorded = []
+        try:
+            _, refused = ledger.record_events(
+                self.store, self.tenant_id,
+                [execution_rows(result, self.mode) for result, _ in queued])
+        except BaseException:
+            self._give_back(queued)
+            raise
+        if refused is not None:
+            self._give_back(queued[refused[0]:])
+        return refused
+
+    @staticmethod
+    def _give_back(dropped: list[tuple[ExecutionResult, dict[Decimal, Decimal]]] | None
+                   ) -> None:
+        """Return the liquidity fills never recorded took (see ``taken``)."""
+        for result, levels in dropped or []:
+            for fill in result.fills:
+                left = levels.get(fill.price, Decimal(0)) - fill.shares
+                if left > 0:
+                    levels[fill.price] = left
+                else:
+                    levels.pop(fill.price, None)
 
     def taken(self, book: OrderBook, side: Side) -> dict[Decimal, Decimal]:
         """Shares this tenant's *side* orders took from each level of *book* (a BUY's

@@ -8,6 +8,14 @@ limit and given all its API calls before its first leg leaves; legs that filled
 unequally are evened out at once (``Strategy.even_out``). A refused order is a line
 in the ``CycleReport``, never an exception; an exhausted quota, a suspension or a
 spent rate limit ends the sending (a state, not a failure).
+
+The sending runs inside ``Broker.deferred``: the paper broker fills each order as it
+is sent and records the fills together at ``flush`` (before evening out, which reads
+the ledger, and when the sending ends). An order counts in the report, and its
+strategy hears of its fill (``on_fill``), only once it is recorded; an order the
+ledger refused at the flush (the quota used up or the tenant suspended meanwhile)
+ends the sending there, as it would have when sent, and the ones after it are
+dropped unrecorded, as if never sent.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from botpoly_admin.store import Store
 from botpoly_admin.trading.brokers import Broker
 from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.market import Market, OrderBook, ReferencePrice
-from botpoly_admin.trading.orders import OrderIntent
+from botpoly_admin.trading.orders import ExecutionResult, OrderIntent
 from botpoly_admin.trading.risk import RiskBook
 from botpoly_admin.trading.signals import SignalBoard
 from botpoly_admin.trading.strategies import PositionView, Strategy, StrategyContext
@@ -76,6 +84,8 @@ class Dispatch:
     signals: SignalBoard | None = None  # the run's signals of these markets and books
     by_name: dict[str, Strategy] = field(default_factory=dict)
     contexts: dict[str, StrategyContext] = field(default_factory=dict)
+    # Executed since the last flush, in order: counted once recorded (``_flush``).
+    executed: list[tuple[OrderIntent, ExecutionResult]] = field(default_factory=list)
 
     @property
     def tenant_id(self) -> str:
@@ -105,16 +115,18 @@ class Dispatch:
                 started.add(strategy.name)
             intents.extend(strategy.on_cycle(ctx))
         self.report.intents = len(intents)
-        for unit in _units(intents):
-            if not self.send(unit):
-                break
-            strategy = self.by_name.get(unit[0].strategy)
-            if len(unit) > 1 and strategy is not None:
-                # Legs that filled unequally are evened out at once, not next cycle.
-                market = next((m for m in self.markets if m.market_id == unit[0].market_id),
-                              None)
-                if market is not None and not self.even_out(strategy, market):
+        with self.broker.deferred():
+            for unit in _units(intents):
+                if not self.send(unit):
                     break
+                strategy = self.by_name.get(unit[0].strategy)
+                if len(unit) > 1 and strategy is not None:
+                    # Legs that filled unequally are evened out at once, not next cycle.
+                    market = next(
+                        (m for m in self.markets if m.market_id == unit[0].market_id), None)
+                    if market is not None and not self.even_out(strategy, market):
+                        break
+            self.flush()
 
     def context(self, strategy: Strategy, positions: Mapping[str, PositionView], *,
                 markets: list[Market] | None = None,
@@ -167,14 +179,12 @@ class Dispatch:
                 result = self.broker.execute(intent, books[intent.token_id],
                                              risk.markets.get(intent.market_id))
             except QuotaExceeded as exc:
-                report.refused.append(str(exc))
-                report.state = "paused_quota"
+                self.flush()
+                self._refuse_sending(exc, "paused_quota")
                 return False
             except TradingNotAllowed as exc:
-                # Suspended (or out of trial) since this cycle began: as at its start,
-                # not a failure; the orchestrator stops the bot on its next tick.
-                report.refused.append(str(exc))
-                report.state = "stopped"
+                self.flush()
+                self._refuse_sending(exc, "stopped")
                 return False
             except OrderInDoubt as exc:
                 # A live order of this token may be on the exchange: nothing more is sent
@@ -192,13 +202,39 @@ class Dispatch:
                 log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
                             intent.token_id, first.group, exc)
                 return True
+            self.executed.append((intent, result))
+        return True
+
+    def flush(self) -> bool:
+        """Have the broker record what it left to record (``Broker.flush``), and count
+        what was recorded; False when the ledger refused one, which ends the sending
+        (the quota used up, the tenant suspended)."""
+        refused = self.broker.flush()
+        executed, self.executed = self.executed, []
+        for intent, result in executed[:None if refused is None else refused[0]]:
             if result.filled > 0:
-                report.trades += 1
-                report.filled_tokens.add(intent.token_id)
+                self.report.trades += 1
+                self.report.filled_tokens.add(intent.token_id)
                 strategy = self.by_name.get(intent.strategy)
                 if strategy is not None:
                     strategy.on_fill(self.contexts[strategy.name], result)
-        return True
+        if refused is None:
+            return True
+        error = refused[1]
+        if isinstance(error, QuotaExceeded):
+            self._refuse_sending(error, "paused_quota")
+        elif isinstance(error, TradingNotAllowed):
+            self._refuse_sending(error, "stopped")
+        else:
+            raise error  # as if raised when sent: a failed cycle
+        return False
+
+    def _refuse_sending(self, error: Exception, state: str) -> None:
+        """The ledger refused an order (the quota used up: ``paused_quota``; the tenant
+        suspended or out of trial since this cycle began: ``stopped``, as at its
+        start, not a failure; the orchestrator stops the bot on its next tick)."""
+        self.report.refused.append(str(error))
+        self.report.state = state
 
     def even_out(self, strategy: Strategy, market: Market) -> bool:
         """Ask *strategy* to even out its positions in *market*, read from the ledger,
@@ -206,6 +242,8 @@ class Dispatch:
         side while the edge remains), then exits only; False when sending must stop."""
         fresh: dict[str, OrderBook] | None = None
         for may_open in (None, False):
+            if not self.flush():  # the legs' fills are read back from the ledger
+                return False
             held = {p.token_id: position_view(p)
                     for p in ledger.holdings(self.store, self.tenant_id)
                     if p.strategy == strategy.name and p.market == market.market_id}

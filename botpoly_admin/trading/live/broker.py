@@ -9,7 +9,8 @@ package docstring for the whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +154,14 @@ class LiveBroker:
         is due.
         """
         return self.resting.work_resting(books, resolved)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Nothing is deferred: a live order is recorded as the exchange answers."""
+        yield
+
+    def flush(self) -> None:
+        """Nothing to record: ``execute`` recorded each order as it went."""
 
     def settle(self, token_id: str, won: bool, *,
                strategy: str | None = None) -> dict[str, Any] | None:
