@@ -28,6 +28,24 @@ both settings are saturated. At the operator's interval (``--interval``, 1 s) 2,
 tenants ask 2,000 cycles/s, so once one process meets the schedule alone the ratio
 tends to 1 however well two scale: that figure is reported, without a goal.
 
+The same comparison then runs on PostgreSQL (SKIP without its binaries, as in
+``bench_postgres.py``): the same 2,000-tenant database, copied with ``db copy --to``
+onto a throw-away server (``pg_server``), each run on a fresh copy of it (``CREATE
+DATABASE ... TEMPLATE``), the URL in ``BOTPOLY_DB`` as an operator passes it; the
+same 1.7x goal at capacity, recorded under a name that says PostgreSQL. Also
+reported: the CPU of the server's backends, which share the machine's two cores with
+the workers. PostgreSQL lets writers of different tenants commit side by side, where
+on SQLite both workers wait on its one write lock (about 2,250 write transactions/s in
+all, whatever the number of processes). Why its runs warm up longer: a bot's first
+five cycles are cheap (momentum compares midpoints 5 cycles apart), and on PostgreSQL
+2,000 bots take longer than the fixed 8 s warm-up to grow out of them, so a window
+after 8 s caught part of that cheap phase (one process anywhere from 233 to 601
+cycles/s in a probe, over 1,000/s in its first seconds and about 150/s after); each
+PostgreSQL run also warms up until every bot has done ``PROCESSES_WARM_CYCLES`` cycles
+(at most ``PROCESSES_WARM_LIMIT_S``), then measures ``--seconds``. That makes a run
+longer (about 40 s), so the 1 s row, which has no goal, takes ``PG_SCHEDULE_ROUNDS``
+rounds instead of three: about 6 minutes for the PostgreSQL part.
+
 Feeds (``--feed``, comma-separated; default ``simulated,still``): the main configuration
 (N tenants, the default workers) runs on each, the other rows on the first. On the
 simulated feed every book moves every tick, so no bot is ever idle. The still feed is
@@ -44,7 +62,7 @@ The real ``TenantBot`` is used; nothing is stubbed. Prints PASS/FAIL lines and e
 
     python benchmarks/bench_orchestrator.py [--tenants 1000] [--seconds 10] [--warmup 4]
     python benchmarks/bench_orchestrator.py --feed still --no-compare   # idle bots only
-    python benchmarks/bench_orchestrator.py --processes [--tenants 2000]
+    python benchmarks/bench_orchestrator.py --processes [--tenants 2000]   # SQLite, PostgreSQL
 """
 
 from __future__ import annotations
@@ -59,9 +77,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from pg_server import copy_to_postgres, database_copy, rows_written, server, unavailable
 from results import record
 
 CYCLES_TARGET = 900.0
@@ -82,6 +102,15 @@ PROCESSES_ROUNDS = 3
 # the ratio then measures capacity, not the schedule. Not 0: a run's interval is > 0.
 CAPACITY_INTERVAL_S = 0.25
 PROCESSES_WARMUP_S = 8.0
+# On PostgreSQL the runs also warm up until every bot has done this many cycles (at most
+# PROCESSES_WARM_LIMIT_S): momentum compares midpoints 5 cycles apart, so a younger bot's
+# cycle is much cheaper, and 8 s measured a mix of young and grown bots (bench_scale's
+# WARM_CYCLES, for the same reason; it imports this module, hence not imported here).
+PROCESSES_WARM_CYCLES = 6
+PROCESSES_WARM_LIMIT_S = 90.0
+# Fewer rounds at the operator's interval on PostgreSQL, where a warm-up is longer:
+# that row has no goal, and make bench's time counts.
+PG_SCHEDULE_ROUNDS = 2
 FAKE_EXCHANGE = Path(__file__).resolve().parents[1] / "tests" / "fake_exchange.py"
 FEEDS = ("simulated", "still")
 STILL_POLLS_S = 0.15  # recording the still feed: two polls, 0.1 s apart
@@ -282,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the run with one hanging live tenant")
     parser.add_argument("--processes", action="store_true",
                         help="only run --processes 2 against --processes 1 (issue 13; "
-                             f"{PROCESSES_TENANTS} tenants unless --tenants is given)")
+                             f"{PROCESSES_TENANTS} tenants unless --tenants is given), on "
+                             "SQLite and on PostgreSQL (SKIP without its binaries)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a path or a URL
     # A child takes the feed's spec; the report, a comma-separated list of FEEDS.
     parser.add_argument("--feed", default=",".join(FEEDS),
@@ -455,54 +485,81 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run_processes(template: Path, processes: int, interval: float,
-                  args: argparse.Namespace) -> dict:
-    """``botpoly-admin run --processes N`` on a copy of *template*: tenant-cycles per
-    second over the measured window, read from the database (the sum of the bots'
-    cycle counters), and the CPU the workers used (cores busy, from /proc)."""
+def run_processes(location: str, processes: int, interval: float,
+                  args: argparse.Namespace, warm_cycles: int = 0) -> dict:
+    """``BOTPOLY_DB=location botpoly-admin run --processes N`` on the database at
+    *location* (a copy the caller made: a SQLite path or a PostgreSQL URL, passed in
+    the environment as an operator would, never in argv): tenant-cycles per second over
+    the measured window, read from the database (the sum of the bots' cycle counters),
+    the CPU the workers used (cores busy, from /proc) and, on PostgreSQL, the CPU of
+    the server's backends serving them. With *warm_cycles*, the warm-up also lasts
+    until every bot has done that many cycles (at most PROCESSES_WARM_LIMIT_S)."""
     import signal
-    import sqlite3
 
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        shutil.copy(template, db)
+        # In a directory of its own: on PostgreSQL, run keeps its files in ./data.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "botpoly_admin", "--db", str(db), "run", "--no-table",
-             "--seed", "1", "--interval", str(interval), "--processes", str(processes),
+            [sys.executable, "-m", "botpoly_admin", "run", "--no-table", "--seed", "1",
+             "--interval", str(interval), "--processes", str(processes),
              "--log-file", str(Path(tmp) / "run.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-        def cycles() -> tuple[int, float]:
-            conn = sqlite3.connect(db, timeout=30)
-            try:
-                return conn.execute("SELECT sum(cycles) FROM bots").fetchone()[0] or 0, \
-                    time.monotonic()
-            finally:
-                conn.close()
-
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp,
+            env={**os.environ, "BOTPOLY_DB": location})
+        started = time.monotonic()
         try:
             # Long enough for the workers to have split the bots and built them.
             time.sleep(max(args.warmup, PROCESSES_WARMUP_S))
             workers = _children(proc.pid)
-            cpu_before = sum(_cpu_s(pid) for pid in workers)
-            start_cycles, start_at = cycles()
+            before = _counters(location, workers)
+            while before["youngest"] < warm_cycles and \
+                    before["at"] - started < PROCESSES_WARM_LIMIT_S:
+                time.sleep(0.5)
+                before = _counters(location, workers)
             time.sleep(args.seconds)
-            end_cycles, end_at = cycles()
-            cpu_after = sum(_cpu_s(pid) for pid in workers)
+            after = _counters(location, workers)
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
             raise SystemExit(f"run --processes {processes} failed:\n{err}")
-    window = end_at - start_at
-    return {"processes": processes, "workers": len(workers),
-            "cycles_per_s": (end_cycles - start_cycles) / window,
-            "cores_busy": (cpu_after - cpu_before) / window}
+    window = after["at"] - before["at"]
+    return {"processes": processes, "workers": len(workers), "warmup_s": before["at"] - started,
+            "warm": before["youngest"] >= warm_cycles,
+            "cycles_per_s": (after["cycles"] - before["cycles"]) / window,
+            "cores_busy": (after["cpu_s"] - before["cpu_s"]) / window,
+            "server_cores": (after["server_cpu_s"] - before["server_cpu_s"]) / window}
+
+
+def _counters(location: str, workers: list[int]) -> dict[str, float]:
+    """The bots' cycles so far (and when they were read; the youngest bot's too), the
+    CPU seconds *workers*
+    used so far and, on PostgreSQL, its backends' (``pg_server.rows_written``)."""
+    cpu_s = sum(_cpu_s(pid) for pid in workers)
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            cycles, youngest = conn.execute(
+                "SELECT sum(cycles), min(cycles) FROM bots").fetchone()
+        at = time.monotonic()
+        return {"cycles": float(cycles or 0), "youngest": youngest or 0, "at": at,
+                "cpu_s": cpu_s,
+                "server_cpu_s": rows_written(location)["server_cpu_s"]}
+    import sqlite3
+
+    conn = sqlite3.connect(location, timeout=30)
+    try:
+        cycles, youngest = conn.execute("SELECT sum(cycles), min(cycles) FROM bots").fetchone()
+    finally:
+        conn.close()
+    return {"cycles": float(cycles or 0), "youngest": youngest or 0, "at": time.monotonic(),
+            "cpu_s": cpu_s,
+            "server_cpu_s": 0.0}
 
 
 def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
-    """``run --processes 2`` against ``--processes 1`` on *tenants* tenants: capacity at
-    CAPACITY_INTERVAL_S, and the same at the operator's interval (see the module doc)."""
+    """``run --processes 2`` against ``--processes 1`` on *tenants* tenants, on SQLite
+    and then on PostgreSQL (SKIP without it): capacity at CAPACITY_INTERVAL_S, and the
+    same at the operator's interval (see the module doc)."""
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {tenants} tenants; "
           "warm-up "
           f"{max(args.warmup, PROCESSES_WARMUP_S):g}s, measured "
@@ -510,16 +567,52 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
         build_database(template, tenants)
-        capacity = _alternate(template, CAPACITY_INTERVAL_S, args)
-        schedule = _alternate(template, args.interval, args)
-    for interval, rates in ((CAPACITY_INTERVAL_S, capacity), (args.interval, schedule)):
-        one = statistics.median(r["cycles_per_s"] for r in rates[1])
-        two = statistics.median(r["cycles_per_s"] for r in rates[2])
+
+        @contextmanager
+        def sqlite_copy() -> Iterator[str]:
+            db = Path(tmp) / "bench.db"
+            shutil.copy(template, db)
+            try:
+                yield str(db)
+            finally:
+                for leftover in Path(tmp).glob("bench.db*"):  # and its -wal, -shm
+                    leftover.unlink()
+
+        sqlite_rates = {interval: _alternate(sqlite_copy, interval, args, "", PROCESSES_ROUNDS)
+                        for interval in (CAPACITY_INTERVAL_S, args.interval)}
+        _report_processes(tenants, sqlite_rates, "")
+        reason = unavailable()
+        if reason:
+            print(f"SKIP run --processes 2 vs 1 on PostgreSQL: {reason}")
+        else:
+            with server() as pg:
+                pg_template = pg.new_database()
+                copy_to_postgres(template, pg.url(pg_template))
+                print(f"(the {tenants} tenants copied to PostgreSQL with db copy --to; each run "
+                      f"also warms up until every bot has done {PROCESSES_WARM_CYCLES} cycles; "
+                      f"{PROCESSES_ROUNDS} rounds at {CAPACITY_INTERVAL_S:g}s, "
+                      f"{PG_SCHEDULE_ROUNDS} at {args.interval:g}s)")
+                pg_rates = {interval: _alternate(lambda: database_copy(pg, pg_template),
+                                                 interval, args, "PostgreSQL, ", rounds,
+                                                 PROCESSES_WARM_CYCLES)
+                            for interval, rounds in ((CAPACITY_INTERVAL_S, PROCESSES_ROUNDS),
+                                                     (args.interval, PG_SCHEDULE_ROUNDS))}
+            _report_processes(tenants, pg_rates, " on PostgreSQL")
+    print(f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+
+
+def _report_processes(tenants: int, rates: dict[float, dict[int, list[dict]]],
+                      on: str) -> None:
+    """Print and record the medians of each interval's runs (*on*: "" for SQLite, whose
+    rows keep their names, or " on PostgreSQL")."""
+    for interval, runs in rates.items():
+        one = statistics.median(r["cycles_per_s"] for r in runs[1])
+        two = statistics.median(r["cycles_per_s"] for r in runs[2])
         ratio = two / max(one, 1e-9)
         demand = tenants / interval
         is_capacity = interval == CAPACITY_INTERVAL_S
         ok = ratio >= PROCESSES_RATIO_TARGET if is_capacity else None
-        print(f"{verdict(ok) if ok is not None else 'INFO'} run --processes 2 vs 1, "
+        print(f"{verdict(ok) if ok is not None else 'INFO'} run --processes 2 vs 1{on}, "
               f"{tenants} tenants every {interval:g}s (the schedule asks {demand:,.0f}/s): "
               f"{two:,.0f} vs {one:,.0f} cycles/s (medians), ratio {ratio:.2f}"
               + (f" (target >= {PROCESSES_RATIO_TARGET})" if is_capacity else
@@ -527,33 +620,45 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
         # What each setting does with the CPU it got: on a machine other work shares,
         # two workers get less than two cores, and the ratio above shows that too.
         per_core = {n: statistics.median(r["cycles_per_s"] / max(r["cores_busy"], 1e-9)
-                                         for r in rates[n]) for n in (1, 2)}
-        cores = {n: statistics.median(r["cores_busy"] for r in rates[n]) for n in (1, 2)}
+                                         for r in runs[n]) for n in (1, 2)}
+        cores = {n: statistics.median(r["cores_busy"] for r in runs[n]) for n in (1, 2)}
         print(f"     cycles per CPU-second: {per_core[2]:,.0f} with 2 processes vs "
               f"{per_core[1]:,.0f} with 1 ({per_core[2] / max(per_core[1], 1e-9):.2f}); "
               f"cores the workers got: {cores[2]:.2f} vs {cores[1]:.2f}")
-        record("orchestrator", f"tenant-cycles/s, run --processes 2, {tenants} tenants "
+        if on:
+            # The server shares the same cores: what it took is what the workers lacked.
+            server_cores = {n: statistics.median(r["server_cores"] for r in runs[n])
+                            for n in (1, 2)}
+            print(f"     cores the server's backends used: {server_cores[2]:.2f} with 2 "
+                  f"processes vs {server_cores[1]:.2f} with 1")
+        record("orchestrator", f"tenant-cycles/s, run --processes 2{on}, {tenants} tenants "
                f"every {interval:g}s" + (" (capacity)" if is_capacity else ""),
                project=f"{two:,.0f}/s", baseline=f"{one:,.0f}/s (--processes 1)",
                ratio=f"{ratio:.2f}x",
                goal=f">= {PROCESSES_RATIO_TARGET}x baseline" if is_capacity else "reported",
                passed=ok)
-    print(f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
-def _alternate(template: Path, interval: float, args: argparse.Namespace
+def _alternate(fresh_copy: Callable[[], AbstractContextManager[str]], interval: float,
+               args: argparse.Namespace, label: str, rounds: int, warm_cycles: int = 0
                ) -> dict[int, list[dict]]:
-    """PROCESSES_ROUNDS rounds of --processes 1 then 2, one run at a time (they would
-    share the cores if run together), so slow and busy moments of the machine fall on
-    both; each run printed as it ends."""
+    """*rounds* rounds of --processes 1 then 2, one run at a time (they would share the
+    cores if run together), each on a fresh copy of the database (*fresh_copy* yields
+    its location), so slow and busy moments of the machine fall on both; each run
+    printed as it ends, after *label*; *warm_cycles* as for ``run_processes``."""
     rates: dict[int, list[dict]] = {1: [], 2: []}
-    for _ in range(PROCESSES_ROUNDS):
+    for _ in range(rounds):
         for processes in (1, 2):
-            result = run_processes(template, processes, interval, args)
+            with fresh_copy() as location:
+                result = run_processes(location, processes, interval, args, warm_cycles)
             rates[processes].append(result)
-            print(f"  every {interval:g}s, run --processes {processes}: "
+            print(f"  {label}every {interval:g}s, run --processes {processes}: "
                   f"{result['cycles_per_s']:>6,.0f} tenant-cycles/s, workers' CPU "
-                  f"{result['cores_busy']:.2f} cores")
+                  f"{result['cores_busy']:.2f} cores"
+                  + (f", server's {result['server_cores']:.2f}; warm-up "
+                     f"{result['warmup_s']:.0f}s" + ("" if result["warm"] else
+                                                     f" (bots still under {warm_cycles} cycles)")
+                     if warm_cycles else ""), flush=True)
     return rates
 
 

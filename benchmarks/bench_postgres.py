@@ -37,18 +37,16 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from bench_ledger import NOW, WARMUP, bench_ledger
 from bench_orchestrator import build_database
 from bench_scale import WARM_CYCLES, line, measure, per_cycle
-from pg_server import server, unavailable
+from pg_server import copy_to_postgres, database_copy, server, unavailable
 from results import record
 
 RAW_SCHEMA = """
@@ -129,14 +127,6 @@ def record_trade_ratios(pg: Any, n: int) -> None:
                ratio=f"{ratio:.2f}x", goal="reported (no goal)", passed=None)
 
 
-def copy_to_postgres(template: Path, url: str) -> None:
-    """``botpoly-admin db copy --to URL``: the operator's way onto PostgreSQL."""
-    done = subprocess.run([sys.executable, "-m", "botpoly_admin", "--db", str(template),
-                           "db", "copy", "--to", url], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"db copy failed: {done.stdout}{done.stderr}")
-
-
 def run_ratio(pg: Any, args: argparse.Namespace) -> None:
     """``run`` on PostgreSQL against SQLite on the same database, alternating."""
     print(f"\nrun, {args.tenants:,} tenants every {args.interval:g}s, one process, "
@@ -159,10 +149,8 @@ def run_ratio(pg: Any, args: argparse.Namespace) -> None:
             runs["sqlite"].append(measure(str(db), args))
             db.unlink()
             print(line("SQLite", runs["sqlite"][-1]), flush=True)
-            name = f"run_{uuid.uuid4().hex[:12]}"
-            pg.admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-            runs["postgresql"].append(measure(pg.url(name), pg_args))
-            pg.admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+            with database_copy(pg, pg_template) as url:
+                runs["postgresql"].append(measure(url, pg_args))
             print(line("PostgreSQL", runs["postgresql"][-1]), flush=True)
     sqlite, postgres = (_means(runs[name]) for name in ("sqlite", "postgresql"))
     ratio = postgres["cycles_per_s"] / max(sqlite["cycles_per_s"], 1e-9)

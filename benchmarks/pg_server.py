@@ -5,7 +5,9 @@
 binaries; this module loads it from its file and hands out its ``running`` server.
 ``unavailable()`` says why a PostgreSQL benchmark cannot run here (no binaries, no
 psycopg, no pytest to load the starter with); such a benchmark prints SKIP and
-exits 0.
+exits 0. ``copy_to_postgres`` puts a SQLite database built by the benchmarks onto the
+server the operator's way (``db copy --to``), and ``database_copy`` hands out a fresh
+copy of it for one run.
 
 The server runs with ``fsync=off`` and ``synchronous_commit=off`` (the tests'
 settings): like SQLite's WAL with ``synchronous=NORMAL``, a commit does not wait for
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +65,27 @@ def server() -> Iterator[Any]:
     starter = _starter()
     with starter.running(starter.find_bin()) as running:
         yield running
+
+
+def copy_to_postgres(template: Path, url: str) -> None:
+    """``botpoly-admin db copy --to URL``: the operator's way onto PostgreSQL."""
+    done = subprocess.run([sys.executable, "-m", "botpoly_admin", "--db", str(template),
+                           "db", "copy", "--to", url], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"db copy failed: {done.stdout}{done.stderr}")
+
+
+@contextmanager
+def database_copy(running: Any, template: str) -> Iterator[str]:
+    """The URL of a fresh copy of database *template* on server *running* (``CREATE
+    DATABASE ... TEMPLATE``: no session may be connected to *template*), dropped on
+    exit with whatever sessions are still on it."""
+    name = f"run_{uuid.uuid4().hex[:12]}"
+    running.admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield running.url(name)
+    finally:
+        running.admin(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def rows_written(url: str) -> dict[str, float]:
