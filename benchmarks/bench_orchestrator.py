@@ -41,10 +41,12 @@ five cycles are cheap (momentum compares midpoints 5 cycles apart), and on Postg
 2,000 bots take longer than the fixed 8 s warm-up to grow out of them, so a window
 after 8 s caught part of that cheap phase (one process anywhere from 233 to 601
 cycles/s in a probe, over 1,000/s in its first seconds and about 150/s after); each
-PostgreSQL run also warms up until every bot has done ``PROCESSES_WARM_CYCLES`` cycles
-(at most ``PROCESSES_WARM_LIMIT_S``), then measures ``--seconds``. That makes a run
-longer (about 40 s), so the 1 s row, which has no goal, takes ``PG_SCHEDULE_ROUNDS``
-rounds instead of three: about 6 minutes for the PostgreSQL part.
+run, on either backend, also warms up until every bot has done
+``PROCESSES_WARM_CYCLES`` cycles (at most ``PROCESSES_WARM_LIMIT_S``), then measures
+``--seconds`` (on SQLite too: at capacity 2,000 bots have done about two cycles each
+after 8 s). That makes a run longer (about 40 s), so the PostgreSQL 1 s row, which has
+no goal, takes ``PG_SCHEDULE_ROUNDS`` rounds instead of three: about 6 minutes for the
+PostgreSQL part.
 
 Feeds (``--feed``, comma-separated; default ``simulated,still``): the main configuration
 (N tenants, the default workers) runs on each, the other rows on the first. On the
@@ -562,7 +564,8 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
     same at the operator's interval (see the module doc)."""
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {tenants} tenants; "
           "warm-up "
-          f"{max(args.warmup, PROCESSES_WARMUP_S):g}s, measured "
+          f"{max(args.warmup, PROCESSES_WARMUP_S):g}s and until every bot has done "
+          f"{PROCESSES_WARM_CYCLES} cycles, measured "
           f"{args.seconds:g}s per run; {PROCESSES_ROUNDS} rounds alternating 1, 2")
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
@@ -578,7 +581,8 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
                 for leftover in Path(tmp).glob("bench.db*"):  # and its -wal, -shm
                     leftover.unlink()
 
-        sqlite_rates = {interval: _alternate(sqlite_copy, interval, args, "", PROCESSES_ROUNDS)
+        sqlite_rates = {interval: _alternate(sqlite_copy, interval, args, "", PROCESSES_ROUNDS,
+                                             PROCESSES_WARM_CYCLES)
                         for interval in (CAPACITY_INTERVAL_S, args.interval)}
         _report_processes(tenants, sqlite_rates, "")
         reason = unavailable()
