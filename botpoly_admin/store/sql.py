@@ -112,19 +112,25 @@ def transaction(db: Any, tenant_id: str | None = None, *, rows_locked: bool = Fa
 
     On SQLite that is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
     writers never deadlock upgrading a read lock, and the busy timeout queues them
-    instead (every writer waits for every other, *tenant_id* or not; SQLite's busy
-    handler sleeps with the GIL released, so a thousand waiting threads do not starve
-    the one holding the lock). *rows_locked*: the block locks the rows it
-    reads to write itself (``row_locks``), so on PostgreSQL it waits only for
-    whole-database writers, not for other such blocks (the leases: two runners
-    claiming bots never wait for each other).
+    instead (every writer waits for every other, *tenant_id* or not): through the
+    file's ``writers.WriterGate``, where this process's writers queue on a lock and
+    one at a time asks SQLite often, so a thousand waiting threads do not starve the
+    one holding the lock of the GIL, and none oversleeps the lock's release.
+    *rows_locked*: the block locks the rows it reads to write itself
+    (``row_locks``), so on PostgreSQL it waits only for whole-database writers, not
+    for other such blocks (the leases: two runners claiming bots never wait for each
+    other).
     """
     if dialect_of(db) != "sqlite":
         with db.transaction(tenant_id, rows_locked=rows_locked, guard=guard) as conn:
             yield conn
         return
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
+    gate = getattr(db, "writer_gate", None)  # a handle store.sqlite.connect opened
+    if gate is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        gate.begin(conn)
     try:
         if guard is not None and conn.execute(guard.sql, guard.params).fetchone() is None:
             raise guard.refusal()
@@ -134,6 +140,9 @@ def transaction(db: Any, tenant_id: str | None = None, *, rows_locked: bool = Fa
         raise
     else:
         conn.execute("COMMIT")
+    finally:
+        if gate is not None:
+            gate.end()
 
 
 def lock_tenant(db: Any, tenant_id: str) -> None:

@@ -3,7 +3,8 @@
 Every connection gets WAL, a busy timeout and foreign keys. The file is created
 with mode 0600 (it holds ciphertexts and the ledger). Writes run in short explicit
 ``BEGIN IMMEDIATE`` transactions (``sql.transaction``), so a conditional UPDATE and the
-INSERT that depends on it are atomic across threads and processes.
+INSERT that depends on it are atomic across threads and processes; a writer waits for
+the lock through the file's ``writers.WriterGate``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from botpoly_admin.errors import StoreError
 from botpoly_admin.store.base import Store
 from botpoly_admin.store.migrations import migrate
 from botpoly_admin.store.schema import APPLICATION_ID
+from botpoly_admin.store.writers import gate_for
 
 DEFAULT_DB_PATH = Path("data") / "tenants.db"
 BUSY_TIMEOUT_S = 30.0
@@ -203,7 +205,9 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
     # this connection holds its locks (a second manager on it would, and a `serve` or a
     # test process lost its locks that way; another process then reset the WAL).
     with _OURS_LOCK:
-        _OURS.add(_ours_key(db_path))
+        key = _ours_key(db_path)
+        _OURS.add(key)
+    db.writer_gate = gate_for(key)  # how its writers wait for the lock (store.writers)
     return db
 
 
