@@ -16,6 +16,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -25,7 +26,7 @@ from processes import kill, wait_for
 
 from botpoly_admin import ledger, maintenance
 from botpoly_admin.api import TenantManager
-from botpoly_admin.errors import QuotaExceeded
+from botpoly_admin.errors import ExchangeError, QuotaExceeded
 from botpoly_admin.store import is_database_url
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
@@ -294,3 +295,61 @@ def test_a_process_killed_during_the_write_leaves_none_of_the_cycles_fills(
         assert maintenance.check_invariants(reopened.store) == []
     finally:
         reopened.close()
+
+
+class AnsweringBroker(PaperBroker):
+    """The paper broker recording each order as it returns, as the live broker does
+    (not deferring), on an exchange that fails the cycle's second order."""
+
+    deferring = False
+    sent = 0
+
+    @contextmanager
+    def deferred(self):
+        yield
+
+    def flush(self):
+        return None
+
+    def execute(self, intent, book, market=None):
+        self.sent += 1
+        if self.sent == 2:
+            raise ExchangeError("the exchange is down")
+        return super().execute(intent, book, market)
+
+
+def test_an_order_recorded_as_it_returns_is_counted_even_if_the_cycle_then_fails(tmp_path):
+    script = Script()
+    manager, tenant, feed, bot = hand_bot(tmp_path, script)
+    bot._broker = AnsweringBroker(manager.store, tenant)
+    fills: list[str] = []
+    script.on_fill = lambda ctx, result: fills.append(result.intent.token_id)
+    script.queue = [order("m1-yes", Side.BUY, 10, "0.50"), order("m2-yes", Side.BUY, 10, "0.50")]
+    with pytest.raises(ExchangeError):
+        bot.run_cycle()
+    assert fills == ["m1-yes"]  # in the ledger, so its strategy heard of it
+    assert len(order_ids(manager, tenant)) == 1
+
+
+def test_last_active_is_stamped_when_a_batch_is_run_again_after_a_refusal(manager):
+    tenant = make_tenant(manager, capital=1000, max_daily_trades=1)
+    _, refused = ledger.record_events(manager.store, tenant, events("A", "B"))
+    assert refused[0] == 1
+    assert manager.get_tenant(tenant).last_active is not None
+
+
+def test_a_deferred_fill_keeps_the_time_it_filled(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOTPOLY_NOW", "2026-11-30T23:59:59Z")
+    manager = TenantManager(tmp_path / "t.db")
+    tenant = make_tenant(manager, capital=1000)
+    broker = PaperBroker(manager.store, tenant)
+    book = Feed()
+    book.add("m1")
+    book.set("m1-yes", asks=[("0.50", "20")], hash="y")
+    with broker.deferred():
+        broker.execute(order("m1-yes", Side.BUY, 10, "0.50"), book.book("m1-yes"))
+        monkeypatch.setenv("BOTPOLY_NOW", "2026-12-01T00:00:01Z")  # a new day and month
+        assert broker.flush() is None
+    (row,) = manager.store.select("SELECT ts, day, period FROM trades WHERE tenant_id = ?",
+                                  (tenant,))
+    assert row == {"ts": "2026-11-30T23:59:59Z", "day": "2026-11-30", "period": "2026-11"}

@@ -28,7 +28,14 @@ from decimal import Decimal
 from typing import Any
 
 from botpoly_admin import clock
-from botpoly_admin.errors import BotpolyError, Conflict, InvalidInput, NotFound
+from botpoly_admin.errors import (
+    BotpolyError,
+    Conflict,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    QuotaExceeded,
+)
 from botpoly_admin.ledger.equity import cash_micros, write_snapshot
 from botpoly_admin.ledger.quotas import (
     add_daily_pnl,
@@ -196,9 +203,12 @@ def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, 
     prepared = [_values(tenant_id, trade, now, reservation if i == 0 else None)
                 for i, trade in enumerate(trades)]
     with store.transaction(tenant_id=tenant_id) as conn:
-        ids = _record_event(store, conn, tenant_id, prepared, reservation, now, sent=sent)
-        if snapshot and any(trade_id is not None for trade_id in ids):
-            write_snapshot(conn, tenant_id, now)
+        ids = _record_event(conn, tenant_row(conn, tenant_id), prepared, reservation, now,
+                            sent=sent)
+        if any(trade_id is not None for trade_id in ids):
+            if snapshot:
+                write_snapshot(conn, tenant_id, now)
+            last_active.touch(store, conn, tenant_id, now)
     return _recorded(tenant_id, prepared, ids)
 
 
@@ -208,12 +218,13 @@ def record_events(store: Store, tenant_id: str,
     """Record several exchange events of one bot cycle (paper fills), each as
     ``record_trades`` records one, in ONE transaction, in order.
 
-    The first event refused (a ``BotpolyError``: the quota used up, the tenant
-    suspended, a sell of shares no longer held...) ends the batch: the events before
-    it are recorded, it and those after it are not. Returns the stored rows of each
-    event recorded (None for a row whose client order id was already recorded), and
-    ``(index, error)`` of the refused event, or None. An error of the database itself
-    (or a lost lease) is raised, with nothing recorded.
+    The first event refused (``REFUSALS``: the quota used up, the tenant suspended, a
+    sell of shares no longer held...) ends the batch: the events before it are
+    recorded, it and those after it are not. Returns the stored rows of each event
+    recorded (None for a row whose client order id was already recorded), and
+    ``(index, error)`` of the refused event, or None. Any other error (the database's
+    own, a lost lease, the tenant gone) is raised, with nothing recorded. A trade
+    without its own ``ts`` is stamped with the time of this call.
     """
     now = clock.now()
     prepared: list[list[tuple[Trade, dict[str, Any]]]] = []
@@ -223,7 +234,7 @@ def record_events(store: Store, tenant_id: str,
             if not trades:
                 raise InvalidInput("no trades to record")
             prepared.append([_values(tenant_id, trade, now, None) for trade in trades])
-        except BotpolyError as exc:
+        except REFUSALS as exc:
             refused = (index, exc)
             break
     while True:
@@ -233,12 +244,17 @@ def record_events(store: Store, tenant_id: str,
         try:
             if attempt:
                 with store.transaction(tenant_id=tenant_id) as conn:
+                    row = tenant_row(conn, tenant_id)
                     for index, event in enumerate(attempt):
                         try:
-                            ids.append(_record_event(store, conn, tenant_id, event, None,
-                                                     now, sent=False))
-                        except BotpolyError as exc:
+                            ids.append(_record_event(conn, row, event, None, now,
+                                                     sent=False))
+                        except LeaseLost:
+                            raise
+                        except REFUSALS as exc:
                             raise _Refused(index, exc) from exc
+                    if any(i is not None for event_ids in ids for i in event_ids):
+                        last_active.touch(store, conn, tenant_id, now)
         except _Refused as stop:
             # Rolled back whole; the events before the refused one go in again alone.
             del prepared[stop.index:]
@@ -249,6 +265,11 @@ def record_events(store: Store, tenant_id: str,
              for event, event_ids in zip(attempt, ids, strict=True)], refused)
 
 
+# What refuses one event of a batch (``record_events``); LeaseLost, a Conflict too, ends
+# the whole batch instead.
+REFUSALS = (QuotaExceeded, InvalidInput, Conflict)
+
+
 class _Refused(Exception):
     """Event *index* of a ``record_events`` batch was refused with *error*."""
 
@@ -257,13 +278,14 @@ class _Refused(Exception):
         self.index, self.error = index, error
 
 
-def _record_event(store: Store, conn: Any, tenant_id: str,
+def _record_event(conn: Any, row: Mapping[str, Any],
                   prepared: list[tuple[Trade, dict[str, Any]]],
                   reservation: Reservation | None, now: datetime, *,
                   sent: bool) -> list[int | None]:
-    """The writes of one exchange event (``record_trades``) in the caller's transaction:
-    each row's id, or None where its client order id was recorded already."""
-    row = tenant_row(conn, tenant_id)
+    """The writes of one exchange event (``record_trades``) in the caller's transaction,
+    the tenant's *row* read there: each row's id, or None where its client order id was
+    recorded already. The caller stamps ``last_active`` once the transaction has
+    written a row."""
     if reservation is None and not sent:
         require_trading(row, now)
     # With a reservation the check was made when the quota was reserved, before
@@ -272,11 +294,8 @@ def _record_event(store: Store, conn: Any, tenant_id: str,
     # real trade.
     elif reservation is not None and not claim_reservation(conn, reservation):
         raise Conflict(f"reservation {reservation.reservation_id} was already used")
-    ids = [_record_in(conn, row, trade, values, reservation if i == 0 else None, sent=sent)
-           for i, (trade, values) in enumerate(prepared)]
-    if any(trade_id is not None for trade_id in ids):
-        last_active.touch(store, conn, tenant_id, now)
-    return ids
+    return [_record_in(conn, row, trade, values, reservation if i == 0 else None, sent=sent)
+            for i, (trade, values) in enumerate(prepared)]
 
 
 def _recorded(tenant_id: str, prepared: list[tuple[Trade, dict[str, Any]]],

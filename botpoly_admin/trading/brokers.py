@@ -41,10 +41,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from botpoly_admin import ledger
+from botpoly_admin import clock, ledger
 from botpoly_admin.errors import BotpolyError, InvalidInput
 from botpoly_admin.store import Store
 from botpoly_admin.trading import rules
@@ -70,6 +71,12 @@ class Broker(Protocol):
                 market: Market | None = None) -> ExecutionResult:
         """Execute one approved intent in *market* and record it; raises QuotaExceeded
         if none is left."""
+        ...
+
+    @property
+    def deferring(self) -> bool:
+        """True while ``execute`` leaves its recording to ``flush`` (then a result is
+        not in the ledger until flushed); False when each is recorded as it returns."""
         ...
 
     def deferred(self) -> AbstractContextManager[None]:
@@ -118,13 +125,15 @@ def record_execution(store: Store, tenant_id: str, result: ExecutionResult,
 
 
 def execution_rows(result: ExecutionResult, mode: str,
-                   exchange_order_id: str | None = None) -> list[ledger.Trade]:
-    """The ledger rows of one execution (see the module docstring)."""
+                   exchange_order_id: str | None = None,
+                   ts: datetime | None = None) -> list[ledger.Trade]:
+    """The ledger rows of one execution (see the module docstring), at *ts* (else when
+    they are recorded)."""
     intent = result.intent
     common = {
         "side": intent.side.value, "token_id": intent.token_id, "market": intent.market_id,
         "outcome": intent.outcome or None, "mode": mode, "strategy": intent.strategy,
-        "exchange_order_id": exchange_order_id, "group_id": intent.group or None,
+        "exchange_order_id": exchange_order_id, "group_id": intent.group or None, "ts": ts,
     }
     trades = []
     if result.filled > 0:
@@ -143,6 +152,11 @@ def execution_rows(result: ExecutionResult, mode: str,
                                    status="failed", client_order_id=intent.client_order_id,
                                    **common))
     return trades
+
+
+# A paper execution not yet recorded: its result, the levels of the book it took
+# liquidity from, when it filled.
+Unrecorded = tuple[ExecutionResult, dict[Decimal, Decimal], datetime]
 
 
 class PaperBroker:
@@ -169,8 +183,9 @@ class PaperBroker:
         self._taken: dict[tuple[str, Side], tuple[object, dict[Decimal, Decimal], float]] = {}
         self._pruned_at = monotonic()
         # Inside ``deferred``: the executions filled and not yet recorded, each with
-        # the levels it took liquidity from (given back if it is never recorded).
-        self._unrecorded: list[tuple[ExecutionResult, dict[Decimal, Decimal]]] | None = None
+        # the levels it took liquidity from (given back if it is never recorded) and
+        # when it filled (its rows' time, day and period).
+        self._unrecorded: list[Unrecorded] | None = None
 
     def execute(self, intent: OrderIntent, book: OrderBook,
                 market: Market | None = None) -> ExecutionResult:
@@ -187,13 +202,18 @@ class PaperBroker:
             for fill in result.fills:
                 levels[fill.price] = levels.get(fill.price, Decimal(0)) + fill.shares
         if self._unrecorded is not None:
-            self._unrecorded.append((result, levels))
+            self._unrecorded.append((result, levels, clock.now()))
         else:
             record_execution(self.store, self.tenant_id, result, self.mode)
         if result.message:
             log.info("tenant %s order %s: %s", self.tenant_id, intent.client_order_id,
                      result.message)
         return result
+
+    @property
+    def deferring(self) -> bool:
+        """True inside ``deferred``: ``execute`` leaves its recording to ``flush``."""
+        return self._unrecorded is not None
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -220,7 +240,8 @@ class PaperBroker:
         try:
             _, refused = ledger.record_events(
                 self.store, self.tenant_id,
-                [execution_rows(result, self.mode) for result, _ in queued])
+                [execution_rows(result, self.mode, ts=filled_at)
+                 for result, _, filled_at in queued])
         except BaseException:
             self._give_back(queued)
             raise
@@ -229,10 +250,9 @@ class PaperBroker:
         return refused
 
     @staticmethod
-    def _give_back(dropped: list[tuple[ExecutionResult, dict[Decimal, Decimal]]] | None
-                   ) -> None:
+    def _give_back(dropped: list[Unrecorded] | None) -> None:
         """Return the liquidity fills never recorded took (see ``taken``)."""
-        for result, levels in dropped or []:
+        for result, levels, _ in dropped or []:
             for fill in result.fills:
                 left = levels.get(fill.price, Decimal(0)) - fill.shares
                 if left > 0:

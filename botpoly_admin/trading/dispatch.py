@@ -84,7 +84,8 @@ class Dispatch:
     signals: SignalBoard | None = None  # the run's signals of these markets and books
     by_name: dict[str, Strategy] = field(default_factory=dict)
     contexts: dict[str, StrategyContext] = field(default_factory=dict)
-    # Executed since the last flush, in order: counted once recorded (``_flush``).
+    # Executed and not yet recorded (the broker is deferring), in order: counted once
+    # recorded (``flush``).
     executed: list[tuple[OrderIntent, ExecutionResult]] = field(default_factory=list)
 
     @property
@@ -179,12 +180,12 @@ class Dispatch:
                 result = self.broker.execute(intent, books[intent.token_id],
                                              risk.markets.get(intent.market_id))
             except QuotaExceeded as exc:
-                self.flush()
-                self._refuse_sending(exc, "paused_quota")
+                if self.flush():  # else the flush's own refusal says why
+                    self._refuse_sending(exc, "paused_quota")
                 return False
             except TradingNotAllowed as exc:
-                self.flush()
-                self._refuse_sending(exc, "stopped")
+                if self.flush():
+                    self._refuse_sending(exc, "stopped")
                 return False
             except OrderInDoubt as exc:
                 # A live order of this token may be on the exchange: nothing more is sent
@@ -202,7 +203,10 @@ class Dispatch:
                 log.warning("tenant %s: leg %s of group %s failed: %s", self.tenant_id,
                             intent.token_id, first.group, exc)
                 return True
-            self.executed.append((intent, result))
+            if self.broker.deferring:
+                self.executed.append((intent, result))
+            else:
+                self._count(intent, result)  # in the ledger already (live)
         return True
 
     def flush(self) -> bool:
@@ -212,12 +216,7 @@ class Dispatch:
         refused = self.broker.flush()
         executed, self.executed = self.executed, []
         for intent, result in executed[:None if refused is None else refused[0]]:
-            if result.filled > 0:
-                self.report.trades += 1
-                self.report.filled_tokens.add(intent.token_id)
-                strategy = self.by_name.get(intent.strategy)
-                if strategy is not None:
-                    strategy.on_fill(self.contexts[strategy.name], result)
+            self._count(intent, result)
         if refused is None:
             return True
         error = refused[1]
@@ -228,6 +227,15 @@ class Dispatch:
         else:
             raise error  # as if raised when sent: a failed cycle
         return False
+
+    def _count(self, intent: OrderIntent, result: ExecutionResult) -> None:
+        """*result* is in the ledger: count its fill, and tell its strategy."""
+        if result.filled > 0:
+            self.report.trades += 1
+            self.report.filled_tokens.add(intent.token_id)
+            strategy = self.by_name.get(intent.strategy)
+            if strategy is not None:
+                strategy.on_fill(self.contexts[strategy.name], result)
 
     def _refuse_sending(self, error: Exception, state: str) -> None:
         """The ledger refused an order (the quota used up: ``paused_quota``; the tenant

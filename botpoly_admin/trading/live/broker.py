@@ -155,6 +155,8 @@ class LiveBroker:
         """
         return self.resting.work_resting(books, resolved)
 
+    deferring = False  # a live order is recorded as the exchange answers
+
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Nothing is deferred: a live order is recorded as the exchange answers."""
