@@ -312,6 +312,7 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
         yield
         return
     received = []
+    exiting = threading.Event()
 
     def echo(message: str) -> None:
         with suppress(OSError):  # the terminal is gone
@@ -329,8 +330,15 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
         if signum == signal.SIGHUP:  # a terminal closing during the stop: keep stopping
             _detach_from_terminal()
             return
-        released = orchestrator.abort()
-        echo(f"Exiting at once ({released} lease(s) released).")
+        if exiting.is_set():  # another signal while the leases are released: it exits
+            return
+        exiting.set()
+        try:
+            echo(f"Exiting at once ({orchestrator.abort()} lease(s) released).")
+        except BotpolyError as exc:
+            from botpoly_admin.text import printable  # a driver's message, shown raw
+
+            echo(printable(f"Exiting at once; {exc}."))
         os._exit(130)
 
     with _handling(handle):
