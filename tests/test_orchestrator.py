@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from processes import background, kill, wait_for
+from processes import background, wait_for
 from virtual_clock import VirtualClock
 
 from botpoly_admin import bots, ledger, maintenance
@@ -560,53 +560,6 @@ def test_a_killed_orchestrators_bots_are_taken_over_at_once_on_its_host(manager,
     assert len(events) == 3
     assert all(f"from {dead} whose process is gone" in e.message for e in events)
     assert orchestrators(db_path) == 0  # the dead one's row went with its leases
-
-
-HANGING = """
-import sys, time
-from pathlib import Path
-from botpoly_admin.cli.run_screen import _signals
-from botpoly_admin.runtime import Orchestrator
-from botpoly_admin.api import TenantManager
-from botpoly_admin.trading.dispatch import CycleReport
-
-class Hanging:
-    def run_cycle(self):
-        Path(sys.argv[2]).touch()
-        time.sleep(60)  # a cycle that will not end within the clean stop
-        return CycleReport()
-
-    def stop(self, *, cancel_resting=True):
-        pass
-
-orchestrator = Orchestrator(TenantManager(sys.argv[1]).store, interval_s=0.1,
-                            bot_factory=lambda m, t, f: Hanging())
-with _signals(orchestrator):
-    orchestrator.run()
-"""
-
-
-@pytest.mark.slow
-def test_a_second_ctrl_c_releases_every_lease_and_exits_at_once(manager, db_path,
-                                                                tmp_path) -> None:
-    tid = make(manager, "Hang")
-    started, err = tmp_path / "cycle-started", tmp_path / "stderr"
-    with err.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", HANGING, str(db_path), str(started)],
-                                stderr=sink, text=True)
-    try:
-        assert wait_for(started.exists, timeout=20)
-        assert rows(db_path)[tid]["owner"] is not None
-        proc.send_signal(signal.SIGINT)  # a clean stop waits for the cycle...
-        assert wait_for(lambda: "stopping every bot cleanly (Ctrl-C again to exit at once)"
-                        in err.read_text())
-        proc.send_signal(signal.SIGINT)  # ...a second Ctrl-C does not
-        assert proc.wait(timeout=15) == 130
-    finally:
-        kill(proc)
-    assert "Exiting at once (1 lease(s) released)." in err.read_text()
-    assert rows(db_path)[tid]["owner"] is None
-    assert orchestrators(db_path) == 0
 
 
 def test_a_lease_of_a_process_that_may_be_alive_is_waited_out(manager, db_path) -> None:

@@ -4,15 +4,23 @@ the database, and the guide's plain-text dashboard."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 
+from processes import wait_for
 from rich.console import Console
 from virtual_clock import VirtualClock
 
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
-from botpoly_admin.cli.run_screen import screen_snapshot
+from botpoly_admin.cli.run_screen import screen_snapshot, worker_lines
 from botpoly_admin.cli.views import build_live_table
 from botpoly_admin.runtime import (
     BotSnapshot,
@@ -21,6 +29,9 @@ from botpoly_admin.runtime import (
     RunSnapshot,
     dashboard_text,
 )
+from botpoly_admin.runtime.supervisor import Supervisor, exit_description
+from botpoly_admin.store import SQLiteStore
+from botpoly_admin.store.postgres import PostgresStore
 from botpoly_admin.trading.dispatch import CycleReport
 
 
@@ -123,3 +134,49 @@ def test_the_guides_dashboard_is_plain_text(manager: TenantManager, monkeypatch)
     (john_line,) = [line for line in lines if "john@example.com" in line]
     assert john_line.split()[:4] == ["John", "john@example.com", "pro", "error"]
     assert lines[-1] == "John (error): RuntimeError: boom"
+
+
+# --- run --processes: the supervisor's status lines ------------------------------------
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+@contextmanager
+def supervising(processes: int) -> Iterator[Supervisor]:
+    """A supervisor of *processes* workers that only sleep, running in a thread."""
+    supervisor = Supervisor(lambda n: SLEEPER, processes, on_line=lambda n, line: None)
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    thread.start()
+    try:
+        yield supervisor
+    finally:
+        supervisor.request_stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def test_a_workers_status_line_says_how_its_last_process_ended(manager: TenantManager) -> None:
+    with supervising(1) as supervisor:
+        (worker,) = supervisor.workers
+        assert wait_for(lambda: worker.pid is not None)
+        assert worker_lines(manager.store, supervisor) == [
+            f"worker 1: pid {worker.pid}, running, 0 bot(s), 0 restart(s)"]
+        os.kill(worker.pid, signal.SIGKILL)
+        assert wait_for(lambda: worker.exit_codes == [-9])
+        (line,) = worker_lines(manager.store, supervisor)
+        assert line.startswith("worker 1: ") and line.endswith(
+            ", 1 restart(s), last exit: killed by SIGKILL"), line
+    assert exit_description(3) == "exit 3"
+    assert exit_description(-15) == "killed by SIGTERM"
+
+
+def test_a_bot_count_the_database_cannot_give_is_unknown_not_zero(tmp_path: Path) -> None:
+    forged = "gone\nworker 2: pid 1, running, 10 bot(s)"
+    unreachable = (SQLiteStore(tmp_path / forged / "tenants.db", create=False),
+                   PostgresStore("postgresql://bp:s3cret@127.0.0.1:9/botpoly", wait_s=0.1))
+    with supervising(1) as supervisor:
+        assert wait_for(lambda: supervisor.workers[0].pid is not None)
+        for store in unreachable:
+            (line,) = worker_lines(store, supervisor)
+            assert ", running, ? bot(s) (count failed: " in line, line
+            assert "\n" not in line and "s3cret" not in line, line

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from factories import make_tenant
-from processes import kill, query, start, wait_for
+from processes import cli, kill, query, start, wait_for
 
 from botpoly_admin import bots
 from botpoly_admin.api import TenantManager
@@ -130,6 +130,17 @@ def test_a_worker_restarted_during_a_duration_gets_what_is_left_of_it(
         assert supervisor.wait(timeout=60) == 0, out.read_text()[-2000:]
     finally:
         kill(supervisor)
+
+
+def test_a_workers_duration_reads_as_a_single_runs(manager: TenantManager,
+                                                  db_path: Path) -> None:
+    """A worker's first start gets --duration as typed: it stops with "1s elapsed", as
+    a single run does, not with the few milliseconds less left by the time it began."""
+    bots.start_bots(manager.store, [make_tenant(manager, "Brief", status="active")])
+    manager.close()
+    result = cli(db_path, *RUN, "--processes", "1", "--duration", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[w1] Stopped (1s elapsed): " in result.stdout, result.stdout
 
 
 def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:

@@ -418,12 +418,16 @@ def run(app: App, tenants: tuple[str, ...], max_workers: int | None, live_worker
                           lease_ttl_s=lease_ttl, paper=paper, live_workers=live_workers)
         log_path = _log_path(app, store, log_file)
         began = time.monotonic()
+        started: set[int] = set()
 
         def argv(number: int) -> list[str]:
             # A worker restarted after a crash gets what is left of --duration, not all
             # of it: it would outlive the others and hold every bot until its own end.
-            left = None if duration is None else \
-                f"{max(duration - (time.monotonic() - began), 0.001):.3f}"
+            # A first start gets it as typed, so its lines read as a single run's.
+            left = duration
+            if duration is not None and number in started:
+                left = max(round(duration - (time.monotonic() - began), 1), 0.1)
+            started.add(number)
             forwarded = _worker_options(ids, max_workers=max_workers, lease_ttl=lease_ttl,
                                         live_workers=live_workers, feed=feed, seed=seed,
                                         interval=interval, duration=left, cycles=cycles,

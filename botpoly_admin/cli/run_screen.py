@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 LOG_MAX_BYTES = 5_000_000
 LOG_BACKUPS = 3
 STATUS_LINE_EVERY_S = 10.0
+REASON_CHARS = 120  # of a database error in a worker's status line
 
 
 def screen_snapshot(store: Store, run: RunSnapshot, max_rows: int = 30) -> LiveSnapshot:
@@ -202,19 +203,34 @@ def supervise_in_terminal(app: App, store: Store, argv: Callable[[int], Sequence
 
 
 def worker_lines(store: Store, supervisor: Supervisor) -> list[str]:
-    """One status line per worker: number, pid, state, bots it holds, restarts."""
+    """One status line per worker: number, pid, state, bots it holds (``?`` and why,
+    when the database does not answer), restarts, and how its last process ended."""
     from botpoly_admin import bots
+    from botpoly_admin.text import printable  # a driver's message: shown, never obeyed
 
+    unknown = ""
     try:
         held = {owner.split(":")[1]: n for owner, n in bots.holders(store).items()}
-    except (sqlite3.Error, BotpolyError):
+    except (sqlite3.Error, BotpolyError) as exc:
         held = {}
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        unknown = printable(first if len(first) <= REASON_CHARS
+                            else first[:REASON_CHARS - 3] + "...")
     lines = []
     for w in supervisor.workers:
         pid = w.pid
-        bots_held = held.get(str(pid), 0) if pid is not None else 0
-        lines.append(f"worker {w.number}: pid {pid or '-'}, {w.status()}, "
-                     f"{bots_held} bot(s), {w.restarts} restart(s)")
+        if pid is None:
+            bots_held = "0 bot(s)"
+        elif unknown:
+            bots_held = f"? bot(s) (count failed: {unknown})"
+        else:
+            bots_held = f"{held.get(str(pid), 0)} bot(s)"
+        status = w.status()
+        # An exited worker's status holds its code; a restarted one's says why it went.
+        last_exit = w.last_exit() if not status.startswith("exited") else None
+        lines.append(f"worker {w.number}: pid {pid or '-'}, {status}, {bots_held}, "
+                     f"{w.restarts} restart(s)"
+                     + (f", last exit: {last_exit}" if last_exit else ""))
     return lines
 
 
@@ -312,6 +328,7 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
         yield
         return
     received = []
+    exiting = threading.Event()
 
     def echo(message: str) -> None:
         with suppress(OSError):  # the terminal is gone
@@ -329,8 +346,15 @@ def _signals(orchestrator: Orchestrator) -> Iterator[None]:
         if signum == signal.SIGHUP:  # a terminal closing during the stop: keep stopping
             _detach_from_terminal()
             return
-        released = orchestrator.abort()
-        echo(f"Exiting at once ({released} lease(s) released).")
+        if exiting.is_set():  # another signal while the leases are released: it exits
+            return
+        exiting.set()
+        try:
+            echo(f"Exiting at once ({orchestrator.abort()} lease(s) released).")
+        except BotpolyError as exc:
+            from botpoly_admin.text import printable  # a driver's message, shown raw
+
+            echo(printable(f"Exiting at once; {exc}."))
         os._exit(130)
 
     with _handling(handle):

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(LOG_NAME)
 
 SHUTDOWN_POLL_S = 0.05
+# How long ``abort`` (a second Ctrl-C) waits to connect and for a lock.
+ABORT_WAIT_S = 1.0
 
 
 class Orchestrator:
@@ -282,16 +284,19 @@ class Orchestrator:
         self._wake()
 
     def abort(self) -> int:
-        """Release every lease of this process now, from a fresh connection (best effort,
-        for a second Ctrl-C before exiting); return how many were released."""
-        fresh = SQLiteStore(self.store.db_path, create=False)
+        """Release every lease of this process now, from a fresh connection that waits
+        at most ``ABORT_WAIT_S`` for the database (for a second Ctrl-C before exiting);
+        return how many were released. StoreError says why it could not: the leases
+        then expire by themselves."""
         try:
-            fresh.db.conn.execute("PRAGMA busy_timeout = 1000")
-            return bots.release_all(fresh, self.owner)
-        except (sqlite3.Error, BotpolyError):
-            return 0
-        finally:
-            fresh.close()
+            fresh = _fresh_store(self.store)
+            try:
+                return bots.release_all(fresh, self.owner)
+            finally:
+                fresh.close()
+        except (sqlite3.Error, BotpolyError) as exc:
+            raise StoreError(f"the leases were not released ({exc}); they expire within "
+                             f"{self.settings.lease_ttl_s:g}s") from exc
 
     def is_running(self, tenant_id: str) -> bool:
         """True while this process runs the tenant's bot (holds its lease)."""
@@ -357,3 +362,20 @@ class Orchestrator:
                                    r.last_cycle_ms, r.restarts, r.last_error)
                        for r in runners),
         )
+
+
+def _fresh_store(store: Store) -> Store:
+    """A connection of its own to *store*'s database that waits at most ABORT_WAIT_S
+    to connect and for a lock: the run's own may be busy in the interrupted thread."""
+    wait_ms = int(ABORT_WAIT_S * 1000)
+    if store.dialect == "postgresql":
+        from botpoly_admin.store.postgres import PostgresStore  # psycopg: only for a URL
+
+        fresh: Store = PostgresStore(store.url, create=False,  # type: ignore[attr-defined]
+                                     wait_s=ABORT_WAIT_S)
+        fresh.db.execute(f"SET lock_timeout = {wait_ms}")
+        fresh.db.execute(f"SET statement_timeout = {wait_ms}")
+    else:
+        fresh = SQLiteStore(store.db_path, create=False)  # type: ignore[attr-defined]
+        fresh.db.conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+    return fresh

@@ -58,6 +58,10 @@ class Worker:
         """The pid of the running process, or None."""
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
+    def last_exit(self) -> str | None:
+        """How the last process ended (``exit 1``, ``killed by SIGKILL``), or None."""
+        return exit_description(self.exit_codes[-1]) if self.exit_codes else None
+
     def status(self) -> str:
         """running, waiting (to restart), or exited (with its last code)."""
         if self.pid is not None:
@@ -65,6 +69,17 @@ class Worker:
         if self.next_start is not None:
             return "waiting"
         return f"exited {self.exit_codes[-1]}" if self.exit_codes else "exited"
+
+
+def exit_description(code: int) -> str:
+    """A process's exit code as an operator reads it: ``exit 1``, ``killed by SIGKILL``
+    (Popen's negative code)."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 class Supervisor:
@@ -152,8 +167,8 @@ class Supervisor:
         worker.restarts += 1
         delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (worker.failures - 1))
         worker.next_start = now + delay
-        log.warning("worker %d failed (exit %d); restart #%d in %gs", worker.number, code,
-                    worker.restarts, delay)
+        log.warning("worker %d failed (%s); restart #%d in %gs", worker.number,
+                    exit_description(code), worker.restarts, delay)
         self.on_line(worker.number, f"exited with {code}; restarting in {delay:g}s")
 
     def _signal_all(self, signum: int) -> None:
