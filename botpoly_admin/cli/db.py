@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from botpoly_admin.cli.app import App, notice, output_options, pass_app
+from botpoly_admin.cli.app import App, confirm, notice, output_options, pass_app
 from botpoly_admin.secrets import ENV_KEYS
 
 
@@ -177,23 +177,17 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         botpoly-admin --db postgresql://bp@db.internal/botpoly db restore bp.dump --yes
     """
     from botpoly_admin import maintenance
-    from botpoly_admin.cli.app import ask
-    from botpoly_admin.errors import BotpolyError
 
-    def confirm(plan: dict[str, Any]) -> bool:
-        if yes:
-            return True
-        # On stderr: stdout stays clean for --json.
-        return ask(click.confirm, f"Replace {plan['target']} ({plan['target_tenants']} "
-                   f"tenant(s)) with the backup {plan['source']} ({plan['tenants']} "
-                   "tenant(s))?", err=True)
+    def approve(plan: dict[str, Any]) -> bool:
+        if not yes:  # on stderr: stdout stays clean for --json
+            confirm(f"Replace {plan['target']} ({plan['target_tenants']} tenant(s)) with "
+                    f"the backup {plan['source']} ({plan['tenants']} tenant(s))?",
+                    "aborted: nothing was restored", err=True)
+        return True
 
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
-    result = maintenance.restore(app.manager(create=True).store, path, confirm)
-    if not result["restored"]:
-        # A library error, so that --json answers with its error envelope too.
-        raise BotpolyError("aborted: nothing was restored")
+    result = maintenance.restore(app.manager(create=True).store, path, approve)
     creds = result["credentials"]
     if creds["undecryptable"]:
         click.echo(f"Warning: {creds['undecryptable']} of {creds['total']} restored "
