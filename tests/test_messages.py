@@ -157,6 +157,54 @@ def test_markets_record_shows_progress_on_a_terminal_only(tmp_path) -> None:
     assert b"Lines written" in out  # the summary still goes to stdout
 
 
+# --- help that holds on both backends -----------------------------------------------------------
+
+
+def _help(*words: str) -> str:
+    result = invoke(None, *words, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    return " ".join(result.output.split())  # as one line: Click wraps at the width
+
+
+@pytest.mark.parametrize("command", [("run",), ("start-bot",)])
+def test_log_file_help_names_the_default_on_each_backend(command) -> None:
+    shown = _help(*command)
+    assert "default: botpoly.log next to a SQLite database; data/botpoly.log in the " \
+        "working directory on PostgreSQL" in shown
+
+
+def test_run_on_postgresql_logs_to_data_in_the_working_directory(pg_url, tmp_path) -> None:
+    """What the help of --log-file says of PostgreSQL."""
+    assert invoke(pg_url, "db", "migrate").exit_code == 0
+    done = invoke(pg_url, "run", "--no-table", "--paper", "--duration", "0.2")
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "data" / "botpoly.log").is_file()
+
+
+def test_migrate_help_says_postgresql_needs_the_database_made_first() -> None:
+    shown = _help("db", "migrate")
+    assert "Create the database if needed" not in shown
+    assert "On PostgreSQL the database must exist: create it first (createdb" in shown
+
+
+def test_migrate_of_a_missing_postgresql_database_says_createdb(postgres_server) -> None:
+    """What the help of db migrate says of PostgreSQL."""
+    result = invoke(postgres_server.url("botpoly_never_created"), "db", "migrate")
+    assert_clean_error(result, 1)
+    assert "create it first (createdb)" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("dashboard",), ("bots", "status")])
+def test_runner_column_is_explained(command) -> None:
+    assert "Runner is HOST:PID" in _help(*command)
+
+
+def test_db_path_help_says_what_json_gives_on_each_backend() -> None:
+    shown = _help("db", "path")
+    assert '"exists"' in shown and '"backend": "postgresql"' in shown
+
+
 # --- confirmations -----------------------------------------------------------------------------
 
 

@@ -87,7 +87,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         # The old name, which read as "no live trading": kept working, not shown.
         click.option("--live/--no-live", "legacy_live", default=None, hidden=True),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
+                     help=f"Rotating log file (default: {LOG_FILE_NAME} next to a SQLite "
+                          f"database; data/{LOG_FILE_NAME} in the working directory on "
+                          "PostgreSQL)."),
         click.option("--paper", is_flag=True,
                      help="Every bot trades paper, tenants in live mode included: no order "
                           "goes to an exchange. Without it, live tenants trade live only on "

@@ -28,7 +28,10 @@ def db_group() -> None:
 @db_group.command("migrate")
 @pass_app
 def migrate(app: App) -> None:
-    """Create the database if needed and apply pending schema migrations.
+    """Apply pending schema migrations; a SQLite file is created if needed.
+
+    On PostgreSQL the database must exist: create it first (createdb, or CREATE
+    DATABASE as its owner), then run this to make the tables.
 
     \b
     Example:
@@ -48,20 +51,28 @@ def migrate(app: App) -> None:
 def path(app: App, fmt: str) -> None:
     """Print the database path in use (from --db, BOTPOLY_DB or the default).
 
+    A PostgreSQL URL is printed with its password masked. It opens nothing: with
+    --json, a SQLite file gives {"path": ..., "exists": true|false}; a PostgreSQL
+    URL gives {"path": ..., "backend": "postgresql"} instead, since only a
+    connection could tell (`db check` connects and checks the schema).
+
     \b
     Example:
         botpoly-admin db path
+        botpoly-admin db path --json
     """
     from botpoly_admin.store import resolve_location
     from botpoly_admin.store.locations import redact_url
 
     resolved = resolve_location(app.db)
     if isinstance(resolved, str):  # a PostgreSQL URL: shown without its password
-        shown, exists = redact_url(resolved), None
+        shown = redact_url(resolved)
+        facts: dict[str, Any] = {"path": shown, "backend": "postgresql"}
     else:
-        shown, exists = str(resolved), resolved.exists()
+        shown = str(resolved)
+        facts = {"path": shown, "exists": resolved.exists()}
     if fmt == "json":
-        app.render({"path": shown, "exists": exists}, fmt)
+        app.render(facts, fmt)
     else:
         click.echo(shown)
 
