@@ -150,7 +150,7 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
     if key["source"] == "none":
-        notice(f"no secret key is configured (no key file {key['where']}, no "
+        notice(f"no secret key is configured (no key file {_key_file(key)}, no "
                f"{ENV_KEYS}): there is none to back up beside the database")
     else:
         notice(f"the secret key ({_key_where(key)}) is NOT in the backup: back it up "
@@ -253,7 +253,7 @@ def copy(app: App, url: str, fmt: str) -> None:
     report = copy_to_postgres(manager.store, target).as_dict()
     key = key_location(manager.db_path)
     if key["source"] == "none":
-        notice(f"no secret key is configured (no key file {key['where']}, no {ENV_KEYS}): "
+        notice(f"no secret key is configured (no key file {_key_file(key)}, no {ENV_KEYS}): "
                "the PostgreSQL installation needs none until a credential is set")
     else:
         notice(f"the secret key is not in the database: run the PostgreSQL installation "
@@ -270,4 +270,10 @@ def copy(app: App, url: str, fmt: str) -> None:
 
 def _key_where(key: dict[str, str]) -> str:
     """Where a configured key is, as ``key_location`` tells: its file, or the variable."""
-    return f"key file {key['where']}" if key["source"] == "file" else key["where"]
+    return f"key file {_key_file(key)}" if key["source"] == "file" else key["where"]
+
+
+def _key_file(key: dict[str, str]) -> Path:
+    """The key file ``key_location`` names, by its absolute path: the installation the
+    message is for (a PostgreSQL one after `db copy`) may run in another directory."""
+    return Path(key["where"]).absolute()
