@@ -281,6 +281,27 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class WholeNumber(click.IntRange):
+    """A whole number from *low* to *high*: a word or a fraction is refused naming the
+    range, as a number outside it is. IntRange says "'abc' is not a valid integer
+    range", as if a range were asked for."""
+
+    name = "whole number"
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(low, high)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number in the range "
+                          f"{self.min}<=x<={self.max}.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def tenant_argument(func: Callable[..., Any]) -> Callable[..., Any]:
     """The TENANT argument: a tenant id, a unique id prefix, or an email."""
     return click.argument("tenant", metavar="TENANT")(func)
