@@ -348,6 +348,9 @@ def _damaged_copy(path: Path, source: Path) -> None:
     (lambda p, src: p.write_text("name,email\nann,ann@example.com\n"),
      "is not a SQLite database"),
     (lambda p, src: p.write_bytes(b""), "is empty, not a botpoly-admin database"),
+    (lambda p, src: p.write_bytes(b"PGDMP\x01\x0f\x00\x04\x08\x01\x01\x01" + bytes(64)),
+     "is a PostgreSQL archive (pg_dump), not a SQLite backup: restore it into PostgreSQL "
+     "with --db postgresql://"),
     (lambda p, src: p.mkdir(), "is a directory, not a database file"),
     (lambda p, src: None, "no such file"),
     (lambda p, src: _sqlite_file(p, "CREATE TABLE notes (text)"),
@@ -356,8 +359,8 @@ def _damaged_copy(path: Path, source: Path) -> None:
                      _sqlite_file(p, "PRAGMA user_version = 99")),
      "has schema version 99, newer than this botpoly-admin knows"),
     (_damaged_copy, "fails SQLite's integrity check"),
-], ids=["text-file", "empty-file", "directory", "missing", "other-sqlite", "newer-schema",
-        "damaged"])
+], ids=["text-file", "empty-file", "pg-dump-archive", "directory", "missing", "other-sqlite",
+        "newer-schema", "damaged"])
 def test_a_bad_restore_source_is_refused_and_changes_nothing(
         tenants, manager, db_path, tmp_path, run_cli, db_snapshot, prepare, message) -> None:
     good = tmp_path / "good.db"

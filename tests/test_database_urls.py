@@ -52,7 +52,7 @@ def test_every_spelling_of_a_postgresql_url_is_one(spelling: str) -> None:
     assert resolve_location(typed) == f"{expected}://bp:{PASSWORD}@db.internal:5433/botpoly"
     result = invoke(typed, "db", "path", "--json")
     assert json.loads(result.stdout) == {
-        "path": f"{expected}://bp:***@db.internal:5433/botpoly", "exists": None}
+        "path": f"{expected}://bp:***@db.internal:5433/botpoly", "backend": "postgresql"}
 
 
 def test_paths_stay_paths() -> None:

@@ -4,8 +4,8 @@ valid database stays valid (and is left exactly as it was when the command fails
 Properties of every example:
 - no exception escapes (only SystemExit) and no "Traceback" in the output;
 - the exit code is 0, 1 or 2;
-- on a non-zero exit: one ``Error:`` line on stderr (unless a prompt was aborted or a
-  bare group printed its help), JSON on stdout when the command was given ``--json``,
+- on a non-zero exit: one ``Error:`` line on stderr (a prompt left unanswered too;
+  unless a bare group printed its help), JSON on stdout when the command was given ``--json``,
   and the database (a dump of every table through a fresh connection), the key file
   and the directory's files unchanged; the one exemption is a foreground bot that ran
   and failed every cycle, which records what happened;
@@ -475,7 +475,8 @@ def check_case(template: SimpleNamespace, case: Case) -> None:
                                  " ".join(case.command or ("(random)",)))
         if result.exit_code != 0:
             bare_group = "Commands:" in result.output and "Error:" not in result.stderr
-            if "Aborted!" not in result.stderr and not bare_group:  # unanswered prompt, help
+            assert "Aborted!" not in result.stderr, f"Click's abort, not an Error: line\n{shown}"
+            if not bare_group:  # a bare group shows its help
                 errors = [line for line in result.stderr.splitlines()
                           if line.startswith("Error:")]
                 assert len(errors) == 1, f"not one Error: line\n{shown}"
@@ -560,7 +561,8 @@ def test_template_database_is_valid(template: SimpleNamespace, fuzz_env: None) -
                "0.0000004"), b"", ("create-tenant",)))
 # Accepted, then every bot failed every cycle (no markets): exit 0, tracebacks under -v.
 @example(Case(("-v", "run", "--feed=binance", "--no-live", "--duration", "0.2"), b"", ("run",)))
-# A confirmation that gets no answer under --json: "Aborted!" and nothing on stdout.
+# A confirmation that gets no answer under --json: "Aborted!" and no JSON on stdout (then
+# "Aborted!" and an "aborted" envelope, not the "nothing was restored" of a no).
 @example(Case(("db", "restore", "{BACKUP}", "--json"), b"", ("db", "restore")))
 # Fails after acting (exit 1, what it did stays recorded): the one exception to "a failed
 # command changes nothing"; the exchange URL is a closed port, so this takes ~1 s.

@@ -54,3 +54,15 @@ def test_a_copy_without_a_key_says_the_new_installation_needs_none(keyless: Path
     assert made.exit_code == 0, made.output
     assert f"{NONE} (no key file {keyless.with_suffix('.key')}" in made.stderr
     assert "with the same key" not in made.stderr
+
+
+def test_a_copy_names_the_key_file_by_its_absolute_path(pg_url: str, tmp_path: Path) -> None:
+    """The PostgreSQL installation may run from another directory (another machine):
+    a relative ``sq.key`` would name no file there."""
+    manager = TenantManager("sq.db")  # relative, as an operator types it
+    make_tenant(manager, "Ann")
+    manager.close()
+    assert invoke("sq.db", "keys", "generate").exit_code == 0
+    made = invoke("sq.db", "db", "copy", "--to", pg_url)
+    assert made.exit_code == 0, made.output
+    assert f"with the same key (key file {tmp_path / 'sq.key'})" in made.stderr

@@ -10,14 +10,15 @@ import os
 import pty
 import re
 import select
+import shutil
 import sqlite3
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cli_checks import assert_clean_error
-from factories import BIN, commands, invoke
+from cli_checks import assert_clean_error, database_dump
+from factories import BIN, CLI, commands, invoke
 
 from botpoly_admin import __version__
 from botpoly_admin.api import TenantManager
@@ -156,6 +157,54 @@ def test_markets_record_shows_progress_on_a_terminal_only(tmp_path) -> None:
     assert b"Lines written" in out  # the summary still goes to stdout
 
 
+# --- help that holds on both backends -----------------------------------------------------------
+
+
+def _help(*words: str) -> str:
+    result = invoke(None, *words, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    return " ".join(result.output.split())  # as one line: Click wraps at the width
+
+
+@pytest.mark.parametrize("command", [("run",), ("start-bot",)])
+def test_log_file_help_names_the_default_on_each_backend(command) -> None:
+    shown = _help(*command)
+    assert "default: botpoly.log next to a SQLite database; data/botpoly.log in the " \
+        "working directory on PostgreSQL" in shown
+
+
+def test_run_on_postgresql_logs_to_data_in_the_working_directory(pg_url, tmp_path) -> None:
+    """What the help of --log-file says of PostgreSQL."""
+    assert invoke(pg_url, "db", "migrate").exit_code == 0
+    done = invoke(pg_url, "run", "--no-table", "--paper", "--duration", "0.2")
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "data" / "botpoly.log").is_file()
+
+
+def test_migrate_help_says_postgresql_needs_the_database_made_first() -> None:
+    shown = _help("db", "migrate")
+    assert "Create the database if needed" not in shown
+    assert "On PostgreSQL the database must exist: create it first (createdb" in shown
+
+
+def test_migrate_of_a_missing_postgresql_database_says_createdb(postgres_server) -> None:
+    """What the help of db migrate says of PostgreSQL."""
+    result = invoke(postgres_server.url("botpoly_never_created"), "db", "migrate")
+    assert_clean_error(result, 1)
+    assert "create it first (createdb)" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("dashboard",), ("bots", "status")])
+def test_runner_column_is_explained(command) -> None:
+    assert "Runner is HOST:PID" in _help(*command)
+
+
+def test_db_path_help_says_what_json_gives_on_each_backend() -> None:
+    shown = _help("db", "path")
+    assert '"exists"' in shown and '"backend": "postgresql"' in shown
+
+
 # --- confirmations -----------------------------------------------------------------------------
 
 
@@ -170,6 +219,95 @@ def test_quotas_reset_of_one_tenant_asks_first(db_path, db_snapshot) -> None:
     yes = invoke(db_path, "quotas", "reset", "--tenant", "ann@example.com", "--yes")
     assert yes.exit_code == 0, yes.output
     assert "Zeroed ann@example.com's trades" in yes.stdout and "Zero ann" not in yes.stderr
+
+
+BINANCE_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+
+# Every confirmation (tenants credentials set's hidden prompt needs a terminal), and the
+# one line that a "no" answers: no answer at all (end of input) must answer the same.
+CONFIRMATIONS = {
+    "keys rotate": (("keys", "rotate"), "aborted: nothing was changed"),
+    "keys drop-undecryptable": (("keys", "drop-undecryptable"), "aborted: nothing was deleted"),
+    "tenants delete": (("tenants", "delete", "ann@example.com", "--purge"),
+                       "aborted: nothing was deleted"),
+    "quotas reset": (("quotas", "reset", "--tenant", "ann@example.com"),
+                     "aborted: nothing was changed"),
+    "db restore": (("db", "restore", "backup"), "aborted: nothing was restored"),
+}
+
+
+def _confirming(location: str, name: str) -> tuple[str, ...]:
+    """A database on which the command *name* of CONFIRMATIONS asks its question: Ann
+    with a credential (under a key file), a backup, and for drop-undecryptable a second
+    credential that no longer decrypts. Returns the command's words."""
+    manager = TenantManager(location)
+    ann = manager.create_tenant(name="Ann", email="ann@example.com", status="active").tenant_id
+    manager.set_credential(ann, "binance_api_key", BINANCE_KEY)
+    if name == "keys drop-undecryptable":
+        manager.set_credential(ann, "binance_secret", BINANCE_KEY)
+        manager.db.execute("UPDATE credentials SET ciphertext = 'gAAAAdamaged' "
+                           "WHERE name = 'binance_secret'")
+    manager.close()
+    if name == "db restore":
+        if "://" in location and shutil.which("pg_dump") is None:
+            pytest.skip("PostgreSQL's client tools (pg_dump) are not on PATH")
+        made = invoke(location, "db", "backup", "backup")
+        assert made.exit_code == 0, made.output
+    return CONFIRMATIONS[name][0]
+
+
+def _state(location: str, directory: Path) -> tuple[list[str] | None, list[tuple[str, bytes]]]:
+    """The database's rows and every file of ours in *directory* (key files, backups)."""
+    files = sorted((str(p.relative_to(directory)), p.read_bytes())
+                   for p in directory.rglob("*") if p.is_file()
+                   and not p.name.endswith(("-wal", "-shm")) and p.name != "tenants.db")
+    return database_dump(location), files
+
+
+@pytest.mark.parametrize("name", list(CONFIRMATIONS))
+def test_no_answer_at_a_confirmation_is_the_one_line_error_of_a_no(location, tmp_path,
+                                                                   name) -> None:
+    """End of input at a confirmation printed Click's "Aborted!" (not an `Error:` line)
+    where a "no" says what was left undone."""
+    args = _confirming(location, name)
+    before = _state(location, tmp_path)
+    message = CONFIRMATIONS[name][1]
+    answers = {}
+    for answer in ("n\n", ""):
+        result = invoke(location, *args, input=answer)
+        assert_clean_error(result, 1)
+        assert "Aborted!" not in result.output
+        answers[answer] = [line for line in result.stderr.splitlines()
+                           if line.startswith("Error:")]
+        assert answers[answer] == [f"Error: {message}"], result.stderr
+        assert _state(location, tmp_path) == before
+    assert answers[""] == answers["n\n"]
+
+
+@pytest.mark.parametrize("name", ["keys rotate", "db restore"])
+def test_no_answer_under_json_is_the_error_envelope(location, tmp_path, name) -> None:
+    args = _confirming(location, name)
+    before = _state(location, tmp_path)
+    result = invoke(location, *args, "--json", input="")
+    assert_clean_error(result, 1)
+    assert json.loads(result.stdout) == {"error": CONFIRMATIONS[name][1], "exit_code": 1}
+    assert _state(location, tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["keys rotate", "db restore"])
+def test_a_confirmation_with_stdin_at_dev_null(location, tmp_path, name) -> None:
+    """As a cron job or `cmd </dev/null` runs it: a real process, stdin at its end."""
+    args = _confirming(location, name)
+    before = _state(location, tmp_path)
+    done = subprocess.run([CLI, "--db", location, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Aborted!" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {CONFIRMATIONS[name][1]}"], done.stderr
+    # The question's line is ended: the error starts a line of its own.
+    assert done.stderr.splitlines()[-1] == errors[0]
+    assert _state(location, tmp_path) == before
 
 
 # --- messages that say what to do --------------------------------------------------------------

@@ -179,6 +179,18 @@ def test_a_declined_restore_changes_nothing(backup, manager, pg_url) -> None:
     assert database_dump(pg_url) == before
 
 
+def test_an_archive_restored_into_sqlite_says_it_is_postgresql_s(backup, tmp_path) -> None:
+    """The reverse of the "sqlite" case above: say what the file is and where it goes."""
+    target = tmp_path / "sqlite" / "tenants.db"
+    target.parent.mkdir()
+    result = invoke(target, "db", "restore", str(backup), "--yes")
+    assert_clean_error(result, 2)
+    assert (f"Error: {backup} is a PostgreSQL archive (pg_dump), not a SQLite backup: "
+            "restore it into PostgreSQL with --db postgresql://USER@HOST/DATABASE db "
+            f"restore {backup}") in result.stderr
+    assert list(target.parent.iterdir()) == []  # no database made
+
+
 def _sqlite_file(path: Path) -> None:
     sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
 

@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from factories import make_tenant
+from cli_checks import assert_clean_error
+from factories import invoke, make_tenant
 from processes import cli, kill, query, start, wait_for
 
 from botpoly_admin import bots
@@ -141,4 +142,16 @@ def test_processes_zero_is_a_usage_error(manager: TenantManager, db_path: Path) 
     result = cli(db_path, "run", "--processes", "0")
     assert result.returncode == 2
     assert "'--processes': 0 is not in the range 1<=x<=64" in result.stderr
+    assert query(db_path, "SELECT count(*) FROM orchestrators") == [(0,)]
+
+
+@pytest.mark.parametrize("typed", ["abc", "1.5", ""])
+def test_processes_not_a_number_names_the_option_and_the_range(
+        manager: TenantManager, db_path: Path, typed: str) -> None:
+    """Click said "'abc' is not a valid integer range", as if a range were asked for."""
+    set_running(manager, 1)
+    result = invoke(db_path, "run", "--processes", typed)
+    assert_clean_error(result, 2)
+    assert result.stderr == (f"Error: Invalid value for '--processes': {typed!r} is not a "
+                             "whole number in the range 1<=x<=64.\n")
     assert query(db_path, "SELECT count(*) FROM orchestrators") == [(0,)]

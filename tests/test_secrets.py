@@ -599,6 +599,21 @@ def test_a_hidden_prompt_in_a_terminal(manager: TenantManager, tenant, db_path: 
         "binance_api_key": BINANCE}
 
 
+def test_end_of_input_at_the_hidden_prompt_stores_nothing(
+        manager: TenantManager, tenant, db_path: Path, secret_key: bytes, db_snapshot) -> None:
+    """Ctrl-D at the prompt: one `Error:` line of its own, not Click's "Aborted!"."""
+    manager.close()
+    before = db_snapshot()
+    code, screen = in_a_terminal(
+        [CLI, "--db", str(db_path), "tenants", "credentials", "set", "ann@example.com",
+         "binance_api_key"], {"BOTPOLY_SECRET_KEYS": secret_key.decode()}, ["\x04"])
+    assert code == 1, screen
+    assert "Aborted!" not in screen and "Traceback" not in screen
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert lines[-1] == "Error: aborted: nothing was stored", screen
+    assert db_snapshot() == before
+
+
 def test_a_hidden_prompt_mismatch_stores_nothing(manager: TenantManager, tenant,
                                                  db_path: Path, secret_key: bytes,
                                                  db_snapshot) -> None:

@@ -190,12 +190,6 @@ class BotpolyGroup(LazyGroup):
             if ctx.meta.get("botpoly.json"):
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise _one_line(exc) from None
-        except click.Abort:
-            # A confirmation that got no answer (end of input): Click prints "Aborted!"
-            # and exits 1; a script under --json still gets its JSON.
-            if ctx.meta.get("botpoly.json"):
-                _echo_json_error("aborted", 1)
-            raise
         except BotpolyError as exc:
             _fail(ctx, str(exc), 2 if isinstance(exc, InvalidInput) else exc.exit_code)
         except sqlite3.OperationalError as exc:
@@ -287,22 +281,60 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class WholeNumber(click.IntRange):
+    """A whole number from *low* to *high*: a word or a fraction is refused naming the
+    range, as a number outside it is. IntRange says "'abc' is not a valid integer
+    range", as if a range were asked for."""
+
+    name = "whole number"
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(low, high)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number in the range "
+                          f"{self.min}<=x<={self.max}.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def tenant_argument(func: Callable[..., Any]) -> Callable[..., Any]:
     """The TENANT argument: a tenant id, a unique id prefix, or an email."""
     return click.argument("tenant", metavar="TENANT")(func)
 
 
-def ask(prompt: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``click.confirm`` or ``click.prompt``, with input that is not UTF-8 a usage error.
+def ask(prompt: Callable[..., Any], *args: Any, refusal: str, **kwargs: Any) -> Any:
+    """``click.confirm`` or ``click.prompt``; every prompt of the CLI goes through here.
 
-    Outside the C locale Python decodes standard input strictly, so one stray byte
-    piped into a prompt would otherwise end in a UnicodeDecodeError traceback.
+    No answer at all (end of input: ``cmd </dev/null``, a cron job; or Ctrl-C) is
+    *refusal*, the command's one-line ``Error:`` that says what was left undone, exit
+    1 (Click would print "Aborted!", no ``Error:`` line and no JSON under --json).
+    Input that is not UTF-8 is a usage error: outside the C locale Python decodes
+    standard input strictly, so one stray byte piped into a prompt would otherwise end
+    in a UnicodeDecodeError traceback.
     """
+    err = bool(kwargs.get("err"))
     try:
         return prompt(*args, **kwargs)
     except UnicodeDecodeError:
-        click.echo(err=bool(kwargs.get("err")))  # end the prompt's line: the error is one
+        click.echo(err=err)  # end the prompt's line: the error is one
         raise click.UsageError("standard input is not UTF-8 text") from None
+    except click.Abort:
+        if not kwargs.get("hide_input"):  # Click ends a hidden prompt's line itself
+            click.echo(err=err)
+        raise BotpolyError(refusal) from None
+
+
+def confirm(question: str, refusal: str, *, err: bool = False) -> None:
+    """Ask *question* (default no); anything but yes, no answer included, raises
+    *refusal* ("aborted: nothing was ..."): one ``Error:`` line, exit 1, the JSON
+    envelope under --json. The caller has changed nothing before it asks."""
+    if not ask(click.confirm, question, refusal=refusal, err=err):
+        raise BotpolyError(refusal)
 
 
 def refuse_store_file(app: App, path: Path, option: str) -> None:

@@ -26,6 +26,7 @@ from botpoly_admin.cli.app import (
     App,
     CommandError,
     FiniteFloat,
+    WholeNumber,
     output_options,
     pass_app,
     refuse_store_file,
@@ -87,7 +88,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         # The old name, which read as "no live trading": kept working, not shown.
         click.option("--live/--no-live", "legacy_live", default=None, hidden=True),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"Rotating log file (default: {LOG_FILE_NAME} next to the database)."),
+                     help=f"Rotating log file (default: {LOG_FILE_NAME} next to a SQLite "
+                          f"database; data/{LOG_FILE_NAME} in the working directory on "
+                          "PostgreSQL)."),
         click.option("--paper", is_flag=True,
                      help="Every bot trades paper, tenants in live mode included: no order "
                           "goes to an exchange. Without it, live tenants trade live only on "
@@ -367,7 +370,7 @@ def bots_status(app: App, tenant: str | None, fmt: str) -> None:
                    "(HOST 127.0.0.1 unless given; needs the api extra).")
 @click.option("--metrics-tenant-labels", is_flag=True,
               help="Per-tenant series in those metrics (off: one series per tenant).")
-@click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), metavar="N",
+@click.option("--processes", type=WholeNumber(1, MAX_PROCESSES), metavar="N",
               help="Start N worker processes, each an orchestrator on this database, and "
                    "supervise them (restarted with backoff if one crashes); they split the "
                    "bots evenly. Without it, this process runs the bots itself.")

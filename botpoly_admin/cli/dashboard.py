@@ -19,6 +19,9 @@ def dashboard(app: App, watch: bool, interval: float, fmt: str) -> None:
     """Tenants by tier and status, MRR, running bots, and per active tenant: bot
     state, quota, trades, win rate, P&L and an equity sparkline.
 
+    Runner is HOST:PID, the machine and process whose run holds each bot's lease
+    ("-" when none does; --json gives it as "runner").
+
     \b
     Example:
         botpoly-admin dashboard

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from botpoly_admin.cli.app import App, notice, output_options, pass_app
+from botpoly_admin.cli.app import App, confirm, notice, output_options, pass_app
 from botpoly_admin.secrets import ENV_KEYS
 
 
@@ -28,7 +28,10 @@ def db_group() -> None:
 @db_group.command("migrate")
 @pass_app
 def migrate(app: App) -> None:
-    """Create the database if needed and apply pending schema migrations.
+    """Apply pending schema migrations; a SQLite file is created if needed.
+
+    On PostgreSQL the database must exist: create it first (createdb, or CREATE
+    DATABASE as its owner), then run this to make the tables.
 
     \b
     Example:
@@ -48,20 +51,28 @@ def migrate(app: App) -> None:
 def path(app: App, fmt: str) -> None:
     """Print the database path in use (from --db, BOTPOLY_DB or the default).
 
+    A PostgreSQL URL is printed with its password masked. It opens nothing: with
+    --json, a SQLite file gives {"path": ..., "exists": true|false}; a PostgreSQL
+    URL gives {"path": ..., "backend": "postgresql"} instead, since only a
+    connection could tell (`db check` connects and checks the schema).
+
     \b
     Example:
         botpoly-admin db path
+        botpoly-admin db path --json
     """
     from botpoly_admin.store import resolve_location
     from botpoly_admin.store.locations import redact_url
 
     resolved = resolve_location(app.db)
     if isinstance(resolved, str):  # a PostgreSQL URL: shown without its password
-        shown, exists = redact_url(resolved), None
+        shown = redact_url(resolved)
+        facts: dict[str, Any] = {"path": shown, "backend": "postgresql"}
     else:
-        shown, exists = str(resolved), resolved.exists()
+        shown = str(resolved)
+        facts = {"path": shown, "exists": resolved.exists()}
     if fmt == "json":
-        app.render({"path": shown, "exists": exists}, fmt)
+        app.render(facts, fmt)
     else:
         click.echo(shown)
 
@@ -139,7 +150,7 @@ def backup(app: App, path: Path, force: bool, fmt: str) -> None:
     result = maintenance.backup(app.manager().store, path, force=force)
     key = result["key_not_included"]
     if key["source"] == "none":
-        notice(f"no secret key is configured (no key file {key['where']}, no "
+        notice(f"no secret key is configured (no key file {_key_file(key)}, no "
                f"{ENV_KEYS}): there is none to back up beside the database")
     else:
         notice(f"the secret key ({_key_where(key)}) is NOT in the backup: back it up "
@@ -177,23 +188,17 @@ def restore(app: App, path: Path, yes: bool, fmt: str) -> None:
         botpoly-admin --db postgresql://bp@db.internal/botpoly db restore bp.dump --yes
     """
     from botpoly_admin import maintenance
-    from botpoly_admin.cli.app import ask
-    from botpoly_admin.errors import BotpolyError
 
-    def confirm(plan: dict[str, Any]) -> bool:
-        if yes:
-            return True
-        # On stderr: stdout stays clean for --json.
-        return ask(click.confirm, f"Replace {plan['target']} ({plan['target_tenants']} "
-                   f"tenant(s)) with the backup {plan['source']} ({plan['tenants']} "
-                   "tenant(s))?", err=True)
+    def approve(plan: dict[str, Any]) -> bool:
+        if not yes:  # on stderr: stdout stays clean for --json
+            confirm(f"Replace {plan['target']} ({plan['target_tenants']} tenant(s)) with "
+                    f"the backup {plan['source']} ({plan['tenants']} tenant(s))?",
+                    "aborted: nothing was restored", err=True)
+        return True
 
     # create=True: restoring onto a new machine, where there is no database yet. The
     # file is created only once the backup has been verified.
-    result = maintenance.restore(app.manager(create=True).store, path, confirm)
-    if not result["restored"]:
-        # A library error, so that --json answers with its error envelope too.
-        raise BotpolyError("aborted: nothing was restored")
+    result = maintenance.restore(app.manager(create=True).store, path, approve)
     creds = result["credentials"]
     if creds["undecryptable"]:
         click.echo(f"Warning: {creds['undecryptable']} of {creds['total']} restored "
@@ -248,7 +253,7 @@ def copy(app: App, url: str, fmt: str) -> None:
     report = copy_to_postgres(manager.store, target).as_dict()
     key = key_location(manager.db_path)
     if key["source"] == "none":
-        notice(f"no secret key is configured (no key file {key['where']}, no {ENV_KEYS}): "
+        notice(f"no secret key is configured (no key file {_key_file(key)}, no {ENV_KEYS}): "
                "the PostgreSQL installation needs none until a credential is set")
     else:
         notice(f"the secret key is not in the database: run the PostgreSQL installation "
@@ -265,4 +270,10 @@ def copy(app: App, url: str, fmt: str) -> None:
 
 def _key_where(key: dict[str, str]) -> str:
     """Where a configured key is, as ``key_location`` tells: its file, or the variable."""
-    return f"key file {key['where']}" if key["source"] == "file" else key["where"]
+    return f"key file {_key_file(key)}" if key["source"] == "file" else key["where"]
+
+
+def _key_file(key: dict[str, str]) -> Path:
+    """The key file ``key_location`` names, by its absolute path: the installation the
+    message is for (a PostgreSQL one after `db copy`) may run in another directory."""
+    return Path(key["where"]).absolute()

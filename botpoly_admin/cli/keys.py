@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import click
 
-from botpoly_admin.cli.app import App, CommandError, ask, output_options, pass_app
+from botpoly_admin.cli.app import App, confirm, output_options, pass_app
 
 
 @click.group("keys")
@@ -60,9 +60,9 @@ def rotate(app: App, yes: bool, fmt: str) -> None:
     manager = app.manager()
     manager.keyring()  # a missing or wrong key is said before the question
     total = manager.count_secrets()
-    if not yes and not ask(click.confirm, f"Re-encrypt {total} secret(s) under a new key?",
-                           err=fmt != "table"):  # stdout is a script's JSON
-        raise CommandError("aborted: nothing was changed")
+    if not yes:
+        confirm(f"Re-encrypt {total} secret(s) under a new key?",
+                "aborted: nothing was changed", err=fmt != "table")  # stdout: a script's JSON
     with _progress(app, fmt, "Re-encrypting secrets") as progress:
         result = manager.rotate_keys(progress=progress)
     if fmt != "table":
@@ -135,8 +135,7 @@ def drop_undecryptable(app: App, yes: bool, fmt: str) -> None:
             owner = row["email"] or "the installation"  # the REST API's token secret
             click.echo(f"  {owner}: {row['name']} (encrypted under key {row['key_id']})",
                        err=fmt != "table")
-        if not ask(click.confirm, "Delete them for good?", err=fmt != "table"):
-            raise CommandError("aborted: nothing was deleted")
+        confirm("Delete them for good?", "aborted: nothing was deleted", err=fmt != "table")
     result = manager.drop_undecryptable()
     if fmt != "table":
         app.render(result, fmt)

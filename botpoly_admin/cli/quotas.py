@@ -6,8 +6,7 @@ import click
 
 from botpoly_admin.cli.app import (
     App,
-    CommandError,
-    ask,
+    confirm,
     output_options,
     pass_app,
     tenant_argument,
@@ -137,11 +136,10 @@ def reset(app: App, tenant: str | None, dry_run: bool, yes: bool, fmt: str) -> N
                       "trades_used": row["used"], "dry_run": True}
         else:
             # On stderr: stdout stays clean for --json.
-            if not yes and not ask(
-                click.confirm, f"Zero {printable(row['email'])}'s {row['used']} trade(s) of "
-                f"{row['period']}? It may then trade its whole quota again.", err=True
-            ):
-                raise CommandError("aborted: nothing was changed")
+            if not yes:
+                confirm(f"Zero {printable(row['email'])}'s {row['used']} trade(s) of "
+                        f"{row['period']}? It may then trade its whole quota again.",
+                        "aborted: nothing was changed", err=True)
             result = {**ledger.reset_tenant_period(manager.store, tenant_id), "dry_run": False}
         if fmt != "table":
             app.render(result, fmt)

@@ -9,8 +9,8 @@ import click
 
 from botpoly_admin.cli.app import (
     App,
-    CommandError,
     ask,
+    confirm,
     output_options,
     pass_app,
     tenant_argument,
@@ -288,10 +288,9 @@ def delete(app: App, tenant: str, purge: bool, yes: bool) -> None:
     manager = app.manager()
     target = manager.resolve(tenant)
     email = printable(target.email)
-    if purge and not yes and not ask(
-        click.confirm, f"Remove tenant {email} and all its trades, usage and credentials?"
-    ):
-        raise CommandError("aborted: nothing was deleted")
+    if purge and not yes:
+        confirm(f"Remove tenant {email} and all its trades, usage and credentials?",
+                "aborted: nothing was deleted")
     manager.delete_tenant(target.tenant_id, purge=purge)
     if purge:
         click.echo(f"Purged tenant {target.tenant_id} ({email})")
@@ -375,7 +374,8 @@ def _prompt(name: str) -> str:
     if not sys.stdin.isatty():
         raise click.UsageError("standard input is not a terminal, so there is no hidden "
                                "prompt: pipe the secret with --stdin")
-    return ask(click.prompt, f"{name}", hide_input=True, confirmation_prompt=True,
+    return ask(click.prompt, f"{name}", refusal="aborted: nothing was stored",
+               hide_input=True, confirmation_prompt=True,
                default="", show_default=False)
 
 

@@ -115,8 +115,9 @@ def inspect_dump(path: Path, *, name: str | None = None) -> dict[str, Any]:
     shown = name or str(path)
     magic = file_head(path, "a backup file")
     if magic == SQLITE_MAGIC:
-        raise InvalidInput(f"{path} is a SQLite backup: restore it into a SQLite database "
-                           "(--db PATH), or move it to PostgreSQL with db copy")
+        raise InvalidInput(f"{path} is a SQLite backup, not a pg_dump archive: restore it "
+                           f"into SQLite with --db PATH db restore {path}, then db copy "
+                           "--to postgresql://... moves that installation to PostgreSQL")
     if not magic.startswith(DUMP_MAGIC):
         raise InvalidInput(f"{path} is not a pg_dump archive (db backup on PostgreSQL "
                            "writes --format=custom)")

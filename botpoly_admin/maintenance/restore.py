@@ -18,7 +18,7 @@ from botpoly_admin.errors import InvalidInput, StoreError
 from botpoly_admin.maintenance.backup_file import on_postgres
 from botpoly_admin.maintenance.check import credential_status
 from botpoly_admin.maintenance.runners import refuse_restore_in_use
-from botpoly_admin.maintenance.verify import inspect_database, read_only
+from botpoly_admin.maintenance.verify import file_head, inspect_database, read_only
 from botpoly_admin.store import migrate, transaction
 
 if TYPE_CHECKING:
@@ -46,7 +46,11 @@ def restore(store: Store, source: Path,
 
         return postgres_backup.restore(store, source, confirm)  # type: ignore[arg-type]
     source = Path(source)
-    info = inspect_database(source)
+    try:
+        info = inspect_database(source)
+    except InvalidInput:
+        _refuse_a_postgresql_archive(source)
+        raise
     target = store.db_path
     if target.exists() and source.samefile(target):
         raise InvalidInput(f"{source} is the database itself")
@@ -71,3 +75,20 @@ def restore(store: Store, source: Path,
         audit.record(conn, store.actor, audit.DatabaseRestored(
             None, str(source.resolve()), info["tenants"], info["schema_version"]))
     return {**plan, "restored": True, "credentials": credential_status(db, target)}
+
+
+def _refuse_a_postgresql_archive(source: Path) -> None:
+    """Say what *source* is when it is a ``pg_dump`` archive (``db backup`` on
+    PostgreSQL), and where it restores: "not a SQLite database" alone leaves the
+    operator guessing. Returns if it is not one, or cannot be read (missing, a
+    directory): the caller's error says that."""
+    from botpoly_admin.maintenance.postgres_backup import DUMP_MAGIC  # psycopg: only now
+
+    try:
+        head = file_head(source, "a backup file")
+    except InvalidInput:
+        return
+    if head.startswith(DUMP_MAGIC):
+        raise InvalidInput(f"{source} is a PostgreSQL archive (pg_dump), not a SQLite "
+                           "backup: restore it into PostgreSQL with --db "
+                           f"postgresql://USER@HOST/DATABASE db restore {source}")
