@@ -6,7 +6,9 @@ A location is a SQLite file path, or a PostgreSQL URL: ``postgresql://`` or
 any case. Anything else that looks like a URL (``something://``, a scheme's typo such
 as ``postgresql:/``) or like libpq's ``host=... password=...`` form is refused with
 one line naming the accepted forms: taken for a file path, it would be reported as a
-missing file, its password echoed, or a file created under a name holding it.
+missing file, its password echoed, or a file created under a name holding it. A URL
+must name its database (``/DATABASE``, or ``?dbname=``): libpq would quietly take the
+user's name for it.
 No psycopg here: a SQLite installation never imports it.
 """
 
@@ -54,6 +56,9 @@ def database_url(location: str) -> str | None:
             except ValueError as exc:
                 raise InvalidInput(f"not a valid PostgreSQL URL: {redact_url(stripped)} "
                                    f"({exc}); give {ACCEPTED_FORMS}") from None
+            if database_of(url) is None:
+                raise InvalidInput(f"no database named in the URL {redact_url(stripped)} "
+                                   f"(.../DBNAME): give {ACCEPTED_FORMS}")
             return url
         if rest.startswith("/") or scheme in POSTGRES_SCHEMES:
             raise InvalidInput(f"not a database location botpoly-admin knows: "
@@ -62,6 +67,16 @@ def database_url(location: str) -> str | None:
         raise InvalidInput(f"libpq's key=value form is not taken: "
                            f"{redact_url(location)}; give {ACCEPTED_FORMS}")
     return None
+
+
+def database_of(url: str) -> str | None:
+    """The database a PostgreSQL URL names, as libpq reads it: ``?dbname=`` in its
+    query (the last one), else its path; None when it names none."""
+    parts = urlsplit(url)
+    in_query = [unquote(value) for key, _, value in
+                (pair.partition("=") for pair in parts.query.split("&"))
+                if unquote(key) == "dbname" and value]
+    return in_query[-1] if in_query else unquote(parts.path[1:]) or None
 
 
 def redact_url(location: str) -> str:

@@ -26,13 +26,20 @@ does: ``db.conn.execute(sql, params)``, ``db.execute``, ``db.query``, cursors wi
   in the one-row table ``botpoly_schema`` (SQLite keeps both in its file header).
   A database with another application's tables, or a newer schema, is refused
   before anything is written.
+- Opening: waits for a server that does not answer or has no connection left for us
+  (warned about, naming the limit); an answer waiting cannot change is one line at
+  once; ``application_name`` names our process unless the operator named it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import os
 import re
+import shlex
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,13 +47,13 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from botpoly_admin.errors import StoreError
+from botpoly_admin.errors import InvalidInput, StoreError
 from botpoly_admin.store.base import (
     DatabaseError,
     IntegrityError,
@@ -54,14 +61,29 @@ from botpoly_admin.store.base import (
     Store,
     is_database_url,
 )
+from botpoly_admin.store.locations import database_of, scrub
 from botpoly_admin.store.locations import redact_url as redact_url
-from botpoly_admin.store.locations import scrub
 from botpoly_admin.store.schema import APPLICATION_ID, MIGRATIONS
 from botpoly_admin.store.schema_pg import PG_MIGRATIONS, render
 from botpoly_admin.store.sql import Guard
 
-# How long opening a connection may wait for an unreachable or starting server.
+log = logging.getLogger(__name__)
+
+# How long opening a connection waits for a server to answer, or to have a slot free.
 CONNECT_WAIT_S = 10.0
+# How often a process warns that a database has no connection left for it: a run's
+# threads each retry for one, the log gets one line.
+NO_SLOT_WARN_EVERY_S = 60.0
+# What the server says (SQLSTATE 53300, which a failed connect does not carry) when it
+# has no connection slot left for us: a database's or a role's CONNECTION LIMIT, then
+# max_connections (less the slots it keeps for superusers).
+_NO_SLOT = re.compile(r'too many connections for (database|role) "(.*?)"|'
+                      r"sorry, too many clients already|"
+                      r"remaining connection slots are reserved for [\w -]*")
+# What ``pg_stat_activity`` shows for our connections unless the operator names them
+# (application_name in the URL, or PGAPPNAME), and PostgreSQL's limit on it.
+APPLICATION = "botpoly-admin"
+_NAME_MAX = 63
 # SQLite's busy timeout: how long a writer queues for the write lock.
 LOCK_TIMEOUT_S = 30.0
 # A session idle inside a transaction this long (a stopped or partitioned process) is
@@ -75,12 +97,6 @@ IDLE = TransactionStatus.IDLE
 # key file (data/<database>.key unless BOTPOLY_KEY_FILE or BOTPOLY_SECRET_KEYS) and
 # the log of `run`, as data/ holds them for the default SQLite database.
 LOCAL_DIR = Path("data")
-
-
-def database_name(url: str) -> str:
-    """The database a URL names (its path), else the user's name, as libpq defaults."""
-    parts = urlsplit(url)
-    return unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
 
 
 # --- SQL: SQLite's parameters in psycopg's --------------------------------------------
@@ -358,26 +374,73 @@ class PgDatabase:
 # --- opening ----------------------------------------------------------------------
 
 
+def application_name() -> str:
+    """This process as ``pg_stat_activity`` shows it: ``botpoly-admin HOST:PID``, the
+    host name cut to what is safe in a name (letters, digits, ``.-_``) and short
+    enough to fit PostgreSQL's 63 bytes whole with the pid."""
+    tail = f":{os.getpid()}"
+    host = re.sub(r"[^A-Za-z0-9._-]", "", socket.gethostname()) or "?"
+    return f"{APPLICATION} {host[:_NAME_MAX - len(APPLICATION) - 1 - len(tail)]}{tail}"
+
+
+def _what_to_raise(limit: re.Match[str]) -> str:
+    """Where the limit a _NO_SLOT match names is set."""
+    kind, name = limit.group(1), limit.group(2)
+    if kind is None:
+        return "max_connections in the server's postgresql.conf"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        name = '"' + name.replace('"', '""') + '"'
+    return f"ALTER {kind.upper()} {name} CONNECTION LIMIT"
+
+
 def _refusal(exc: psycopg.OperationalError, shown: str, url: str) -> StoreError | None:
     """A connection error that waiting will not cure, as a one-line StoreError."""
     message = scrub(_first_line(exc), url)
     text = str(exc)
     if ("password authentication failed" in text or "no password supplied" in text
-            or ("role" in text and "does not exist" in text)):
+            or re.search(r'role ".*" does not exist', text)):
         return StoreError(f"PostgreSQL at {shown} refused the login: {message} "
                           "(check the user and password in the URL)")
-    if "database" in text and "does not exist" in text:
-        return StoreError(f"{message} at {shown}: create it first (createdb)")
+    missing = re.search(r'database "(.*)" does not exist', message)
+    if missing is not None:
+        name = missing.group(1)
+        return StoreError(f'PostgreSQL at {shown}: database "{name}" does not exist: '
+                          f"create it first (createdb {shlex.quote(name)})")
+    if "server does not support SSL" in text:
+        mode = conninfo_to_dict(url).get("sslmode") or os.environ.get("PGSSLMODE")
+        return StoreError(f"PostgreSQL at {shown} does not support SSL, but sslmode={mode} "
+                          "requires it: turn SSL on at the server (or, on a trusted "
+                          "network only, leave sslmode out)")
     if text.startswith("connection is bad: invalid"):  # libpq refused the URL's options
         return StoreError(f"cannot use the PostgreSQL URL {shown}: {message}")
     return None
 
 
+_warned_at: dict[str, float] = {}
+_warned_lock = threading.Lock()
+
+
+def _warn_no_slot(shown: str, limit: re.Match[str]) -> None:
+    """Warn that *shown* has no connection left for us, at most once per
+    NO_SLOT_WARN_EVERY_S for that database in this process."""
+    now = time.monotonic()
+    with _warned_lock:
+        last = _warned_at.get(shown)
+        if last is not None and now - last < NO_SLOT_WARN_EVERY_S:
+            return
+        _warned_at[shown] = now
+    log.warning("PostgreSQL at %s has no connection left for botpoly-admin; waiting for "
+                "one (%s): raise the limit (%s) or hold fewer connections (run "
+                "--max-workers N, fewer processes or machines); see pg_stat_activity "
+                "for who holds them", shown, limit.group(0), _what_to_raise(limit))
+
+
 def open_connection(url: str, *, wait_s: float = CONNECT_WAIT_S) -> psycopg.Connection[Any]:
     """A psycopg connection to *url* in autocommit mode, set up for the store.
 
-    A server that does not answer is retried until *wait_s* has passed, then a
-    one-line StoreError; a refused login or a missing database fails at once.
+    A server that does not answer, or has no connection left for us (warned about,
+    see ``_warn_no_slot``), is retried until *wait_s* has passed, then a one-line
+    StoreError; a refused login, a missing database, SSL the server lacks fail at once.
     """
     shown = redact_url(url)
     deadline = time.monotonic() + wait_s
@@ -385,17 +448,29 @@ def open_connection(url: str, *, wait_s: float = CONNECT_WAIT_S) -> psycopg.Conn
     while True:
         left = max(deadline - time.monotonic(), 0.0)
         try:
+            # The fallback: an application_name in the URL, or PGAPPNAME, wins.
             raw = psycopg.connect(url, autocommit=True, cursor_factory=PgCursor,
-                                  connect_timeout=max(2, int(left + 0.999)))
+                                  connect_timeout=max(2, int(left + 0.999)),
+                                  fallback_application_name=application_name())
             break
         except psycopg.OperationalError as exc:
             refused = _refusal(exc, shown, url)
             if refused is not None:
                 raise refused from None
-            if time.monotonic() + delay > deadline:
+            limit = _NO_SLOT.search(str(exc))
+            if limit is not None:
+                _warn_no_slot(shown, limit)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if limit is not None:
+                    raise StoreError(
+                        f"PostgreSQL at {shown} has no connection left for botpoly-admin "
+                        f"after {wait_s:g} s ({limit.group(0)}): raise the limit "
+                        f"({_what_to_raise(limit)}) or run fewer workers (run "
+                        "--max-workers N, fewer --processes or machines)") from None
                 raise StoreError(f"cannot reach PostgreSQL at {shown} after {wait_s:g} s: "
                                  f"{scrub(_first_line(exc), url)}") from None
-            time.sleep(delay)  # back off: the server may be starting
+            time.sleep(min(delay, left))  # back off: the server may be starting
             delay = min(delay * 2, 1.0)
         except psycopg.Error as exc:  # libpq's parse errors quote the URL's parts
             raise StoreError(f"cannot open PostgreSQL at {shown}: "
@@ -485,21 +560,25 @@ class PostgresStore(Store):
     """One PostgreSQL database, with one connection per thread (opened on first use).
 
     ``create=False`` refuses a database without botpoly-admin's schema; *wait_s*
-    bounds how long opening waits for an unreachable server.
+    bounds how long opening waits for an unreachable server (default CONNECT_WAIT_S).
     """
 
     dialect = "postgresql"
 
     def __init__(self, url: str, *, create: bool = True, actor: str = "",
-                 wait_s: float = CONNECT_WAIT_S) -> None:
+                 wait_s: float | None = None) -> None:
         super().__init__(actor=actor)
         if not is_database_url(url):
             raise StoreError(f"not a PostgreSQL URL: {redact_url(str(url))}")
+        database = database_of(url)
+        if database is None:
+            raise InvalidInput(f"no database named in the URL {redact_url(url)} "
+                               "(.../DBNAME)")
         self.url = url
         self.create = create
-        self.wait_s = wait_s
+        self.wait_s = CONNECT_WAIT_S if wait_s is None else wait_s
         self.location = redact_url(url)
-        self.db_path = LOCAL_DIR / f"{database_name(url)}.pg"
+        self.db_path = LOCAL_DIR / f"{database}.pg"
         self._local = threading.local()
 
     @property
