@@ -238,8 +238,8 @@ def record_events(store: Store, tenant_id: str,
             refused = (index, exc)
             break
     while True:
-        # Recording fills in a row's realized P&L: each attempt starts from a copy.
-        attempt = [[(trade, dict(values)) for trade, values in event] for event in prepared]
+        attempt = [[(trade, dict(values)) for trade, values in event]  # recording fills
+                   for event in prepared]  # in realized P&L: each attempt uses copies
         ids: list[list[int | None]] = []
         try:
             if attempt:
@@ -265,8 +265,7 @@ def record_events(store: Store, tenant_id: str,
              for event, event_ids in zip(attempt, ids, strict=True)], refused)
 
 
-# What refuses one event of a batch (``record_events``); LeaseLost, a Conflict too, ends
-# the whole batch instead.
+# What refuses one event of a batch (``record_events``); LeaseLost ends the whole batch.
 REFUSALS = (QuotaExceeded, InvalidInput, Conflict)
 
 
@@ -300,9 +299,8 @@ def _record_event(conn: Any, row: Mapping[str, Any],
 
 def _recorded(tenant_id: str, prepared: list[tuple[Trade, dict[str, Any]]],
               ids: list[int | None]) -> list[dict[str, Any] | None]:
-    """The stored rows of a committed event, each logged. After the commit: a line in
-    the log is a trade in the ledger (the crash tests hold every logged order id
-    against the trades table)."""
+    """The stored rows of a committed event, each logged after the commit: a line in the
+    log is a trade in the ledger (the crash tests hold logged ids against it)."""
     recorded: list[dict[str, Any] | None] = []
     for (trade, values), trade_id in zip(prepared, ids, strict=True):
         if trade_id is None:

@@ -60,11 +60,8 @@ ABORT_WAIT_S = 1.0
 
 
 class Orchestrator:
-    """Runs the bots the database says should run, in this process (see the package doc).
-
-    *clock* is what the run reads and waits on (``SystemClock`` by default; tests
-    pass one whose time they drive). Settings are checked by ``RunSettings.check``.
-    """
+    """Runs the bots the database says should run, in this process (package doc). *clock*
+    is what the run reads and waits on (tests drive theirs); ``RunSettings.check``."""
 
     def __init__(self, store: Store, *, feed: str | MarketData = "simulated", seed: int = 0,
                  interval_s: float = DEFAULT_INTERVAL_S,
