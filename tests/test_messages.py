@@ -192,7 +192,7 @@ def test_migrate_of_a_missing_postgresql_database_says_createdb(postgres_server)
     """What the help of db migrate says of PostgreSQL."""
     result = invoke(postgres_server.url("botpoly_never_created"), "db", "migrate")
     assert_clean_error(result, 1)
-    assert "create it first (createdb)" in result.stderr
+    assert "create it first (createdb botpoly_never_created)" in result.stderr
 
 
 @pytest.mark.parametrize("command", [("dashboard",), ("bots", "status")])
