@@ -106,3 +106,31 @@ def trace_new_connections(monkeypatch: Any, statements: list[str]) -> None:
         return conn
 
     monkeypatch.setattr(sqlite3, "connect", traced)
+
+
+REFUSED = "refused by the test"
+
+
+def refuse_trade_rows(manager: TenantManager, location: str, when: str) -> None:
+    """Make the database refuse (error REFUSED) every ``trades`` row that meets *when*,
+    an SQL condition on ``NEW`` the same on both backends, as a failing insert would."""
+    if location.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF {when} THEN RAISE EXCEPTION '{REFUSED}'; END IF; RETURN NEW; END $$")
+            conn.execute("CREATE TRIGGER refuse_rows BEFORE INSERT ON trades FOR EACH ROW "
+                         "EXECUTE FUNCTION refuse_rows()")
+    else:
+        with manager.store.transaction() as conn:
+            conn.execute(f"CREATE TRIGGER refuse_rows BEFORE INSERT ON trades WHEN {when} "
+                         f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
+
+
+def allow_trade_rows(manager: TenantManager, location: str) -> None:
+    """Drop what ``refuse_trade_rows`` created."""
+    with manager.store.transaction() as conn:
+        conn.execute("DROP TRIGGER refuse_rows"
+                     + (" ON trades" if location.startswith("postgresql") else ""))

@@ -148,3 +148,82 @@ def in_a_terminal(argv: list[str], env: dict[str, str], answers: list[str],
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+
+
+# The advisory lock (two-key form: apart from the store's one-key locks) a PostgreSQL
+# trigger waits on at the insert ``killed_inside_insert`` stops a child at.
+PAUSE_KEY = (4242, 13)
+
+# What a child of ``killed_inside_insert`` runs first: its store, and on SQLite a
+# connection-local trigger that parks it inside the transaction at the insert.
+_PAUSE_PRELUDE = '''
+import sys, time
+from decimal import Decimal as D
+from botpoly_admin import ledger
+from botpoly_admin.api import TenantManager
+location, tenant, marker, when = sys.argv[1:5]
+manager = TenantManager(location)
+if not location.startswith("postgresql"):
+    def pause():
+        open(marker, "w").close()
+        time.sleep(600)  # SIGKILLed here, inside the transaction
+    conn = manager.store.db.conn
+    conn.create_function("pause_here", 0, pause)
+    conn.execute("CREATE TEMP TRIGGER pause_insert BEFORE INSERT ON main.trades "
+                 f"WHEN {when} BEGIN SELECT pause_here(); END")
+'''
+
+
+def _pause_locks(url: str, *, waiting: bool) -> int:
+    """Sessions holding (or, *waiting*, waiting for) the PAUSE_KEY advisory lock."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+            "AND objid = %s AND objsubid = 2 AND (NOT granted OR NOT %s)",
+            (*PAUSE_KEY, waiting)).fetchone()[0]
+
+
+def killed_inside_insert(location: str, tenant: str, workdir: Path, when: str,
+                         body: str) -> None:
+    """Run *body* (Python, after a prelude that opens ``manager`` on *location* for
+    *tenant* and imports ``ledger`` and ``D``) in a child process, stop it at the
+    ``trades`` insert whose row meets *when* (an SQL condition on ``NEW``, the same on
+    both backends), inside its transaction, SIGKILL it there and return once its
+    transaction is gone (on PostgreSQL the dead client's session rolls back)."""
+    import subprocess as sp
+    import sys
+    import textwrap
+
+    import psycopg
+
+    marker = workdir / "paused"
+    postgres = location.startswith("postgresql")
+    holder = None
+    if postgres:
+        holder = psycopg.connect(location, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", PAUSE_KEY)
+        holder.execute(
+            "CREATE FUNCTION pause_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {when} THEN PERFORM pg_advisory_xact_lock({PAUSE_KEY[0]}, "
+            f"{PAUSE_KEY[1]}); END IF; RETURN NEW; END $$")
+        holder.execute("CREATE TRIGGER pause_insert BEFORE INSERT ON trades FOR EACH ROW "
+                       "EXECUTE FUNCTION pause_insert()")
+    out = workdir / "child.out"
+    code = _PAUSE_PRELUDE + textwrap.dedent(body) + '\nprint("recorded without a pause")\n'
+    with out.open("w") as sink:
+        child = sp.Popen([sys.executable, "-c", code, location, tenant, str(marker), when],
+                         stdout=sink, stderr=sp.STDOUT)
+    try:
+        paused = (lambda: _pause_locks(location, waiting=True) == 1) if postgres \
+            else marker.exists
+        assert wait_for(paused, timeout=60), \
+            f"the child never reached the insert: {out.read_text()[-2000:]}"
+    finally:
+        assert kill(child) == -9, out.read_text()[-2000:]
+        if holder is not None:
+            holder.close()  # lets the dead client's session run on to its rollback
+    if postgres:
+        # The dead client's session takes the lock, finds its client gone, rolls back.
+        assert wait_for(lambda: _pause_locks(location, waiting=False) == 0, timeout=60)

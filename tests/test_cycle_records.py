@@ -13,28 +13,19 @@ their rows are written in ONE transaction when the sending ends
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
 from contextlib import contextmanager
 
-import psycopg
 import pytest
-from factories import buy, make_tenant
+from factories import REFUSED, buy, make_tenant, refuse_trade_rows
 from hand_market import D, Feed, Script, order
-from processes import kill, wait_for
+from processes import killed_inside_insert
 
 from botpoly_admin import ledger, maintenance
 from botpoly_admin.api import TenantManager
 from botpoly_admin.errors import ExchangeError, QuotaExceeded
-from botpoly_admin.store import is_database_url
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.brokers import PaperBroker
 from botpoly_admin.trading.orders import Side
-
-REFUSED = "refused by the test"
-# The advisory lock (two-key form) a trigger waits on in the PostgreSQL crash test.
-PAUSE_KEY = (4242, 14)
 
 
 @pytest.fixture
@@ -78,19 +69,7 @@ def test_the_events_before_a_refused_one_are_recorded_and_the_rest_are_not(manag
 
 def test_a_database_error_records_none_of_the_events(manager, location):
     tenant = make_tenant(manager, capital=1000)
-    if is_database_url(location):
-        with psycopg.connect(location, autocommit=True) as conn:
-            conn.execute(
-                "CREATE FUNCTION refuse_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF NEW.client_order_id = 'C' THEN RAISE EXCEPTION '{REFUSED}'; END IF; "
-                "RETURN NEW; END $$")
-            conn.execute("CREATE TRIGGER refuse_c BEFORE INSERT ON trades FOR EACH ROW "
-                         "EXECUTE FUNCTION refuse_c()")
-    else:
-        with manager.store.transaction() as conn:
-            conn.execute("CREATE TRIGGER refuse_c BEFORE INSERT ON trades "
-                         "WHEN NEW.client_order_id = 'C' "
-                         f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
+    refuse_trade_rows(manager, location, "NEW.client_order_id = 'C'")
     with pytest.raises(Exception, match=REFUSED):
         ledger.record_events(manager.store, tenant, events("A", "B", "C"))
     assert order_ids(manager, tenant) == []
@@ -223,70 +202,16 @@ def test_a_cycle_that_fails_before_its_flush_records_nothing_and_takes_nothing(t
     assert maintenance.check_invariants(manager.store) == []
 
 
-# The child: a cycle's flush, stopped at its second order's insert.
-CHILD = textwrap.dedent("""
-    import os, sys, time
-    from decimal import Decimal as D
-    from botpoly_admin import ledger
-    from botpoly_admin.api import TenantManager
-    location, tenant, marker = sys.argv[1:4]
-    manager = TenantManager(location)
-    if not location.startswith("postgresql"):
-        def pause():
-            open(marker, "w").close()
-            time.sleep(600)  # SIGKILLed here, inside the transaction
-        conn = manager.store.db.conn
-        conn.create_function("pause_here", 0, pause)
-        conn.execute("CREATE TEMP TRIGGER pause_b BEFORE INSERT ON main.trades "
-                     "WHEN NEW.client_order_id = 'B' BEGIN SELECT pause_here(); END")
-    ledger.record_events(manager.store, tenant, [
-        [ledger.Trade(side="BUY", shares=D(10), price=D("0.4"), token_id=token,
-                      market="m1", client_order_id=token)] for token in ("A", "B")])
-    print("recorded without a pause")
-""")
-
-
-def pause_locks(url: str, *, waiting: bool) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-            "AND objid = %s AND objsubid = 2 AND (NOT granted OR NOT %s)",
-            (*PAUSE_KEY, waiting)).fetchone()[0]
-
-
 @pytest.mark.slow
 def test_a_process_killed_during_the_write_leaves_none_of_the_cycles_fills(
         manager, location, tmp_path):
     tenant = make_tenant(manager, capital=1000)
-    marker = tmp_path / "paused"
-    postgres = is_database_url(location)
-    holder = None
-    if postgres:
-        holder = psycopg.connect(location, autocommit=True)
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", PAUSE_KEY)
-        holder.execute(
-            "CREATE FUNCTION pause_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.client_order_id = 'B' THEN "
-            f"PERFORM pg_advisory_xact_lock({PAUSE_KEY[0]}, {PAUSE_KEY[1]}); END IF; "
-            "RETURN NEW; END $$")
-        holder.execute("CREATE TRIGGER pause_b BEFORE INSERT ON trades FOR EACH ROW "
-                       "EXECUTE FUNCTION pause_b()")
     manager.close()
-    out = tmp_path / "child.out"
-    with out.open("w") as sink:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, location, tenant, str(marker)],
-                                 stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        paused = (lambda: pause_locks(location, waiting=True) == 1) if postgres \
-            else marker.exists
-        assert wait_for(paused, timeout=60), \
-            f"the child never reached the second insert: {out.read_text()[-2000:]}"
-    finally:
-        assert kill(child) == -9, out.read_text()[-2000:]
-        if holder is not None:
-            holder.close()
-    if postgres:
-        assert wait_for(lambda: pause_locks(location, waiting=False) == 0, timeout=60)
+    killed_inside_insert(location, tenant, tmp_path, "NEW.client_order_id = 'B'", """
+        ledger.record_events(manager.store, tenant, [
+            [ledger.Trade(side="BUY", shares=D(10), price=D("0.4"), token_id=token,
+                          market="m1", client_order_id=token)] for token in ("A", "B")])
+    """)
     reopened = TenantManager(location)
     try:
         assert order_ids(reopened, tenant) == []

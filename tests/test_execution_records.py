@@ -11,27 +11,18 @@ is then SIGKILLed.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
 from decimal import Decimal as D
 
-import psycopg
 import pytest
-from factories import make_tenant
-from processes import kill, wait_for
+from factories import REFUSED, allow_trade_rows, make_tenant, refuse_trade_rows
+from processes import killed_inside_insert
 
 from botpoly_admin import ledger, maintenance
 from botpoly_admin.api import TenantManager
-from botpoly_admin.store import is_database_url
 from botpoly_admin.trading.brokers import record_execution
 from botpoly_admin.trading.orders import ExecutionResult, Fill, OrderIntent, Side, TimeInForce
 
 NOW = "2026-11-05T10:00:00Z"
-REFUSED = "refused by the test"
-# The advisory lock (two-key form: apart from the store's one-key locks) that a
-# trigger waits on at a C-rest insert while the PostgreSQL crash test holds it.
-PAUSE_KEY = (4242, 13)
 
 
 @pytest.fixture
@@ -50,30 +41,6 @@ def part_filled(client_order_id: str = "order-1") -> ExecutionResult:
                          time_in_force=TimeInForce.GTC, client_order_id=client_order_id)
     fill = Fill(price=D("0.48"), shares=D(4), notional=D("1.92"), fee=D("0.02"))
     return ExecutionResult.from_fills(intent, (fill,))
-
-
-def refuse_rest_rows(manager: TenantManager, location: str) -> None:
-    """Make the database refuse every ``-rest`` ledger row, as a failing insert would."""
-    if is_database_url(location):
-        with psycopg.connect(location, autocommit=True) as conn:
-            conn.execute(
-                "CREATE FUNCTION refuse_rest() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF right(NEW.client_order_id, 5) = '-rest' THEN "
-                f"RAISE EXCEPTION '{REFUSED}'; END IF; RETURN NEW; END $$")
-            conn.execute("CREATE TRIGGER refuse_rest BEFORE INSERT ON trades FOR EACH ROW "
-                         "EXECUTE FUNCTION refuse_rest()")
-    else:
-        with manager.store.transaction() as conn:
-            conn.execute("CREATE TRIGGER refuse_rest BEFORE INSERT ON trades "
-                         "WHEN substr(NEW.client_order_id, -5) = '-rest' "
-                         f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
-
-
-def allow_rest_rows(manager: TenantManager, location: str) -> None:
-    """Drop what ``refuse_rest_rows`` created."""
-    with manager.store.transaction() as conn:
-        conn.execute("DROP TRIGGER refuse_rest" + (" ON trades" if is_database_url(location)
-                                                   else ""))
 
 
 def order_rows(manager: TenantManager, tenant: str) -> dict[str, tuple[str, D]]:
@@ -109,7 +76,7 @@ def test_a_fill_and_its_resting_rest_commit_together(manager, caplog):
 
 def test_a_refused_rest_row_leaves_neither_row_nor_log_line(manager, location, caplog):
     tenant = make_tenant(manager, capital=1000)
-    refuse_rest_rows(manager, location)
+    refuse_trade_rows(manager, location, "NEW.client_order_id LIKE '%-rest'")
     caplog.set_level(logging.INFO, logger="botpoly_admin.ledger.record")
     with pytest.raises(Exception, match=REFUSED):
         record_execution(manager.store, tenant, part_filled(), "paper")
@@ -127,7 +94,7 @@ def test_a_refused_execution_keeps_its_reservation_and_records_once_when_retried
     re-recorded execution writes nothing new."""
     tenant = make_tenant(manager, capital=1000)
     held = ledger.reserve_trade(manager.store, tenant)
-    refuse_rest_rows(manager, location)
+    refuse_trade_rows(manager, location, "NEW.client_order_id LIKE '%-rest'")
     with pytest.raises(Exception, match=REFUSED):
         record_execution(manager.store, tenant, part_filled(), "live",
                          exchange_order_id="0xabc", reservation=held)
@@ -135,7 +102,7 @@ def test_a_refused_execution_keeps_its_reservation_and_records_once_when_retried
     assert ledger.reservation(manager.store, tenant, held.reservation_id) == held
     assert usage(manager, tenant) == (0, 1)
 
-    allow_rest_rows(manager, location)
+    allow_trade_rows(manager, location)
     rows = record_execution(manager.store, tenant, part_filled(), "live",
                             exchange_order_id="0xabc", reservation=held)
     assert [r["client_order_id"] for r in rows] == ["order-1", "order-1-rest"]
@@ -148,77 +115,21 @@ def test_a_refused_execution_keeps_its_reservation_and_records_once_when_retried
     assert maintenance.check_invariants(manager.store) == []
 
 
-# The child: records the execution on its own store, stopped at the C-rest insert.
-CHILD = textwrap.dedent("""
-    import os, sys, time
-    from decimal import Decimal as D
-    from botpoly_admin.api import TenantManager
-    from botpoly_admin.trading.brokers import record_execution
-    from botpoly_admin.trading.orders import (ExecutionResult, Fill, OrderIntent, Side,
-                                              TimeInForce)
-    location, tenant, marker = sys.argv[1:4]
-    manager = TenantManager(location)
-    if not location.startswith("postgresql"):
-        def pause():
-            open(marker, "w").close()
-            time.sleep(600)  # SIGKILLed here, inside the transaction
-        conn = manager.store.db.conn
-        conn.create_function("pause_here", 0, pause)
-        conn.execute("CREATE TEMP TRIGGER pause_rest BEFORE INSERT ON main.trades "
-                     "WHEN substr(NEW.client_order_id, -5) = '-rest' "
-                     "BEGIN SELECT pause_here(); END")
-    intent = OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
-                         limit_price=D("0.50"), strategy="momentum",
-                         time_in_force=TimeInForce.GTC, client_order_id="order-1")
-    fill = Fill(price=D("0.48"), shares=D(4), notional=D("1.92"), fee=D("0.02"))
-    record_execution(manager.store, tenant, ExecutionResult.from_fills(intent, (fill,)),
-                     "paper")
-    print("recorded without a pause")
-""")
-
-
-def pause_locks(url: str, *, waiting: bool) -> int:
-    """Sessions holding (or, *waiting*, waiting for) the PAUSE_KEY advisory lock."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-            "AND objid = %s AND objsubid = 2 AND (NOT granted OR NOT %s)",
-            (*PAUSE_KEY, waiting)).fetchone()[0]
-
-
 @pytest.mark.slow
 def test_a_process_killed_between_the_rows_leaves_neither(manager, location, tmp_path):
     tenant = make_tenant(manager, capital=1000)
-    marker = tmp_path / "paused"
-    postgres = is_database_url(location)
-    holder = None
-    if postgres:
-        holder = psycopg.connect(location, autocommit=True)
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", PAUSE_KEY)
-        holder.execute(
-            "CREATE FUNCTION pause_rest() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF right(NEW.client_order_id, 5) = '-rest' THEN "
-            f"PERFORM pg_advisory_xact_lock({PAUSE_KEY[0]}, {PAUSE_KEY[1]}); END IF; "
-            "RETURN NEW; END $$")
-        holder.execute("CREATE TRIGGER pause_rest BEFORE INSERT ON trades FOR EACH ROW "
-                       "EXECUTE FUNCTION pause_rest()")
     manager.close()
-    out = tmp_path / "child.out"
-    with out.open("w") as sink:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, location, tenant, str(marker)],
-                                 stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        paused = (lambda: pause_locks(location, waiting=True) == 1) if postgres \
-            else marker.exists
-        assert wait_for(paused, timeout=60), \
-            f"the child never reached the C-rest insert: {out.read_text()[-2000:]}"
-    finally:
-        assert kill(child) == -9, out.read_text()[-2000:]
-        if holder is not None:
-            holder.close()  # lets the dead client's session run on to its rollback
-    if postgres:
-        # The dead client's session takes the lock, finds its client gone, rolls back.
-        assert wait_for(lambda: pause_locks(location, waiting=False) == 0, timeout=60)
+    killed_inside_insert(location, tenant, tmp_path, "NEW.client_order_id LIKE '%-rest'", """
+        from botpoly_admin.trading.brokers import record_execution
+        from botpoly_admin.trading.orders import (ExecutionResult, Fill, OrderIntent, Side,
+                                                  TimeInForce)
+        intent = OrderIntent(token_id="tok", market_id="m1", side=Side.BUY, size=D(10),
+                             limit_price=D("0.50"), strategy="momentum",
+                             time_in_force=TimeInForce.GTC, client_order_id="order-1")
+        fill = Fill(price=D("0.48"), shares=D(4), notional=D("1.92"), fee=D("0.02"))
+        record_execution(manager.store, tenant, ExecutionResult.from_fills(intent, (fill,)),
+                         "paper")
+    """)
     reopened = TenantManager(location)
     try:
         assert order_rows(reopened, tenant) == {}

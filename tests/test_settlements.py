@@ -11,18 +11,14 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-import psycopg
 import pytest
-from factories import buy, make_tenant
+from factories import REFUSED, allow_trade_rows, buy, make_tenant, refuse_trade_rows
 
 from botpoly_admin import ledger, maintenance
 from botpoly_admin.api import TenantManager
 from botpoly_admin.ledger import Settlement
-from botpoly_admin.store import is_database_url
 from botpoly_admin.trading.bot import TenantBot
 from botpoly_admin.trading.feeds.simulated import SimulatedFeed
-
-REFUSED = "refused by the test"
 
 
 @pytest.fixture
@@ -30,29 +26,6 @@ def manager(location: str) -> TenantManager:
     opened = TenantManager(location)
     yield opened
     opened.close()
-
-
-def refuse_settling(manager: TenantManager, location: str, token: str) -> None:
-    """Make the database refuse the settlement row of *token*."""
-    if is_database_url(location):
-        with psycopg.connect(location, autocommit=True) as conn:
-            conn.execute(
-                "CREATE FUNCTION refuse_settle() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF NEW.status = 'settled' AND NEW.token_id = '{token}' THEN "
-                f"RAISE EXCEPTION '{REFUSED}'; END IF; RETURN NEW; END $$")
-            conn.execute("CREATE TRIGGER refuse_settle BEFORE INSERT ON trades FOR EACH ROW "
-                         "EXECUTE FUNCTION refuse_settle()")
-    else:
-        with manager.store.transaction() as conn:
-            conn.execute("CREATE TRIGGER refuse_settle BEFORE INSERT ON trades "
-                         f"WHEN NEW.status = 'settled' AND NEW.token_id = '{token}' "
-                         f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
-
-
-def allow_settling(manager: TenantManager, location: str) -> None:
-    with manager.store.transaction() as conn:
-        conn.execute("DROP TRIGGER refuse_settle" + (" ON trades" if is_database_url(location)
-                                                     else ""))
 
 
 def held_shares(manager: TenantManager, tenant: str) -> dict[str, D]:
@@ -71,7 +44,7 @@ def test_positions_settle_together_or_not_at_all(manager, location):
     ledger.record_trade(manager.store, tenant, buy("NO", "5", "0.50", market="m1",
                                                      strategy="complement_arb"))
     both = [Settlement("YES", True, "momentum"), Settlement("NO", False, "complement_arb")]
-    refuse_settling(manager, location, "NO")
+    refuse_trade_rows(manager, location, "NEW.status = 'settled' AND NEW.token_id = 'NO'")
     with pytest.raises(Exception, match=REFUSED):
         ledger.settle_positions(manager.store, tenant, both)
     # The YES settlement, written first, was rolled back with the refused one.
@@ -79,7 +52,7 @@ def test_positions_settle_together_or_not_at_all(manager, location):
     assert settled_rows(manager, tenant) == []
     assert ledger.equity(manager.store, tenant)["cash"] == D(1000) - D(4) - D("2.5")
 
-    allow_settling(manager, location)
+    allow_trade_rows(manager, location)
     won, lost = ledger.settle_positions(manager.store, tenant, both)
     assert (won["realized_pnl"], lost["realized_pnl"]) == (D(6), D("-2.5"))
     assert held_shares(manager, tenant) == {"YES": D(0), "NO": D(0)}
@@ -129,14 +102,15 @@ def test_a_cycle_whose_settlement_fails_settles_nothing_and_the_next_settles_all
     manager = TenantManager(location)
     tenant = make_tenant(manager, capital=10_000, enabled_strategies=[])
     feed, tokens = resolved_pair(manager, tenant)
-    refuse_settling(manager, location, tokens[refused])
+    refuse_trade_rows(manager, location,
+                      f"NEW.status = 'settled' AND NEW.token_id = '{tokens[refused]}'")
     bot = TenantBot(manager.store, tenant, feed)
     with pytest.raises(Exception, match=REFUSED):
         bot.run_cycle()  # a failed cycle: the run retries it
     assert held_shares(manager, tenant) == {token: D(10) for token in tokens}
     assert settled_rows(manager, tenant) == []
 
-    allow_settling(manager, location)
+    allow_trade_rows(manager, location)
     assert bot.run_cycle().settled == 2
     assert bot.run_cycle().settled == 0
     assert len(settled_rows(manager, tenant)) == 2
