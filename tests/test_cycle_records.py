@@ -109,6 +109,46 @@ def test_a_cycles_fills_are_written_in_one_transaction(tmp_path):
     recording = [t for t in transactions if "INSERT INTO trades" in t]
     assert len(recording) == 1, f"{len(recording)} transactions recorded the fills"
     assert recording[0].count("INSERT INTO trades") == 3
+    # The cycle's end (marks, equity, metering) rides in the same transaction: a
+    # trading cycle takes the write lock once.
+    assert len(transactions) == 1, f"{len(transactions)} write transactions in one cycle"
+    assert "INSERT INTO equity_snapshots" in recording[0]
+    assert "INSERT INTO usage (tenant_id, period, compute_seconds" in recording[0]
+    assert metered(manager, tenant)[0] == report.api_calls
+    assert {p["token_id"]: p["mark"] for p in ledger.positions(manager.store, tenant)} == {
+        "m1-yes": D("0.45"), "m2-yes": D("0.45"), "m1-no": D("0.5")}
+    assert maintenance.check_invariants(manager.store) == []
+
+
+def metered(manager: TenantManager, tenant: str) -> tuple[int, float]:
+    """The tenant's metered API calls and compute seconds."""
+    found = manager.store.select(
+        "SELECT api_calls, compute_seconds FROM usage WHERE tenant_id = ?", (tenant,))
+    return (found[0]["api_calls"], found[0]["compute_seconds"]) if found else (0, 0.0)
+
+
+def test_an_end_that_cannot_be_written_leaves_the_fills_unrecorded_and_metering_kept(
+        tmp_path):
+    script = Script()
+    manager, tenant, feed, bot = hand_bot(tmp_path, script)
+    bot.run_cycle()  # builds the broker; nothing to send, its end written alone
+    calls_before = metered(manager, tenant)[0]
+    manager.store.db.conn.execute(
+        "CREATE TRIGGER no_equity BEFORE INSERT ON equity_snapshots "
+        "BEGIN SELECT RAISE(ABORT, 'no equity today'); END")
+    script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
+    with pytest.raises(Exception, match="no equity today"):
+        bot.run_cycle()  # the fills and the end are one transaction: neither is written,
+        # and its calls are metered with the next end
+    assert order_ids(manager, tenant) == []
+    assert bot._broker.taken(feed.book("m1-yes"), Side.BUY) == {}
+    assert metered(manager, tenant)[0] == calls_before
+    manager.store.db.conn.execute("DROP TRIGGER no_equity")
+    script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
+    report = bot.run_cycle()  # meters both cycles' calls, once
+    assert report.trades == 1 and order_ids(manager, tenant) == [script_order_id(manager,
+                                                                                 tenant)]
+    assert metered(manager, tenant)[0] == calls_before + 2 + report.api_calls
     assert maintenance.check_invariants(manager.store) == []
 
 
@@ -233,7 +273,7 @@ class AnsweringBroker(PaperBroker):
     def deferred(self):
         yield
 
-    def flush(self):
+    def flush(self, then=None):
         return None
 
     def execute(self, intent, book, market=None):

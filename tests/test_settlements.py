@@ -63,6 +63,23 @@ def test_positions_settle_together_or_not_at_all(manager, location):
     assert maintenance.check_invariants(manager.store) == []
 
 
+def test_each_settlement_row_gets_a_name_of_its_own_whatever_the_token_ids(manager):
+    # Token "x-1" settles as settle-x-1, the name a second settlement of token "x"
+    # would take: each takes the first free one, and every settlement is written.
+    tenant = make_tenant(manager, capital=1000)
+    for token in ("x-1", "x", "xy"):
+        ledger.record_trade(manager.store, tenant, buy(token, "10", "0.40", market="m1"))
+    for token in ("x-1", "x", "xy"):
+        assert ledger.settle_position(manager.store, tenant, token, True) is not None
+    ledger.record_trade(manager.store, tenant, buy("x", "5", "0.40", market="m1",
+                                                     client_order_id="again"))
+    assert ledger.settle_position(manager.store, tenant, "x", False)["shares"] == D(5)
+    assert settled_rows(manager, tenant) == ["settle-x", "settle-x-1", "settle-x-2",
+                                             "settle-xy"]
+    assert held_shares(manager, tenant) == {"x-1": D(0), "x": D(0), "xy": D(0)}
+    assert maintenance.check_invariants(manager.store) == []
+
+
 def resolved_pair(manager: TenantManager, tenant: str) -> tuple[SimulatedFeed, list[str]]:
     """A feed whose binary market resolved (and left the listing) while the tenant held
     both its outcomes; the two tokens."""

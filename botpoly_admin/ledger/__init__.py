@@ -65,8 +65,6 @@ from botpoly_admin.ledger.record import (
     record_trade,
     record_trades,
     resolve_pending,
-    settle_position,
-    settle_positions,
 )
 from botpoly_admin.ledger.reservations import (
     STALE_RESERVATION_S,
@@ -75,6 +73,7 @@ from botpoly_admin.ledger.reservations import (
     reservation,
     reserve_trade,
 )
+from botpoly_admin.ledger.settle import settle_position, settle_positions
 from botpoly_admin.ledger.standing import Standing, standing
 from botpoly_admin.ledger.values import (
     COUNTED_STATUSES,

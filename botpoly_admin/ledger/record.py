@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -49,7 +49,6 @@ from botpoly_admin.ledger.reservations import claim_reservation
 from botpoly_admin.ledger.values import (
     COUNTED_STATUSES,
     Reservation,
-    Settlement,
     Trade,
     notional_micros,
 )
@@ -84,7 +83,7 @@ class LastActive:
 last_active = LastActive()
 
 
-def _insert(conn: Any, values: Mapping[str, Any], *, idempotent: bool = False) -> int | None:
+def insert_trade(conn: Any, values: Mapping[str, Any], *, idempotent: bool = False) -> int | None:
     """Insert one ledger row; its id, or None when *idempotent* and its client order id
     is already recorded (the UNIQUE (tenant_id, client_order_id) constraint)."""
     cur = conn.execute(
@@ -213,10 +212,12 @@ def _record(store: Store, tenant_id: str, trades: Sequence[Trade | Mapping[str, 
 
 
 def record_events(store: Store, tenant_id: str,
-                  events: Sequence[Sequence[Trade | Mapping[str, Any]]]
+                  events: Sequence[Sequence[Trade | Mapping[str, Any]]],
+                  then: Callable[[Any, int], None] | None = None,
                   ) -> tuple[list[list[dict[str, Any] | None]], tuple[int, BotpolyError] | None]:
     """Record several exchange events of one bot cycle (paper fills), each as
-    ``record_trades`` records one, in ONE transaction, in order.
+    ``record_trades`` records one, in ONE transaction, in order; *then* (the cycle's
+    end, ``TenantBot``) is called in it after them, with their number, if any is.
 
     The first event refused (``REFUSALS``: the quota used up, the tenant suspended, a
     sell of shares no longer held...) ends the batch: the events before it are
@@ -224,8 +225,7 @@ def record_events(store: Store, tenant_id: str,
     recorded (None for a row whose client order id was already recorded), and
     ``(index, error)`` of the refused event, or None. Any other error (the database's
     own, a lost lease, the tenant gone) is raised, with nothing recorded. A trade
-    without its own ``ts`` is stamped with the time of this call.
-    """
+    without its own ``ts`` is stamped with the time of this call."""
     now = clock.now()
     prepared: list[list[tuple[Trade, dict[str, Any]]]] = []
     refused: tuple[int, BotpolyError] | None = None
@@ -255,6 +255,8 @@ def record_events(store: Store, tenant_id: str,
                             raise _Refused(index, exc) from exc
                     if any(i is not None for event_ids in ids for i in event_ids):
                         last_active.touch(store, conn, tenant_id, now)
+                    if then is not None:
+                        then(conn, len(attempt))
         except _Refused as stop:
             # Rolled back whole; the events before the refused one go in again alone.
             del prepared[stop.index:]
@@ -375,7 +377,7 @@ def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str
         realized = notional - fee - _cost_out(*held, shares)
         closes = True
         values["realized_pnl_micros"], values["closes_position"] = realized, 1
-    trade_id = _insert(conn, values, idempotent=True)
+    trade_id = insert_trade(conn, values, idempotent=True)
     if trade_id is None:
         if reservation is not None:
             release_quota(conn, tenant_id, period, day, reserved=True)
@@ -407,83 +409,6 @@ def _record_in(conn: Any, row: Mapping[str, Any], trade: Trade, values: dict[str
     if closes and realized and not pnl_recorded:
         add_daily_pnl(conn, tenant_id, day, realized)
     return trade_id
-
-
-def settle_position(store: Store, tenant_id: str, token_id: str, won: bool,
-                    *, strategy: str | None = None,
-                    ts: datetime | None = None) -> dict[str, Any] | None:
-    """Settle a resolved market's position: 1 USD per winning share, 0 per losing one.
-
-    Settles *strategy*'s position in the token, or every strategy's when None, each
-    with its own ``settled`` ledger row (not counted against the quota, in the
-    tenant's trading mode) that closes the position. A position bought in order
-    groups (a complement pair) settles under one group per market and strategy, so
-    the pair's two legs are one round trip in the metrics. Returns the (last)
-    settlement row, or None when there is nothing to settle (idempotent).
-    """
-    return settle_positions(store, tenant_id, [Settlement(token_id, won, strategy)],
-                            ts=ts)[0]
-
-
-def settle_positions(store: Store, tenant_id: str, settlements: Sequence[Settlement],
-                     *, ts: datetime | None = None) -> list[dict[str, Any] | None]:
-    """Settle several positions as ``settle_position`` settles one, in ONE transaction:
-    all of them or, on any error, none (a bot settles every position of the markets
-    that resolved since its last cycle at once: one write, not one per position).
-    Returns each one's (last) settlement row, or None, in order."""
-    when = ts or clock.now()
-    with store.transaction(tenant_id=tenant_id) as conn:
-        mode = tenant_row(conn, tenant_id)["trading_mode"]
-        rows = [_settle_in(conn, tenant_id, s, mode, when) for s in settlements]
-    return [None if row is None else trade_row(row) for row in rows]
-
-
-def _settle_in(conn: Any, tenant_id: str, settlement: Settlement, mode: str,
-               when: datetime) -> dict[str, Any] | None:
-    """``settle_positions``' writes for one *settlement*, in the caller's transaction:
-    the (last) settlement row written, or None."""
-    token_id, won, strategy = settlement.token_id, settlement.won, settlement.strategy
-    ts_text = clock.iso(when)
-    # With each position, whether it was bought in order groups (one statement:
-    # on PostgreSQL every statement is a round trip).
-    held = conn.execute(
-        "SELECT p.strategy, p.shares_micros, p.cost_micros, p.market, p.outcome, "
-        "EXISTS (SELECT 1 FROM trades t WHERE t.tenant_id = p.tenant_id "
-        "AND t.token_id = p.token_id AND COALESCE(t.strategy, '') = p.strategy "
-        "AND t.side = 'BUY' AND t.group_id IS NOT NULL) FROM positions p "
-        "WHERE p.tenant_id = ? AND p.token_id = ? AND p.shares_micros > 0 "
-        "AND (CAST(? AS TEXT) IS NULL OR p.strategy = ?) ORDER BY p.strategy",
-        (tenant_id, token_id, strategy, strategy),
-    ).fetchall()
-    settled = None
-    for owner, shares, cost, market, outcome, grouped in held:
-        payout = shares if won else 0
-        realized = payout - cost
-        conn.execute(
-            "UPDATE positions SET shares_micros = 0, cost_micros = 0, state = 'settled', "
-            "realized_pnl_micros = realized_pnl_micros + ?, mark_micros = ?, "
-            "updated_at = ? WHERE tenant_id = ? AND token_id = ? AND strategy = ?",
-            (realized, MICROS_PER_UNIT if won else 0, ts_text, tenant_id, token_id, owner),
-        )
-        base = f"settle-{token_id}" + (f"-{owner}" if owner else "")
-        n = conn.execute(
-            "SELECT count(*) FROM trades WHERE tenant_id = ? AND client_order_id LIKE ?",
-            (tenant_id, base + "%"),
-        ).fetchone()[0]
-        settled = {
-            "tenant_id": tenant_id, "ts": ts_text, "period": clock.period_of(when),
-            "day": clock.day_of(when), "market": market, "token_id": token_id,
-            "outcome": outcome, "side": "SETTLE", "shares_micros": shares,
-            "price_micros": MICROS_PER_UNIT if won else 0, "notional_micros": payout,
-            "fee_micros": 0, "realized_pnl_micros": realized, "closes_position": 1,
-            "status": "settled", "mode": mode, "strategy": owner or None, "counted": 0,
-            "client_order_id": f"{base}-{n}" if n else base,
-            "group_id": f"settle-{market}-{owner}" if grouped else None,
-            "exchange_order_id": None,
-        }
-        settled["id"] = _insert(conn, settled)
-        add_daily_pnl(conn, tenant_id, clock.day_of(when), realized)
-    return settled
 
 
 def _read(store: Store, tenant_id: str, trade_id: int) -> dict[str, Any]:
@@ -593,7 +518,7 @@ def fill_resting(store: Store, tenant_id: str, client_order_id: str, *,
             "client_order_id": f"{client_order_id}-fill-{n + 1}",
             "exchange_order_id": row["exchange_order_id"],
         }
-        values["id"] = _insert(conn, values)
+        values["id"] = insert_trade(conn, values)
         if closes and realized:  # today's realized P&L feeds the daily loss limit
             add_daily_pnl(conn, tenant_id, clock.day_of(now), realized)
     log.info("trade recorded: tenant %s order %s filled", tenant_id, values["client_order_id"])

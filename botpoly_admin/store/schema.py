@@ -329,9 +329,14 @@ CREATE TABLE installation_secrets (
 )
 """
 
+# Settling a position asks whether its token was bought in order groups
+# (ledger/record.py, ``_settle_in``): a look-up of the tenant's trades of that token,
+# not a scan of all the tenant's trades, which grows with every cycle that trades.
+SCHEMA_TRADES_BY_TOKEN = "CREATE INDEX idx_trades_tenant_token ON trades(tenant_id, token_id)"
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_STRATEGY_POSITIONS, SCHEMA_APPLICATION_ID,
                          SCHEMA_ORDER_INTENTS, SCHEMA_LIVE_REDEMPTIONS,
                          SCHEMA_CREDENTIAL_HINTS, SCHEMA_API_KEYS, SCHEMA_LEASE_EPOCHS,
-                         SCHEMA_INSTALLATION_SECRETS]
+                         SCHEMA_INSTALLATION_SECRETS, SCHEMA_TRADES_BY_TOKEN]
 
 

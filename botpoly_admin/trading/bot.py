@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -56,6 +55,7 @@ from botpoly_admin.trading.brokers import Broker, PaperBroker
 from botpoly_admin.trading.cache import TenantRateLimiter
 from botpoly_admin.trading.dispatch import CycleReport, Dispatch, position_view
 from botpoly_admin.trading.market import Market, MarketData, OrderBook, ReferencePrice
+from botpoly_admin.trading.metering import CycleEnd, Meter
 from botpoly_admin.trading.risk import DEFAULT_DAILY_LOSS_FRACTION, RiskBook
 from botpoly_admin.trading.signals import SharedSignals, SignalBoard
 from botpoly_admin.trading.strategies import PositionView, Strategy, get_strategy, tradable
@@ -91,17 +91,6 @@ def live_exposure(store: Store, tenant_id: str) -> str:
     return f"it holds {' and '.join(parts)}" if parts else ""
 
 
-@dataclass(frozen=True)
-class CycleEnd:
-    """What the end of a cycle writes (``ledger.finish_cycle``): the marks, and the
-    compute time and API calls metered since the last write."""
-
-    tenant_id: str
-    marks: dict[str, Decimal]
-    compute_seconds: float
-    api_calls: int
-
-
 class TenantBot:
     """Runs one tenant's strategies against a (shared) feed, one cycle at a time."""
 
@@ -134,9 +123,7 @@ class TenantBot:
         self._started: set[str] = set()  # strategies whose on_start has run
         self._states: dict[str, dict[str, Any]] = {}
         self._config_key: str | None = None  # what the strategies were built from
-        self._last_snapshot = float("-inf")
-        self._compute_s = 0.0  # metered, not yet written to usage
-        self._api_calls = 0
+        self.meter = Meter(self.tenant_id)  # compute time and API calls not yet written
         self._tenant_cache: tuple[tuple[Any, ...], TenantConfig] | None = None
         self._quiet: idle.Quiet | None = None  # an idle bot's last full cycle
         self.stopped = False
@@ -188,14 +175,21 @@ class TenantBot:
 
     def run_cycle(self) -> CycleReport:
         """One full cycle; see the module docstring."""
-        started = time.perf_counter()
+        meter = self.meter
+        meter.begin()
         report = CycleReport()
-        marks = self._cycle(report)
-        due = self._metered(report, marks, started)
-        if due is not None:
+        try:
+            marks = self._cycle(report)
+        except BaseException:
+            meter.turn(report, {}, SNAPSHOT_EVERY_S)  # a failed cycle's calls count too
+            raise
+        due = meter.turn(report, marks, SNAPSHOT_EVERY_S)
+        if meter.with_fills is not None:  # its end went with its fills (trading.metering)
+            meter.written(meter.with_fills)
+        elif due is not None:
             ledger.finish_cycle(self.store, self.tenant_id, marks=due.marks,
                                 compute_seconds=due.compute_seconds, api_calls=due.api_calls)
-            self.metered(due)
+            meter.written(due)
         return report
 
     def idle_turn(self, row: Any, early_s: float = 0.0
@@ -205,7 +199,7 @@ class TenantBot:
         depends on time is judged at the slot): the report, and the cycle end now due,
         for the run to write with the others' (then ``metered``). None, with nothing
         done, when the turn must be a full cycle (``run_cycle``)."""
-        started = time.perf_counter()
+        self.meter.begin()
         cached = self._tenant_cache
         if self._quiet is None or cached is None or row != cached[0]:
             return None
@@ -216,7 +210,7 @@ class TenantBot:
         if self.limiter.try_acquire(self.tenant_id, tenant.api_calls_per_minute):
             report.api_calls, report.state, report.idle = 1, self._quiet.state, True
             marks = dict(self._quiet.marks)
-        return report, self._metered(report, marks, started)
+        return report, self.meter.turn(report, marks, SNAPSHOT_EVERY_S)
 
     @property
     def checks_lease(self) -> bool:
@@ -228,24 +222,9 @@ class TenantBot:
         """True while its next turn may be idle (``idle_turn``)."""
         return self._quiet is not None
 
-    def _metered(self, report: CycleReport, marks: dict[str, Decimal],
-                 started: float) -> CycleEnd | None:
-        """Meter the turn begun at *started*; the cycle's end to write now, if due.
-        Equity moves only with a fill, a settlement or a mark: snapshot it then, else
-        every SNAPSHOT_EVERY_S (the curve is daily). Metering rides along with it (and
-        is flushed by stop())."""
-        report.duration_ms = (time.perf_counter() - started) * 1000
-        self._compute_s += report.duration_ms / 1000
-        self._api_calls += report.api_calls
-        due = time.monotonic() - self._last_snapshot >= SNAPSHOT_EVERY_S
-        return CycleEnd(self.tenant_id, marks, self._compute_s, self._api_calls) \
-            if due or report.trades > 0 or report.settled > 0 else None
-
     def metered(self, end: CycleEnd) -> None:
-        """*end* was written (``ledger.finish_cycle`` or the run's batch of them)."""
-        self._compute_s -= end.compute_seconds
-        self._api_calls -= end.api_calls
-        self._last_snapshot = time.monotonic()
+        """*end*, of an idle turn, was written in the run's batch of them."""
+        self.meter.written(end)
 
     def _tenant(self) -> TenantConfig:
         """The tenant's current settings, rebuilt only when its row changed: decoding
@@ -339,7 +318,9 @@ class TenantBot:
                 store=self.store, tenant=tenant, limiter=self.limiter, broker=broker,
                 report=report, risk=risk, now=now, markets=open_markets, books=books,
                 by_market=by_market, states=self._states, fresh_books=partial(_books, self.feed),
-                references=references, signals=board)
+                references=references, signals=board,
+                end=lambda conn, filled: self.meter.write_with_fills(
+                    conn, _marks(held, books, filled), report))
             dispatch.run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)
@@ -396,10 +377,7 @@ class TenantBot:
             if broker is not None:
                 broker.close(cancel_resting=cancel_resting)
         finally:
-            if self._compute_s or self._api_calls:
-                ledger.add_usage(self.store, self.tenant_id, api_calls=self._api_calls,
-                                 compute_seconds=self._compute_s)
-                self._compute_s, self._api_calls = 0.0, 0
+            self.meter.write_rest(self.store)
 
 
 def tenant_read(db: Any) -> str:

@@ -84,10 +84,12 @@ class Broker(Protocol):
         a cycle's fills in one transaction; live: recorded as they happen)."""
         ...
 
-    def flush(self) -> tuple[int, BotpolyError] | None:
+    def flush(self, then: Callable[[Any, int], None] | None = None
+              ) -> tuple[int, BotpolyError] | None:
         """Record what ``execute`` left to record; None, or ``(n, error)``: the first n
         were recorded and the next was refused with *error* (it and those after it
-        dropped, as if never sent)."""
+        dropped, as if never sent). *then* is called in the recording transaction
+        after the n recorded, if there are any (``ledger.record_events``)."""
         ...
 
     def work_resting(self, books: dict[str, OrderBook], resolved: set[str]) -> int:
@@ -227,9 +229,10 @@ class PaperBroker:
             dropped, self._unrecorded = self._unrecorded, None
             self._give_back(dropped)
 
-    def flush(self) -> tuple[int, BotpolyError] | None:
+    def flush(self, then: Callable[[Any, int], None] | None = None
+              ) -> tuple[int, BotpolyError] | None:
         """Record what ``execute`` left to record, in order, in one transaction
-        (``ledger.record_events``). None when every one was recorded; else
+        (``ledger.record_events``, with *then*). None when every one was recorded; else
         ``(n, error)``: the first n were, and the next was refused with *error*, which
         dropped it and those after it (as if never sent: their liquidity given back).
         A database error drops them all, and is raised."""
@@ -241,7 +244,7 @@ class PaperBroker:
             _, refused = ledger.record_events(
                 self.store, self.tenant_id,
                 [execution_rows(result, self.mode, ts=filled_at)
-                 for result, _, filled_at in queued])
+                 for result, _, filled_at in queued], then)
         except BaseException:
             self._give_back(queued)
             raise

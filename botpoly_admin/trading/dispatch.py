@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from botpoly_admin import ledger
 from botpoly_admin.errors import ExchangeError, OrderInDoubt, QuotaExceeded, TradingNotAllowed
@@ -87,6 +88,9 @@ class Dispatch:
     # Executed and not yet recorded (the broker is deferring), in order: counted once
     # recorded (``flush``).
     executed: list[tuple[OrderIntent, ExecutionResult]] = field(default_factory=list)
+    # The cycle's end (``TenantBot``), given the connection and the tokens filled: the
+    # last flush writes it in the transaction of its fills, if it records any.
+    end: Callable[[Any, set[str]], None] | None = None
 
     @property
     def tenant_id(self) -> str:
@@ -127,7 +131,7 @@ class Dispatch:
                         (m for m in self.markets if m.market_id == unit[0].market_id), None)
                     if market is not None and not self.even_out(strategy, market):
                         break
-            self.flush()
+            self.flush(last=True)
 
     def context(self, strategy: Strategy, positions: Mapping[str, PositionView], *,
                 markets: list[Market] | None = None,
@@ -209,12 +213,21 @@ class Dispatch:
                 self._count(intent, result)  # in the ledger already (live)
         return True
 
-    def flush(self) -> bool:
+    def flush(self, *, last: bool = False) -> bool:
         """Have the broker record what it left to record (``Broker.flush``), and count
         what was recorded; False when the ledger refused one, which ends the sending
-        (the quota used up, the tenant suspended)."""
-        refused = self.broker.flush()
+        (the quota used up, the tenant suspended). The *last* flush of the cycle
+        writes its ``end`` with the fills: one transaction, not two."""
         executed, self.executed = self.executed, []
+        then: Callable[[Any, int], None] | None = None
+        if last and self.end is not None:
+            end = self.end
+
+            def then(conn: Any, recorded: int) -> None:
+                end(conn, self.report.filled_tokens | {
+                    intent.token_id for intent, result in executed[:recorded]
+                    if result.filled > 0})
+        refused = self.broker.flush(then)
         for intent, result in executed[:None if refused is None else refused[0]]:
             self._count(intent, result)
         if refused is None:

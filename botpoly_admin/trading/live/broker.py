@@ -162,8 +162,9 @@ class LiveBroker:
         """Nothing is deferred: a live order is recorded as the exchange answers."""
         yield
 
-    def flush(self) -> None:
-        """Nothing to record: ``execute`` recorded each order as it went."""
+    def flush(self, then: Callable[[Any, int], None] | None = None) -> None:
+        """Nothing to record: ``execute`` recorded each order as it went (*then* is
+        not called)."""
 
     def settle(self, token_id: str, won: bool, *,
                strategy: str | None = None) -> dict[str, Any] | None:
