@@ -43,10 +43,11 @@ after 8 s caught part of that cheap phase (one process anywhere from 233 to 601
 cycles/s in a probe, over 1,000/s in its first seconds and about 150/s after); each
 run, on either backend, also warms up until every bot has done
 ``PROCESSES_WARM_CYCLES`` cycles (at most ``PROCESSES_WARM_LIMIT_S``), then measures
-``--seconds`` (on SQLite too: at capacity 2,000 bots have done about two cycles each
-after 8 s). That makes a run longer (about 40 s), so the PostgreSQL 1 s row, which has
-no goal, takes ``PG_SCHEDULE_ROUNDS`` rounds instead of three: about 6 minutes for the
-PostgreSQL part.
+``PROCESSES_SECONDS`` (30 s: a shorter window catches the feed's busy and quiet
+phases unevenly; on SQLite too: at capacity 2,000 bots have done about two cycles each
+after 8 s). That makes a run longer (about a minute), so the PostgreSQL 1 s row, which
+has no goal, takes ``PG_SCHEDULE_ROUNDS`` rounds instead of three: about 10 minutes for
+the PostgreSQL part, 8 for SQLite's.
 
 Feeds (``--feed``, comma-separated; default ``simulated,still``): the main configuration
 (N tenants, the default workers) runs on each, the other rows on the first. On the
@@ -110,6 +111,11 @@ PROCESSES_WARMUP_S = 8.0
 # WARM_CYCLES, for the same reason; it imports this module, hence not imported here).
 PROCESSES_WARM_CYCLES = 6
 PROCESSES_WARM_LIMIT_S = 90.0
+# Each run measures this long, whatever --seconds says: on the simulated feed a run's
+# pace moves with what the market does (markets resolving, signals firing for most
+# bots at once): one process measured in 2.5 s slices went from 382 to 1,126
+# cycles/s, and 10 s windows of one setting differed by up to 30 % (2026-12-03).
+PROCESSES_SECONDS = 30.0
 # Fewer rounds at the operator's interval on PostgreSQL, where a warm-up is longer:
 # that row has no goal, and make bench's time counts.
 PG_SCHEDULE_ROUNDS = 2
@@ -516,7 +522,7 @@ def run_processes(location: str, processes: int, interval: float,
                     before["at"] - started < PROCESSES_WARM_LIMIT_S:
                 time.sleep(0.5)
                 before = _counters(location, workers)
-            time.sleep(args.seconds)
+            time.sleep(PROCESSES_SECONDS)
             after = _counters(location, workers)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -566,7 +572,7 @@ def processes_ratio(args: argparse.Namespace, tenants: int) -> None:
           "warm-up "
           f"{max(args.warmup, PROCESSES_WARMUP_S):g}s and until every bot has done "
           f"{PROCESSES_WARM_CYCLES} cycles, measured "
-          f"{args.seconds:g}s per run; {PROCESSES_ROUNDS} rounds alternating 1, 2")
+          f"{PROCESSES_SECONDS:g}s per run; {PROCESSES_ROUNDS} rounds alternating 1, 2")
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
         build_database(template, tenants)
