@@ -127,6 +127,28 @@ def metered(manager: TenantManager, tenant: str) -> tuple[int, float]:
     return (found[0]["api_calls"], found[0]["compute_seconds"]) if found else (0, 0.0)
 
 
+def test_a_cycle_failing_after_its_fills_and_end_committed_meters_them_once(tmp_path):
+    script = Script()
+    manager, tenant, feed, bot = hand_bot(tmp_path, script)
+    bot.run_cycle()  # builds the broker; nothing to send, its end written alone
+    calls_before = metered(manager, tenant)[0]
+
+    def strategy_bug(ctx, result):
+        raise RuntimeError("a strategy bug")
+
+    script.on_fill = strategy_bug  # heard of only once the fill is committed
+    script.queue = [order("m1-yes", Side.BUY, 10, "0.50")]
+    with pytest.raises(RuntimeError, match="a strategy bug"):
+        bot.run_cycle()
+    assert order_ids(manager, tenant) == [script_order_id(manager, tenant)]
+    assert metered(manager, tenant)[0] == calls_before + 2  # its snapshot and its order
+    script.on_fill = None
+    bot.run_cycle()  # nothing traded: its end is not due yet
+    bot.stop()  # writes what is metered and not yet written: this cycle's one call
+    assert metered(manager, tenant)[0] == calls_before + 3
+    assert maintenance.check_invariants(manager.store) == []
+
+
 def test_an_end_that_cannot_be_written_leaves_the_fills_unrecorded_and_metering_kept(
         tmp_path):
     script = Script()

@@ -182,6 +182,8 @@ class TenantBot:
             marks = self._cycle(report)
         except BaseException:
             meter.turn(report, {}, SNAPSHOT_EVERY_S)  # a failed cycle's calls count too
+            if meter.with_fills is not None:  # failed after its end was committed
+                meter.written(meter.with_fills)
             raise
         due = meter.turn(report, marks, SNAPSHOT_EVERY_S)
         if meter.with_fills is not None:  # its end went with its fills (trading.metering)
@@ -320,7 +322,8 @@ class TenantBot:
                 by_market=by_market, states=self._states, fresh_books=partial(_books, self.feed),
                 references=references, signals=board,
                 end=lambda conn, filled: self.meter.write_with_fills(
-                    conn, _marks(held, books, filled), report))
+                    conn, _marks(held, books, filled), report),
+                ended=self.meter.committed)
             dispatch.run(strategies, by_owner, missing, self._started)
             if report.state == "running":
                 report.state = _paused_state(risk)

@@ -91,6 +91,7 @@ class Dispatch:
     # The cycle's end (``TenantBot``), given the connection and the tokens filled: the
     # last flush writes it in the transaction of its fills, if it records any.
     end: Callable[[Any, set[str]], None] | None = None
+    ended: Callable[[], None] | None = None  # called once that transaction committed
 
     @property
     def tenant_id(self) -> str:
@@ -228,6 +229,8 @@ class Dispatch:
                     intent.token_id for intent, result in executed[:recorded]
                     if result.filled > 0})
         refused = self.broker.flush(then)
+        if then is not None and self.ended is not None:
+            self.ended()
         for intent, result in executed[:None if refused is None else refused[0]]:
             self._count(intent, result)
         if refused is None:

@@ -46,11 +46,12 @@ class Meter:
         self.api_calls = 0
         self.written_at = float("-inf")  # monotonic
         self.started = 0.0  # perf_counter when the running turn began
-        self.with_fills: CycleEnd | None = None  # the running cycle's, once written
+        self.with_fills: CycleEnd | None = None  # the running cycle's, once committed
+        self._in_transaction: CycleEnd | None = None  # written, not yet committed
 
     def begin(self) -> float:
         """A turn begins; its start (perf_counter)."""
-        self.started, self.with_fills = time.perf_counter(), None
+        self.started, self.with_fills, self._in_transaction = time.perf_counter(), None, None
         return self.started
 
     def turn(self, report: CycleReport, marks: dict[str, Decimal], every_s: float
@@ -68,13 +69,18 @@ class Meter:
                          report: CycleReport) -> None:
         """Write the running cycle's end in *conn*, the transaction recording its
         fills (one write transaction for a trading cycle, not two), with what is
-        metered so far; ``written`` subtracts it once the caller knows it committed."""
+        metered so far; ``committed`` says it was, then ``written`` subtracts it."""
         end = CycleEnd(self.tenant_id, dict(marks),
                        self.compute_s + time.perf_counter() - self.started,
                        self.api_calls + report.api_calls)
         end_cycle(conn, self.tenant_id, marks=end.marks, now=clock.now(),
                   compute_seconds=end.compute_seconds, api_calls=end.api_calls)
-        self.with_fills = end
+        self._in_transaction = end
+
+    def committed(self) -> None:
+        """The transaction ``write_with_fills`` wrote in (if it did) has committed: a
+        cycle failing after it (a strategy's ``on_fill`` raising) meters it once."""
+        self.with_fills, self._in_transaction = self._in_transaction, None
 
     def written(self, end: CycleEnd) -> None:
         """*end* was written (with the fills, by ``finish_cycle`` or in the run's batch)."""
