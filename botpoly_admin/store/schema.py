@@ -330,7 +330,7 @@ CREATE TABLE installation_secrets (
 """
 
 # Settling a position asks whether its token was bought in order groups
-# (ledger/record.py, ``_settle_in``): a look-up of the tenant's trades of that token,
+# (ledger/settle.py, ``_settle_in``): a look-up of the tenant's trades of that token,
 # not a scan of all the tenant's trades, which grows with every cycle that trades.
 SCHEMA_TRADES_BY_TOKEN = "CREATE INDEX idx_trades_tenant_token ON trades(tenant_id, token_id)"
 

@@ -182,13 +182,10 @@ class TenantBot:
             marks = self._cycle(report)
         except BaseException:
             meter.turn(report, {}, SNAPSHOT_EVERY_S)  # a failed cycle's calls count too
-            if meter.with_fills is not None:  # failed after its end was committed
-                meter.written(meter.with_fills)
             raise
+        # None as well when its end went with its fills (trading.metering).
         due = meter.turn(report, marks, SNAPSHOT_EVERY_S)
-        if meter.with_fills is not None:  # its end went with its fills (trading.metering)
-            meter.written(meter.with_fills)
-        elif due is not None:
+        if due is not None:
             ledger.finish_cycle(self.store, self.tenant_id, marks=due.marks,
                                 compute_seconds=due.compute_seconds, api_calls=due.api_calls)
             meter.written(due)

@@ -46,21 +46,24 @@ class Meter:
         self.api_calls = 0
         self.written_at = float("-inf")  # monotonic
         self.started = 0.0  # perf_counter when the running turn began
-        self.with_fills: CycleEnd | None = None  # the running cycle's, once committed
         self._in_transaction: CycleEnd | None = None  # written, not yet committed
+        self._ended = False  # the running turn's end was written with its fills
 
     def begin(self) -> float:
         """A turn begins; its start (perf_counter)."""
-        self.started, self.with_fills, self._in_transaction = time.perf_counter(), None, None
+        self.started, self._in_transaction, self._ended = time.perf_counter(), None, False
         return self.started
 
     def turn(self, report: CycleReport, marks: dict[str, Decimal], every_s: float
              ) -> CycleEnd | None:
         """Meter the turn that ``begin`` began (its duration into *report*); the cycle's
-        end to write now, if due (traded, settled, or *every_s* since the last)."""
+        end to write now, if due (traded, settled, or *every_s* since the last) and not
+        written with its fills already."""
         report.duration_ms = (time.perf_counter() - self.started) * 1000
         self.compute_s += report.duration_ms / 1000
         self.api_calls += report.api_calls
+        if self._ended:
+            return None
         due = time.monotonic() - self.written_at >= every_s
         return CycleEnd(self.tenant_id, marks, self.compute_s, self.api_calls) \
             if due or report.trades > 0 or report.settled > 0 else None
@@ -69,7 +72,7 @@ class Meter:
                          report: CycleReport) -> None:
         """Write the running cycle's end in *conn*, the transaction recording its
         fills (one write transaction for a trading cycle, not two), with what is
-        metered so far; ``committed`` says it was, then ``written`` subtracts it."""
+        metered so far; once ``committed`` says it was, it counts as ``written``."""
         end = CycleEnd(self.tenant_id, dict(marks),
                        self.compute_s + time.perf_counter() - self.started,
                        self.api_calls + report.api_calls)
@@ -80,7 +83,9 @@ class Meter:
     def committed(self) -> None:
         """The transaction ``write_with_fills`` wrote in (if it did) has committed: a
         cycle failing after it (a strategy's ``on_fill`` raising) meters it once."""
-        self.with_fills, self._in_transaction = self._in_transaction, None
+        if self._in_transaction is not None:
+            self.written(self._in_transaction)
+            self._in_transaction, self._ended = None, True
 
     def written(self, end: CycleEnd) -> None:
         """*end* was written (with the fills, by ``finish_cycle`` or in the run's batch)."""
